@@ -1,0 +1,82 @@
+import fsp from 'node:fs/promises'
+import path from 'node:path'
+import { DEFAULT_PORTS } from '../src/protocol'
+import type { Logger, RunningServer } from './common/http'
+import { silentLogger } from './common/http'
+import { startDirectoryServer } from './directory/server'
+import { startFileServer } from './file/server'
+import type { RunningFileServer } from './file/server'
+import { startLockServer } from './lock/server'
+
+export interface ClusterOptions {
+  /** One file server per root folder. */
+  roots: string[]
+  host?: string
+  /** 0 everywhere picks free ports (tests); the defaults are the documented fixed ports. */
+  directoryPort?: number
+  lockPort?: number
+  /** Port of the first file server; the others count up from it (0: free ports for all). */
+  firstFilePort?: number
+  leaseMs?: number
+  log?: Logger
+}
+
+export interface RunningCluster {
+  directory: RunningServer
+  lock: RunningServer
+  fileServers: RunningFileServer[]
+  close: () => Promise<void>
+}
+
+/** A directory server, a lock server and a file server per root, in this process. */
+export async function startCluster (opts: ClusterOptions): Promise<RunningCluster> {
+  const log = opts.log ?? silentLogger
+  const host = opts.host ?? '127.0.0.1'
+  const started: RunningServer[] = []
+  try {
+    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, log })
+    started.push(directory)
+    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, log })
+    started.push(lock)
+    const fileServers: RunningFileServer[] = []
+    const firstFilePort = opts.firstFilePort ?? DEFAULT_PORTS.firstFile
+    for (const [i, root] of opts.roots.entries()) {
+      const server = await startFileServer({
+        root,
+        port: firstFilePort === 0 ? 0 : firstFilePort + i,
+        host,
+        directoryUrl: directory.url,
+        lockUrl: lock.url,
+        log
+      })
+      started.push(server)
+      fileServers.push(server)
+    }
+    return { directory, lock, fileServers, close: async () => await closeAll(started) }
+  } catch (err) {
+    await closeAll(started)
+    throw err
+  }
+}
+
+async function closeAll (servers: RunningServer[]): Promise<void> {
+  for (const server of [...servers].reverse()) await server.close()
+}
+
+/**
+ * Copies the sample data into the demo's working folder unless it is there already, so
+ * appends made in the demo never change the files in the repository.
+ */
+export async function prepareDemoData (sampleDir: string, workDir: string, reset: boolean): Promise<string[]> {
+  if (reset) await fsp.rm(workDir, { recursive: true, force: true })
+  const servers = (await fsp.readdir(sampleDir)).sort()
+  for (const server of servers) {
+    const target = path.join(workDir, server)
+    try {
+      await fsp.access(target)
+    } catch {
+      await fsp.cp(path.join(sampleDir, server), target, { recursive: true })
+    }
+  }
+  return servers.map((server) => path.join(workDir, server))
+}

@@ -1,0 +1,66 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import type { ErrorRequestHandler, Express, Request } from 'express'
+import { asDfsError, BadRequestError, NotFoundError } from '../../src/errors'
+import { normalizePath } from '../../src/paths'
+
+/** A running server: where it listens and how to stop it. */
+export interface RunningServer {
+  url: string
+  port: number
+  close: () => Promise<void>
+}
+
+export type Logger = (line: string) => void
+
+export const silentLogger: Logger = () => {}
+
+/** express.json with a size bound; malformed JSON becomes a 400 through the error handler. */
+export const jsonBody = express.json({ limit: '16mb' })
+
+/** The canonical path named by `?path=`; a missing or bad one is a 400. */
+export function pathParam (req: Request, name = 'path'): string {
+  return normalizePath(req.query[name])
+}
+
+/** Unknown routes and every thrown error become the JSON error body of docs/protocol.md. */
+export function finishApp (app: Express, log: Logger): void {
+  app.use((req, _res, next) => next(new NotFoundError(`no route ${req.method} ${req.path}`)))
+  const onError: ErrorRequestHandler = (err, _req, res, _next) => {
+    const parseFailure = (err as { type?: string }).type === 'entity.parse.failed'
+    const error = parseFailure ? new BadRequestError('request body is not valid JSON') : asDfsError(err)
+    if (error.status >= 500) log(`error: ${error.message}`)
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    res.status(error.status).json(error.toBody())
+  }
+  app.use(onError)
+}
+
+/** Listens on host:port (0 picks a free port) and reads back the port it got. */
+export async function listen (app: Express, port: number, host = '127.0.0.1'): Promise<RunningServer> {
+  const server = http.createServer(app)
+  server.keepAliveTimeout = 65_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const bound = (server.address() as AddressInfo).port
+  const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  return {
+    url: `http://${shownHost}:${bound}`,
+    port: bound,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      })
+    }
+  }
+}

@@ -1,0 +1,148 @@
+import express from 'express'
+import type { Express, Request } from 'express'
+import { pipeline } from 'node:stream/promises'
+import { LeaseError } from '../../src/errors'
+import type { FileListAnswer, FileMeta, FileServerStats, RegisterAnswer } from '../../src/protocol'
+import { DirectoryRoutes, etagOf, FileRoutes, Headers, LockRoutes } from '../../src/protocol'
+import { ServiceClient } from '../../src/serviceClient'
+import { finishApp, listen, pathParam, silentLogger } from '../common/http'
+import type { Logger, RunningServer } from '../common/http'
+import { FileStore } from './fileStore'
+
+export interface FileServerOptions {
+  store: FileStore
+  /** The lock server, asked on every write whether the writer's lease is live. */
+  lock: ServiceClient
+  log?: Logger
+}
+
+export interface FileServerApp extends Express {
+  locals: Express['locals'] & { stats: FileServerStats }
+}
+
+export function createFileServer (opts: FileServerOptions): FileServerApp {
+  const { store, lock } = opts
+  const log = opts.log ?? silentLogger
+  const stats: FileServerStats = { machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0 }
+  // Highest fencing token seen per file: a writer whose lease was superseded is refused
+  // even if its request arrives after the newer writer's.
+  const highestToken = new Map<string, number>()
+
+  const requireLease = async (req: Request, path: string): Promise<void> => {
+    const token = Number(req.get(Headers.lockToken))
+    if (!req.get(Headers.lockToken) || !Number.isSafeInteger(token)) {
+      throw new LeaseError(`writing ${path} needs its lock: no ${Headers.lockToken} header`, { path })
+    }
+    if (token < (highestToken.get(path) ?? 0)) {
+      throw new LeaseError(`lease ${token} on ${path} was superseded by a newer writer`, { path, token })
+    }
+    await lock.get(LockRoutes.check, { path, token })
+    highestToken.set(path, token)
+  }
+
+  const app = express() as FileServerApp
+  app.disable('x-powered-by')
+  app.disable('etag') // ours is computed from the version, not the body
+  app.locals.stats = stats
+
+  app.get(FileRoutes.health, (_req, res) => {
+    res.json({ service: 'file', machineId: stats.machineId, root: store.root })
+  })
+
+  app.get(FileRoutes.stats, (_req, res) => {
+    res.json(stats)
+  })
+
+  app.get(FileRoutes.stat, async (req, res) => {
+    const meta: FileMeta = await store.stat(pathParam(req))
+    res.json(meta)
+  })
+
+  app.get(FileRoutes.list, async (req, res) => {
+    const path = pathParam(req)
+    const answer: FileListAnswer = { path, entries: await store.list(path) }
+    res.json(answer)
+  })
+
+  app.get(FileRoutes.content, async (req, res) => {
+    const { meta, stream } = await store.openRead(pathParam(req))
+    const etag = etagOf(meta)
+    res.set({ ETag: etag, [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) })
+    if (req.get('if-none-match') === etag) {
+      stream.destroy()
+      stats.notModified++
+      res.status(304).end()
+      return
+    }
+    stats.contentTransfers++
+    stats.contentBytes += meta.size
+    res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
+    await pipeline(stream, res)
+  })
+
+  app.post(FileRoutes.append, async (req, res) => {
+    const path = pathParam(req)
+    await requireLease(req, path)
+    const meta = await store.append(path, req)
+    stats.appends++
+    res.json(meta)
+  })
+
+  finishApp(app, log)
+  return app
+}
+
+export interface StartFileServerOptions {
+  root: string
+  port: number
+  host?: string
+  directoryUrl: string
+  lockUrl: string
+  /** Address clients use to reach this server; defaults to the one it listens on. */
+  publicUrl?: string
+  timeoutMs?: number
+  log?: Logger
+}
+
+export interface RunningFileServer extends RunningServer {
+  machineId: number
+  app: FileServerApp
+  store: FileStore
+}
+
+/**
+ * Starts a file server and joins it to the cluster: register for a machine id, report the
+ * files, have the lock server create a key for each. A clash with another server's paths
+ * stops the start with the directory server's error.
+ */
+export async function startFileServer (opts: StartFileServerOptions): Promise<RunningFileServer> {
+  const log = opts.log ?? silentLogger
+  const directory = new ServiceClient('directory server', opts.directoryUrl, opts.timeoutMs)
+  const lock = new ServiceClient('lock server', opts.lockUrl, opts.timeoutMs)
+  const store = await FileStore.open(opts.root)
+  const app = createFileServer({ store, lock, log })
+  const running = await listen(app, opts.port, opts.host)
+  try {
+    const url = opts.publicUrl ?? running.url
+    const { machineId } = await directory.post<RegisterAnswer>(DirectoryRoutes.register, { url })
+    app.locals.stats.machineId = machineId
+    const files = await store.scan()
+    await lock.post(LockRoutes.keys, { paths: files.filter((f) => f.kind === 'file').map((f) => f.path) })
+    await directory.put(DirectoryRoutes.reportFiles(machineId), { files })
+    log(`file server ${machineId} serves ${opts.root} at ${url} (${files.length} entries)`)
+    return {
+      ...running,
+      machineId,
+      app,
+      store,
+      close: async () => {
+        await running.close()
+        await store.close()
+      }
+    }
+  } catch (err) {
+    await running.close()
+    await store.close()
+    throw err
+  }
+}

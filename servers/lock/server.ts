@@ -1,0 +1,89 @@
+import express from 'express'
+import type { Express, Request } from 'express'
+import { BadRequestError } from '../../src/errors'
+import { normalizePath } from '../../src/paths'
+import { DEFAULT_LEASE_MS, LockRoutes } from '../../src/protocol'
+import type { CheckAnswer, CreateKeysAnswer, ReleaseAnswer } from '../../src/protocol'
+import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
+import type { Logger, RunningServer } from '../common/http'
+import { LockTable } from './lockTable'
+
+export interface LockServerOptions {
+  /** Lease length when the client names none (default 30 s). */
+  leaseMs?: number
+  /** Longest lease a client may ask for. */
+  maxLeaseMs?: number
+  log?: Logger
+}
+
+export function createLockServer (opts: LockServerOptions = {}): Express {
+  const log = opts.log ?? silentLogger
+  const defaultLeaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS
+  const maxLeaseMs = opts.maxLeaseMs ?? 10 * 60_000
+  const table = new LockTable()
+
+  const app = express()
+  app.disable('x-powered-by')
+  app.use(jsonBody)
+
+  app.get(LockRoutes.health, (_req, res) => {
+    res.json({ service: 'lock', leaseMs: defaultLeaseMs })
+  })
+
+  app.post(LockRoutes.keys, (req, res) => {
+    const paths = req.body?.paths
+    if (!Array.isArray(paths)) throw new BadRequestError('paths must be a list')
+    const answer: CreateKeysAnswer = { created: table.createKeys(paths.map(normalizePath)) }
+    res.json(answer)
+  })
+
+  app.delete(LockRoutes.keys, (req, res) => {
+    const path = pathParam(req)
+    table.deleteKey(path)
+    res.json({ path, deleted: true })
+  })
+
+  app.post(LockRoutes.acquire, (req, res) => {
+    const path = normalizePath(req.body?.path)
+    const owner = req.body?.owner
+    if (typeof owner !== 'string' || owner.length === 0 || owner.length > 256) throw new BadRequestError('owner must be a non-empty string')
+    const ttlMs = req.body?.ttlMs === undefined ? defaultLeaseMs : Number(req.body.ttlMs)
+    if (!Number.isInteger(ttlMs) || ttlMs <= 0 || ttlMs > maxLeaseMs) throw new BadRequestError(`ttlMs must be a whole number from 1 to ${maxLeaseMs}`)
+    res.json(table.acquire(path, owner, ttlMs))
+  })
+
+  app.post(LockRoutes.renew, (req, res) => {
+    res.json(table.renew(normalizePath(req.body?.path), tokenOf(req.body?.token)))
+  })
+
+  app.post(LockRoutes.release, (req, res) => {
+    const path = normalizePath(req.body?.path)
+    table.release(path, tokenOf(req.body?.token))
+    const answer: ReleaseAnswer = { path, released: true }
+    res.json(answer)
+  })
+
+  app.get(LockRoutes.check, (req: Request, res) => {
+    const path = pathParam(req)
+    table.check(path, tokenOf(req.query.token))
+    const answer: CheckAnswer = { path, valid: true }
+    res.json(answer)
+  })
+
+  app.get(LockRoutes.status, (req, res) => {
+    res.json(table.status(pathParam(req)))
+  })
+
+  finishApp(app, log)
+  return app
+}
+
+export async function startLockServer (opts: LockServerOptions & { port: number, host?: string }): Promise<RunningServer> {
+  return await listen(createLockServer(opts), opts.port, opts.host)
+}
+
+function tokenOf (value: unknown): number {
+  const token = Number(value)
+  if (value === undefined || value === '' || !Number.isSafeInteger(token)) throw new BadRequestError('token must be a whole number')
+  return token
+}

@@ -1,0 +1,114 @@
+import readline from 'node:readline/promises'
+import { pipeline } from 'node:stream/promises'
+import yargs from 'yargs/yargs'
+import { DfsClient, defaultClientOptions } from '../client/dfsClient'
+import type { ListEntry } from '../client/dfsClient'
+import { NotFoundError } from '../errors'
+import { CliError, runMain } from './common'
+
+interface ClientArgs {
+  directory: string
+  lock: string
+  cacheDir: string
+  timeoutMs: number
+  lockTimeoutMs: number
+}
+
+function clientOf (args: ClientArgs): DfsClient {
+  return new DfsClient({
+    directoryUrl: args.directory,
+    lockUrl: args.lock,
+    cacheDir: args.cacheDir,
+    timeoutMs: args.timeoutMs,
+    lockTimeoutMs: args.lockTimeoutMs,
+    metaTtlMs: 0
+  })
+}
+
+/** "no such file: PATH" rather than the directory server's wording, as users expect from cat. */
+async function named<T> (path: string, task: () => Promise<T>): Promise<T> {
+  try {
+    return await task()
+  } catch (err) {
+    if (err instanceof NotFoundError) throw new CliError(`no such file: ${path}`)
+    throw err
+  }
+}
+
+function formatEntry (entry: ListEntry): string {
+  const when = entry.mtimeMs ? new Date(entry.mtimeMs).toISOString().replace('T', ' ').slice(0, 19) : '-'.padEnd(19)
+  const size = entry.kind === 'dir' ? '-' : String(entry.size)
+  const version = entry.kind === 'dir' ? '-' : `v${entry.version}`
+  return `${entry.kind === 'dir' ? 'd' : '-'} ${size.padStart(10)} ${version.padStart(6)} ${when} ${entry.name}${entry.kind === 'dir' ? '/' : ''}`
+}
+
+async function readStdin (): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+async function interactive (client: DfsClient): Promise<void> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout })
+  try {
+    const action = (await rl.question('read or write? [r/w] ')).trim().toLowerCase()
+    if (action !== 'r' && action !== 'read' && action !== 'w' && action !== 'write') throw new CliError(`answer r or w, not "${action}"`)
+    const path = (await rl.question('file name (e.g. /notes/todo.txt): ')).trim()
+    if (action.startsWith('r')) {
+      process.stdout.write(await named(path, async () => await client.readFile(path)))
+      return
+    }
+    const text = await rl.question('text to append: ')
+    const meta = await named(path, async () => await client.append(path, text + '\n'))
+    process.stdout.write(`appended to ${path}: now version ${meta.version}, ${meta.size} bytes\n`)
+  } finally {
+    rl.close()
+  }
+}
+
+async function main (): Promise<void> {
+  const argv = process.argv.slice(2)
+  const parser = yargs(argv)
+    .scriptName('dfs')
+    .env('DFS')
+    .usage('$0 [command] [options]\n\nReads and appends to files on a dfs cluster. With no command, asks what to do.')
+    .option('directory', { type: 'string', default: defaultClientOptions.directoryUrl, describe: 'directory server URL (DFS_DIRECTORY)' })
+    .option('lock', { type: 'string', default: defaultClientOptions.lockUrl, describe: 'lock server URL (DFS_LOCK)' })
+    .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
+    .option('timeout-ms', { type: 'number', default: defaultClientOptions.timeoutMs, describe: 'how long a server may stay silent' })
+    .option('lock-timeout-ms', { type: 'number', default: defaultClientOptions.lockTimeoutMs, describe: 'how long to wait for a file\'s lock' })
+    .command('cat <path>', 'print a file', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+      const client = clientOf(args)
+      await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)
+    })
+    .command('append <path> [text]', 'append TEXT and a newline (or standard input, as is) to a file', (y) => y
+      .positional('path', { type: 'string', demandOption: true })
+      .positional('text', { type: 'string' }),
+    async (args) => {
+      const client = clientOf(args)
+      const data = args.text !== undefined ? Buffer.from(args.text + '\n') : await readStdin()
+      const meta = await named(args.path, async () => await client.append(args.path, data))
+      process.stderr.write(`${args.path}: version ${meta.version}, ${meta.size} bytes\n`)
+    })
+    .command('ls [path]', 'list a folder', (y) => y.positional('path', { type: 'string', default: '/' }), async (args) => {
+      const client = clientOf(args)
+      const entries = await named(args.path, async () => await client.list(args.path))
+      process.stdout.write(entries.map((e) => formatEntry(e) + '\n').join(''))
+    })
+    .command('stat <path>', 'show version, size and time of a file or folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+      const client = clientOf(args)
+      const meta = await named(args.path, async () => await client.statFresh(args.path))
+      process.stdout.write(JSON.stringify({ ...meta, mtime: new Date(meta.mtimeMs).toISOString() }, null, 2) + '\n')
+    })
+    .command('$0', false, (y) => y, async (args) => {
+      await interactive(clientOf(args))
+    })
+    .strict()
+    .fail((message, err) => {
+      throw err ?? new CliError(message)
+    })
+    .help()
+  await parser.parseAsync()
+}
+
+runMain('dfs', main)

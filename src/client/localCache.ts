@@ -1,0 +1,145 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import nodePath from 'node:path'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { LRUCache } from 'lru-cache'
+import type { FileMeta } from '../protocol'
+import { etagOf } from '../protocol'
+
+export interface CachedFile {
+  /** The local copy: read it, never write it (it is replaced whole on the next fetch). */
+  file: string
+  meta: FileMeta
+}
+
+interface CacheRecord {
+  path: string
+  meta: FileMeta
+}
+
+export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3
+
+/**
+ * Whole-file copies of remote files on local disk, each with the version, size and mtime
+ * it was fetched at. Copies and their records are replaced by rename, so a reader with the
+ * old copy open keeps reading a consistent old version, and a crash never leaves a record
+ * that vouches for the wrong bytes. The least recently used copies go when the cache
+ * outgrows its byte budget. Several processes may share one cache folder.
+ */
+export class LocalCache {
+  private readonly objects: string
+  private readonly tmp: string
+  private readonly index: LRUCache<string, CacheRecord>
+  private ready: Promise<void> | null = null
+
+  constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
+    this.objects = nodePath.join(dir, 'objects')
+    this.tmp = nodePath.join(dir, 'tmp')
+    this.index = new LRUCache<string, CacheRecord>({
+      maxSize: maxBytes,
+      sizeCalculation: (record) => Math.max(1, record.meta.size),
+      dispose: (_record, path, reason) => {
+        if (reason === 'evict') void this.removeFiles(path)
+      }
+    })
+  }
+
+  /** The record of a cached copy, from memory or from the record file another process left. */
+  async get (path: string): Promise<CachedFile | null> {
+    await this.init()
+    let record = this.index.get(path)
+    if (!record) {
+      record = await this.readRecord(path) ?? undefined
+      if (!record) return null
+      this.index.set(path, record)
+    }
+    return { file: this.objectFile(path), meta: record.meta }
+  }
+
+  /** Stores a fetched body as the copy of `path` at `meta`; a body that comes short is refused. */
+  async store (path: string, meta: FileMeta, body: Readable): Promise<CachedFile> {
+    await this.init()
+    const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    try {
+      await pipeline(body, fs.createWriteStream(partial))
+      const { size } = await fsp.stat(partial)
+      if (size !== meta.size) throw new Error(`fetched ${size} bytes of ${path}, expected ${meta.size}`)
+      await fsp.rename(partial, this.objectFile(path))
+    } catch (err) {
+      await fsp.rm(partial, { force: true })
+      throw err
+    }
+    await this.writeRecord(path, meta)
+    return { file: this.objectFile(path), meta }
+  }
+
+  /**
+   * Brings a copy forward by the bytes this client itself appended, if the copy is exactly
+   * the version the append was made on; otherwise drops it so the next read fetches.
+   */
+  async applyAppend (path: string, appended: Buffer, after: FileMeta): Promise<void> {
+    const cached = await this.get(path)
+    if (!cached) return
+    if (cached.meta.version !== after.version - 1 || cached.meta.size + appended.length !== after.size) {
+      await this.invalidate(path)
+      return
+    }
+    await fsp.appendFile(cached.file, appended)
+    await this.writeRecord(path, after)
+  }
+
+  async invalidate (path: string): Promise<void> {
+    this.index.delete(path)
+    await this.removeFiles(path)
+  }
+
+  etagOf (cached: CachedFile | null): string | undefined {
+    return cached ? etagOf(cached.meta) : undefined
+  }
+
+  private async init (): Promise<void> {
+    this.ready ??= (async () => {
+      await fsp.mkdir(this.objects, { recursive: true })
+      await fsp.mkdir(this.tmp, { recursive: true })
+    })()
+    await this.ready
+  }
+
+  private objectFile (path: string): string {
+    return nodePath.join(this.objects, hashOf(path))
+  }
+
+  private recordFile (path: string): string {
+    return this.objectFile(path) + '.json'
+  }
+
+  private async readRecord (path: string): Promise<CacheRecord | null> {
+    try {
+      const record = JSON.parse(await fsp.readFile(this.recordFile(path), 'utf8')) as CacheRecord
+      if (record.path !== path) return null
+      const { size } = await fsp.stat(this.objectFile(path))
+      return size === record.meta.size ? record : null
+    } catch {
+      return null
+    }
+  }
+
+  private async writeRecord (path: string, meta: FileMeta): Promise<void> {
+    const record: CacheRecord = { path, meta }
+    const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
+    await fsp.writeFile(partial, JSON.stringify(record))
+    await fsp.rename(partial, this.recordFile(path))
+    this.index.set(path, record)
+  }
+
+  private async removeFiles (path: string): Promise<void> {
+    await fsp.rm(this.recordFile(path), { force: true })
+    await fsp.rm(this.objectFile(path), { force: true })
+  }
+}
+
+function hashOf (path: string): string {
+  return crypto.createHash('sha256').update(path).digest('hex')
+}

@@ -1,0 +1,159 @@
+/**
+ * Typed errors shared by servers, client proxy and mount. Each class carries the one
+ * HTTP status a server answers with and the one errno the mount answers with, so the
+ * mapping lives here and nowhere else.
+ */
+
+export type ErrnoName =
+  | 'ENOENT' | 'EINVAL' | 'EAGAIN' | 'EEXIST' | 'EACCES' | 'EIO' | 'ETIMEDOUT'
+  | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'ENOLCK' | 'EROFS' | 'ENOTSUP' | 'EPERM'
+  | 'ENOSPC' | 'EXDEV'
+
+export interface ErrorBody {
+  error: {
+    code: string
+    message: string
+    [detail: string]: unknown
+  }
+}
+
+export class DfsError extends Error {
+  /** Stable machine-readable code, sent on the wire as `error.code`. */
+  readonly code: string = 'INTERNAL'
+  readonly status: number = 500
+  readonly errno: ErrnoName = 'EIO'
+  readonly details: Record<string, unknown>
+
+  constructor (message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.details = details
+  }
+
+  toBody (): ErrorBody {
+    return { error: { ...this.details, code: this.code, message: this.message } }
+  }
+}
+
+export class NotFoundError extends DfsError {
+  override readonly code = 'NOT_FOUND'
+  override readonly status = 404
+  override readonly errno = 'ENOENT'
+}
+
+export class BadPathError extends DfsError {
+  override readonly code = 'BAD_PATH'
+  override readonly status = 400
+  override readonly errno = 'EINVAL'
+}
+
+export class NameTooLongError extends DfsError {
+  override readonly code = 'NAME_TOO_LONG'
+  override readonly status = 400
+  override readonly errno = 'ENAMETOOLONG'
+}
+
+export class BadRequestError extends DfsError {
+  override readonly code = 'BAD_REQUEST'
+  override readonly status = 400
+  override readonly errno = 'EINVAL'
+}
+
+/** The lock is held by someone else; retry later. */
+export class LockedError extends DfsError {
+  override readonly code = 'LOCKED'
+  override readonly status = 423
+  override readonly errno = 'EAGAIN'
+}
+
+/** The caller gave up waiting for a lock. */
+export class LockTimeoutError extends DfsError {
+  override readonly code = 'LOCK_TIMEOUT'
+  override readonly status = 423
+  override readonly errno = 'ENOLCK'
+}
+
+/** A write without the lock, or with a lease that ran out or was superseded (fencing). */
+export class LeaseError extends DfsError {
+  override readonly code = 'LEASE_INVALID'
+  override readonly status = 409
+  override readonly errno = 'ENOLCK'
+}
+
+/** Two file servers claim one path, or a path already exists. */
+export class ConflictError extends DfsError {
+  override readonly code = 'CONFLICT'
+  override readonly status = 409
+  override readonly errno = 'EEXIST'
+}
+
+export class IsDirectoryError extends DfsError {
+  override readonly code = 'IS_DIRECTORY'
+  override readonly status = 409
+  override readonly errno = 'EISDIR'
+}
+
+export class NotDirectoryError extends DfsError {
+  override readonly code = 'NOT_DIRECTORY'
+  override readonly status = 409
+  override readonly errno = 'ENOTDIR'
+}
+
+export class NotEmptyError extends DfsError {
+  override readonly code = 'NOT_EMPTY'
+  override readonly status = 409
+  override readonly errno = 'ENOTEMPTY'
+}
+
+export class NotSupportedError extends DfsError {
+  override readonly code = 'NOT_SUPPORTED'
+  override readonly status = 501
+  override readonly errno = 'ENOTSUP'
+}
+
+/** A server did not answer (refused, reset or timed out). */
+export class ServerUnavailableError extends DfsError {
+  override readonly code = 'UNAVAILABLE'
+  override readonly status = 503
+  override readonly errno = 'EIO'
+}
+
+const byCode: Record<string, new (message: string, details?: Record<string, unknown>) => DfsError> = {
+  NOT_FOUND: NotFoundError,
+  BAD_PATH: BadPathError,
+  NAME_TOO_LONG: NameTooLongError,
+  BAD_REQUEST: BadRequestError,
+  LOCKED: LockedError,
+  LOCK_TIMEOUT: LockTimeoutError,
+  LEASE_INVALID: LeaseError,
+  CONFLICT: ConflictError,
+  IS_DIRECTORY: IsDirectoryError,
+  NOT_DIRECTORY: NotDirectoryError,
+  NOT_EMPTY: NotEmptyError,
+  NOT_SUPPORTED: NotSupportedError,
+  UNAVAILABLE: ServerUnavailableError
+}
+
+/** Rebuilds the typed error a server sent, so callers can branch with instanceof. */
+export function errorFromBody (status: number, body: unknown): DfsError {
+  const error = (body as Partial<ErrorBody> | undefined)?.error
+  if (error && typeof error.code === 'string' && typeof error.message === 'string') {
+    const { code, message, ...details } = error
+    const ErrorClass = byCode[code] ?? DfsError
+    return new ErrorClass(message, details)
+  }
+  if (status === 404) return new NotFoundError('not found')
+  return new DfsError(`unexpected answer: HTTP ${status}`, { status })
+}
+
+/** Any thrown value as a DfsError; unknown failures become an internal error (EIO, 500). */
+export function asDfsError (err: unknown): DfsError {
+  if (err instanceof DfsError) return err
+  const nodeCode = (err as NodeJS.ErrnoException | undefined)?.code
+  if (nodeCode === 'ENOENT') return new NotFoundError('no such file', {}, { cause: err })
+  if (nodeCode === 'EISDIR') return new IsDirectoryError('is a directory', {}, { cause: err })
+  if (nodeCode === 'ENOTDIR') return new NotDirectoryError('not a directory', {}, { cause: err })
+  if (nodeCode === 'ENOTEMPTY') return new NotEmptyError('directory not empty', {}, { cause: err })
+  if (nodeCode === 'EEXIST') return new ConflictError('already exists', {}, { cause: err })
+  return new DfsError(err instanceof Error ? err.message : String(err), {}, { cause: err })
+}
