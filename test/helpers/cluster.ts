@@ -1,0 +1,57 @@
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { Test } from 'tap'
+import { DfsClient } from '../../src/client/dfsClient'
+import type { DfsClientOptions } from '../../src/client/dfsClient'
+import { startCluster } from '../../servers/cluster'
+import type { ClusterOptions, RunningCluster } from '../../servers/cluster'
+
+export interface TestCluster extends RunningCluster {
+  /** Folder holding this test's roots and cache folders; removed at teardown. */
+  workDir: string
+  roots: string[]
+  /** A client with a cache folder of its own. */
+  client: (opts?: DfsClientOptions) => DfsClient
+}
+
+/** Writes a tree given as { 'folder/file.txt': 'content' } under root. */
+export function writeTree (root: string, tree: Record<string, string>): void {
+  for (const [file, content] of Object.entries(tree)) {
+    fs.mkdirSync(path.join(root, path.dirname(file)), { recursive: true })
+    fs.writeFileSync(path.join(root, file), content)
+  }
+}
+
+/**
+ * Starts a real cluster on 127.0.0.1 with free ports, one file server per tree, and stops
+ * it and removes its files when the test ends, failed or not.
+ */
+export async function startTestCluster (t: Test, trees: Array<Record<string, string>>, opts: Partial<ClusterOptions> = {}): Promise<TestCluster> {
+  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-test-'))
+  const roots = trees.map((tree, i) => {
+    const root = path.join(workDir, `root-${i + 1}`)
+    fs.mkdirSync(root, { recursive: true })
+    writeTree(root, tree)
+    return root
+  })
+  const cluster = await startCluster({ roots, directoryPort: 0, lockPort: 0, firstFilePort: 0, ...opts })
+  let clients = 0
+  t.teardown(async () => {
+    await cluster.close()
+    await fsp.rm(workDir, { recursive: true, force: true })
+  })
+  return {
+    ...cluster,
+    workDir,
+    roots,
+    client: (clientOpts = {}) => new DfsClient({
+      directoryUrl: cluster.directory.url,
+      lockUrl: cluster.lock.url,
+      cacheDir: path.join(workDir, `cache-${++clients}`),
+      timeoutMs: 2000,
+      ...clientOpts
+    })
+  }
+}
