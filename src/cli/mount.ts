@@ -1,0 +1,114 @@
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import path from 'node:path'
+import yargs from 'yargs/yargs'
+import { DfsClient, defaultClientOptions } from '../client/dfsClient'
+import { DirectoryRoutes } from '../protocol'
+import { ServiceClient } from '../serviceClient'
+import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
+import { isMounted, mountDfs } from '../fuse/mount'
+import { CliError, runMain } from './common'
+import { notifyParent, startDetached } from './daemon'
+import { mountStateOf } from './mountState'
+
+function log (line: string): void {
+  process.stdout.write(`${new Date().toISOString()} ${line}\n`)
+}
+
+/** The checks that give a one-line answer before anything is started. */
+async function preflight (mountpoint: string, directoryUrl: string): Promise<void> {
+  let stats: fs.Stats
+  try {
+    stats = await fsp.stat(mountpoint)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTCONN') throw new CliError(`${mountpoint} is a stale mount: run dfs-umount ${mountpoint} first`)
+    throw new CliError(`mount point ${mountpoint} does not exist: create it first (mkdir -p ${mountpoint})`)
+  }
+  if (!stats.isDirectory()) throw new CliError(`mount point ${mountpoint} is not a folder`)
+  if (await isMounted(mountpoint)) throw new CliError(`${mountpoint} is already mounted: run dfs-umount ${mountpoint} first`)
+  if (!findFusermount()) throw new CliError(`fusermount is missing: ${INSTALL_HINT}`)
+  try {
+    loadFuse()
+  } catch (err) {
+    if (err instanceof FuseUnavailableError) throw new CliError(err.message)
+    throw err
+  }
+  await new ServiceClient('directory server', directoryUrl, 3000).get(DirectoryRoutes.health)
+}
+
+async function main (): Promise<void> {
+  const args = await yargs(process.argv.slice(2))
+    .scriptName('dfs-mount')
+    .env('DFS')
+    .usage('$0 <mountpoint> [options]\n\nMounts a dfs cluster at MOUNTPOINT. Returns once the mount is ready; the daemon goes on in the background and logs to the file it names. Unmount with dfs-umount MOUNTPOINT.')
+    .positional('mountpoint', { type: 'string' })
+    .demandCommand(1, 'name the mount point: dfs-mount MOUNTPOINT')
+    .option('directory', { type: 'string', default: defaultClientOptions.directoryUrl, describe: 'directory server URL (DFS_DIRECTORY)' })
+    .option('lock', { type: 'string', default: defaultClientOptions.lockUrl, describe: 'lock server URL (DFS_LOCK)' })
+    .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
+    .option('foreground', { type: 'boolean', default: false, describe: 'stay attached; Ctrl-C or SIGTERM unmounts' })
+    .option('log', { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' })
+    .option('timeout-ms', { type: 'number', default: defaultClientOptions.timeoutMs, describe: 'how long a server may stay silent before EIO' })
+    .option('lock-timeout-ms', { type: 'number', default: defaultClientOptions.lockTimeoutMs, describe: 'how long a write waits for a file\'s lock' })
+    .option('debug', { type: 'boolean', default: false, describe: 'log every FUSE request' })
+    .strict()
+    .fail((message, err) => {
+      throw err ?? new CliError(message)
+    })
+    .help()
+    .parseAsync()
+  if (args._.length > 1) throw new CliError('name exactly one mount point')
+  const mountpoint = path.resolve(String(args._[0]))
+  const state = mountStateOf(mountpoint)
+
+  if (!args.foreground) {
+    await preflight(mountpoint, args.directory)
+    const logFile = args.log ?? state.logFile
+    const childArgs = process.argv.slice(2).concat('--foreground', '--log', logFile)
+    const pid = await startDetached(childArgs, logFile)
+    process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
+    return
+  }
+
+  try {
+    await preflight(mountpoint, args.directory)
+    const client = new DfsClient({
+      directoryUrl: args.directory,
+      lockUrl: args.lock,
+      cacheDir: args.cacheDir,
+      timeoutMs: args.timeoutMs,
+      lockTimeoutMs: args.lockTimeoutMs
+    })
+    const mounted = await mountDfs({ mountpoint, client, debug: args.debug })
+    await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
+    await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
+    log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
+
+    let stopping = false
+    const stop = (why: string): void => {
+      if (stopping) return
+      stopping = true
+      log(`${why}: unmounting ${mountpoint}`)
+      clearInterval(watch)
+      mounted.unmount()
+        .then(() => log('unmounted'), (err: unknown) => log(`unmount failed: ${String(err)}`))
+        .finally(() => {
+          fs.rmSync(state.stateFile, { force: true })
+          process.exit(0)
+        })
+    }
+    process.on('SIGINT', () => stop('SIGINT'))
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    // Someone ran fusermount -u behind our back: nothing left to serve.
+    const watch = setInterval(() => {
+      isMounted(mountpoint).then((still) => { if (!still) stop('mount went away') }, () => {})
+    }, 2000)
+    notifyParent({ ready: true })
+  } catch (err) {
+    notifyParent({ error: err instanceof Error ? err.message : String(err) })
+    throw err
+  }
+}
+
+runMain('dfs-mount', main)

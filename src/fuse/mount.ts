@@ -1,0 +1,89 @@
+import { execFile } from 'node:child_process'
+import type { DfsClient } from '../client/dfsClient'
+import { OpenFileTable } from '../client/openFiles'
+import { loadFuse } from './loadFuse'
+import type { FuseInstance } from './loadFuse'
+import { createFuseOperations } from './operations'
+
+export interface MountOptions {
+  mountpoint: string
+  client: DfsClient
+  debug?: boolean
+}
+
+export interface MountedDfs {
+  mountpoint: string
+  files: OpenFileTable
+  /** Sends pending writes, then unmounts; falls back to a lazy unmount when busy. */
+  unmount: () => Promise<void>
+}
+
+/**
+ * Kernel-facing options, each chosen for a reason:
+ * - big_writes: writes arrive in up to 128 KiB pieces instead of 4 KiB (fuse-native has no
+ *   option for it, but joins options with commas, so it rides along in fsname).
+ * - auto_cache: the kernel keeps file pages between opens and drops them when an open finds
+ *   a new mtime or size; open() always revalidates with the file server, so a changed file
+ *   is never served from stale pages, and an unchanged one reads at page-cache speed.
+ * - attr_timeout=0 and ac_attr_timeout=0: the kernel asks us for attributes instead of
+ *   trusting its own copy, so the size another client's append created is seen at the next
+ *   open; the client proxy remembers attributes briefly, so this costs no network round trip.
+ * - timeout: fuse-native answers ETIMEDOUT after 15 s by default; opening a large file or
+ *   waiting for a lock may legitimately take longer, and every network call below has its
+ *   own timeout anyway.
+ */
+function kernelOptions (debug: boolean): Record<string, unknown> {
+  return {
+    fsname: 'dfs,big_writes',
+    subtype: 'dfs',
+    autoCache: true,
+    attrTimeout: '0',
+    acAttrTimeout: '0',
+    force: true,
+    debug,
+    timeout: { default: 60_000, open: 600_000, flush: 600_000, release: 600_000, fsync: 600_000, create: 120_000, truncate: 600_000 }
+  }
+}
+
+export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
+  const Fuse = loadFuse()
+  const files = new OpenFileTable(opts.client)
+  const fuse: FuseInstance = new Fuse(opts.mountpoint, createFuseOperations(opts.client, files), kernelOptions(opts.debug ?? false))
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
+  let unmounted: Promise<void> | null = null
+  return {
+    mountpoint: opts.mountpoint,
+    files,
+    unmount: async () => {
+      unmounted ??= (async () => {
+        await files.flushAll()
+        try {
+          await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
+        } catch {
+          await lazyUnmount(opts.mountpoint)
+        }
+      })()
+      await unmounted
+    }
+  }
+}
+
+/** Detaches a busy or stale mount; it goes away once the last user lets go. */
+export async function lazyUnmount (mountpoint: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    execFile('fusermount', ['-u', '-z', mountpoint], { timeout: 10_000 }, (err, _stdout, stderr) => {
+      if (err) reject(new Error(stderr.trim() || err.message))
+      else resolve()
+    })
+  })
+}
+
+/** Whether the kernel has a mount at this path (/proc/mounts escapes spaces as \040). */
+export async function isMounted (mountpoint: string): Promise<boolean> {
+  const { readFile } = await import('node:fs/promises')
+  const mounts = await readFile('/proc/mounts', 'utf8')
+  return mounts.split('\n').some((line) => {
+    const target = line.split(' ')[1]
+    return target !== undefined && target.replace(/\\040/g, ' ') === mountpoint
+  })
+}
