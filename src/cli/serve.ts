@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
 import { DEFAULT_PORTS, DEFAULT_LEASE_MS } from '../protocol'
@@ -7,6 +8,7 @@ import { startLockServer } from '../../servers/lock/server'
 import { startFileServer } from '../../servers/file/server'
 import { prepareDemoData, startCluster } from '../../servers/cluster'
 import { CliError, runMain } from './common'
+import { isAlive, notifyParent, startDetached } from './daemon'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
@@ -25,6 +27,16 @@ function stayUp (close: () => Promise<void>): void {
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
+}
+
+/** The pid of a live demo started earlier, or null. */
+function readPid (pidFile: string): number | null {
+  try {
+    const pid = Number(fs.readFileSync(pidFile, 'utf8'))
+    return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : null
+  } catch {
+    return null
+  }
 }
 
 function listening (what: string, server: RunningServer, requested: number): void {
@@ -80,8 +92,29 @@ async function main (): Promise<void> {
       .option('directory-port', portOption(DEFAULT_PORTS.directory))
       .option('lock-port', portOption(DEFAULT_PORTS.lock))
       .option('file-port', portOption(DEFAULT_PORTS.firstFile))
-      .option('lease-ms', { type: 'number', default: DEFAULT_LEASE_MS }),
+      .option('lease-ms', { type: 'number', default: DEFAULT_LEASE_MS })
+      .option('detach', { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' })
+      .option('stop', { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' }),
     async (args) => {
+      const pidFile = path.join(path.dirname(args.dataDir), 'demo.pid')
+      const running = readPid(pidFile)
+      if (args.stop) {
+        if (running === null) throw new CliError('no demo cluster is running')
+        process.kill(running, 'SIGTERM')
+        process.stdout.write(`stopped the demo cluster (pid ${running})\n`)
+        return
+      }
+      if (args.detach) {
+        if (running !== null) {
+          process.stdout.write(`the demo cluster is already running (pid ${running})\n`)
+          return
+        }
+        const logFile = path.join(path.dirname(args.dataDir), 'demo.log')
+        const childArgs = process.argv.slice(2).filter((a) => a !== '--detach')
+        const pid = await startDetached(childArgs, logFile)
+        process.stdout.write(`demo cluster running (pid ${pid}, log ${logFile}); stop it with: dfs-serve demo --stop\n`)
+        return
+      }
       const roots = await prepareDemoData(path.join(repoRoot, 'sample-data'), args.dataDir, args.reset)
       log(`demo data in ${args.dataDir}${args.reset ? ' (reset from sample-data/)' : ''}`)
       const cluster = await startCluster({
@@ -91,7 +124,12 @@ async function main (): Promise<void> {
       listening('lock server', cluster.lock, args.lockPort)
       for (const server of cluster.fileServers) listening(`file server ${server.machineId}`, server, args.filePort)
       log('demo cluster ready')
-      stayUp(cluster.close)
+      fs.writeFileSync(pidFile, String(process.pid))
+      stayUp(async () => {
+        fs.rmSync(pidFile, { force: true })
+        await cluster.close()
+      })
+      notifyParent({ ready: true })
     })
     .demandCommand(1, 'name a server to run: directory, lock, file or demo')
     .strict()
@@ -102,14 +140,19 @@ async function main (): Promise<void> {
     .parseAsync()
 }
 
+/** A taken port is a likely mistake (dfs already running): say so in one line. */
+function explained (err: unknown): unknown {
+  if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return err
+  const port = (err as { port?: number }).port
+  return new CliError(`port ${port ?? ''} is in use: is dfs already running? Pick another port (0 picks a free one)`)
+}
+
 runMain('dfs-serve', async () => {
   try {
     await main()
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      const e = err as NodeJS.ErrnoException & { port?: number }
-      throw new CliError(`port ${e.port ?? ''} is in use: is dfs already running? Pick another with --port (0 picks a free one)`)
-    }
-    throw err
+    const shown = explained(err)
+    notifyParent({ error: shown instanceof Error ? shown.message : String(shown) })
+    throw shown
   }
 })

@@ -22,6 +22,8 @@ export interface MountedDfs {
  * Kernel-facing options, each chosen for a reason:
  * - big_writes: writes arrive in up to 128 KiB pieces instead of 4 KiB (fuse-native has no
  *   option for it, but joins options with commas, so it rides along in fsname).
+ * - nonempty: the repo's mountpoint/ holds a .gitkeep; libfuse 2 refuses a non-empty
+ *   mount point without it.
  * - auto_cache: the kernel keeps file pages between opens and drops them when an open finds
  *   a new mtime or size; open() always revalidates with the file server, so a changed file
  *   is never served from stale pages, and an unchanged one reads at page-cache speed.
@@ -34,7 +36,7 @@ export interface MountedDfs {
  */
 function kernelOptions (debug: boolean): Record<string, unknown> {
   return {
-    fsname: 'dfs,big_writes',
+    fsname: 'dfs,big_writes,nonempty',
     subtype: 'dfs',
     autoCache: true,
     attrTimeout: '0',

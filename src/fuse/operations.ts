@@ -66,8 +66,10 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const meta = await client.stat(path)
       return statOf(meta, meta.kind === 'file' ? files.pendingBytesOf(meta.path) : 0)
     }, (stat) => [stat]),
-    readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path),
-      (entries) => [entries.map((e) => e.name), entries.map((e) => statOf(e))]),
+    readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
+      const self = statOf({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
+      return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => statOf(e))]]
+    }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
