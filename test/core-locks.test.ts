@@ -1,0 +1,120 @@
+import path from 'node:path'
+import t from 'tap'
+import { LockTimeoutError } from '../src/errors'
+import type { LockLease, LockStatus } from '../src/protocol'
+import { FileRoutes, Headers, LockRoutes } from '../src/protocol'
+import { startTestCluster } from './helpers/cluster'
+import { startNode, stopNode } from './helpers/processes'
+import { raw, rawGet, rawPost, statsOf } from './helpers/wire'
+import { waitFor } from './helpers/waitFor'
+
+/** A separate process that takes a file's lock through the client proxy, renews it, and never lets go. */
+const HOLDER_SCRIPT = `
+const [clientModule, directoryUrl, lockUrl, cacheDir, owner, file] = process.argv.slice(1)
+const { DfsClient } = require(clientModule)
+const client = new DfsClient({ directoryUrl, lockUrl, cacheDir, owner })
+client.locks.acquire(file).then((held) => {
+  console.log('holding ' + JSON.stringify(held.lease))
+  setInterval(() => {}, 60000)
+}, (err) => { console.error(err.message); process.exit(1) })
+`
+const clientModule = path.resolve(__dirname, '..', 'src', 'client', 'dfsClient.js')
+
+async function appendWithToken (fileServerUrl: string, file: string, text: string, token?: string): Promise<{ status: number, body: any }> {
+  return await raw(fileServerUrl, {
+    method: 'POST',
+    url: FileRoutes.append,
+    params: { path: file },
+    data: Buffer.from(text),
+    headers: { 'Content-Type': 'application/octet-stream', ...(token === undefined ? {} : { [Headers.lockToken]: token }) }
+  })
+}
+
+t.test('a holder that dies loses its lock when the lease runs out, and its late writes are fenced off', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data.txt': 'start\n' }], { leaseMs: 500 })
+  const fileServer = cluster.fileServers[0]
+
+  const holder = await startNode(['-e', HOLDER_SCRIPT, clientModule, cluster.directory.url, cluster.lock.url,
+    path.join(cluster.workDir, 'holder-cache'), 'dying-holder', '/data.txt'], /^holding /)
+  t.teardown(async () => { await stopNode(holder, 'SIGKILL') })
+  const deadLease = JSON.parse(holder.line.slice('holding '.length)) as LockLease
+  t.equal(deadLease.owner, 'dying-holder')
+  t.equal(deadLease.ttlMs, 500, 'the lease is the lock server\'s short one')
+
+  // Waiting longer than a lease: the live holder's renewals must keep the key.
+  const impatient = cluster.client({ lockTimeoutMs: 1200 })
+  const refused = await impatient.append('/data.txt', 'too early\n').then(() => null, (err: unknown) => err)
+  t.type(refused, LockTimeoutError, 'a live, renewing holder keeps the key past its lease')
+  t.match((refused as Error).message, /dying-holder/)
+
+  t.same(await stopNode(holder, 'SIGKILL'), { code: null, signal: 'SIGKILL' }, 'the holder died without releasing')
+
+  const successor = cluster.client({ lockTimeoutMs: 5000, owner: 'successor' })
+  const taken = await successor.locks.acquire('/data.txt')
+  t.ok(taken.lease.token > deadLease.token, 'the new lease has a higher fencing token')
+  const status = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/data.txt' })
+  t.equal((status.body as LockStatus).owner, 'successor')
+
+  const appendsBefore = (await statsOf(fileServer)).appends
+  const late = await appendWithToken(fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
+  t.equal(late.status, 409, 'the dead holder\'s token is refused while another holds the key')
+  t.equal(late.body.error.code, 'LEASE_INVALID')
+
+  const good = await appendWithToken(fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
+  t.equal(good.status, 200)
+  t.equal(good.body.version, 2)
+  await taken.release()
+
+  const superseded = await appendWithToken(fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
+  t.equal(superseded.status, 409, 'a superseded token stays refused after the newer holder let go')
+  t.equal(superseded.body.error.code, 'LEASE_INVALID')
+
+  const noToken = await appendWithToken(fileServer.url, '/data.txt', 'no lock\n')
+  t.equal(noToken.status, 409, 'a write with no token is refused')
+  t.equal(noToken.body.error.code, 'LEASE_INVALID')
+  t.match(noToken.body.error.message, Headers.lockToken)
+
+  const junkToken = await appendWithToken(fileServer.url, '/data.txt', 'junk\n', 'not-a-number')
+  t.equal(junkToken.status, 409)
+  t.equal(junkToken.body.error.code, 'LEASE_INVALID')
+
+  t.equal((await statsOf(fileServer)).appends, appendsBefore + 1, 'only the valid write was applied')
+  t.equal((await cluster.client().readFile('/data.txt')).toString(), 'start\nsuccessor write\n', 'no refused bytes reached the file')
+  t.equal((await successor.append('/data.txt', 'after release\n')).version, 3, 'the released key is free again')
+})
+
+t.test('a writer whose lease ran out is refused even when nobody took the key since', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data.txt': '' }], { leaseMs: 500 })
+  const granted = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/data.txt', owner: 'forgetful', ttlMs: 100 })
+  t.equal(granted.status, 200)
+  const lease = granted.body as LockLease
+  const ok = await appendWithToken(cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
+  t.equal(ok.status, 200, 'the token works while the lease lives')
+  await waitFor('the unrenewed lease to run out', async () => {
+    const status = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/data.txt' })
+    return !(status.body as LockStatus).held
+  })
+  const late = await appendWithToken(cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
+  t.equal(late.status, 409)
+  t.equal(late.body.error.code, 'LEASE_INVALID')
+  t.equal((await cluster.client().readFile('/data.txt')).toString(), 'in time\n')
+})
+
+t.test('a writer that cannot get the lock in time gets LockTimeoutError naming the holder', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'busy.txt': 'before\n' }])
+  const holder = cluster.client({ owner: 'holder-on-host-a:1234' })
+  const held = await holder.locks.acquire('/busy.txt')
+  t.teardown(held.release)
+
+  const waiter = cluster.client({ lockTimeoutMs: 300 })
+  const err = await waiter.append('/busy.txt', 'blocked\n').then(() => null, (e: unknown) => e)
+  t.type(err, LockTimeoutError)
+  const timeout = err as LockTimeoutError
+  t.match(timeout.message, 'holder-on-host-a:1234', 'the message names the holder')
+  t.equal(timeout.details.holder, 'holder-on-host-a:1234')
+  t.equal(timeout.errno, 'ENOLCK')
+  t.equal((await cluster.client().readFile('/busy.txt')).toString(), 'before\n', 'nothing was written')
+
+  await held.release()
+  t.equal((await waiter.append('/busy.txt', 'after\n')).version, 2, 'once released, the waiter writes')
+})
