@@ -28,8 +28,10 @@ export function pathParam (req: Request, name = 'path'): string {
 export function finishApp (app: Express, log: Logger): void {
   app.use((req, _res, next) => next(new NotFoundError(`no route ${req.method} ${req.path}`)))
   const onError: ErrorRequestHandler = (err, _req, res, _next) => {
-    const parseFailure = (err as { type?: string }).type === 'entity.parse.failed'
-    const error = parseFailure ? new BadRequestError('request body is not valid JSON') : asDfsError(err)
+    const bodyProblem = (err as { type?: string }).type
+    const error = bodyProblem === 'entity.parse.failed'
+      ? new BadRequestError('request body is not valid JSON')
+      : bodyProblem === 'entity.too.large' ? new BadRequestError('request body is too large') : asDfsError(err)
     if (error.status >= 500) log(`error: ${error.message}`)
     if (res.headersSent) {
       res.destroy()

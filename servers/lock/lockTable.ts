@@ -14,9 +14,10 @@ interface Holder {
  */
 export class LockTable {
   private readonly keys = new Map<string, Holder | null>()
-  // Starts at the clock so that tokens keep growing across a restart of the lock server:
-  // file servers refuse any token below the highest one they have seen.
-  private lastToken = Date.now()
+  // Starts at the clock in microseconds so that tokens keep growing across a restart of the
+  // lock server (file servers refuse any token below the highest one they have seen) unless
+  // more than a thousand leases a millisecond were granted; still a safe integer until 2255.
+  private lastToken = Date.now() * 1000
 
   constructor (private readonly now: () => number = Date.now) {}
 
