@@ -1,0 +1,126 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { BadPathError, NameTooLongError, NotFoundError, ServerUnavailableError } from '../src/errors'
+import { DirectoryRoutes, FileRoutes, LockRoutes } from '../src/protocol'
+import { startFileServer } from '../servers/file/server'
+import { startTestCluster } from './helpers/cluster'
+import type { RawAnswer } from './helpers/wire'
+import { raw, rawGet, rawPost } from './helpers/wire'
+
+/** An error answer as docs/protocol.md promises it: JSON, a code, a message, no stack trace. */
+function checkErrorAnswer (t: Test, answer: RawAnswer, status: number, codes: string[], what: string): void {
+  t.equal(answer.status, status, `${what}: HTTP ${status}`)
+  t.match(String(answer.headers['content-type']), /^application\/json/, `${what}: a JSON body`)
+  t.ok(codes.includes(answer.body?.error?.code), `${what}: code ${String(answer.body?.error?.code)} is one of ${codes.join(', ')}`)
+  t.type(answer.body?.error?.message, 'string', `${what}: a message`)
+  t.notMatch(JSON.stringify(answer.body), /\n\s+at |\.js:\d+/, `${what}: no stack trace`)
+}
+
+t.test('an unknown path is NotFoundError for the client and a JSON 404 from the servers', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'here.txt': 'x\n' }])
+  const client = cluster.client()
+  await t.rejects(client.readFile('/nope.txt'), NotFoundError)
+  await t.rejects(client.stat('/nope.txt'), NotFoundError)
+  await t.rejects(client.list('/nope'), NotFoundError)
+  await t.rejects(client.append('/nope.txt', 'x'), NotFoundError)
+
+  const lookup = await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/nope.txt' })
+  checkErrorAnswer(t, lookup, 404, ['NOT_FOUND'], 'directory /lookup')
+  t.match(lookup.body.error.message, '/nope.txt', 'the message names the path')
+  checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.stat, { path: '/nope.txt' }), 404, ['NOT_FOUND'], 'file /stat')
+  checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.content, { path: '/nope.txt' }), 404, ['NOT_FOUND'], 'file /content')
+  checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/nope.txt', owner: 'me' }), 404, ['NOT_FOUND'], 'lock for a file nobody has')
+  checkErrorAnswer(t, await rawGet(cluster.directory.url, '/no/such/route'), 404, ['NOT_FOUND'], 'an unknown route')
+})
+
+const badPaths: Array<[string, string, string[]]> = [
+  ['..', '/notes/../../etc/passwd', ['BAD_PATH']],
+  ['a NUL byte', '/notes/a.txt\0.jpg', ['BAD_PATH']],
+  ['a name over 255 bytes', '/notes/' + 'é'.repeat(128), ['NAME_TOO_LONG']],
+  ['no path at all', '', ['BAD_PATH']]
+]
+
+t.test('bad paths are a JSON 400 from every server and never reach the disk', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/a.txt': 'a\n' }])
+  const { directory, lock } = cluster
+  const file = cluster.fileServers[0]
+  for (const [why, bad, codes] of badPaths) {
+    t.test(why, async (t) => {
+      checkErrorAnswer(t, await rawGet(directory.url, DirectoryRoutes.lookup, { path: bad }), 400, codes, 'directory /lookup')
+      checkErrorAnswer(t, await rawGet(directory.url, DirectoryRoutes.list, { path: bad }), 400, codes, 'directory /list')
+      checkErrorAnswer(t, await rawGet(file.url, FileRoutes.stat, { path: bad }), 400, codes, 'file /stat')
+      checkErrorAnswer(t, await rawGet(file.url, FileRoutes.content, { path: bad }), 400, codes, 'file /content')
+      checkErrorAnswer(t, await rawGet(file.url, FileRoutes.list, { path: bad }), 400, codes, 'file /list')
+      checkErrorAnswer(t, await raw(file.url, { method: 'POST', url: FileRoutes.append, params: { path: bad }, data: Buffer.from('x'), headers: { 'Content-Type': 'application/octet-stream' } }), 400, codes, 'file /append')
+      checkErrorAnswer(t, await rawPost(lock.url, LockRoutes.acquire, { path: bad, owner: 'me' }), 400, codes, 'lock /locks/acquire')
+      checkErrorAnswer(t, await rawPost(lock.url, LockRoutes.keys, { paths: [bad] }), 400, codes, 'lock /keys')
+    })
+  }
+  const client = cluster.client()
+  await t.rejects(client.readFile('/notes/../../etc/passwd'), BadPathError, 'the client refuses .. itself')
+  await t.rejects(client.readFile('/notes/a\0b'), BadPathError, 'and NUL')
+  await t.rejects(client.readFile('/' + 'x'.repeat(256)), NameTooLongError, 'and over-long names')
+  t.equal((await client.readFile('/notes/./a.txt')).toString(), 'a\n', 'a harmless . is fine')
+})
+
+t.test('other malformed requests are a JSON 400 too', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  checkErrorAnswer(t, await raw(cluster.lock.url, { method: 'POST', url: LockRoutes.acquire, data: '{"path": ', headers: { 'Content-Type': 'application/json' } }), 400, ['BAD_REQUEST'], 'broken JSON')
+  checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/a.txt' }), 400, ['BAD_REQUEST'], 'no owner')
+  checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/a.txt', owner: 'me', ttlMs: -5 }), 400, ['BAD_REQUEST'], 'a negative lease')
+  checkErrorAnswer(t, await rawPost(cluster.directory.url, DirectoryRoutes.register, { url: 'ftp://example' }), 400, ['BAD_REQUEST'], 'a file server URL that is not http')
+  checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.content, { path: '/.dfs/versions.log' }), 400, ['BAD_PATH'], 'the server\'s own state folder')
+})
+
+t.test('a symlink inside a root that points outside it is never served', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'inside.txt': 'fine\n', 'sub/kept.txt': 'kept\n' }])
+  const outside = path.join(cluster.workDir, 'outside')
+  fs.mkdirSync(outside)
+  fs.writeFileSync(path.join(outside, 'secret.txt'), 'TOP SECRET\n')
+  const root = cluster.roots[0]
+  fs.symlinkSync(path.join(outside, 'secret.txt'), path.join(root, 'link.txt'))
+  fs.symlinkSync(outside, path.join(root, 'sub', 'escape'))
+  fs.symlinkSync(path.join(root, 'inside.txt'), path.join(root, 'alias.txt')) // inside, but still a symlink
+  const file = cluster.fileServers[0]
+
+  for (const target of ['/link.txt', '/sub/escape/secret.txt', '/sub/escape', '/alias.txt']) {
+    for (const route of [FileRoutes.content, FileRoutes.stat, FileRoutes.list]) {
+      const answer = await rawGet(file.url, route, { path: target })
+      checkErrorAnswer(t, answer, 404, ['NOT_FOUND'], `${route} ${target}`)
+      t.notMatch(JSON.stringify(answer.body), 'TOP SECRET')
+    }
+  }
+  const listing = await rawGet(file.url, FileRoutes.list, { path: '/sub' })
+  t.same(listing.body.entries.map((e: { name: string }) => e.name), ['kept.txt'], 'symlinks are not listed')
+  await t.rejects(cluster.client().readFile('/link.txt'), NotFoundError, 'the directory never heard of it either')
+
+  // A file server started on a root holding such links does not report them.
+  const other = path.join(cluster.workDir, 'root-with-links')
+  fs.mkdirSync(other)
+  fs.writeFileSync(path.join(other, 'real.txt'), 'real\n')
+  fs.symlinkSync(path.join(outside, 'secret.txt'), path.join(other, 'smuggled.txt'))
+  const joined = await startFileServer({ root: other, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  t.teardown(joined.close)
+  t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/real.txt' })).status, 200)
+  checkErrorAnswer(t, await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/smuggled.txt' }), 404, ['NOT_FOUND'], 'a reported symlink')
+})
+
+t.test('a file server that is down is named in the error, and the rest keeps working', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'one/a.txt': 'a\n' }, { 'two/b.txt': 'b\n' }])
+  const client = cluster.client()
+  t.equal((await client.readFile('/two/b.txt')).toString(), 'b\n')
+  const down = cluster.fileServers[1]
+  await down.close()
+
+  const err = await client.readFile('/two/b.txt').then(() => null, (e: unknown) => e)
+  t.type(err, ServerUnavailableError, 'even a cached file needs its server to vouch for it')
+  t.match((err as Error).message, `file server ${down.machineId} at 127.0.0.1:${down.port} is not answering`)
+  t.equal((err as ServerUnavailableError).errno, 'EIO')
+  await t.rejects(cluster.client().readFile('/two/b.txt'), { name: 'ServerUnavailableError', message: new RegExp(`file server ${down.machineId} at 127\\.0\\.0\\.1:${down.port} is not answering`) })
+  await t.rejects(client.append('/two/b.txt', 'x\n'), ServerUnavailableError)
+
+  t.equal((await client.readFile('/one/a.txt')).toString(), 'a\n', 'files on the other server still read')
+  t.same((await client.list('/')).map((e) => e.name), ['one', 'two'], 'a folder on the down server still lists')
+})
