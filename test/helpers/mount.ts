@@ -1,0 +1,187 @@
+import { execFile, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { Test } from 'tap'
+import { findFusermount, INSTALL_HINT } from '../../src/fuse/loadFuse'
+import { isMounted } from '../../src/fuse/mount'
+import type { TestCluster } from './cluster'
+import { cleanEnv, repoRoot } from './processes'
+import type { Finished } from './processes'
+
+/*
+ * The test process never mounts and never touches a mount itself: the daemon is a child
+ * process, and every file operation on the mount runs in a child process of its own with a
+ * timeout, so a hung FUSE request fails one test instead of freezing the whole run.
+ */
+
+export const dfsMountBin = path.join(repoRoot, 'bin', 'dfs-mount')
+export const dfsUmountBin = path.join(repoRoot, 'bin', 'dfs-umount')
+
+const MOUNT_DEADLINE_MS = 20_000
+const STOP_DEADLINE_MS = 15_000
+const POLL_MS = 50
+
+const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Whether `event` happens within ms; the timer is cleared so it cannot hold the test process open. */
+async function within (event: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([event.then(() => true), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Throws at once, naming what is missing, when this machine cannot mount FUSE at all. */
+export function requireFuse (): void {
+  const missing: string[] = []
+  if (!fs.existsSync('/dev/fuse')) missing.push('/dev/fuse (no FUSE device in this machine or container; run it with --device /dev/fuse)')
+  if (!findFusermount()) missing.push('fusermount')
+  if (missing.length > 0) throw new Error(`FUSE mount tests cannot run: missing ${missing.join(' and ')}; ${INSTALL_HINT}`)
+}
+
+export interface CommandOptions {
+  /** Killed (SIGKILL) after this long, so a hung syscall on the mount fails the test. */
+  timeoutMs?: number
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+}
+
+/** Runs a program and tells how it ended; a non-zero exit is an answer, not an exception. */
+export async function run (file: string, args: string[], opts: CommandOptions = {}): Promise<Finished> {
+  return await new Promise((resolve) => {
+    execFile(file, args, {
+      cwd: opts.cwd ?? repoRoot,
+      env: opts.env ?? cleanEnv(),
+      timeout: opts.timeoutMs ?? 10_000,
+      killSignal: 'SIGKILL',
+      maxBuffer: 16 * 1024 * 1024,
+      encoding: 'utf8'
+    }, (err, stdout, stderr) => {
+      const failure = err as (NodeJS.ErrnoException & { code?: number | string, signal?: NodeJS.Signals | null }) | null
+      resolve({
+        code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
+        signal: failure?.signal ?? null,
+        stdout,
+        stderr
+      })
+    })
+  })
+}
+
+/** Runs a shell command line (`echo x >> f`, a loop of writes) in a child shell. */
+export async function sh (script: string, opts: CommandOptions = {}): Promise<Finished> {
+  return await run('/bin/sh', ['-c', script], opts)
+}
+
+/** Runs a dfs CLI (bin/dfs-mount, bin/dfs-umount) with node, under the given environment. */
+export async function runCli (bin: string, args: string[], opts: CommandOptions = {}): Promise<Finished> {
+  return await run(process.execPath, [bin, ...args], { timeoutMs: 30_000, ...opts })
+}
+
+/** What a finished command printed and how it ended, for assertion messages. */
+export function outcome (result: Finished): string {
+  const clip = (text: string): string => (text.length > 300 ? `${text.slice(0, 300)}...` : text).trim()
+  return `exit ${result.code ?? result.signal}; stdout: ${clip(result.stdout)}; stderr: ${clip(result.stderr)}`
+}
+
+export interface TestMount {
+  /** Absolute mount point, under a temp folder of its own. */
+  mountpoint: string
+  cacheDir: string
+  /** The environment the daemon runs in; dfs-umount needs the same to find its state file. */
+  env: NodeJS.ProcessEnv
+  daemon: ChildProcess
+  /** Resolves once the daemon has exited. */
+  exited: Promise<void>
+  /** The path of a dfs path on this mount: at('/docs/a.txt'). */
+  at: (dfsPath: string) => string
+  /** Everything the daemon printed so far, to explain a failure. */
+  output: () => string
+  alive: () => boolean
+}
+
+/**
+ * Mounts the cluster with `dfs-mount --foreground` in a child process, a fresh mount point and
+ * cache folder of its own, and waits until the kernel lists the mount. At teardown, failed
+ * test or not, the daemon is stopped and the mount removed (lazily if it is stuck).
+ */
+export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: string[] = []): Promise<TestMount> {
+  requireFuse()
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-mount-test-'))
+  const mountpoint = path.join(base, 'mnt')
+  const cacheDir = path.join(base, 'cache')
+  await fsp.mkdir(mountpoint)
+  const env = { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') }
+  const daemon = spawn(process.execPath, [dfsMountBin, mountpoint, '--foreground',
+    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', cacheDir, ...extraArgs], {
+    cwd: repoRoot,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  daemon.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  daemon.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()))
+  const alive = (): boolean => daemon.exitCode === null && daemon.signalCode === null
+
+  t.teardown(async () => await unmountAndClean(mountpoint, base, daemon, exited, alive, () => output))
+
+  const deadline = Date.now() + MOUNT_DEADLINE_MS
+  while (!(await isMounted(mountpoint))) {
+    if (!alive()) throw new Error(`dfs-mount exited (${daemon.exitCode ?? daemon.signalCode}) before mounting ${mountpoint}: ${output.trim()}`)
+    if (Date.now() > deadline) throw new Error(`${mountpoint} was not mounted within ${MOUNT_DEADLINE_MS} ms; dfs-mount printed: ${output.trim()}`)
+    await sleep(POLL_MS)
+  }
+  return {
+    mountpoint,
+    cacheDir,
+    env,
+    daemon,
+    exited,
+    at: (dfsPath) => path.join(mountpoint, dfsPath),
+    output: () => output,
+    alive
+  }
+}
+
+/**
+ * Never throws: tap skips the remaining teardowns (the cluster's among them) after one that
+ * does, which would leave servers running. A mount that cannot be removed is reported loudly.
+ */
+async function unmountAndClean (mountpoint: string, base: string, daemon: ChildProcess, exited: Promise<void>,
+  alive: () => boolean, output: () => string): Promise<void> {
+  try {
+    if (alive()) {
+      daemon.kill('SIGTERM')
+      if (!(await within(exited, STOP_DEADLINE_MS))) {
+        daemon.kill('SIGKILL')
+        await exited
+      }
+    }
+    if (await isMounted(mountpoint)) await run('fusermount', ['-u', '-z', mountpoint])
+    if (await isMounted(mountpoint)) {
+      process.stderr.write(`LEFTOVER MOUNT: cannot unmount ${mountpoint}; run fusermount -u -z ${mountpoint}\ndaemon output: ${output()}\n`)
+      return
+    }
+    await fsp.rm(base, { recursive: true, force: true })
+  } catch (err) {
+    process.stderr.write(`mount teardown of ${mountpoint} failed: ${String(err)}\n`)
+  }
+}
+
+/** A dfs-mount daemon started outside mountCluster (by a CLI test) is cleaned up too. */
+export function unmountAtTeardown (t: Test, mountpoint: string): void {
+  t.teardown(async () => {
+    try {
+      if (await isMounted(mountpoint)) await run('fusermount', ['-u', '-z', mountpoint])
+    } catch (err) {
+      process.stderr.write(`teardown of ${mountpoint} failed: ${String(err)}\n`)
+    }
+  })
+}

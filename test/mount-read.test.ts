@@ -1,0 +1,124 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { startTestCluster } from './helpers/cluster'
+import { mountCluster, outcome, run } from './helpers/mount'
+import { statsOf } from './helpers/wire'
+
+const numbered = (count: number): string => Array.from({ length: count }, (_, i) => `line ${i + 1} of the log\n`).join('')
+
+// Big enough to take several FUSE reads (128 KiB each at most).
+const bigLog = numbered(20_000)
+
+const trees: Array<Record<string, string>> = [
+  { 'docs/readme.txt': 'hello\nworld\n', 'docs/guide/intro.md': '# Intro\n' },
+  { 'logs/app.log': bigLog, 'logs/empty.log': '' }
+]
+
+/** Old, distinct mtimes with a millisecond part, so "shows the server's mtime" is not "shows now". */
+const mtimes: Record<string, number> = {
+  'docs/readme.txt': 1_600_000_000_123,
+  'logs/app.log': 1_650_000_000_456,
+  'logs/empty.log': 1_660_000_000_789
+}
+
+function setMtimes (roots: string[]): void {
+  for (const [file, ms] of Object.entries(mtimes)) {
+    const root = roots.find((r) => fs.existsSync(path.join(r, file))) as string
+    fs.utimesSync(path.join(root, file), new Date(ms), new Date(ms))
+  }
+}
+
+/** `stat -c '%s %.9Y'` as size and mtime in whole milliseconds. */
+function parseSizeAndMtime (line: string): { size: number, mtimeMs: number } {
+  const [size, mtime] = line.trim().split(' ')
+  const [seconds, fraction] = mtime.split('.')
+  return { size: Number(size), mtimeMs: Number(seconds) * 1000 + Number(fraction.slice(0, 3)) }
+}
+
+t.test('ls shows every file server\'s folders, ls -l and stat show the servers\' sizes and mtimes, a missing path is ENOENT', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  setMtimes(cluster.roots)
+  const mount = await mountCluster(t, cluster)
+
+  const top = await run('ls', ['-1', mount.mountpoint])
+  t.equal(top.code, 0, outcome(top))
+  t.same(top.stdout.split('\n').filter(Boolean).sort(), ['docs', 'logs'], 'folders of both file servers at the root')
+
+  const docs = await run('ls', ['-1', mount.at('/docs')])
+  t.same(docs.stdout.split('\n').filter(Boolean).sort(), ['guide', 'readme.txt'])
+
+  const long = await run('ls', ['-l', '--time-style=+%s', mount.at('/logs')])
+  t.equal(long.code, 0, outcome(long))
+  const listed = new Map(long.stdout.split('\n').filter((line) => line.startsWith('-')).map((line) => {
+    const fields = line.trim().split(/\s+/)
+    return [fields[6], { mode: fields[0], size: Number(fields[4]), seconds: Number(fields[5]) }]
+  }))
+  t.same([...listed.keys()].sort(), ['app.log', 'empty.log'])
+  for (const name of ['app.log', 'empty.log']) {
+    const onServer = fs.statSync(path.join(cluster.roots[1], 'logs', name))
+    t.same(listed.get(name), { mode: '-rw-r--r--', size: onServer.size, seconds: Math.floor(onServer.mtimeMs / 1000) }, `ls -l of ${name} matches the file on its server`)
+  }
+  t.equal(listed.get('app.log')?.size, Buffer.byteLength(bigLog))
+
+  for (const file of Object.keys(mtimes)) {
+    const stat = await run('stat', ['-c', '%s %.9Y', mount.at('/' + file)])
+    t.equal(stat.code, 0, outcome(stat))
+    const root = cluster.roots.find((r) => fs.existsSync(path.join(r, file))) as string
+    const onServer = fs.statSync(path.join(root, file))
+    t.same(parseSizeAndMtime(stat.stdout), { size: onServer.size, mtimeMs: Math.floor(onServer.mtimeMs) }, `stat of ${file}: size and mtime to the millisecond`)
+  }
+
+  const folder = await run('stat', ['-c', '%F', mount.at('/docs/guide')])
+  t.equal(folder.stdout.trim(), 'directory')
+
+  for (const missing of ['/docs/missing.txt', '/nowhere', '/nowhere/deeper.txt']) {
+    const stat = await run('stat', [mount.at(missing)])
+    t.not(stat.code, 0, `stat ${missing} fails`)
+    t.match(stat.stderr, /No such file or directory/, `stat ${missing} says ENOENT`)
+  }
+  t.ok(mount.alive(), 'the daemon is still serving')
+})
+
+t.test('cat shows content, a second cat of an unchanged file moves no content, head/tail/grep/wc work', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [docsServer, logsServer] = cluster.fileServers
+  const mount = await mountCluster(t, cluster)
+  const readme = mount.at('/docs/readme.txt')
+
+  const before = await statsOf(docsServer)
+  const first = await run('cat', [readme])
+  t.equal(first.code, 0, outcome(first))
+  t.equal(first.stdout, 'hello\nworld\n')
+  const afterFirst = await statsOf(docsServer)
+  t.equal(afterFirst.contentTransfers, before.contentTransfers + 1, 'the first cat fetched the file once')
+
+  const second = await run('cat', [readme])
+  t.equal(second.stdout, 'hello\nworld\n')
+  const afterSecond = await statsOf(docsServer)
+  t.equal(afterSecond.contentTransfers, afterFirst.contentTransfers, 'the second cat moved no content')
+  t.equal(afterSecond.contentBytes, afterFirst.contentBytes)
+  t.equal(afterSecond.notModified, afterFirst.notModified + 1, 'the open revalidated the copy with the file server (close-to-open)')
+
+  const log = mount.at('/logs/app.log')
+  const lines = bigLog.split('\n').slice(0, -1)
+  const whole = await run('cat', [log])
+  t.equal(whole.code, 0, outcome(whole))
+  t.ok(whole.stdout === bigLog, `cat of a ${bigLog.length}-byte file gives every byte`)
+
+  const head = await run('head', ['-n', '3', log])
+  t.equal(head.stdout, lines.slice(0, 3).join('\n') + '\n')
+  const tail = await run('tail', ['-n', '2', log])
+  t.equal(tail.stdout, lines.slice(-2).join('\n') + '\n')
+  const grep = await run('grep', ['-n', '^line 12345 ', log])
+  t.equal(grep.stdout, '12345:line 12345 of the log\n')
+  const miss = await run('grep', ['no such words', log])
+  t.equal(miss.code, 1, 'grep finds nothing that is not there')
+  const wc = await run('wc', ['-l', '-c', log])
+  t.match(wc.stdout, new RegExp(`^\\s*${lines.length}\\s+${Buffer.byteLength(bigLog)}\\s`))
+  const empty = await run('wc', ['-c', mount.at('/logs/empty.log')])
+  t.match(empty.stdout, /^0\s/, 'an empty file reads as empty')
+
+  const logStats = await statsOf(logsServer)
+  t.equal(logStats.contentTransfers, 2, 'app.log and empty.log each moved once, however often they were read')
+})
