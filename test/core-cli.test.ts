@@ -1,0 +1,71 @@
+import path from 'node:path'
+import t from 'tap'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { runNode, startNode, stopNode } from './helpers/processes'
+import type { Finished } from './helpers/processes'
+import { rawGet } from './helpers/wire'
+
+/** Runs `dfs ARGS` against the test cluster with a cache folder of its own. */
+async function dfs (cluster: TestCluster, args: string[], input?: string): Promise<Finished> {
+  return await runNode(['bin/dfs', ...args,
+    '--directory', cluster.directory.url,
+    '--lock', cluster.lock.url,
+    '--cache-dir', path.join(cluster.workDir, 'cli-cache'),
+    '--timeout-ms', '2000',
+    '--lock-timeout-ms', '2000'
+  ], { input, timeoutMs: 15_000 })
+}
+
+t.test('dfs cat, append and ls against a running cluster', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n' }, { 'logs/app.log': 'boot\n' }])
+
+  // Independent commands run side by side (sharing one cache folder, as a user's shells do).
+  const [cat, missing, folder, traversal, ls] = await Promise.all([
+    dfs(cluster, ['cat', '/notes/todo.txt']),
+    dfs(cluster, ['cat', '/x']),
+    dfs(cluster, ['cat', '/notes']),
+    dfs(cluster, ['cat', '/notes/../../etc/passwd']),
+    dfs(cluster, ['ls', '/'])
+  ])
+  t.same(cat, { code: 0, signal: null, stdout: 'first\n', stderr: '' }, 'cat prints the file and nothing else')
+
+  t.equal(missing.stderr, 'dfs: no such file: /x\n', 'an unknown path is one plain line')
+  t.not(missing.code, 0, 'and a failure exit')
+  t.equal(missing.stdout, '')
+  t.not(folder.code, 0)
+  t.equal(folder.stderr, 'dfs: is a folder: /notes\n')
+  t.not(traversal.code, 0)
+  t.match(traversal.stderr, /^dfs: path may not contain '\.\.'[^\n]*\n$/, 'a bad path is one line, no stack trace')
+  t.equal(traversal.stdout, '')
+
+  t.equal(ls.code, 0, ls.stderr)
+  const lines = ls.stdout.trimEnd().split('\n')
+  t.equal(lines.length, 2, 'one line per folder')
+  t.match(lines[0], /^d .* logs\/$/)
+  t.match(lines[1], /^d .* notes\/$/)
+
+  const appended = await dfs(cluster, ['append', '/notes/todo.txt', 'second line'])
+  t.equal(appended.code, 0, appended.stderr)
+  t.match(appended.stderr, /^\/notes\/todo\.txt: version 2, 18 bytes\n$/)
+  const piped = await dfs(cluster, ['append', '/notes/todo.txt'], 'from stdin\nkept as is')
+  t.equal(piped.code, 0, piped.stderr)
+  t.equal((await cluster.client().readFile('/notes/todo.txt')).toString(), 'first\nsecond line\nfrom stdin\nkept as is',
+    'TEXT gets a newline, standard input goes in unchanged')
+
+  const [catAgain, lsNotes] = await Promise.all([dfs(cluster, ['cat', '/notes/todo.txt']), dfs(cluster, ['ls', '/notes'])])
+  t.equal(catAgain.stdout, 'first\nsecond line\nfrom stdin\nkept as is', 'cat sees both appends')
+  t.match(lsNotes.stdout, /^- +39 +v3 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d todo\.txt\n$/, 'a file shows size, version and time')
+})
+
+t.test('dfs-serve directory --port 0 picks a port and says which', async (t) => {
+  const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0'], /listening on /)
+  t.teardown(async () => { await stopNode(served, 'SIGKILL') })
+  t.match(served.line, /directory server listening on http:\/\/127\.0\.0\.1:\d+ \(port 0: picked a free one\)/)
+  const url = /listening on (http:\/\/\S+)/.exec(served.line)?.[1] as string
+  t.not(new URL(url).port, '0')
+  const health = await rawGet(url, '/health')
+  t.equal(health.status, 200)
+  t.equal(health.body.service, 'directory', 'a directory server answers on the logged port')
+  t.same(await stopNode(served, 'SIGTERM'), { code: 0, signal: null }, 'SIGTERM shuts it down cleanly')
+})
