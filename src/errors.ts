@@ -111,6 +111,13 @@ export class NotSupportedError extends DfsError {
   override readonly errno = 'ENOTSUP'
 }
 
+/** A rename that would move a folder between file servers: callers such as mv copy instead. */
+export class CrossServerError extends DfsError {
+  override readonly code = 'CROSS_SERVER'
+  override readonly status = 409
+  override readonly errno = 'EXDEV'
+}
+
 /** A server did not answer (refused, reset or timed out). */
 export class ServerUnavailableError extends DfsError {
   override readonly code = 'UNAVAILABLE'
@@ -131,6 +138,7 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   NOT_DIRECTORY: NotDirectoryError,
   NOT_EMPTY: NotEmptyError,
   NOT_SUPPORTED: NotSupportedError,
+  CROSS_SERVER: CrossServerError,
   UNAVAILABLE: ServerUnavailableError
 }
 

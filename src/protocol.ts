@@ -16,6 +16,8 @@ export interface FileMeta {
   version: number
   size: number
   mtimeMs: number
+  /** Permission bits (e.g. 0o644) as the file server's disk has them; absent where unknown. */
+  mode?: number
 }
 
 // ---- directory server -------------------------------------------------------
@@ -26,6 +28,9 @@ export const DirectoryRoutes = {
   reportFiles: (machineId: number | string) => `/servers/${machineId}/files`, // PUT FileReport -> FileReportAnswer
   lookup: '/lookup', // GET ?path= -> LookupAnswer
   list: '/list', // GET ?path= -> DirectoryListAnswer
+  placement: '/placement', // GET ?path=&prefer= -> PlacementAnswer
+  entries: (machineId: number | string) => `/servers/${machineId}/entries`, // POST ClaimRequest -> LookupAnswer; DELETE ?path= -> DropEntryAnswer
+  rename: '/rename', // POST RenameSwitchRequest -> RenameSwitchAnswer
   health: '/health'
 } as const
 
@@ -61,6 +66,49 @@ export interface LookupAnswer {
   kind: EntryKind
   /** The file server holding a file; absent for folders, which may span servers. */
   server?: ServerInfo
+  /** For a folder: every file server that holds it (none for an empty root). */
+  holders?: ServerInfo[]
+}
+
+/** Where a new file or folder goes: a server holding the parent folder, the roomiest of them. */
+export interface PlacementAnswer {
+  path: string
+  server: ServerInfo
+}
+
+/** A file server tells the directory it just created a path; refused if the path exists. */
+export interface ClaimRequest {
+  path: string
+  kind: EntryKind
+}
+
+export interface DropEntryAnswer {
+  path: string
+  machineId: number
+  dropped: true
+}
+
+/**
+ * The commit point of a rename, in one request: `from` leaves the map and `to` is mapped
+ * to `toMachineId`. `replaces` is the server the caller saw holding `to` (null: no file
+ * there); if the map changed since, nothing happens and the answer is 409 CONFLICT.
+ * A folder ('dir') moves with everything below it and must be held by one server only.
+ */
+export interface RenameSwitchRequest {
+  kind: EntryKind
+  from: string
+  to: string
+  fromMachineId: number
+  toMachineId: number
+  replaces: number | null
+}
+
+export interface RenameSwitchAnswer {
+  from: string
+  to: string
+  machineId: number
+  /** Files whose path changed (1 for a file). */
+  files: number
 }
 
 export interface DirectoryEntry {
@@ -80,6 +128,7 @@ export interface DirectoryListAnswer {
 
 export const LockRoutes = {
   keys: '/keys', // POST CreateKeysRequest -> CreateKeysAnswer; DELETE ?path=
+  removeKeys: '/keys/remove', // POST RemoveKeysRequest -> RemoveKeysAnswer
   acquire: '/locks/acquire', // POST AcquireRequest -> LockLease | 423 LOCKED
   renew: '/locks/renew', // POST LeaseRequest -> LockLease | 409 LEASE_INVALID
   release: '/locks/release', // POST LeaseRequest -> ReleaseAnswer | 409 LEASE_INVALID
@@ -94,6 +143,14 @@ export interface CreateKeysRequest {
 
 export interface CreateKeysAnswer {
   created: number
+}
+
+export interface RemoveKeysRequest {
+  paths: string[]
+}
+
+export interface RemoveKeysAnswer {
+  removed: number
 }
 
 export interface AcquireRequest {
@@ -148,6 +205,17 @@ export const FileRoutes = {
   list: '/list', // GET ?path= -> FileListAnswer
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
   append: '/append', // POST ?path= bytes, X-Dfs-Lock-Token -> FileMeta
+  // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
+  create: '/create', // POST ?path=&kind=file|dir -> 201 FileMeta
+  truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
+  unlink: '/unlink', // POST ?path=, X-Dfs-Lock-Token -> RemovedAnswer
+  rmdir: '/rmdir', // POST ?path= -> RemovedAnswer
+  utimes: '/utimes', // POST ?path=&mtimeMs=[&atimeMs=] -> FileMeta
+  chmod: '/chmod', // POST ?path=&mode= -> FileMeta
+  rename: '/rename', // POST RenameRequest [X-Dfs-Lock-Token of a file's `from`] -> RenameAnswer
+  incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
+  incomingAbort: '/incoming/abort', // POST ?path=&lockPath=, X-Dfs-Lock-Token -> RemovedAnswer (server to server)
+  statfs: '/statfs', // GET -> StatfsAnswer
   stats: '/stats', // GET -> FileServerStats
   health: '/health'
 } as const
@@ -171,6 +239,42 @@ export interface FileServerStats {
   /** GET /content answers of 304: the client's copy was current. */
   notModified: number
   appends: number
+  /** PUT /content answers: whole files replaced. */
+  overwrites: number
+  /** Files received from another server for a rename (PUT /incoming). */
+  incoming: number
+  incomingBytes: number
+}
+
+export interface StatfsAnswer {
+  totalBytes: number
+  freeBytes: number
+}
+
+export interface RemovedAnswer {
+  path: string
+  removed: boolean
+}
+
+export interface RenameRequest {
+  from: string
+  to: string
+  /** The caller's lease on `to`, needed when `to` is an existing file. */
+  toToken?: number
+}
+
+export interface RenameAnswer {
+  from: string
+  to: string
+  kind: EntryKind
+  /** Where `to` lives now. */
+  server: ServerInfo
+  /** A file's meta at `to`; its version is above both `from`'s and `to`'s before. */
+  meta?: FileMeta
+  /** The version of `from` whose bytes are now at `to` (files only). */
+  fromVersion?: number
+  /** Files whose path changed. */
+  files: number
 }
 
 /** The validator for a cached copy: any change of version, size or mtime makes it stale. */

@@ -24,6 +24,22 @@ export function pathParam (req: Request, name = 'path'): string {
   return normalizePath(req.query[name])
 }
 
+/** A whole number named by `?name=`, at least `min`; undefined when absent and optional. */
+export function integerParam (req: Request, name: string, opts: { min?: number, optional: true }): number | undefined
+export function integerParam (req: Request, name: string, opts?: { min?: number, optional?: false }): number
+export function integerParam (req: Request, name: string, opts: { min?: number, optional?: boolean } = {}): number | undefined {
+  const value = req.query[name]
+  if (value === undefined || value === '') {
+    if (opts.optional === true) return undefined
+    throw new BadRequestError(`${name} is missing`)
+  }
+  const number = Number(value)
+  if (typeof value !== 'string' || !Number.isSafeInteger(number) || number < (opts.min ?? Number.MIN_SAFE_INTEGER)) {
+    throw new BadRequestError(`${name} must be a whole number${opts.min === undefined ? '' : ` of at least ${opts.min}`}`, { [name]: value })
+  }
+  return number
+}
+
 /** Unknown routes and every thrown error become the JSON error body of docs/protocol.md. */
 export function finishApp (app: Express, log: Logger): void {
   app.use((req, _res, next) => next(new NotFoundError(`no route ${req.method} ${req.path}`)))

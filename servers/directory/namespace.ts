@@ -1,4 +1,4 @@
-import { ConflictError, NotDirectoryError, NotFoundError } from '../../src/errors'
+import { BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/errors'
 import type { DirectoryEntry, EntryKind, FileMeta } from '../../src/protocol'
 import { ancestorsOf, baseName, parentOf } from '../../src/paths'
 
@@ -36,6 +36,134 @@ export class Namespace {
     const clash = this.clashOf(machineId, path, kind)
     if (clash) throw new ConflictError(clash, { path })
     this.add(machineId, path, kind)
+  }
+
+  /**
+   * Adds a path a server has just created, refusing one that exists in any form, or whose
+   * parent folder does not exist (it may have been removed since the placement).
+   */
+  claimNew (machineId: number, path: string, kind: EntryKind): void {
+    if (path === '/' || this.files.has(path) || this.folders.has(path)) throw new ConflictError(`${path} already exists`, { path })
+    this.requireFolder(parentOf(path))
+    this.claim(machineId, path, kind)
+  }
+
+  /**
+   * Drops a server's entry: its file, or its hold on a folder (the folder goes when no
+   * server holds it any more). A folder in which the server still holds anything stays.
+   */
+  drop (machineId: number, path: string): void {
+    const owner = this.files.get(path)
+    if (owner !== undefined) {
+      if (owner !== machineId) throw new ConflictError(`${path} is held by file server ${owner}`, { path })
+      this.files.delete(path)
+      this.children.get(parentOf(path))?.delete(baseName(path))
+      return
+    }
+    const holders = this.folders.get(path)
+    if (!holders?.has(machineId)) throw new NotFoundError(`file server ${machineId} holds no ${path}`, { path })
+    if (path === '/') throw new BadPathError('the root folder cannot be removed', { path })
+    const prefix = path + '/'
+    for (const [name, kind] of this.children.get(path) ?? []) {
+      const child = prefix + name
+      const held = kind === 'file' ? this.files.get(child) === machineId : this.folders.get(child)?.has(machineId) === true
+      if (held) throw new NotEmptyError(`${path} still holds ${name} on file server ${machineId}`, { path })
+    }
+    holders.delete(machineId)
+    if (holders.size === 0) {
+      this.folders.delete(path)
+      this.children.delete(path)
+      this.children.get(parentOf(path))?.delete(baseName(path))
+    }
+  }
+
+  /** The servers that hold a folder. */
+  holdersOf (folder: string): number[] {
+    const holders = this.folders.get(folder)
+    if (!holders) {
+      if (this.files.has(folder)) throw new NotDirectoryError(`not a folder: ${folder}`, { path: folder })
+      throw new NotFoundError(`no such folder: ${folder}`, { path: folder })
+    }
+    return [...holders]
+  }
+
+  /**
+   * Moves a file from one path (and server) to another in one step: the commit point of a
+   * rename. `replaces` is who the caller saw holding `to`; a map that changed since is a
+   * conflict and changes nothing.
+   */
+  switchFile (from: string, fromMachineId: number, to: string, toMachineId: number, replaces: number | null): void {
+    const owner = this.files.get(from)
+    if (owner === undefined) throw new NotFoundError(`no such file: ${from}`, { path: from })
+    if (owner !== fromMachineId) throw new ConflictError(`${from} is held by file server ${owner}, not ${fromMachineId}`, { path: from })
+    if (this.folders.has(to)) throw new IsDirectoryError(`${to} is a folder`, { path: to })
+    const toOwner = this.files.get(to) ?? null
+    if (toOwner !== replaces) {
+      throw new ConflictError(`${to} changed during the rename (now ${toOwner === null ? 'absent' : `on file server ${toOwner}`})`, { path: to })
+    }
+    this.requireFolder(parentOf(to))
+    this.files.delete(from)
+    this.children.get(parentOf(from))?.delete(baseName(from))
+    this.files.delete(to)
+    this.claim(toMachineId, to, 'file')
+  }
+
+  /**
+   * Moves a folder and everything below it to a new path, all on the one server that holds
+   * it. `to` may be an empty folder of that server only, which the move replaces. Answers
+   * the files that moved, as [old path, new path].
+   */
+  switchFolder (from: string, to: string, machineId: number): Array<[string, string]> {
+    const holders = this.holdersOf(from)
+    if (from === '/') throw new BadPathError('the root folder cannot be renamed', { path: from })
+    if (to === from || to.startsWith(from + '/')) throw new BadPathError(`cannot move ${from} into itself`, { path: to })
+    if (holders.length !== 1 || holders[0] !== machineId) {
+      throw new CrossServerError(`${from} spans file servers ${holders.join(', ')}; it cannot be renamed in one step`, { path: from })
+    }
+    this.requireFolder(parentOf(to))
+    if (!this.folders.get(parentOf(to))?.has(machineId)) {
+      throw new CrossServerError(`${parentOf(to)} is not on file server ${machineId}`, { path: to })
+    }
+    if (this.files.has(to)) throw new NotDirectoryError(`${to} is a file`, { path: to })
+    const toHolders = this.folders.get(to)
+    if (toHolders) {
+      if ((this.children.get(to)?.size ?? 0) > 0) throw new NotEmptyError(`${to} is not empty`, { path: to })
+      if ([...toHolders].some((id) => id !== machineId)) throw new CrossServerError(`${to} is held by other file servers`, { path: to })
+    }
+    const moved: Array<[string, string]> = []
+    const folders: string[] = []
+    const prefix = from + '/'
+    for (const path of [...this.files.keys()]) {
+      if (!path.startsWith(prefix)) continue
+      moved.push([path, to + path.slice(from.length)])
+      this.files.delete(path)
+    }
+    for (const folder of [...this.folders.keys()]) {
+      if (folder === from || folder.startsWith(prefix)) {
+        folders.push(to + folder.slice(from.length))
+        this.folders.delete(folder)
+        this.children.delete(folder)
+      }
+    }
+    this.children.get(parentOf(from))?.delete(baseName(from))
+    if (toHolders) {
+      this.folders.delete(to)
+      this.children.delete(to)
+    }
+    // Parents before children, so each folder's listing exists when its children arrive.
+    for (const folder of folders.sort((a, b) => a.length - b.length)) this.add(machineId, folder, 'dir')
+    for (const [, path] of moved) this.add(machineId, path, 'file')
+    return moved
+  }
+
+  private requireFolder (folder: string): void {
+    if (this.folders.has(folder)) return
+    if (this.files.has(folder)) throw new NotDirectoryError(`not a folder: ${folder}`, { path: folder })
+    throw new NotFoundError(`no such folder: ${folder}`, { path: folder })
+  }
+
+  has (path: string): boolean {
+    return this.files.has(path) || this.folders.has(path)
   }
 
   lookup (path: string): { kind: EntryKind, machineId?: number } {

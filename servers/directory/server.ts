@@ -1,20 +1,27 @@
 import express from 'express'
 import type { Express } from 'express'
-import { BadRequestError, NotFoundError } from '../../src/errors'
-import { normalizePath } from '../../src/paths'
-import type { DirectoryListAnswer, FileMeta, LookupAnswer, RegisterAnswer, ServerInfo, ServersAnswer } from '../../src/protocol'
+import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/errors'
+import { normalizePath, parentOf } from '../../src/paths'
+import type {
+  DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, LookupAnswer, PlacementAnswer, RegisterAnswer,
+  RenameSwitchAnswer, ServerInfo, ServersAnswer
+} from '../../src/protocol'
 import { DirectoryRoutes } from '../../src/protocol'
 import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
+import { Placement } from './placement'
 
 export interface DirectoryServerOptions {
   log?: Logger
+  /** How long placement waits for a file server's free space. */
+  statfsTimeoutMs?: number
 }
 
 export function createDirectoryServer (opts: DirectoryServerOptions = {}): Express {
   const log = opts.log ?? silentLogger
   const namespace = new Namespace()
+  const placement = new Placement(opts.statfsTimeoutMs)
   const servers = new Map<number, ServerInfo>()
   let nextMachineId = 1
 
@@ -63,6 +70,57 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
     const found = namespace.lookup(path)
     const answer: LookupAnswer = { path, kind: found.kind }
     if (found.machineId !== undefined) answer.server = serverInfo(found.machineId)
+    else answer.holders = namespace.holdersOf(path).map(serverInfo)
+    res.json(answer)
+  })
+
+  app.get(DirectoryRoutes.placement, async (req, res) => {
+    const path = pathParam(req)
+    if (namespace.has(path)) throw new ConflictError(`${path} already exists`, { path })
+    const parent = parentOf(path)
+    // Every server has a root folder, even one with nothing in it yet.
+    const candidates = parent === '/' ? [...servers.values()] : namespace.holdersOf(parent).map(serverInfo)
+    if (candidates.length === 0) throw new ServerUnavailableError('no file server has registered yet')
+    const prefer = req.query.prefer === undefined ? undefined : Number(req.query.prefer)
+    const answer: PlacementAnswer = { path, server: await placement.choose(candidates, prefer) }
+    res.json(answer)
+  })
+
+  app.post(DirectoryRoutes.entries(':machineId'), (req, res) => {
+    const server = serverInfo(Number(req.params.machineId))
+    const path = normalizePath(req.body?.path)
+    const kind = kindOf(req.body?.kind)
+    namespace.claimNew(server.machineId, path, kind)
+    log(`file server ${server.machineId} created ${path}`)
+    const answer: LookupAnswer = kind === 'file' ? { path, kind, server } : { path, kind, holders: namespace.holdersOf(path).map(serverInfo) }
+    res.json(answer)
+  })
+
+  app.delete(DirectoryRoutes.entries(':machineId'), (req, res) => {
+    const server = serverInfo(Number(req.params.machineId))
+    const path = pathParam(req)
+    namespace.drop(server.machineId, path)
+    log(`file server ${server.machineId} dropped ${path}`)
+    const answer: DropEntryAnswer = { path, machineId: server.machineId, dropped: true }
+    res.json(answer)
+  })
+
+  app.post(DirectoryRoutes.rename, (req, res) => {
+    const kind = kindOf(req.body?.kind)
+    const from = normalizePath(req.body?.from)
+    const to = normalizePath(req.body?.to)
+    const fromServer = serverInfo(Number(req.body?.fromMachineId))
+    const toServer = serverInfo(Number(req.body?.toMachineId))
+    let files = 1
+    if (kind === 'file') {
+      const replaces = req.body?.replaces === null || req.body?.replaces === undefined ? null : Number(req.body.replaces)
+      namespace.switchFile(from, fromServer.machineId, to, toServer.machineId, replaces)
+    } else {
+      if (fromServer.machineId !== toServer.machineId) throw new BadRequestError('a folder is renamed on its own server only', { path: from })
+      files = namespace.switchFolder(from, to, fromServer.machineId).length
+    }
+    log(`renamed ${from} on file server ${fromServer.machineId} to ${to} on file server ${toServer.machineId}`)
+    const answer: RenameSwitchAnswer = { from, to, machineId: toServer.machineId, files }
     res.json(answer)
   })
 
@@ -92,6 +150,11 @@ function parseServerUrl (value: unknown): string {
   }
   if (url.protocol !== 'http:') throw new BadRequestError(`file server URL must be http: ${value}`)
   return url.origin
+}
+
+function kindOf (value: unknown): EntryKind {
+  if (value !== 'file' && value !== 'dir') throw new BadRequestError(`kind must be 'file' or 'dir', not ${String(value)}`)
+  return value
 }
 
 function parseFileReport (value: unknown): FileMeta[] {

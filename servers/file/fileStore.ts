@@ -1,15 +1,29 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
-import { BadPathError, IsDirectoryError, NotFoundError } from '../../src/errors'
+import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/errors'
 import { KeyedMutex } from '../../src/keyedMutex'
-import type { FileMeta } from '../../src/protocol'
-import { baseName, joinPath } from '../../src/paths'
-import { VersionLog } from './versionLog'
+import type { EntryKind, FileMeta, StatfsAnswer } from '../../src/protocol'
+import { baseName, joinPath, parentOf } from '../../src/paths'
+import { syncFile, VersionLog } from './versionLog'
 
 /** Folder under the root where the server keeps its own state; never served. */
 export const STATE_DIR_NAME = '.dfs'
+
+/** Uploads in progress, under the state folder: on the same disk, so a rename moves them into place. */
+const UPLOAD_DIR_NAME = 'tmp'
+
+/** How a received file is placed (see FileStore.receive). */
+export interface ReceiveOptions {
+  /** Version of the file whose bytes these are; the new version is above it. */
+  fromVersion: number
+  mtimeMs: number
+  mode?: number
+  /** Whether an existing file at the path is replaced; otherwise it is a conflict. */
+  replace: boolean
+}
 
 export interface OpenedFile {
   meta: FileMeta
@@ -36,15 +50,20 @@ export class FileStore {
     const absolute = nodePath.resolve(root)
     await fsp.mkdir(absolute, { recursive: true })
     const realRoot = await fsp.realpath(absolute)
-    return new FileStore(absolute, realRoot, await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME)))
+    const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME))
+    // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
+    const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
+    await fsp.rm(uploads, { recursive: true, force: true })
+    await fsp.mkdir(uploads)
+    return new FileStore(absolute, realRoot, versions)
   }
 
   async close (): Promise<void> {
     await this.versions.close()
   }
 
-  /** Every file and folder below the root, for the report to the directory server. */
-  async scan (): Promise<FileMeta[]> {
+  /** Every file and folder below a folder (the root: for the report to the directory server). */
+  async scan (top = '/'): Promise<FileMeta[]> {
     const found: FileMeta[] = []
     const walk = async (folder: string): Promise<void> => {
       const entries = await fsp.readdir(this.diskPath(folder), { withFileTypes: true })
@@ -59,7 +78,7 @@ export class FileStore {
         }
       }
     }
-    await walk('/')
+    await walk(top)
     return found
   }
 
@@ -134,6 +153,279 @@ export class FileStore {
   }
 
   /**
+   * Creates an empty file or a folder in an existing folder. The file is opened with O_EXCL,
+   * so one that already exists here is a conflict, never truncated. A file starts one
+   * version above any file that had the path before on this server.
+   */
+  async create (path: string, kind: EntryKind): Promise<FileMeta> {
+    if (path === '/') throw new ConflictError('the root folder always exists', { path })
+    await this.requireParentFolder(path)
+    return await this.writes.run(path, async () => {
+      const disk = this.diskPath(path)
+      try {
+        if (kind === 'dir') {
+          await fsp.mkdir(disk)
+        } else {
+          const handle = await fsp.open(disk, 'wx')
+          try {
+            await handle.sync()
+          } finally {
+            await handle.close()
+          }
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
+        throw err
+      }
+      await syncFile(nodePath.dirname(disk))
+      if (kind === 'file') await this.versions.set(path, (this.versions.get(path) ?? 0) + 1)
+      return await this.stat(path)
+    })
+  }
+
+  /**
+   * Replaces a file's bytes whole. The body goes to a temp file first, which is renamed over
+   * the file once it is on disk, so a reader sees the old bytes or the new, never a mix,
+   * and a body that fails midway changes nothing.
+   */
+  async overwrite (path: string, body: Readable): Promise<FileMeta> {
+    const before = await this.stat(path)
+    if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      const current = await this.stat(path)
+      await this.keepMtimeGrowing(upload.handle, current)
+      await this.install(upload, path, current, current.version + 1, current.mode)
+      return await this.stat(path)
+    }))
+  }
+
+  async truncate (path: string, size: number): Promise<FileMeta> {
+    return await this.writes.run(path, async () => {
+      const current = await this.stat(path)
+      if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+      const handle = await fsp.open(this.diskPath(path), 'r+')
+      try {
+        await handle.truncate(size)
+        await this.keepMtimeGrowing(handle, current)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await this.versions.set(path, current.version + 1)
+      return await this.stat(path)
+    })
+  }
+
+  /** Removes a file. Its version stays on record, so a file made later at the path starts above it. */
+  async remove (path: string): Promise<void> {
+    await this.writes.run(path, async () => {
+      const current = await this.stat(path)
+      if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+      if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
+      const disk = this.diskPath(path)
+      await fsp.unlink(disk)
+      await syncFile(nodePath.dirname(disk))
+    })
+  }
+
+  async removeFolder (path: string): Promise<void> {
+    if (path === '/') throw new BadPathError('the root folder cannot be removed', { path })
+    const stats = await this.lstatInside(path)
+    if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${path}`, { path })
+    const disk = this.diskPath(path)
+    try {
+      await fsp.rmdir(disk)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new NotEmptyError(`${path} is not empty`, { path })
+      throw err
+    }
+    await syncFile(nodePath.dirname(disk))
+  }
+
+  async setTimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
+    return await this.writes.run(path, async () => {
+      const stats = await this.lstatInside(path)
+      const disk = this.diskPath(path)
+      await fsp.utimes(disk, atimeMs === undefined ? stats.atime : atimeMs / 1000, mtimeMs / 1000)
+      await syncFile(disk)
+      return await this.stat(path)
+    })
+  }
+
+  /** Sets permission bits, keeping the owner's read and write (and search on a folder) so this server can still serve it. */
+  async chmod (path: string, mode: number): Promise<FileMeta> {
+    return await this.writes.run(path, async () => {
+      const stats = await this.lstatInside(path)
+      const disk = this.diskPath(path)
+      await fsp.chmod(disk, (mode & 0o7777) | (stats.isDirectory() ? 0o700 : 0o600))
+      await syncFile(disk)
+      return await this.stat(path)
+    })
+  }
+
+  /**
+   * Gives a file's bytes a second name, `to`, for a rename on this server: a hard link, so
+   * nothing is copied. `to` gets a version above both names' before; `from` stays until
+   * removed, so a reader always finds the file under one name or the other.
+   */
+  async linkAs (from: string, to: string, replace: boolean): Promise<FileMeta> {
+    await this.requireParentFolder(to)
+    return await this.withPaths([from, to], async () => {
+      const source = await this.stat(from)
+      if (source.kind !== 'file') throw new IsDirectoryError(`is a folder: ${from}`, { path: from })
+      const previous = await this.placeableAt(to, replace)
+      const version = Math.max(source.version, this.knownVersion(to, previous)) + 1
+      const staged = this.uploadPath()
+      try {
+        await linkOrCopy(this.diskPath(from), staged)
+        await this.place(staged, to, previous)
+      } finally {
+        await fsp.rm(staged, { force: true })
+      }
+      await this.versions.set(to, version)
+      return await this.stat(to)
+    })
+  }
+
+  /**
+   * Places a file another server sends for a rename: the bytes and mtime of `from` there,
+   * a version above both that file's and any this server had at the path.
+   */
+  async receive (path: string, body: Readable, opts: ReceiveOptions): Promise<FileMeta> {
+    await this.requireParentFolder(path)
+    return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      const previous = await this.placeableAt(path, opts.replace)
+      const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
+      const stats = await upload.handle.stat()
+      await upload.handle.utimes(stats.atime, opts.mtimeMs / 1000)
+      const mode = opts.mode === undefined ? undefined : (opts.mode & 0o7777) | 0o600
+      await this.install(upload, path, previous, version, mode)
+      return await this.stat(path)
+    }))
+  }
+
+  /**
+   * Moves a folder on this disk. The files below it get versions above their old ones and
+   * above any their new paths had; answers them as [old path, new path].
+   */
+  async moveFolder (from: string, to: string): Promise<Array<[string, string]>> {
+    if (from === '/') throw new BadPathError('the root folder cannot be renamed', { path: from })
+    const stats = await this.lstatInside(from)
+    if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${from}`, { path: from })
+    await this.requireParentFolder(to)
+    const files = (await this.scan(from)).filter((entry) => entry.kind === 'file').map((entry) => entry.path)
+    const moved = files.map((path): [string, string] => [path, to + path.slice(from.length)])
+    return await this.withPaths([...files, ...moved.map(([, path]) => path)], async () => {
+      const target = await this.statOrNull(to)
+      if (target && target.kind !== 'dir') throw new NotDirectoryError(`${to} is a file`, { path: to })
+      const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.get(path) ?? 0) + 1)
+      // rename(2) replaces an empty folder and refuses a full one.
+      await this.renameOnDisk(from, to)
+      for (const [i, [, path]] of moved.entries()) await this.versions.set(path, versions[i])
+      return moved
+    })
+  }
+
+  /** Puts a folder moved by moveFolder back, when the directory server refused the move. */
+  async unmoveFolder (from: string, to: string): Promise<void> {
+    await this.renameOnDisk(to, from)
+  }
+
+  /** Size and free space of the disk the root is on. */
+  async statfs (): Promise<StatfsAnswer> {
+    const disk = await fsp.statfs(this.root)
+    return { totalBytes: disk.blocks * disk.bsize, freeBytes: disk.bavail * disk.bsize }
+  }
+
+  async statOrNull (path: string): Promise<FileMeta | null> {
+    try {
+      return await this.stat(path)
+    } catch (err) {
+      if (err instanceof NotFoundError) return null
+      throw err
+    }
+  }
+
+  private async renameOnDisk (from: string, to: string): Promise<void> {
+    const fromDisk = this.diskPath(from)
+    const toDisk = this.diskPath(to)
+    try {
+      await fsp.rename(fromDisk, toDisk)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new NotEmptyError(`${to} is not empty`, { path: to })
+      throw err
+    }
+    await syncFile(nodePath.dirname(fromDisk))
+    if (nodePath.dirname(toDisk) !== nodePath.dirname(fromDisk)) await syncFile(nodePath.dirname(toDisk))
+  }
+
+  /** What is at a path a file is about to be placed at: nothing, or a file `replace` allows to go. */
+  private async placeableAt (path: string, replace: boolean): Promise<FileMeta | null> {
+    const previous = await this.statOrNull(path)
+    if (previous?.kind === 'dir') throw new IsDirectoryError(`${path} is a folder`, { path })
+    if (previous && !replace) throw new ConflictError(`${path} already exists`, { path })
+    return previous
+  }
+
+  /** The highest version a path is known to have had here: its file's, or the one on record after a removal. */
+  private knownVersion (path: string, current: FileMeta | null): number {
+    return current?.version ?? this.versions.get(path) ?? 0
+  }
+
+  private async requireParentFolder (path: string): Promise<void> {
+    const parent = parentOf(path)
+    const stats = await this.lstatInside(parent)
+    if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${parent}`, { path })
+  }
+
+  /** Streams a body into a fresh file under the upload folder; the task decides where it goes. */
+  private async withUpload<T> (body: Readable, task: (upload: Upload) => Promise<T>): Promise<T> {
+    const file = this.uploadPath()
+    const handle = await fsp.open(file, 'wx')
+    try {
+      await writeAll(handle, body)
+      return await task({ file, handle })
+    } finally {
+      await handle.close()
+      await fsp.rm(file, { force: true })
+    }
+  }
+
+  /** Makes an upload the file at `path`, durably: bytes, then the name, then the version. */
+  private async install (upload: Upload, path: string, previous: FileMeta | null, version: number, mode?: number): Promise<void> {
+    if (mode !== undefined) await upload.handle.chmod(mode)
+    await upload.handle.sync()
+    await this.place(upload.file, path, previous)
+    await this.versions.set(path, version)
+  }
+
+  /** Renames over the previous file, or links exclusively where there was none (a file that appeared meanwhile is a conflict). */
+  private async place (staged: string, path: string, previous: FileMeta | null): Promise<void> {
+    const disk = this.diskPath(path)
+    try {
+      if (previous) await fsp.rename(staged, disk)
+      else await fsp.link(staged, disk)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
+      throw err
+    }
+    await syncFile(nodePath.dirname(disk))
+  }
+
+  private uploadPath (): string {
+    return nodePath.join(this.root, STATE_DIR_NAME, UPLOAD_DIR_NAME, crypto.randomBytes(8).toString('hex'))
+  }
+
+  /** Runs a task holding the write lock of several paths, taken in one order so two tasks never wait on each other. */
+  private async withPaths<T> (paths: string[], task: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(paths)].sort()
+    const hold = async (i: number): Promise<T> => i === sorted.length ? await task() : await this.writes.run(sorted[i], async () => await hold(i + 1))
+    return await hold(0)
+  }
+
+  /**
    * The kernel and clients notice a change by mtime and size; two writes within one
    * millisecond that keep the size would otherwise look like no change at all.
    */
@@ -152,7 +444,8 @@ export class FileStore {
       kind,
       version: kind === 'dir' ? 0 : this.versions.get(path) ?? 1,
       size: kind === 'dir' ? 0 : stats.size,
-      mtimeMs: Math.floor(stats.mtimeMs)
+      mtimeMs: Math.floor(stats.mtimeMs),
+      mode: stats.mode & 0o7777
     }
   }
 
@@ -179,6 +472,25 @@ export class FileStore {
     }
     if (!stats.isFile() && !stats.isDirectory()) throw new NotFoundError(`not a regular file: ${baseName(path)}`, { path })
     return stats
+  }
+}
+
+interface Upload {
+  file: string
+  handle: fsp.FileHandle
+}
+
+/** A hard link where the disk has them, else a copy with the same mtime. */
+async function linkOrCopy (from: string, to: string): Promise<void> {
+  try {
+    await fsp.link(from, to)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV' && code !== 'EMLINK') throw err
+    await fsp.copyFile(from, to, fs.constants.COPYFILE_EXCL)
+    const stats = await fsp.stat(from)
+    await fsp.utimes(to, stats.atime, stats.mtime)
+    await syncFile(to)
   }
 }
 

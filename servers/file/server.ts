@@ -1,49 +1,44 @@
 import express from 'express'
-import type { Express, Request } from 'express'
+import type { Express } from 'express'
 import { pipeline } from 'node:stream/promises'
-import { LeaseError } from '../../src/errors'
-import type { FileListAnswer, FileMeta, FileServerStats, RegisterAnswer } from '../../src/protocol'
+import type { FileListAnswer, FileMeta, FileServerStats, RegisterAnswer, ServerInfo } from '../../src/protocol'
 import { DirectoryRoutes, etagOf, FileRoutes, Headers, LockRoutes } from '../../src/protocol'
 import { ServiceClient } from '../../src/serviceClient'
-import { finishApp, listen, pathParam, silentLogger } from '../common/http'
+import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { FileStore } from './fileStore'
+import { LeaseGuard } from './leaseGuard'
+import { joined, mountMutationRoutes } from './mutations'
 
 export interface FileServerOptions {
   store: FileStore
   /** The lock server, asked on every write whether the writer's lease is live. */
   lock: ServiceClient
+  /** The directory server, told of every path this server creates or removes. */
+  directory?: ServiceClient
+  /** Per request to other servers. */
+  timeoutMs?: number
   log?: Logger
 }
 
 export interface FileServerApp extends Express {
-  locals: Express['locals'] & { stats: FileServerStats }
+  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null }
 }
 
 export function createFileServer (opts: FileServerOptions): FileServerApp {
   const { store, lock } = opts
   const log = opts.log ?? silentLogger
-  const stats: FileServerStats = { machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0 }
-  // Highest fencing token seen per file: a writer whose lease was superseded is refused
-  // even if its request arrives after the newer writer's.
-  const highestToken = new Map<string, number>()
-
-  const requireLease = async (req: Request, path: string): Promise<void> => {
-    const token = Number(req.get(Headers.lockToken))
-    if (!req.get(Headers.lockToken) || !Number.isSafeInteger(token)) {
-      throw new LeaseError(`writing ${path} needs its lock: no ${Headers.lockToken} header`, { path })
-    }
-    if (token < (highestToken.get(path) ?? 0)) {
-      throw new LeaseError(`lease ${token} on ${path} was superseded by a newer writer`, { path, token })
-    }
-    await lock.get(LockRoutes.check, { path, token })
-    highestToken.set(path, token)
+  const stats: FileServerStats = {
+    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, incoming: 0, incomingBytes: 0
   }
+  const leases = new LeaseGuard(lock)
+  const peers = new Map<string, ServiceClient>()
 
   const app = express() as FileServerApp
   app.disable('x-powered-by')
   app.disable('etag') // ours is computed from the version, not the body
   app.locals.stats = stats
+  app.locals.publicUrl = null
 
   app.get(FileRoutes.health, (_req, res) => {
     res.json({ service: 'file', machineId: stats.machineId, root: store.root })
@@ -82,10 +77,29 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   app.post(FileRoutes.append, async (req, res) => {
     const path = pathParam(req)
-    await requireLease(req, path)
+    await leases.require(req, path)
     const meta = await store.append(path, req)
     stats.appends++
     res.json(meta)
+  })
+
+  // Only the rename request is JSON; every other body here is a file's bytes.
+  app.use(FileRoutes.rename, jsonBody)
+  mountMutationRoutes(app, {
+    store,
+    lock,
+    leases,
+    stats,
+    log,
+    ...joined(opts.directory ?? null, (): ServerInfo | null => {
+      const url = app.locals.publicUrl
+      return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
+    }),
+    peer: (server) => {
+      let peer = peers.get(server.url)
+      if (!peer) peers.set(server.url, peer = new ServiceClient(`file server ${server.machineId}`, server.url, opts.timeoutMs))
+      return peer
+    }
   })
 
   finishApp(app, log)
@@ -120,11 +134,12 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const directory = new ServiceClient('directory server', opts.directoryUrl, opts.timeoutMs)
   const lock = new ServiceClient('lock server', opts.lockUrl, opts.timeoutMs)
   const store = await FileStore.open(opts.root)
-  const app = createFileServer({ store, lock, log })
+  const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
   const running = await listen(app, opts.port, opts.host)
   try {
     const url = opts.publicUrl ?? running.url
     const { machineId } = await directory.post<RegisterAnswer>(DirectoryRoutes.register, { url })
+    app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
     const files = await store.scan()
     await lock.post(LockRoutes.keys, { paths: files.filter((f) => f.kind === 'file').map((f) => f.path) })

@@ -36,6 +36,12 @@ export class LockTable {
     this.keys.delete(path)
   }
 
+  deleteKeys (paths: string[]): number {
+    let removed = 0
+    for (const path of paths) if (this.keys.delete(path)) removed++
+    return removed
+  }
+
   acquire (path: string, owner: string, ttlMs: number): LockLease {
     const holder = this.liveHolder(path)
     if (holder) {

@@ -3,7 +3,7 @@ import type { Express, Request } from 'express'
 import { BadRequestError } from '../../src/errors'
 import { normalizePath } from '../../src/paths'
 import { DEFAULT_LEASE_MS, LockRoutes } from '../../src/protocol'
-import type { CheckAnswer, CreateKeysAnswer, ReleaseAnswer } from '../../src/protocol'
+import type { CheckAnswer, CreateKeysAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/protocol'
 import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { LockTable } from './lockTable'
@@ -41,6 +41,14 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
     const path = pathParam(req)
     table.deleteKey(path)
     res.json({ path, deleted: true })
+  })
+
+  // Many at once, for a folder that moved: its files' keys go to their new paths.
+  app.post(LockRoutes.removeKeys, (req, res) => {
+    const paths = req.body?.paths
+    if (!Array.isArray(paths)) throw new BadRequestError('paths must be a list')
+    const answer: RemoveKeysAnswer = { removed: table.deleteKeys(paths.map(normalizePath)) }
+    res.json(answer)
   })
 
   app.post(LockRoutes.acquire, (req, res) => {

@@ -1,15 +1,22 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import nodePath from 'node:path'
-import type { Readable } from 'node:stream'
-import { IsDirectoryError, NotFoundError, ServerUnavailableError } from '../errors'
+import { Readable } from 'node:stream'
+import {
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError,
+  NotFoundError, ServerUnavailableError
+} from '../errors'
 import { normalizePath, parentOf, joinPath } from '../paths'
-import type { DirectoryListAnswer, FileListAnswer, FileMeta, LookupAnswer, ServerInfo } from '../protocol'
+import type {
+  DirectoryListAnswer, EntryKind, FileListAnswer, FileMeta, LockLease, LookupAnswer, PlacementAnswer, RenameAnswer,
+  ServerInfo, ServersAnswer, StatfsAnswer
+} from '../protocol'
 import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../protocol'
 import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../serviceClient'
 import { LocalCache } from './localCache'
 import type { CachedFile } from './localCache'
 import { LockClient } from './lockClient'
+import type { HeldLock } from './lockClient'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -40,6 +47,26 @@ export const defaultClientOptions = {
 }
 
 export type ListEntry = FileMeta & { name: string }
+
+/** For a change the caller makes while holding the file's lease itself (client.locks.acquire). */
+export interface LeaseOption {
+  lease?: LockLease | HeldLock
+}
+
+/** The cluster's disk space: the sum over the file servers that answered. */
+export interface ClusterStatfs {
+  totalBytes: number
+  freeBytes: number
+  /** File servers counted. */
+  servers: number
+  /** File servers that did not answer, not counted. */
+  unreachable: number
+}
+
+/** Slowest server-to-server copy a rename waits for (bytes per ms), on top of the usual timeout. */
+const SLOWEST_COPY_BYTES_PER_MS = 1000
+/** A folder rename records a new version per file it moves: give it time. */
+const SLOW_FOLDER_RENAME_MS = 60_000
 
 interface Remembered<T> { value: T, until: number }
 
@@ -199,6 +226,296 @@ export class DfsClient {
     if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
     return this.remember(meta)
+  }
+
+  // ---- changes to the namespace and whole files --------------------------------------
+  // Each starts from a fresh lookup (a remembered one may be up to a second old, and a
+  // change made on a stale answer would go to the wrong server) and forgets what it touched.
+
+  /** Creates an empty file; ConflictError (EEXIST) if the path exists as anything. */
+  async create (path: string): Promise<FileMeta> {
+    return await this.createEntry(normalizePath(path), 'file')
+  }
+
+  /** Creates a folder; ConflictError (EEXIST) if the path exists as anything. */
+  async mkdir (path: string): Promise<FileMeta> {
+    return await this.createEntry(normalizePath(path), 'dir')
+  }
+
+  /** Removes a file, its lock key and its directory entry; IsDirectoryError for a folder. */
+  async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
+    const canonical = normalizePath(path)
+    const found = await this.lookupFile(canonical)
+    await this.underLease(canonical, opts.lease, async (token) => {
+      await this.onFileServer(canonical, found, async (server) => await server.json({
+        method: 'POST', url: FileRoutes.unlink, params: { path: canonical }, headers: { [Headers.lockToken]: String(token) }
+      }))
+    })
+    this.forget(canonical)
+    await this.cache.invalidate(canonical)
+  }
+
+  /**
+   * Removes an empty folder from every file server that holds it. NotEmptyError if anything
+   * is in it on any server; NotDirectoryError for a file.
+   */
+  async rmdir (path: string): Promise<void> {
+    const canonical = normalizePath(path)
+    if (canonical === '/') throw new BadPathError('the root folder cannot be removed', { path: canonical })
+    this.forget(canonical)
+    const found = await this.lookup(canonical)
+    if (found.kind !== 'dir') throw new NotDirectoryError(`not a folder: ${canonical}`, { path: canonical })
+    const listing = await this.directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: canonical })
+    if (listing.entries.length > 0) throw new NotEmptyError(`${canonical} is not empty`, { path: canonical })
+    try {
+      await this.onEveryHolder(found, async (server) => await server.post(FileRoutes.rmdir, {}, { path: canonical }))
+    } finally {
+      this.forget(canonical)
+    }
+  }
+
+  /**
+   * Renames a file or folder, replacing a file at `to`. A file may move to another file
+   * server (the one holding `to`'s folder); a folder moves only within its one server, else
+   * CrossServerError (EXDEV). Answers the meta at `to`, whose version is above what `from`
+   * and `to` had before.
+   */
+  async rename (from: string, to: string): Promise<FileMeta> {
+    const source = normalizePath(from)
+    const target = normalizePath(to)
+    this.forget(source)
+    this.forget(target)
+    const found = await this.lookup(source)
+    if (source === target) return await this.statFresh(source)
+    if (found.kind === 'dir') return await this.renameFolder(source, target, found)
+    const { size } = await this.onFileServer(source, found, async (server) => await server.get<FileMeta>(FileRoutes.stat, { path: source }))
+    const timeout = this.timeoutMs * 3 + Math.ceil(size / SLOWEST_COPY_BYTES_PER_MS)
+    let answer: RenameAnswer | undefined
+    // A destination that appears after we looked is a conflict; once more, locking it too.
+    for (let attempt = 1; answer === undefined; attempt++) {
+      const dest = await this.lookupOrNull(target)
+      if (dest?.kind === 'dir') throw new IsDirectoryError(`${target} is a folder`, { path: target })
+      try {
+        answer = await this.underLeases(dest ? [source, target] : [source], async (tokens) => {
+          return await this.onFileServer(source, found, async (server) => await server.json<RenameAnswer>({
+            method: 'POST',
+            url: FileRoutes.rename,
+            data: { from: source, to: target, toToken: tokens.get(target) },
+            headers: { [Headers.lockToken]: String(tokens.get(source)) },
+            timeout
+          }))
+        })
+      } catch (err) {
+        this.forget(target)
+        if (!(err instanceof ConflictError) || dest !== null || attempt > 1) throw err
+      }
+    }
+    this.forget(source)
+    this.forget(target)
+    const meta = answer.meta as FileMeta
+    await this.cache.move(source, target, answer.fromVersion ?? -1, meta)
+    return this.remember(meta)
+  }
+
+  /** Cuts or extends (with zeros) a file to `size` bytes under its lock. */
+  async truncate (path: string, size: number, opts: LeaseOption = {}): Promise<FileMeta> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new BadRequestError(`size must be a whole number of at least 0, not ${size}`)
+    const canonical = normalizePath(path)
+    const found = await this.lookupFile(canonical)
+    const meta = await this.underLease(canonical, opts.lease, async (token) => {
+      return await this.onFileServer(canonical, found, async (server) => await server.json<FileMeta>({
+        method: 'POST', url: FileRoutes.truncate, params: { path: canonical, size }, headers: { [Headers.lockToken]: String(token) }
+      }))
+    })
+    this.forget(canonical)
+    await this.cache.applyTruncate(canonical, meta)
+    return this.remember(meta)
+  }
+
+  /**
+   * Replaces a file's content whole under its lock, creating the file first if it does not
+   * exist. Other clients see the old bytes or the new, never a mix. The local copy becomes
+   * the written bytes when they were given as a Buffer or string.
+   */
+  async writeFile (path: string, data: Buffer | string | Readable, opts: LeaseOption = {}): Promise<FileMeta> {
+    const canonical = normalizePath(path)
+    this.forget(canonical)
+    let found = await this.lookupOrNull(canonical)
+    if (!found) {
+      try {
+        await this.create(canonical)
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err // made by someone else meanwhile: overwrite theirs
+      }
+      found = await this.lookup(canonical)
+    }
+    if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
+    const body = typeof data === 'string' ? Buffer.from(data) : data
+    const meta = await this.putContent(canonical, found, body, opts.lease)
+    if (Buffer.isBuffer(body)) await this.keepCopy(canonical, async () => await this.cache.store(canonical, meta, Readable.from([body])))
+    else await this.cache.invalidate(canonical)
+    return meta
+  }
+
+  /**
+   * Store-on-close for a caller that holds the file's lease itself (client.locks.acquire):
+   * uploads the local file whole with that lease and makes it the local cache copy of the
+   * new version, copied, or moved when `moveIntoCache` (the caller then gives the file up).
+   * The lease is not released.
+   */
+  async storeWithLease (path: string, localFile: string, lease: LockLease | HeldLock, opts: { moveIntoCache?: boolean } = {}): Promise<FileMeta> {
+    const canonical = normalizePath(path)
+    const found = await this.lookupFile(canonical)
+    const meta = await this.putContent(canonical, found, fs.createReadStream(localFile), lease)
+    await this.keepCopy(canonical, async () => opts.moveIntoCache === true
+      ? await this.cache.adopt(canonical, meta, localFile)
+      : await this.cache.store(canonical, meta, fs.createReadStream(localFile)))
+    return meta
+  }
+
+  /** Sets a file's or folder's mtime (and atime); a file's ETag changes, so other caches refetch. */
+  async utimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
+    const params: Record<string, number> = { mtimeMs: Math.floor(mtimeMs) }
+    if (atimeMs !== undefined) params.atimeMs = Math.floor(atimeMs)
+    return await this.setAttributes(normalizePath(path), FileRoutes.utimes, params)
+  }
+
+  /**
+   * Sets permission bits (mode & 0o7777) on the server's file or folder; the owner keeps read
+   * and write there, so a file server can always serve what it holds. stat() reports `mode`.
+   */
+  async chmod (path: string, mode: number): Promise<FileMeta> {
+    return await this.setAttributes(normalizePath(path), FileRoutes.chmod, { mode: mode & 0o7777 })
+  }
+
+  /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */
+  async statfs (): Promise<ClusterStatfs> {
+    const { servers } = await this.directory.get<ServersAnswer>(DirectoryRoutes.servers)
+    const answers = await Promise.allSettled(servers.map(async (s) => await this.fileServer(s).get<StatfsAnswer>(FileRoutes.statfs)))
+    const result: ClusterStatfs = { totalBytes: 0, freeBytes: 0, servers: 0, unreachable: 0 }
+    for (const answer of answers) {
+      if (answer.status === 'rejected') {
+        result.unreachable++
+        continue
+      }
+      result.servers++
+      result.totalBytes += answer.value.totalBytes
+      result.freeBytes += answer.value.freeBytes
+    }
+    if (result.servers === 0 && answers.length > 0) throw (answers[0] as PromiseRejectedResult).reason
+    return result
+  }
+
+  private async createEntry (path: string, kind: EntryKind): Promise<FileMeta> {
+    this.forget(path)
+    const { server } = await this.directory.get<PlacementAnswer>(DirectoryRoutes.placement, { path })
+    const meta = await this.fileServer(server).post<FileMeta>(FileRoutes.create, {}, { path, kind })
+    this.forget(path)
+    if (kind === 'file') await this.cache.invalidate(path)
+    return this.remember(meta)
+  }
+
+  private async renameFolder (source: string, target: string, found: LookupAnswer): Promise<FileMeta> {
+    const holders = found.holders ?? []
+    if (holders.length !== 1) {
+      throw new CrossServerError(`${source} spans ${holders.length} file servers: it cannot be renamed in one step`, { path: source })
+    }
+    try {
+      await this.fileServer(holders[0]).json<RenameAnswer>({
+        method: 'POST', url: FileRoutes.rename, data: { from: source, to: target }, timeout: Math.max(SLOW_FOLDER_RENAME_MS, this.timeoutMs * 3)
+      })
+    } finally {
+      this.forgetTree(source)
+      this.forgetTree(target)
+    }
+    await this.cache.invalidateTree(source)
+    return await this.statFresh(target)
+  }
+
+  private async putContent (path: string, found: LookupAnswer, body: Buffer | Readable, lease: LockLease | HeldLock | undefined): Promise<FileMeta> {
+    const meta = await this.underLease(path, lease, async (token) => {
+      return await this.onFileServer(path, found, async (server) => await server.json<FileMeta>({
+        method: 'PUT',
+        url: FileRoutes.content,
+        params: { path },
+        data: body,
+        headers: { 'Content-Type': 'application/octet-stream', [Headers.lockToken]: String(token) }
+      }))
+    })
+    this.forget(path)
+    return this.remember(meta)
+  }
+
+  /** Makes the cache hold what was just written; if that fails the copy is dropped, never left stale. */
+  private async keepCopy (path: string, put: () => Promise<unknown>): Promise<void> {
+    try {
+      await put()
+    } catch {
+      await this.cache.invalidate(path)
+    }
+  }
+
+  private async setAttributes (path: string, route: string, params: Record<string, number>): Promise<FileMeta> {
+    this.forget(path)
+    const found = await this.lookup(path)
+    if (found.kind === 'dir') {
+      const metas = await this.onEveryHolder(found, async (server) => await server.post<FileMeta>(route, {}, { path, ...params }))
+      this.forget(path)
+      return metas[0] ?? await this.statFresh(path)
+    }
+    const meta = await this.onFileServer(path, found, async (server) => await server.post<FileMeta>(route, {}, { path, ...params }))
+    this.forget(path)
+    await this.cache.restamp(path, meta)
+    return this.remember(meta)
+  }
+
+  /** A fresh lookup that must find a file. */
+  private async lookupFile (path: string): Promise<LookupAnswer> {
+    this.forget(path)
+    const found = await this.lookup(path)
+    if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    return found
+  }
+
+  private async lookupOrNull (path: string): Promise<LookupAnswer | null> {
+    try {
+      return await this.lookup(path)
+    } catch (err) {
+      if (err instanceof NotFoundError) return null
+      throw err
+    }
+  }
+
+  /** Runs a task with the lease the caller holds, or with one taken and given back here. */
+  private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: number) => Promise<T>): Promise<T> {
+    if (lease !== undefined) return await task(('lease' in lease ? lease.lease : lease).token)
+    return await this.locks.withLock(path, async (taken) => await task(taken.token))
+  }
+
+  /** Several locks, taken in path order so that two renames never wait on each other. */
+  private async underLeases<T> (paths: string[], task: (tokens: Map<string, number>) => Promise<T>): Promise<T> {
+    const held: HeldLock[] = []
+    try {
+      for (const path of [...new Set(paths)].sort()) held.push(await this.locks.acquire(path))
+      return await task(new Map(held.map((h) => [h.lease.path, h.lease.token])))
+    } finally {
+      await Promise.all(held.map(async (h) => await h.release()))
+    }
+  }
+
+  /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. */
+  private async onEveryHolder<T> (found: LookupAnswer, call: (server: ServiceClient) => Promise<T>): Promise<T[]> {
+    const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+    return results.map((r) => (r as PromiseFulfilledResult<T>).value)
+  }
+
+  private forgetTree (folder: string): void {
+    this.forget(folder)
+    const prefix = folder === '/' ? '/' : folder + '/'
+    for (const path of [...this.lookups.keys()]) if (path.startsWith(prefix)) this.lookups.delete(path)
+    for (const path of [...this.metas.keys()]) if (path.startsWith(prefix)) this.metas.delete(path)
   }
 
   /** Forget what is remembered of a path, so the next call asks the servers. */

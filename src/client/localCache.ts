@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import type { FileMeta } from '../protocol'
@@ -88,6 +88,83 @@ export class LocalCache {
     }
     await fsp.appendFile(cached.file, appended)
     await this.writeRecord(path, after)
+  }
+
+  /**
+   * Takes a local file as the copy of `path` at `meta` by renaming it in: the caller gives
+   * the file up. A file of another size than meta says is refused; one on another disk is
+   * copied instead (and left where it was).
+   */
+  async adopt (path: string, meta: FileMeta, file: string): Promise<CachedFile> {
+    await this.init()
+    const { size } = await fsp.stat(file)
+    if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
+    await this.invalidate(path)
+    try {
+      await fsp.rename(file, this.objectFile(path))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+      return await this.store(path, meta, fs.createReadStream(file))
+    }
+    await this.writeRecord(path, meta)
+    return { file: this.objectFile(path), meta }
+  }
+
+  /**
+   * Cuts a copy to the size this client itself truncated the file to, if the copy is exactly
+   * the version the truncation was made on; otherwise drops it. The cut copy is a new file,
+   * so a reader of the old one keeps its bytes.
+   */
+  async applyTruncate (path: string, after: FileMeta): Promise<void> {
+    const cached = await this.get(path)
+    if (!cached) return
+    if (cached.meta.version !== after.version - 1 || after.size > cached.meta.size) {
+      await this.invalidate(path)
+      return
+    }
+    const body = after.size === 0 ? Readable.from([]) : fs.createReadStream(cached.file, { start: 0, end: after.size - 1 })
+    await this.store(path, after, body)
+  }
+
+  /**
+   * Moves a copy to the path a rename gave its file, if it holds the bytes that moved (the
+   * version `movedVersion` of `from`); otherwise drops both paths' copies.
+   */
+  async move (from: string, to: string, movedVersion: number, after: FileMeta): Promise<void> {
+    const cached = await this.get(from)
+    await this.invalidate(to)
+    if (!cached || cached.meta.version !== movedVersion || cached.meta.size !== after.size) {
+      await this.invalidate(from)
+      return
+    }
+    this.index.delete(from)
+    await fsp.rm(this.recordFile(from), { force: true })
+    try {
+      await fsp.rename(this.objectFile(from), this.objectFile(to))
+    } catch {
+      await this.removeFiles(from)
+      return
+    }
+    await this.writeRecord(to, after)
+  }
+
+  /** After a change of metadata only (mtime, mode): same version and size keep the copy under the new meta. */
+  async restamp (path: string, after: FileMeta): Promise<void> {
+    const cached = await this.get(path)
+    if (!cached) return
+    if (cached.meta.version !== after.version || cached.meta.size !== after.size) {
+      await this.invalidate(path)
+      return
+    }
+    await this.writeRecord(path, after)
+  }
+
+  /** Drops the copies this process knows of below a folder (a folder renamed or removed). */
+  async invalidateTree (folder: string): Promise<void> {
+    const prefix = folder === '/' ? '/' : folder + '/'
+    for (const path of [...this.index.keys()]) {
+      if (path.startsWith(prefix)) await this.invalidate(path)
+    }
   }
 
   async invalidate (path: string): Promise<void> {

@@ -1,0 +1,41 @@
+import type { ServerInfo, StatfsAnswer } from '../../src/protocol'
+import { FileRoutes } from '../../src/protocol'
+import { ServiceClient } from '../../src/serviceClient'
+
+/** How long placement waits for a file server's free space before ranking it last. */
+export const STATFS_TIMEOUT_MS = 1000
+
+/**
+ * Picks the file server for a new entry among those that hold its parent folder: the
+ * preferred one if it is among them (a rename stays on its server), else the one with the
+ * most free space. A server that does not say how much it has ranks last but stays a
+ * candidate, so the caller gets that server's own error rather than a vague refusal.
+ */
+export class Placement {
+  private readonly clients = new Map<string, ServiceClient>()
+
+  constructor (private readonly timeoutMs = STATFS_TIMEOUT_MS) {}
+
+  async choose (candidates: ServerInfo[], prefer?: number): Promise<ServerInfo> {
+    if (candidates.length === 0) throw new Error('no file server to place on')
+    const preferred = candidates.find((s) => s.machineId === prefer)
+    if (preferred) return preferred
+    if (candidates.length === 1) return candidates[0]
+    const free = await Promise.all(candidates.map(async (server) => {
+      try {
+        return (await this.client(server).get<StatfsAnswer>(FileRoutes.statfs)).freeBytes
+      } catch {
+        return -1
+      }
+    }))
+    let best = 0
+    for (let i = 1; i < candidates.length; i++) if (free[i] > free[best]) best = i
+    return candidates[best]
+  }
+
+  private client (server: ServerInfo): ServiceClient {
+    let client = this.clients.get(server.url)
+    if (!client) this.clients.set(server.url, client = new ServiceClient(`file server ${server.machineId}`, server.url, this.timeoutMs))
+    return client
+  }
+}

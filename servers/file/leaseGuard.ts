@@ -1,0 +1,38 @@
+import type { Request } from 'express'
+import { LeaseError } from '../../src/errors'
+import { Headers, LockRoutes } from '../../src/protocol'
+import type { ServiceClient } from '../../src/serviceClient'
+
+/**
+ * The file server's side of fencing: a write must carry the live lease on its path. The
+ * highest token seen per path is kept, so a writer whose lease was superseded is refused
+ * even if its request arrives after the newer writer's.
+ */
+export class LeaseGuard {
+  private readonly highestToken = new Map<string, number>()
+
+  constructor (private readonly lock: ServiceClient) {}
+
+  /** The request's X-Dfs-Lock-Token must be the live lease on `lockPath`. */
+  async require (req: Request, lockPath: string): Promise<number> {
+    return await this.check(req.get(Headers.lockToken), lockPath)
+  }
+
+  async check (tokenValue: string | number | undefined, lockPath: string): Promise<number> {
+    const token = Number(tokenValue)
+    if (tokenValue === undefined || tokenValue === '' || !Number.isSafeInteger(token)) {
+      throw new LeaseError(`writing ${lockPath} needs its lock: no ${Headers.lockToken} given`, { path: lockPath })
+    }
+    if (token < (this.highestToken.get(lockPath) ?? 0)) {
+      throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
+    }
+    await this.lock.get(LockRoutes.check, { path: lockPath, token })
+    this.highestToken.set(lockPath, token)
+    return token
+  }
+
+  /** The path is gone from this server; tokens only grow, so nothing is lost by forgetting. */
+  forget (path: string): void {
+    this.highestToken.delete(path)
+  }
+}

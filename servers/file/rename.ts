@@ -1,0 +1,196 @@
+import type { Request } from 'express'
+import {
+  BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
+} from '../../src/errors'
+import { normalizePath, parentOf } from '../../src/paths'
+import type { DirectoryListAnswer, FileMeta, LookupAnswer, PlacementAnswer, RenameAnswer, RenameSwitchRequest, ServerInfo } from '../../src/protocol'
+import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../../src/protocol'
+import type { MutationContext } from './mutations'
+
+/**
+ * A rename, run by the server that holds `from`. Readers find files through the directory,
+ * so the directory's switch is the one moment the rename happens: before it, `to` is
+ * written where it will live without being claimed; after it, `from` is removed. A failure
+ * before the switch takes the copy away again; a failure after it is only left-over bytes
+ * nobody can reach.
+ */
+export async function renameOnServer (ctx: MutationContext, req: Request): Promise<RenameAnswer> {
+  const from = normalizePath(req.body?.from)
+  const to = normalizePath(req.body?.to)
+  if (from === '/' || to === '/') throw new BadPathError('the root folder cannot be renamed', { path: '/' })
+  const found = await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path: from })
+  if (found.kind === 'dir') return await renameFolder(ctx, from, to, found)
+  if (found.server?.machineId !== ctx.self().machineId) throw new NotFoundError(`${from} is not on this file server`, { path: from })
+  const toToken = req.body?.toToken as number | undefined
+  return await renameFile(ctx, from, to, await ctx.leases.require(req, from), toToken)
+}
+
+async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+  const { store, lock, log } = ctx
+  const directory = ctx.directory()
+  const self = ctx.self()
+  if (from === to) {
+    const meta = await store.stat(from)
+    return { from, to, kind: 'file', server: self, meta, fromVersion: meta.version, files: 0 }
+  }
+  const dest = await lookupOrNull(ctx, to)
+  if (dest?.kind === 'dir') throw new IsDirectoryError(`${to} is a folder`, { path: to })
+  let target: ServerInfo
+  if (dest?.server) {
+    if (toToken === undefined) throw new ConflictError(`${to} exists: its lock is needed to replace it`, { path: to })
+    target = dest.server
+  } else {
+    target = (await directory.get<PlacementAnswer>(DirectoryRoutes.placement, { path: to, prefer: self.machineId })).server
+  }
+  const replace = dest !== null
+
+  // 1. The bytes at `to`, on the server that will hold it, not yet in the directory.
+  let staged: FileMeta
+  let fromVersion: number
+  if (target.machineId === self.machineId) {
+    if (replace) await ctx.leases.check(toToken, to)
+    fromVersion = (await store.stat(from)).version
+    staged = await store.linkAs(from, to, replace)
+  } else {
+    const opened = await store.openRead(from)
+    fromVersion = opened.meta.version
+    try {
+      staged = await ctx.peer(target).json<FileMeta>({
+        method: 'PUT',
+        url: FileRoutes.incoming,
+        params: { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace },
+        data: opened.stream,
+        headers: { 'Content-Type': 'application/octet-stream', [Headers.lockToken]: String(replace ? toToken : fromToken) }
+      })
+    } finally {
+      opened.stream.destroy()
+    }
+  }
+  // A replaced `to` cannot be had back; a new one can.
+  const unstage = async (): Promise<void> => {
+    if (replace) return
+    try {
+      if (target.machineId === self.machineId) await store.remove(to)
+      else {
+        await ctx.peer(target).json({
+          method: 'POST',
+          url: FileRoutes.incomingAbort,
+          params: { path: to, lockPath: from },
+          headers: { [Headers.lockToken]: String(fromToken) }
+        })
+      }
+    } catch (err) {
+      log(`could not remove the copy of ${from} at ${to} on file server ${target.machineId}: ${(err as Error).message}`)
+    }
+  }
+
+  // 2. The key, so `to` can be locked as soon as anyone sees it; 3. the switch.
+  const switchRequest: RenameSwitchRequest = {
+    kind: 'file', from, to, fromMachineId: self.machineId, toMachineId: target.machineId, replaces: replace ? target.machineId : null
+  }
+  try {
+    await lock.post(LockRoutes.keys, { paths: [to] })
+    await directory.post(DirectoryRoutes.rename, switchRequest)
+  } catch (err) {
+    if (!(await switchHappened(ctx, from, self.machineId))) {
+      await unstage()
+      throw err
+    }
+  }
+
+  // 4. `from` goes from this disk and from the lock server.
+  try {
+    await store.remove(from)
+  } catch (err) {
+    log(`renamed ${from} but could not remove its old bytes: ${(err as Error).message}`)
+  }
+  ctx.leases.forget(from)
+  try {
+    await lock.delete(LockRoutes.keys, { path: from })
+  } catch (err) {
+    log(`renamed ${from} but could not remove its lock key: ${(err as Error).message}`)
+  }
+  log(`renamed ${from} to ${to} on file server ${target.machineId}`)
+  return { from, to, kind: 'file', server: target, meta: staged, fromVersion, files: 1 }
+}
+
+/**
+ * A folder moves only as a whole on one server (rename(2) there): one that spans servers,
+ * or a destination on another server, is CROSS_SERVER (EXDEV), and callers such as mv copy
+ * instead. The files' lock keys move with them.
+ */
+async function renameFolder (ctx: MutationContext, from: string, to: string, found: LookupAnswer): Promise<RenameAnswer> {
+  const { store, lock, log } = ctx
+  const directory = ctx.directory()
+  const self = ctx.self()
+  if (to === from) return { from, to, kind: 'dir', server: self, files: 0 }
+  if (to.startsWith(from + '/')) throw new BadPathError(`cannot move ${from} into itself`, { path: to })
+  const holders = found.holders ?? []
+  if (!holders.some((h) => h.machineId === self.machineId)) throw new NotFoundError(`${from} is not on this file server`, { path: from })
+  if (holders.length > 1) {
+    throw new CrossServerError(`${from} spans file servers ${holders.map((h) => h.machineId).join(', ')}: it cannot be renamed in one step`, { path: from })
+  }
+  const dest = await lookupOrNull(ctx, to)
+  if (dest?.kind === 'file') throw new NotDirectoryError(`${to} is a file`, { path: to })
+  if (dest) {
+    const listing = await directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: to })
+    if (listing.entries.length > 0) throw new NotEmptyError(`${to} is not empty`, { path: to })
+    if ((dest.holders ?? []).some((h) => h.machineId !== self.machineId)) throw new CrossServerError(`${to} is on other file servers`, { path: to })
+  }
+  const parent = await directory.get<LookupAnswer>(DirectoryRoutes.lookup, { path: parentOf(to) })
+  if (parent.kind !== 'dir') throw new NotDirectoryError(`not a folder: ${parentOf(to)}`, { path: to })
+  if (parentOf(to) !== '/' && !(parent.holders ?? []).some((h) => h.machineId === self.machineId)) {
+    throw new CrossServerError(`${parentOf(to)} is not on the file server that holds ${from}`, { path: to })
+  }
+
+  const moved = await store.moveFolder(from, to)
+  try {
+    if (moved.length > 0) await lock.post(LockRoutes.keys, { paths: moved.map(([, path]) => path) })
+    const switchRequest: RenameSwitchRequest = { kind: 'dir', from, to, fromMachineId: self.machineId, toMachineId: self.machineId, replaces: null }
+    await directory.post(DirectoryRoutes.rename, switchRequest)
+  } catch (err) {
+    if (!(await switchHappened(ctx, from, self.machineId))) {
+      try {
+        await store.unmoveFolder(from, to)
+        if (dest) await store.create(to, 'dir')
+      } catch (undoErr) {
+        log(`could not move ${to} back to ${from}: ${(undoErr as Error).message}`)
+      }
+      throw err
+    }
+  }
+  for (const [old] of moved) ctx.leases.forget(old)
+  if (moved.length > 0) {
+    try {
+      await lock.post(LockRoutes.removeKeys, { paths: moved.map(([old]) => old) })
+    } catch (err) {
+      log(`renamed ${from} but could not remove its files' old lock keys: ${(err as Error).message}`)
+    }
+  }
+  log(`renamed folder ${from} to ${to} (${moved.length} files)`)
+  return { from, to, kind: 'dir', server: self, files: moved.length }
+}
+
+async function lookupOrNull (ctx: MutationContext, path: string): Promise<LookupAnswer | null> {
+  try {
+    return await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path })
+  } catch (err) {
+    if (err instanceof NotFoundError) return null
+    throw err
+  }
+}
+
+/**
+ * Whether the directory made the switch although its answer did not arrive: then `from` is
+ * no longer this server's. If the directory cannot say, the answer is no, which keeps the
+ * bytes at `from` (a stray copy is better than a lost file).
+ */
+async function switchHappened (ctx: MutationContext, from: string, machineId: number): Promise<boolean> {
+  try {
+    const found = await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path: from })
+    if (found.kind === 'file') return found.server?.machineId !== machineId
+    return !(found.holders ?? []).some((h) => h.machineId === machineId)
+  } catch (err) {
+    return err instanceof NotFoundError
+  }
+}
