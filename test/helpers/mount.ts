@@ -90,12 +90,57 @@ export function outcome (result: Finished): string {
   return `exit ${result.code ?? result.signal}; stdout: ${clip(result.stdout)}; stderr: ${clip(result.stderr)}`
 }
 
-export interface TestMount {
-  /** Absolute mount point, under a temp folder of its own. */
+export interface MountPlace {
+  /** The fresh temp folder holding all of the below. */
+  base: string
+  /** Absolute path of an empty folder to mount on. */
   mountpoint: string
   cacheDir: string
-  /** The environment the daemon runs in; dfs-umount needs the same to find its state file. */
+  /** The environment to run dfs-mount and dfs-umount in: their state and logs stay in base. */
   env: NodeJS.ProcessEnv
+}
+
+/**
+ * A fresh temp folder with an empty mount point. At teardown, failed test or not, whatever is
+ * still mounted there is detached (fusermount -u -z; a detached daemon notices and exits) and
+ * the folder is removed. Never throws: tap skips the remaining teardowns (the cluster's among
+ * them) after one that does; a mount that cannot be removed is reported loudly instead.
+ */
+export async function mountPlace (t: Test): Promise<MountPlace> {
+  requireFuse()
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-mount-test-'))
+  const mountpoint = path.join(base, 'mnt')
+  await fsp.mkdir(mountpoint)
+  t.teardown(async () => {
+    try {
+      if (await isMounted(mountpoint)) await run('fusermount', ['-u', '-z', mountpoint])
+      if (await isMounted(mountpoint)) {
+        process.stderr.write(`LEFTOVER MOUNT: cannot unmount ${mountpoint}; run fusermount -u -z ${mountpoint}\n`)
+        return
+      }
+      await fsp.rm(base, { recursive: true, force: true })
+    } catch (err) {
+      process.stderr.write(`teardown of ${mountpoint} failed: ${String(err)}\n`)
+    }
+  })
+  return { base, mountpoint, cacheDir: path.join(base, 'cache'), env: { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') } }
+}
+
+/** The dfs-mount options that point at a test cluster. */
+export function clusterArgs (cluster: TestCluster, place: MountPlace): string[] {
+  return ['--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', place.cacheDir]
+}
+
+/**
+ * Daemons still running when the test process exits without its teardowns (tap's timeout
+ * ends it with SIGTERM) are told to unmount, so no mount outlives the run.
+ */
+const liveDaemons = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const daemon of liveDaemons) daemon.kill('SIGTERM')
+})
+
+export interface TestMount extends MountPlace {
   daemon: ChildProcess
   /** Resolves once the daemon has exited. */
   exited: Promise<void>
@@ -107,21 +152,16 @@ export interface TestMount {
 }
 
 /**
- * Mounts the cluster with `dfs-mount --foreground` in a child process, a fresh mount point and
- * cache folder of its own, and waits until the kernel lists the mount. At teardown, failed
- * test or not, the daemon is stopped and the mount removed (lazily if it is stuck).
+ * Mounts the cluster with `dfs-mount --foreground` in a child process, at a mount place of its
+ * own, and waits until the kernel lists the mount; fails early with what dfs-mount printed if
+ * it exits first. At teardown the daemon gets SIGTERM (it unmounts), then SIGKILL if it does
+ * not exit; the mount place's teardown removes whatever is still mounted.
  */
 export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: string[] = []): Promise<TestMount> {
-  requireFuse()
-  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-mount-test-'))
-  const mountpoint = path.join(base, 'mnt')
-  const cacheDir = path.join(base, 'cache')
-  await fsp.mkdir(mountpoint)
-  const env = { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') }
-  const daemon = spawn(process.execPath, [dfsMountBin, mountpoint, '--foreground',
-    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', cacheDir, ...extraArgs], {
+  const place = await mountPlace(t)
+  const daemon = spawn(process.execPath, [dfsMountBin, place.mountpoint, '--foreground', ...clusterArgs(cluster, place), ...extraArgs], {
     cwd: repoRoot,
-    env,
+    env: place.env,
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''
@@ -129,59 +169,31 @@ export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: st
   daemon.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
   const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()))
   const alive = (): boolean => daemon.exitCode === null && daemon.signalCode === null
+  liveDaemons.add(daemon)
+  void exited.then(() => liveDaemons.delete(daemon))
 
-  t.teardown(async () => await unmountAndClean(mountpoint, base, daemon, exited, alive, () => output))
+  t.teardown(async () => {
+    if (!alive()) return
+    daemon.kill('SIGTERM')
+    if (!(await within(exited, STOP_DEADLINE_MS))) {
+      process.stderr.write(`dfs-mount did not stop on SIGTERM within ${STOP_DEADLINE_MS} ms; killing it. It printed: ${output}\n`)
+      daemon.kill('SIGKILL')
+      await exited
+    }
+  })
 
   const deadline = Date.now() + MOUNT_DEADLINE_MS
-  while (!(await isMounted(mountpoint))) {
-    if (!alive()) throw new Error(`dfs-mount exited (${daemon.exitCode ?? daemon.signalCode}) before mounting ${mountpoint}: ${output.trim()}`)
-    if (Date.now() > deadline) throw new Error(`${mountpoint} was not mounted within ${MOUNT_DEADLINE_MS} ms; dfs-mount printed: ${output.trim()}`)
+  while (!(await isMounted(place.mountpoint))) {
+    if (!alive()) throw new Error(`dfs-mount exited (${daemon.exitCode ?? daemon.signalCode}) before mounting ${place.mountpoint}: ${output.trim()}`)
+    if (Date.now() > deadline) throw new Error(`${place.mountpoint} was not mounted within ${MOUNT_DEADLINE_MS} ms; dfs-mount printed: ${output.trim()}`)
     await sleep(POLL_MS)
   }
   return {
-    mountpoint,
-    cacheDir,
-    env,
+    ...place,
     daemon,
     exited,
-    at: (dfsPath) => path.join(mountpoint, dfsPath),
+    at: (dfsPath) => path.join(place.mountpoint, dfsPath),
     output: () => output,
     alive
   }
-}
-
-/**
- * Never throws: tap skips the remaining teardowns (the cluster's among them) after one that
- * does, which would leave servers running. A mount that cannot be removed is reported loudly.
- */
-async function unmountAndClean (mountpoint: string, base: string, daemon: ChildProcess, exited: Promise<void>,
-  alive: () => boolean, output: () => string): Promise<void> {
-  try {
-    if (alive()) {
-      daemon.kill('SIGTERM')
-      if (!(await within(exited, STOP_DEADLINE_MS))) {
-        daemon.kill('SIGKILL')
-        await exited
-      }
-    }
-    if (await isMounted(mountpoint)) await run('fusermount', ['-u', '-z', mountpoint])
-    if (await isMounted(mountpoint)) {
-      process.stderr.write(`LEFTOVER MOUNT: cannot unmount ${mountpoint}; run fusermount -u -z ${mountpoint}\ndaemon output: ${output()}\n`)
-      return
-    }
-    await fsp.rm(base, { recursive: true, force: true })
-  } catch (err) {
-    process.stderr.write(`mount teardown of ${mountpoint} failed: ${String(err)}\n`)
-  }
-}
-
-/** A dfs-mount daemon started outside mountCluster (by a CLI test) is cleaned up too. */
-export function unmountAtTeardown (t: Test, mountpoint: string): void {
-  t.teardown(async () => {
-    try {
-      if (await isMounted(mountpoint)) await run('fusermount', ['-u', '-z', mountpoint])
-    } catch (err) {
-      process.stderr.write(`teardown of ${mountpoint} failed: ${String(err)}\n`)
-    }
-  })
 }

@@ -1,0 +1,111 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import type { FileMeta } from '../src/protocol'
+import { FileRoutes } from '../src/protocol'
+import { startTestCluster } from './helpers/cluster'
+import { mountCluster, outcome, run, sh } from './helpers/mount'
+import { rawGet, statsOf } from './helpers/wire'
+
+/** Quotes a path for sh -c. */
+const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
+
+async function versionOf (server: { url: string }, file: string): Promise<number> {
+  const answer = await rawGet(server.url, FileRoutes.stat, { path: file })
+  return (answer.body as FileMeta).version
+}
+
+t.test('echo >> appends on the file server; 500 writes in one open arrive as one append', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'logs/app.log': 'start\n' }])
+  const server = cluster.fileServers[0]
+  const onDisk = path.join(cluster.roots[0], 'logs', 'app.log')
+  const mount = await mountCluster(t, cluster)
+  const log = mount.at('/logs/app.log')
+  t.equal(await versionOf(server, '/logs/app.log'), 1)
+
+  const before = await statsOf(server)
+  const echo = await sh(`echo line >> ${quoted(log)}`)
+  t.equal(echo.code, 0, outcome(echo))
+  t.equal(fs.readFileSync(onDisk, 'utf8'), 'start\nline\n', 'the line is in the file on the server\'s disk')
+  t.equal(await versionOf(server, '/logs/app.log'), 2, 'the append made a new version')
+  const afterEcho = await statsOf(server)
+  t.equal(afterEcho.appends, before.appends + 1)
+
+  const loop = await sh(`for i in $(seq 1 500); do echo line-$i; done >> ${quoted(log)}`, { timeoutMs: 20_000 })
+  t.equal(loop.code, 0, outcome(loop))
+  const afterLoop = await statsOf(server)
+  t.equal(afterLoop.appends, afterEcho.appends + 1, '500 write() calls in one open were sent as ONE append')
+  t.equal(await versionOf(server, '/logs/app.log'), 3, 'one append, one version')
+  const expected = 'start\nline\n' + Array.from({ length: 500 }, (_, i) => `line-${i + 1}\n`).join('')
+  t.ok(fs.readFileSync(onDisk, 'utf8') === expected, 'the server has all 500 lines, in order')
+
+  const cat = await run('cat', [log])
+  t.ok(cat.stdout === expected, 'cat on the mount shows the appended file')
+  const size = await run('stat', ['-c', '%s', log])
+  t.equal(Number(size.stdout), Buffer.byteLength(expected), 'stat on the mount shows the new size')
+})
+
+t.test('two mounts are two clients: what mount A appends, the next cat on mount B shows', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'one\n' }])
+  const server = cluster.fileServers[0]
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  t.not(a.cacheDir, b.cacheDir, 'each mount has a cache of its own')
+
+  t.equal((await run('cat', [b.at('/notes/todo.txt')])).stdout, 'one\n', 'B has the file cached')
+  t.equal((await run('cat', [a.at('/notes/todo.txt')])).stdout, 'one\n')
+
+  const append = await sh(`echo two >> ${quoted(a.at('/notes/todo.txt'))}`)
+  t.equal(append.code, 0, outcome(append))
+
+  const before = await statsOf(server)
+  const seen = await run('cat', [b.at('/notes/todo.txt')])
+  t.equal(seen.stdout, 'one\ntwo\n', 'B\'s next open sees A\'s append')
+  const after = await statsOf(server)
+  t.equal(after.contentTransfers, before.contentTransfers + 1, 'B fetched the new version once')
+
+  const again = await run('cat', [b.at('/notes/todo.txt')])
+  t.equal(again.stdout, 'one\ntwo\n')
+  t.equal((await statsOf(server)).contentTransfers, after.contentTransfers, 'and then served it from its cache')
+
+  const ownAppend = await run('cat', [a.at('/notes/todo.txt')])
+  t.equal(ownAppend.stdout, 'one\ntwo\n', 'A sees its own append')
+})
+
+t.test('two mounts append at the same time: every line arrives whole, none lost', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'shared/journal.txt': 'header\n' }])
+  const server = cluster.fileServers[0]
+  const onDisk = path.join(cluster.roots[0], 'shared', 'journal.txt')
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const perWriter = 200
+  const before = await statsOf(server)
+
+  // A separate `echo >> FILE` per line: 200 opens, writes and closes per writer.
+  const writer = (mountedFile: string, tag: string): string =>
+    `for i in $(seq 1 ${perWriter}); do echo "${tag}-$i with some padding to make the line longer" >> ${quoted(mountedFile)} || exit 1; done`
+  const [fromA, fromB] = await Promise.all([
+    sh(writer(a.at('/shared/journal.txt'), 'A'), { timeoutMs: 60_000 }),
+    sh(writer(b.at('/shared/journal.txt'), 'B'), { timeoutMs: 60_000 })
+  ])
+  t.equal(fromA.code, 0, outcome(fromA))
+  t.equal(fromB.code, 0, outcome(fromB))
+
+  const lines = fs.readFileSync(onDisk, 'utf8').split('\n')
+  t.equal(lines.pop(), '', 'the file ends with a whole line')
+  t.equal(lines.shift(), 'header')
+  t.equal(lines.length, 2 * perWriter, `${2 * perWriter} lines arrived`)
+  const torn = lines.filter((line) => !/^[AB]-\d+ with some padding to make the line longer$/.test(line))
+  t.same(torn, [], 'no line is torn or mixed with another')
+  const switches = lines.filter((line, i) => i > 0 && line[0] !== lines[i - 1][0]).length
+  t.ok(switches > 1, `the two writers really ran at the same time (their lines interleave: ${switches} switches)`)
+  for (const tag of ['A', 'B']) {
+    const own = lines.filter((line) => line.startsWith(`${tag}-`)).map((line) => Number(line.slice(2).split(' ')[0]))
+    t.same(own, Array.from({ length: perWriter }, (_, i) => i + 1), `all of ${tag}'s lines, once each, in ${tag}'s order`)
+  }
+  t.equal((await statsOf(server)).appends, before.appends + 2 * perWriter, 'one append per echo')
+  t.equal(await versionOf(server, '/shared/journal.txt'), 1 + 2 * perWriter)
+
+  const viaMount = await run('cat', [b.at('/shared/journal.txt')])
+  t.ok(viaMount.stdout === fs.readFileSync(onDisk, 'utf8'), 'a mount shows the same file as the server')
+})
