@@ -81,7 +81,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       }
     }
     log(`created ${kind === 'dir' ? 'folder' : 'file'} ${path}`)
-    res.status(201).json(meta)
+    res.json(meta)
   })
 
   app.put(FileRoutes.content, async (req, res) => {
