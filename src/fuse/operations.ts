@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable } from '../client/openFiles'
@@ -22,14 +23,15 @@ export interface FuseStat {
 const S_IFREG = 0o100000
 const S_IFDIR = 0o040000
 const EROFS = -os.constants.errno.EROFS
+const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
 
-export function statOf (meta: FileMeta, extraBytes = 0): FuseStat {
+export function statOf (meta: FileMeta): FuseStat {
   const isDir = meta.kind === 'dir'
-  const size = meta.size + extraBytes
+  const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
   return {
-    mode: isDir ? S_IFDIR | 0o755 : S_IFREG | 0o644,
+    mode: (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
     size,
     nlink: isDir ? 2 : 1,
     uid: process.getuid?.() ?? 0,
@@ -60,17 +62,20 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
  */
 export function createFuseOperations (client: DfsClient, files: OpenFileTable): Record<string, unknown> {
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
+  const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   return {
     init: (cb: Callback) => cb(0),
-    getattr: (path: string, cb: Callback) => answer(cb, async () => {
-      const meta = await client.stat(path)
-      return statOf(meta, meta.kind === 'file' ? files.pendingBytesOf(meta.path) : 0)
-    }, (stat) => [stat]),
+    getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(files.localView(await client.stat(path))), (stat) => [stat]),
     readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
       const self = statOf({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => statOf(e))]]
     }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
+    // fuse-native passes no open flags with create: the new, empty handle may read and write.
+    create: (path: string, _mode: number, cb: Callback) => answer(cb, async () => {
+      await client.create(path)
+      return await files.open(path, fs.constants.O_RDWR)
+    }, (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
@@ -80,24 +85,38 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
     fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
     release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.release(fd)),
+    truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
+    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => await files.truncate(fd, size)),
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
     releasedir: (_path: string, _fd: number, cb: Callback) => cb(0),
     access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.stat(path)),
-    statfs: (_path: string, cb: Callback) => cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, namemax: 255 }),
-    create: refuse(EROFS),
-    truncate: refuse(EROFS),
-    ftruncate: refuse(EROFS),
-    unlink: refuse(EROFS),
-    rename: refuse(EROFS),
-    mkdir: refuse(EROFS),
-    rmdir: refuse(EROFS),
+    statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
+    unlink: (path: string, cb: Callback) => answer(cb, async () => await client.unlink(path)),
+    rename: (from: string, to: string, cb: Callback) => answer(cb, async () => await client.rename(from, to)),
+    mkdir: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path)),
+    rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
+    // fuse-native hands over the access time twice and drops the modification time (its
+    // utimens reads tv[0] for both); touch, cp -p and tar set both alike, so it serves as mtime.
+    utimens: (path: string, atime: number, _mtimeLost: number, cb: Callback) => answer(cb, async () => await client.utimes(path, atime)),
+    chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
+    // Files belong to whoever mounted; tar and cp -p as that user ask for exactly that.
+    chown: (_path: string, uid: number, gid: number, cb: Callback) => {
+      const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
+      cb(same ? 0 : EPERM)
+    },
     symlink: refuse(ENOTSUP),
     link: refuse(ENOTSUP),
     mknod: refuse(EROFS),
-    chmod: refuse(EROFS),
-    chown: refuse(EROFS),
-    utimens: refuse(EROFS),
     setxattr: refuse(ENOTSUP),
     removexattr: refuse(ENOTSUP)
   }
+}
+
+/** statfs in 4 KiB blocks, or larger ones where the count would not fit fuse-native's 32 bits. */
+export function statfsOf (totalBytes: number, freeBytes: number): Record<string, number> {
+  let bsize = 4096
+  while (totalBytes / bsize > 0xffffffff) bsize *= 2
+  const blocks = Math.floor(totalBytes / bsize)
+  const free = Math.floor(freeBytes / bsize)
+  return { bsize, frsize: bsize, blocks, bfree: free, bavail: free, files: 1_000_000, ffree: 1_000_000, favail: 1_000_000, namemax: 255 }
 }
