@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/errors'
+import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/errors'
 import { DirectoryRoutes, LockRoutes } from '../src/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { rawGet } from './helpers/wire'
@@ -70,6 +70,28 @@ t.test('in a folder held by several servers, a new file goes to one of them; an 
   const taken = await rawGet(cluster.directory.url, DirectoryRoutes.placement, { path: '/shared/placed.txt' })
   t.equal(taken.status, 409, 'no placement for a path that exists')
   t.equal(taken.body.error.code, 'CONFLICT')
+})
+
+t.test('entries at the root go to any server; the root itself cannot be removed', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const client = cluster.client()
+  await client.mkdir('/top')
+  await client.create('/top.txt')
+  const names = (await cluster.client().list('/')).map((e) => e.name)
+  t.same(names, ['one', 'shared', 'top', 'top.txt', 'two'])
+  t.equal(cluster.roots.filter((root) => fs.existsSync(path.join(root, 'top.txt'))).length, 1)
+  await t.rejects(client.rmdir('/'), BadPathError)
+  await client.rmdir('/top')
+  t.notOk((await cluster.client().list('/')).some((e) => e.name === 'top'))
+})
+
+t.test('utimes on a folder held by several servers sets it on each', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const client = cluster.client({ metaTtlMs: 0 })
+  const when = Date.UTC(2021, 5, 6)
+  await client.utimes('/shared', when)
+  for (const root of cluster.roots) t.equal(fs.statSync(path.join(root, 'shared')).mtimeMs, when)
+  t.equal((await client.list('/')).find((e) => e.name === 'shared')?.mtimeMs, when)
 })
 
 t.test('unlink removes the file, its directory entry and its lock key', async (t) => {
