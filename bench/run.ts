@@ -10,6 +10,7 @@ import type { RunningCluster } from '../servers/cluster'
 import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/protocol'
 import { cleanEnv, repoRoot, runNode } from '../test/helpers/processes'
+import { RequestCounter } from './requestCounter'
 import type { WorkloadResult } from './workload'
 
 /*
@@ -150,22 +151,31 @@ async function runWorkload (args: string[]): Promise<WorkloadResult> {
 /** The counters this benchmark reports; the servers keep more. */
 type ServerCounts = Pick<FileServerStats, 'contentTransfers' | 'contentBytes' | 'notModified' | 'appends'>
 
-/** The file servers' counters summed: what the mount asked of them. */
-function serverCounts (cluster: RunningCluster): ServerCounts {
-  const sum: ServerCounts = { contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0 }
-  for (const server of cluster.fileServers) {
-    const stats = server.app.locals.stats
-    sum.contentTransfers += stats.contentTransfers
-    sum.contentBytes += stats.contentBytes
-    sum.notModified += stats.notModified
-    sum.appends += stats.appends
-  }
-  return sum
+/** What the servers had seen at one moment: the file servers' counters and every request by route. */
+interface Activity {
+  counts: ServerCounts
+  requests: Map<string, number>
 }
 
-function countsSince (before: ServerCounts, after: ServerCounts): string {
-  return `${after.contentTransfers - before.contentTransfers} content transfers (${formatNumber((after.contentBytes - before.contentBytes) / 1e6)} MB), ` +
-    `${after.notModified - before.notModified} not-modified answers, ${after.appends - before.appends} appends`
+function activityOf (cluster: RunningCluster, requests: RequestCounter): Activity {
+  const counts: ServerCounts = { contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0 }
+  for (const server of cluster.fileServers) {
+    const stats = server.app.locals.stats
+    counts.contentTransfers += stats.contentTransfers
+    counts.contentBytes += stats.contentBytes
+    counts.notModified += stats.notModified
+    counts.appends += stats.appends
+  }
+  return { counts, requests: requests.snapshot() }
+}
+
+/** The servers' side of a dfs workload, with requests given per operation (`per` operations, called `unit`). */
+function describeActivity (before: Activity, after: Activity, per: number, unit: string): string {
+  const delta = (key: keyof ServerCounts): number => after.counts[key] - before.counts[key]
+  const routes = RequestCounter.since(before.requests, after.requests, per)
+  const perOp = routes.length === 0 ? 'none' : routes.map(([route, n]) => `${route} ${n >= 10 ? n.toFixed(0) : n >= 0.01 ? n.toFixed(2) : n.toPrecision(1)}`).join(', ')
+  return `file contents sent: ${delta('contentTransfers')} (${formatNumber(delta('contentBytes') / 1e6)} MB), ` +
+    `not-modified answers: ${delta('notModified')}, appends: ${delta('appends')}; requests per ${unit}: ${perOp}`
 }
 
 function median (values: number[]): number {
@@ -201,59 +211,68 @@ interface Measurement {
   pageCacheDrop: string | null
 }
 
-async function measure (layout: Layout, cluster: RunningCluster): Promise<Measurement> {
+interface Pair {
+  local: WorkloadResult
+  dfs: WorkloadResult
+  before: Activity
+  after: Activity
+}
+
+async function measure (layout: Layout, cluster: RunningCluster, requests: RequestCounter): Promise<Measurement> {
   const rows: Row[] = []
   const details: string[] = []
   const local = (rel: string): string => path.join(layout.local, rel)
   const onMount = (rel: string): string => path.join(layout.mountpoint, rel)
-  const runs = (result: WorkloadResult): string => result.runsMs.map((ms) => `${formatNumber(ms)} ms`).join(', ')
-  const both = async (name: string, args: (dir: (rel: string) => string) => string[]): Promise<{ local: WorkloadResult, dfs: WorkloadResult, counts: string }> => {
+  const passes = (result: WorkloadResult): string => result.runsMs.map((ms, i) => {
+    const opened = result.openMs?.[i]
+    return `${formatNumber(ms)} ms${opened === undefined ? '' : ` (${formatNumber(opened)} in open)`}`
+  }).join(', ')
+  /** The same workload on the local folder, then on the mount; `beforeEach` runs before each of the two. */
+  const both = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Pair> => {
     progress(`${name}: local folder`)
+    await beforeEach()
     const localResult = await runWorkload(args(local))
     progress(`${name}: dfs mount`)
-    const before = serverCounts(cluster)
+    await beforeEach()
+    const before = activityOf(cluster, requests)
     const dfsResult = await runWorkload(args(onMount))
-    return { local: localResult, dfs: dfsResult, counts: countsSince(before, serverCounts(cluster)) }
+    return { local: localResult, dfs: dfsResult, before, after: activityOf(cluster, requests) }
   }
 
-  // Cold: the page cache is dropped before each read, and the mount has never opened the file.
-  progress('sequential read, cold: local folder')
-  const pageCacheDrop = await dropPageCache()
-  const coldLocal = await runWorkload(['read', local(BIG_FILE)])
-  progress('sequential read, cold: dfs mount (first open fetches the whole file into the empty client cache)')
-  await dropPageCache()
-  let before = serverCounts(cluster)
-  const coldDfs = await runWorkload(['read', onMount(BIG_FILE)])
-  const coldCounts = countsSince(before, serverCounts(cluster))
-  check(coldLocal.bytes === BIG_FILE_BYTES && coldDfs.bytes === BIG_FILE_BYTES, `cold reads read ${coldLocal.bytes} and ${coldDfs.bytes} bytes, expected ${BIG_FILE_BYTES}`)
-  rows.push({ workload: 'sequential read 256 MiB, cold', unit: 'MB/s', local: rate(coldLocal, true), dfs: rate(coldDfs, true) })
-  details.push(`sequential read, cold: local ${runs(coldLocal)}; dfs ${runs(coldDfs)}; file servers: ${coldCounts}`)
+  // Cold: the page cache is dropped before each of the two reads, and the mount has never opened the file.
+  let pageCacheDrop: string | null = null
+  const cold = await both('sequential read, cold', (dir) => ['read', dir(BIG_FILE)], async () => { pageCacheDrop = await dropPageCache() })
+  check(cold.local.bytes === BIG_FILE_BYTES && cold.dfs.bytes === BIG_FILE_BYTES, `cold reads read ${cold.local.bytes} and ${cold.dfs.bytes} bytes, expected ${BIG_FILE_BYTES}`)
+  check(cold.after.counts.contentTransfers - cold.before.counts.contentTransfers === 1, 'the cold read on the mount fetched the file once')
+  rows.push({ workload: 'sequential read 256 MiB, cold', unit: 'MB/s', local: rate(cold.local, true), dfs: rate(cold.dfs, true) })
+  details.push(`sequential read, cold: local ${passes(cold.local)}; dfs ${passes(cold.dfs)}; ${describeActivity(cold.before, cold.after, 1, 'pass')}`)
 
   const warm = await both('sequential read, warm', (dir) => ['read', dir(BIG_FILE), `runs=${REPEATS}`])
   check(warm.local.bytes === BIG_FILE_BYTES && warm.dfs.bytes === BIG_FILE_BYTES, 'warm reads read the whole file')
   rows.push({ workload: 'sequential read 256 MiB, warm', unit: 'MB/s', local: rate(warm.local, true), dfs: rate(warm.dfs, true) })
-  details.push(`sequential read, warm: local ${runs(warm.local)}; dfs ${runs(warm.dfs)}; file servers: ${warm.counts}`)
+  details.push(`sequential read, warm: local ${passes(warm.local)}; dfs ${passes(warm.dfs)}; ${describeActivity(warm.before, warm.after, REPEATS, 'pass')}`)
 
   const small = await both('open+read+close of small files', (dir) => ['small', dir(SMALL_DIR), `runs=${REPEATS}`])
   check(small.local.ops === SMALL_FILES && small.dfs.ops === SMALL_FILES, `small files: saw ${small.local.ops} and ${small.dfs.ops} files, expected ${SMALL_FILES}`)
   check(small.dfs.bytes === SMALL_FILES * SMALL_FILE_BYTES, `small files on the mount: read ${small.dfs.bytes} bytes a pass, expected ${SMALL_FILES * SMALL_FILE_BYTES}`)
   rows.push({ workload: `open+read+close, ${SMALL_FILES} cached 4 KiB files`, unit: 'files/s', local: rate(small.local, false), dfs: rate(small.dfs, false) })
-  details.push(`open+read+close: local ${runs(small.local)}; dfs ${runs(small.dfs)} (${formatNumber(median(small.dfs.runsMs) / SMALL_FILES)} ms a file); ` +
-    `file servers over the warm-up and ${REPEATS} timed passes: ${small.counts}`)
+  details.push(`open+read+close: local ${passes(small.local)}; dfs ${passes(small.dfs)} (${formatNumber(median(small.dfs.runsMs) / SMALL_FILES)} ms a file); ` +
+    `over the warm-up and ${REPEATS} timed passes, ${describeActivity(small.before, small.after, SMALL_FILES * (REPEATS + 1), 'file')}`)
 
   const listing = await both('ls -l', (dir) => ['ls', dir(LISTED_DIR), `runs=${REPEATS}`])
   check(listing.local.ops === LISTED_FILES && listing.dfs.ops === LISTED_FILES, `ls: saw ${listing.local.ops} and ${listing.dfs.ops} entries, expected ${LISTED_FILES}`)
   rows.push({ workload: `ls -l (readdir + lstat), ${LISTED_FILES} files`, unit: 'entries/s', local: rate(listing.local, false), dfs: rate(listing.dfs, false) })
-  details.push(`ls -l: local ${runs(listing.local)}; dfs ${runs(listing.dfs)} (the first pass is the only one not helped by remembered attributes)`)
+  details.push(`ls -l: local ${passes(listing.local)}; dfs ${passes(listing.dfs)}; ${describeActivity(listing.before, listing.after, REPEATS, 'pass')}`)
 
-  before = serverCounts(cluster)
   const appended = await both('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`])
   const onServer = await fsp.stat(path.join(layout.roots[1], APPEND_FILE))
   check(appended.dfs.ops === APPENDS && onServer.size === appended.dfs.bytes,
     `appends: the file server's copy has ${onServer.size} bytes, the workload wrote ${appended.dfs.bytes}`)
-  check(serverCounts(cluster).appends - before.appends === APPENDS, `appends: the file servers counted ${serverCounts(cluster).appends - before.appends}, expected ${APPENDS}`)
+  const serverAppends = appended.after.counts.appends - appended.before.counts.appends
+  check(serverAppends === APPENDS, `appends: the file servers counted ${serverAppends}, expected ${APPENDS}`)
   rows.push({ workload: `${APPENDS} one-line appends (open+write+close)`, unit: 'appends/s', local: rate(appended.local, false), dfs: rate(appended.dfs, false) })
-  details.push(`appends: local ${runs(appended.local)}; dfs ${runs(appended.dfs)} (${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append); file servers: ${appended.counts}`)
+  details.push(`appends: local ${passes(appended.local)}; dfs ${passes(appended.dfs)} (${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append); ` +
+    `${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
 
   return { rows, details, pageCacheDrop }
 }
@@ -287,6 +306,8 @@ async function main (): Promise<void> {
     cacheDir: path.join(workDir, 'cache'),
     stateDir: path.join(workDir, 'state')
   }
+  const requests = new RequestCounter()
+  requests.start()
   let cluster: RunningCluster | null = null
   let daemon: MountDaemon | null = null
   let cleaning: Promise<void> | null = null
@@ -321,7 +342,7 @@ async function main (): Promise<void> {
     const loadBefore = loadAverage()
     daemon = await mount(layout, cluster)
     progress(`mounted at ${layout.mountpoint}`)
-    const result = await measure(layout, cluster)
+    const result = await measure(layout, cluster, requests)
 
     process.stdout.write([
       '',

@@ -22,6 +22,8 @@ export interface WorkloadResult {
   ops: number
   /** Bytes read or written per timed pass. */
   bytes: number
+  /** Sequential reads only: how long each pass waited in open() (on dfs, a cold open fetches the whole file). */
+  openMs?: number[]
 }
 
 const READ_BUFFER_BYTES = 1024 * 1024
@@ -30,14 +32,15 @@ function elapsedMs (since: bigint): number {
   return Number(process.hrtime.bigint() - since) / 1e6
 }
 
-/** Reads a whole file front to back in 1 MiB reads; returns the bytes read. */
-function readWhole (file: string, buffer: Buffer): number {
+/** Reads a whole file front to back in 1 MiB reads; returns the bytes read and when open() returned. */
+function readWhole (file: string, buffer: Buffer): { bytes: number, opened: bigint } {
   const fd = fs.openSync(file, 'r')
+  const opened = process.hrtime.bigint()
   try {
     let total = 0
     for (;;) {
       const n = fs.readSync(fd, buffer, 0, buffer.length, null)
-      if (n === 0) return total
+      if (n === 0) return { bytes: total, opened }
       total += n
     }
   } finally {
@@ -49,13 +52,16 @@ function readWhole (file: string, buffer: Buffer): number {
 function sequentialRead (file: string, runs: number): WorkloadResult {
   const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
   const runsMs: number[] = []
+  const openMs: number[] = []
   let bytes = 0
   for (let i = 0; i < runs; i++) {
     const start = process.hrtime.bigint()
-    bytes = readWhole(file, buffer)
+    const pass = readWhole(file, buffer)
     runsMs.push(elapsedMs(start))
+    openMs.push(Number(pass.opened - start) / 1e6)
+    bytes = pass.bytes
   }
-  return { workload: 'read', runsMs, ops: 1, bytes }
+  return { workload: 'read', runsMs, ops: 1, bytes, openMs }
 }
 
 /** open+read+close of every file in a folder: one untimed pass to warm caches, then `runs` timed passes. */
