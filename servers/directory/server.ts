@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import express from 'express'
 import type { Express } from 'express'
 import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/errors'
@@ -35,8 +36,11 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   app.disable('x-powered-by')
   app.use(jsonBody)
 
+  // Changes when this server restarts (with an empty map): file servers then join again.
+  const bootId = crypto.randomUUID()
+
   app.get(DirectoryRoutes.health, (_req, res) => {
-    res.json({ service: 'directory', servers: servers.size, files: namespace.fileCount() })
+    res.json({ service: 'directory', bootId, servers: servers.size, files: namespace.fileCount() })
   })
 
   // A file server that restarts on the same address keeps its machine id.

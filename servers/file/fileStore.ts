@@ -25,6 +25,13 @@ export interface ReceiveOptions {
   replace: boolean
 }
 
+/**
+ * Runs first inside a file's write lock: the fencing check belongs there, so that a writer
+ * whose lease is superseded while it waits for the lock is refused, not written after.
+ */
+export type WriteGuard = () => Promise<unknown>
+const noGuard: WriteGuard = async () => {}
+
 export interface OpenedFile {
   meta: FileMeta
   /** Exactly meta.size bytes: appends that land while it streams are not included. */
@@ -89,7 +96,7 @@ export class FileStore {
 
   async list (path: string): Promise<Array<FileMeta & { name: string }>> {
     const stats = await this.lstatInside(path)
-    if (!stats.isDirectory()) throw new BadPathError(`not a folder: ${path}`, { path })
+    if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${path}`, { path })
     const names = await fsp.readdir(this.diskPath(path), { withFileTypes: true })
     const result: Array<FileMeta & { name: string }> = []
     for (const entry of names) {
@@ -129,10 +136,11 @@ export class FileStore {
    * Appends a body to a file and makes both data and new version durable before returning.
    * A body that fails midway is cut off again, so a failed append leaves the file as before.
    */
-  async append (path: string, body: Readable): Promise<FileMeta> {
+  async append (path: string, body: Readable, guard: WriteGuard = noGuard): Promise<FileMeta> {
     const before = await this.stat(path)
     if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     return await this.writes.run(path, async () => {
+      await guard()
       const current = await this.stat(path)
       const handle = await fsp.open(this.diskPath(path), 'a')
       try {
@@ -143,11 +151,13 @@ export class FileStore {
           throw err
         }
         await this.keepMtimeGrowing(handle, current)
-        await handle.sync()
+        // Both on disk before the answer, in either order: a version recorded without its
+        // bytes, or bytes without their version, still changes the ETag (size and mtime are
+        // in it), so no cached copy can pass for current after a crash.
+        await Promise.all([handle.sync(), this.versions.set(path, current.version + 1)])
       } finally {
         await handle.close()
       }
-      await this.versions.set(path, current.version + 1)
       return await this.stat(path)
     })
   }
@@ -188,10 +198,11 @@ export class FileStore {
    * the file once it is on disk, so a reader sees the old bytes or the new, never a mix,
    * and a body that fails midway changes nothing.
    */
-  async overwrite (path: string, body: Readable): Promise<FileMeta> {
+  async overwrite (path: string, body: Readable, guard: WriteGuard = noGuard): Promise<FileMeta> {
     const before = await this.stat(path)
     if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      await guard()
       const current = await this.stat(path)
       await this.keepMtimeGrowing(upload.handle, current)
       await this.install(upload, path, current, current.version + 1, current.mode)
@@ -199,8 +210,9 @@ export class FileStore {
     }))
   }
 
-  async truncate (path: string, size: number): Promise<FileMeta> {
+  async truncate (path: string, size: number, guard: WriteGuard = noGuard): Promise<FileMeta> {
     return await this.writes.run(path, async () => {
+      await guard()
       const current = await this.stat(path)
       if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
       const handle = await fsp.open(this.diskPath(path), 'r+')

@@ -1,5 +1,5 @@
 import type { Request } from 'express'
-import { LeaseError } from '../../src/errors'
+import { LeaseError, NotFoundError } from '../../src/errors'
 import { Headers, LockRoutes } from '../../src/protocol'
 import type { ServiceClient } from '../../src/serviceClient'
 
@@ -26,7 +26,12 @@ export class LeaseGuard {
     if (token < (this.highestToken.get(lockPath) ?? 0)) {
       throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
     }
-    await this.lock.get(LockRoutes.check, { path: lockPath, token })
+    try {
+      await this.lock.get(LockRoutes.check, { path: lockPath, token })
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
+      throw err
+    }
     this.highestToken.set(lockPath, token)
     return token
   }

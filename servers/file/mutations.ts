@@ -86,8 +86,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
 
   app.put(FileRoutes.content, async (req, res) => {
     const path = pathParam(req)
-    await leases.require(req, path)
-    const meta: FileMeta = await store.overwrite(path, req)
+    const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path))
     stats.overwrites++
     res.json(meta)
   })
@@ -95,8 +94,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   app.post(FileRoutes.truncate, async (req, res) => {
     const path = pathParam(req)
     const size = integerParam(req, 'size', { min: 0 })
-    await leases.require(req, path)
-    res.json(await store.truncate(path, size))
+    res.json(await store.truncate(path, size, async () => await leases.require(req, path)))
   })
 
   // The directory first: once it has forgotten the path no reader finds it, so what

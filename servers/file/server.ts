@@ -1,13 +1,14 @@
 import express from 'express'
 import type { Express } from 'express'
 import { pipeline } from 'node:stream/promises'
-import type { FileListAnswer, FileMeta, FileServerStats, RegisterAnswer, ServerInfo } from '../../src/protocol'
-import { DirectoryRoutes, etagOf, FileRoutes, Headers, LockRoutes } from '../../src/protocol'
+import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/protocol'
+import { etagOf, FileRoutes, Headers } from '../../src/protocol'
 import { ServiceClient } from '../../src/serviceClient'
 import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { FileStore } from './fileStore'
 import { LeaseGuard } from './leaseGuard'
+import { ClusterMembership } from './membership'
 import { joined, mountMutationRoutes } from './mutations'
 
 export interface FileServerOptions {
@@ -63,22 +64,26 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     const { meta, stream } = await store.openRead(pathParam(req))
     const etag = etagOf(meta)
     res.set({ ETag: etag, [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) })
-    if (req.get('if-none-match') === etag) {
+    if (matchesEtag(req.get('if-none-match'), etag)) {
       stream.destroy()
       stats.notModified++
       res.status(304).end()
       return
     }
+    res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
+    if (req.method === 'HEAD') {
+      stream.destroy()
+      res.end()
+      return
+    }
     stats.contentTransfers++
     stats.contentBytes += meta.size
-    res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
     await pipeline(stream, res)
   })
 
   app.post(FileRoutes.append, async (req, res) => {
     const path = pathParam(req)
-    await leases.require(req, path)
-    const meta = await store.append(path, req)
+    const meta = await store.append(path, req, async () => await leases.require(req, path))
     stats.appends++
     res.json(meta)
   })
@@ -106,6 +111,15 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   return app
 }
 
+/** If-None-Match as HTTP has it: a list of tags, weak or strong, or '*'. */
+function matchesEtag (header: string | undefined, etag: string): boolean {
+  if (!header) return false
+  return header.split(',').some((tag) => {
+    const bare = tag.trim().replace(/^W\//, '')
+    return bare === '*' || bare === etag
+  })
+}
+
 export interface StartFileServerOptions {
   root: string
   port: number
@@ -115,6 +129,8 @@ export interface StartFileServerOptions {
   /** Address clients use to reach this server; defaults to the one it listens on. */
   publicUrl?: string
   timeoutMs?: number
+  /** How often to check whether the directory or lock server restarted (and join again). */
+  rejoinCheckMs?: number
   log?: Logger
 }
 
@@ -125,9 +141,8 @@ export interface RunningFileServer extends RunningServer {
 }
 
 /**
- * Starts a file server and joins it to the cluster: register for a machine id, report the
- * files, have the lock server create a key for each. A clash with another server's paths
- * stops the start with the directory server's error.
+ * Starts a file server and joins it to the cluster (servers/file/membership.ts). A clash
+ * with another server's paths stops the start with the directory server's error.
  */
 export async function startFileServer (opts: StartFileServerOptions): Promise<RunningFileServer> {
   const log = opts.log ?? silentLogger
@@ -136,21 +151,21 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const store = await FileStore.open(opts.root)
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
   const running = await listen(app, opts.port, opts.host)
-  try {
-    const url = opts.publicUrl ?? running.url
-    const { machineId } = await directory.post<RegisterAnswer>(DirectoryRoutes.register, { url })
+  const url = opts.publicUrl ?? running.url
+  const membership = new ClusterMembership(directory, lock, store, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
-    const files = await store.scan()
-    await lock.post(LockRoutes.keys, { paths: files.filter((f) => f.kind === 'file').map((f) => f.path) })
-    await directory.put(DirectoryRoutes.reportFiles(machineId), { files })
-    log(`file server ${machineId} serves ${opts.root} at ${url} (${files.length} entries)`)
+  })
+  try {
+    const machineId = await membership.join()
+    membership.watch(opts.rejoinCheckMs ?? 2000)
     return {
       ...running,
       machineId,
       app,
       store,
       close: async () => {
+        membership.stop()
         await running.close()
         await store.close()
       }

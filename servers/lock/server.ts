@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import express from 'express'
 import type { Express, Request } from 'express'
 import { BadRequestError } from '../../src/errors'
@@ -26,8 +27,11 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   app.disable('x-powered-by')
   app.use(jsonBody)
 
+  // Changes when this server restarts (with no keys): file servers then create theirs again.
+  const bootId = crypto.randomUUID()
+
   app.get(LockRoutes.health, (_req, res) => {
-    res.json({ service: 'lock', leaseMs: defaultLeaseMs })
+    res.json({ service: 'lock', bootId, leaseMs: defaultLeaseMs })
   })
 
   app.post(LockRoutes.keys, (req, res) => {
