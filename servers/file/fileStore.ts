@@ -259,7 +259,7 @@ export class FileStore {
     return await this.writes.run(path, async () => {
       const stats = await this.lstatInside(path)
       const disk = this.diskPath(path)
-      await fsp.utimes(disk, atimeMs === undefined ? stats.atime : atimeMs / 1000, mtimeMs / 1000)
+      await fsp.utimes(disk, atimeMs === undefined ? stats.atime : secondsOf(atimeMs), secondsOf(mtimeMs))
       await syncFile(disk)
       return await this.stat(path)
     })
@@ -310,7 +310,7 @@ export class FileStore {
       const previous = await this.placeableAt(path, opts.replace)
       const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
       const stats = await upload.handle.stat()
-      await upload.handle.utimes(stats.atime, opts.mtimeMs / 1000)
+      await upload.handle.utimes(stats.atime, secondsOf(opts.mtimeMs))
       const mode = opts.mode === undefined ? undefined : (opts.mode & 0o7777) | 0o600
       await this.install(upload, path, previous, version, mode)
       return await this.stat(path)
@@ -444,8 +444,7 @@ export class FileStore {
   private async keepMtimeGrowing (handle: fsp.FileHandle, before: FileMeta): Promise<void> {
     const after = await handle.stat()
     if (Math.floor(after.mtimeMs) <= Math.floor(before.mtimeMs)) {
-      const next = (Math.floor(before.mtimeMs) + 1) / 1000
-      await handle.utimes(after.atime, next)
+      await handle.utimes(after.atime, secondsOf(Math.floor(before.mtimeMs) + 1))
     }
   }
 
@@ -501,7 +500,7 @@ async function linkOrCopy (from: string, to: string): Promise<void> {
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV' && code !== 'EMLINK') throw err
     await fsp.copyFile(from, to, fs.constants.COPYFILE_EXCL)
     const stats = await fsp.stat(from)
-    await fsp.utimes(to, stats.atime, stats.mtime)
+    await fsp.utimes(to, stats.atime, secondsOf(stats.mtimeMs))
     await syncFile(to)
   }
 }
@@ -513,4 +512,13 @@ async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<void> 
     let done = 0
     while (done < buffer.length) done += (await handle.write(buffer, done, buffer.length - done)).bytesWritten
   }
+}
+
+/**
+ * A whole-millisecond time as utimes wants it. ms / 1000 is often a hair below the true
+ * value in binary (…391.9999 for …392), and the disk then keeps the millisecond before;
+ * half a millisecond more always lands inside the intended one.
+ */
+function secondsOf (ms: number): number {
+  return (Math.floor(ms) + 0.5) / 1000
 }
