@@ -13,6 +13,7 @@ import type {
 } from '../protocol'
 import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../protocol'
 import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../serviceClient'
+import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import type { CachedFile } from './localCache'
 import { LockClient } from './lockClient'
@@ -68,7 +69,14 @@ const SLOWEST_COPY_BYTES_PER_MS = 1000
 /** A folder rename records a new version per file it moves: give it time. */
 const SLOW_FOLDER_RENAME_MS = 60_000
 
-interface Remembered<T> { value: T, until: number }
+/**
+ * How long a file's location is trusted. Its server says "not found" if the file has gone
+ * (the call is then retried on a fresh lookup), so a long time costs no correctness.
+ */
+const FILE_LOOKUP_TTL_MS = 30_000
+/** A stat that misses within this time of listing its folder lists the folder again. */
+const LISTING_REUSE_MS = 30_000
+const REMEMBERED_PATHS = 100_000
 
 /**
  * The client proxy: one object that hides the directory, lock and file servers. Reads are
@@ -83,8 +91,13 @@ export class DfsClient {
   private readonly fileServers = new Map<string, ServiceClient>()
   private readonly timeoutMs: number
   private readonly metaTtlMs: number
-  private readonly lookups = new Map<string, Remembered<LookupAnswer>>()
-  private readonly metas = new Map<string, Remembered<FileMeta>>()
+  private readonly lookups = new LRUCache<string, LookupAnswer>({ max: REMEMBERED_PATHS })
+  /** Lookup answers that came from memory: "not found" from their server calls for a fresh one. */
+  private readonly rememberedLookups = new WeakSet<LookupAnswer>()
+  private readonly metas = new LRUCache<string, FileMeta>({ max: REMEMBERED_PATHS })
+  /** Folders listed recently, and listings under way, so an ls -l walk costs one listing, not a stat per entry. */
+  private readonly listedAt = new LRUCache<string, number>({ max: 10_000, ttl: LISTING_REUSE_MS })
+  private readonly listings = new Map<string, Promise<ListEntry[]>>()
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
@@ -102,9 +115,13 @@ export class DfsClient {
   async lookup (path: string): Promise<LookupAnswer> {
     const canonical = normalizePath(path)
     const remembered = this.lookups.get(canonical)
-    if (remembered && remembered.until > Date.now()) return remembered.value
+    if (remembered) {
+      this.rememberedLookups.add(remembered)
+      return remembered
+    }
     const answer = await this.directory.get<LookupAnswer>(DirectoryRoutes.lookup, { path: canonical })
-    this.lookups.set(canonical, { value: answer, until: Date.now() + Math.max(this.metaTtlMs, 1000) })
+    // A folder is trusted only briefly: nothing else would notice that it went away.
+    this.lookups.set(canonical, answer, { ttl: answer.kind === 'file' ? FILE_LOOKUP_TTL_MS : Math.max(this.metaTtlMs, 1000) })
     return answer
   }
 
@@ -112,7 +129,12 @@ export class DfsClient {
   async stat (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
     const remembered = this.metas.get(canonical)
-    if (remembered && remembered.until > Date.now()) return remembered.value
+    if (remembered) return remembered
+    const folder = parentOf(canonical)
+    if (canonical !== '/' && this.listedAt.has(folder)) {
+      const entry = (await this.listShared(folder)).find((e) => e.path === canonical)
+      if (entry) return entry
+    }
     return await this.statFresh(canonical)
   }
 
@@ -127,7 +149,20 @@ export class DfsClient {
 
   /** The entries of a folder, with sizes and versions from the file servers that hold them. */
   async list (path: string): Promise<ListEntry[]> {
-    const folder = normalizePath(path)
+    return await this.listShared(normalizePath(path))
+  }
+
+  /** One listing per folder at a time: concurrent callers share it. */
+  private async listShared (folder: string): Promise<ListEntry[]> {
+    let listing = this.listings.get(folder)
+    if (!listing) {
+      listing = this.listNow(folder).finally(() => this.listings.delete(folder))
+      this.listings.set(folder, listing)
+    }
+    return await listing
+  }
+
+  private async listNow (folder: string): Promise<ListEntry[]> {
     const answer = await this.directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: folder })
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry>>>()
@@ -141,7 +176,7 @@ export class DfsClient {
       }
       return await listing
     }
-    const entries = await Promise.all(answer.entries.map(async (entry): Promise<ListEntry> => {
+    const entries = await Promise.all(answer.entries.map(async (entry): Promise<ListEntry | null> => {
       const childPath = joinPath(folder, entry.name)
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
@@ -150,12 +185,17 @@ export class DfsClient {
         const mtimeMs = Math.max(0, ...seen.map((s) => (s.status === 'fulfilled' ? s.value?.mtimeMs ?? 0 : 0)))
         return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs }
       }
-      const found = (await listingOf(entry.machineIds[0])).get(entry.name)
-      if (!found) throw new NotFoundError(`no such file: ${childPath}`, { path: childPath })
+      const server = byServer.get(entry.machineIds[0]) as ServerInfo
+      const found = (await listingOf(server.machineId)).get(entry.name)
+      // Mapped but not on disk yet (being created, or removed mid-listing): not there for us either.
+      if (!found) return null
+      this.lookups.set(childPath, { path: childPath, kind: 'file', server }, { ttl: FILE_LOOKUP_TTL_MS })
       return { ...found, name: entry.name, path: childPath }
     }))
-    for (const entry of entries) this.remember(entry)
-    return entries
+    const present = entries.filter((e): e is ListEntry => e !== null)
+    for (const entry of present) this.remember(entry)
+    this.listedAt.set(folder, Date.now())
+    return present
   }
 
   /**
@@ -524,10 +564,11 @@ export class DfsClient {
     this.metas.delete(canonical)
     this.lookups.delete(canonical)
     this.metas.delete(parentOf(canonical))
+    this.listedAt.delete(parentOf(canonical))
   }
 
   private remember (meta: FileMeta): FileMeta {
-    if (this.metaTtlMs > 0) this.metas.set(meta.path, { value: meta, until: Date.now() + this.metaTtlMs })
+    if (this.metaTtlMs > 0) this.metas.set(meta.path, meta, { ttl: this.metaTtlMs })
     return meta
   }
 
@@ -550,8 +591,13 @@ export class DfsClient {
     try {
       return await call(this.fileServer(found.server))
     } catch (err) {
-      if (err instanceof NotFoundError || err instanceof ServerUnavailableError) this.forget(path)
-      throw err
+      if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
+      this.forget(path)
+      // A remembered location may be out of date (the file moved): ask the directory once more.
+      if (!(err instanceof NotFoundError) || !this.rememberedLookups.has(found)) throw err
+      const fresh = await this.lookup(path)
+      if (!fresh.server || fresh.server.url === found.server.url) throw err
+      return await call(this.fileServer(fresh.server))
     }
   }
 }
