@@ -516,9 +516,10 @@ async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<void> 
 
 /**
  * A whole-millisecond time as utimes wants it. ms / 1000 is often a hair below the true
- * value in binary (…391.9999 for …392), and the disk then keeps the millisecond before;
- * half a millisecond more always lands inside the intended one.
+ * value in binary (…391.9999 for …392), and libuv truncates to the microsecond, so the disk
+ * kept the millisecond before. Half a microsecond more (above the double's precision here,
+ * below what libuv keeps) lands exactly on the intended millisecond.
  */
 function secondsOf (ms: number): number {
-  return (Math.floor(ms) + 0.5) / 1000
+  return (Math.floor(ms) + 0.0005) / 1000
 }
