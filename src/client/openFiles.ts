@@ -68,18 +68,21 @@ export class OpenFileTable {
       const cached = await this.client.fetch(canonical)
       reader = await fsp.open(cached.file, 'r')
       appendBase = cached.meta.size
-    } else if ((flags & O_APPEND) === 0) {
-      // Needed to tell an append (a write at the end) from an overwrite.
+    } else {
+      // Tells an append (a write at the end) from an overwrite; and a server that is down
+      // fails the open, where the shell reports it: `echo x >> f` ignores errors of close().
       appendBase = (await this.client.statFresh(canonical)).size
     }
     const id = this.nextId++
-    this.files.set(id, { id, path: canonical, flags, reader, appendBase, pending: [], pendingBytes: 0, working: null })
+    this.files.set(id, { id, path: canonical, flags, reader, appendBase, pending: [], pendingBytes: 0, readerBehind: false, working: null })
     return id
   }
 
   async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
     const file = this.get(id)
     if (file.pendingBytes > 0) await this.flush(id)
+    // The cache may have replaced the copy the reader has open rather than append to it.
+    if (!file.working && file.readerBehind) await this.reopenReader(file)
     const source = file.working?.handle ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     const { bytesRead } = await source.read(buffer, 0, length, position)
