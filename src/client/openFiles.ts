@@ -8,7 +8,7 @@ import type { FileMeta } from '../protocol'
 import type { DfsClient } from './dfsClient'
 import type { HeldLock } from './lockClient'
 
-const { O_WRONLY, O_APPEND } = fs.constants
+const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 /** Linux's mask of the access mode bits; Node does not export it. */
 const O_ACCMODE = 3
 
@@ -38,6 +38,8 @@ interface OpenFile {
   appendBase: number
   pending: Buffer[]
   pendingBytes: number
+  /** This handle's appends were sent since `reader` was opened: it may not hold them. */
+  readerBehind: boolean
   working: WorkingCopy | null
 }
 
@@ -120,12 +122,16 @@ export class OpenFileTable {
   }
 
   /**
-   * truncate(path): applied to an open working copy of that path if there is one (the
-   * change then lands with the copy), else on the file server at once.
+   * truncate(path): applied to a handle that has the path open for writing if there is one,
+   * one with a working copy first (the change then lands with that handle's store on
+   * close), else on the file server at once. The kernel sends open(O_TRUNC) this way, with
+   * no handle: applied to the server at once, `echo x > file` would leave the file empty for
+   * everyone until close, and empty for good if the write then failed.
    */
   async truncatePath (filePath: string, size: number): Promise<void> {
     const canonical = normalizePath(filePath)
-    const open = [...this.files.values()].find((f) => f.path === canonical && f.working)
+    const writers = [...this.files.values()].filter((f) => f.path === canonical && (f.working || (f.flags & O_ACCMODE) !== O_RDONLY))
+    const open = writers.find((f) => f.working) ?? writers[writers.length - 1]
     if (open) await this.truncate(open.id, size)
     else await this.client.truncate(canonical, size)
   }
@@ -139,6 +145,7 @@ export class OpenFileTable {
       file.pending = []
       file.pendingBytes = 0
       file.appendBase = meta.size
+      file.readerBehind = file.reader !== null
     }
     const working = file.working
     if (working?.dirty) {
@@ -204,6 +211,14 @@ export class OpenFileTable {
       if (workingFile) await fsp.rm(workingFile, { force: true })
       throw err
     }
+  }
+
+  private async reopenReader (file: OpenFile): Promise<void> {
+    const cached = await this.client.fetch(file.path)
+    const reader = await fsp.open(cached.file, 'r')
+    await file.reader?.close()
+    file.reader = reader
+    file.readerBehind = false
   }
 
   /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy. */
