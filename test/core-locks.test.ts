@@ -118,3 +118,43 @@ t.test('a writer that cannot get the lock in time gets LockTimeoutError naming t
   await held.release()
   t.equal((await waiter.append('/busy.txt', 'after\n')).version, 2, 'once released, the waiter writes')
 })
+
+t.test('a freed key goes to the writer who has waited longest, not to the one who just let go', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'hot.txt': '' }])
+  const acquire = async (owner: string): Promise<{ status: number, body: any }> =>
+    await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner })
+  const release = async (lease: LockLease): Promise<void> => {
+    t.equal((await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', token: lease.token })).status, 200)
+  }
+
+  const busyFirst = await acquire('busy')
+  t.equal(busyFirst.status, 200)
+  const waiting = await acquire('patient')
+  t.equal(waiting.status, 423, 'the patient writer has to wait')
+  t.equal(waiting.body.error.holder, 'busy')
+
+  await release(busyFirst.body)
+  const barging = await acquire('busy')
+  t.equal(barging.status, 423, 'a writer that asks again right after letting go is sent behind the waiter')
+  t.equal(barging.body.error.code, 'LOCKED')
+  t.equal(barging.body.error.holder, 'patient', 'and is told who the key is promised to')
+
+  const patientTurn = await acquire('patient')
+  t.equal(patientTurn.status, 200, 'the waiter gets the key on its next try')
+  await release(patientTurn.body)
+  t.equal((await acquire('busy')).status, 200, 'then the writer that was sent behind it')
+})
+
+t.test('a waiter that gave up does not keep the key promised for long', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'hot.txt': '' }])
+  const holding = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner: 'holder' })
+  const quitter = cluster.client({ owner: 'quitter', lockTimeoutMs: 300 })
+  await t.rejects(quitter.append('/hot.txt', 'never\n'), LockTimeoutError)
+  await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', token: holding.body.token })
+
+  const promised = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner: 'latecomer' })
+  t.equal(promised.status, 423, 'right after the release the key is still promised to the quitter')
+  t.equal(promised.body.error.holder, 'quitter')
+  const latecomer = cluster.client({ owner: 'latecomer', lockTimeoutMs: 5000 })
+  t.equal((await latecomer.append('/hot.txt', 'late but in\n')).version, 2, 'once the quitter stops asking, the promise lapses')
+})
