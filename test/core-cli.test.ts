@@ -58,6 +58,24 @@ t.test('dfs cat, append and ls against a running cluster', async (t) => {
   t.match(lsNotes.stdout, /^- +39 +v3 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d todo\.txt\n$/, 'a file shows size, version and time')
 })
 
+t.test('dfs with no command asks read or write, the file and the text', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n' }])
+  // Answers piped in all at once: each prompt must still get its own line.
+  const read = await dfs(cluster, [], 'r\n/notes/todo.txt\n')
+  t.equal(read.code, 0, read.stderr)
+  t.equal(read.stdout, 'read or write? [r/w] file name (e.g. /notes/todo.txt): first\n')
+  const write = await dfs(cluster, [], 'w\n/notes/todo.txt\nfrom the prompt\n')
+  t.equal(write.code, 0, write.stderr)
+  t.match(write.stdout, /appended to \/notes\/todo\.txt: now version 2, 22 bytes\n$/)
+  t.equal((await cluster.client().readFile('/notes/todo.txt')).toString(), 'first\nfrom the prompt\n')
+  const missing = await dfs(cluster, [], 'r\n/nope\n')
+  t.not(missing.code, 0)
+  t.equal(missing.stderr, 'dfs: no such file: /nope\n')
+  const unanswered = await dfs(cluster, [], 'r\n')
+  t.not(unanswered.code, 0, 'input that ends before the answers is an error, not a silent success')
+  t.equal(unanswered.stderr, 'dfs: no answer given\n')
+})
+
 t.test('dfs-serve directory --port 0 picks a port and says which', async (t) => {
   const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0'], /listening on /)
   t.teardown(async () => { await stopNode(served, 'SIGKILL') })

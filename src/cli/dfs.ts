@@ -1,4 +1,4 @@
-import readline from 'node:readline/promises'
+import readline from 'node:readline'
 import { pipeline } from 'node:stream/promises'
 import yargs from 'yargs/yargs'
 import { DfsClient, defaultClientOptions } from '../client/dfsClient'
@@ -48,17 +48,28 @@ async function readStdin (): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/**
+ * The prompts read lines through one iterator: readline's question() drops lines that
+ * arrive before it is asked, which loses every answer when they are piped in.
+ */
 async function interactive (client: DfsClient): Promise<void> {
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout })
+  const rl = readline.createInterface({ input: process.stdin, terminal: process.stdin.isTTY })
+  const lines = rl[Symbol.asyncIterator]()
+  const ask = async (prompt: string): Promise<string> => {
+    process.stdout.write(prompt)
+    const line = await lines.next()
+    if (line.done === true) throw new CliError('no answer given')
+    return String(line.value).trim()
+  }
   try {
-    const action = (await rl.question('read or write? [r/w] ')).trim().toLowerCase()
-    if (action !== 'r' && action !== 'read' && action !== 'w' && action !== 'write') throw new CliError(`answer r or w, not "${action}"`)
-    const path = (await rl.question('file name (e.g. /notes/todo.txt): ')).trim()
+    const action = (await ask('read or write? [r/w] ')).toLowerCase()
+    if (!['r', 'read', 'w', 'write'].includes(action)) throw new CliError(`answer r or w, not "${action}"`)
+    const path = await ask('file name (e.g. /notes/todo.txt): ')
     if (action.startsWith('r')) {
       process.stdout.write(await named(path, async () => await client.readFile(path)))
       return
     }
-    const text = await rl.question('text to append: ')
+    const text = await ask('text to append: ')
     const meta = await named(path, async () => await client.append(path, text + '\n'))
     process.stdout.write(`appended to ${path}: now version ${meta.version}, ${meta.size} bytes\n`)
   } finally {
