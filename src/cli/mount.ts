@@ -7,6 +7,7 @@ import { DirectoryRoutes } from '../protocol'
 import { ServiceClient } from '../serviceClient'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
 import { isMounted, mountDfs } from '../fuse/mount'
+import type { MountedDfs } from '../fuse/mount'
 import { CliError, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
@@ -80,9 +81,16 @@ async function main (): Promise<void> {
       timeoutMs: args.timeoutMs,
       lockTimeoutMs: args.lockTimeoutMs
     })
-    const mounted = await mountDfs({ mountpoint, client, debug: args.debug })
+    // Recorded before mounting, so that whoever sees the mount can find its daemon.
     await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
     await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
+    let mounted: MountedDfs
+    try {
+      mounted = await mountDfs({ mountpoint, client, debug: args.debug })
+    } catch (err) {
+      await fsp.rm(state.stateFile, { force: true })
+      throw err
+    }
     log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
 
     let stopping = false
