@@ -142,7 +142,15 @@ export class DfsClient {
   async statFresh (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
     const found = await this.lookup(canonical)
-    if (found.kind === 'dir') return this.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
+    if (found.kind === 'dir') {
+      // Its holders give it a time (the latest) and mode, so touch and chmod on a folder
+      // show; a holder that is down must not hide the folder, and no answer at all is 0 (now).
+      const seen = await Promise.allSettled((found.holders ?? []).map(async (holder) =>
+        await this.fileServer(holder).get<FileMeta>(FileRoutes.stat, { path: canonical })))
+      const answers = seen.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
+      const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
+      return this.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
+    }
     const meta = await this.onFileServer(canonical, found, async (server) => await server.get<FileMeta>(FileRoutes.stat, { path: canonical }))
     return this.remember(meta)
   }
