@@ -1,0 +1,44 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { Test } from 'tap'
+import { startFileServer } from '../../servers/file/server'
+import type { RunningFileServer } from '../../servers/file/server'
+import type { TestCluster } from './cluster'
+import { outcome } from './mount'
+import type { Finished } from './processes'
+
+/** Quotes a path for sh -c. */
+export const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
+
+/** A fresh local (not mounted) temp folder, removed when the test ends. */
+export async function localTempDir (t: Test): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-local-'))
+  t.teardown(async () => await fsp.rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** sha256 of a local file (never one on a mount: the test process does no I/O there), streamed. */
+export async function sha256OfFile (file: string): Promise<string> {
+  const hash = crypto.createHash('sha256')
+  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+/** Asserts that a command exited 0, showing what it printed otherwise. */
+export function succeeded (t: Test, result: Finished, what: string): boolean {
+  return t.equal(result.code, 0, `${what}: ${result.code === 0 ? 'ok' : outcome(result)}`)
+}
+
+/**
+ * Starts file server `index` of a test cluster again on its old root and port, after the
+ * test closed it; stopped when the test ends.
+ */
+export async function restartFileServer (t: Test, cluster: TestCluster, index: number): Promise<RunningFileServer> {
+  const down = cluster.fileServers[index]
+  const restarted = await startFileServer({ root: cluster.roots[index], port: down.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  t.teardown(async () => await restarted.close())
+  return restarted
+}
