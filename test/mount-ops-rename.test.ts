@@ -1,0 +1,76 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { startTestCluster } from './helpers/cluster'
+import { mountCluster, run } from './helpers/mount'
+import { localTempDir, succeeded } from './helpers/mountOps'
+import { statsOf } from './helpers/wire'
+
+/*
+ * mv on a mount of two file servers: server 1 holds /docs, server 2 holds /logs, so a move
+ * from one folder to the other moves the bytes between the servers' disks.
+ */
+
+const trees: Array<Record<string, string>> = [
+  { 'docs/a.txt': 'alpha\n', 'docs/deep/n.txt': 'nested\n', 'docs/deep/more/m.txt': 'more\n' },
+  { 'logs/b.log': 'beta\n' }
+]
+
+t.test('mv of a file to a folder on the other file server moves its bytes there; another mount follows', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1, root2] = cluster.roots
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const local = await localTempDir(t)
+  const big = path.join(local, 'big.bin')
+  fs.writeFileSync(big, crypto.randomBytes(5 * 1024 * 1024 + 7))
+  succeeded(t, await run('cp', [big, a.at('/docs/big.bin')]), 'cp a 5 MiB file onto server 1')
+  t.equal((await run('cat', [b.at('/docs/a.txt')])).stdout, 'alpha\n', 'mount B has a.txt cached under its old name')
+  const incomingBefore = (await statsOf(cluster.fileServers[1])).incoming
+
+  succeeded(t, await run('mv', [a.at('/docs/a.txt'), a.at('/logs/a.txt')]), 'mv docs/a.txt logs/a.txt')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/a.txt')), 'gone from server 1\'s disk')
+  t.equal(fs.readFileSync(path.join(root2, 'logs/a.txt'), 'utf8'), 'alpha\n', 'on server 2\'s disk, same bytes')
+  t.equal((await run('cat', [a.at('/logs/a.txt')])).stdout, 'alpha\n', 'mount A reads it at the new path')
+  t.equal((await run('cat', [b.at('/logs/a.txt')])).stdout, 'alpha\n', 'so does mount B')
+  const oldOnB = await run('cat', [b.at('/docs/a.txt')])
+  t.match(oldOnB.stderr, /No such file or directory/, `the old path is gone on mount B too: ${oldOnB.stderr.trim()}`)
+  t.equal((await run('ls', [b.at('/docs')])).stdout, 'big.bin\ndeep\n', 'and mount B no longer lists it')
+
+  succeeded(t, await run('mv', [a.at('/docs/big.bin'), a.at('/logs/')]), 'mv a 5 MiB file into logs/')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/big.bin')), 'gone from server 1')
+  t.ok(fs.readFileSync(path.join(root2, 'logs/big.bin')).equals(fs.readFileSync(big)), 'server 2 has every byte')
+  succeeded(t, await run('cmp', [big, b.at('/logs/big.bin')]), 'cmp through mount B')
+  t.equal((await statsOf(cluster.fileServers[1])).incoming, incomingBefore + 2, 'two files came to server 2')
+
+  // Back again, over an existing file: the target is replaced whole.
+  fs.writeFileSync(path.join(local, 'other.txt'), 'other\n')
+  succeeded(t, await run('cp', [path.join(local, 'other.txt'), a.at('/docs/a.txt')]), 'a new docs/a.txt on server 1')
+  succeeded(t, await run('mv', ['-f', b.at('/logs/a.txt'), b.at('/docs/a.txt')]), 'mv -f from mount B back over it')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/a.txt'), 'utf8'), 'alpha\n', 'server 1 has the moved bytes in place of the old file')
+  t.notOk(fs.existsSync(path.join(root2, 'logs/a.txt')), 'and server 2 has it no more')
+  t.equal((await run('cat', [a.at('/docs/a.txt')])).stdout, 'alpha\n', 'mount A, which wrote the replaced file, reads the moved one')
+})
+
+t.test('mv within a server renames in place; mv of a folder to the other server falls back to copy and delete', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1, root2] = cluster.roots
+  const mount = await mountCluster(t, cluster)
+
+  succeeded(t, await run('mv', [mount.at('/docs/a.txt'), mount.at('/docs/deep/renamed.txt')]), 'mv within server 1')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/deep/renamed.txt'), 'utf8'), 'alpha\n', 'renamed on server 1\'s disk')
+  t.equal((await statsOf(cluster.fileServers[1])).incoming, 0, 'nothing went to server 2')
+  succeeded(t, await run('mv', [mount.at('/docs/deep'), mount.at('/docs/moved')]), 'mv of a folder within server 1')
+  t.same(fs.readdirSync(path.join(root1, 'docs/moved')).sort(), ['more', 'n.txt', 'renamed.txt'], 'the folder moved whole on server 1')
+  t.equal((await run('cat', [mount.at('/docs/moved/more/m.txt')])).stdout, 'more\n', 'files below it read at their new paths')
+
+  // rename(2) of a folder across servers is EXDEV, and mv then copies the tree and removes it.
+  const across = await run('mv', [mount.at('/docs/moved'), mount.at('/logs/moved')], { timeoutMs: 30_000 })
+  succeeded(t, across, 'mv of the folder to logs/')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/moved')), 'gone from server 1')
+  t.equal(fs.readFileSync(path.join(root2, 'logs/moved/more/m.txt'), 'utf8'), 'more\n', 'the tree is on server 2')
+  t.equal(fs.readFileSync(path.join(root2, 'logs/moved/renamed.txt'), 'utf8'), 'alpha\n', 'every file of it')
+  t.equal((await run('cat', [mount.at('/logs/moved/n.txt')])).stdout, 'nested\n', 'and reads through the mount')
+  t.equal((await run('ls', [mount.at('/docs')])).stdout, '', 'docs/ is empty')
+})
