@@ -86,8 +86,10 @@ export class ServiceClient {
     watchdog.stop()
     if (config.responseType === 'stream') {
       if (res.status >= 400) throw errorFromBody(res.status, await readJson(res.data as Readable))
-      // The body may still stall after the headers came: watch it until it ends.
-      res.data = new IdleWatchdog(this.timeoutMs).through(res.data as Readable, 'download')
+      // The body may still stall after the headers came: watch it until it ends (a 304 has none).
+      if (res.status !== 304 && res.headers['content-length'] !== '0') {
+        res.data = new IdleWatchdog(this.timeoutMs).through(res.data as Readable, 'download')
+      }
     }
     return res
   }

@@ -110,6 +110,18 @@ export class FileStore {
     return result
   }
 
+  /**
+   * The meta of a file no write touched while it was read, or null if one may have: then
+   * size, mtime and version could be from before and after one write. Cheap, and waits for
+   * no writer, so a version check of a current copy costs no open file.
+   */
+  async statSettled (path: string): Promise<FileMeta | null> {
+    if (this.writes.busy(path)) return null
+    const started = this.writes.started
+    const meta = await this.stat(path)
+    return this.writes.busy(path) || this.writes.started !== started ? null : meta
+  }
+
   /** Opens a file for reading and pins the version, size and bytes that belong together. */
   async openRead (path: string): Promise<OpenedFile> {
     await this.lstatInside(path)

@@ -61,23 +61,28 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.get(FileRoutes.content, async (req, res) => {
-    const { meta, stream } = await store.openRead(pathParam(req))
-    const etag = etagOf(meta)
-    res.set({ ETag: etag, [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) })
-    if (matchesEtag(req.get('if-none-match'), etag)) {
-      stream.destroy()
+    const path = pathParam(req)
+    const ifNoneMatch = req.get('if-none-match')
+    const describe = (meta: FileMeta): boolean => {
+      const etag = etagOf(meta)
+      res.set({ ETag: etag, [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) })
+      if (!matchesEtag(ifNoneMatch, etag)) return false
       stats.notModified++
       res.status(304).end()
-      return
+      return true
     }
-    res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
-    if (req.method === 'HEAD') {
+    // The common case, a current copy, needs no open file and no wait for writers.
+    const settled = ifNoneMatch ? await store.statSettled(path) : null
+    if (settled?.kind === 'file' && describe(settled)) return
+    const { meta, stream } = await store.openRead(path)
+    if (describe(meta) || req.method === 'HEAD') {
       stream.destroy()
-      res.end()
+      if (!res.headersSent) res.set({ 'Content-Length': String(meta.size) }).end()
       return
     }
     stats.contentTransfers++
     stats.contentBytes += meta.size
+    res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
     await pipeline(stream, res)
   })
 
