@@ -58,6 +58,37 @@ t.test('dfs cat, append and ls against a running cluster', async (t) => {
   t.match(lsNotes.stdout, /^- +39 +v3 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d todo\.txt\n$/, 'a file shows size, version and time')
 })
 
+t.test('dfs write, mv, truncate, rm, mkdir, rmdir and df change the cluster as the client proxy does', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n' }, { 'logs/app.log': 'boot\n' }])
+  const reader = cluster.client()
+  const ok = async (args: string[], input?: string): Promise<Finished> => {
+    const done = await dfs(cluster, args, input)
+    t.equal(done.code, 0, `dfs ${args.join(' ')}: ${done.stderr}`)
+    return done
+  }
+  await ok(['write', '/notes/new.txt', 'brand new'])
+  t.equal((await reader.readFile('/notes/new.txt')).toString(), 'brand new\n', 'write creates a file')
+  await ok(['write', '/notes/new.txt'], 'replaced')
+  t.equal((await reader.readFile('/notes/new.txt')).toString(), 'replaced', 'write replaces it whole from standard input')
+  await ok(['mv', '/notes/new.txt', '/logs/new.txt'])
+  t.equal((await reader.lookup('/logs/new.txt')).server?.machineId, cluster.fileServers[1].machineId, 'mv moved it to the other file server')
+  await ok(['truncate', '/logs/new.txt', '3'])
+  t.equal((await reader.readFile('/logs/new.txt')).toString(), 'rep')
+  await ok(['rm', '/logs/new.txt'])
+  await t.rejects(reader.statFresh('/logs/new.txt'), { name: 'NotFoundError' })
+  const again = await dfs(cluster, ['rm', '/logs/new.txt'])
+  t.not(again.code, 0)
+  t.equal(again.stderr, 'dfs: no such file: /logs/new.txt\n')
+  await ok(['mkdir', '/empty'])
+  t.equal((await reader.statFresh('/empty')).kind, 'dir')
+  await ok(['rmdir', '/empty'])
+  const notEmpty = await dfs(cluster, ['rmdir', '/notes'])
+  t.not(notEmpty.code, 0)
+  t.equal(notEmpty.stderr, 'dfs: /notes is not empty\n')
+  const df = await ok(['df'])
+  t.match(df.stdout, /^[\d.]+ GiB total, [\d.]+ GiB free on 2 file servers\n$/)
+})
+
 t.test('dfs with no command asks read or write, the file and the text', async (t) => {
   const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n' }])
   // Answers piped in all at once: each prompt must still get its own line.

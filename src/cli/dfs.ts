@@ -82,7 +82,7 @@ async function main (): Promise<void> {
   const parser = yargs(argv)
     .scriptName('dfs')
     .env('DFS')
-    .usage('$0 [command] [options]\n\nReads and appends to files on a dfs cluster. With no command, asks what to do.')
+    .usage('$0 [command] [options]\n\nReads and changes files on a dfs cluster. With no command, asks what to do.')
     .option('directory', { type: 'string', default: defaultClientOptions.directoryUrl, describe: 'directory server URL (DFS_DIRECTORY)' })
     .option('lock', { type: 'string', default: defaultClientOptions.lockUrl, describe: 'lock server URL (DFS_LOCK)' })
     .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
@@ -110,6 +110,42 @@ async function main (): Promise<void> {
       const client = clientOf(args)
       const meta = await named(args.path, async () => await client.statFresh(args.path))
       process.stdout.write(JSON.stringify({ ...meta, mtime: new Date(meta.mtimeMs).toISOString() }, null, 2) + '\n')
+    })
+    .command('write <path> [text]', 'replace a file with TEXT and a newline (or standard input, as is); creates it if missing', (y) => y
+      .positional('path', { type: 'string', demandOption: true })
+      .positional('text', { type: 'string' }),
+    async (args) => {
+      const client = clientOf(args)
+      const data = args.text !== undefined ? Buffer.from(args.text + '\n') : await readStdin()
+      const meta = await named(args.path, async () => await client.writeFile(args.path, data))
+      process.stderr.write(`${args.path}: version ${meta.version}, ${meta.size} bytes\n`)
+    })
+    .command('rm <path>', 'remove a file', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+      await named(args.path, async () => await clientOf(args).unlink(args.path))
+    })
+    .command('mv <from> <to>', 'rename or move a file or folder (also to a folder on another file server)', (y) => y
+      .positional('from', { type: 'string', demandOption: true })
+      .positional('to', { type: 'string', demandOption: true }),
+    async (args) => {
+      await named(args.from, async () => await clientOf(args).rename(args.from, args.to))
+    })
+    .command('mkdir <path>', 'create a folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+      await clientOf(args).mkdir(args.path)
+    })
+    .command('rmdir <path>', 'remove an empty folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+      await named(args.path, async () => await clientOf(args).rmdir(args.path))
+    })
+    .command('truncate <path> <size>', 'cut or extend a file to SIZE bytes', (y) => y
+      .positional('path', { type: 'string', demandOption: true })
+      .positional('size', { type: 'number', demandOption: true }),
+    async (args) => {
+      await named(args.path, async () => await clientOf(args).truncate(args.path, args.size))
+    })
+    .command('df', 'total and free space of the cluster', (y) => y, async (args) => {
+      const space = await clientOf(args).statfs()
+      const gib = (bytes: number): string => (bytes / 1024 ** 3).toFixed(1) + ' GiB'
+      process.stdout.write(`${gib(space.totalBytes)} total, ${gib(space.freeBytes)} free on ${space.servers} file servers` +
+        (space.unreachable > 0 ? ` (${space.unreachable} not answering)` : '') + '\n')
     })
     .command('$0', false, (y) => y, async (args) => {
       await interactive(clientOf(args))
