@@ -176,7 +176,7 @@ t.test('mkdir, rm and rmdir; a folder that is not empty is refused with "Directo
   t.notOk(fs.existsSync(path.join(root, 'docs/tree')), 'rm -r removed the tree from the server')
 })
 
-t.test('truncate -s cuts and extends; touch -d sets the mtime ls -l shows; df shows the cluster\'s size', async (t) => {
+t.test('truncate -s cuts and extends; touch -d sets the mtime ls -l shows; chmod sets the mode; df shows the cluster\'s size', async (t) => {
   const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha beta gamma\n' }, { 'logs/b.log': 'b\n' }])
   const onDisk = path.join(cluster.roots[0], 'docs/a.txt')
   const a = await mountCluster(t, cluster)
@@ -210,6 +210,13 @@ t.test('truncate -s cuts and extends; touch -d sets the mtime ls -l shows; df sh
   t.ok(fs.statSync(path.join(cluster.roots[0], 'docs')).mtime.getUTCFullYear() === 1999, 'the server\'s folder has that mtime')
   const folder = await run('ls', ['-ld', '--time-style=+%Y', a.at('/docs')])
   t.match(folder.stdout, / 1999 /, `ls -ld shows it: ${folder.stdout.trim()}`)
+
+  succeeded(t, await run('chmod', ['640', file]), 'chmod 640')
+  t.equal(fs.statSync(onDisk).mode & 0o777, 0o640, 'the server\'s file has mode 640')
+  t.equal((await run('stat', ['-c', '%a', file])).stdout.trim(), '640', 'stat on the mount shows it')
+  succeeded(t, await run('chmod', ['u+x', file]), 'chmod u+x')
+  t.equal((await run('stat', ['-c', '%A', file])).stdout.trim(), '-rwxr-----', 'ls-style mode after u+x')
+  succeeded(t, await sh(`[ -x ${quoted(file)} ]`), 'test -x sees the executable bit')
 
   const df = await run('df', ['-B1', '--output=size,avail', a.mountpoint])
   succeeded(t, df, 'df')
