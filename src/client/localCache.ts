@@ -33,6 +33,8 @@ export class LocalCache {
   private readonly tmp: string
   private readonly index: LRUCache<string, CacheRecord>
   private ready: Promise<void> | null = null
+  /** Copies evicted whose files are still being removed: not to be read back from disk. */
+  private readonly evicting = new Map<string, Promise<void>>()
 
   constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
     this.objects = nodePath.join(dir, 'objects')
@@ -41,7 +43,9 @@ export class LocalCache {
       maxSize: maxBytes,
       sizeCalculation: (record) => Math.max(1, record.meta.size),
       dispose: (_record, path, reason) => {
-        if (reason === 'evict') void this.removeFiles(path)
+        if (reason !== 'evict') return
+        const removed = this.removeFiles(path).finally(() => this.evicting.delete(path))
+        this.evicting.set(path, removed)
       }
     })
   }
@@ -51,6 +55,7 @@ export class LocalCache {
     await this.init()
     let record = this.index.get(path)
     if (!record) {
+      await this.evicting.get(path)
       record = await this.readRecord(path) ?? undefined
       if (!record) return null
       this.index.set(path, record)
@@ -61,6 +66,7 @@ export class LocalCache {
   /** Stores a fetched body as the copy of `path` at `meta`; a body that comes short is refused. */
   async store (path: string, meta: FileMeta, body: Readable): Promise<CachedFile> {
     await this.init()
+    await this.evicting.get(path) // its removal must not take the new copy with it
     const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
     try {
       await pipeline(body, fs.createWriteStream(partial))
@@ -97,6 +103,7 @@ export class LocalCache {
    */
   async adopt (path: string, meta: FileMeta, file: string): Promise<CachedFile> {
     await this.init()
+    await this.evicting.get(path)
     const { size } = await fsp.stat(file)
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
@@ -190,6 +197,33 @@ export class LocalCache {
 
   private recordFile (path: string): string {
     return this.objectFile(path) + '.json'
+  }
+
+  /**
+   * Counts the copies earlier runs left against the byte budget, least recently written
+   * first, so that a long-lived client (a mount) evicts them too; without this the cache
+   * only knows, and so only trims, what this process touched.
+   */
+  async loadIndex (): Promise<number> {
+    await this.init()
+    const records = (await fsp.readdir(this.objects)).filter((name) => name.endsWith('.json'))
+    const found: Array<{ record: CacheRecord, mtimeMs: number }> = []
+    for (let i = 0; i < records.length; i += 32) {
+      await Promise.all(records.slice(i, i + 32).map(async (name) => {
+        try {
+          const file = nodePath.join(this.objects, name)
+          const record = JSON.parse(await fsp.readFile(file, 'utf8')) as CacheRecord
+          if (this.index.has(record.path) || this.recordFile(record.path) !== file) return
+          const { size, mtimeMs } = await fsp.stat(this.objectFile(record.path))
+          if (size === record.meta.size) found.push({ record, mtimeMs })
+        } catch {
+          // Half-written or removed meanwhile: not worth counting.
+        }
+      }))
+    }
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs)
+    for (const { record } of found) if (!this.index.has(record.path)) this.index.set(record.path, record)
+    return found.length
   }
 
   private async readRecord (path: string): Promise<CacheRecord | null> {

@@ -52,6 +52,8 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   const files = new OpenFileTable(opts.client)
   const fuse: FuseInstance = new Fuse(opts.mountpoint, createFuseOperations(opts.client, files), kernelOptions(opts.debug ?? false))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
+  // In the background: the mount serves at once, and the old copies count from when they are found.
+  opts.client.cache.loadIndex().catch(() => {})
   let unmounted: Promise<void> | null = null
   return {
     mountpoint: opts.mountpoint,
