@@ -8,9 +8,8 @@ import { mountCluster, run } from './helpers/mount'
 /*
  * Two processes on ONE mount using one file at the same time, which a local disk serves as
  * one file. Between mounts the promise is close-to-open; within one mount, these
- * assertions say what a local disk would do. Those marked todo are known gaps of the
- * open-file table (src/client/openFiles.ts): they pass once it shares state between the
- * handles of one path.
+ * assertions say what a local disk would do: the handles of one path share the mount's
+ * working copy, and an open or read sends what other handles gathered first.
  */
 
 t.test('another process on the same mount sees the bytes an open appender has written', async (t) => {
@@ -22,8 +21,7 @@ t.test('another process on the same mount sees the bytes an open appender has wr
   const fd = await appender.open(log, 'a')
   await appender.write(fd, Buffer.from('line\n'), null)
   t.equal((await run('stat', ['-c', '%s', log])).stdout.trim(), '11', 'stat counts the appended bytes')
-  t.equal((await run('cat', [log])).stdout, 'start\nline\n', 'cat shows them',
-    { todo: 'appends gathered by one handle are sent only at its flush or close; an open by another process does not flush them' })
+  t.equal((await run('cat', [log])).stdout, 'start\nline\n', 'cat shows them')
   await appender.close(fd)
   t.equal((await run('cat', [log])).stdout, 'start\nline\n', 'after the appender\'s close, cat shows them')
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'logs/app.log'), 'utf8'), 'start\nline\n', 'and so does the server')
@@ -41,9 +39,9 @@ t.test('two processes on the same mount write into one file at offsets', async (
   await first.write(fd1, Buffer.from('X'), 1)
   const fd2 = await second.open(file, 'r+')
   const secondWrite = await second.write(fd2, Buffer.from('Y'), 2).then(() => 'ok', (err: unknown) => String(err))
-  t.equal(secondWrite, 'ok', 'the second writer\'s write succeeds',
-    { todo: 'each handle that writes at an offset takes the file\'s lock for a private copy of its own, so a second one on the same mount waits for the first one\'s close and fails with ENOLCK' })
+  t.equal(secondWrite, 'ok', 'the second writer\'s write succeeds: both share the mount\'s working copy')
+  t.equal((await run('cat', [file])).stdout, 'aXYdef\n', 'a third process sees both writes before either closes')
   await first.close(fd1)
-  await second.close(fd2).catch(() => {})
-  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'docs/a.txt'), 'utf8').slice(0, 2), 'aX', 'the first writer\'s byte is stored')
+  await second.close(fd2)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'docs/a.txt'), 'utf8'), 'aXYdef\n', 'both writers\' bytes are stored')
 })

@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { BadRequestError } from '../errors'
+import { KeyedMutex } from '../keyedMutex'
 import { normalizePath } from '../paths'
 import type { FileMeta } from '../protocol'
 import type { DfsClient } from './dfsClient'
@@ -15,17 +16,27 @@ const O_ACCMODE = 3
 /** Appends held back longer than this are sent early, so memory stays bounded. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
-/** A private copy being changed in place, stored whole on flush (store-on-close). */
+/**
+ * A private copy of a file being changed in place, stored whole on flush (store-on-close).
+ * One per path in this table, shared by every handle that writes other than at the end,
+ * as a local inode is: handles of one mount see each other's writes, and do not wait for
+ * each other's lock.
+ */
 interface WorkingCopy {
+  path: string
   file: string
   handle: fsp.FileHandle
-  /** The file's lock, held from the first write that needed the copy until release. */
+  /** The file's lock, held from the first write that needed the copy until its last user closes. */
   held: HeldLock
   size: number
   /** Changed since it was last stored. */
   dirty: boolean
+  /** Writes and truncations so far: one that lands while the copy is being stored keeps it dirty. */
+  changes: number
   /** What the server answered for the last store, if the copy has not changed since. */
   stored: FileMeta | null
+  /** Handles writing through this copy. */
+  users: number
 }
 
 interface OpenFile {
@@ -38,7 +49,7 @@ interface OpenFile {
   appendBase: number
   pending: Buffer[]
   pendingBytes: number
-  /** This handle's appends were sent since `reader` was opened: it may not hold them. */
+  /** Appends to the path were sent since `reader` was opened: it may not hold them. */
   readerBehind: boolean
   working: WorkingCopy | null
 }
@@ -48,12 +59,16 @@ interface OpenFile {
  * close. Opening for reading revalidates the local copy with the file server (close-to-open
  * consistency) and reads come from that copy. Writes at the end of the file are gathered
  * and sent as one locked append on flush, so many small write() calls cost one request.
- * A write anywhere else takes the file's lock until release, moves the handle onto a private
- * working copy of the current version, and the whole copy is stored on flush: other clients
- * see the file as it was before or after, never half written.
+ * A write anywhere else takes the file's lock, moves the handle onto the path's working
+ * copy of the current version, and the whole copy is stored on flush: other clients see the
+ * file as it was before or after, never half written.
  */
 export class OpenFileTable {
   private readonly files = new Map<number, OpenFile>()
+  private readonly workingCopies = new Map<string, WorkingCopy>()
+  /** Working copies being made (lock, fetch, copy): later writers wait for the same one. */
+  private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
+  private readonly flushes = new KeyedMutex()
   private nextId = 1
   private readonly workDir: string
 
@@ -64,6 +79,8 @@ export class OpenFileTable {
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
     const access = flags & O_ACCMODE
+    // What other handles of this mount wrote is there for this one, as on a local disk.
+    await this.sendPendingOf(canonical)
     let reader: fsp.FileHandle | null = null
     let appendBase = 0
     if (access !== O_WRONLY) {
@@ -82,10 +99,11 @@ export class OpenFileTable {
 
   async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
     const file = this.get(id)
-    if (file.pendingBytes > 0) await this.flush(id)
+    await this.sendPendingOf(file.path)
+    const working = file.working ?? this.workingCopies.get(file.path)
     // The cache may have replaced the copy the reader has open rather than append to it.
-    if (!file.working && file.readerBehind) await this.reopenReader(file)
-    const source = file.working?.handle ?? file.reader
+    if (!working && file.readerBehind) await this.reopenReader(file)
+    const source = working?.handle ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     const { bytesRead } = await source.read(buffer, 0, length, position)
     return bytesRead
@@ -93,67 +111,91 @@ export class OpenFileTable {
 
   async write (id: number, data: Buffer, position: number): Promise<number> {
     const file = this.get(id)
+    const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
-      if ((file.flags & O_APPEND) !== 0 || position === file.appendBase + file.pendingBytes) {
+      if (!this.workingCopies.has(file.path) && (appending || position === file.appendBase + file.pendingBytes)) {
         // The kernel reuses its buffer once we answer.
         file.pending.push(Buffer.from(data))
         file.pendingBytes += data.length
         if (file.pendingBytes >= this.maxPendingBytes) await this.flush(id)
         return data.length
       }
-      await this.startWorkingCopy(file)
+      await this.useWorkingCopy(file)
     }
     const working = file.working as WorkingCopy
-    let done = 0
-    while (done < data.length) done += (await working.handle.write(data, done, data.length - done, position + done)).bytesWritten
-    working.size = Math.max(working.size, position + data.length)
+    const at = appending ? working.size : position
+    working.size = Math.max(working.size, at + data.length)
     working.dirty = true
+    working.changes++
+    await writeAt(working.handle, data, at)
     return data.length
   }
 
-  /** ftruncate: always through a working copy, so it is stored with the handle's other changes. */
+  /** ftruncate: always through the working copy, so it is stored with the other changes. */
   async truncate (id: number, size: number): Promise<void> {
     const file = this.get(id)
-    if (!file.working) await this.startWorkingCopy(file)
-    const working = file.working as WorkingCopy
-    await working.handle.truncate(size)
-    working.size = size
-    working.dirty = true
+    // Cut to nothing (open(O_TRUNC), cp over a file): the old bytes need not be fetched.
+    if (!file.working) await this.useWorkingCopy(file, size === 0)
+    await this.truncateCopy(file.working as WorkingCopy, size)
   }
 
   /**
-   * truncate(path): applied to a handle that has the path open for writing if there is one,
-   * one with a working copy first (the change then lands with that handle's store on
-   * close), else on the file server at once. The kernel sends open(O_TRUNC) this way, with
-   * no handle: applied to the server at once, `echo x > file` would leave the file empty for
+   * truncate(path): applied to the path's working copy, or through a handle that has the
+   * path open for writing, if there is one (the change then lands with the store on close);
+   * else on the file server at once. The kernel sends open(O_TRUNC) this way, with no
+   * handle: applied to the server at once, `echo x > file` would leave the file empty for
    * everyone until close, and empty for good if the write then failed.
    */
   async truncatePath (filePath: string, size: number): Promise<void> {
     const canonical = normalizePath(filePath)
-    const writers = [...this.files.values()].filter((f) => f.path === canonical && (f.working || (f.flags & O_ACCMODE) !== O_RDONLY))
-    const open = writers.find((f) => f.working) ?? writers[writers.length - 1]
-    if (open) await this.truncate(open.id, size)
+    const working = this.workingCopies.get(canonical)
+    if (working) return await this.truncateCopy(working, size)
+    const writers = [...this.files.values()].filter((f) => f.path === canonical && (f.flags & O_ACCMODE) !== O_RDONLY)
+    const writer = writers[writers.length - 1]
+    if (writer) await this.truncate(writer.id, size)
     else await this.client.truncate(canonical, size)
   }
 
-  /** Sends what this handle wrote so far; errors reach the caller's close(). */
+  /**
+   * Sends what this handle wrote so far; errors reach the caller's close(). Flushes of one
+   * path run one at a time (appends keep their order), and writes that arrive meanwhile,
+   * from this handle or another, are kept for the next flush.
+   */
   async flush (id: number): Promise<void> {
     const file = this.get(id)
-    if (file.pendingBytes > 0) {
-      const data = file.pending.length === 1 ? file.pending[0] : Buffer.concat(file.pending)
-      const meta = await this.client.append(file.path, data)
-      file.pending = []
-      file.pendingBytes = 0
-      file.appendBase = meta.size
-      file.readerBehind = file.reader !== null
+    await this.flushes.run(file.path, async () => {
+      if (file.pendingBytes > 0) {
+        if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
+          await this.useWorkingCopy(file) // the appends go into the copy, and are stored with it
+        } else {
+          await this.sendPending(file)
+        }
+      }
+      const working = file.working
+      if (working?.dirty) {
+        const changes = working.changes
+        await working.handle.sync()
+        const meta = await this.client.writeFile(file.path, fs.createReadStream(working.file), { lease: working.held })
+        if (working.changes === changes) {
+          working.dirty = false
+          working.stored = meta
+        }
+      }
+    })
+  }
+
+  private async sendPending (file: OpenFile): Promise<void> {
+    const data = file.pending.length === 1 ? file.pending[0] : Buffer.concat(file.pending)
+    file.pending = []
+    file.pendingBytes = 0
+    try {
+      file.appendBase = (await this.client.append(file.path, data)).size
+    } catch (err) {
+      file.pending.unshift(data)
+      file.pendingBytes += data.length
+      throw err
     }
-    const working = file.working
-    if (working?.dirty) {
-      await working.handle.sync()
-      const meta = await this.client.writeFile(file.path, fs.createReadStream(working.file), { lease: working.held })
-      working.dirty = false
-      working.stored = meta
-    }
+    for (const other of this.files.values()) if (other.path === file.path && other.reader) other.readerBehind = true
   }
 
   async release (id: number): Promise<void> {
@@ -163,21 +205,20 @@ export class OpenFileTable {
     } finally {
       this.files.delete(id)
       await file.reader?.close()
-      if (file.working) await this.closeWorkingCopy(file.path, file.working)
+      const working = file.working
+      if (working && --working.users === 0) {
+        this.workingCopies.delete(working.path)
+        await this.closeWorkingCopy(working)
+      }
     }
   }
 
   /** A size that counts what open handles hold back, as a local file system would show it. */
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
-    let size = meta.size
-    let extra = 0
-    for (const file of this.files.values()) {
-      if (file.path !== meta.path) continue
-      if (file.working) size = file.working.size
-      extra += file.pendingBytes
-    }
-    return extra === 0 && size === meta.size ? meta : { ...meta, size: size + extra }
+    let size = this.workingCopies.get(meta.path)?.size ?? meta.size
+    for (const file of this.files.values()) if (file.path === meta.path) size += file.pendingBytes
+    return size === meta.size ? meta : { ...meta, size }
   }
 
   /** Sends everything held back, e.g. before unmounting. */
@@ -185,32 +226,71 @@ export class OpenFileTable {
     await Promise.allSettled([...this.files.keys()].map(async (id) => await this.flush(id)))
   }
 
+  private async sendPendingOf (filePath: string): Promise<void> {
+    for (const file of [...this.files.values()]) {
+      if (file.path === filePath && file.pendingBytes > 0) await this.flush(file.id)
+    }
+  }
+
   /**
-   * Takes the lock, then copies the version current under the lock, with this handle's
-   * unsent appends put in place locally: they are stored with the copy.
+   * Moves a handle onto the path's working copy, making the copy if there is none: the lock,
+   * then the version current under the lock. The handle's unsent appends go into the copy
+   * and are stored with it.
    */
-  private async startWorkingCopy (file: OpenFile): Promise<void> {
-    const held = await this.client.locks.acquire(file.path)
-    let workingFile: string | null = null
-    try {
-      const cached = await this.client.fetch(file.path)
-      await fsp.mkdir(this.workDir, { recursive: true })
-      workingFile = path.join(this.workDir, `${process.pid}-${file.id}-${crypto.randomBytes(4).toString('hex')}`)
-      await fsp.copyFile(cached.file, workingFile)
-      const handle = await fsp.open(workingFile, 'r+')
-      let size = cached.meta.size
-      if (file.pendingBytes > 0) {
-        await handle.write(Buffer.concat(file.pending), 0, file.pendingBytes, size)
-        size += file.pendingBytes
+  private async useWorkingCopy (file: OpenFile, empty = false): Promise<void> {
+    let working = this.workingCopies.get(file.path)
+    if (!working) {
+      let starting = this.startingCopies.get(file.path)
+      if (!starting) {
+        starting = this.makeWorkingCopy(file.path, empty).finally(() => this.startingCopies.delete(file.path))
+        this.startingCopies.set(file.path, starting)
       }
-      file.working = { file: workingFile, handle, held, size, dirty: file.pendingBytes > 0, stored: null }
+      working = await starting
+    }
+    working.users++
+    file.working = working
+    if (file.pendingBytes > 0) {
+      const data = Buffer.concat(file.pending)
+      const at = working.size
       file.pending = []
       file.pendingBytes = 0
+      working.size += data.length
+      working.dirty = true
+      working.changes++
+      await writeAt(working.handle, data, at)
+    }
+  }
+
+  private async makeWorkingCopy (filePath: string, empty: boolean): Promise<WorkingCopy> {
+    const held = await this.client.locks.acquire(filePath)
+    let workingFile: string | null = null
+    try {
+      await fsp.mkdir(this.workDir, { recursive: true })
+      workingFile = path.join(this.workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
+      let size = 0
+      if (empty) {
+        await fsp.writeFile(workingFile, '')
+      } else {
+        const cached = await this.client.fetch(filePath)
+        await fsp.copyFile(cached.file, workingFile)
+        size = cached.meta.size
+      }
+      const handle = await fsp.open(workingFile, 'r+')
+      const working: WorkingCopy = { path: filePath, file: workingFile, handle, held, size, dirty: empty, changes: 0, stored: null, users: 0 }
+      this.workingCopies.set(filePath, working)
+      return working
     } catch (err) {
       await held.release()
       if (workingFile) await fsp.rm(workingFile, { force: true })
       throw err
     }
+  }
+
+  private async truncateCopy (working: WorkingCopy, size: number): Promise<void> {
+    working.size = size
+    working.dirty = true
+    working.changes++
+    await working.handle.truncate(size)
   }
 
   private async reopenReader (file: OpenFile): Promise<void> {
@@ -222,11 +302,11 @@ export class OpenFileTable {
   }
 
   /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy. */
-  private async closeWorkingCopy (filePath: string, working: WorkingCopy): Promise<void> {
+  private async closeWorkingCopy (working: WorkingCopy): Promise<void> {
     try {
       await working.handle.close()
       if (!working.dirty && working.stored) {
-        await this.client.cache.adopt(filePath, working.stored, working.file).catch(() => {})
+        await this.client.cache.adopt(working.path, working.stored, working.file).catch(() => {})
       }
     } finally {
       await working.held.release()
@@ -239,4 +319,9 @@ export class OpenFileTable {
     if (!file) throw new BadRequestError(`no open file ${id}`)
     return file
   }
+}
+
+async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0
+  while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten
 }
