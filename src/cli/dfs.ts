@@ -1,9 +1,11 @@
 import readline from 'node:readline'
 import { pipeline } from 'node:stream/promises'
 import yargs from 'yargs/yargs'
+import type { Argv } from 'yargs'
 import { DfsClient, defaultClientOptions } from '../client/dfsClient'
 import type { ListEntry } from '../client/dfsClient'
 import { NotFoundError } from '../errors'
+import type { FileMeta } from '../protocol'
 import { CliError, runMain } from './common'
 
 interface ClientArgs {
@@ -42,10 +44,22 @@ function formatEntry (entry: ListEntry): string {
   return `${entry.kind === 'dir' ? 'd' : '-'} ${size.padStart(10)} ${version.padStart(6)} ${when} ${entry.name}${entry.kind === 'dir' ? '/' : ''}`
 }
 
-async function readStdin (): Promise<Buffer> {
+/** TEXT and a newline, or standard input as it is. */
+async function bodyOf (text: string | undefined): Promise<Buffer> {
+  if (text !== undefined) return Buffer.from(text + '\n')
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks)
+}
+
+function reportWrite (path: string, meta: FileMeta): void {
+  process.stderr.write(`${path}: version ${meta.version}, ${meta.size} bytes\n`)
+}
+
+function pathAndText<T> (y: Argv<T>): Argv<T & { path: string, text: string | undefined }> {
+  return y
+    .positional('path', { type: 'string', demandOption: true })
+    .positional('text', { type: 'string' })
 }
 
 /**
@@ -92,14 +106,9 @@ async function main (): Promise<void> {
       const client = clientOf(args)
       await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)
     })
-    .command('append <path> [text]', 'append TEXT and a newline (or standard input, as is) to a file', (y) => y
-      .positional('path', { type: 'string', demandOption: true })
-      .positional('text', { type: 'string' }),
-    async (args) => {
-      const client = clientOf(args)
-      const data = args.text !== undefined ? Buffer.from(args.text + '\n') : await readStdin()
-      const meta = await named(args.path, async () => await client.append(args.path, data))
-      process.stderr.write(`${args.path}: version ${meta.version}, ${meta.size} bytes\n`)
+    .command('append <path> [text]', 'append TEXT and a newline (or standard input, as is) to a file', (y) => pathAndText(y), async (args) => {
+      const data = await bodyOf(args.text)
+      reportWrite(args.path, await named(args.path, async () => await clientOf(args).append(args.path, data)))
     })
     .command('ls [path]', 'list a folder', (y) => y.positional('path', { type: 'string', default: '/' }), async (args) => {
       const client = clientOf(args)
@@ -111,14 +120,9 @@ async function main (): Promise<void> {
       const meta = await named(args.path, async () => await client.statFresh(args.path))
       process.stdout.write(JSON.stringify({ ...meta, mtime: new Date(meta.mtimeMs).toISOString() }, null, 2) + '\n')
     })
-    .command('write <path> [text]', 'replace a file with TEXT and a newline (or standard input, as is); creates it if missing', (y) => y
-      .positional('path', { type: 'string', demandOption: true })
-      .positional('text', { type: 'string' }),
-    async (args) => {
-      const client = clientOf(args)
-      const data = args.text !== undefined ? Buffer.from(args.text + '\n') : await readStdin()
-      const meta = await named(args.path, async () => await client.writeFile(args.path, data))
-      process.stderr.write(`${args.path}: version ${meta.version}, ${meta.size} bytes\n`)
+    .command('write <path> [text]', 'replace a file with TEXT and a newline (or standard input, as is); creates it if missing', (y) => pathAndText(y), async (args) => {
+      const data = await bodyOf(args.text)
+      reportWrite(args.path, await named(args.path, async () => await clientOf(args).writeFile(args.path, data)))
     })
     .command('rm <path>', 'remove a file', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
       await named(args.path, async () => await clientOf(args).unlink(args.path))
