@@ -78,7 +78,14 @@ export class ServiceClient {
     }
     let res: AxiosResponse
     try {
-      res = await this.http.request(request)
+      try {
+        res = await this.http.request(request)
+      } catch (err) {
+        // A kept-alive connection the server closed (it restarted) fails the first request
+        // sent on it; a read is safe to send once more, on a new connection.
+        if (!isReusedConnectionFailure(err) || !isIdempotent(request) || watchdog.reason) throw err
+        res = await this.http.request(request)
+      }
     } catch (err) {
       watchdog.stop()
       throw this.unavailable(watchdog.reason ?? err)
@@ -103,6 +110,16 @@ export class ServiceClient {
 }
 
 const IDLE = 'IDLE_TIMEOUT'
+
+function isReusedConnectionFailure (err: unknown): boolean {
+  const code = (err as { code?: string }).code
+  return code === 'ECONNRESET' || code === 'EPIPE' || (err as Error).message === 'socket hang up'
+}
+
+function isIdempotent (config: AxiosRequestConfig): boolean {
+  const method = (config.method ?? 'GET').toUpperCase()
+  return (method === 'GET' || method === 'HEAD') && !isReadable(config.data)
+}
 
 function isReadable (value: unknown): value is Readable {
   return typeof (value as Readable | undefined)?.pipe === 'function' && typeof (value as Readable).on === 'function'
