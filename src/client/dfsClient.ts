@@ -15,7 +15,7 @@ import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../protocol
 import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../serviceClient'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
-import type { CachedFile } from './localCache'
+import type { CachedFile, Download } from './localCache'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
 
@@ -48,6 +48,9 @@ export const defaultClientOptions = {
 }
 
 export type ListEntry = FileMeta & { name: string }
+
+/** The cached copy is current, or here is the current version's body, from this server. */
+type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: ServiceClient }
 
 /** For a change the caller makes while holding the file's lease itself (client.locks.acquire). */
 export interface LeaseOption {
@@ -212,10 +215,35 @@ export class DfsClient {
    */
   async fetch (path: string): Promise<CachedFile> {
     const canonical = normalizePath(path)
+    const answer = await this.revalidate(canonical)
+    if ('cached' in answer) return answer.cached
+    try {
+      return await this.cache.store(canonical, answer.meta, answer.body)
+    } catch (err) {
+      throw answer.server.unavailable(err)
+    }
+  }
+
+  /**
+   * Opens the current version for reading, as fetch() does, but answers as soon as a new
+   * copy starts arriving: `download` (null for a cached copy) says how far it has come, and
+   * a reader waits only for the bytes it reads.
+   */
+  async openForReading (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta, download: Download | null }> {
+    const canonical = normalizePath(path)
+    const answer = await this.revalidate(canonical)
+    if ('cached' in answer) return { reader: await fs.promises.open(answer.cached.file, 'r'), meta: answer.cached.meta, download: null }
+    const { server } = answer
+    const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body, (err) => server.unavailable(err))
+    return { reader, meta: answer.meta, download }
+  }
+
+  /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
+  private async revalidate (canonical: string): Promise<Revalidated> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
-    const result = await this.onFileServer(canonical, found, async (server) => {
+    const answer = await this.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
       const ifNoneMatch = this.cache.etagOf(cached)
       const res = await server.send({
         method: 'GET',
@@ -226,7 +254,7 @@ export class DfsClient {
       })
       if (res.status === 304 && cached) {
         (res.data as Readable).resume()
-        return cached
+        return { cached }
       }
       const meta: FileMeta = {
         path: canonical,
@@ -235,14 +263,10 @@ export class DfsClient {
         size: Number(res.headers['content-length']),
         mtimeMs: Number(res.headers[Headers.mtime])
       }
-      try {
-        return await this.cache.store(canonical, meta, res.data as Readable)
-      } catch (err) {
-        throw server.unavailable(err)
-      }
+      return { meta, body: res.data as Readable, server }
     })
-    this.remember(result.meta)
-    return result
+    this.remember('cached' in answer ? answer.cached.meta : answer.meta)
+    return answer
   }
 
   async readFile (path: string): Promise<Buffer> {

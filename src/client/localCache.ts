@@ -3,7 +3,6 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import type { FileMeta } from '../protocol'
 import { etagOf } from '../protocol'
@@ -65,20 +64,55 @@ export class LocalCache {
 
   /** Stores a fetched body as the copy of `path` at `meta`; a body that comes short is refused. */
   async store (path: string, meta: FileMeta, body: Readable): Promise<CachedFile> {
+    const arriving = await this.storeArriving(path, meta, body)
+    await arriving.reader.close()
+    await arriving.download.waitFor(Infinity)
+    return { file: this.objectFile(path), meta }
+  }
+
+  /**
+   * Starts storing a fetched body and answers at once with a handle that reads the copy as
+   * it arrives: a reader waits (download.waitFor) only for the bytes it needs, so the first
+   * bytes of a large file are there long before the last. The copy becomes the cached one
+   * when complete; one that fails or comes short is dropped, with `failed` telling why.
+   */
+  async storeArriving (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
     await this.evicting.get(path) // its removal must not take the new copy with it
     const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    const writer = await fsp.open(partial, 'w')
+    let reader: fsp.FileHandle
     try {
-      await pipeline(body, fs.createWriteStream(partial))
-      const { size } = await fsp.stat(partial)
-      if (size !== meta.size) throw new Error(`fetched ${size} bytes of ${path}, expected ${meta.size}`)
-      await fsp.rename(partial, this.objectFile(path))
+      reader = await fsp.open(partial, 'r')
     } catch (err) {
+      await writer.close()
       await fsp.rm(partial, { force: true })
+      body.destroy()
       throw err
     }
-    await this.writeRecord(path, meta)
-    return { file: this.objectFile(path), meta }
+    const download = new Download()
+    void (async () => {
+      try {
+        try {
+          for await (const chunk of body) {
+            const data = chunk as Buffer
+            let done = 0
+            while (done < data.length) done += (await writer.write(data, done, data.length - done, download.received + done)).bytesWritten
+            download.advance(data.length)
+          }
+        } finally {
+          await writer.close()
+        }
+        if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
+        await fsp.rename(partial, this.objectFile(path))
+        await this.writeRecord(path, meta)
+        download.finish()
+      } catch (err) {
+        await fsp.rm(partial, { force: true })
+        download.fail(failed(err))
+      }
+    })()
+    return { reader, download }
   }
 
   /**
@@ -249,6 +283,50 @@ export class LocalCache {
     await fsp.rm(this.recordFile(path), { force: true })
     await fsp.rm(this.objectFile(path), { force: true })
   }
+}
+
+/** The progress of a copy being stored: how many bytes are on disk, and whether it ended well. */
+export class Download {
+  received = 0
+  private outcome: { error: Error | null } | null = null
+  private readonly waiting = new Set<{ until: number, resolve: () => void, reject: (err: Error) => void }>()
+
+  /** Resolves once `until` bytes are on disk or the whole body is; rejects if it failed. */
+  async waitFor (until: number): Promise<void> {
+    if (this.outcome?.error) throw this.outcome.error
+    if (this.outcome || this.received >= until) return
+    await new Promise<void>((resolve, reject) => this.waiting.add({ until, resolve, reject }))
+  }
+
+  get finished (): boolean {
+    return this.outcome !== null && this.outcome.error === null
+  }
+
+  advance (bytes: number): void {
+    this.received += bytes
+    for (const waiter of this.waiting) {
+      if (this.received >= waiter.until) {
+        this.waiting.delete(waiter)
+        waiter.resolve()
+      }
+    }
+  }
+
+  finish (): void {
+    this.outcome = { error: null }
+    for (const waiter of this.waiting) waiter.resolve()
+    this.waiting.clear()
+  }
+
+  fail (error: Error): void {
+    this.outcome = { error }
+    for (const waiter of this.waiting) waiter.reject(error)
+    this.waiting.clear()
+  }
+}
+
+function asError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
 }
 
 function hashOf (path: string): string {

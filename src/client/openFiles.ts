@@ -7,6 +7,7 @@ import { KeyedMutex } from '../keyedMutex'
 import { normalizePath } from '../paths'
 import type { FileMeta } from '../protocol'
 import type { DfsClient } from './dfsClient'
+import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
 
 const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
@@ -45,12 +46,19 @@ interface OpenFile {
   flags: number
   /** The local copy this handle reads from (a cached version). */
   reader: fsp.FileHandle | null
+  /** The reader's copy while it is still arriving; reads wait for their bytes. */
+  download: Download | null
   /** Remote size the pending bytes will be appended to. */
   appendBase: number
   pending: Buffer[]
   pendingBytes: number
   /** Appends to the path were sent since `reader` was opened: it may not hold them. */
   readerBehind: boolean
+  /**
+   * The last flush failed and nothing was written since: the caller's close() has been told,
+   * so the release that follows must not store the data after all (the server may be back).
+   */
+  flushFailed: boolean
   working: WorkingCopy | null
 }
 
@@ -83,17 +91,19 @@ export class OpenFileTable {
     await this.sendPendingOf(canonical)
     let reader: fsp.FileHandle | null = null
     let appendBase = 0
+    let download: Download | null = null
     if (access !== O_WRONLY) {
-      const cached = await this.client.fetch(canonical)
-      reader = await fsp.open(cached.file, 'r')
-      appendBase = cached.meta.size
+      const opened = await this.client.openForReading(canonical)
+      reader = opened.reader
+      download = opened.download
+      appendBase = opened.meta.size
     } else {
       // Tells an append (a write at the end) from an overwrite; and a server that is down
       // fails the open, where the shell reports it: `echo x >> f` ignores errors of close().
       appendBase = (await this.client.statFresh(canonical)).size
     }
     const id = this.nextId++
-    this.files.set(id, { id, path: canonical, flags, reader, appendBase, pending: [], pendingBytes: 0, readerBehind: false, working: null })
+    this.files.set(id, { id, path: canonical, flags, reader, download, appendBase, pending: [], pendingBytes: 0, readerBehind: false, flushFailed: false, working: null })
     return id
   }
 
@@ -105,12 +115,14 @@ export class OpenFileTable {
     if (!working && file.readerBehind) await this.reopenReader(file)
     const source = working?.handle ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
+    if (!working && file.download) await file.download.waitFor(position + length)
     const { bytesRead } = await source.read(buffer, 0, length, position)
     return bytesRead
   }
 
   async write (id: number, data: Buffer, position: number): Promise<number> {
     const file = this.get(id)
+    file.flushFailed = false
     const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
       if (!this.workingCopies.has(file.path) && (appending || position === file.appendBase + file.pendingBytes)) {
@@ -134,6 +146,7 @@ export class OpenFileTable {
   /** ftruncate: always through the working copy, so it is stored with the other changes. */
   async truncate (id: number, size: number): Promise<void> {
     const file = this.get(id)
+    file.flushFailed = false
     // Cut to nothing (open(O_TRUNC), cp over a file): the old bytes need not be fetched.
     if (!file.working) await this.useWorkingCopy(file, size === 0)
     await this.truncateCopy(file.working as WorkingCopy, size)
@@ -163,6 +176,16 @@ export class OpenFileTable {
    */
   async flush (id: number): Promise<void> {
     const file = this.get(id)
+    try {
+      await this.flushNow(file)
+      file.flushFailed = false
+    } catch (err) {
+      file.flushFailed = true
+      throw err
+    }
+  }
+
+  private async flushNow (file: OpenFile): Promise<void> {
     await this.flushes.run(file.path, async () => {
       if (file.pendingBytes > 0) {
         if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
@@ -201,7 +224,7 @@ export class OpenFileTable {
   async release (id: number): Promise<void> {
     const file = this.get(id)
     try {
-      await this.flush(id)
+      if (!file.flushFailed) await this.flush(id)
     } finally {
       this.files.delete(id)
       await file.reader?.close()
@@ -294,10 +317,10 @@ export class OpenFileTable {
   }
 
   private async reopenReader (file: OpenFile): Promise<void> {
-    const cached = await this.client.fetch(file.path)
-    const reader = await fsp.open(cached.file, 'r')
+    const opened = await this.client.openForReading(file.path)
     await file.reader?.close()
-    file.reader = reader
+    file.reader = opened.reader
+    file.download = opened.download
     file.readerBehind = false
   }
 
