@@ -9,6 +9,9 @@ import type { EntryKind, FileMeta, StatfsAnswer } from '../../src/protocol'
 import { baseName, joinPath, parentOf } from '../../src/paths'
 import { syncFile, VersionLog } from './versionLog'
 
+/** Reads of 1 MiB rather than the default 64 KiB: a quarter fewer round trips per byte sent. */
+const READ_CHUNK_BYTES = 1024 * 1024
+
 /** Folder under the root where the server keeps its own state; never served. */
 export const STATE_DIR_NAME = '.dfs'
 
@@ -136,7 +139,7 @@ export class FileStore {
           await handle.close()
           return { meta, stream: Readable.from([]) }
         }
-        return { meta, stream: handle.createReadStream({ start: 0, end: meta.size - 1, autoClose: true }) }
+        return { meta, stream: handle.createReadStream({ start: 0, end: meta.size - 1, autoClose: true, highWaterMark: READ_CHUNK_BYTES }) }
       } catch (err) {
         await handle.close()
         throw err

@@ -2,7 +2,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
-import { Readable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import type { FileMeta } from '../protocol'
 import { etagOf } from '../protocol'
@@ -94,12 +95,7 @@ export class LocalCache {
     void (async () => {
       try {
         try {
-          for await (const chunk of body) {
-            const data = chunk as Buffer
-            let done = 0
-            while (done < data.length) done += (await writer.write(data, done, data.length - done, download.received + done)).bytesWritten
-            download.advance(data.length)
-          }
+          await pipeline(body, progressSink(writer, download))
         } finally {
           await writer.close()
         }
@@ -323,6 +319,29 @@ export class Download {
     for (const waiter of this.waiting) waiter.reject(error)
     this.waiting.clear()
   }
+}
+
+/**
+ * Writes a body to a handle, counting each write on disk into the download. Chunks that
+ * come while a write is under way go down together in the next one: fewer, larger writes.
+ */
+function progressSink (writer: fsp.FileHandle, download: Download): Writable {
+  const put = (data: Buffer, done: (err?: Error | null) => void): void => {
+    const at = download.received
+    const loop = async (): Promise<void> => {
+      let written = 0
+      while (written < data.length) written += (await writer.write(data, written, data.length - written, at + written)).bytesWritten
+    }
+    loop().then(() => {
+      download.advance(data.length)
+      done()
+    }, done)
+  }
+  return new Writable({
+    highWaterMark: 4 * 1024 * 1024,
+    write: (chunk: Buffer, _encoding, done) => put(chunk, done),
+    writev: (chunks, done) => put(Buffer.concat(chunks.map((c) => c.chunk as Buffer)), done)
+  })
 }
 
 function asError (err: unknown): Error {
