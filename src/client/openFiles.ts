@@ -97,9 +97,14 @@ export class OpenFileTable {
       reader = opened.reader
       download = opened.download
       appendBase = opened.meta.size
+    } else if ((flags & O_APPEND) !== 0) {
+      // Where the bytes go is the server's end of the file, whatever size we know; the stat
+      // only makes a missing file or a server known to be down fail the open, where the
+      // shell reports it (`echo x >> f` ignores errors of close()). The kernel's getattr
+      // just before the open has usually refreshed it.
+      appendBase = (await this.client.stat(canonical)).size
     } else {
-      // Tells an append (a write at the end) from an overwrite; and a server that is down
-      // fails the open, where the shell reports it: `echo x >> f` ignores errors of close().
+      // Tells an append (a write at the end) from an overwrite: this size must be current.
       appendBase = (await this.client.statFresh(canonical)).size
     }
     const id = this.nextId++
