@@ -158,6 +158,8 @@ export interface AcquireRequest {
   /** Who asks, shown to others who find the key taken (host:pid:random). */
   owner: string
   ttlMs?: number
+  /** How long the server may hold the request for a key someone else has (0..30000, default 0). */
+  waitMs?: number
 }
 
 export interface LockLease {

@@ -8,6 +8,10 @@ import type { CheckAnswer, CreateKeysAnswer, ReleaseAnswer, RemoveKeysAnswer } f
 import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { LockTable } from './lockTable'
+import { LockWaits } from './lockWaits'
+
+/** Longest an acquire may wait on the server for a key (waitMs). */
+const MAX_WAIT_MS = 30_000
 
 export interface LockServerOptions {
   /** Lease length when the client names none (default 30 s). */
@@ -22,6 +26,7 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   const defaultLeaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS
   const maxLeaseMs = opts.maxLeaseMs ?? 10 * 60_000
   const table = new LockTable()
+  const waits = new LockWaits(table)
 
   const app = express()
   app.disable('x-powered-by')
@@ -44,6 +49,7 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   app.delete(LockRoutes.keys, (req, res) => {
     const path = pathParam(req)
     table.deleteKey(path)
+    waits.wake(path)
     res.json({ path, deleted: true })
   })
 
@@ -51,17 +57,30 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   app.post(LockRoutes.removeKeys, (req, res) => {
     const paths = req.body?.paths
     if (!Array.isArray(paths)) throw new BadRequestError('paths must be a list')
-    const answer: RemoveKeysAnswer = { removed: table.deleteKeys(paths.map(normalizePath)) }
+    const removed = paths.map(normalizePath)
+    const answer: RemoveKeysAnswer = { removed: table.deleteKeys(removed) }
+    for (const path of removed) waits.wake(path)
     res.json(answer)
   })
 
-  app.post(LockRoutes.acquire, (req, res) => {
+  app.post(LockRoutes.acquire, async (req, res) => {
     const path = normalizePath(req.body?.path)
     const owner = req.body?.owner
     if (typeof owner !== 'string' || owner.length === 0 || owner.length > 256) throw new BadRequestError('owner must be a non-empty string')
     const ttlMs = req.body?.ttlMs === undefined ? defaultLeaseMs : Number(req.body.ttlMs)
     if (!Number.isInteger(ttlMs) || ttlMs <= 0 || ttlMs > maxLeaseMs) throw new BadRequestError(`ttlMs must be a whole number from 1 to ${maxLeaseMs}`)
-    res.json(table.acquire(path, owner, ttlMs))
+    const waitMs = req.body?.waitMs === undefined ? 0 : Number(req.body.waitMs)
+    if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > MAX_WAIT_MS) throw new BadRequestError(`waitMs must be a whole number from 0 to ${MAX_WAIT_MS}`)
+    let gone = false
+    res.on('close', () => { gone = !res.writableFinished })
+    const lease = await waits.acquire(path, owner, ttlMs, waitMs, () => gone)
+    if (gone) {
+      // Granted to a caller that stopped waiting: nobody would ever release it.
+      table.release(path, lease.token)
+      waits.wake(path)
+      return
+    }
+    res.json(lease)
   })
 
   app.post(LockRoutes.renew, (req, res) => {
@@ -71,6 +90,7 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   app.post(LockRoutes.release, (req, res) => {
     const path = normalizePath(req.body?.path)
     table.release(path, tokenOf(req.body?.token))
+    waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
     res.json(answer)
   })

@@ -23,6 +23,9 @@ export function defaultOwner (): string {
   return `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`
 }
 
+/** Longest single wait on the lock server; a longer lock timeout asks again. */
+const LONG_POLL_MS = 5000
+
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
@@ -42,7 +45,14 @@ export class LockClient {
     let delay = 5
     for (;;) {
       try {
-        return this.hold(await this.service.post<LockLease>(LockRoutes.acquire, { path, owner: this.owner, ttlMs: this.opts.leaseMs }))
+        // The server holds the request until the key is ours or waitMs has passed.
+        const waitMs = Math.max(0, Math.min(deadline - Date.now(), LONG_POLL_MS))
+        return this.hold(await this.service.json<LockLease>({
+          method: 'POST',
+          url: LockRoutes.acquire,
+          data: { path, owner: this.owner, ttlMs: this.opts.leaseMs, waitMs },
+          timeout: waitMs + this.service.timeoutMs
+        }))
       } catch (err) {
         if (!(err instanceof LockedError)) throw err
         const remaining = deadline - Date.now()
