@@ -1,18 +1,11 @@
-import { execFile } from 'node:child_process'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { isMounted } from '../fuse/mount'
+import { fusermount, isMounted } from '../fuse/mount'
 import { CliError, runMain } from './common'
 import { isAlive } from './daemon'
 import { mountStateOf } from './mountState'
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-async function fusermount (args: string[]): Promise<string | null> {
-  return await new Promise((resolve) => {
-    execFile('fusermount', args, { timeout: 10_000 }, (err, _stdout, stderr) => resolve(err ? (stderr.trim() || err.message) : null))
-  })
-}
 
 /**
  * Asks the mount's daemon to unmount (it sends pending writes first); a mount whose daemon

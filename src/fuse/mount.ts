@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import type { DfsClient } from '../client/dfsClient'
 import { OpenFileTable } from '../client/openFiles'
 import { loadFuse } from './loadFuse'
@@ -72,19 +73,21 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   }
 }
 
+/** Runs fusermount (which a normal user needs to unmount); its complaint, or null when it succeeded. */
+export async function fusermount (args: string[]): Promise<string | null> {
+  return await new Promise((resolve) => {
+    execFile('fusermount', args, { timeout: 10_000 }, (err, _stdout, stderr) => resolve(err ? (stderr.trim() || err.message) : null))
+  })
+}
+
 /** Detaches a busy or stale mount; it goes away once the last user lets go. */
 export async function lazyUnmount (mountpoint: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    execFile('fusermount', ['-u', '-z', mountpoint], { timeout: 10_000 }, (err, _stdout, stderr) => {
-      if (err) reject(new Error(stderr.trim() || err.message))
-      else resolve()
-    })
-  })
+  const failure = await fusermount(['-u', '-z', mountpoint])
+  if (failure !== null) throw new Error(failure)
 }
 
 /** Whether the kernel has a mount at this path (/proc/mounts escapes spaces as \040). */
 export async function isMounted (mountpoint: string): Promise<boolean> {
-  const { readFile } = await import('node:fs/promises')
   const mounts = await readFile('/proc/mounts', 'utf8')
   return mounts.split('\n').some((line) => {
     const target = line.split(' ')[1]
