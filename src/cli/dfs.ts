@@ -56,10 +56,12 @@ function reportWrite (path: string, meta: FileMeta): void {
   process.stderr.write(`${path}: version ${meta.version}, ${meta.size} bytes\n`)
 }
 
+function withPath<T> (y: Argv<T>): Argv<T & { path: string }> {
+  return y.positional('path', { type: 'string', demandOption: true })
+}
+
 function pathAndText<T> (y: Argv<T>): Argv<T & { path: string, text: string | undefined }> {
-  return y
-    .positional('path', { type: 'string', demandOption: true })
-    .positional('text', { type: 'string' })
+  return withPath(y).positional('text', { type: 'string' })
 }
 
 /**
@@ -102,7 +104,7 @@ async function main (): Promise<void> {
     .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
     .option('timeout-ms', { type: 'number', default: defaultClientOptions.timeoutMs, describe: 'how long a server may stay silent' })
     .option('lock-timeout-ms', { type: 'number', default: defaultClientOptions.lockTimeoutMs, describe: 'how long to wait for a file\'s lock' })
-    .command('cat <path>', 'print a file', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+    .command('cat <path>', 'print a file', (y) => withPath(y), async (args) => {
       const client = clientOf(args)
       await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)
     })
@@ -115,7 +117,7 @@ async function main (): Promise<void> {
       const entries = await named(args.path, async () => await client.list(args.path))
       process.stdout.write(entries.map((e) => formatEntry(e) + '\n').join(''))
     })
-    .command('stat <path>', 'show version, size and time of a file or folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+    .command('stat <path>', 'show version, size and time of a file or folder', (y) => withPath(y), async (args) => {
       const client = clientOf(args)
       const meta = await named(args.path, async () => await client.statFresh(args.path))
       process.stdout.write(JSON.stringify({ ...meta, mtime: new Date(meta.mtimeMs).toISOString() }, null, 2) + '\n')
@@ -124,7 +126,7 @@ async function main (): Promise<void> {
       const data = await bodyOf(args.text)
       reportWrite(args.path, await named(args.path, async () => await clientOf(args).writeFile(args.path, data)))
     })
-    .command('rm <path>', 'remove a file', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+    .command('rm <path>', 'remove a file', (y) => withPath(y), async (args) => {
       await named(args.path, async () => await clientOf(args).unlink(args.path))
     })
     .command('mv <from> <to>', 'rename or move a file or folder (also to a folder on another file server)', (y) => y
@@ -133,14 +135,13 @@ async function main (): Promise<void> {
     async (args) => {
       await named(args.from, async () => await clientOf(args).rename(args.from, args.to))
     })
-    .command('mkdir <path>', 'create a folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+    .command('mkdir <path>', 'create a folder', (y) => withPath(y), async (args) => {
       await clientOf(args).mkdir(args.path)
     })
-    .command('rmdir <path>', 'remove an empty folder', (y) => y.positional('path', { type: 'string', demandOption: true }), async (args) => {
+    .command('rmdir <path>', 'remove an empty folder', (y) => withPath(y), async (args) => {
       await named(args.path, async () => await clientOf(args).rmdir(args.path))
     })
-    .command('truncate <path> <size>', 'cut or extend a file to SIZE bytes', (y) => y
-      .positional('path', { type: 'string', demandOption: true })
+    .command('truncate <path> <size>', 'cut or extend a file to SIZE bytes', (y) => withPath(y)
       .positional('size', { type: 'number', demandOption: true }),
     async (args) => {
       await named(args.path, async () => await clientOf(args).truncate(args.path, args.size))
