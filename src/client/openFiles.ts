@@ -14,6 +14,8 @@ const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 /** Linux's mask of the access mode bits; Node does not export it. */
 const O_ACCMODE = 3
 
+const NO_HANDLES: ReadonlySet<never> = new Set()
+
 /** Appends held back longer than this are sent early, so memory stays bounded. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
@@ -73,6 +75,7 @@ interface OpenFile {
  */
 export class OpenFileTable {
   private readonly files = new Map<number, OpenFile>()
+  private readonly byPath = new Map<string, Set<OpenFile>>()
   private readonly workingCopies = new Map<string, WorkingCopy>()
   /** Working copies being made (lock, fetch, copy): later writers wait for the same one. */
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
@@ -108,7 +111,11 @@ export class OpenFileTable {
       appendBase = (await this.client.statFresh(canonical)).size
     }
     const id = this.nextId++
-    this.files.set(id, { id, path: canonical, flags, reader, download, appendBase, pending: [], pendingBytes: 0, readerBehind: false, flushFailed: false, working: null })
+    const file: OpenFile = { id, path: canonical, flags, reader, download, appendBase, pending: [], pendingBytes: 0, readerBehind: false, flushFailed: false, working: null }
+    this.files.set(id, file)
+    let handles = this.byPath.get(canonical)
+    if (!handles) this.byPath.set(canonical, handles = new Set())
+    handles.add(file)
     return id
   }
 
@@ -168,7 +175,7 @@ export class OpenFileTable {
     const canonical = normalizePath(filePath)
     const working = this.workingCopies.get(canonical)
     if (working) return await this.truncateCopy(working, size)
-    const writers = [...this.files.values()].filter((f) => f.path === canonical && (f.flags & O_ACCMODE) !== O_RDONLY)
+    const writers = [...this.handlesOf(canonical)].filter((f) => (f.flags & O_ACCMODE) !== O_RDONLY)
     const writer = writers[writers.length - 1]
     if (writer) await this.truncate(writer.id, size)
     else await this.client.truncate(canonical, size)
@@ -223,7 +230,7 @@ export class OpenFileTable {
       file.pendingBytes += data.length
       throw err
     }
-    for (const other of this.files.values()) if (other.path === file.path && other.reader) other.readerBehind = true
+    for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
   }
 
   async release (id: number): Promise<void> {
@@ -232,6 +239,9 @@ export class OpenFileTable {
       if (!file.flushFailed) await this.flush(id)
     } finally {
       this.files.delete(id)
+      const handles = this.byPath.get(file.path)
+      handles?.delete(file)
+      if (handles?.size === 0) this.byPath.delete(file.path)
       await file.reader?.close()
       const working = file.working
       if (working && --working.users === 0) {
@@ -245,7 +255,7 @@ export class OpenFileTable {
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
     let size = this.workingCopies.get(meta.path)?.size ?? meta.size
-    for (const file of this.files.values()) if (file.path === meta.path) size += file.pendingBytes
+    for (const file of this.handlesOf(meta.path)) size += file.pendingBytes
     return size === meta.size ? meta : { ...meta, size }
   }
 
@@ -255,8 +265,8 @@ export class OpenFileTable {
   }
 
   private async sendPendingOf (filePath: string): Promise<void> {
-    for (const file of [...this.files.values()]) {
-      if (file.path === filePath && file.pendingBytes > 0) await this.flush(file.id)
+    for (const file of [...this.handlesOf(filePath)]) {
+      if (file.pendingBytes > 0) await this.flush(file.id)
     }
   }
 
@@ -340,6 +350,11 @@ export class OpenFileTable {
       await working.held.release()
       await fsp.rm(working.file, { force: true })
     }
+  }
+
+  /** The open handles of a path: getattr and every read ask, so they must not scan all handles. */
+  private handlesOf (filePath: string): ReadonlySet<OpenFile> {
+    return this.byPath.get(filePath) ?? NO_HANDLES
   }
 
   private get (id: number): OpenFile {
