@@ -5,7 +5,7 @@ import path from 'node:path'
 import { Readable } from 'node:stream'
 import t from 'tap'
 import { LocalCache } from '../src/client/localCache'
-import type { FileMeta } from '../src/protocol'
+import type { FileMeta } from '../src/shared/protocol'
 
 const metaOf = (p: string, size: number): FileMeta => ({ path: p, kind: 'file', version: 1, size, mtimeMs: 1 })
 

@@ -1,7 +1,7 @@
 import http from 'node:http'
 import t from 'tap'
-import { LockRoutes } from '../src/protocol'
-import type { LockLease } from '../src/protocol'
+import { LockRoutes } from '../src/shared/protocol'
+import type { LockLease } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { rawPost } from './helpers/wire'
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { FileRoutes } from '../src/protocol'
+import { FileRoutes } from '../src/shared/protocol'
 import { startFileServer } from '../servers/file/server'
 import type { RunningFileServer } from '../servers/file/server'
 import { startTestCluster } from './helpers/cluster'

@@ -1,8 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/errors'
-import { DirectoryRoutes, LockRoutes } from '../src/protocol'
+import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
+import { DirectoryRoutes, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { rawGet } from './helpers/wire'
 
@@ -45,7 +45,7 @@ t.test('the same new path created on two servers at once: one wins, the other le
   const cluster = await startTestCluster(t, trees)
   const client = cluster.client()
   // /shared is on both servers: ask each directly, as two racing clients' placements might.
-  const { ServiceClient } = await import('../src/serviceClient')
+  const { ServiceClient } = await import('../src/shared/transport')
   const results = await Promise.allSettled(cluster.fileServers.map(async (server) =>
     await new ServiceClient('file server', server.url, 2000).post('/create', {}, { path: '/shared/race.txt', kind: 'file' })))
   t.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'exactly one create succeeded')

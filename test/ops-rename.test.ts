@@ -3,8 +3,8 @@ import path from 'node:path'
 import t from 'tap'
 import {
   BadPathError, CrossServerError, IsDirectoryError, LockTimeoutError, NotEmptyError, NotFoundError, ServerUnavailableError
-} from '../src/errors'
-import { LockRoutes } from '../src/protocol'
+} from '../src/shared/errors'
+import { LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 import { rawGet, statsOf } from './helpers/wire'

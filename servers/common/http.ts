@@ -2,8 +2,8 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import type { ErrorRequestHandler, Express, Request } from 'express'
-import { asDfsError, BadRequestError, NotFoundError } from '../../src/errors'
-import { normalizePath } from '../../src/paths'
+import { asDfsError, BadRequestError, NotFoundError } from '../../src/shared/errors'
+import { normalizePath } from '../../src/shared/paths'
 
 /** A running server: where it listens and how to stop it. */
 export interface RunningServer {

@@ -1,6 +1,6 @@
-import { BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/errors'
-import type { DirectoryEntry, EntryKind, FileMeta } from '../../src/protocol'
-import { ancestorsOf, baseName, parentOf } from '../../src/paths'
+import { BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/shared/errors'
+import type { DirectoryEntry, EntryKind, FileMeta } from '../../src/shared/protocol'
+import { ancestorsOf, baseName, parentOf } from '../../src/shared/paths'
 
 /**
  * The directory server's map from paths to file servers. A file belongs to exactly one

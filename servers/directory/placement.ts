@@ -1,6 +1,6 @@
-import type { ServerInfo, StatfsAnswer } from '../../src/protocol'
-import { FileRoutes } from '../../src/protocol'
-import { ServiceClient } from '../../src/serviceClient'
+import type { ServerInfo, StatfsAnswer } from '../../src/shared/protocol'
+import { FileRoutes } from '../../src/shared/protocol'
+import { ServiceClient } from '../../src/shared/transport'
 
 /** How long placement waits for a file server's free space before ranking it last. */
 export const STATFS_TIMEOUT_MS = 1000

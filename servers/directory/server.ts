@@ -1,13 +1,13 @@
 import crypto from 'node:crypto'
 import express from 'express'
 import type { Express } from 'express'
-import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/errors'
-import { normalizePath, parentOf } from '../../src/paths'
+import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/shared/errors'
+import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
   DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, LookupAnswer, PlacementAnswer, RegisterAnswer,
   RenameSwitchAnswer, ServerInfo, ServersAnswer
-} from '../../src/protocol'
-import { DirectoryRoutes } from '../../src/protocol'
+} from '../../src/shared/protocol'
+import { DirectoryRoutes } from '../../src/shared/protocol'
 import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'

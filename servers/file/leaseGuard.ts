@@ -1,7 +1,7 @@
 import type { Request } from 'express'
-import { LeaseError, NotFoundError } from '../../src/errors'
-import { Headers, LockRoutes } from '../../src/protocol'
-import type { ServiceClient } from '../../src/serviceClient'
+import { LeaseError, NotFoundError } from '../../src/shared/errors'
+import { Headers, LockRoutes } from '../../src/shared/protocol'
+import type { ServiceClient } from '../../src/shared/transport'
 
 /**
  * The file server's side of fencing: a write must carry the live lease on its path. The

@@ -1,6 +1,6 @@
-import type { RegisterAnswer } from '../../src/protocol'
-import { DirectoryRoutes, LockRoutes } from '../../src/protocol'
-import type { ServiceClient } from '../../src/serviceClient'
+import type { RegisterAnswer } from '../../src/shared/protocol'
+import { DirectoryRoutes, LockRoutes } from '../../src/shared/protocol'
+import type { ServiceClient } from '../../src/shared/transport'
 import type { Logger } from '../common/http'
 import type { FileStore } from './fileStore'
 

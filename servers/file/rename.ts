@@ -1,10 +1,10 @@
 import type { Request } from 'express'
 import {
   BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
-} from '../../src/errors'
-import { normalizePath, parentOf } from '../../src/paths'
-import type { DirectoryListAnswer, FileMeta, LookupAnswer, PlacementAnswer, RenameAnswer, RenameSwitchRequest, ServerInfo } from '../../src/protocol'
-import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../../src/protocol'
+} from '../../src/shared/errors'
+import { normalizePath, parentOf } from '../../src/shared/paths'
+import type { DirectoryListAnswer, FileMeta, LookupAnswer, PlacementAnswer, RenameAnswer, RenameSwitchRequest, ServerInfo } from '../../src/shared/protocol'
+import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../../src/shared/protocol'
 import type { MutationContext } from './mutations'
 
 /**

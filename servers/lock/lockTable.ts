@@ -1,5 +1,5 @@
-import { LeaseError, LockedError, NotFoundError } from '../../src/errors'
-import type { LockLease, LockStatus } from '../../src/protocol'
+import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
+import type { LockLease, LockStatus } from '../../src/shared/protocol'
 
 /** A waiter polls at least this often (LockClient backs off to 250 ms, plus jitter). */
 const WAITER_GONE_MS = 1000

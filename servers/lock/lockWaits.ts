@@ -1,5 +1,5 @@
-import { LockedError } from '../../src/errors'
-import type { LockLease } from '../../src/protocol'
+import { LockedError } from '../../src/shared/errors'
+import type { LockLease } from '../../src/shared/protocol'
 import type { LockTable } from './lockTable'
 
 /** A parked waiter asks again at least this often, which keeps its place among the waiters. */

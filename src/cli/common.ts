@@ -1,4 +1,4 @@
-import { DfsError } from '../errors'
+import { DfsError } from '../shared/errors'
 
 /** A user mistake or an expected failure: printed as one line, no stack trace. */
 export class CliError extends Error {}

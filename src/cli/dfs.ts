@@ -4,8 +4,8 @@ import yargs from 'yargs/yargs'
 import type { Argv } from 'yargs'
 import { DfsClient, defaultClientOptions } from '../client/dfsClient'
 import type { ListEntry } from '../client/dfsClient'
-import { NotFoundError } from '../errors'
-import type { FileMeta } from '../protocol'
+import { NotFoundError } from '../shared/errors'
+import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
 
 interface ClientArgs {

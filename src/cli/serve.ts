@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
-import { DEFAULT_PORTS, DEFAULT_LEASE_MS } from '../protocol'
+import { DEFAULT_PORTS, DEFAULT_LEASE_MS } from '../shared/protocol'
 import type { RunningServer } from '../../servers/common/http'
 import { startDirectoryServer } from '../../servers/directory/server'
 import { startLockServer } from '../../servers/lock/server'

@@ -5,14 +5,14 @@ import { Readable } from 'node:stream'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError,
   NotFoundError, ServerUnavailableError
-} from '../errors'
-import { normalizePath, parentOf, joinPath } from '../paths'
+} from '../shared/errors'
+import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type {
   DirectoryListAnswer, EntryKind, FileListAnswer, FileMeta, LockLease, LookupAnswer, PlacementAnswer, RenameAnswer,
   ServerInfo, ServersAnswer, StatfsAnswer
-} from '../protocol'
-import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../protocol'
-import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../serviceClient'
+} from '../shared/protocol'
+import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../shared/protocol'
+import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import type { CachedFile, Download } from './localCache'

@@ -5,8 +5,8 @@ import nodePath from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
-import type { FileMeta } from '../protocol'
-import { etagOf } from '../protocol'
+import type { FileMeta } from '../shared/protocol'
+import { etagOf } from '../shared/protocol'
 
 export interface CachedFile {
   /** The local copy: read it, never write it (it is replaced whole on the next fetch). */

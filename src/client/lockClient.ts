@@ -1,9 +1,9 @@
 import crypto from 'node:crypto'
 import os from 'node:os'
-import { LockedError, LockTimeoutError } from '../errors'
-import type { LockLease } from '../protocol'
-import { LockRoutes } from '../protocol'
-import type { ServiceClient } from '../serviceClient'
+import { LockedError, LockTimeoutError } from '../shared/errors'
+import type { LockLease } from '../shared/protocol'
+import { LockRoutes } from '../shared/protocol'
+import type { ServiceClient } from '../shared/transport'
 
 export interface LockClientOptions {
   /** Longest wait for a key that others hold. */

@@ -1,5 +1,5 @@
 import os from 'node:os'
-import { DfsError } from '../errors'
+import { DfsError } from '../shared/errors'
 
 const codes = os.constants.errno as Record<string, number>
 

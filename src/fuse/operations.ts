@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable } from '../client/openFiles'
-import type { FileMeta } from '../protocol'
+import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
 
 type Callback = (code: number, ...values: unknown[]) => void

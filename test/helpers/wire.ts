@@ -1,7 +1,7 @@
 import type { AxiosRequestConfig } from 'axios'
-import type { FileServerStats } from '../../src/protocol'
-import { FileRoutes } from '../../src/protocol'
-import { ServiceClient } from '../../src/serviceClient'
+import type { FileServerStats } from '../../src/shared/protocol'
+import { FileRoutes } from '../../src/shared/protocol'
+import { ServiceClient } from '../../src/shared/transport'
 
 /** An answer as the server sent it: status, headers and the parsed body, whatever the status. */
 export interface RawAnswer {
