@@ -4,7 +4,7 @@ import t from 'tap'
 import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
 import { DirectoryRoutes, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { rawGet } from './helpers/wire'
+import { fileApiOf, rawGet } from './helpers/wire'
 
 const trees: Array<Record<string, string>> = [
   { 'one/a.txt': 'alpha\n', 'shared/s1.txt': 'first\n' },
@@ -45,9 +45,8 @@ t.test('the same new path created on two servers at once: one wins, the other le
   const cluster = await startTestCluster(t, trees)
   const client = cluster.client()
   // /shared is on both servers: ask each directly, as two racing clients' placements might.
-  const { ServiceClient } = await import('../src/shared/transport')
   const results = await Promise.allSettled(cluster.fileServers.map(async (server) =>
-    await new ServiceClient('file server', server.url, 2000).post('/create', {}, { path: '/shared/race.txt', kind: 'file' })))
+    await fileApiOf(server).create('/shared/race.txt', 'file')))
   t.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'exactly one create succeeded')
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
   t.type(failed?.reason, ConflictError)

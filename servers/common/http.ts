@@ -1,9 +1,10 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
-import type { ErrorRequestHandler, Express, Request } from 'express'
-import { asDfsError, BadRequestError, NotFoundError } from '../../src/shared/errors'
-import { normalizePath } from '../../src/shared/paths'
+import type { ErrorRequestHandler, Express } from 'express'
+import { asDfsError, BadRequestError, NotFoundError, PayloadTooLargeError, ProtocolMismatchError } from '../../src/shared/errors'
+import { Headers, PROTOCOL_VERSION } from '../../src/shared/protocol'
+import type { HealthAnswer } from '../../src/shared/protocol'
 
 /** A running server: where it listens and how to stop it. */
 export interface RunningServer {
@@ -16,28 +17,34 @@ export type Logger = (line: string) => void
 
 export const silentLogger: Logger = () => {}
 
-/** express.json with a size bound; malformed JSON becomes a 400 through the error handler. */
-export const jsonBody = express.json({ limit: '16mb' })
+const JSON_LIMIT = '16mb'
 
-/** The canonical path named by `?path=`; a missing or bad one is a 400. */
-export function pathParam (req: Request, name = 'path'): string {
-  return normalizePath(req.query[name])
+/** express.json with a size bound; malformed JSON is a 400 and an oversized body a 413, through the error handler. */
+export const jsonBody = express.json({ limit: JSON_LIMIT })
+
+/**
+ * A server's Express app with what every dfs server does first: answers carry the protocol
+ * version, and a caller that names another version is refused before any route runs.
+ */
+export function newApp (): Express {
+  const app = express()
+  app.disable('x-powered-by')
+  app.use((req, res, next) => {
+    res.set(Headers.protocol, String(PROTOCOL_VERSION))
+    const theirs = req.get(Headers.protocol)
+    if (theirs !== undefined && theirs !== String(PROTOCOL_VERSION)) {
+      next(new ProtocolMismatchError(`this server speaks dfs protocol ${PROTOCOL_VERSION}, the caller ${theirs}: run the same dfs version everywhere`,
+        { theirs, ours: PROTOCOL_VERSION }))
+      return
+    }
+    next()
+  })
+  return app
 }
 
-/** A whole number named by `?name=`, at least `min`; undefined when absent and optional. */
-export function integerParam (req: Request, name: string, opts: { min?: number, optional: true }): number | undefined
-export function integerParam (req: Request, name: string, opts?: { min?: number, optional?: false }): number
-export function integerParam (req: Request, name: string, opts: { min?: number, optional?: boolean } = {}): number | undefined {
-  const value = req.query[name]
-  if (value === undefined || value === '') {
-    if (opts.optional === true) return undefined
-    throw new BadRequestError(`${name} is missing`)
-  }
-  const number = Number(value)
-  if (typeof value !== 'string' || !Number.isSafeInteger(number) || number < (opts.min ?? Number.MIN_SAFE_INTEGER)) {
-    throw new BadRequestError(`${name} must be a whole number${opts.min === undefined ? '' : ` of at least ${opts.min}`}`, { [name]: value })
-  }
-  return number
+/** The body of GET /health: which service, which protocol, and what the service adds. */
+export function healthAnswer (service: HealthAnswer['service'], details: Record<string, unknown>): HealthAnswer {
+  return { service, protocol: PROTOCOL_VERSION, ...details }
 }
 
 /** Unknown routes and every thrown error become the JSON error body of docs/protocol.md. */
@@ -47,7 +54,7 @@ export function finishApp (app: Express, log: Logger): void {
     const bodyProblem = (err as { type?: string }).type
     const error = bodyProblem === 'entity.parse.failed'
       ? new BadRequestError('request body is not valid JSON')
-      : bodyProblem === 'entity.too.large' ? new BadRequestError('request body is too large') : asDfsError(err)
+      : bodyProblem === 'entity.too.large' ? new PayloadTooLargeError(`request body is over the limit of ${JSON_LIMIT}`) : asDfsError(err)
     if (error.status >= 500) log(`error: ${error.message}`)
     if (res.headersSent) {
       res.destroy()

@@ -1,6 +1,5 @@
-import type { ServerInfo, StatfsAnswer } from '../../src/shared/protocol'
-import { FileRoutes } from '../../src/shared/protocol'
-import { ServiceClient } from '../../src/shared/transport'
+import { FileServerPool } from '../../src/shared/api'
+import type { ServerInfo } from '../../src/shared/protocol'
 
 /** How long placement waits for a file server's free space before ranking it last. */
 export const STATFS_TIMEOUT_MS = 1000
@@ -12,9 +11,11 @@ export const STATFS_TIMEOUT_MS = 1000
  * candidate, so the caller gets that server's own error rather than a vague refusal.
  */
 export class Placement {
-  private readonly clients = new Map<string, ServiceClient>()
+  private readonly fileServers: FileServerPool
 
-  constructor (private readonly timeoutMs = STATFS_TIMEOUT_MS) {}
+  constructor (timeoutMs = STATFS_TIMEOUT_MS) {
+    this.fileServers = new FileServerPool(timeoutMs)
+  }
 
   async choose (candidates: ServerInfo[], prefer?: number): Promise<ServerInfo> {
     if (candidates.length === 0) throw new Error('no file server to place on')
@@ -23,7 +24,7 @@ export class Placement {
     if (candidates.length === 1) return candidates[0]
     const free = await Promise.all(candidates.map(async (server) => {
       try {
-        return (await this.client(server).get<StatfsAnswer>(FileRoutes.statfs)).freeBytes
+        return (await this.fileServers.of(server).statfs()).freeBytes
       } catch {
         return -1
       }
@@ -31,11 +32,5 @@ export class Placement {
     let best = 0
     for (let i = 1; i < candidates.length; i++) if (free[i] > free[best]) best = i
     return candidates[best]
-  }
-
-  private client (server: ServerInfo): ServiceClient {
-    let client = this.clients.get(server.url)
-    if (!client) this.clients.set(server.url, client = new ServiceClient(`file server ${server.machineId}`, server.url, this.timeoutMs))
-    return client
   }
 }

@@ -1,14 +1,15 @@
 import crypto from 'node:crypto'
-import express from 'express'
 import type { Express } from 'express'
 import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/shared/errors'
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
-  DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, LookupAnswer, PlacementAnswer, RegisterAnswer,
+  DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, LookupAnswer, PlacementAnswer, RegisterAnswer,
   RenameSwitchAnswer, ServerInfo, ServersAnswer
 } from '../../src/shared/protocol'
 import { DirectoryRoutes } from '../../src/shared/protocol'
-import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
+import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
+import { bodyOf, queryOf } from '../common/input'
+import { Fields } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
 import { Placement } from './placement'
@@ -32,20 +33,19 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
     return server
   }
 
-  const app = express()
-  app.disable('x-powered-by')
+  const app = newApp()
   app.use(jsonBody)
 
   // Changes when this server restarts (with an empty map): file servers then join again.
   const bootId = crypto.randomUUID()
 
   app.get(DirectoryRoutes.health, (_req, res) => {
-    res.json({ service: 'directory', bootId, servers: servers.size, files: namespace.fileCount() })
+    res.json(healthAnswer('directory', { bootId, servers: servers.size, files: namespace.fileCount() }))
   })
 
   // A file server that restarts on the same address keeps its machine id.
   app.post(DirectoryRoutes.register, (req, res) => {
-    const url = parseServerUrl(req.body?.url)
+    const url = parseServerUrl(bodyOf(req).string('url', 2048))
     let server = [...servers.values()].find((s) => s.url === url)
     if (!server) {
       server = { machineId: nextMachineId++, url }
@@ -62,15 +62,16 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   app.put(DirectoryRoutes.reportFiles(':machineId'), (req, res) => {
-    const server = serverInfo(Number(req.params.machineId))
-    const files = parseFileReport(req.body?.files)
+    const server = serverInfo(machineIdParam(req.params.machineId))
+    const files = parseFileReport(bodyOf(req).raw('files'))
     namespace.replaceClaims(server.machineId, files)
     log(`file server ${server.machineId} reported ${files.length} entries`)
-    res.json({ machineId: server.machineId, files: files.length })
+    const answer: FileReportAnswer = { machineId: server.machineId, files: files.length }
+    res.json(answer)
   })
 
   app.get(DirectoryRoutes.lookup, (req, res) => {
-    const path = pathParam(req)
+    const path = queryOf(req).path()
     const found = namespace.lookup(path)
     const answer: LookupAnswer = { path, kind: found.kind }
     if (found.machineId !== undefined) answer.server = serverInfo(found.machineId)
@@ -79,21 +80,23 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   app.get(DirectoryRoutes.placement, async (req, res) => {
-    const path = pathParam(req)
+    const query = queryOf(req)
+    const path = query.path()
     if (namespace.has(path)) throw new ConflictError(`${path} already exists`, { path })
     const parent = parentOf(path)
     // Every server has a root folder, even one with nothing in it yet.
     const candidates = parent === '/' ? [...servers.values()] : namespace.holdersOf(parent).map(serverInfo)
     if (candidates.length === 0) throw new ServerUnavailableError('no file server has registered yet')
-    const prefer = req.query.prefer === undefined ? undefined : Number(req.query.prefer)
+    const prefer = query.optionalInt('prefer', { min: 1 })
     const answer: PlacementAnswer = { path, server: await placement.choose(candidates, prefer) }
     res.json(answer)
   })
 
   app.post(DirectoryRoutes.entries(':machineId'), (req, res) => {
-    const server = serverInfo(Number(req.params.machineId))
-    const path = normalizePath(req.body?.path)
-    const kind = kindOf(req.body?.kind)
+    const server = serverInfo(machineIdParam(req.params.machineId))
+    const body = bodyOf(req)
+    const path = body.path()
+    const kind = body.kind()
     namespace.claimNew(server.machineId, path, kind)
     log(`file server ${server.machineId} created ${path}`)
     const answer: LookupAnswer = kind === 'file' ? { path, kind, server } : { path, kind, holders: namespace.holdersOf(path).map(serverInfo) }
@@ -101,8 +104,8 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   app.delete(DirectoryRoutes.entries(':machineId'), (req, res) => {
-    const server = serverInfo(Number(req.params.machineId))
-    const path = pathParam(req)
+    const server = serverInfo(machineIdParam(req.params.machineId))
+    const path = queryOf(req).path()
     namespace.drop(server.machineId, path)
     log(`file server ${server.machineId} dropped ${path}`)
     const answer: DropEntryAnswer = { path, machineId: server.machineId, dropped: true }
@@ -110,14 +113,15 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   app.post(DirectoryRoutes.rename, (req, res) => {
-    const kind = kindOf(req.body?.kind)
-    const from = normalizePath(req.body?.from)
-    const to = normalizePath(req.body?.to)
-    const fromServer = serverInfo(Number(req.body?.fromMachineId))
-    const toServer = serverInfo(Number(req.body?.toMachineId))
+    const body = bodyOf(req)
+    const kind = body.kind()
+    const from = body.path('from')
+    const to = body.path('to')
+    const fromServer = serverInfo(body.int('fromMachineId', { min: 1 }))
+    const toServer = serverInfo(body.int('toMachineId', { min: 1 }))
     let files = 1
     if (kind === 'file') {
-      const replaces = req.body?.replaces === null || req.body?.replaces === undefined ? null : Number(req.body.replaces)
+      const replaces = body.optionalInt('replaces', { min: 1 }) ?? null
       namespace.switchFile(from, fromServer.machineId, to, toServer.machineId, replaces)
     } else {
       if (fromServer.machineId !== toServer.machineId) throw new BadRequestError('a folder is renamed on its own server only', { path: from })
@@ -129,7 +133,7 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   app.get(DirectoryRoutes.list, (req, res) => {
-    const path = pathParam(req)
+    const path = queryOf(req).path()
     const entries = namespace.list(path)
     const ids = new Set(entries.flatMap((e) => e.machineIds))
     const answer: DirectoryListAnswer = { path, entries, servers: [...ids].map(serverInfo) }
@@ -156,22 +160,23 @@ function parseServerUrl (value: unknown): string {
   return url.origin
 }
 
-function kindOf (value: unknown): EntryKind {
-  if (value !== 'file' && value !== 'dir') throw new BadRequestError(`kind must be 'file' or 'dir', not ${String(value)}`)
-  return value
+function machineIdParam (value: string | string[] | undefined): number {
+  const machineId = Number(value)
+  if (!Number.isSafeInteger(machineId) || machineId < 1) throw new BadRequestError(`not a machine id: ${String(value).slice(0, 32)}`)
+  return machineId
 }
 
 function parseFileReport (value: unknown): FileMeta[] {
   if (!Array.isArray(value)) throw new BadRequestError('files must be a list')
-  return value.map((item: Partial<FileMeta>) => {
-    if (item === null || typeof item !== 'object') throw new BadRequestError('each file must be an object')
-    const kind = item.kind === 'dir' ? 'dir' : 'file'
+  return value.map((item: unknown): FileMeta => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new BadRequestError('each file must be an object')
+    const fields = new Fields(item as Record<string, unknown>, 'body')
     return {
-      path: normalizePath(item.path),
-      kind,
-      version: Number(item.version) || 0,
-      size: Number(item.size) || 0,
-      mtimeMs: Number(item.mtimeMs) || 0
+      path: normalizePath((item as { path?: unknown }).path),
+      kind: fields.kind('kind', 'file'),
+      version: fields.optionalInt('version', { min: 0 }) ?? 0,
+      size: fields.optionalInt('size', { min: 0 }) ?? 0,
+      mtimeMs: fields.optionalInt('mtimeMs', { min: 0 }) ?? 0
     }
   })
 }

@@ -1,7 +1,7 @@
 import type { Request } from 'express'
 import { LeaseError, NotFoundError } from '../../src/shared/errors'
-import { Headers, LockRoutes } from '../../src/shared/protocol'
-import type { ServiceClient } from '../../src/shared/transport'
+import type { LockApi } from '../../src/shared/api'
+import { Headers } from '../../src/shared/protocol'
 
 /**
  * The file server's side of fencing: a write must carry the live lease on its path. The
@@ -11,7 +11,7 @@ import type { ServiceClient } from '../../src/shared/transport'
 export class LeaseGuard {
   private readonly highestToken = new Map<string, number>()
 
-  constructor (private readonly lock: ServiceClient) {}
+  constructor (private readonly lock: LockApi) {}
 
   /** The request's X-Dfs-Lock-Token must be the live lease on `lockPath`. */
   async require (req: Request, lockPath: string): Promise<number> {
@@ -27,7 +27,7 @@ export class LeaseGuard {
       throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
     }
     try {
-      await this.lock.get(LockRoutes.check, { path: lockPath, token })
+      await this.lock.check(lockPath, token)
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err

@@ -1,10 +1,6 @@
-import type { RegisterAnswer } from '../../src/shared/protocol'
-import { DirectoryRoutes, LockRoutes } from '../../src/shared/protocol'
-import type { ServiceClient } from '../../src/shared/transport'
+import type { DirectoryApi, LockApi } from '../../src/shared/api'
 import type { Logger } from '../common/http'
 import type { FileStore } from './fileStore'
-
-interface Health { bootId?: string }
 
 /**
  * A file server's place in the cluster. Joining is: register for a machine id, have the lock
@@ -20,8 +16,8 @@ export class ClusterMembership {
   private rejoining = false
 
   constructor (
-    private readonly directory: ServiceClient,
-    private readonly lock: ServiceClient,
+    private readonly directory: DirectoryApi,
+    private readonly lock: LockApi,
     private readonly store: FileStore,
     private readonly url: string,
     private readonly log: Logger,
@@ -30,11 +26,11 @@ export class ClusterMembership {
 
   async join (): Promise<number> {
     const boots = await this.bootIds()
-    const { machineId } = await this.directory.post<RegisterAnswer>(DirectoryRoutes.register, { url: this.url })
+    const { machineId } = await this.directory.register(this.url)
     this.onJoined(machineId)
     const files = await this.store.scan()
-    await this.lock.post(LockRoutes.keys, { paths: files.filter((f) => f.kind === 'file').map((f) => f.path) })
-    await this.directory.put(DirectoryRoutes.reportFiles(machineId), { files })
+    await this.lock.createKeys(files.filter((f) => f.kind === 'file').map((f) => f.path))
+    await this.directory.reportFiles(machineId, files)
     this.machineId = machineId
     this.seen = boots
     this.log(`file server ${machineId} serves ${this.store.root} at ${this.url} (${files.length} entries)`)
@@ -67,10 +63,7 @@ export class ClusterMembership {
   }
 
   private async bootIds (): Promise<{ directory: string, lock: string }> {
-    const [directory, lock] = await Promise.all([
-      this.directory.get<Health>(DirectoryRoutes.health),
-      this.lock.get<Health>(LockRoutes.health)
-    ])
+    const [directory, lock] = await Promise.all([this.directory.health(), this.lock.health()])
     return { directory: directory.bootId ?? '', lock: lock.bootId ?? '' }
   }
 }

@@ -1,11 +1,9 @@
-import type { Request } from 'express'
 import {
   BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
 } from '../../src/shared/errors'
-import { normalizePath, parentOf } from '../../src/shared/paths'
-import type { DirectoryListAnswer, FileMeta, LookupAnswer, PlacementAnswer, RenameAnswer, RenameSwitchRequest, ServerInfo } from '../../src/shared/protocol'
-import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../../src/shared/protocol'
-import type { MutationContext } from './mutations'
+import { parentOf } from '../../src/shared/paths'
+import type { FileMeta, LookupAnswer, RenameAnswer, RenameRequest, RenameSwitchRequest, ServerInfo } from '../../src/shared/protocol'
+import type { MutationContext } from './context'
 
 /**
  * A rename, run by the server that holds `from`. Readers find files through the directory,
@@ -14,15 +12,13 @@ import type { MutationContext } from './mutations'
  * before the switch takes the copy away again; a failure after it is only left-over bytes
  * nobody can reach.
  */
-export async function renameOnServer (ctx: MutationContext, req: Request): Promise<RenameAnswer> {
-  const from = normalizePath(req.body?.from)
-  const to = normalizePath(req.body?.to)
+export async function renameOnServer (ctx: MutationContext, request: RenameRequest, fromToken: string | undefined): Promise<RenameAnswer> {
+  const { from, to, toToken } = request
   if (from === '/' || to === '/') throw new BadPathError('the root folder cannot be renamed', { path: '/' })
-  const found = await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path: from })
+  const found = await ctx.directory().lookup(from)
   if (found.kind === 'dir') return await renameFolder(ctx, from, to, found)
   if (found.server?.machineId !== ctx.self().machineId) throw new NotFoundError(`${from} is not on this file server`, { path: from })
-  const toToken = req.body?.toToken as number | undefined
-  return await renameFile(ctx, from, to, await ctx.leases.require(req, from), toToken)
+  return await renameFile(ctx, from, to, await ctx.leases.check(fromToken, from), toToken)
 }
 
 async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
@@ -40,7 +36,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     if (toToken === undefined) throw new ConflictError(`${to} exists: its lock is needed to replace it`, { path: to })
     target = dest.server
   } else {
-    target = (await directory.get<PlacementAnswer>(DirectoryRoutes.placement, { path: to, prefer: self.machineId })).server
+    target = (await directory.placement(to, self.machineId)).server
   }
   const replace = dest !== null
 
@@ -55,13 +51,10 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     const opened = await store.openRead(from)
     fromVersion = opened.meta.version
     try {
-      staged = await ctx.peer(target).json<FileMeta>({
-        method: 'PUT',
-        url: FileRoutes.incoming,
-        params: { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace },
-        data: opened.stream,
-        headers: { 'Content-Type': 'application/octet-stream', [Headers.lockToken]: String(replace ? toToken : fromToken) }
-      })
+      staged = await ctx.peer(target).incoming(
+        { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace },
+        opened.stream,
+        replace ? toToken as number : fromToken)
     } finally {
       opened.stream.destroy()
     }
@@ -71,14 +64,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     if (replace) return
     try {
       if (target.machineId === self.machineId) await store.remove(to)
-      else {
-        await ctx.peer(target).json({
-          method: 'POST',
-          url: FileRoutes.incomingAbort,
-          params: { path: to, lockPath: from },
-          headers: { [Headers.lockToken]: String(fromToken) }
-        })
-      }
+      else await ctx.peer(target).incomingAbort(to, from, fromToken)
     } catch (err) {
       log(`could not remove the copy of ${from} at ${to} on file server ${target.machineId}: ${(err as Error).message}`)
     }
@@ -89,8 +75,8 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     kind: 'file', from, to, fromMachineId: self.machineId, toMachineId: target.machineId, replaces: replace ? target.machineId : null
   }
   try {
-    await lock.post(LockRoutes.keys, { paths: [to] })
-    await directory.post(DirectoryRoutes.rename, switchRequest)
+    await lock.createKeys([to])
+    await directory.switchRename(switchRequest)
   } catch (err) {
     if (!(await switchHappened(ctx, from, self.machineId))) {
       await unstage()
@@ -106,7 +92,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
   }
   ctx.leases.forget(from)
   try {
-    await lock.delete(LockRoutes.keys, { path: from })
+    await lock.deleteKey(from)
   } catch (err) {
     log(`renamed ${from} but could not remove its lock key: ${(err as Error).message}`)
   }
@@ -133,11 +119,11 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
   const dest = await lookupOrNull(ctx, to)
   if (dest?.kind === 'file') throw new NotDirectoryError(`${to} is a file`, { path: to })
   if (dest) {
-    const listing = await directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: to })
+    const listing = await directory.list(to)
     if (listing.entries.length > 0) throw new NotEmptyError(`${to} is not empty`, { path: to })
     if ((dest.holders ?? []).some((h) => h.machineId !== self.machineId)) throw new CrossServerError(`${to} is on other file servers`, { path: to })
   }
-  const parent = await directory.get<LookupAnswer>(DirectoryRoutes.lookup, { path: parentOf(to) })
+  const parent = await directory.lookup(parentOf(to))
   if (parent.kind !== 'dir') throw new NotDirectoryError(`not a folder: ${parentOf(to)}`, { path: to })
   if (parentOf(to) !== '/' && !(parent.holders ?? []).some((h) => h.machineId === self.machineId)) {
     throw new CrossServerError(`${parentOf(to)} is not on the file server that holds ${from}`, { path: to })
@@ -145,9 +131,9 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
 
   const moved = await store.moveFolder(from, to)
   try {
-    if (moved.length > 0) await lock.post(LockRoutes.keys, { paths: moved.map(([, path]) => path) })
+    if (moved.length > 0) await lock.createKeys(moved.map(([, path]) => path))
     const switchRequest: RenameSwitchRequest = { kind: 'dir', from, to, fromMachineId: self.machineId, toMachineId: self.machineId, replaces: null }
-    await directory.post(DirectoryRoutes.rename, switchRequest)
+    await directory.switchRename(switchRequest)
   } catch (err) {
     if (!(await switchHappened(ctx, from, self.machineId))) {
       try {
@@ -162,7 +148,7 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
   for (const [old] of moved) ctx.leases.forget(old)
   if (moved.length > 0) {
     try {
-      await lock.post(LockRoutes.removeKeys, { paths: moved.map(([old]) => old) })
+      await lock.removeKeys(moved.map(([old]) => old))
     } catch (err) {
       log(`renamed ${from} but could not remove its files' old lock keys: ${(err as Error).message}`)
     }
@@ -173,7 +159,7 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
 
 async function lookupOrNull (ctx: MutationContext, path: string): Promise<LookupAnswer | null> {
   try {
-    return await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path })
+    return await ctx.directory().lookup(path)
   } catch (err) {
     if (err instanceof NotFoundError) return null
     throw err
@@ -187,7 +173,7 @@ async function lookupOrNull (ctx: MutationContext, path: string): Promise<Lookup
  */
 async function switchHappened (ctx: MutationContext, from: string, machineId: number): Promise<boolean> {
   try {
-    const found = await ctx.directory().get<LookupAnswer>(DirectoryRoutes.lookup, { path: from })
+    const found = await ctx.directory().lookup(from)
     if (found.kind === 'file') return found.server?.machineId !== machineId
     return !(found.holders ?? []).some((h) => h.machineId === machineId)
   } catch (err) {

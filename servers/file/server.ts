@@ -1,22 +1,25 @@
-import express from 'express'
 import type { Express } from 'express'
 import { pipeline } from 'node:stream/promises'
+import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
-import { etagOf, FileRoutes, Headers } from '../../src/shared/protocol'
-import { ServiceClient } from '../../src/shared/transport'
-import { finishApp, jsonBody, listen, pathParam, silentLogger } from '../common/http'
+import { contentHeadersOf, etagOf, FileRoutes } from '../../src/shared/protocol'
+import { Transport } from '../../src/shared/transport'
+import { DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
+import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
+import { queryOf } from '../common/input'
+import { joined } from './context'
 import { FileStore } from './fileStore'
 import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
-import { joined, mountMutationRoutes } from './mutations'
+import { mountMutationRoutes } from './mutations'
 
 export interface FileServerOptions {
   store: FileStore
   /** The lock server, asked on every write whether the writer's lease is live. */
-  lock: ServiceClient
+  lock: LockApi
   /** The directory server, told of every path this server creates or removes. */
-  directory?: ServiceClient
+  directory?: DirectoryApi
   /** Per request to other servers. */
   timeoutMs?: number
   log?: Logger
@@ -33,16 +36,15 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, incoming: 0, incomingBytes: 0
   }
   const leases = new LeaseGuard(lock)
-  const peers = new Map<string, ServiceClient>()
+  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
 
-  const app = express() as FileServerApp
-  app.disable('x-powered-by')
+  const app = newApp() as FileServerApp
   app.disable('etag') // ours is computed from the version, not the body
   app.locals.stats = stats
   app.locals.publicUrl = null
 
   app.get(FileRoutes.health, (_req, res) => {
-    res.json({ service: 'file', machineId: stats.machineId, root: store.root })
+    res.json(healthAnswer('file', { machineId: stats.machineId, root: store.root }))
   })
 
   app.get(FileRoutes.stats, (_req, res) => {
@@ -50,23 +52,22 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.get(FileRoutes.stat, async (req, res) => {
-    const meta: FileMeta = await store.stat(pathParam(req))
+    const meta: FileMeta = await store.stat(queryOf(req).path())
     res.json(meta)
   })
 
   app.get(FileRoutes.list, async (req, res) => {
-    const path = pathParam(req)
+    const path = queryOf(req).path()
     const answer: FileListAnswer = { path, entries: await store.list(path) }
     res.json(answer)
   })
 
   app.get(FileRoutes.content, async (req, res) => {
-    const path = pathParam(req)
+    const path = queryOf(req).path()
     const ifNoneMatch = req.get('if-none-match')
     const describe = (meta: FileMeta): boolean => {
-      const etag = etagOf(meta)
-      res.set({ ETag: etag, [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) })
-      if (!matchesEtag(ifNoneMatch, etag)) return false
+      res.set(contentHeadersOf(meta))
+      if (!matchesEtag(ifNoneMatch, etagOf(meta))) return false
       stats.notModified++
       res.status(304).end()
       return true
@@ -87,7 +88,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.post(FileRoutes.append, async (req, res) => {
-    const path = pathParam(req)
+    const path = queryOf(req).path()
     const meta = await store.append(path, req, async () => await leases.require(req, path))
     stats.appends++
     res.json(meta)
@@ -105,11 +106,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       const url = app.locals.publicUrl
       return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
     }),
-    peer: (server) => {
-      let peer = peers.get(server.url)
-      if (!peer) peers.set(server.url, peer = new ServiceClient(`file server ${server.machineId}`, server.url, opts.timeoutMs))
-      return peer
-    }
+    peer: (server) => peers.of(server)
   })
 
   finishApp(app, log)
@@ -151,8 +148,8 @@ export interface RunningFileServer extends RunningServer {
  */
 export async function startFileServer (opts: StartFileServerOptions): Promise<RunningFileServer> {
   const log = opts.log ?? silentLogger
-  const directory = new ServiceClient('directory server', opts.directoryUrl, opts.timeoutMs)
-  const lock = new ServiceClient('lock server', opts.lockUrl, opts.timeoutMs)
+  const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs))
+  const lock = new LockApi(new Transport('lock server', opts.lockUrl, opts.timeoutMs))
   const store = await FileStore.open(opts.root)
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
   const running = await listen(app, opts.port, opts.host)

@@ -3,8 +3,8 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
 import { DfsClient, defaultClientOptions } from '../client/dfsClient'
-import { DirectoryRoutes } from '../shared/protocol'
-import { ServiceClient } from '../shared/transport'
+import { DirectoryApi } from '../shared/api'
+import { Transport } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
 import { isMounted, mountDfs } from '../fuse/mount'
 import type { MountedDfs } from '../fuse/mount'
@@ -35,7 +35,7 @@ async function preflight (mountpoint: string, directoryUrl: string): Promise<voi
     if (err instanceof FuseUnavailableError) throw new CliError(err.message)
     throw err
   }
-  await new ServiceClient('directory server', directoryUrl, 3000).get(DirectoryRoutes.health)
+  await new DirectoryApi(new Transport('directory server', directoryUrl, 3000)).health()
 }
 
 async function main (): Promise<void> {

@@ -2,22 +2,23 @@ import fs from 'node:fs'
 import os from 'node:os'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
+import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
+import type { Bytes, FileApi } from '../shared/api'
+import { DEFAULT_TIMEOUT_MS } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError,
-  NotFoundError, ServerUnavailableError
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
-import type {
-  DirectoryListAnswer, EntryKind, FileListAnswer, FileMeta, LockLease, LookupAnswer, PlacementAnswer, RenameAnswer,
-  ServerInfo, ServersAnswer, StatfsAnswer
-} from '../shared/protocol'
-import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../shared/protocol'
-import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../shared/transport'
-import { LRUCache } from 'lru-cache'
+import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
+import { DEFAULT_PORTS } from '../shared/protocol'
+import { Transport } from '../shared/transport'
+import type { CallerIdentity } from '../shared/transport'
 import { LocalCache } from './localCache'
 import type { CachedFile, Download } from './localCache'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
+import { Locator } from './locator'
+import { MetadataMemo } from './metadataMemo'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -37,6 +38,8 @@ export interface DfsClientOptions {
    */
   metaTtlMs?: number
   owner?: string
+  /** Sent with every call (credential, client id). */
+  caller?: CallerIdentity
 }
 
 export const defaultClientOptions = {
@@ -50,7 +53,7 @@ export const defaultClientOptions = {
 export type ListEntry = FileMeta & { name: string }
 
 /** The cached copy is current, or here is the current version's body, from this server. */
-type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: ServiceClient }
+type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: FileApi }
 
 /** For a change the caller makes while holding the file's lease itself (client.locks.acquire). */
 export interface LeaseOption {
@@ -73,15 +76,6 @@ const SLOWEST_COPY_BYTES_PER_MS = 1000
 const SLOW_FOLDER_RENAME_MS = 60_000
 
 /**
- * How long a file's location is trusted. Its server says "not found" if the file has gone
- * (the call is then retried on a fresh lookup), so a long time costs no correctness.
- */
-const FILE_LOOKUP_TTL_MS = 30_000
-/** A stat that misses within this time of listing its folder lists the folder again. */
-const LISTING_REUSE_MS = 30_000
-const REMEMBERED_PATHS = 100_000
-
-/**
  * The client proxy: one object that hides the directory, lock and file servers. Reads are
  * served from a local copy while its version matches the file server's (checked with a
  * conditional GET that carries no body when nothing changed); writes take the file's lock,
@@ -90,24 +84,23 @@ const REMEMBERED_PATHS = 100_000
 export class DfsClient {
   readonly cache: LocalCache
   readonly locks: LockClient
-  private readonly directory: ServiceClient
-  private readonly fileServers = new Map<string, ServiceClient>()
+  private readonly directory: DirectoryApi
+  private readonly locator: Locator
+  private readonly memo: MetadataMemo
   private readonly timeoutMs: number
-  private readonly metaTtlMs: number
-  private readonly lookups = new LRUCache<string, LookupAnswer>({ max: REMEMBERED_PATHS })
-  /** Lookup answers that came from memory: "not found" from their server calls for a fresh one. */
-  private readonly rememberedLookups = new WeakSet<LookupAnswer>()
-  private readonly metas = new LRUCache<string, FileMeta>({ max: REMEMBERED_PATHS })
-  /** Folders listed recently, and listings under way, so an ls -l walk costs one listing, not a stat per entry. */
-  private readonly listedAt = new LRUCache<string, number>({ max: 10_000, ttl: LISTING_REUSE_MS })
+  /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
-    this.metaTtlMs = opts.metaTtlMs ?? 1000
-    this.directory = new ServiceClient('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs)
+    const metaTtlMs = opts.metaTtlMs ?? 1000
+    const caller = opts.caller ?? {}
+    this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
+    this.memo = new MetadataMemo(metaTtlMs)
+    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
-    this.locks = new LockClient(new ServiceClient('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs), {
+    const lockApi = new LockApi(new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller))
+    this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
       leaseMs: opts.leaseMs,
       owner: opts.owner
@@ -116,25 +109,16 @@ export class DfsClient {
 
   /** Which server holds a path. Answers are remembered briefly; a miss is never remembered. */
   async lookup (path: string): Promise<LookupAnswer> {
-    const canonical = normalizePath(path)
-    const remembered = this.lookups.get(canonical)
-    if (remembered) {
-      this.rememberedLookups.add(remembered)
-      return remembered
-    }
-    const answer = await this.directory.get<LookupAnswer>(DirectoryRoutes.lookup, { path: canonical })
-    // A folder is trusted only briefly: nothing else would notice that it went away.
-    this.lookups.set(canonical, answer, { ttl: answer.kind === 'file' ? FILE_LOOKUP_TTL_MS : Math.max(this.metaTtlMs, 1000) })
-    return answer
+    return await this.locator.lookup(path)
   }
 
   /** Size, version and mtime of a file or folder, at most metaTtlMs old. */
   async stat (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    const remembered = this.metas.get(canonical)
+    const remembered = this.memo.get(canonical)
     if (remembered) return remembered
     const folder = parentOf(canonical)
-    if (canonical !== '/' && this.listedAt.has(folder)) {
+    if (canonical !== '/' && this.memo.wasListed(folder)) {
       const entry = (await this.listShared(folder)).find((e) => e.path === canonical)
       if (entry) return entry
     }
@@ -148,14 +132,13 @@ export class DfsClient {
     if (found.kind === 'dir') {
       // Its holders give it a time (the latest) and mode, so touch and chmod on a folder
       // show; a holder that is down must not hide the folder, and no answer at all is 0 (now).
-      const seen = await Promise.allSettled((found.holders ?? []).map(async (holder) =>
-        await this.fileServer(holder).get<FileMeta>(FileRoutes.stat, { path: canonical })))
+      const seen = await Promise.allSettled((found.holders ?? []).map(async (holder) => await this.locator.fileServer(holder).stat(canonical)))
       const answers = seen.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
-      return this.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
+      return this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
     }
-    const meta = await this.onFileServer(canonical, found, async (server) => await server.get<FileMeta>(FileRoutes.stat, { path: canonical }))
-    return this.remember(meta)
+    const meta = await this.locator.onFileServer(canonical, found, async (server) => await server.stat(canonical))
+    return this.memo.remember(meta)
   }
 
   /** The entries of a folder, with sizes and versions from the file servers that hold them. */
@@ -174,14 +157,13 @@ export class DfsClient {
   }
 
   private async listNow (folder: string): Promise<ListEntry[]> {
-    const answer = await this.directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: folder })
+    const answer = await this.directory.list(folder)
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry>>>()
     const listingOf = async (machineId: number): Promise<Map<string, ListEntry>> => {
       let listing = listings.get(machineId)
       if (!listing) {
-        const server = this.fileServer(byServer.get(machineId) as ServerInfo)
-        listing = server.get<FileListAnswer>(FileRoutes.list, { path: folder })
+        listing = this.locator.fileServer(byServer.get(machineId) as ServerInfo).list(folder)
           .then((l) => new Map(l.entries.map((e) => [e.name, e])))
         listings.set(machineId, listing)
       }
@@ -200,12 +182,12 @@ export class DfsClient {
       const found = (await listingOf(server.machineId)).get(entry.name)
       // Mapped but not on disk yet (being created, or removed mid-listing): not there for us either.
       if (!found) return null
-      this.lookups.set(childPath, { path: childPath, kind: 'file', server }, { ttl: FILE_LOOKUP_TTL_MS })
+      this.locator.learned(childPath, server)
       return { ...found, name: entry.name, path: childPath }
     }))
     const present = entries.filter((e): e is ListEntry => e !== null)
-    for (const entry of present) this.remember(entry)
-    this.listedAt.set(folder, Date.now())
+    for (const entry of present) this.memo.remember(entry)
+    this.memo.listed(folder)
     return present
   }
 
@@ -243,29 +225,13 @@ export class DfsClient {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
-    const answer = await this.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
-      const ifNoneMatch = this.cache.etagOf(cached)
-      const res = await server.send({
-        method: 'GET',
-        url: FileRoutes.content,
-        params: { path: canonical },
-        responseType: 'stream',
-        headers: ifNoneMatch ? { 'If-None-Match': ifNoneMatch } : {}
-      })
-      if (res.status === 304 && cached) {
-        (res.data as Readable).resume()
-        return { cached }
-      }
-      const meta: FileMeta = {
-        path: canonical,
-        kind: 'file',
-        version: Number(res.headers[Headers.version]),
-        size: Number(res.headers['content-length']),
-        mtimeMs: Number(res.headers[Headers.mtime])
-      }
-      return { meta, body: res.data as Readable, server }
+    const answer = await this.locator.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
+      const content = await server.content(canonical, this.cache.etagOf(cached) ?? undefined)
+      if (content.current && cached) return { cached }
+      if (content.current) throw new Error(`${server.transport.where} answered 304 without a validator`)
+      return { meta: content.meta, body: content.body, server }
     })
-    this.remember('cached' in answer ? answer.cached.meta : answer.meta)
+    this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
     return answer
   }
 
@@ -287,17 +253,11 @@ export class DfsClient {
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const body = typeof data === 'string' ? Buffer.from(data) : data
     const meta = await this.locks.withLock(canonical, async (lease) => {
-      return await this.onFileServer(canonical, found, async (server) => await server.json<FileMeta>({
-        method: 'POST',
-        url: FileRoutes.append,
-        params: { path: canonical },
-        data: body,
-        headers: { 'Content-Type': 'application/octet-stream', [Headers.lockToken]: String(lease.token) }
-      }))
+      return await this.locator.onFileServer(canonical, found, async (server) => await server.append(canonical, body, lease.token))
     })
     if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
-    return this.remember(meta)
+    return this.memo.remember(meta)
   }
 
   // ---- changes to the namespace and whole files --------------------------------------
@@ -317,11 +277,9 @@ export class DfsClient {
   /** Removes a file, its lock key and its directory entry; IsDirectoryError for a folder. */
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
-    const found = await this.lookupFile(canonical)
+    const found = await this.locator.lookupFile(canonical)
     await this.underLease(canonical, opts.lease, async (token) => {
-      await this.onFileServer(canonical, found, async (server) => await server.json({
-        method: 'POST', url: FileRoutes.unlink, params: { path: canonical }, headers: { [Headers.lockToken]: String(token) }
-      }))
+      await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
     })
     this.forget(canonical)
     await this.cache.invalidate(canonical)
@@ -337,10 +295,10 @@ export class DfsClient {
     this.forget(canonical)
     const found = await this.lookup(canonical)
     if (found.kind !== 'dir') throw new NotDirectoryError(`not a folder: ${canonical}`, { path: canonical })
-    const listing = await this.directory.get<DirectoryListAnswer>(DirectoryRoutes.list, { path: canonical })
+    const listing = await this.directory.list(canonical)
     if (listing.entries.length > 0) throw new NotEmptyError(`${canonical} is not empty`, { path: canonical })
     try {
-      await this.onEveryHolder(found, async (server) => await server.post(FileRoutes.rmdir, {}, { path: canonical }))
+      await this.locator.onEveryHolder(found, async (server) => await server.rmdir(canonical))
     } finally {
       this.forget(canonical)
     }
@@ -360,22 +318,17 @@ export class DfsClient {
     const found = await this.lookup(source)
     if (source === target) return await this.statFresh(source)
     if (found.kind === 'dir') return await this.renameFolder(source, target, found)
-    const { size } = await this.onFileServer(source, found, async (server) => await server.get<FileMeta>(FileRoutes.stat, { path: source }))
+    const { size } = await this.locator.onFileServer(source, found, async (server) => await server.stat(source))
     const timeout = this.timeoutMs * 3 + Math.ceil(size / SLOWEST_COPY_BYTES_PER_MS)
     let answer: RenameAnswer | undefined
     // A destination that appears after we looked is a conflict; once more, locking it too.
     for (let attempt = 1; answer === undefined; attempt++) {
-      const dest = await this.lookupOrNull(target)
+      const dest = await this.locator.lookupOrNull(target)
       if (dest?.kind === 'dir') throw new IsDirectoryError(`${target} is a folder`, { path: target })
       try {
         answer = await this.underLeases(dest ? [source, target] : [source], async (tokens) => {
-          return await this.onFileServer(source, found, async (server) => await server.json<RenameAnswer>({
-            method: 'POST',
-            url: FileRoutes.rename,
-            data: { from: source, to: target, toToken: tokens.get(target) },
-            headers: { [Headers.lockToken]: String(tokens.get(source)) },
-            timeout
-          }))
+          return await this.locator.onFileServer(source, found, async (server) =>
+            await server.rename({ from: source, to: target, toToken: tokens.get(target) }, tokens.get(source), timeout))
         })
       } catch (err) {
         this.forget(target)
@@ -386,22 +339,20 @@ export class DfsClient {
     this.forget(target)
     const meta = answer.meta as FileMeta
     await this.cache.move(source, target, answer.fromVersion ?? -1, meta)
-    return this.remember(meta)
+    return this.memo.remember(meta)
   }
 
   /** Cuts or extends (with zeros) a file to `size` bytes under its lock. */
   async truncate (path: string, size: number, opts: LeaseOption = {}): Promise<FileMeta> {
     if (!Number.isSafeInteger(size) || size < 0) throw new BadRequestError(`size must be a whole number of at least 0, not ${size}`)
     const canonical = normalizePath(path)
-    const found = await this.lookupFile(canonical)
+    const found = await this.locator.lookupFile(canonical)
     const meta = await this.underLease(canonical, opts.lease, async (token) => {
-      return await this.onFileServer(canonical, found, async (server) => await server.json<FileMeta>({
-        method: 'POST', url: FileRoutes.truncate, params: { path: canonical, size }, headers: { [Headers.lockToken]: String(token) }
-      }))
+      return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
     })
     this.forget(canonical)
     await this.cache.applyTruncate(canonical, meta)
-    return this.remember(meta)
+    return this.memo.remember(meta)
   }
 
   /**
@@ -412,7 +363,7 @@ export class DfsClient {
   async writeFile (path: string, data: Buffer | string | Readable, opts: LeaseOption = {}): Promise<FileMeta> {
     const canonical = normalizePath(path)
     this.forget(canonical)
-    let found = await this.lookupOrNull(canonical)
+    let found = await this.locator.lookupOrNull(canonical)
     if (!found) {
       try {
         await this.create(canonical)
@@ -437,7 +388,7 @@ export class DfsClient {
    */
   async storeWithLease (path: string, localFile: string, lease: LockLease | HeldLock, opts: { moveIntoCache?: boolean } = {}): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    const found = await this.lookupFile(canonical)
+    const found = await this.locator.lookupFile(canonical)
     const meta = await this.putContent(canonical, found, fs.createReadStream(localFile), lease)
     await this.keepCopy(canonical, async () => opts.moveIntoCache === true
       ? await this.cache.adopt(canonical, meta, localFile)
@@ -445,11 +396,26 @@ export class DfsClient {
     return meta
   }
 
+  /** Takes the file's lock for a caller that writes under it (a working copy); renewed until released. */
+  async lock (path: string): Promise<HeldLock> {
+    return await this.locks.acquire(normalizePath(path))
+  }
+
+  /** Where the open-file table keeps working copies: beside the cache, on the same disk. */
+  get workDir (): string {
+    return nodePath.join(this.cache.dir, 'work')
+  }
+
+  /** Makes a local file, just stored as `meta`, the cached copy (moved, not copied). */
+  async keepAsCached (path: string, meta: FileMeta, localFile: string): Promise<void> {
+    await this.cache.adopt(normalizePath(path), meta, localFile)
+  }
+
   /** Sets a file's or folder's mtime (and atime); a file's ETag changes, so other caches refetch. */
   async utimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
-    const params: Record<string, number> = { mtimeMs: Math.floor(mtimeMs) }
-    if (atimeMs !== undefined) params.atimeMs = Math.floor(atimeMs)
-    return await this.setAttributes(normalizePath(path), FileRoutes.utimes, params)
+    const mtime = Math.floor(mtimeMs)
+    const atime = atimeMs === undefined ? undefined : Math.floor(atimeMs)
+    return await this.setAttributes(normalizePath(path), async (server, canonical) => await server.utimes(canonical, mtime, atime))
   }
 
   /**
@@ -457,13 +423,13 @@ export class DfsClient {
    * and write there, so a file server can always serve what it holds. stat() reports `mode`.
    */
   async chmod (path: string, mode: number): Promise<FileMeta> {
-    return await this.setAttributes(normalizePath(path), FileRoutes.chmod, { mode: mode & 0o7777 })
+    return await this.setAttributes(normalizePath(path), async (server, canonical) => await server.chmod(canonical, mode & 0o7777))
   }
 
   /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */
   async statfs (): Promise<ClusterStatfs> {
-    const { servers } = await this.directory.get<ServersAnswer>(DirectoryRoutes.servers)
-    const answers = await Promise.allSettled(servers.map(async (s) => await this.fileServer(s).get<StatfsAnswer>(FileRoutes.statfs)))
+    const { servers } = await this.directory.servers()
+    const answers = await Promise.allSettled(servers.map(async (s) => await this.locator.fileServer(s).statfs()))
     const result: ClusterStatfs = { totalBytes: 0, freeBytes: 0, servers: 0, unreachable: 0 }
     for (const answer of answers) {
       if (answer.status === 'rejected') {
@@ -480,11 +446,11 @@ export class DfsClient {
 
   private async createEntry (path: string, kind: EntryKind): Promise<FileMeta> {
     this.forget(path)
-    const { server } = await this.directory.get<PlacementAnswer>(DirectoryRoutes.placement, { path })
-    const meta = await this.fileServer(server).post<FileMeta>(FileRoutes.create, {}, { path, kind })
+    const { server } = await this.directory.placement(path)
+    const meta = await this.locator.fileServer(server).create(path, kind)
     this.forget(path)
     if (kind === 'file') await this.cache.invalidate(path)
-    return this.remember(meta)
+    return this.memo.remember(meta)
   }
 
   private async renameFolder (source: string, target: string, found: LookupAnswer): Promise<FileMeta> {
@@ -493,9 +459,7 @@ export class DfsClient {
       throw new CrossServerError(`${source} spans ${holders.length} file servers: it cannot be renamed in one step`, { path: source })
     }
     try {
-      await this.fileServer(holders[0]).json<RenameAnswer>({
-        method: 'POST', url: FileRoutes.rename, data: { from: source, to: target }, timeout: Math.max(SLOW_FOLDER_RENAME_MS, this.timeoutMs * 3)
-      })
+      await this.locator.fileServer(holders[0]).rename({ from: source, to: target }, undefined, Math.max(SLOW_FOLDER_RENAME_MS, this.timeoutMs * 3))
     } finally {
       this.forgetTree(source)
       this.forgetTree(target)
@@ -504,18 +468,12 @@ export class DfsClient {
     return await this.statFresh(target)
   }
 
-  private async putContent (path: string, found: LookupAnswer, body: Buffer | Readable, lease: LockLease | HeldLock | undefined): Promise<FileMeta> {
+  private async putContent (path: string, found: LookupAnswer, body: Bytes, lease: LockLease | HeldLock | undefined): Promise<FileMeta> {
     const meta = await this.underLease(path, lease, async (token) => {
-      return await this.onFileServer(path, found, async (server) => await server.json<FileMeta>({
-        method: 'PUT',
-        url: FileRoutes.content,
-        params: { path },
-        data: body,
-        headers: { 'Content-Type': 'application/octet-stream', [Headers.lockToken]: String(token) }
-      }))
+      return await this.locator.onFileServer(path, found, async (server) => await server.store(path, body, token))
     })
     this.forget(path)
-    return this.remember(meta)
+    return this.memo.remember(meta)
   }
 
   /** Makes the cache hold what was just written; if that fails the copy is dropped, never left stale. */
@@ -527,35 +485,19 @@ export class DfsClient {
     }
   }
 
-  private async setAttributes (path: string, route: string, params: Record<string, number>): Promise<FileMeta> {
+  /** A change of attributes on a file's server, or on every server holding a folder. */
+  private async setAttributes (path: string, change: (server: FileApi, path: string) => Promise<FileMeta>): Promise<FileMeta> {
     this.forget(path)
     const found = await this.lookup(path)
     if (found.kind === 'dir') {
-      const metas = await this.onEveryHolder(found, async (server) => await server.post<FileMeta>(route, {}, { path, ...params }))
+      const metas = await this.locator.onEveryHolder(found, async (server) => await change(server, path))
       this.forget(path)
       return metas[0] ?? await this.statFresh(path)
     }
-    const meta = await this.onFileServer(path, found, async (server) => await server.post<FileMeta>(route, {}, { path, ...params }))
+    const meta = await this.locator.onFileServer(path, found, async (server) => await change(server, path))
     this.forget(path)
     await this.cache.restamp(path, meta)
-    return this.remember(meta)
-  }
-
-  /** A fresh lookup that must find a file. */
-  private async lookupFile (path: string): Promise<LookupAnswer> {
-    this.forget(path)
-    const found = await this.lookup(path)
-    if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
-    return found
-  }
-
-  private async lookupOrNull (path: string): Promise<LookupAnswer | null> {
-    try {
-      return await this.lookup(path)
-    } catch (err) {
-      if (err instanceof NotFoundError) return null
-      throw err
-    }
+    return this.memo.remember(meta)
   }
 
   /** Runs a task with the lease the caller holds, or with one taken and given back here. */
@@ -575,61 +517,12 @@ export class DfsClient {
     }
   }
 
-  /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. */
-  private async onEveryHolder<T> (found: LookupAnswer, call: (server: ServiceClient) => Promise<T>): Promise<T[]> {
-    const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed) throw failed.reason
-    return results.map((r) => (r as PromiseFulfilledResult<T>).value)
-  }
-
   private forgetTree (folder: string): void {
-    this.forget(folder)
-    const prefix = folder === '/' ? '/' : folder + '/'
-    for (const path of [...this.lookups.keys()]) if (path.startsWith(prefix)) this.lookups.delete(path)
-    for (const path of [...this.metas.keys()]) if (path.startsWith(prefix)) this.metas.delete(path)
+    this.locator.forgetTree(folder)
   }
 
   /** Forget what is remembered of a path, so the next call asks the servers. */
   forget (path: string): void {
-    const canonical = normalizePath(path)
-    this.metas.delete(canonical)
-    this.lookups.delete(canonical)
-    this.metas.delete(parentOf(canonical))
-    this.listedAt.delete(parentOf(canonical))
-  }
-
-  private remember (meta: FileMeta): FileMeta {
-    if (this.metaTtlMs > 0) this.metas.set(meta.path, meta, { ttl: this.metaTtlMs })
-    return meta
-  }
-
-  private fileServer (server: ServerInfo): ServiceClient {
-    let client = this.fileServers.get(server.url)
-    if (!client || client.name !== `file server ${server.machineId}`) {
-      client = new ServiceClient(`file server ${server.machineId}`, server.url, this.timeoutMs)
-      this.fileServers.set(server.url, client)
-    }
-    return client
-  }
-
-  /**
-   * Runs a call on the server that holds a file. If that server no longer has it (the file
-   * moved, or the remembered lookup was stale), or does not answer, the lookup is dropped so
-   * the next call asks the directory again.
-   */
-  private async onFileServer<T> (path: string, found: LookupAnswer, call: (server: ServiceClient) => Promise<T>): Promise<T> {
-    if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
-    try {
-      return await call(this.fileServer(found.server))
-    } catch (err) {
-      if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
-      this.forget(path)
-      // A remembered location may be out of date (the file moved): ask the directory once more.
-      if (!(err instanceof NotFoundError) || !this.rememberedLookups.has(found)) throw err
-      const fresh = await this.lookup(path)
-      if (!fresh.server || fresh.server.url === found.server.url) throw err
-      return await call(this.fileServer(fresh.server))
-    }
+    this.locator.forget(path)
   }
 }

@@ -1,9 +1,8 @@
 import crypto from 'node:crypto'
 import os from 'node:os'
 import { LockedError, LockTimeoutError } from '../shared/errors'
+import type { LockApi } from '../shared/api'
 import type { LockLease } from '../shared/protocol'
-import { LockRoutes } from '../shared/protocol'
-import type { ServiceClient } from '../shared/transport'
 
 export interface LockClientOptions {
   /** Longest wait for a key that others hold. */
@@ -36,7 +35,7 @@ const sleep = async (ms: number): Promise<void> => await new Promise((resolve) =
 export class LockClient {
   readonly owner: string
 
-  constructor (private readonly service: ServiceClient, private readonly opts: LockClientOptions) {
+  constructor (private readonly api: LockApi, private readonly opts: LockClientOptions) {
     this.owner = opts.owner ?? defaultOwner()
   }
 
@@ -47,12 +46,7 @@ export class LockClient {
       try {
         // The server holds the request until the key is ours or waitMs has passed.
         const waitMs = Math.max(0, Math.min(deadline - Date.now(), LONG_POLL_MS))
-        return this.hold(await this.service.json<LockLease>({
-          method: 'POST',
-          url: LockRoutes.acquire,
-          data: { path, owner: this.owner, ttlMs: this.opts.leaseMs, waitMs },
-          timeout: waitMs + this.service.timeoutMs
-        }))
+        return this.hold(await this.api.acquire({ path, owner: this.owner, ttlMs: this.opts.leaseMs, waitMs }))
       } catch (err) {
         if (!(err instanceof LockedError)) throw err
         const remaining = deadline - Date.now()
@@ -76,7 +70,7 @@ export class LockClient {
 
   private hold (lease: LockLease): HeldLock {
     const renewal = setInterval(() => {
-      this.service.post<LockLease>(LockRoutes.renew, { path: lease.path, token: lease.token })
+      this.api.renew(lease.path, lease.token)
         .catch(() => clearInterval(renewal)) // lost: the file server's fencing refuses our writes now
     }, Math.max(50, lease.ttlMs / 3))
     renewal.unref()
@@ -85,7 +79,7 @@ export class LockClient {
       release: async () => {
         clearInterval(renewal)
         try {
-          await this.service.post(LockRoutes.release, { path: lease.path, token: lease.token })
+          await this.api.release(lease.path, lease.token)
         } catch {
           // An expired lease or an unreachable lock server: the key frees itself at the lease's end.
         }

@@ -1,14 +1,13 @@
-import crypto from 'node:crypto'
 import fs from 'node:fs'
-import fsp from 'node:fs/promises'
-import path from 'node:path'
+import type fsp from 'node:fs/promises'
 import { BadRequestError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
-import type { DfsClient } from './dfsClient'
+import { AppendBuffer } from './appendBuffer'
 import type { Download } from './localCache'
-import type { HeldLock } from './lockClient'
+import { WorkingCopy } from './workingCopy'
+import type { WorkingCopyBackend } from './workingCopy'
 
 const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 /** Linux's mask of the access mode bits; Node does not export it. */
@@ -19,27 +18,17 @@ const NO_HANDLES: ReadonlySet<never> = new Set()
 /** Appends held back longer than this are sent early, so memory stays bounded. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
-/**
- * A private copy of a file being changed in place, stored whole on flush (store-on-close).
- * One per path in this table, shared by every handle that writes other than at the end,
- * as a local inode is: handles of one mount see each other's writes, and do not wait for
- * each other's lock.
- */
-interface WorkingCopy {
-  path: string
-  file: string
-  handle: fsp.FileHandle
-  /** The file's lock, held from the first write that needed the copy until its last user closes. */
-  held: HeldLock
-  size: number
-  /** Changed since it was last stored. */
-  dirty: boolean
-  /** Writes and truncations so far: one that lands while the copy is being stored keeps it dirty. */
-  changes: number
-  /** What the server answered for the last store, if the copy has not changed since. */
-  stored: FileMeta | null
-  /** Handles writing through this copy. */
-  users: number
+/** What the open-file table needs of the client core (DfsClient has it all). */
+export interface OpenFileBackend extends WorkingCopyBackend {
+  /** Where working copies are kept. */
+  readonly workDir: string
+  openForReading: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta, download: Download | null }>
+  /** Metadata, possibly remembered for a moment. */
+  stat: (path: string) => Promise<FileMeta>
+  /** Metadata as the file server has it now. */
+  statFresh: (path: string) => Promise<FileMeta>
+  append: (path: string, data: Buffer) => Promise<FileMeta>
+  truncate: (path: string, size: number) => Promise<FileMeta>
 }
 
 interface OpenFile {
@@ -52,8 +41,7 @@ interface OpenFile {
   download: Download | null
   /** Remote size the pending bytes will be appended to. */
   appendBase: number
-  pending: Buffer[]
-  pendingBytes: number
+  pending: AppendBuffer
   /** Appends to the path were sent since `reader` was opened: it may not hold them. */
   readerBehind: boolean
   /**
@@ -81,11 +69,8 @@ export class OpenFileTable {
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
   private nextId = 1
-  private readonly workDir: string
 
-  constructor (private readonly client: DfsClient, private readonly maxPendingBytes = DEFAULT_MAX_PENDING_BYTES) {
-    this.workDir = path.join(client.cache.dir, 'work')
-  }
+  constructor (private readonly client: OpenFileBackend, private readonly maxPendingBytes = DEFAULT_MAX_PENDING_BYTES) {}
 
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
@@ -111,7 +96,7 @@ export class OpenFileTable {
       appendBase = (await this.client.statFresh(canonical)).size
     }
     const id = this.nextId++
-    const file: OpenFile = { id, path: canonical, flags, reader, download, appendBase, pending: [], pendingBytes: 0, readerBehind: false, flushFailed: false, working: null }
+    const file: OpenFile = { id, path: canonical, flags, reader, download, appendBase, pending: new AppendBuffer(), readerBehind: false, flushFailed: false, working: null }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
@@ -137,21 +122,15 @@ export class OpenFileTable {
     file.flushFailed = false
     const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
-      if (!this.workingCopies.has(file.path) && (appending || position === file.appendBase + file.pendingBytes)) {
-        // The kernel reuses its buffer once we answer.
-        file.pending.push(Buffer.from(data))
-        file.pendingBytes += data.length
-        if (file.pendingBytes >= this.maxPendingBytes) await this.flush(id)
+      if (!this.workingCopies.has(file.path) && (appending || position === file.appendBase + file.pending.size)) {
+        file.pending.push(data)
+        if (file.pending.size >= this.maxPendingBytes) await this.flush(id)
         return data.length
       }
       await this.useWorkingCopy(file)
     }
     const working = file.working as WorkingCopy
-    const at = appending ? working.size : position
-    working.size = Math.max(working.size, at + data.length)
-    working.dirty = true
-    working.changes++
-    await writeAt(working.handle, data, at)
+    await working.write(data, appending ? working.size : position)
     return data.length
   }
 
@@ -161,7 +140,7 @@ export class OpenFileTable {
     file.flushFailed = false
     // Cut to nothing (open(O_TRUNC), cp over a file): the old bytes need not be fetched.
     if (!file.working) await this.useWorkingCopy(file, size === 0)
-    await this.truncateCopy(file.working as WorkingCopy, size)
+    await (file.working as WorkingCopy).truncate(size)
   }
 
   /**
@@ -174,7 +153,7 @@ export class OpenFileTable {
   async truncatePath (filePath: string, size: number): Promise<void> {
     const canonical = normalizePath(filePath)
     const working = this.workingCopies.get(canonical)
-    if (working) return await this.truncateCopy(working, size)
+    if (working) return await working.truncate(size)
     const writers = [...this.handlesOf(canonical)].filter((f) => (f.flags & O_ACCMODE) !== O_RDONLY)
     const writer = writers[writers.length - 1]
     if (writer) await this.truncate(writer.id, size)
@@ -199,35 +178,23 @@ export class OpenFileTable {
 
   private async flushNow (file: OpenFile): Promise<void> {
     await this.flushes.run(file.path, async () => {
-      if (file.pendingBytes > 0) {
+      if (file.pending.size > 0) {
         if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
           await this.useWorkingCopy(file) // the appends go into the copy, and are stored with it
         } else {
           await this.sendPending(file)
         }
       }
-      const working = file.working
-      if (working?.dirty) {
-        const changes = working.changes
-        await working.handle.sync()
-        const meta = await this.client.writeFile(file.path, fs.createReadStream(working.file), { lease: working.held })
-        if (working.changes === changes) {
-          working.dirty = false
-          working.stored = meta
-        }
-      }
+      await file.working?.store(this.client)
     })
   }
 
   private async sendPending (file: OpenFile): Promise<void> {
-    const data = file.pending.length === 1 ? file.pending[0] : Buffer.concat(file.pending)
-    file.pending = []
-    file.pendingBytes = 0
+    const data = file.pending.take()
     try {
       file.appendBase = (await this.client.append(file.path, data)).size
     } catch (err) {
-      file.pending.unshift(data)
-      file.pendingBytes += data.length
+      file.pending.putBack(data)
       throw err
     }
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
@@ -246,7 +213,7 @@ export class OpenFileTable {
       const working = file.working
       if (working && --working.users === 0) {
         this.workingCopies.delete(working.path)
-        await this.closeWorkingCopy(working)
+        await working.close(this.client)
       }
     }
   }
@@ -255,7 +222,7 @@ export class OpenFileTable {
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
     let size = this.workingCopies.get(meta.path)?.size ?? meta.size
-    for (const file of this.handlesOf(meta.path)) size += file.pendingBytes
+    for (const file of this.handlesOf(meta.path)) size += file.pending.size
     return size === meta.size ? meta : { ...meta, size }
   }
 
@@ -266,7 +233,7 @@ export class OpenFileTable {
 
   private async sendPendingOf (filePath: string): Promise<void> {
     for (const file of [...this.handlesOf(filePath)]) {
-      if (file.pendingBytes > 0) await this.flush(file.id)
+      if (file.pending.size > 0) await this.flush(file.id)
     }
   }
 
@@ -280,55 +247,19 @@ export class OpenFileTable {
     if (!working) {
       let starting = this.startingCopies.get(file.path)
       if (!starting) {
-        starting = this.makeWorkingCopy(file.path, empty).finally(() => this.startingCopies.delete(file.path))
+        starting = WorkingCopy.start(this.client, file.path, this.client.workDir, empty)
+          .then((made) => {
+            this.workingCopies.set(file.path, made)
+            return made
+          })
+          .finally(() => this.startingCopies.delete(file.path))
         this.startingCopies.set(file.path, starting)
       }
       working = await starting
     }
     working.users++
     file.working = working
-    if (file.pendingBytes > 0) {
-      const data = Buffer.concat(file.pending)
-      const at = working.size
-      file.pending = []
-      file.pendingBytes = 0
-      working.size += data.length
-      working.dirty = true
-      working.changes++
-      await writeAt(working.handle, data, at)
-    }
-  }
-
-  private async makeWorkingCopy (filePath: string, empty: boolean): Promise<WorkingCopy> {
-    const held = await this.client.locks.acquire(filePath)
-    let workingFile: string | null = null
-    try {
-      await fsp.mkdir(this.workDir, { recursive: true })
-      workingFile = path.join(this.workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
-      let size = 0
-      if (empty) {
-        await fsp.writeFile(workingFile, '')
-      } else {
-        const cached = await this.client.fetch(filePath)
-        await fsp.copyFile(cached.file, workingFile)
-        size = cached.meta.size
-      }
-      const handle = await fsp.open(workingFile, 'r+')
-      const working: WorkingCopy = { path: filePath, file: workingFile, handle, held, size, dirty: empty, changes: 0, stored: null, users: 0 }
-      this.workingCopies.set(filePath, working)
-      return working
-    } catch (err) {
-      await held.release()
-      if (workingFile) await fsp.rm(workingFile, { force: true })
-      throw err
-    }
-  }
-
-  private async truncateCopy (working: WorkingCopy, size: number): Promise<void> {
-    working.size = size
-    working.dirty = true
-    working.changes++
-    await working.handle.truncate(size)
+    if (file.pending.size > 0) await working.append(file.pending.take())
   }
 
   private async reopenReader (file: OpenFile): Promise<void> {
@@ -337,19 +268,6 @@ export class OpenFileTable {
     file.reader = opened.reader
     file.download = opened.download
     file.readerBehind = false
-  }
-
-  /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy. */
-  private async closeWorkingCopy (working: WorkingCopy): Promise<void> {
-    try {
-      await working.handle.close()
-      if (!working.dirty && working.stored) {
-        await this.client.cache.adopt(working.path, working.stored, working.file).catch(() => {})
-      }
-    } finally {
-      await working.held.release()
-      await fsp.rm(working.file, { force: true })
-    }
   }
 
   /** The open handles of a path: getattr and every read ask, so they must not scan all handles. */
@@ -362,9 +280,4 @@ export class OpenFileTable {
     if (!file) throw new BadRequestError(`no open file ${id}`)
     return file
   }
-}
-
-async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0
-  while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten
 }

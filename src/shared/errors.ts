@@ -7,7 +7,7 @@
 export type ErrnoName =
   | 'ENOENT' | 'EINVAL' | 'EAGAIN' | 'EEXIST' | 'EACCES' | 'EIO' | 'ETIMEDOUT'
   | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'ENOLCK' | 'EROFS' | 'ENOTSUP' | 'EPERM'
-  | 'ENOSPC' | 'EXDEV'
+  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO'
 
 export interface ErrorBody {
   error: {
@@ -118,6 +118,20 @@ export class CrossServerError extends DfsError {
   override readonly errno = 'EXDEV'
 }
 
+/** A JSON body or an upload over the server's limit. */
+export class PayloadTooLargeError extends DfsError {
+  override readonly code = 'TOO_LARGE'
+  override readonly status = 413
+  override readonly errno = 'EFBIG'
+}
+
+/** The peer speaks another version of the dfs protocol. */
+export class ProtocolMismatchError extends DfsError {
+  override readonly code = 'PROTOCOL_MISMATCH'
+  override readonly status = 400
+  override readonly errno = 'EPROTO'
+}
+
 /** A server did not answer (refused, reset or timed out). */
 export class ServerUnavailableError extends DfsError {
   override readonly code = 'UNAVAILABLE'
@@ -139,7 +153,9 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   NOT_EMPTY: NotEmptyError,
   NOT_SUPPORTED: NotSupportedError,
   CROSS_SERVER: CrossServerError,
-  UNAVAILABLE: ServerUnavailableError
+  UNAVAILABLE: ServerUnavailableError,
+  TOO_LARGE: PayloadTooLargeError,
+  PROTOCOL_MISMATCH: ProtocolMismatchError
 }
 
 /** Rebuilds the typed error a server sent, so callers can branch with instanceof. */

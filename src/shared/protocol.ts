@@ -5,6 +5,21 @@
 
 export const DEFAULT_PORTS = { directory: 7070, lock: 7071, firstFile: 7080 } as const
 
+/**
+ * The version of this protocol. Every call and every answer carries it (X-Dfs-Protocol) and
+ * /health states it; a peer that speaks another one is refused with a clear message.
+ */
+export const PROTOCOL_VERSION = 1
+
+/** What every server's GET /health answers. */
+export interface HealthAnswer {
+  service: 'directory' | 'lock' | 'file'
+  protocol: number
+  /** Changes when the server restarts (its in-memory state starts empty). */
+  bootId?: string
+  [detail: string]: unknown
+}
+
 export const DEFAULT_LEASE_MS = 30_000
 
 export type EntryKind = 'file' | 'dir'
@@ -145,6 +160,11 @@ export interface CreateKeysAnswer {
   created: number
 }
 
+export interface DeleteKeyAnswer {
+  path: string
+  deleted: true
+}
+
 export interface RemoveKeysRequest {
   paths: string[]
 }
@@ -225,7 +245,11 @@ export const FileRoutes = {
 export const Headers = {
   version: 'x-dfs-version',
   mtime: 'x-dfs-mtime',
-  lockToken: 'x-dfs-lock-token'
+  mode: 'x-dfs-mode',
+  lockToken: 'x-dfs-lock-token',
+  protocol: 'x-dfs-protocol',
+  requestId: 'x-dfs-request-id',
+  clientId: 'x-dfs-client'
 } as const
 
 export interface FileListAnswer {
@@ -265,6 +289,18 @@ export interface RenameRequest {
   toToken?: number
 }
 
+/** Server to server, in the query of PUT /incoming: a renamed file's bytes for its new home. */
+export interface IncomingRequest {
+  path: string
+  /** The path whose lease the X-Dfs-Lock-Token is: `from`, or `path` when it replaces a file. */
+  lockPath: string
+  fromVersion: number
+  mtimeMs: number
+  mode?: number
+  /** Whether an existing file at `path` is replaced. */
+  replace: boolean
+}
+
 export interface RenameAnswer {
   from: string
   to: string
@@ -282,4 +318,24 @@ export interface RenameAnswer {
 /** The validator for a cached copy: any change of version, size or mtime makes it stale. */
 export function etagOf (meta: Pick<FileMeta, 'version' | 'size' | 'mtimeMs'>): string {
   return `"v${meta.version}-${meta.size}-${Math.floor(meta.mtimeMs)}"`
+}
+
+/** The headers of a GET /content answer (200 or 304) that describe the file. */
+export function contentHeadersOf (meta: FileMeta): Record<string, string> {
+  const headers: Record<string, string> = { ETag: etagOf(meta), [Headers.version]: String(meta.version), [Headers.mtime]: String(meta.mtimeMs) }
+  if (meta.mode !== undefined) headers[Headers.mode] = String(meta.mode)
+  return headers
+}
+
+/** The file a GET /content answer of 200 describes, read back from its headers. */
+export function metaFromContentHeaders (path: string, headers: Record<string, unknown>): FileMeta {
+  const meta: FileMeta = {
+    path,
+    kind: 'file',
+    version: Number(headers[Headers.version]),
+    size: Number(headers['content-length']),
+    mtimeMs: Number(headers[Headers.mtime])
+  }
+  if (headers[Headers.mode] !== undefined) meta.mode = Number(headers[Headers.mode])
+  return meta
 }

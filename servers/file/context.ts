@@ -1,0 +1,29 @@
+import type { DirectoryApi, FileApi, LockApi } from '../../src/shared/api'
+import { ServerUnavailableError } from '../../src/shared/errors'
+import type { FileServerStats, ServerInfo } from '../../src/shared/protocol'
+import type { Logger } from '../common/http'
+import type { FileStore } from './fileStore'
+import type { LeaseGuard } from './leaseGuard'
+
+/** What the routes that change the namespace or a file's bytes need of their file server. */
+export interface MutationContext {
+  store: FileStore
+  lock: LockApi
+  leases: LeaseGuard
+  stats: FileServerStats
+  log: Logger
+  /** The directory server, and who this server is there, once it has joined. */
+  directory: () => DirectoryApi
+  self: () => ServerInfo
+  /** Another file server's API (a rename across servers). */
+  peer: (server: ServerInfo) => FileApi
+}
+
+/** The context's directory and identity, or 503 before the server has joined a cluster. */
+export function joined (directory: DirectoryApi | null, self: () => ServerInfo | null): Pick<MutationContext, 'directory' | 'self'> {
+  const notJoined = (): never => { throw new ServerUnavailableError('this file server has not joined a directory server yet') }
+  return {
+    directory: () => directory ?? notJoined(),
+    self: () => self() ?? notJoined()
+  }
+}

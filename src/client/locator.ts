@@ -1,0 +1,107 @@
+import { LRUCache } from 'lru-cache'
+import type { DirectoryApi, FileApi, FileServerPool } from '../shared/api'
+import { IsDirectoryError, NotFoundError, ServerUnavailableError } from '../shared/errors'
+import { normalizePath } from '../shared/paths'
+import type { LookupAnswer, ServerInfo } from '../shared/protocol'
+import type { MetadataMemo } from './metadataMemo'
+
+/**
+ * How long a file's location is trusted. Its server says "not found" if the file has gone
+ * (the call is then retried on a fresh lookup), so a long time costs no correctness.
+ */
+const FILE_LOOKUP_TTL_MS = 30_000
+const REMEMBERED_PATHS = 100_000
+
+/**
+ * Finds the file server of a path and runs calls there: lookups through the directory,
+ * remembered (a file's for long, a folder's briefly, a miss never), and a call that meets a
+ * moved file or a silent server drops the remembered answer, retrying once on a fresh one.
+ */
+export class Locator {
+  private readonly lookups = new LRUCache<string, LookupAnswer>({ max: REMEMBERED_PATHS })
+  /** Lookup answers that came from memory: "not found" from their server calls for a fresh one. */
+  private readonly rememberedLookups = new WeakSet<LookupAnswer>()
+
+  /** `memo` is forgotten with the lookups: what was remembered of a path that moved or went silent is stale too. */
+  constructor (readonly directory: DirectoryApi, readonly fileServers: FileServerPool, private readonly memo: MetadataMemo, private readonly folderTtlMs: number) {}
+
+  /** Which server holds a path. */
+  async lookup (path: string): Promise<LookupAnswer> {
+    const canonical = normalizePath(path)
+    const remembered = this.lookups.get(canonical)
+    if (remembered) {
+      this.rememberedLookups.add(remembered)
+      return remembered
+    }
+    const answer = await this.directory.lookup(canonical)
+    // A folder is trusted only briefly: nothing else would notice that it went away.
+    this.lookups.set(canonical, answer, { ttl: answer.kind === 'file' ? FILE_LOOKUP_TTL_MS : this.folderTtlMs })
+    return answer
+  }
+
+  /** A listing told where a file lives: no lookup needed for it for a while. */
+  learned (path: string, server: ServerInfo): void {
+    this.lookups.set(path, { path, kind: 'file', server }, { ttl: FILE_LOOKUP_TTL_MS })
+  }
+
+  /** A fresh lookup that must find a file. */
+  async lookupFile (path: string): Promise<LookupAnswer> {
+    this.forget(path)
+    const found = await this.lookup(path)
+    if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    return found
+  }
+
+  async lookupOrNull (path: string): Promise<LookupAnswer | null> {
+    try {
+      return await this.lookup(path)
+    } catch (err) {
+      if (err instanceof NotFoundError) return null
+      throw err
+    }
+  }
+
+  fileServer (server: ServerInfo): FileApi {
+    return this.fileServers.of(server)
+  }
+
+  /** Forget what is remembered of a path, so the next call asks the servers. */
+  forget (path: string): void {
+    this.lookups.delete(normalizePath(path))
+    this.memo.forget(path)
+  }
+
+  forgetTree (folder: string): void {
+    this.forget(folder)
+    this.memo.forgetTree(folder)
+    const prefix = folder === '/' ? '/' : folder + '/'
+    for (const path of [...this.lookups.keys()]) if (path.startsWith(prefix)) this.lookups.delete(path)
+  }
+
+  /**
+   * Runs a call on the server that holds a file. If that server no longer has it (the file
+   * moved, or the remembered lookup was stale), or does not answer, the lookup is dropped so
+   * the next call asks the directory again; a remembered one is retried once, fresh.
+   */
+  async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T> {
+    if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    try {
+      return await call(this.fileServer(found.server))
+    } catch (err) {
+      if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
+      this.forget(path)
+      if (!(err instanceof NotFoundError) || !this.rememberedLookups.has(found)) throw err
+      const fresh = await this.lookup(path)
+      if (!fresh.server || fresh.server.url === found.server.url) throw err
+      return await call(this.fileServer(fresh.server))
+    }
+  }
+
+  /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. */
+  async onEveryHolder<T> (found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T[]> {
+    const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+    return results.map((r) => (r as PromiseFulfilledResult<T>).value)
+  }
+}

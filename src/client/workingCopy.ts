@@ -1,0 +1,125 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import path from 'node:path'
+import type { Readable } from 'node:stream'
+import type { FileMeta } from '../shared/protocol'
+import type { CachedFile } from './localCache'
+import type { HeldLock } from './lockClient'
+
+/** What a working copy needs of the client core. */
+export interface WorkingCopyBackend {
+  /** The file's lock, held from the copy's start until its last user closes. */
+  lock: (path: string) => Promise<HeldLock>
+  /** A local copy of the current version. */
+  fetch: (path: string) => Promise<CachedFile>
+  /** Replaces the file on its server under the lease the copy holds. */
+  writeFile: (path: string, data: Readable, opts: { lease: HeldLock }) => Promise<FileMeta>
+  /** Makes a local file the cache's copy of a stored version (moving it there). */
+  keepAsCached: (path: string, meta: FileMeta, localFile: string) => Promise<void>
+}
+
+/**
+ * A private copy of a file being changed in place, stored whole on flush (store-on-close).
+ * The open-file table keeps one per path, shared by every handle that writes other than at
+ * the end, as a local inode is: handles of one mount see each other's writes, and do not
+ * wait for each other's lock. Other clients see the file as it was before or after a
+ * store, never half written.
+ */
+export class WorkingCopy {
+  /** Changed since it was last stored. */
+  private dirty: boolean
+  /** Writes and truncations so far: one that lands while the copy is being stored keeps it dirty. */
+  private changes = 0
+  /** What the server answered for the last store, if the copy has not changed since. */
+  private stored: FileMeta | null = null
+  /** Handles writing through this copy. */
+  users = 0
+
+  private constructor (
+    readonly path: string,
+    private readonly file: string,
+    readonly handle: fsp.FileHandle,
+    private readonly held: HeldLock,
+    public size: number,
+    dirty: boolean
+  ) {
+    this.dirty = dirty
+  }
+
+  /**
+   * The lock, then the version current under the lock, copied into `workDir`; `empty` when
+   * the old bytes are not needed (open with O_TRUNC, cp over a file).
+   */
+  static async start (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean): Promise<WorkingCopy> {
+    const held = await backend.lock(filePath)
+    let workingFile: string | null = null
+    try {
+      await fsp.mkdir(workDir, { recursive: true })
+      workingFile = path.join(workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
+      let size = 0
+      if (empty) {
+        await fsp.writeFile(workingFile, '')
+      } else {
+        const cached = await backend.fetch(filePath)
+        await fsp.copyFile(cached.file, workingFile)
+        size = cached.meta.size
+      }
+      const handle = await fsp.open(workingFile, 'r+')
+      return new WorkingCopy(filePath, workingFile, handle, held, size, empty)
+    } catch (err) {
+      await held.release()
+      if (workingFile) await fsp.rm(workingFile, { force: true })
+      throw err
+    }
+  }
+
+  async write (data: Buffer, position: number): Promise<void> {
+    this.size = Math.max(this.size, position + data.length)
+    this.changed()
+    await writeAt(this.handle, data, position)
+  }
+
+  async append (data: Buffer): Promise<void> {
+    await this.write(data, this.size)
+  }
+
+  async truncate (size: number): Promise<void> {
+    this.size = size
+    this.changed()
+    await this.handle.truncate(size)
+  }
+
+  /** Stores the copy whole if it changed; changes made meanwhile keep it dirty for the next store. */
+  async store (backend: WorkingCopyBackend): Promise<void> {
+    if (!this.dirty) return
+    const changes = this.changes
+    await this.handle.sync()
+    const meta = await backend.writeFile(this.path, fs.createReadStream(this.file), { lease: this.held })
+    if (this.changes === changes) {
+      this.dirty = false
+      this.stored = meta
+    }
+  }
+
+  /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy. */
+  async close (backend: WorkingCopyBackend): Promise<void> {
+    try {
+      await this.handle.close()
+      if (!this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
+    } finally {
+      await this.held.release()
+      await fsp.rm(this.file, { force: true })
+    }
+  }
+
+  private changed (): void {
+    this.dirty = true
+    this.changes++
+  }
+}
+
+async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0
+  while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten
+}

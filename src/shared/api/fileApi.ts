@@ -1,0 +1,117 @@
+import type { Readable } from 'node:stream'
+import type {
+  EntryKind, FileListAnswer, FileMeta, FileServerStats, HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest,
+  StatfsAnswer
+} from '../protocol'
+import { FileRoutes, Headers, metaFromContentHeaders } from '../protocol'
+import type { Transport } from '../transport'
+
+/** A file's bytes for an upload: whole in memory, or streamed from a file or a peer. */
+export type Bytes = Buffer | Readable
+
+/** GET /content: the caller's copy is current, or here is the current version as a stream. */
+export type ContentAnswer = { current: true } | { current: false, meta: FileMeta, body: Readable }
+
+/** One file server's API: the files and folders under its root. */
+export class FileApi {
+  constructor (readonly transport: Transport) {}
+
+  /** Names the server in errors made outside a call (a download that breaks midway). */
+  unavailable (err: unknown): Error {
+    return this.transport.unavailable(err)
+  }
+
+  async health (): Promise<HealthAnswer> {
+    return await this.transport.json({ method: 'GET', route: FileRoutes.health })
+  }
+
+  async stats (): Promise<FileServerStats> {
+    return await this.transport.json({ method: 'GET', route: FileRoutes.stats })
+  }
+
+  async statfs (): Promise<StatfsAnswer> {
+    return await this.transport.json({ method: 'GET', route: FileRoutes.statfs })
+  }
+
+  async stat (path: string): Promise<FileMeta> {
+    return await this.transport.json({ method: 'GET', route: FileRoutes.stat, query: { path } })
+  }
+
+  async list (path: string): Promise<FileListAnswer> {
+    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path } })
+  }
+
+  /** The file's bytes, unless `ifNoneMatch` (an ETag) still names its current version. */
+  async content (path: string, ifNoneMatch?: string): Promise<ContentAnswer> {
+    const res = await this.transport.send({
+      method: 'GET',
+      route: FileRoutes.content,
+      query: { path },
+      headers: ifNoneMatch !== undefined ? { 'If-None-Match': ifNoneMatch } : {},
+      stream: true
+    })
+    const body = res.data as Readable
+    if (res.status === 304) {
+      body.resume()
+      return { current: true }
+    }
+    return { current: false, meta: metaFromContentHeaders(path, res.headers as Record<string, unknown>), body }
+  }
+
+  async append (path: string, bytes: Bytes, token: number): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers: lockHeader(token) })
+  }
+
+  /** Replaces the file's content whole. */
+  async store (path: string, bytes: Bytes, token: number): Promise<FileMeta> {
+    return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers: lockHeader(token) })
+  }
+
+  async create (path: string, kind: EntryKind): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind } })
+  }
+
+  async truncate (path: string, size: number, token: number): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token) })
+  }
+
+  async unlink (path: string, token: number): Promise<RemovedAnswer> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers: lockHeader(token) })
+  }
+
+  async rmdir (path: string): Promise<RemovedAnswer> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.rmdir, query: { path } })
+  }
+
+  async utimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.utimes, query: { path, mtimeMs, atimeMs } })
+  }
+
+  async chmod (path: string, mode: number): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.chmod, query: { path, mode } })
+  }
+
+  /** A file's rename carries its lease (`fromToken`); a folder's none. */
+  async rename (request: RenameRequest, fromToken: number | undefined, timeoutMs: number): Promise<RenameAnswer> {
+    return await this.transport.json({
+      method: 'POST', route: FileRoutes.rename, body: request, headers: fromToken === undefined ? {} : lockHeader(fromToken), timeoutMs
+    })
+  }
+
+  /** Server to server: a renamed file's bytes arrive at the server that will hold them. */
+  async incoming (request: IncomingRequest, bytes: Bytes, token: number): Promise<FileMeta> {
+    const { path, lockPath, fromVersion, mtimeMs, mode, replace } = request
+    return await this.transport.json({
+      method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, replace }, body: bytes, headers: lockHeader(token)
+    })
+  }
+
+  /** Server to server: the rename could not be switched, the unclaimed copy goes again. */
+  async incomingAbort (path: string, lockPath: string, token: number): Promise<RemovedAnswer> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.incomingAbort, query: { path, lockPath }, headers: lockHeader(token) })
+  }
+}
+
+function lockHeader (token: number): Record<string, string> {
+  return { [Headers.lockToken]: String(token) }
+}

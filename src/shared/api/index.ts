@@ -1,0 +1,5 @@
+export { DirectoryApi } from './directoryApi'
+export { LockApi } from './lockApi'
+export { FileApi } from './fileApi'
+export type { Bytes, ContentAnswer } from './fileApi'
+export { FileServerPool } from './fileServerPool'

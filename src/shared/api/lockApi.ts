@@ -1,0 +1,58 @@
+import type {
+  AcquireRequest, CheckAnswer, CreateKeysAnswer, CreateKeysRequest, DeleteKeyAnswer, HealthAnswer, LeaseRequest, LockLease,
+  LockStatus, ReleaseAnswer, RemoveKeysAnswer, RemoveKeysRequest
+} from '../protocol'
+import { LockRoutes } from '../protocol'
+import type { Transport } from '../transport'
+
+/** The lock server's API: one writer per file, as a lease with a fencing token. */
+export class LockApi {
+  constructor (readonly transport: Transport) {}
+
+  async health (): Promise<HealthAnswer> {
+    return await this.transport.json({ method: 'GET', route: LockRoutes.health })
+  }
+
+  async createKeys (paths: string[]): Promise<CreateKeysAnswer> {
+    const body: CreateKeysRequest = { paths }
+    return await this.transport.json({ method: 'POST', route: LockRoutes.keys, body })
+  }
+
+  async deleteKey (path: string): Promise<DeleteKeyAnswer> {
+    return await this.transport.json({ method: 'DELETE', route: LockRoutes.keys, query: { path } })
+  }
+
+  async removeKeys (paths: string[]): Promise<RemoveKeysAnswer> {
+    const body: RemoveKeysRequest = { paths }
+    return await this.transport.json({ method: 'POST', route: LockRoutes.removeKeys, body })
+  }
+
+  /**
+   * A lease on the path's key, or LOCKED once `waitMs` has passed with the key held by
+   * someone else; the server holds the call that long, so the deadline grows by as much.
+   */
+  async acquire (request: AcquireRequest): Promise<LockLease> {
+    return await this.transport.json({
+      method: 'POST', route: LockRoutes.acquire, body: request, timeoutMs: (request.waitMs ?? 0) + this.transport.timeoutMs
+    })
+  }
+
+  async renew (path: string, token: number): Promise<LockLease> {
+    const body: LeaseRequest = { path, token }
+    return await this.transport.json({ method: 'POST', route: LockRoutes.renew, body })
+  }
+
+  async release (path: string, token: number): Promise<ReleaseAnswer> {
+    const body: LeaseRequest = { path, token }
+    return await this.transport.json({ method: 'POST', route: LockRoutes.release, body })
+  }
+
+  /** Whether `token` is the live lease on the path: LEASE_INVALID if not, NOT_FOUND without a key. */
+  async check (path: string, token: number): Promise<CheckAnswer> {
+    return await this.transport.json({ method: 'GET', route: LockRoutes.check, query: { path, token } })
+  }
+
+  async status (path: string): Promise<LockStatus> {
+    return await this.transport.json({ method: 'GET', route: LockRoutes.status, query: { path } })
+  }
+}
