@@ -1,0 +1,130 @@
+import t from 'tap'
+import { ServerUnavailableError } from '../src/shared/errors'
+import { outcome, run } from './helpers/mount'
+import { startProcessCluster } from './helpers/processCluster'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * Proves the process-level harness (helpers/processCluster.ts): each fault it offers really
+ * happens to a separate OS process, and the cluster is whole again after a restart.
+ */
+
+t.test('a file server killed with SIGKILL and restarted on its port serves the same file', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'one\n' }] })
+  const [file] = cluster.files
+  const client = cluster.client()
+  // Written through dfs, so the restart must find what the killed process acknowledged.
+  t.equal((await client.append('/notes/a.txt', 'two\n')).version, 2)
+
+  const pid = file.pid
+  await file.kill()
+  t.notOk(file.alive(), 'the file server is gone')
+  // A client with no cached copy has nowhere to read from while the server is down.
+  await t.rejects(cluster.client().readFile('/notes/a.txt'), ServerUnavailableError, 'nothing answers on its port')
+
+  await file.restart()
+  t.not(file.pid, pid, 'a new process')
+  t.equal(new URL(file.url).port, String(file.port), 'on the same port')
+  t.equal((await client.readFile('/notes/a.txt')).toString(), 'one\ntwo\n', 'the old client reads it')
+  t.equal((await cluster.client().readFile('/notes/a.txt')).toString(), 'one\ntwo\n', 'a new client reads it')
+  t.equal((await client.stat('/notes/a.txt')).version, 2, 'the version survived the crash')
+})
+
+t.test('a stopped lock server fails a write within its timeout; after SIGCONT writes work', async (t) => {
+  // A short default lease, so that a lease nobody holds any more (see below) runs out soon.
+  const leaseMs = 3000
+  const cluster = await startProcessCluster(t, { trees: [{ 'log.txt': '' }], lockArgs: ['--lease-ms', String(leaseMs)] })
+  const timeoutMs = 1000
+  const lockTimeoutMs = 1000
+  const client = cluster.client({ timeoutMs, lockTimeoutMs })
+  t.equal((await client.append('/log.txt', 'a\n')).version, 2)
+
+  await cluster.lock.stop()
+  const started = Date.now()
+  // The acquire request may wait on the server for up to lockTimeoutMs, and then gets the
+  // usual timeoutMs to answer (src/client/lockClient.ts): that, plus slack for 2 busy CPUs.
+  const bound = lockTimeoutMs + timeoutMs + 1500
+  const error = await client.append('/log.txt', 'b\n').then(() => null, (err: unknown) => err)
+  const took = Date.now() - started
+  t.type(error, ServerUnavailableError, 'the write fails as "not answering"')
+  t.match((error as Error | null)?.message, /lock server/, 'and says which server')
+  t.ok(took < bound, `within ${bound} ms (took ${took} ms)`)
+
+  await cluster.lock.cont()
+  await cluster.lock.waitHealthy()
+  // The abandoned acquire is still in the lock server's socket buffer and runs the moment
+  // the server does. The server means to release a lease granted to a caller that left
+  // (servers/lock/server.ts, `gone`), but the close of the socket is seen only after the
+  // grant, so the key stays leased to this very client, which never got the answer.
+  const status = await (await fetch(`${cluster.lock.url}/locks?path=${encodeURIComponent('/log.txt')}`)).json() as { held: boolean, owner?: string }
+  t.equal(status.held, false, 'the abandoned acquire leaves the key free', {
+    todo: `lock server bug: the key is leased to ${String(status.owner)}, the caller that gave up`
+  })
+  const first = await client.append('/log.txt', 'c\n').then(() => null, (err: unknown) => err)
+  t.equal(first, null, 'the first write after SIGCONT works', { todo: 'same bug: blocked by its own orphaned lease until it expires' })
+
+  // Whatever the first attempt met, writes work again by the time that lease has run out.
+  const meta = first === null
+    ? await client.stat('/log.txt')
+    : await waitFor('a write after SIGCONT', async () => await client.append('/log.txt', 'c\n').catch(() => undefined), leaseMs + 5000, 100)
+  t.equal(meta.version, 3, 'the failed write changed nothing; this one is the next version')
+  t.equal((await client.readFile('/log.txt')).toString(), 'a\nc\n')
+})
+
+t.test('a mount killed with SIGKILL is cleaned up and a restarted mount reads the file', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'docs/readme.txt': 'hello from dfs\n' }] })
+  const mount = await cluster.mount()
+  const readme = mount.at('/docs/readme.txt')
+  // Every access to the mount runs in a child process with a timeout: a hung FUSE request
+  // then fails this test instead of freezing the test process.
+  let cat = await run('cat', [readme])
+  t.equal(cat.stdout, 'hello from dfs\n', outcome(cat))
+
+  const pid = mount.pid
+  await mount.kill()
+  t.notOk(mount.alive(), 'the daemon is gone')
+  const { isMounted } = await import('../src/fuse/mount')
+  t.notOk(await isMounted(mount.mountpoint), 'nothing is left mounted')
+  const ls = await run('ls', ['-A', mount.mountpoint])
+  t.equal(ls.code, 0, `the mount point is a plain folder again: ${outcome(ls)}`)
+  t.equal(ls.stdout, '', 'and an empty one')
+
+  await mount.restart()
+  t.not(mount.pid, pid, 'a new daemon')
+  cat = await run('cat', [readme])
+  t.equal(cat.stdout, 'hello from dfs\n', outcome(cat))
+})
+
+/*
+ * What servers/file/membership.ts promises: the directory and lock servers keep everything
+ * in memory, and a file server that sees a new boot id on their /health joins again (every
+ * 2 s as dfs-serve runs it), so the cluster heals without restarting the file servers.
+ */
+t.test('restarted directory and lock servers get their registrations and keys back', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'a.txt': 'a\n' }, { 'b.txt': 'b\n' }] })
+  const client = cluster.client({ timeoutMs: 1000, lockTimeoutMs: 1000 })
+  const before = await cluster.directory.waitHealthy()
+  t.equal(before.servers, 2)
+
+  await cluster.directory.restart()
+  const empty = await cluster.directory.waitHealthy()
+  t.not(empty.bootId, before.bootId, 'a new boot id')
+  const healed = await waitFor('both file servers to join again', async () => {
+    const health = await cluster.directory.waitHealthy()
+    return health.servers === 2 && health.files === 2 && health
+  }, 10_000, 100)
+  t.equal(healed.files, 2, 'their files are in the map again')
+
+  await cluster.lock.restart()
+  // Until the file server rejoined, the new lock server has no key for the file: a write
+  // then fails as not found; it is retried until the key is back.
+  const meta = await waitFor('a write through the new lock server', async () => {
+    try {
+      return await client.append('/b.txt', 'c\n')
+    } catch {
+      return undefined
+    }
+  }, 10_000, 100)
+  t.equal(meta.version, 2)
+  t.equal((await client.readFile('/b.txt')).toString(), 'b\nc\n')
+})

@@ -1,0 +1,181 @@
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import t from 'tap'
+import type { Test } from 'tap'
+import { FileStore, STATE_DIR_NAME } from '../servers/file/fileStore'
+import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
+
+/* A file server's store on its own, on a temp folder: no HTTP, no leases (no guard). */
+
+/** A temp folder with a `root` for the store and room beside it for things outside the root. */
+async function storeIn (t: Test): Promise<{ store: FileStore, root: string, outside: string }> {
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-filestore-'))
+  const root = path.join(base, 'root')
+  const outside = path.join(base, 'outside')
+  await fsp.mkdir(outside)
+  const store = await FileStore.open(root)
+  t.teardown(async () => {
+    await store.close().catch(() => {}) // a test may have closed it already
+    await fsp.rm(base, { recursive: true, force: true })
+  })
+  return { store, root, outside }
+}
+
+const body = (text: string): Readable => Readable.from([Buffer.from(text)])
+
+async function contentOf (store: FileStore, file: string): Promise<string> {
+  const { stream } = await store.openRead(file)
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString()
+}
+
+t.test('create makes an empty file at version 1, or a folder, in an existing folder', async (t) => {
+  const { store, root } = await storeIn(t)
+  t.match(await store.create('/a.txt', 'file'), { path: '/a.txt', kind: 'file', version: 1, size: 0 })
+  t.ok(fs.statSync(path.join(root, 'a.txt')).isFile(), 'on disk')
+  t.match(await store.create('/d', 'dir'), { path: '/d', kind: 'dir', version: 0, size: 0 })
+  t.match(await store.create('/d/b.txt', 'file'), { path: '/d/b.txt', version: 1 })
+  await t.rejects(store.create('/a.txt', 'file'), ConflictError, 'an existing file is never truncated')
+  await t.rejects(store.create('/d', 'dir'), ConflictError)
+  await t.rejects(store.create('/', 'dir'), ConflictError)
+  await t.rejects(store.create('/missing/c.txt', 'file'), NotFoundError, 'no parent folder')
+  await t.rejects(store.create('/a.txt/c.txt', 'file'), NotDirectoryError, 'a parent that is a file')
+})
+
+t.test('append adds bytes and one version per append', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.create('/log.txt', 'file')
+  t.match(await store.append('/log.txt', body('one\n')), { version: 2, size: 4 })
+  const meta = await store.append('/log.txt', body('two\n'))
+  t.match(meta, { version: 3, size: 8 })
+  t.equal(fs.readFileSync(path.join(root, 'log.txt'), 'utf8'), 'one\ntwo\n', 'on disk')
+  t.equal(await contentOf(store, '/log.txt'), 'one\ntwo\n')
+  t.same(await store.stat('/log.txt'), meta, 'stat agrees with what append answered')
+  await store.create('/d', 'dir')
+  await t.rejects(store.append('/d', body('x')), IsDirectoryError)
+  await t.rejects(store.append('/nope.txt', body('x')), NotFoundError)
+})
+
+t.test('an append whose body fails midway leaves the file as it was', async (t) => {
+  const { store } = await storeIn(t)
+  await store.create('/log.txt', 'file')
+  await store.append('/log.txt', body('kept\n'))
+  const broken = new Readable({
+    read () {
+      this.push(Buffer.from('half of it'))
+      this.destroy(new Error('client went away'))
+    }
+  })
+  await t.rejects(store.append('/log.txt', broken), /client went away/)
+  t.match(await store.stat('/log.txt'), { version: 2, size: 5 })
+  t.equal(await contentOf(store, '/log.txt'), 'kept\n')
+})
+
+t.test('truncate and overwrite change the bytes and add a version', async (t) => {
+  const { store } = await storeIn(t)
+  await store.create('/f.txt', 'file')
+  await store.append('/f.txt', body('0123456789'))
+  t.match(await store.truncate('/f.txt', 4), { version: 3, size: 4 })
+  t.equal(await contentOf(store, '/f.txt'), '0123')
+  t.match(await store.truncate('/f.txt', 6), { version: 4, size: 6 }, 'growing pads with zeros')
+  t.equal(await contentOf(store, '/f.txt'), '0123\0\0')
+  t.match(await store.overwrite('/f.txt', body('new')), { version: 5, size: 3 })
+  t.equal(await contentOf(store, '/f.txt'), 'new')
+  await store.create('/d', 'dir')
+  await t.rejects(store.truncate('/d', 0), IsDirectoryError)
+  await t.rejects(store.truncate('/nope', 0), NotFoundError)
+  await t.rejects(store.overwrite('/d', body('x')), IsDirectoryError)
+})
+
+t.test('stat and list describe files and folders, never the state folder', async (t) => {
+  const { store, root } = await storeIn(t)
+  // A file put on the disk by hand, not through dfs, is served at version 1.
+  fs.mkdirSync(path.join(root, 'docs'))
+  fs.writeFileSync(path.join(root, 'docs', 'by-hand.txt'), 'abc')
+  t.match(await store.stat('/docs/by-hand.txt'), { kind: 'file', version: 1, size: 3 })
+  t.match(await store.stat('/docs'), { kind: 'dir', version: 0, size: 0 })
+  t.match(await store.stat('/'), { kind: 'dir' })
+  await store.create('/top.txt', 'file')
+  t.ok(fs.existsSync(path.join(root, STATE_DIR_NAME)), 'the state folder exists on disk')
+  t.same((await store.list('/')).map((e) => `${e.name}:${e.kind}`).sort(), ['docs:dir', 'top.txt:file'], 'but is not listed')
+  t.same((await store.list('/docs')).map((e) => e.name), ['by-hand.txt'])
+  t.same((await store.scan()).map((e) => e.path).sort(), ['/docs', '/docs/by-hand.txt', '/top.txt'])
+  await t.rejects(store.list('/top.txt'), NotDirectoryError)
+  await t.rejects(store.list('/nope'), NotFoundError)
+  await t.rejects(store.stat('/nope'), NotFoundError)
+  await t.rejects(store.stat(`/${STATE_DIR_NAME}`), BadPathError, 'the state folder is reserved')
+  await t.rejects(store.stat(`/${STATE_DIR_NAME}/versions.log`), BadPathError)
+  await t.rejects(store.create(`/${STATE_DIR_NAME}/x`, 'file'), BadPathError)
+})
+
+t.test('remove deletes a file; one made again later at the path starts above its version', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.create('/f.txt', 'file')
+  await store.append('/f.txt', body('x'))
+  await store.append('/f.txt', body('y'))
+  await store.remove('/f.txt')
+  t.notOk(fs.existsSync(path.join(root, 'f.txt')), 'gone from disk')
+  await t.rejects(store.stat('/f.txt'), NotFoundError)
+  await t.rejects(store.remove('/f.txt'), NotFoundError, 'twice')
+  // A client may still cache version 3 of the old file: the new one must not look like it.
+  t.match(await store.create('/f.txt', 'file'), { version: 4, size: 0 })
+
+  await store.create('/d', 'dir')
+  await t.rejects(store.remove('/d'), IsDirectoryError, 'remove is for files')
+  await store.create('/d/inner.txt', 'file')
+  await t.rejects(store.removeFolder('/d'), NotEmptyError)
+  await t.rejects(store.removeFolder('/f.txt'), NotDirectoryError)
+  await t.rejects(store.removeFolder('/'), BadPathError)
+  await store.remove('/d/inner.txt')
+  await store.removeFolder('/d')
+  await t.rejects(store.stat('/d'), NotFoundError)
+})
+
+t.test('versions survive closing and opening the store again (a restart)', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.create('/f.txt', 'file')
+  await store.append('/f.txt', body('x'))
+  await store.create('/gone.txt', 'file')
+  await store.truncate('/gone.txt', 1)
+  await store.remove('/gone.txt')
+  await store.close()
+  const reopened = await FileStore.open(root)
+  t.teardown(async () => await reopened.close())
+  t.equal((await reopened.stat('/f.txt')).version, 2)
+  t.equal((await reopened.create('/gone.txt', 'file')).version, 3, 'a removed file\'s version too')
+})
+
+t.test('nothing outside the root is reachable', async (t) => {
+  const { store, root, outside } = await storeIn(t)
+  fs.writeFileSync(path.join(outside, 'secret.txt'), 'secret')
+  fs.symlinkSync(path.join(outside, 'secret.txt'), path.join(root, 'link.txt'))
+  fs.symlinkSync(outside, path.join(root, 'linkdir'))
+
+  // FileStore is handed canonical paths, but it does not rely on it.
+  await t.rejects(store.stat('/../outside/secret.txt'), NotFoundError, '.. out of the root')
+  await t.rejects(store.openRead('/../outside/secret.txt'), NotFoundError)
+  await t.rejects(store.create('/../outside/new.txt', 'file'), NotFoundError)
+  await t.rejects(store.stat('/link.txt'), NotFoundError, 'a symlink to a file outside')
+  await t.rejects(store.openRead('/link.txt'), NotFoundError)
+  await t.rejects(store.append('/link.txt', body('x')), NotFoundError)
+  await t.rejects(store.truncate('/link.txt', 0), NotFoundError)
+  await t.rejects(store.overwrite('/link.txt', body('x')), NotFoundError)
+  await t.rejects(store.remove('/link.txt'), NotFoundError)
+  await t.rejects(store.stat('/linkdir/secret.txt'), NotFoundError, 'a file below a symlinked folder')
+  await t.rejects(store.list('/linkdir'), NotFoundError)
+  await t.rejects(store.create('/linkdir/new.txt', 'file'), NotFoundError, 'creating through a symlinked folder')
+  // Even one that stays inside: a symlink is never served, so none can be swapped to point out later.
+  fs.writeFileSync(path.join(root, 'real.txt'), 'inside')
+  fs.symlinkSync(path.join(root, 'real.txt'), path.join(root, 'alias.txt'))
+  await t.rejects(store.stat('/alias.txt'), NotFoundError, 'a symlink within the root')
+  t.same((await store.list('/')).map((e) => e.name), ['real.txt'], 'symlinks are not listed')
+  t.same((await store.scan()).map((e) => e.path), ['/real.txt'])
+
+  t.equal(fs.readFileSync(path.join(outside, 'secret.txt'), 'utf8'), 'secret', 'the file outside is untouched')
+  t.same(fs.readdirSync(outside), ['secret.txt'], 'and nothing was created beside it')
+  t.ok(fs.lstatSync(path.join(root, 'link.txt')).isSymbolicLink(), 'the symlink itself is still there')
+})
