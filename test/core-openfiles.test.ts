@@ -1,0 +1,397 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import type { DfsClient } from '../src/client/dfsClient'
+import { OpenFileTable } from '../src/client/openFiles'
+import { BadRequestError, LockTimeoutError, NotFoundError } from '../src/shared/errors'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+
+// The open-file table behind the mount, driven directly (no FUSE) against a real cluster:
+// each OpenFileTable over its own DfsClient (own cache folder) stands for one machine.
+
+const { O_RDONLY, O_WRONLY, O_RDWR, O_APPEND } = fs.constants
+
+/** What the file server's disk holds for a path: no client cache involved. */
+function onDisk (cluster: TestCluster, file: string): string {
+  return fs.readFileSync(path.join(cluster.roots[0], file), 'utf8')
+}
+
+/** What another machine reads: a fresh client with a cache of its own, revalidated at each read. */
+async function seenElsewhere (client: DfsClient, file: string): Promise<string> {
+  return (await client.readFile(file)).toString()
+}
+
+async function write (table: OpenFileTable, id: number, text: string, position: number): Promise<void> {
+  const data = Buffer.from(text)
+  const written = await table.write(id, data, position)
+  if (written !== data.length) throw new Error(`short write: ${written} of ${data.length}`)
+}
+
+/** Reads a handle from `position` to its end, as cat does, in small chunks. */
+async function readAll (table: OpenFileTable, id: number, position = 0): Promise<string> {
+  const chunks: Buffer[] = []
+  for (;;) {
+    const buffer = Buffer.alloc(7)
+    const n = await table.read(id, buffer, buffer.length, position)
+    if (n === 0) break
+    chunks.push(buffer.subarray(0, n))
+    position += n
+  }
+  return Buffer.concat(chunks).toString()
+}
+
+async function errorOf (promise: Promise<unknown>): Promise<unknown> {
+  return await promise.then(() => null, (err: unknown) => err)
+}
+
+/** One machine's open-file table. */
+function tableFor (_t: Test, client: DfsClient): OpenFileTable {
+  return new OpenFileTable(client)
+}
+
+t.test('appends through one handle are held back until flush, then land whole and in order', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'log.txt': 'start\n' }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+  const before = (await other.statFresh('/log.txt')).version
+
+  const id = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  // With O_APPEND the position the kernel passes does not matter: the bytes go at the end.
+  await write(table, id, 'one\n', 0)
+  await write(table, id, 'two\n', 0)
+  await write(table, id, 'three\n', 999)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\n', 'nothing on the server\'s disk before flush')
+  t.equal(await seenElsewhere(other, '/log.txt'), 'start\n', 'nor for another machine')
+  t.equal((await other.statFresh('/log.txt')).version, before, 'the version has not moved')
+
+  await table.flush(id)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\none\ntwo\nthree\n', 'after flush: all of it, in order')
+  t.equal(await seenElsewhere(other, '/log.txt'), 'start\none\ntwo\nthree\n', 'another machine reads it')
+  t.equal((await other.statFresh('/log.txt')).version, before + 1, 'one flush, one append: the version goes up by one')
+
+  await write(table, id, 'four\n', 0)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\none\ntwo\nthree\n', 'a write after the flush waits for the next one')
+  await table.release(id)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\none\ntwo\nthree\nfour\n', 'release sends the rest')
+  t.equal((await other.statFresh('/log.txt')).version, before + 2)
+  t.equal(await seenElsewhere(other, '/log.txt'), 'start\none\ntwo\nthree\nfour\n')
+  await t.rejects(table.flush(id), BadRequestError, 'the handle is gone after release')
+})
+
+t.test('two handles of one table appending in turn: each one\'s lines, in the order they were closed', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'log.txt': '' }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+
+  const a = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, a, 'a1\n', 0)
+  await write(table, a, 'a2\n', 0)
+  await table.release(a)
+  const b = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, b, 'b1\n', 0)
+  await write(table, b, 'b2\n', 0)
+  t.equal(onDisk(cluster, 'log.txt'), 'a1\na2\n', 'the second handle\'s lines are not sent before its close')
+  await table.release(b)
+  const c = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, c, 'a3\n', 0)
+  await table.release(c)
+  t.equal(onDisk(cluster, 'log.txt'), 'a1\na2\nb1\nb2\na3\n', 'one after the other, nothing lost or doubled')
+  t.equal(await seenElsewhere(other, '/log.txt'), 'a1\na2\nb1\nb2\na3\n')
+
+  // Both open at once, each writing then closing: what each closes lands as one run.
+  const d = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  const e = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, e, 'e1\n', 0)
+  await write(table, e, 'e2\n', 0)
+  await table.release(e)
+  await write(table, d, 'd1\n', 0)
+  await table.release(d)
+  t.equal(onDisk(cluster, 'log.txt'), 'a1\na2\nb1\nb2\na3\ne1\ne2\nd1\n', 'two open handles, closed one after the other')
+})
+
+t.test('two handles of one table whose appends interleave keep the order of the write() calls', async (t) => {
+  // On a local disk, write(a) write(b) write(a) on two O_APPEND descriptors leaves a1 b1 a2.
+  // Here each handle keeps its own pending bytes until its own flush, so a's two lines are sent
+  // together and b's after them: a1 a2 b1. Reading through any handle of the table first sends
+  // everything pending (open and read call sendPendingOf), but write() does not.
+  const cluster = await startTestCluster(t, [{ 'log.txt': '' }])
+  const table = tableFor(t, cluster.client())
+  const a = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  const b = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, a, 'a1\n', 0)
+  await write(table, b, 'b1\n', 0)
+  await write(table, a, 'a2\n', 0)
+  await table.release(a)
+  await table.release(b)
+  const text = onDisk(cluster, 'log.txt')
+  t.equal(text.split('\n').filter(Boolean).sort().join(' '), 'a1 a2 b1', 'every line is there once')
+  t.equal(text, 'a1\nb1\na2\n', 'in the order of the write() calls', {
+    todo: 'KNOWN BUG: appends of two handles of one table are sent per handle, so they land as a1 a2 b1'
+  })
+})
+
+t.test('a second machine appending to the same file: both sets of lines, each in order', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'log.txt': 'start\n' }])
+  const one = tableFor(t, cluster.client())
+  const two = tableFor(t, cluster.client())
+
+  const a = await one.open('/log.txt', O_WRONLY | O_APPEND)
+  const b = await two.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(one, a, 'one-1\n', 0)
+  await write(two, b, 'two-1\n', 0)
+  await write(one, a, 'one-2\n', 0)
+  await write(two, b, 'two-2\n', 0)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\n', 'neither is on the server before its flush')
+  await one.flush(a)
+  t.equal(onDisk(cluster, 'log.txt'), 'start\none-1\none-2\n', 'the first machine\'s lines after its flush')
+  await two.release(b)
+  await write(one, a, 'one-3\n', 0)
+  await one.release(a)
+  const expected = 'start\none-1\none-2\ntwo-1\ntwo-2\none-3\n'
+  t.equal(onDisk(cluster, 'log.txt'), expected, 'the second machine\'s lines were appended, not written over the first\'s')
+  t.equal(await seenElsewhere(cluster.client(), '/log.txt'), expected, 'a third machine reads all of it')
+
+  // And each table, reopening, sees the other's lines (close-to-open).
+  for (const [name, table] of [['one', one], ['two', two]] as const) {
+    const r = await table.open('/log.txt', O_RDONLY)
+    t.equal(await readAll(table, r), expected, `table ${name} reads both sets of lines after a new open`)
+    await table.release(r)
+  }
+})
+
+t.test('a write inside the file is stored whole on flush (store-on-close), under the lock, given back on release', async (t) => {
+  const original = 'hello world, this is the old text\n'
+  const cluster = await startTestCluster(t, [{ 'doc.txt': original }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+  // A writer that gives up quickly: it shows whether the lock is held, and that it is free at once after.
+  const impatient = cluster.client({ lockTimeoutMs: 300 })
+  const before = await other.statFresh('/doc.txt')
+
+  const id = await table.open('/doc.txt', O_RDWR)
+  await write(table, id, 'HELLO', 0)
+  await write(table, id, 'WORLD', 6)
+  t.equal(onDisk(cluster, 'doc.txt'), original, 'the server\'s disk keeps the old content while the handle is open')
+  t.equal(await seenElsewhere(other, '/doc.txt'), original, 'another machine reads the old content')
+  t.equal(await readAll(table, id), 'HELLO WORLD, this is the old text\n', 'the handle reads its own writes')
+  t.equal(table.localView(await other.statFresh('/doc.txt')).size, original.length, 'same size: nothing pending on top')
+  const blocked = await errorOf(impatient.append('/doc.txt', 'intruder\n'))
+  t.type(blocked, LockTimeoutError, 'the writer holds the file\'s lock: another machine\'s append waits, then gives up')
+
+  await table.flush(id)
+  const stored = 'HELLO WORLD, this is the old text\n'
+  t.equal(onDisk(cluster, 'doc.txt'), stored, 'after flush the server has the whole new content')
+  t.equal(await seenElsewhere(other, '/doc.txt'), stored, 'and another machine reads it')
+  const after = await other.statFresh('/doc.txt')
+  t.ok(after.version > before.version, `the version went up (${before.version} -> ${after.version})`)
+  t.equal(after.size, stored.length)
+
+  // Lock still held after flush (the handle is still open): released only on release.
+  t.type(await errorOf(impatient.append('/doc.txt', 'intruder\n')), LockTimeoutError, 'still locked after flush, while open')
+  await table.release(id)
+  const started = Date.now()
+  await impatient.append('/doc.txt', 'next\n')
+  t.ok(Date.now() - started < 1000, 'after release another machine writes at once')
+  t.equal(onDisk(cluster, 'doc.txt'), stored + 'next\n')
+})
+
+t.test('a write inside the file then a write past its end: both stored together on release', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': '0123456789' }])
+  const table = tableFor(t, cluster.client())
+  const id = await table.open('/doc.txt', O_WRONLY)
+  await write(table, id, 'ab', 2)
+  await write(table, id, 'XYZ', 10) // at the end, but the handle is on the working copy now
+  t.equal(onDisk(cluster, 'doc.txt'), '0123456789')
+  t.equal(table.localView(await cluster.client().statFresh('/doc.txt')).size, 13, 'localView counts the working copy\'s size')
+  await table.release(id)
+  t.equal(onDisk(cluster, 'doc.txt'), '01ab456789XYZ')
+})
+
+t.test('two machines writing inside one file: the second waits for the first\'s lock and starts from its stored version', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': '....\n' }])
+  const one = tableFor(t, cluster.client())
+  const two = tableFor(t, cluster.client())
+  const a = await one.open('/doc.txt', O_RDWR)
+  const b = await two.open('/doc.txt', O_RDWR)
+  await write(one, a, 'A', 0)
+  let secondDone = false
+  const second = write(two, b, 'B', 1).then(() => { secondDone = true })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.notOk(secondDone, 'the second machine\'s write waits for the lock the first holds')
+  await one.release(a)
+  await second
+  t.equal(await readAll(two, b), 'AB..\n', 'its working copy is the version the first stored, not what it opened')
+  await two.release(b)
+  t.equal(onDisk(cluster, 'doc.txt'), 'AB..\n', 'no lost update: both changes are on the server')
+})
+
+t.test('ftruncate through a handle lands with the store, not before', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': 'keep this; drop the rest\n' }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+  const before = (await other.statFresh('/doc.txt')).version
+
+  const id = await table.open('/doc.txt', O_RDWR)
+  await table.truncate(id, 9)
+  t.equal(onDisk(cluster, 'doc.txt'), 'keep this; drop the rest\n', 'the server keeps the old content while open')
+  t.equal(await seenElsewhere(other, '/doc.txt'), 'keep this; drop the rest\n')
+  t.equal(table.localView(await other.statFresh('/doc.txt')).size, 9, 'localView shows the cut size')
+  t.equal(await readAll(table, id), 'keep this', 'the handle reads the cut copy')
+  await write(table, id, '!\n', 9)
+  await table.release(id)
+  t.equal(onDisk(cluster, 'doc.txt'), 'keep this!\n', 'after release: cut, then written')
+  t.equal(await seenElsewhere(other, '/doc.txt'), 'keep this!\n')
+  t.ok((await other.statFresh('/doc.txt')).version > before, 'the version went up')
+
+  // Extending with zeros, as ftruncate to a larger size does.
+  const grow = await table.open('/doc.txt', O_WRONLY)
+  await table.truncate(grow, 14)
+  await table.release(grow)
+  t.same(fs.readFileSync(path.join(cluster.roots[0], 'doc.txt')), Buffer.concat([Buffer.from('keep this!\n'), Buffer.alloc(3)]), 'grown with zero bytes')
+})
+
+t.test('echo x > f: open(O_WRONLY), truncate(path, 0), write at 0, release: the server never shows the empty file', async (t) => {
+  // The kernel's order for open(O_TRUNC) on a FUSE mount: the open comes first, then a truncate
+  // of the path with no handle (see truncatePath and commit 23033d9); it goes to the open writer.
+  const cluster = await startTestCluster(t, [{ 'f.txt': 'old content\n' }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+  const before = (await other.statFresh('/f.txt')).version
+
+  const id = await table.open('/f.txt', O_WRONLY)
+  t.equal(await seenElsewhere(other, '/f.txt'), 'old content\n', 'after open')
+  await table.truncatePath('/f.txt', 0)
+  t.equal(await seenElsewhere(other, '/f.txt'), 'old content\n', 'after truncate(path, 0): not emptied on the server')
+  t.equal(onDisk(cluster, 'f.txt'), 'old content\n')
+  t.equal(table.localView(await other.statFresh('/f.txt')).size, 0, 'but this table shows it empty')
+  await write(table, id, 'x\n', 0)
+  t.equal(await seenElsewhere(other, '/f.txt'), 'old content\n', 'after the write')
+  t.equal(table.localView(await other.statFresh('/f.txt')).size, 2, 'this table shows the new size')
+  await table.release(id)
+  t.equal(await seenElsewhere(other, '/f.txt'), 'x\n', 'after release: the new content, whole')
+  t.equal(onDisk(cluster, 'f.txt'), 'x\n')
+  t.equal((await other.statFresh('/f.txt')).version, before + 1, 'one store: the version goes up by one')
+  t.equal((await cluster.client({ lockTimeoutMs: 300 }).append('/f.txt', 'y\n')).size, 4, 'and the lock is free')
+})
+
+t.test('truncate(path, 0) with no handle open goes to the server at once (as truncate -s 0 does)', async (t) => {
+  // The brief's order for `echo x > f` was truncatePath first, then open. With nothing open the
+  // table cannot know a write will follow, so the server is emptied at once: between the two
+  // steps other machines see the empty file. The kernel sends the open first (test above).
+  const cluster = await startTestCluster(t, [{ 'f.txt': 'old content\n' }])
+  const table = tableFor(t, cluster.client())
+  const other = cluster.client()
+  await table.truncatePath('/f.txt', 0)
+  t.equal(await seenElsewhere(other, '/f.txt'), '', 'emptied on the server at once')
+  const id = await table.open('/f.txt', O_WRONLY)
+  await write(table, id, 'x\n', 0)
+  t.equal(await seenElsewhere(other, '/f.txt'), '', 'the write waits for the close')
+  await table.release(id)
+  t.equal(await seenElsewhere(other, '/f.txt'), 'x\n')
+})
+
+t.test('close-to-open: a new open sees what was stored; a reader sees another machine\'s append after it reopens', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': 'v1\n' }])
+  const one = tableFor(t, cluster.client())
+  const two = tableFor(t, cluster.client())
+
+  // The same table: overwrite, release, reopen for reading.
+  const r0 = await one.open('/doc.txt', O_RDONLY)
+  t.equal(await readAll(one, r0), 'v1\n')
+  await one.release(r0)
+  const w = await one.open('/doc.txt', O_RDWR)
+  await write(one, w, 'V2', 0)
+  await one.release(w)
+  const r1 = await one.open('/doc.txt', O_RDONLY)
+  t.equal(await readAll(one, r1), 'V2\n', 'a new open after release reads the new content')
+  await one.release(r1)
+
+  // Another machine: its reader opened before, stays on its copy until it reopens.
+  const reader = await two.open('/doc.txt', O_RDONLY)
+  t.equal(await readAll(two, reader), 'V2\n', 'the other machine\'s reader, opened now')
+  const appender = await one.open('/doc.txt', O_WRONLY | O_APPEND)
+  await write(one, appender, 'more\n', 0)
+  await one.release(appender)
+  t.equal(onDisk(cluster, 'doc.txt'), 'V2\nmore\n')
+  const reopened = await two.open('/doc.txt', O_RDONLY)
+  t.equal(await readAll(two, reopened), 'V2\nmore\n', 'a reopen on the other machine sees the appended bytes')
+  await two.release(reopened)
+  await two.release(reader)
+
+  // A reader of the same table sees the table's own pending appends (sent before the read).
+  const mine = await one.open('/doc.txt', O_RDONLY)
+  const tail = await one.open('/doc.txt', O_WRONLY | O_APPEND)
+  await write(one, tail, 'own\n', 0)
+  t.equal(await readAll(one, mine), 'V2\nmore\nown\n', 'a reader of the same table reads the other handle\'s append')
+  t.equal(onDisk(cluster, 'doc.txt'), 'V2\nmore\nown\n', 'which that read sent to the server')
+  await one.release(tail)
+  await one.release(mine)
+})
+
+t.test('a reader reads its own table\'s appends even when another machine appended in between', async (t) => {
+  // The table's append cannot extend the cached copy the reader has open (the cache is a
+  // version behind), so the cache drops it; the reader must reopen rather than read the old copy.
+  const cluster = await startTestCluster(t, [{ 'log.txt': 'v1\n' }])
+  const one = tableFor(t, cluster.client())
+  const reader = await one.open('/log.txt', O_RDONLY)
+  t.equal(await readAll(one, reader), 'v1\n')
+  await cluster.client().append('/log.txt', 'other\n')
+  const writer = await one.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(one, writer, 'own\n', 0)
+  t.equal(await readAll(one, reader), 'v1\nother\nown\n', 'the read sends the pending append and reads the file as it now is')
+  await one.release(writer)
+  await one.release(reader)
+})
+
+t.test('localView counts the pending bytes of open handles', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'log.txt': '12345' }, { 'other.txt': 'x' }])
+  const client = cluster.client()
+  const table = tableFor(t, client)
+  const meta = await client.statFresh('/log.txt')
+  t.equal(table.localView(meta), meta, 'no handle: the server\'s meta as it is')
+
+  const a = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  const b = await table.open('/log.txt', O_WRONLY | O_APPEND)
+  await write(table, a, 'abc', 0)
+  t.equal(table.localView(meta).size, 8, 'one handle\'s pending bytes')
+  await write(table, b, 'defg', 0)
+  t.equal(table.localView(meta).size, 12, 'two handles\' pending bytes')
+  t.equal(table.localView(meta).version, meta.version, 'the rest of the meta as it was')
+  t.equal(meta.size, 5, 'the meta given is not changed')
+  const otherMeta = await client.statFresh('/other.txt')
+  t.equal(table.localView(otherMeta).size, 1, 'another path is not affected')
+
+  await table.flush(a)
+  const flushed = await client.statFresh('/log.txt')
+  t.equal(flushed.size, 8, 'the server has the flushed bytes')
+  t.equal(table.localView(flushed).size, 12, 'and the other handle\'s are still counted on top')
+  await table.release(b)
+  const all = await client.statFresh('/log.txt')
+  t.equal(all.size, 12)
+  t.equal(table.localView(all).size, 12, 'nothing pending: nothing added')
+  await table.release(a)
+  const folder = await client.stat('/')
+  t.equal(table.localView(folder), folder, 'a folder is answered as it is')
+})
+
+t.test('errors: a missing file, an unknown handle, a read on a write-only handle', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'here.txt': 'x' }])
+  const table = tableFor(t, cluster.client())
+  for (const [name, flags] of [['O_RDONLY', O_RDONLY], ['O_WRONLY', O_WRONLY], ['O_RDWR', O_RDWR], ['O_WRONLY|O_APPEND', O_WRONLY | O_APPEND]] as const) {
+    const err = await errorOf(table.open('/missing.txt', flags))
+    t.type(err, NotFoundError, `open(${name}) of a missing file: NotFoundError (${String(err)})`)
+  }
+
+  const unknown = 4242
+  t.type(await errorOf(table.read(unknown, Buffer.alloc(4), 4, 0)), BadRequestError, 'read on an unknown handle id: BadRequestError')
+  t.type(await errorOf(table.write(unknown, Buffer.from('x'), 0)), BadRequestError, 'write on an unknown handle id')
+  t.type(await errorOf(table.flush(unknown)), BadRequestError, 'flush on an unknown handle id')
+  t.type(await errorOf(table.release(unknown)), BadRequestError, 'release of an unknown handle id')
+
+  const id = await table.open('/here.txt', O_WRONLY | O_APPEND)
+  t.type(await errorOf(table.read(id, Buffer.alloc(4), 4, 0)), BadRequestError, 'read on a write-only handle')
+  await table.release(id)
+  t.type(await errorOf(table.read(id, Buffer.alloc(4), 4, 0)), BadRequestError, 'read on a released handle')
+})
