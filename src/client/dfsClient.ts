@@ -1,6 +1,4 @@
 import fs from 'node:fs'
-import os from 'node:os'
-import nodePath from 'node:path'
 import { Readable } from 'node:stream'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError,
@@ -11,8 +9,9 @@ import type {
   DirectoryListAnswer, EntryKind, FileListAnswer, FileMeta, LockLease, LookupAnswer, PlacementAnswer, RenameAnswer,
   ServerInfo, ServersAnswer, StatfsAnswer
 } from '../shared/protocol'
-import { DEFAULT_PORTS, DirectoryRoutes, FileRoutes, Headers } from '../shared/protocol'
-import { DEFAULT_TIMEOUT_MS, ServiceClient } from '../shared/transport'
+import { defaultClientOptions } from '../shared/defaults'
+import { DirectoryRoutes, FileRoutes, Headers } from '../shared/protocol'
+import { ServiceClient } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import type { CachedFile, Download } from './localCache'
@@ -39,13 +38,8 @@ export interface DfsClientOptions {
   owner?: string
 }
 
-export const defaultClientOptions = {
-  directoryUrl: `http://127.0.0.1:${DEFAULT_PORTS.directory}`,
-  lockUrl: `http://127.0.0.1:${DEFAULT_PORTS.lock}`,
-  cacheDir: nodePath.join(process.env.XDG_CACHE_HOME ?? nodePath.join(os.homedir(), '.cache'), 'dfs'),
-  timeoutMs: DEFAULT_TIMEOUT_MS,
-  lockTimeoutMs: 10_000
-}
+// Defined in defaults.ts with every other default; re-exported for code that imports it from here.
+export { defaultClientOptions }
 
 export type ListEntry = FileMeta & { name: string }
 

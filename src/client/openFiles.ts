@@ -2,6 +2,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
@@ -16,8 +17,8 @@ const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
 
-/** Appends held back longer than this are sent early, so memory stays bounded. */
-export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
+// Defined in defaults.ts with every other default; re-exported for code that imports it from here.
+export { DEFAULT_MAX_PENDING_BYTES }
 
 /**
  * A private copy of a file being changed in place, stored whole on flush (store-on-close).

@@ -3,9 +3,8 @@
  * request and answer bodies. docs/protocol.md describes the same in prose; keep them in step.
  */
 
-export const DEFAULT_PORTS = { directory: 7070, lock: 7071, firstFile: 7080 } as const
-
-export const DEFAULT_LEASE_MS = 30_000
+// Defined in defaults.ts with every other default; re-exported for code that imports them from here.
+export { DEFAULT_PORTS, DEFAULT_LEASE_MS } from './defaults'
 
 export type EntryKind = 'file' | 'dir'
 

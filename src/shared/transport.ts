@@ -3,12 +3,14 @@ import { pipeline, Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
 import axios from 'axios'
 import type { AxiosInstance, AxiosRequestConfig, AxiosResponse } from 'axios'
+import { DEFAULT_TIMEOUT_MS } from './defaults'
 import { DfsError, errorFromBody, ServerUnavailableError } from './errors'
 
 /** Keep-alive saves a TCP handshake per call: most dfs calls are small and many. */
 const keepAliveAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
 
-export const DEFAULT_TIMEOUT_MS = 5_000
+// Defined in defaults.ts with every other default; re-exported for code that imports it from here.
+export { DEFAULT_TIMEOUT_MS }
 
 /** Slowest transfer rate tolerated before a large upload counts as not answering (bytes/ms). */
 const MIN_UPLOAD_BYTES_PER_MS = 1000
