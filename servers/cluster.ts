@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { DEFAULT_PORTS } from '../src/shared/protocol'
+import { DEFAULT_PORTS } from '../src/shared/defaults'
 import type { Logger, RunningServer } from './common/http'
 import { silentLogger } from './common/http'
 import { startDirectoryServer } from './directory/server'

@@ -1,6 +1,7 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
-import { DEFAULT_LEASE_MS, LockRoutes } from '../../src/shared/protocol'
+import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
+import { LockRoutes } from '../../src/shared/protocol'
 import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'

@@ -2,11 +2,12 @@ import readline from 'node:readline'
 import { pipeline } from 'node:stream/promises'
 import yargs from 'yargs/yargs'
 import type { Argv } from 'yargs'
-import { DfsClient, defaultClientOptions } from '../client/dfsClient'
+import { DfsClient } from '../client/dfsClient'
 import type { ListEntry } from '../client/dfsClient'
 import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
+import { clientOptions } from './options'
 
 interface ClientArgs {
   directory: string
@@ -97,13 +98,8 @@ async function main (): Promise<void> {
   const argv = process.argv.slice(2)
   const parser = yargs(argv)
     .scriptName('dfs')
-    .env('DFS')
     .usage('$0 [command] [options]\n\nReads and changes files on a dfs cluster. With no command, asks what to do.')
-    .option('directory', { type: 'string', default: defaultClientOptions.directoryUrl, describe: 'directory server URL (DFS_DIRECTORY)' })
-    .option('lock', { type: 'string', default: defaultClientOptions.lockUrl, describe: 'lock server URL (DFS_LOCK)' })
-    .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
-    .option('timeout-ms', { type: 'number', default: defaultClientOptions.timeoutMs, describe: 'how long a server may stay silent' })
-    .option('lock-timeout-ms', { type: 'number', default: defaultClientOptions.lockTimeoutMs, describe: 'how long to wait for a file\'s lock' })
+    .options(clientOptions())
     .command('cat <path>', 'print a file', (y) => withPath(y), async (args) => {
       const client = clientOf(args)
       await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)

@@ -2,7 +2,8 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
-import { DfsClient, defaultClientOptions } from '../client/dfsClient'
+import { DfsClient } from '../client/dfsClient'
+import { DEFAULT_PREFLIGHT_TIMEOUT_MS } from '../shared/defaults'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
@@ -11,6 +12,7 @@ import type { MountedDfs } from '../fuse/mount'
 import { CliError, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
+import { mountOptions } from './options'
 
 function log (line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`)
@@ -35,24 +37,16 @@ async function preflight (mountpoint: string, directoryUrl: string): Promise<voi
     if (err instanceof FuseUnavailableError) throw new CliError(err.message)
     throw err
   }
-  await new DirectoryApi(new Transport('directory server', directoryUrl, 3000)).health()
+  await new DirectoryApi(new Transport('directory server', directoryUrl, DEFAULT_PREFLIGHT_TIMEOUT_MS)).health()
 }
 
 async function main (): Promise<void> {
   const args = await yargs(process.argv.slice(2))
     .scriptName('dfs-mount')
-    .env('DFS')
     .usage('$0 <mountpoint> [options]\n\nMounts a dfs cluster at MOUNTPOINT. Returns once the mount is ready; the daemon goes on in the background and logs to the file it names. Unmount with dfs-umount MOUNTPOINT.')
     .positional('mountpoint', { type: 'string' })
     .demandCommand(1, 'name the mount point: dfs-mount MOUNTPOINT')
-    .option('directory', { type: 'string', default: defaultClientOptions.directoryUrl, describe: 'directory server URL (DFS_DIRECTORY)' })
-    .option('lock', { type: 'string', default: defaultClientOptions.lockUrl, describe: 'lock server URL (DFS_LOCK)' })
-    .option('cache-dir', { type: 'string', default: defaultClientOptions.cacheDir, describe: 'local cache folder (DFS_CACHE_DIR)' })
-    .option('foreground', { type: 'boolean', default: false, describe: 'stay attached; Ctrl-C or SIGTERM unmounts' })
-    .option('log', { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' })
-    .option('timeout-ms', { type: 'number', default: defaultClientOptions.timeoutMs, describe: 'how long a server may stay silent before EIO' })
-    .option('lock-timeout-ms', { type: 'number', default: defaultClientOptions.lockTimeoutMs, describe: 'how long a write waits for a file\'s lock' })
-    .option('debug', { type: 'boolean', default: false, describe: 'log every FUSE request' })
+    .options(mountOptions())
     .strict()
     .fail((message, err) => {
       throw err ?? new CliError(message)

@@ -1,7 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
-import { DEFAULT_PORTS, DEFAULT_LEASE_MS } from '../shared/protocol'
 import type { RunningServer } from '../../servers/common/http'
 import { startDirectoryServer } from '../../servers/directory/server'
 import { startLockServer } from '../../servers/lock/server'
@@ -9,6 +8,7 @@ import { startFileServer } from '../../servers/file/server'
 import { prepareDemoData, startCluster } from '../../servers/cluster'
 import { CliError, runMain } from './common'
 import { isAlive, notifyParent, startDetached } from './daemon'
+import { demoOptions, directoryServerOptions, fileServerOptions, lockServerOptions } from './options'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
@@ -43,41 +43,23 @@ function listening (what: string, server: RunningServer, requested: number): voi
   log(`${what} listening on ${server.url}${requested === 0 ? ' (port 0: picked a free one)' : ''}`)
 }
 
-function portOption (fallback: number): { type: 'number', default: number, describe: string } {
-  return { type: 'number', default: fallback, describe: 'port to listen on (0 picks a free one)' }
-}
-
-const hostOption = { type: 'string', default: '127.0.0.1', describe: 'address to listen on (0.0.0.0 for every interface)' } as const
-
 async function main (): Promise<void> {
   await yargs(process.argv.slice(2))
     .scriptName('dfs-serve')
-    .env('DFS')
-    .usage('$0 <server> [options]\n\nRuns dfs server daemons. Every option can also be set as DFS_<OPTION> (DFS_DIRECTORY, DFS_LOCK, DFS_PORT, ...).')
-    .command('directory', 'the directory server: maps paths to file servers', (y) => y
-      .option('port', portOption(DEFAULT_PORTS.directory))
-      .option('host', hostOption),
+    .usage('$0 <server> [options]\n\nRuns dfs server daemons. An option that takes a value can also be set as DFS_<OPTION>; each server reads only the variables of its own options (see $0 <server> --help).')
+    .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
       const server = await startDirectoryServer({ port: args.port, host: args.host, log })
       listening('directory server', server, args.port)
       stayUp(server.close)
     })
-    .command('lock', 'the lock server: one writer per file, with leases', (y) => y
-      .option('port', portOption(DEFAULT_PORTS.lock))
-      .option('host', hostOption)
-      .option('lease-ms', { type: 'number', default: DEFAULT_LEASE_MS, describe: 'lease of a lock when the client names none' }),
+    .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
       const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, log })
       listening('lock server', server, args.port)
       stayUp(server.close)
     })
-    .command('file', 'a file server: serves the files under --root', (y) => y
-      .option('root', { type: 'string', demandOption: true, describe: 'folder whose files this server holds' })
-      .option('port', portOption(DEFAULT_PORTS.firstFile))
-      .option('host', hostOption)
-      .option('directory', { type: 'string', default: `http://127.0.0.1:${DEFAULT_PORTS.directory}`, describe: 'directory server URL' })
-      .option('lock', { type: 'string', default: `http://127.0.0.1:${DEFAULT_PORTS.lock}`, describe: 'lock server URL' })
-      .option('public-url', { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' }),
+    .command('file', 'a file server: serves the files under --root', (y) => y.options(fileServerOptions()),
     async (args) => {
       const server = await startFileServer({
         root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log
@@ -85,16 +67,7 @@ async function main (): Promise<void> {
       listening(`file server ${server.machineId}`, server, args.port)
       stayUp(server.close)
     })
-    .command('demo', 'a directory server, a lock server and two file servers with sample data, in one process', (y) => y
-      .option('data-dir', { type: 'string', default: path.join(repoRoot, '.demo', 'data'), describe: 'working copy of the sample data (kept between runs)' })
-      .option('reset', { type: 'boolean', default: false, describe: 'start again from a fresh copy of the sample data' })
-      .option('host', hostOption)
-      .option('directory-port', portOption(DEFAULT_PORTS.directory))
-      .option('lock-port', portOption(DEFAULT_PORTS.lock))
-      .option('file-port', portOption(DEFAULT_PORTS.firstFile))
-      .option('lease-ms', { type: 'number', default: DEFAULT_LEASE_MS })
-      .option('detach', { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' })
-      .option('stop', { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' }),
+    .command('demo', 'a directory server, a lock server and two file servers with sample data, in one process', (y) => y.options(demoOptions()),
     async (args) => {
       const pidFile = path.join(path.dirname(args.dataDir), 'demo.pid')
       const running = readPid(pidFile)

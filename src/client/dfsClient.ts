@@ -1,16 +1,14 @@
 import fs from 'node:fs'
-import os from 'node:os'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
 import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
-import { DEFAULT_TIMEOUT_MS } from '../shared/defaults'
+import { defaultClientOptions } from '../shared/defaults'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
-import { DEFAULT_PORTS } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { LocalCache } from './localCache'
@@ -40,14 +38,6 @@ export interface DfsClientOptions {
   owner?: string
   /** Sent with every call (credential, client id). */
   caller?: CallerIdentity
-}
-
-export const defaultClientOptions = {
-  directoryUrl: `http://127.0.0.1:${DEFAULT_PORTS.directory}`,
-  lockUrl: `http://127.0.0.1:${DEFAULT_PORTS.lock}`,
-  cacheDir: nodePath.join(process.env.XDG_CACHE_HOME ?? nodePath.join(os.homedir(), '.cache'), 'dfs'),
-  timeoutMs: DEFAULT_TIMEOUT_MS,
-  lockTimeoutMs: 10_000
 }
 
 export type ListEntry = FileMeta & { name: string }

@@ -5,6 +5,7 @@ import nodePath from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
+import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 
@@ -19,7 +20,8 @@ interface CacheRecord {
   meta: FileMeta
 }
 
-export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3
+// Defined in defaults.ts with every other default; re-exported for code that imports it from here.
+export { DEFAULT_CACHE_BYTES }
 
 /**
  * Whole-file copies of remote files on local disk, each with the version, size and mtime

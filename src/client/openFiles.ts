@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
+import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
@@ -14,9 +15,6 @@ const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
-
-/** Appends held back longer than this are sent early, so memory stays bounded. */
-export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 /** What the open-file table needs of the client core (DfsClient has it all). */
 export interface OpenFileBackend extends WorkingCopyBackend {

@@ -1,4 +1,54 @@
-/** Defaults shared by servers, client and CLIs: one place to read and change them. */
+import os from 'node:os'
+import path from 'node:path'
+
+/**
+ * Every default a user or a caller can override, in one place: the servers, the client
+ * proxy, the CLIs (and their --help) and the benchmark read them from here, so a changed
+ * default is changed everywhere at once. Internal tuning constants that nobody sets stay
+ * next to the code they tune. Imports nothing from dfs: src/shared is the bottom layer.
+ */
+
+/** Servers listen on loopback only unless told otherwise: dfs has no authentication. */
+export const DEFAULT_HOST = '127.0.0.1'
+
+/** The documented fixed ports; file servers after the first count up from firstFile. */
+export const DEFAULT_PORTS = { directory: 7070, lock: 7071, firstFile: 7080 } as const
+
+export const DEFAULT_DIRECTORY_URL = `http://${DEFAULT_HOST}:${DEFAULT_PORTS.directory}`
+export const DEFAULT_LOCK_URL = `http://${DEFAULT_HOST}:${DEFAULT_PORTS.lock}`
+
+/** Lease the lock server grants when the client names none. */
+export const DEFAULT_LEASE_MS = 30_000
 
 /** Per request: a server silent for this long is reported as not answering. */
 export const DEFAULT_TIMEOUT_MS = 5_000
+
+/** How long a writer waits for a file's lock that someone else holds. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 10_000
+
+/** The client's cache of whole files, per user, where the XDG base directory spec puts caches. */
+export const DEFAULT_CACHE_DIR = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'dfs')
+
+/** Disk space the local cache may fill before it evicts the least recently used files. */
+export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3
+
+/** Appends held back longer than this are sent early, so memory stays bounded. */
+export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
+
+/** Where dfs-mount records each mount's daemon (pid, log), for dfs-umount; XDG's place for state. */
+export const DEFAULT_MOUNT_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'mounts')
+
+/** The demo cluster's working copy of sample-data/, inside the checkout (this file runs from dist/src/shared). */
+export const DEFAULT_DEMO_DATA_DIR = path.resolve(__dirname, '..', '..', '..', '.demo', 'data')
+
+/** How long dfs-mount waits for the directory server's health check before it gives up. */
+export const DEFAULT_PREFLIGHT_TIMEOUT_MS = 3_000
+
+/** The client proxy's options that have a default (see DfsClientOptions). */
+export const defaultClientOptions = {
+  directoryUrl: DEFAULT_DIRECTORY_URL,
+  lockUrl: DEFAULT_LOCK_URL,
+  cacheDir: DEFAULT_CACHE_DIR,
+  timeoutMs: DEFAULT_TIMEOUT_MS,
+  lockTimeoutMs: DEFAULT_LOCK_TIMEOUT_MS
+}

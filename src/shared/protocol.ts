@@ -3,8 +3,6 @@
  * request and answer bodies. docs/protocol.md describes the same in prose; keep them in step.
  */
 
-export const DEFAULT_PORTS = { directory: 7070, lock: 7071, firstFile: 7080 } as const
-
 /**
  * The version of this protocol. Every call and every answer carries it (X-Dfs-Protocol) and
  * /health states it; a peer that speaks another one is refused with a clear message.
@@ -19,8 +17,6 @@ export interface HealthAnswer {
   bootId?: string
   [detail: string]: unknown
 }
-
-export const DEFAULT_LEASE_MS = 30_000
 
 export type EntryKind = 'file' | 'dir'
 

@@ -21,9 +21,10 @@ export function cleanEnv (): NodeJS.ProcessEnv {
 /**
  * Runs `node args...` in the repository, feeds `input` on stdin, and gives back how it
  * ended. Killed after timeoutMs so a hung command fails the test instead of stalling it.
+ * `env` replaces cleanEnv(), for a test of what DFS_* variables do.
  */
-export async function runNode (args: string[], opts: { input?: string | Buffer, timeoutMs?: number } = {}): Promise<Finished> {
-  const child = spawn(process.execPath, args, { cwd: repoRoot, env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+export async function runNode (args: string[], opts: { input?: string | Buffer, timeoutMs?: number, env?: NodeJS.ProcessEnv } = {}): Promise<Finished> {
+  const child = spawn(process.execPath, args, { cwd: repoRoot, env: opts.env ?? cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 15_000)
   let stdout = ''
   let stderr = ''
@@ -52,10 +53,10 @@ export interface Started {
 /**
  * Starts `node args...` and waits for a stdout line matching `pattern` (a server saying it
  * listens, a child saying it holds a lock). Fails with what the process printed if it
- * exits first or stays silent for timeoutMs.
+ * exits first or stays silent for timeoutMs. `env` replaces cleanEnv(), as for runNode.
  */
-export async function startNode (args: string[], pattern: RegExp, timeoutMs = 15_000): Promise<Started> {
-  const child = spawn(process.execPath, args, { cwd: repoRoot, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+export async function startNode (args: string[], pattern: RegExp, timeoutMs = 15_000, env?: NodeJS.ProcessEnv): Promise<Started> {
+  const child = spawn(process.execPath, args, { cwd: repoRoot, env: env ?? cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }))
   })

@@ -1,0 +1,105 @@
+import type { Options } from 'yargs'
+import {
+  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS, DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_TIMEOUT_MS
+} from '../shared/defaults'
+import { CliError } from './common'
+
+/*
+ * Every option of dfs, dfs-mount and dfs-serve, declared once, and which of them each
+ * command takes. An option that takes a value can also be set in the environment as
+ * DFS_<OPTION> (--cache-dir: DFS_CACHE_DIR); a command reads the variables of its own
+ * options and no others. (yargs' .env('DFS') read every DFS_* variable as an option, so
+ * with .strict() a DFS_DIRECTORY exported for dfs made dfs-serve directory fail with
+ * "Unknown argument: directory".) Switches such as --detach or --stop say what to do this
+ * time, not how this machine is set up, so they come from the command line only.
+ */
+
+const directory = { type: 'string', default: DEFAULT_DIRECTORY_URL, describe: 'directory server URL' } as const
+const lock = { type: 'string', default: DEFAULT_LOCK_URL, describe: 'lock server URL' } as const
+const cacheDir = { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'local cache folder' } as const
+const timeoutMs = { type: 'number', default: DEFAULT_TIMEOUT_MS, describe: 'how long a server may stay silent before a request fails (EIO on a mount)' } as const
+const lockTimeoutMs = { type: 'number', default: DEFAULT_LOCK_TIMEOUT_MS, describe: 'how long a write waits for a file\'s lock' } as const
+const host = { type: 'string', default: DEFAULT_HOST, describe: 'address to listen on (0.0.0.0 for every interface)' } as const
+const leaseMs = { type: 'number', default: DEFAULT_LEASE_MS, describe: 'lease of a lock when the client names none' } as const
+const root = { type: 'string', demandOption: true, describe: 'folder whose files this server holds' } as const
+const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
+const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs)' } as const
+const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
+
+function port (fallback: number): { type: 'number', default: number, describe: string } {
+  return { type: 'number', default: fallback, describe: 'port to listen on (0 picks a free one)' }
+}
+
+const foreground = { type: 'boolean', default: false, describe: 'stay attached; Ctrl-C or SIGTERM unmounts' } as const
+const debug = { type: 'boolean', default: false, describe: 'log every FUSE request' } as const
+const reset = { type: 'boolean', default: false, describe: 'start again from a fresh copy of the sample data' } as const
+const detach = { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' } as const
+const stop = { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' } as const
+
+/** The environment variable of an option: cache-dir is DFS_CACHE_DIR. */
+export function envNameOf (option: string): string {
+  return 'DFS_' + option.toUpperCase().replace(/-/g, '_')
+}
+
+function parsedEnv (variable: string, raw: string, type: Options['type']): string | number {
+  if (type !== 'number') return raw
+  const value = Number(raw)
+  if (raw.trim() === '' || !Number.isFinite(value)) throw new CliError(`${variable} must be a number, not "${raw}"`)
+  return value
+}
+
+/**
+ * The options, each named with its DFS_* variable in --help, and with that variable's
+ * value as the default where it is set: the command line still wins over the environment.
+ * Reads only these options' variables. An empty variable counts as unset.
+ */
+export function withEnvironment<O extends Record<string, Options>> (declared: O, env: NodeJS.ProcessEnv = process.env): O {
+  const resolved: Record<string, Options> = {}
+  for (const [name, option] of Object.entries(declared)) {
+    const variable = envNameOf(name)
+    const described: Options = { ...option, describe: `${option.describe ?? ''} (${variable})` }
+    const raw = env[variable]
+    resolved[name] = raw === undefined || raw === ''
+      ? described
+      : { ...described, default: parsedEnv(variable, raw, option.type), defaultDescription: `${raw} (from ${variable})` }
+  }
+  return resolved as O
+}
+
+/** Where a client finds the cluster and how long it waits: dfs and dfs-mount. */
+export function clientOptions () {
+  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs })
+}
+
+export function mountOptions () {
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog }), foreground, debug }
+}
+
+export function directoryServerOptions () {
+  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host })
+}
+
+export function lockServerOptions () {
+  return withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs })
+}
+
+export function fileServerOptions () {
+  return withEnvironment({ root, port: port(DEFAULT_PORTS.firstFile), host, directory, lock, 'public-url': publicUrl })
+}
+
+export function demoOptions () {
+  return {
+    ...withEnvironment({
+      'data-dir': dataDir,
+      host,
+      'directory-port': port(DEFAULT_PORTS.directory),
+      'lock-port': port(DEFAULT_PORTS.lock),
+      'file-port': port(DEFAULT_PORTS.firstFile),
+      'lease-ms': leaseMs
+    }),
+    reset,
+    detach,
+    stop
+  }
+}
