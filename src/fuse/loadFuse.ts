@@ -9,7 +9,22 @@ export interface FuseInstance {
 export interface FuseConstructor {
   new (mountpoint: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance
   unmount: (mountpoint: string, cb: (err: Error | null) => void) => void
+  /** The loaded binding's dfs patch level (patches/fuse-native+2.2.6.patch); undefined when unpatched. */
+  DFS_PATCH_LEVEL?: number
+  /** What the patched utimens passes instead of a time for UTIME_NOW and UTIME_OMIT. */
+  UTIME_NOW: 'now'
+  UTIME_OMIT: 'omit'
 }
+
+/**
+ * The patch level this code needs: 1 passes utimens both times, and NOW and OMIT. The patched
+ * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
+ * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
+ * the access time as the modification time and never calls utimens for touch -m.
+ */
+export const REQUIRED_PATCH_LEVEL = 1
+
+export const PATCHED_BUILD_HINT = 'run npm install to build the patched fuse-native'
 
 export class FuseUnavailableError extends Error {}
 
@@ -21,14 +36,20 @@ export const INSTALL_HINT = 'install the Debian packages fuse and libfuse2 (apt-
  */
 export function loadFuse (): FuseConstructor {
   if (!fs.existsSync('/dev/fuse')) throw new FuseUnavailableError('/dev/fuse is missing: this machine (or container) has no FUSE device; load the fuse module or run with --device /dev/fuse')
+  let Fuse: FuseConstructor
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('fuse-native') as FuseConstructor
+    Fuse = require('fuse-native') as FuseConstructor
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     if (/libfuse/.test(message)) throw new FuseUnavailableError(`libfuse 2 is missing: ${INSTALL_HINT}`)
     throw new FuseUnavailableError(`cannot load fuse-native: ${message}`)
   }
+  const level = Fuse.DFS_PATCH_LEVEL
+  if (typeof level !== 'number' || level < REQUIRED_PATCH_LEVEL) {
+    throw new FuseUnavailableError(`the loaded fuse-native is not the patched build (patch level ${level ?? 'none'}, need ${REQUIRED_PATCH_LEVEL}): ${PATCHED_BUILD_HINT}`)
+  }
+  return Fuse
 }
 
 /** fusermount (from the Debian package fuse) is what unmounts as a normal user, and what libfuse calls. */

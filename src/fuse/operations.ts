@@ -95,9 +95,18 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     rename: (from: string, to: string, cb: Callback) => answer(cb, async () => await client.rename(from, to)),
     mkdir: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path)),
     rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
-    // fuse-native hands over the access time twice and drops the modification time (its
-    // utimens reads tv[0] for both); touch, cp -p and tar set both alike, so it serves as mtime.
-    utimens: (path: string, atime: number, _mtimeLost: number, cb: Callback) => answer(cb, async () => await client.utimes(path, atime)),
+    // The patched fuse-native (patches/) passes each time as ms, 'now' or 'omit' (UTIME_NOW,
+    // UTIME_OMIT: touch -a leaves the mtime alone, touch -m the atime). dfs keeps one mtime
+    // per file, so an omitted mtime is the one it has now. Bytes still held back by open
+    // handles are sent first: cp -p sets the times before close, and a store at close would
+    // stamp the file with the time of the store. (The table flushes only all handles at once.)
+    utimens: (path: string, atime: number | 'now' | 'omit', mtime: number | 'now' | 'omit', cb: Callback) => answer(cb, async () => {
+      if (atime === 'omit' && mtime === 'omit') return
+      if (mtime !== 'omit') await files.flushAll()
+      const mtimeMs = mtime === 'omit' ? (await client.stat(path)).mtimeMs : mtime === 'now' ? Date.now() : mtime
+      const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
+      await client.utimes(path, mtimeMs, atimeMs)
+    }),
     chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
     // Files belong to whoever mounted; tar and cp -p as that user ask for exactly that.
     chown: (_path: string, uid: number, gid: number, cb: Callback) => {
