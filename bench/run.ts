@@ -9,7 +9,7 @@ import { startCluster } from '../servers/cluster'
 import type { RunningCluster } from '../servers/cluster'
 import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/shared/protocol'
-import { cleanEnv, repoRoot, runNode } from '../test/helpers/processes'
+import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import type { WorkloadResult } from './workload'
 

@@ -38,7 +38,7 @@ const detach = { type: 'boolean', default: false, describe: 'run in the backgrou
 const stop = { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' } as const
 
 /** The environment variable of an option: cache-dir is DFS_CACHE_DIR. */
-export function envNameOf (option: string): string {
+function envNameOf (option: string): string {
   return 'DFS_' + option.toUpperCase().replace(/-/g, '_')
 }
 
@@ -54,7 +54,7 @@ function parsedEnv (variable: string, raw: string, type: Options['type']): strin
  * value as the default where it is set: the command line still wins over the environment.
  * Reads only these options' variables. An empty variable counts as unset.
  */
-export function withEnvironment<O extends Record<string, Options>> (declared: O, env: NodeJS.ProcessEnv = process.env): O {
+function withEnvironment<O extends Record<string, Options>> (declared: O, env: NodeJS.ProcessEnv = process.env): O {
   const resolved: Record<string, Options> = {}
   for (const [name, option] of Object.entries(declared)) {
     const variable = envNameOf(name)
@@ -66,6 +66,11 @@ export function withEnvironment<O extends Record<string, Options>> (declared: O,
   }
   return resolved as O
 }
+
+/*
+ * The options of each command, for yargs' .options(). Their return types are left to
+ * inference on purpose: yargs derives the types of the parsed arguments from them.
+ */
 
 /** Where a client finds the cluster and how long it waits: dfs and dfs-mount. */
 export function clientOptions () {
