@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { DEFAULT_PORTS } from '../src/shared/defaults'
+import { DEFAULT_HOST, DEFAULT_PORTS } from '../src/shared/defaults'
 import type { Logger, RunningServer } from './common/http'
 import { silentLogger } from './common/http'
 import { startDirectoryServer } from './directory/server'
@@ -31,7 +31,7 @@ export interface RunningCluster {
 /** A directory server, a lock server and a file server per root, in this process. */
 export async function startCluster (opts: ClusterOptions): Promise<RunningCluster> {
   const log = opts.log ?? silentLogger
-  const host = opts.host ?? '127.0.0.1'
+  const host = opts.host ?? DEFAULT_HOST
   const started: RunningServer[] = []
   try {
     const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, log })

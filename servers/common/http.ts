@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import express from 'express'
 import type { ErrorRequestHandler, Express } from 'express'
 import { asDfsError, BadRequestError, NotFoundError, PayloadTooLargeError, ProtocolMismatchError } from '../../src/shared/errors'
+import { DEFAULT_HOST } from '../../src/shared/defaults'
 import { Headers, PROTOCOL_VERSION } from '../../src/shared/protocol'
 import type { HealthAnswer } from '../../src/shared/protocol'
 
@@ -66,7 +67,7 @@ export function finishApp (app: Express, log: Logger): void {
 }
 
 /** Listens on host:port (0 picks a free port) and reads back the port it got. */
-export async function listen (app: Express, port: number, host = '127.0.0.1'): Promise<RunningServer> {
+export async function listen (app: Express, port: number, host = DEFAULT_HOST): Promise<RunningServer> {
   const server = http.createServer(app)
   server.keepAliveTimeout = 65_000
   await new Promise<void>((resolve, reject) => {

@@ -3,7 +3,7 @@ import nodePath from 'node:path'
 import { Readable } from 'node:stream'
 import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
-import { defaultClientOptions } from '../shared/defaults'
+import { DEFAULT_META_TTL_MS, defaultClientOptions } from '../shared/defaults'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError
 } from '../shared/errors'
@@ -83,7 +83,7 @@ export class DfsClient {
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
-    const metaTtlMs = opts.metaTtlMs ?? 1000
+    const metaTtlMs = opts.metaTtlMs ?? DEFAULT_META_TTL_MS
     const caller = opts.caller ?? {}
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)

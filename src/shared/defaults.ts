@@ -23,6 +23,9 @@ export const DEFAULT_LEASE_MS = 30_000
 /** Per request: a server silent for this long is reported as not answering. */
 export const DEFAULT_TIMEOUT_MS = 5_000
 
+/** How long a stat or a listing may be answered from the client's memory (an open always asks). */
+export const DEFAULT_META_TTL_MS = 1000
+
 /** How long a writer waits for a file's lock that someone else holds. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000
 
