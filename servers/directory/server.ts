@@ -148,8 +148,7 @@ export async function startDirectoryServer (opts: DirectoryServerOptions & { por
   return await listen(createDirectoryServer(opts), opts.port, opts.host)
 }
 
-function parseServerUrl (value: unknown): string {
-  if (typeof value !== 'string') throw new BadRequestError('url is missing')
+function parseServerUrl (value: string): string {
   let url: URL
   try {
     url = new URL(value)

@@ -118,7 +118,7 @@ export class CrossServerError extends DfsError {
   override readonly errno = 'EXDEV'
 }
 
-/** A JSON body or an upload over the server's limit. */
+/** A JSON body over the server's limit (16 MB). */
 export class PayloadTooLargeError extends DfsError {
   override readonly code = 'TOO_LARGE'
   override readonly status = 413

@@ -231,7 +231,7 @@ export const FileRoutes = {
   utimes: '/utimes', // POST ?path=&mtimeMs=[&atimeMs=] -> FileMeta
   chmod: '/chmod', // POST ?path=&mode= -> FileMeta
   rename: '/rename', // POST RenameRequest [X-Dfs-Lock-Token of a file's `from`] -> RenameAnswer
-  incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
+  incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=[&mode=]&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
   incomingAbort: '/incoming/abort', // POST ?path=&lockPath=, X-Dfs-Lock-Token -> RemovedAnswer (server to server)
   statfs: '/statfs', // GET -> StatfsAnswer
   stats: '/stats', // GET -> FileServerStats
