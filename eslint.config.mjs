@@ -4,7 +4,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bin/**', 'eslint.config.mjs'] },
+  { ignores: ['dist/**', 'node_modules/**', '.demo/**', 'mountpoint/**', 'eslint.config.mjs'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -21,5 +21,19 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
       'no-constant-condition': ['error', { checkLoops: false }]
     }
+  },
+  {
+    // Every promise a test file leaves unawaited is a t.test(), which tap itself runs and awaits.
+    files: ['test/**/*.ts'],
+    rules: { '@typescript-eslint/no-floating-promises': 'off' }
+  },
+  {
+    // The launchers and the install script are plain CommonJS run by Node before anything is built.
+    files: ['bin/**', 'scripts/**/*.js'],
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: { require: 'readonly', module: 'writable', process: 'readonly', console: 'readonly', __dirname: 'readonly' }
+    },
+    rules: { '@typescript-eslint/no-require-imports': 'off' }
   }
 )

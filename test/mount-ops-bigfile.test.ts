@@ -5,7 +5,6 @@ import { mountCluster, run } from './helpers/mount'
 import { localTempDir, sha256OfFile, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
-const MIB = 1024 * 1024
 const SIZE_MIB = 256
 /** What the open-file table holds back before it sends an append (src/client/openFiles.ts). */
 const APPEND_PIECE_MIB = 8

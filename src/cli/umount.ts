@@ -29,7 +29,9 @@ async function main (): Promise<void> {
   let pid: number | null = null
   try {
     pid = (JSON.parse(await fsp.readFile(stateFile, 'utf8')) as { pid: number }).pid
-  } catch {}
+  } catch {
+    // No state file (mounted by another user or by hand): fusermount below still unmounts.
+  }
   if (pid !== null && isAlive(pid)) {
     process.kill(pid, 'SIGTERM')
     for (let waited = 0; waited < 15_000 && (await isMounted(mountpoint)); waited += 100) await sleep(100)
