@@ -4,13 +4,13 @@ import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { FileWorker, WorkerError } from './helpers/fileWorkerClient'
-import { mountCluster, run, sh } from './helpers/mount'
+import { mountCluster, run, sh, SOFT } from './helpers/mount'
 import { localTempDir, quoted, restartFileServer, sha256OfFile, succeeded } from './helpers/mountOps'
 import { waitFor } from './helpers/waitFor'
 
 /*
- * Writes that meet a file server that is down, or goes down while they are stored: the
- * writer gets EIO, nothing hangs, and once the server is back the file holds either its old
+ * Writes on a soft mount (--soft) that meet a file server that is down, or goes down while
+ * they are stored: the writer gets EIO, nothing hangs, and once the server is back the file holds either its old
  * bytes or the new ones, whole, never a mix.
  */
 
@@ -21,7 +21,7 @@ const MIB = 1024 * 1024
 t.test('overwriting with echo > or cp while the file\'s server is down fails with EIO; once it is back the file is as it was, and the write then works', async (t) => {
   const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'old content\n' }, { 'logs/b.log': 'b\n' }])
   const onDisk = path.join(cluster.roots[0], 'docs/a.txt')
-  const mount = await mountCluster(t, cluster)
+  const mount = await mountCluster(t, cluster, SOFT)
   const file = mount.at('/docs/a.txt')
   const local = await localTempDir(t)
   fs.writeFileSync(path.join(local, 'new.txt'), 'new content from cp\n')
@@ -51,8 +51,8 @@ t.test('the server goes down while a writer has the file open: close fails with 
   const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'old content, long enough to show a torn write\n' }])
   const onDisk = path.join(cluster.roots[0], 'docs/a.txt')
   const old = fs.readFileSync(onDisk, 'utf8')
-  const a = await mountCluster(t, cluster)
-  const b = await mountCluster(t, cluster)
+  const a = await mountCluster(t, cluster, SOFT)
+  const b = await mountCluster(t, cluster, SOFT)
   const writer = await FileWorker.start(t, { commandTimeoutMs: NO_HANG_MS })
 
   // Opened with O_TRUNC, as a shell's > does: the file is emptied in the writer's copy only.
@@ -80,7 +80,7 @@ t.test('the server goes down in the middle of storing a large overwrite: cp fail
   const root = cluster.roots[0]
   const onDisk = path.join(root, 'docs/big.bin')
   const uploads = path.join(root, '.dfs', 'tmp')
-  const mount = await mountCluster(t, cluster)
+  const mount = await mountCluster(t, cluster, SOFT)
   const local = await localTempDir(t)
   const oldFile = path.join(local, 'old.bin')
   const newFile = path.join(local, 'new.bin')

@@ -1,6 +1,7 @@
 import type { Request } from 'express'
 import { BadPathError, BadRequestError } from '../../src/shared/errors'
 import { normalizePath } from '../../src/shared/paths'
+import { Headers } from '../../src/shared/protocol'
 import type { EntryKind } from '../../src/shared/protocol'
 
 interface Bounds { min?: number, max?: number }
@@ -72,6 +73,14 @@ export class Fields {
     if (!this.has(name)) throw new BadRequestError(`${name} is missing${this.where === 'body' ? ' from the request body' : ''}`)
     return this.values[name]
   }
+}
+
+/** The change id a client chose (X-Dfs-Change-Id): up to 64 letters, digits, '-' or '_'. */
+export function changeIdOf (req: Request): string | undefined {
+  const id = req.get(Headers.changeId)
+  if (id === undefined) return undefined
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new BadRequestError(`${Headers.changeId} must be 1 to 64 letters, digits, '-' or '_'`)
+  return id
 }
 
 export function queryOf (req: Request): Fields {

@@ -151,10 +151,15 @@ export class FileStore {
    * Appends a body to a file and makes both data and new version durable before returning.
    * A body that fails midway is cut off again, so a failed append leaves the file as before.
    */
-  async append (path: string, body: Readable, guard: WriteGuard = noGuard): Promise<FileMeta> {
+  async append (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     const before = await this.stat(path)
     if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     return await this.writes.run(path, async () => {
+      if (changeId !== undefined && this.versions.applied(path, changeId)) {
+        // A retry of an append whose answer was lost: applied once already.
+        body.resume()
+        return await this.stat(path)
+      }
       await guard()
       const current = await this.stat(path)
       const handle = await fsp.open(this.diskPath(path), 'a')
@@ -169,7 +174,7 @@ export class FileStore {
         // Both on disk before the answer, in either order: a version recorded without its
         // bytes, or bytes without their version, still changes the ETag (size and mtime are
         // in it), so no cached copy can pass for current after a crash.
-        await Promise.all([handle.sync(), this.versions.set(path, current.version + 1)])
+        await Promise.all([handle.sync(), this.versions.set(path, current.version + 1, changeId)])
       } finally {
         await handle.close()
       }
@@ -213,14 +218,16 @@ export class FileStore {
    * the file once it is on disk, so a reader sees the old bytes or the new, never a mix,
    * and a body that fails midway changes nothing.
    */
-  async overwrite (path: string, body: Readable, guard: WriteGuard = noGuard): Promise<FileMeta> {
+  async overwrite (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     const before = await this.stat(path)
     if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      // A retry of a store whose answer was lost: placing it again would undo later changes.
+      if (changeId !== undefined && this.versions.applied(path, changeId)) return await this.stat(path)
       await guard()
       const current = await this.stat(path)
       await this.keepMtimeGrowing(upload.handle, current)
-      await this.install(upload, path, current, current.version + 1, current.mode)
+      await this.install(upload, path, current, current.version + 1, current.mode, changeId)
       return await this.stat(path)
     }))
   }
@@ -421,11 +428,11 @@ export class FileStore {
   }
 
   /** Makes an upload the file at `path`, durably: bytes, then the name, then the version. */
-  private async install (upload: Upload, path: string, previous: FileMeta | null, version: number, mode?: number): Promise<void> {
+  private async install (upload: Upload, path: string, previous: FileMeta | null, version: number, mode?: number, changeId?: string): Promise<void> {
     if (mode !== undefined) await upload.handle.chmod(mode)
     await upload.handle.sync()
     await this.place(upload.file, path, previous)
-    await this.versions.set(path, version)
+    await this.versions.set(path, version, changeId)
   }
 
   /** Renames over the previous file, or links exclusively where there was none (a file that appeared meanwhile is a conflict). */

@@ -1,17 +1,28 @@
 import type { Request } from 'express'
-import { LeaseError, NotFoundError } from '../../src/shared/errors'
+import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockApi } from '../../src/shared/api'
 import { Headers } from '../../src/shared/protocol'
+
+/** A lease this server has seen checked: no one else can hold the key before `until`. */
+interface KnownLease {
+  token: number
+  until: number
+}
 
 /**
  * The file server's side of fencing: a write must carry the live lease on its path. The
  * highest token seen per path is kept, so a writer whose lease was superseded is refused
  * even if its request arrives after the newer writer's.
+ *
+ * Appends may also come without a lease (one request instead of acquire, append, release):
+ * they are admitted unless a writer holds the path's key, whose store of a whole working
+ * copy would otherwise drop them. The leases this server has seen checked tell it when to
+ * ask; a path nobody locked lately costs no request to the lock server.
  */
 export class LeaseGuard {
-  private readonly highestToken = new Map<string, number>()
+  private readonly known = new Map<string, KnownLease>()
 
-  constructor (private readonly lock: LockApi) {}
+  constructor (private readonly lock: LockApi, private readonly now: () => number = Date.now) {}
 
   /** The request's X-Dfs-Lock-Token must be the live lease on `lockPath`. */
   async require (req: Request, lockPath: string): Promise<number> {
@@ -23,21 +34,43 @@ export class LeaseGuard {
     if (tokenValue === undefined || tokenValue === '' || !Number.isSafeInteger(token)) {
       throw new LeaseError(`writing ${lockPath} needs its lock: no ${Headers.lockToken} given`, { path: lockPath })
     }
-    if (token < (this.highestToken.get(lockPath) ?? 0)) {
+    const known = this.known.get(lockPath)
+    if (token < (known?.token ?? 0)) {
       throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
     }
+    let expiresInMs: number
     try {
-      await this.lock.check(lockPath, token)
+      expiresInMs = (await this.lock.check(lockPath, token)).expiresInMs
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err
     }
-    this.highestToken.set(lockPath, token)
+    this.known.set(lockPath, { token, until: this.now() + expiresInMs })
     return token
+  }
+
+  /**
+   * Admits a write that carries no lease (an append), or refuses it with LOCKED while
+   * someone holds the key. Only a path whose lease this server saw and that may still run
+   * costs a question to the lock server.
+   */
+  async admitUnlocked (lockPath: string): Promise<void> {
+    const known = this.known.get(lockPath)
+    if (known === undefined || known.until <= this.now()) return
+    const status = await this.lock.status(lockPath)
+    if (!status.held) {
+      // Released early: nothing to wait for. The token stays the floor for late writers.
+      known.until = 0
+      return
+    }
+    known.until = this.now() + (status.expiresInMs ?? 0)
+    throw new LockedError(`${lockPath} is locked by ${status.owner ?? 'another writer'}: append under its lock`, {
+      path: lockPath, holder: status.owner, retryAfterMs: 0
+    })
   }
 
   /** The path is gone from this server; tokens only grow, so nothing is lost by forgetting. */
   forget (path: string): void {
-    this.highestToken.delete(path)
+    this.known.delete(path)
   }
 }

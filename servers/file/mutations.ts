@@ -2,7 +2,7 @@ import type { Express } from 'express'
 import { IsDirectoryError } from '../../src/shared/errors'
 import type { FileMeta, RemovedAnswer, RenameRequest, StatfsAnswer } from '../../src/shared/protocol'
 import { FileRoutes, Headers } from '../../src/shared/protocol'
-import { queryOf, bodyOf } from '../common/input'
+import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
 import { renameOnServer } from './rename'
 
@@ -61,7 +61,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
 
   app.put(FileRoutes.content, async (req, res) => {
     const path = queryOf(req).path()
-    const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path))
+    const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path), changeIdOf(req))
     stats.overwrites++
     res.json(meta)
   })

@@ -2,12 +2,12 @@ import type { Express } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
-import { contentHeadersOf, etagOf, FileRoutes } from '../../src/shared/protocol'
+import { contentHeadersOf, etagOf, FileRoutes, Headers } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
 import { DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
-import { queryOf } from '../common/input'
+import { changeIdOf, queryOf } from '../common/input'
 import { joined } from './context'
 import { FileStore } from './fileStore'
 import { LeaseGuard } from './leaseGuard'
@@ -64,6 +64,9 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   app.get(FileRoutes.content, async (req, res) => {
     const path = queryOf(req).path()
+    // A writer that fetches under its lease (to start a working copy) makes the lease known
+    // here first, so appends without a lease wait for it from now on.
+    if (req.get(Headers.lockToken) !== undefined) await leases.require(req, path)
     const ifNoneMatch = req.get('if-none-match')
     const describe = (meta: FileMeta): boolean => {
       res.set(contentHeadersOf(meta))
@@ -89,7 +92,11 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   app.post(FileRoutes.append, async (req, res) => {
     const path = queryOf(req).path()
-    const meta = await store.append(path, req, async () => await leases.require(req, path))
+    // With a lease, the write is fenced by it; without one, it goes in unless a writer holds the key.
+    const guard = req.get(Headers.lockToken) !== undefined
+      ? async () => await leases.require(req, path)
+      : async () => await leases.admitUnlocked(path)
+    const meta = await store.append(path, req, guard, changeIdOf(req))
     stats.appends++
     res.json(meta)
   })

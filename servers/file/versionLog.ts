@@ -2,23 +2,41 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 
+/** Change ids remembered per file: enough for every client's retries in flight. */
+const CHANGES_KEPT_PER_FILE = 64
+
+interface LogLine {
+  p: string
+  v: number | null
+  /** The id of the change that made this version, if the client gave one. */
+  c?: string
+  /** At compaction: the ids of the file's latest changes, oldest first. */
+  cs?: string[]
+}
+
 /**
  * File versions survive restarts: a client's cached copy is trusted only while its version
  * matches, so a version that fell back to 1 after a restart could make a stale copy look
  * current. Each write appends one line and fsyncs before the write is acknowledged; the
  * log is compacted to one line per file at start.
+ *
+ * The same line records the id of the change that made the version, so a client that
+ * retries a change whose answer it lost (the server restarted in between, say) is told it
+ * was applied, and it is not applied twice.
  */
 export class VersionLog {
   private constructor (
     private readonly file: string,
     private handle: fsp.FileHandle,
-    private readonly versions: Map<string, number>
+    private readonly versions: Map<string, number>,
+    private readonly changes: Map<string, string[]>
   ) {}
 
   static async open (stateDir: string): Promise<VersionLog> {
     await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'versions.log')
     const versions = new Map<string, number>()
+    const changes = new Map<string, string[]>()
     let text = ''
     try {
       text = await fsp.readFile(file, 'utf8')
@@ -28,31 +46,53 @@ export class VersionLog {
     for (const line of text.split('\n')) {
       if (!line) continue
       try {
-        const { p, v } = JSON.parse(line) as { p: string, v: number | null }
-        if (v === null) versions.delete(p)
-        else versions.set(p, v)
+        const { p, v, c, cs } = JSON.parse(line) as LogLine
+        if (v === null) {
+          versions.delete(p)
+          changes.delete(p)
+        } else {
+          versions.set(p, v)
+          for (const id of [...(cs ?? []), ...(c !== undefined ? [c] : [])]) remember(changes, p, id)
+        }
       } catch {
         // A torn last line from a crash mid-append: that write was never acknowledged.
       }
     }
     const compacted = path.join(stateDir, 'versions.log.tmp')
-    await fsp.writeFile(compacted, [...versions].map(([p, v]) => JSON.stringify({ p, v }) + '\n').join(''))
+    await fsp.writeFile(compacted, [...versions].map(([p, v]) => {
+      const line: LogLine = { p, v }
+      const cs = changes.get(p)
+      if (cs !== undefined) line.cs = cs
+      return JSON.stringify(line) + '\n'
+    }).join(''))
     await syncFile(compacted)
     await fsp.rename(compacted, file)
     await syncFile(stateDir)
-    return new VersionLog(file, await fsp.open(file, 'a'), versions)
+    return new VersionLog(file, await fsp.open(file, 'a'), versions, changes)
   }
 
   get (filePath: string): number | undefined {
     return this.versions.get(filePath)
   }
 
-  /** Records a version durably. */
-  async set (filePath: string, version: number | null): Promise<void> {
-    await this.handle.appendFile(JSON.stringify({ p: filePath, v: version }) + '\n')
+  /** Whether the change with this id was applied to the file (and recorded) already. */
+  applied (filePath: string, changeId: string): boolean {
+    return this.changes.get(filePath)?.includes(changeId) === true
+  }
+
+  /** Records a version durably, with the id of the change that made it. */
+  async set (filePath: string, version: number | null, changeId?: string): Promise<void> {
+    const line: LogLine = { p: filePath, v: version }
+    if (changeId !== undefined) line.c = changeId
+    await this.handle.appendFile(JSON.stringify(line) + '\n')
     await this.handle.datasync()
-    if (version === null) this.versions.delete(filePath)
-    else this.versions.set(filePath, version)
+    if (version === null) {
+      this.versions.delete(filePath)
+      this.changes.delete(filePath)
+    } else {
+      this.versions.set(filePath, version)
+      if (changeId !== undefined) remember(this.changes, filePath, changeId)
+    }
   }
 
   async close (): Promise<void> {
@@ -62,6 +102,13 @@ export class VersionLog {
   get path (): string {
     return this.file
   }
+}
+
+function remember (changes: Map<string, string[]>, filePath: string, changeId: string): void {
+  let ids = changes.get(filePath)
+  if (!ids) changes.set(filePath, ids = [])
+  ids.push(changeId)
+  if (ids.length > CHANGES_KEPT_PER_FILE) ids.shift()
 }
 
 export async function syncFile (file: string): Promise<void> {

@@ -85,8 +85,9 @@ export class LockTable {
   }
 
   /** Throws unless `token` is the live lease on `path`. */
-  check (path: string, token: number): void {
-    this.holderWithToken(path, token)
+  /** Whether `token` is the live lease on the path; how long it has left. */
+  check (path: string, token: number): number {
+    return this.holderWithToken(path, token).expiresAt - this.now()
   }
 
   status (path: string): LockStatus {

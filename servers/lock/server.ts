@@ -93,8 +93,7 @@ export function createLockServer (opts: LockServerOptions = {}): Express {
   app.get(LockRoutes.check, (req, res) => {
     const query = queryOf(req)
     const path = query.path()
-    table.check(path, query.int('token'))
-    const answer: CheckAnswer = { path, valid: true }
+    const answer: CheckAnswer = { path, valid: true, expiresInMs: table.check(path, query.int('token')) }
     res.json(answer)
   })
 

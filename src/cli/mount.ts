@@ -73,7 +73,10 @@ async function main (): Promise<void> {
       lockUrl: args.lock,
       cacheDir: args.cacheDir,
       timeoutMs: args.timeoutMs,
-      lockTimeoutMs: args.lockTimeoutMs
+      lockTimeoutMs: args.lockTimeoutMs,
+      // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.
+      retryWritesForMs: args.soft ? args.softTimeoutMs : Infinity,
+      log
     })
     // Recorded before mounting, so that whoever sees the mount can find its daemon.
     await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })

@@ -1,7 +1,7 @@
 import type { Options } from 'yargs'
 import {
   DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS, DEFAULT_LOCK_TIMEOUT_MS,
-  DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_TIMEOUT_MS
+  DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
 
@@ -25,6 +25,7 @@ const leaseMs = { type: 'number', default: DEFAULT_LEASE_MS, describe: 'lease of
 const root = { type: 'string', demandOption: true, describe: 'folder whose files this server holds' } as const
 const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
 const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs)' } as const
+const softTimeoutMs = { type: 'number', default: DEFAULT_SOFT_TIMEOUT_MS, describe: 'with --soft: how long a close or fsync keeps trying to store written data before EIO' } as const
 const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -33,6 +34,11 @@ function port (fallback: number): { type: 'number', default: number, describe: s
 
 const foreground = { type: 'boolean', default: false, describe: 'stay attached; Ctrl-C or SIGTERM unmounts' } as const
 const debug = { type: 'boolean', default: false, describe: 'log every FUSE request' } as const
+const soft = {
+  type: 'boolean',
+  default: false,
+  describe: 'a soft mount: when a server does not answer, close and fsync give up with EIO after --soft-timeout-ms (by default they wait and retry until the data is stored, as a hard NFS mount does)'
+} as const
 const reset = { type: 'boolean', default: false, describe: 'start again from a fresh copy of the sample data' } as const
 const detach = { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' } as const
 const stop = { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' } as const
@@ -78,7 +84,7 @@ export function clientOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog }), foreground, debug }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'soft-timeout-ms': softTimeoutMs }), foreground, debug, soft }
 }
 
 export function directoryServerOptions () {

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
@@ -5,13 +6,15 @@ import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, defaultClientOptions } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LockedError, NotDirectoryError, NotEmptyError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { LocalCache } from './localCache'
+import { retryWhileUnavailable } from './retry'
+import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
@@ -38,6 +41,12 @@ export interface DfsClientOptions {
   owner?: string
   /** Sent with every call (credential, client id). */
   caller?: CallerIdentity
+  /**
+   * How long an append or a store of written data keeps trying while a server does not
+   * answer: Infinity waits as a hard NFS mount does (the mount's default), 0 fails at once.
+   */
+  retryWritesForMs?: number
+  log?: (line: string) => void
 }
 
 export type ListEntry = FileMeta & { name: string }
@@ -80,10 +89,12 @@ export class DfsClient {
   private readonly timeoutMs: number
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
+  private readonly writeRetry: RetryPolicy
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
     const metaTtlMs = opts.metaTtlMs ?? DEFAULT_META_TTL_MS
+    this.writeRetry = { forMs: opts.retryWritesForMs ?? 0, log: opts.log }
     const caller = opts.caller ?? {}
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
@@ -185,9 +196,9 @@ export class DfsClient {
    * A local copy of the file at its current version: the cached one if the file server says
    * it is current (no content moves), else a fresh one fetched as a stream.
    */
-  async fetch (path: string): Promise<CachedFile> {
+  async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
     const canonical = normalizePath(path)
-    const answer = await this.revalidate(canonical)
+    const answer = await this.revalidate(canonical, tokenOf(opts.lease))
     if ('cached' in answer) return answer.cached
     try {
       return await this.cache.store(canonical, answer.meta, answer.body)
@@ -211,12 +222,12 @@ export class DfsClient {
   }
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
-  private async revalidate (canonical: string): Promise<Revalidated> {
+  private async revalidate (canonical: string, token?: number): Promise<Revalidated> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
     const answer = await this.locator.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
-      const content = await server.content(canonical, this.cache.etagOf(cached) ?? undefined)
+      const content = await server.content(canonical, this.cache.etagOf(cached) ?? undefined, token)
       if (content.current && cached) return { cached }
       if (content.current) throw new Error(`${server.transport.where} answered 304 without a validator`)
       return { meta: content.meta, body: content.body, server }
@@ -239,12 +250,24 @@ export class DfsClient {
    */
   async append (path: string, data: Buffer | string | Readable): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    const found = await this.lookup(canonical)
-    if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const body = typeof data === 'string' ? Buffer.from(data) : data
-    const meta = await this.locks.withLock(canonical, async (lease) => {
-      return await this.locator.onFileServer(canonical, found, async (server) => await server.append(canonical, body, lease.token))
-    })
+    const changeId = newChangeId()
+    const appendOnce = async (): Promise<FileMeta> => {
+      const found = await this.lookup(canonical)
+      if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
+      const send = async (token?: number): Promise<FileMeta> =>
+        await this.locator.onFileServer(canonical, found, async (server) => await server.append(canonical, body, { token, changeId }))
+      try {
+        // One request: the file server puts appends in order itself.
+        return await send()
+      } catch (err) {
+        // Someone holds the key (a store of the whole file is under way): append under it once it is ours.
+        if (!(err instanceof LockedError)) throw err
+        return await this.locks.withLock(canonical, async (lease) => await send(lease.token))
+      }
+    }
+    // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
+    const meta = Buffer.isBuffer(body) ? await retryWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
     return this.memo.remember(meta)
@@ -401,6 +424,24 @@ export class DfsClient {
     await this.cache.adopt(normalizePath(path), meta, localFile)
   }
 
+  /**
+   * Store-on-close of a working copy: uploads the local file whole under the lease its
+   * caller holds, trying again while the file server does not answer (as writeRetry says),
+   * with one change id so a retry after a lost answer is not applied twice.
+   */
+  async storeLocalFile (path: string, localFile: string, lease: HeldLock): Promise<FileMeta> {
+    const canonical = normalizePath(path)
+    const changeId = newChangeId()
+    const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
+      const found = await this.locator.lookupFile(canonical)
+      return await this.locator.onFileServer(canonical, found, async (server) =>
+        await server.store(canonical, fs.createReadStream(localFile), lease.lease.token, changeId))
+    })
+    this.forget(canonical)
+    await this.cache.invalidate(canonical)
+    return this.memo.remember(meta)
+  }
+
   /** Sets a file's or folder's mtime (and atime); a file's ETag changes, so other caches refetch. */
   async utimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
     const mtime = Math.floor(mtimeMs)
@@ -492,7 +533,8 @@ export class DfsClient {
 
   /** Runs a task with the lease the caller holds, or with one taken and given back here. */
   private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: number) => Promise<T>): Promise<T> {
-    if (lease !== undefined) return await task(('lease' in lease ? lease.lease : lease).token)
+    const token = tokenOf(lease)
+    if (token !== undefined) return await task(token)
     return await this.locks.withLock(path, async (taken) => await task(taken.token))
   }
 
@@ -515,4 +557,14 @@ export class DfsClient {
   forget (path: string): void {
     this.locator.forget(path)
   }
+}
+
+/** A change's id: random, so two clients never pick the same one. */
+function newChangeId (): string {
+  return crypto.randomBytes(12).toString('base64url')
+}
+
+function tokenOf (lease: LockLease | HeldLock | undefined): number | undefined {
+  if (lease === undefined) return undefined
+  return ('lease' in lease ? lease.lease : lease).token
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError } from '../shared/errors'
+import { BadRequestError, ServerUnavailableError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -66,6 +66,8 @@ export class OpenFileTable {
   /** Working copies being made (lock, fetch, copy): later writers wait for the same one. */
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
+  /** The attributes last seen of each path open here (see attributes()). */
+  private readonly lastSeen = new Map<string, FileMeta>()
   private nextId = 1
 
   constructor (private readonly client: OpenFileBackend, private readonly maxPendingBytes = DEFAULT_MAX_PENDING_BYTES) {}
@@ -83,15 +85,20 @@ export class OpenFileTable {
       reader = opened.reader
       download = opened.download
       appendBase = opened.meta.size
+      this.lastSeen.set(canonical, opened.meta)
     } else if ((flags & O_APPEND) !== 0) {
       // Where the bytes go is the server's end of the file, whatever size we know; the stat
       // only makes a missing file or a server known to be down fail the open, where the
       // shell reports it (`echo x >> f` ignores errors of close()). The kernel's getattr
       // just before the open has usually refreshed it.
-      appendBase = (await this.client.stat(canonical)).size
+      const meta = await this.client.stat(canonical)
+      appendBase = meta.size
+      this.lastSeen.set(canonical, meta)
     } else {
       // Tells an append (a write at the end) from an overwrite: this size must be current.
-      appendBase = (await this.client.statFresh(canonical)).size
+      const meta = await this.client.statFresh(canonical)
+      appendBase = meta.size
+      this.lastSeen.set(canonical, meta)
     }
     const id = this.nextId++
     const file: OpenFile = { id, path: canonical, flags, reader, download, appendBase, pending: new AppendBuffer(), readerBehind: false, flushFailed: false, working: null }
@@ -190,7 +197,9 @@ export class OpenFileTable {
   private async sendPending (file: OpenFile): Promise<void> {
     const data = file.pending.take()
     try {
-      file.appendBase = (await this.client.append(file.path, data)).size
+      const meta = await this.client.append(file.path, data)
+      file.appendBase = meta.size
+      this.lastSeen.set(file.path, meta)
     } catch (err) {
       file.pending.putBack(data)
       throw err
@@ -206,13 +215,35 @@ export class OpenFileTable {
       this.files.delete(id)
       const handles = this.byPath.get(file.path)
       handles?.delete(file)
-      if (handles?.size === 0) this.byPath.delete(file.path)
+      if (handles?.size === 0) {
+        this.byPath.delete(file.path)
+        this.lastSeen.delete(file.path)
+      }
       await file.reader?.close()
       const working = file.working
       if (working && --working.users === 0) {
         this.workingCopies.delete(working.path)
         await working.close(this.client)
       }
+    }
+  }
+
+  /**
+   * Attributes as this mount shows them: the server's, with the size counting what open
+   * handles hold back. While the file's server does not answer, a file open here keeps the
+   * attributes last seen, so a program writing to it (whose close will wait for the server)
+   * is not failed by the kernel's getattr in between.
+   */
+  async attributes (filePath: string): Promise<FileMeta> {
+    const canonical = normalizePath(filePath)
+    try {
+      const meta = await this.client.stat(canonical)
+      if (this.byPath.has(canonical)) this.lastSeen.set(canonical, meta)
+      return this.localView(meta)
+    } catch (err) {
+      const known = this.lastSeen.get(canonical)
+      if (!(err instanceof ServerUnavailableError) || known === undefined) throw err
+      return this.localView(known)
     }
   }
 

@@ -1,8 +1,6 @@
 import crypto from 'node:crypto'
-import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import type { Readable } from 'node:stream'
 import type { FileMeta } from '../shared/protocol'
 import type { CachedFile } from './localCache'
 import type { HeldLock } from './lockClient'
@@ -11,10 +9,10 @@ import type { HeldLock } from './lockClient'
 export interface WorkingCopyBackend {
   /** The file's lock, held from the copy's start until its last user closes. */
   lock: (path: string) => Promise<HeldLock>
-  /** A local copy of the current version. */
-  fetch: (path: string) => Promise<CachedFile>
-  /** Replaces the file on its server under the lease the copy holds. */
-  writeFile: (path: string, data: Readable, opts: { lease: HeldLock }) => Promise<FileMeta>
+  /** A local copy of the current version, fetched under the lease (the server then holds back unlocked appends). */
+  fetch: (path: string, opts: { lease: HeldLock }) => Promise<CachedFile>
+  /** Replaces the file on its server with a local file, under the lease the copy holds. */
+  storeLocalFile: (path: string, localFile: string, lease: HeldLock) => Promise<FileMeta>
   /** Makes a local file the cache's copy of a stored version (moving it there). */
   keepAsCached: (path: string, meta: FileMeta, localFile: string) => Promise<void>
 }
@@ -61,7 +59,7 @@ export class WorkingCopy {
       if (empty) {
         await fsp.writeFile(workingFile, '')
       } else {
-        const cached = await backend.fetch(filePath)
+        const cached = await backend.fetch(filePath, { lease: held })
         await fsp.copyFile(cached.file, workingFile)
         size = cached.meta.size
       }
@@ -95,7 +93,7 @@ export class WorkingCopy {
     if (!this.dirty) return
     const changes = this.changes
     await this.handle.sync()
-    const meta = await backend.writeFile(this.path, fs.createReadStream(this.file), { lease: this.held })
+    const meta = await backend.storeLocalFile(this.path, this.file, this.held)
     if (this.changes === changes) {
       this.dirty = false
       this.stored = meta

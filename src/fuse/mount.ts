@@ -33,7 +33,9 @@ export interface MountedDfs {
  *   open; the client proxy remembers attributes briefly, so this costs no network round trip.
  * - timeout: fuse-native answers ETIMEDOUT after 15 s by default; opening a large file or
  *   waiting for a lock may legitimately take longer, and every network call below has its
- *   own timeout anyway.
+ *   own timeout anyway. flush, fsync and release have none at all: on a hard mount they wait
+ *   until written data is stored (the client proxy retries), and a timer answering ETIMEDOUT
+ *   there would drop the data while telling the program about it only through close().
  */
 function kernelOptions (debug: boolean): Record<string, unknown> {
   return {
@@ -44,7 +46,7 @@ function kernelOptions (debug: boolean): Record<string, unknown> {
     acAttrTimeout: '0',
     force: true,
     debug,
-    timeout: { default: 60_000, open: 600_000, flush: 600_000, release: 600_000, fsync: 600_000, create: 120_000, truncate: 600_000 }
+    timeout: { default: 60_000, open: 600_000, flush: false, release: false, fsync: false, create: 120_000, truncate: 600_000 }
   }
 }
 

@@ -65,7 +65,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   return {
     init: (cb: Callback) => cb(0),
-    getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(files.localView(await client.stat(path))), (stat) => [stat]),
+    getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(await files.attributes(path)), (stat) => [stat]),
     readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
       const self = statOf({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => statOf(e))]]

@@ -26,6 +26,9 @@ export const DEFAULT_TIMEOUT_MS = 5_000
 /** How long a stat or a listing may be answered from the client's memory (an open always asks). */
 export const DEFAULT_META_TTL_MS = 1000
 
+/** How long a soft mount (dfs-mount --soft) keeps trying to store written data before EIO. */
+export const DEFAULT_SOFT_TIMEOUT_MS = 60_000
+
 /** How long a writer waits for a file's lock that someone else holds. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000
 

@@ -200,6 +200,8 @@ export interface ReleaseAnswer {
 export interface CheckAnswer {
   path: string
   valid: true
+  /** How long the lease has left: until then no one else can be granted the key. */
+  expiresInMs: number
 }
 
 export interface LockStatus {
@@ -222,7 +224,7 @@ export const FileRoutes = {
   stat: '/stat', // GET ?path= -> FileMeta
   list: '/list', // GET ?path= -> FileListAnswer
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
-  append: '/append', // POST ?path= bytes, X-Dfs-Lock-Token -> FileMeta
+  append: '/append', // POST ?path= bytes, [X-Dfs-Lock-Token], [X-Dfs-Change-Id] -> FileMeta | 423 LOCKED
   // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
   create: '/create', // POST ?path=&kind=file|dir -> FileMeta
   truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
@@ -243,6 +245,11 @@ export const Headers = {
   mtime: 'x-dfs-mtime',
   mode: 'x-dfs-mode',
   lockToken: 'x-dfs-lock-token',
+  /**
+   * A change's id, chosen by the client (e.g. 16 random hex bytes): a change retried after
+   * its answer was lost is recognised and applied once.
+   */
+  changeId: 'x-dfs-change-id',
   protocol: 'x-dfs-protocol',
   requestId: 'x-dfs-request-id',
   clientId: 'x-dfs-client'

@@ -79,6 +79,9 @@ export async function sh (script: string, opts: CommandOptions = {}): Promise<Fi
   return await run('/bin/sh', ['-c', script], opts)
 }
 
+/** dfs-mount options for a soft mount that gives up on a silent server quickly (EIO instead of waiting). */
+export const SOFT = ['--soft', '--soft-timeout-ms', '300']
+
 /** Runs a dfs CLI (bin/dfs-mount, bin/dfs-umount) with node, under the given environment. */
 export async function runCli (bin: string, args: string[], opts: CommandOptions = {}): Promise<Finished> {
   return await run(process.execPath, [bin, ...args], { timeoutMs: 30_000, ...opts })

@@ -41,15 +41,15 @@ export class FileApi {
     return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path } })
   }
 
-  /** The file's bytes, unless `ifNoneMatch` (an ETag) still names its current version. */
-  async content (path: string, ifNoneMatch?: string): Promise<ContentAnswer> {
-    const res = await this.transport.send({
-      method: 'GET',
-      route: FileRoutes.content,
-      query: { path },
-      headers: ifNoneMatch !== undefined ? { 'If-None-Match': ifNoneMatch } : {},
-      stream: true
-    })
+  /**
+   * The file's bytes, unless `ifNoneMatch` (an ETag) still names its current version. A
+   * writer about to change the file whole passes its lease token, so the server holds back
+   * appends without a lease from now on.
+   */
+  async content (path: string, ifNoneMatch?: string, token?: number): Promise<ContentAnswer> {
+    const headers: Record<string, string> = token !== undefined ? lockHeader(token) : {}
+    if (ifNoneMatch !== undefined) headers['If-None-Match'] = ifNoneMatch
+    const res = await this.transport.send({ method: 'GET', route: FileRoutes.content, query: { path }, headers, stream: true })
     const body = res.data as Readable
     if (res.status === 304) {
       body.resume()
@@ -58,13 +58,21 @@ export class FileApi {
     return { current: false, meta: metaFromContentHeaders(path, res.headers as Record<string, unknown>), body }
   }
 
-  async append (path: string, bytes: Bytes, token: number): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers: lockHeader(token) })
+  /**
+   * Appends at the file's end. Without a lease token the server serializes the append
+   * itself and answers LOCKED while someone holds the key; `changeId` makes a retry safe.
+   */
+  async append (path: string, bytes: Bytes, opts: { token?: number, changeId?: string } = {}): Promise<FileMeta> {
+    const headers: Record<string, string> = opts.token !== undefined ? lockHeader(opts.token) : {}
+    if (opts.changeId !== undefined) headers[Headers.changeId] = opts.changeId
+    return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers })
   }
 
-  /** Replaces the file's content whole. */
-  async store (path: string, bytes: Bytes, token: number): Promise<FileMeta> {
-    return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers: lockHeader(token) })
+  /** Replaces the file's content whole, under its lease; `changeId` makes a retry safe. */
+  async store (path: string, bytes: Bytes, token: number, changeId?: string): Promise<FileMeta> {
+    const headers = lockHeader(token)
+    if (changeId !== undefined) headers[Headers.changeId] = changeId
+    return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers })
   }
 
   async create (path: string, kind: EntryKind): Promise<FileMeta> {

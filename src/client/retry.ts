@@ -1,0 +1,43 @@
+import { ServerUnavailableError } from '../shared/errors'
+
+/** How a client treats a server that does not answer while it stores written data. */
+export interface RetryPolicy {
+  /**
+   * How long to keep trying: Infinity for a hard mount (as NFS has it: data a program wrote
+   * is never dropped, the write waits for the server), 0 to fail at once (the CLI), or a
+   * time after which the caller gets the error (a soft mount).
+   */
+  forMs: number
+  log?: (line: string) => void
+}
+
+const FIRST_DELAY_MS = 100
+const LONGEST_DELAY_MS = 5_000
+
+const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Runs `task` until it succeeds, trying again with capped exponential backoff while the
+ * failure is a server that does not answer. Any other error (no such file, no space, a
+ * lease that was lost) cannot be fixed by waiting and is thrown at once. The task must be
+ * safe to run again: each change carries an id the server recognises.
+ */
+export async function retryWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
+  const started = Date.now()
+  let delay = FIRST_DELAY_MS
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await task()
+      if (attempt > 1) policy.log?.(`${what}: done after ${attempt} tries (${Date.now() - started} ms)`)
+      return result
+    } catch (err) {
+      if (!(err instanceof ServerUnavailableError)) throw err
+      const waited = Date.now() - started
+      if (waited + delay > policy.forMs) throw err
+      // The first few failures of an outage are worth a line; then one line per backoff step.
+      if (attempt === 1 || delay === LONGEST_DELAY_MS) policy.log?.(`${what}: ${err.message}; trying again (waited ${waited} ms)`)
+      await sleep(delay * (0.75 + Math.random() / 2))
+      delay = Math.min(delay * 2, LONGEST_DELAY_MS)
+    }
+  }
+}

@@ -1,0 +1,94 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { startFileServer } from '../servers/file/server'
+import { LockedError } from '../src/shared/errors'
+import { startTestCluster } from './helpers/cluster'
+import { fileApiOf, raw } from './helpers/wire'
+import { FileRoutes, Headers } from '../src/shared/protocol'
+
+/*
+ * Appends need no lock, and every change carries an id the file server remembers: a retry
+ * after a lost answer, even across a restart of the server, is applied once.
+ */
+
+const tree = { 'logs/app.log': 'start\n' }
+
+t.test('an append retried with the same change id is applied once, also after the file server restarted', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const [server] = cluster.fileServers
+  const disk = path.join(cluster.roots[0], 'logs/app.log')
+  const api = fileApiOf(server)
+  const first = await api.append('/logs/app.log', Buffer.from('one\n'), { changeId: 'change-1' })
+  t.equal(first.version, 2)
+  const again = await api.append('/logs/app.log', Buffer.from('one\n'), { changeId: 'change-1' })
+  t.equal(again.version, 2, 'the retry is recognised: no new version')
+  t.equal(fs.readFileSync(disk, 'utf8'), 'start\none\n', 'and no second copy of the bytes')
+  t.equal((await api.append('/logs/app.log', Buffer.from('two\n'), { changeId: 'change-2' })).version, 3, 'another id is another change')
+
+  // The answer to change-3 is "lost" with the server: the retry goes to its next incarnation.
+  await api.append('/logs/app.log', Buffer.from('three\n'), { changeId: 'change-3' })
+  await server.close()
+  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  t.teardown(async () => await restarted.close())
+  const retried = await fileApiOf(restarted).append('/logs/app.log', Buffer.from('three\n'), { changeId: 'change-3' })
+  t.equal(retried.version, 4, 'the restarted server remembers the change from its log')
+  t.equal(fs.readFileSync(disk, 'utf8'), 'start\none\ntwo\nthree\n')
+})
+
+t.test('a store retried with the same change id does not undo what came after it', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = cluster.client()
+  const api = fileApiOf(cluster.fileServers[0])
+  const held = await client.lock('/logs/app.log')
+  const stored = await api.store('/logs/app.log', Buffer.from('replaced\n'), held.lease.token, 'store-1')
+  t.equal(stored.version, 2)
+  await api.append('/logs/app.log', Buffer.from('later\n'), { token: held.lease.token })
+  const retried = await api.store('/logs/app.log', Buffer.from('replaced\n'), held.lease.token, 'store-1')
+  t.equal(retried.version, 3, 'the retry answers the file as it is')
+  await held.release()
+  t.equal((await client.readFile('/logs/app.log')).toString(), 'replaced\nlater\n', 'the later append is still there')
+})
+
+t.test('a bad change id is a 400', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const answer = await raw(cluster.fileServers[0].url, {
+    method: 'POST', url: FileRoutes.append, params: { path: '/logs/app.log' }, data: Buffer.from('x'),
+    headers: { 'Content-Type': 'application/octet-stream', [Headers.changeId]: 'no spaces please' }
+  })
+  t.equal(answer.status, 400)
+  t.match(answer.body.error.message, /x-dfs-change-id must be/)
+})
+
+t.test('an append without a lock is one request; while a writer holds the key and has fetched the file, it waits for the lock', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const writer = cluster.client()
+  const appender = cluster.client({ lockTimeoutMs: 5000 })
+  const api = fileApiOf(cluster.fileServers[0])
+
+  t.equal((await appender.append('/logs/app.log', 'free\n')).version, 2, 'nobody holds the key: appended at once')
+
+  // The writer starts a working copy: the lock, then a fetch under it (as the mount does).
+  const held = await writer.lock('/logs/app.log')
+  await writer.fetch('/logs/app.log', { lease: held })
+  await t.rejects(api.append('/logs/app.log', Buffer.from('sneaky\n')), LockedError, 'an unlocked append is refused while the key is held')
+
+  const waiting = appender.append('/logs/app.log', 'waited\n')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const stored = await writer.storeLocalFile('/logs/app.log', await writeLocal(cluster.workDir, 'rewritten\n'), held)
+  t.equal(stored.version, 3)
+  await held.release()
+  const appended = await waiting
+  t.equal(appended.version, 4, 'the append landed after the store, under the lock')
+  t.equal((await writer.readFile('/logs/app.log')).toString(), 'rewritten\nwaited\n', 'nothing was lost')
+
+  // The key is free again: the next append needs no lock (the file server asks the lock
+  // server once, learns it was released, and lets appends through again).
+  t.equal((await api.append('/logs/app.log', Buffer.from('free again\n'))).version, 5)
+})
+
+async function writeLocal (dir: string, content: string): Promise<string> {
+  const file = path.join(dir, `local-${Date.now()}`)
+  await fs.promises.writeFile(file, content)
+  return file
+}

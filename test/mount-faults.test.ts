@@ -1,0 +1,108 @@
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { outcome, sh } from './helpers/mount'
+import { startProcessCluster } from './helpers/processCluster'
+import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * A hard mount (the default) never drops what a program wrote: an `echo >>` whose server
+ * is down, stopped or restarting waits and then succeeds, and its line is there exactly
+ * once. Each server is its own process here, killed or stopped for real.
+ */
+
+/** Long enough that only a hang hits it. */
+const DONE_MS = 30_000
+
+async function onDisk (server: ServerProcess, file: string): Promise<string> {
+  return await fs.readFile(path.join(server.root as string, file), 'utf8')
+}
+
+/**
+ * A shell that opens FILE for appending, waits for `go` to appear (the test breaks a server
+ * meanwhile), writes LINE and closes with `exec 3>&-`: a shell ignores errors of that close,
+ * which is where a network file system can lose data without anyone noticing.
+ */
+function appendAfter (mountedFile: string, go: string, line: string): ReturnType<typeof sh> {
+  return sh(`exec 3>>'${mountedFile}' && while [ ! -e '${go}' ]; do sleep 0.02; done; echo ${line} >&3; exec 3>&-; echo closed`, { timeoutMs: DONE_MS })
+}
+
+/** Starts `echo LINE >> FILE` through the mount and gives back how it ended, once it has. */
+function appendLine (mountedFile: string, line: string): Promise<{ code: number | null, stderr: string, stdout: string, signal: NodeJS.Signals | null }> {
+  return sh(`echo ${line} >> '${mountedFile}'`, { timeoutMs: DONE_MS })
+}
+
+async function cluster (t: Test): Promise<ProcessCluster> {
+  return await startProcessCluster(t, { trees: [{ 'logs/app.log': 'start\n' }] })
+}
+
+t.test('with the lock server killed, echo >> still works at once: appends need no lock', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount()
+  const file = mount.at('/logs/app.log')
+  await c.lock.kill()
+  for (const line of ['one', 'two', 'three']) {
+    const done = await appendLine(file, line)
+    t.equal(done.code, 0, outcome(done))
+  }
+  t.equal(await onDisk(c.files[0], 'logs/app.log'), 'start\none\ntwo\nthree\n', 'every line on the server, in order')
+})
+
+t.test('echo >> to a file server that is stopped waits, and succeeds once it runs again; the line is there once', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount()
+  const file = mount.at('/logs/app.log')
+  t.equal((await appendLine(file, 'before')).code, 0)
+  const go = path.join(c.workDir, 'go')
+  const pending = appendAfter(file, go, 'during')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await c.files[0].stop()
+  await fs.writeFile(go, '')
+  // It must still be waiting well past the client's request timeout (5 s by default is too
+  // long for a test; a second shows it did not fail at once).
+  const early = await Promise.race([pending.then(() => 'ended'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 1500))])
+  t.equal(early, 'waiting', 'close waits for the stopped server instead of failing')
+  await c.files[0].cont()
+  const done = await pending
+  t.equal(done.code, 0, `the append succeeded: ${outcome(done)}`)
+  t.equal(done.stdout, 'closed\n', 'the shell went past its close')
+  t.equal(await onDisk(c.files[0], 'logs/app.log'), 'start\nbefore\nduring\n', 'the line is there exactly once')
+})
+
+t.test('echo >> while the file server is killed and restarted waits for it and lands once', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount()
+  const file = mount.at('/logs/app.log')
+  t.equal((await appendLine(file, 'before')).code, 0)
+  const go = path.join(c.workDir, 'go')
+  const pending = appendAfter(file, go, 'during')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await c.files[0].kill()
+  await fs.writeFile(go, '')
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await c.files[0].restart()
+  await c.files[0].waitHealthy()
+  const done = await pending
+  t.equal(done.code, 0, `the append succeeded: ${outcome(done)}`)
+  t.equal(done.stdout, 'closed\n', 'the shell went past its close')
+  t.equal(await onDisk(c.files[0], 'logs/app.log'), 'start\nbefore\nduring\n', 'the line is there exactly once')
+  const after = await appendLine(file, 'after')
+  t.equal(after.code, 0, outcome(after))
+  await waitFor('the last line', async () => (await onDisk(c.files[0], 'logs/app.log')).endsWith('after\n') || undefined, 5000, 50)
+})
+
+t.test('a soft mount gives EIO instead of waiting, to a program that checks fsync', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount(['--soft', '--soft-timeout-ms', '300'])
+  const file = mount.at('/logs/app.log')
+  t.equal((await appendLine(file, 'before')).code, 0)
+  await c.files[0].kill()
+  // A shell's echo >> would ignore the error of its close: that is what a soft mount risks,
+  // and why hard is the default. dd's fsync reports it.
+  const failed = await sh(`printf 'lost\\n' | dd of='${file}' oflag=append conv=notrunc,fsync status=none`, { timeoutMs: DONE_MS })
+  t.equal(failed.signal, null, 'no hang')
+  t.not(failed.code, 0, 'the append fails')
+  t.match(failed.stderr, /Input\/output error/, outcome(failed))
+})
