@@ -6,6 +6,8 @@ import { LockedError } from '../src/shared/errors'
 import { startTestCluster } from './helpers/cluster'
 import { fileApiOf, raw } from './helpers/wire'
 import { FileRoutes, Headers } from '../src/shared/protocol'
+import { LockApi } from '../src/shared/api'
+import { Transport } from '../src/shared/transport'
 
 /*
  * Appends need no lock, and every change carries an id the file server remembers: a retry
@@ -75,8 +77,8 @@ t.test('an append without a lock is one request; while a writer holds the key an
 
   const waiting = appender.append('/logs/app.log', 'waited\n')
   await new Promise((resolve) => setTimeout(resolve, 300))
-  const stored = await writer.storeLocalFile('/logs/app.log', await writeLocal(cluster.workDir, 'rewritten\n'), held)
-  t.equal(stored.version, 3)
+  const { stored } = await writer.storeWorkingCopy('/logs/app.log', await writeLocal(cluster.workDir, 'rewritten\n'), held, 2)
+  t.equal(stored?.version, 3)
   await held.release()
   const appended = await waiting
   t.equal(appended.version, 4, 'the append landed after the store, under the lock')
@@ -85,6 +87,36 @@ t.test('an append without a lock is one request; while a writer holds the key an
   // The key is free again: the next append needs no lock (the file server asks the lock
   // server once, learns it was released, and lets appends through again).
   t.equal((await api.append('/logs/app.log', Buffer.from('free again\n'))).version, 5)
+})
+
+t.test('a store whose lease was lost meanwhile is stored under a new one if the file did not move, else kept as a conflict copy', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const logged: string[] = []
+  const writer = cluster.client({ log: (line) => logged.push(line) })
+  const other = cluster.client()
+  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 2000))
+
+  // The lease is lost behind the writer's back (as when it ran out during an outage).
+  let held = await writer.lock('/logs/app.log')
+  await lockApi.release('/logs/app.log', held.lease.token)
+  const unchanged = await writer.storeWorkingCopy('/logs/app.log', await writeLocal(cluster.workDir, 'mine\n'), held, 1)
+  t.equal(unchanged.stored?.version, 2, 'nobody changed the file: stored under a new lease')
+  t.not(unchanged.held.lease.token, held.lease.token, 'the caller now holds the new lease')
+  await unchanged.held.release()
+  t.equal((await other.readFile('/logs/app.log')).toString(), 'mine\n')
+
+  held = await writer.lock('/logs/app.log')
+  await lockApi.release('/logs/app.log', held.lease.token)
+  await other.append('/logs/app.log', 'theirs\n')
+  const moved = await writer.storeWorkingCopy('/logs/app.log', await writeLocal(cluster.workDir, 'mine again\n'), held, 2)
+  await moved.held.release()
+  t.equal(moved.stored, null, 'the file moved on: not stored over it')
+  t.equal((await other.readFile('/logs/app.log')).toString(), 'mine\ntheirs\n', 'their change is kept')
+  const names = (await other.list('/logs')).map((e) => e.name)
+  const conflict = names.find((name) => name.startsWith('app.log.conflict-'))
+  t.ok(conflict, `a conflict copy beside the file: ${names.join(', ')}`)
+  t.equal((await other.readFile(`/logs/${String(conflict)}`)).toString(), 'mine again\n', 'holding what would have been lost')
+  t.match(logged.join('\n'), /kept as \/logs\/app\.log\.conflict-/, 'and the mount log says so')
 })
 
 async function writeLocal (dir: string, content: string): Promise<string> {

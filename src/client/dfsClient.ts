@@ -1,4 +1,5 @@
 import crypto from 'node:crypto'
+import os from 'node:os'
 import fs from 'node:fs'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
@@ -6,12 +7,14 @@ import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, defaultClientOptions } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LockedError, NotDirectoryError, NotEmptyError
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
+  NotEmptyError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
+import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
@@ -69,6 +72,9 @@ export interface ClusterStatfs {
   unreachable: number
 }
 
+/** How long a folder's placement is reused for new entries (the roomiest server may change). */
+const PLACEMENT_TTL_MS = 10_000
+
 /** Slowest server-to-server copy a rename waits for (bytes per ms), on top of the usual timeout. */
 const SLOWEST_COPY_BYTES_PER_MS = 1000
 /** A folder rename records a new version per file it moves: give it time. */
@@ -87,6 +93,11 @@ export class DfsClient {
   private readonly locator: Locator
   private readonly memo: MetadataMemo
   private readonly timeoutMs: number
+  /**
+   * Where new entries of a folder went last: asked of the directory once per folder and
+   * kept briefly, so tar -x or cp -r costs one request per file created, not two.
+   */
+  private readonly placements = new LRUCache<string, ServerInfo>({ max: 10_000, ttl: PLACEMENT_TTL_MS })
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   private readonly writeRetry: RetryPolicy
@@ -425,21 +436,49 @@ export class DfsClient {
   }
 
   /**
-   * Store-on-close of a working copy: uploads the local file whole under the lease its
-   * caller holds, trying again while the file server does not answer (as writeRetry says),
-   * with one change id so a retry after a lost answer is not applied twice.
+   * Store-on-close of a working copy made from `baseVersion` (null: made empty, it replaces
+   * whatever is there): uploads the local file whole under the lease its caller holds,
+   * trying again while a server does not answer (as writeRetry says), with one change id so
+   * a retry after a lost answer is not applied twice.
+   *
+   * A lease lost meanwhile (it ran out while the lock server or the file server was away)
+   * does not lose the data: a new lease is taken, and if the file is still at `baseVersion`
+   * the copy is stored under it; if someone changed the file in between, storing would undo
+   * their change, so the copy is kept beside the file as NAME.conflict-HOST-TIME instead,
+   * and logged. The caller holds the returned lease from then on.
    */
-  async storeLocalFile (path: string, localFile: string, lease: HeldLock): Promise<FileMeta> {
+  async storeWorkingCopy (path: string, localFile: string, held: HeldLock, baseVersion: number | null): Promise<{ stored: FileMeta | null, held: HeldLock }> {
     const canonical = normalizePath(path)
-    const changeId = newChangeId()
-    const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
-      const found = await this.locator.lookupFile(canonical)
-      return await this.locator.onFileServer(canonical, found, async (server) =>
-        await server.store(canonical, fs.createReadStream(localFile), lease.lease.token, changeId))
-    })
-    this.forget(canonical)
-    await this.cache.invalidate(canonical)
-    return this.memo.remember(meta)
+    const store = async (lease: HeldLock): Promise<FileMeta> => {
+      const changeId = newChangeId()
+      const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
+        const found = await this.locator.lookupFile(canonical)
+        return await this.locator.onFileServer(canonical, found, async (server) =>
+          await server.store(canonical, fs.createReadStream(localFile), lease.lease.token, changeId))
+      })
+      this.forget(canonical)
+      await this.cache.invalidate(canonical)
+      return this.memo.remember(meta)
+    }
+    try {
+      return { stored: await store(held), held }
+    } catch (err) {
+      if (!(err instanceof LeaseError)) throw err
+    }
+    this.writeRetry.log?.(`store of ${canonical}: the lease was lost meanwhile; taking a new one`)
+    await held.release()
+    const renewed = await retryWhileUnavailable(`lock of ${canonical}`, this.writeRetry, async () => await this.locks.acquire(canonical))
+    try {
+      const current = await retryWhileUnavailable(`stat of ${canonical}`, this.writeRetry, async () => await this.statFresh(canonical))
+      if (baseVersion === null || current.version === baseVersion) return { stored: await store(renewed), held: renewed }
+      const conflict = conflictPathOf(canonical)
+      await retryWhileUnavailable(`conflict copy of ${canonical}`, this.writeRetry, async () => await this.writeFile(conflict, fs.createReadStream(localFile)))
+      this.writeRetry.log?.(`store of ${canonical}: the file changed (version ${baseVersion} to ${current.version}) while this mount had no lease; its copy is kept as ${conflict}`)
+      return { stored: null, held: renewed }
+    } catch (err) {
+      await renewed.release()
+      throw err
+    }
   }
 
   /** Sets a file's or folder's mtime (and atime); a file's ETag changes, so other caches refetch. */
@@ -475,12 +514,38 @@ export class DfsClient {
     return result
   }
 
+  /**
+   * Creates a new, empty file and opens the local copy of it for reading: the copy is known
+   * to be current (nothing can have changed a file this client just made and holds open
+   * in the same breath), so the open costs no request. With the folder's placement
+   * remembered, a create is one request.
+   */
+  async createAndOpen (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
+    const canonical = normalizePath(path)
+    const meta = await this.createEntry(canonical, 'file')
+    const copy = await this.cache.store(canonical, meta, Readable.from([]))
+    return { reader: await fs.promises.open(copy.file, 'r'), meta }
+  }
+
   private async createEntry (path: string, kind: EntryKind): Promise<FileMeta> {
     this.forget(path)
-    const { server } = await this.directory.placement(path)
-    const meta = await this.locator.fileServer(server).create(path, kind)
+    const folder = parentOf(path)
+    let server = this.placements.get(folder)
+    let meta: FileMeta
+    try {
+      server ??= (await this.directory.placement(path)).server
+      meta = await this.locator.fileServer(server).create(path, kind)
+    } catch (err) {
+      // The folder may have moved or gone, or its server may be down: ask again next time.
+      this.placements.delete(folder)
+      throw err
+    }
+    this.placements.set(folder, server)
     this.forget(path)
-    if (kind === 'file') await this.cache.invalidate(path)
+    if (kind === 'file') {
+      await this.cache.invalidate(path)
+      this.locator.learned(path, server)
+    }
     return this.memo.remember(meta)
   }
 
@@ -557,6 +622,12 @@ export class DfsClient {
   forget (path: string): void {
     this.locator.forget(path)
   }
+}
+
+/** Where a copy that could not be stored without undoing someone's change is kept: beside the file. */
+function conflictPathOf (path: string): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  return `${path}.conflict-${os.hostname()}-${stamp}`
 }
 
 /** A change's id: random, so two clients never pick the same one. */

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto'
 import os from 'node:os'
-import { LockedError, LockTimeoutError } from '../shared/errors'
+import { LockedError, LockTimeoutError, ServerUnavailableError } from '../shared/errors'
 import type { LockApi } from '../shared/api'
 import type { LockLease } from '../shared/protocol'
 
@@ -70,8 +70,12 @@ export class LockClient {
 
   private hold (lease: LockLease): HeldLock {
     const renewal = setInterval(() => {
-      this.api.renew(lease.path, lease.token)
-        .catch(() => clearInterval(renewal)) // lost: the file server's fencing refuses our writes now
+      this.api.renew(lease.path, lease.token).catch((err: unknown) => {
+        // A lock server that does not answer may come back before the lease ends: keep
+        // trying. A lease it says is gone is lost for good (a store under it is refused, and
+        // the client proxy takes a new one: DfsClient.storeWorkingCopy).
+        if (!(err instanceof ServerUnavailableError)) clearInterval(renewal)
+      })
     }, Math.max(50, lease.ttlMs / 3))
     renewal.unref()
     return {

@@ -16,6 +16,9 @@ const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
 
+/** A time as utimensat gives it: ms since the epoch, or UTIME_NOW / UTIME_OMIT. */
+export type TimeArgument = number | 'now' | 'omit'
+
 /** What the open-file table needs of the client core (DfsClient has it all). */
 export interface OpenFileBackend extends WorkingCopyBackend {
   /** Where working copies are kept. */
@@ -27,6 +30,19 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   statFresh: (path: string) => Promise<FileMeta>
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
+  utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
+  /** Creates an empty file and opens its (current, empty) local copy. */
+  createAndOpen: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+}
+
+/**
+ * Appends of one path that wait for a flush, from every handle of the path on this mount,
+ * in the order of the write() calls: one buffer per path, as one inode has one end.
+ */
+interface PathAppends {
+  buffer: AppendBuffer
+  /** Remote size the pending bytes will be appended to. */
+  base: number
 }
 
 interface OpenFile {
@@ -37,9 +53,8 @@ interface OpenFile {
   reader: fsp.FileHandle | null
   /** The reader's copy while it is still arriving; reads wait for their bytes. */
   download: Download | null
-  /** Remote size the pending bytes will be appended to. */
-  appendBase: number
-  pending: AppendBuffer
+  /** The path's appends not sent yet, shared by its handles on this mount. */
+  appends: PathAppends
   /** Appends to the path were sent since `reader` was opened: it may not hold them. */
   readerBehind: boolean
   /**
@@ -66,6 +81,7 @@ export class OpenFileTable {
   /** Working copies being made (lock, fetch, copy): later writers wait for the same one. */
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
+  private readonly appends = new Map<string, PathAppends>()
   /** The attributes last seen of each path open here (see attributes()). */
   private readonly lastSeen = new Map<string, FileMeta>()
   private nextId = 1
@@ -100,13 +116,30 @@ export class OpenFileTable {
       appendBase = meta.size
       this.lastSeen.set(canonical, meta)
     }
+    return this.register(canonical, flags, reader, download, appendBase)
+  }
+
+  /** A new handle of a path whose end on the server is `appendBase`. */
+  private register (canonical: string, flags: number, reader: fsp.FileHandle | null, download: Download | null, appendBase: number): number {
     const id = this.nextId++
-    const file: OpenFile = { id, path: canonical, flags, reader, download, appendBase, pending: new AppendBuffer(), readerBehind: false, flushFailed: false, working: null }
+    // Other handles' appends were sent before: the path's end is the size just seen.
+    let appends = this.appends.get(canonical)
+    if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(), base: appendBase })
+    else if (appends.buffer.size === 0) appends.base = appendBase
+    const file: OpenFile = { id, path: canonical, flags, reader, download, appends, readerBehind: false, flushFailed: false, working: null }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
     handles.add(file)
     return id
+  }
+
+  /** create(2): makes the file and opens it for reading and writing, with no request beyond the create. */
+  async create (filePath: string): Promise<number> {
+    const canonical = normalizePath(filePath)
+    const { reader, meta } = await this.client.createAndOpen(canonical)
+    this.lastSeen.set(canonical, meta)
+    return this.register(canonical, fs.constants.O_RDWR, reader, null, meta.size)
   }
 
   async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
@@ -127,9 +160,10 @@ export class OpenFileTable {
     file.flushFailed = false
     const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
-      if (!this.workingCopies.has(file.path) && (appending || position === file.appendBase + file.pending.size)) {
-        file.pending.push(data)
-        if (file.pending.size >= this.maxPendingBytes) await this.flush(id)
+      const { appends } = file
+      if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.buffer.size)) {
+        appends.buffer.push(data)
+        if (appends.buffer.size >= this.maxPendingBytes) await this.flush(id)
         return data.length
       }
       await this.useWorkingCopy(file)
@@ -183,7 +217,7 @@ export class OpenFileTable {
 
   private async flushNow (file: OpenFile): Promise<void> {
     await this.flushes.run(file.path, async () => {
-      if (file.pending.size > 0) {
+      if (file.appends.buffer.size > 0) {
         if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
           await this.useWorkingCopy(file) // the appends go into the copy, and are stored with it
         } else {
@@ -195,13 +229,14 @@ export class OpenFileTable {
   }
 
   private async sendPending (file: OpenFile): Promise<void> {
-    const data = file.pending.take()
+    const { appends } = file
+    const data = appends.buffer.take()
     try {
       const meta = await this.client.append(file.path, data)
-      file.appendBase = meta.size
+      appends.base = meta.size
       this.lastSeen.set(file.path, meta)
     } catch (err) {
-      file.pending.putBack(data)
+      appends.buffer.putBack(data)
       throw err
     }
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
@@ -218,6 +253,7 @@ export class OpenFileTable {
       if (handles?.size === 0) {
         this.byPath.delete(file.path)
         this.lastSeen.delete(file.path)
+        this.appends.delete(file.path)
       }
       await file.reader?.close()
       const working = file.working
@@ -247,11 +283,25 @@ export class OpenFileTable {
     }
   }
 
+  /**
+   * utimensat: each time in ms, 'now' or 'omit' (UTIME_NOW, UTIME_OMIT). What this mount
+   * holds back of the file is sent first: stored later, it would stamp the file with the
+   * time of its store (cp -p sets the times before it closes).
+   */
+  async setTimes (filePath: string, atime: TimeArgument, mtime: TimeArgument): Promise<void> {
+    if (atime === 'omit' && mtime === 'omit') return
+    const canonical = normalizePath(filePath)
+    if (mtime !== 'omit') for (const file of [...this.handlesOf(canonical)]) await this.flush(file.id)
+    const mtimeMs = mtime === 'omit' ? (await this.client.stat(canonical)).mtimeMs : mtime === 'now' ? Date.now() : mtime
+    const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
+    await this.client.utimes(canonical, mtimeMs, atimeMs)
+  }
+
   /** A size that counts what open handles hold back, as a local file system would show it. */
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
     let size = this.workingCopies.get(meta.path)?.size ?? meta.size
-    for (const file of this.handlesOf(meta.path)) size += file.pending.size
+    size += this.appends.get(meta.path)?.buffer.size ?? 0
     return size === meta.size ? meta : { ...meta, size }
   }
 
@@ -262,7 +312,7 @@ export class OpenFileTable {
 
   private async sendPendingOf (filePath: string): Promise<void> {
     for (const file of [...this.handlesOf(filePath)]) {
-      if (file.pending.size > 0) await this.flush(file.id)
+      if (file.appends.buffer.size > 0) await this.flush(file.id)
     }
   }
 
@@ -288,7 +338,7 @@ export class OpenFileTable {
     }
     working.users++
     file.working = working
-    if (file.pending.size > 0) await working.append(file.pending.take())
+    if (file.appends.buffer.size > 0) await working.append(file.appends.buffer.take())
   }
 
   private async reopenReader (file: OpenFile): Promise<void> {

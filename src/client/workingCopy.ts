@@ -11,8 +11,13 @@ export interface WorkingCopyBackend {
   lock: (path: string) => Promise<HeldLock>
   /** A local copy of the current version, fetched under the lease (the server then holds back unlocked appends). */
   fetch: (path: string, opts: { lease: HeldLock }) => Promise<CachedFile>
-  /** Replaces the file on its server with a local file, under the lease the copy holds. */
-  storeLocalFile: (path: string, localFile: string, lease: HeldLock) => Promise<FileMeta>
+  /**
+   * Replaces the file on its server with a local file made from `baseVersion`, under the
+   * lease the copy holds, or under a new one if that was lost meanwhile (then `held` is the
+   * new one); if the file moved past `baseVersion` while no lease was held, the local file
+   * is kept beside it as a conflict copy instead, and `stored` is null.
+   */
+  storeWorkingCopy: (path: string, localFile: string, lease: HeldLock, baseVersion: number | null) => Promise<{ stored: FileMeta | null, held: HeldLock }>
   /** Makes a local file the cache's copy of a stored version (moving it there). */
   keepAsCached: (path: string, meta: FileMeta, localFile: string) => Promise<void>
 }
@@ -38,9 +43,11 @@ export class WorkingCopy {
     readonly path: string,
     private readonly file: string,
     readonly handle: fsp.FileHandle,
-    private readonly held: HeldLock,
+    private held: HeldLock,
     public size: number,
-    dirty: boolean
+    dirty: boolean,
+    /** The version this copy was made from (null: made empty, it replaces whatever is there). */
+    private baseVersion: number | null
   ) {
     this.dirty = dirty
   }
@@ -56,15 +63,17 @@ export class WorkingCopy {
       await fsp.mkdir(workDir, { recursive: true })
       workingFile = path.join(workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
       let size = 0
+      let baseVersion: number | null = null
       if (empty) {
         await fsp.writeFile(workingFile, '')
       } else {
         const cached = await backend.fetch(filePath, { lease: held })
         await fsp.copyFile(cached.file, workingFile)
         size = cached.meta.size
+        baseVersion = cached.meta.version
       }
       const handle = await fsp.open(workingFile, 'r+')
-      return new WorkingCopy(filePath, workingFile, handle, held, size, empty)
+      return new WorkingCopy(filePath, workingFile, handle, held, size, empty, baseVersion)
     } catch (err) {
       await held.release()
       if (workingFile) await fsp.rm(workingFile, { force: true })
@@ -93,10 +102,14 @@ export class WorkingCopy {
     if (!this.dirty) return
     const changes = this.changes
     await this.handle.sync()
-    const meta = await backend.storeLocalFile(this.path, this.file, this.held)
+    const { stored, held } = await backend.storeWorkingCopy(this.path, this.file, this.held, this.baseVersion)
+    this.held = held
+    // Later stores build on what this one made; a copy set aside as a conflict no longer
+    // describes the file, so it is not made the cached copy at close.
+    if (stored !== null) this.baseVersion = stored.version
     if (this.changes === changes) {
       this.dirty = false
-      this.stored = meta
+      this.stored = stored
     }
   }
 

@@ -1,7 +1,6 @@
-import fs from 'node:fs'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
-import type { OpenFileTable } from '../client/openFiles'
+import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
 
@@ -72,10 +71,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
-    create: (path: string, _mode: number, cb: Callback) => answer(cb, async () => {
-      await client.create(path)
-      return await files.open(path, fs.constants.O_RDWR)
-    }, (id) => [id]),
+    create: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await files.create(path), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
@@ -100,13 +96,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     // per file, so an omitted mtime is the one it has now. Bytes still held back by open
     // handles are sent first: cp -p sets the times before close, and a store at close would
     // stamp the file with the time of the store. (The table flushes only all handles at once.)
-    utimens: (path: string, atime: number | 'now' | 'omit', mtime: number | 'now' | 'omit', cb: Callback) => answer(cb, async () => {
-      if (atime === 'omit' && mtime === 'omit') return
-      if (mtime !== 'omit') await files.flushAll()
-      const mtimeMs = mtime === 'omit' ? (await client.stat(path)).mtimeMs : mtime === 'now' ? Date.now() : mtime
-      const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
-      await client.utimes(path, mtimeMs, atimeMs)
-    }),
+    utimens: (path: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => answer(cb, async () => await files.setTimes(path, atime, mtime)),
     chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
     // Files belong to whoever mounted; tar and cp -p as that user ask for exactly that.
     chown: (_path: string, uid: number, gid: number, cb: Callback) => {
