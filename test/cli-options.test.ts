@@ -1,7 +1,5 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
-import net from 'node:net'
-import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
@@ -10,6 +8,7 @@ import { findFusermount } from '../src/fuse/loadFuse'
 import { dfsMountBin, dfsUmountBin, mountPlace, outcome, run, runCli } from './helpers/mount'
 import { cleanEnv, runNode, startNode, stopNode } from './helpers/processes'
 import type { Finished } from './helpers/processes'
+import { closedPort } from './helpers/ports'
 
 /*
  * Each CLI reads the DFS_* variables of its own options and no others: a variable exported
@@ -17,14 +16,6 @@ import type { Finished } from './helpers/processes'
  * (dfs-serve directory has no --directory and used to fail with "Unknown argument").
  */
 
-/** A port nothing listens on (bound, then closed again). */
-async function closedPort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function tempDir (t: Test, prefix: string): Promise<string> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), prefix))

@@ -1,6 +1,6 @@
-import fs from 'node:fs'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
+import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
@@ -9,6 +9,7 @@ import { startTestCluster } from './helpers/cluster'
 import type { Finished } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
 import { clusterArgs, dfsMountBin, dfsUmountBin, mountCluster, mountPlace, outcome, run, runCli } from './helpers/mount'
+import { closedPort } from './helpers/ports'
 
 /** A CLI failure as a user should see it: one line on stderr naming the command, no stack, non-zero exit. */
 function assertOneLineError (t: Test, result: Finished, command: string, says: RegExp): void {
@@ -31,14 +32,6 @@ function hasExited (pid: number): boolean {
   }
 }
 
-/** A port nothing listens on (bound, then closed again). */
-async function closedPort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /** A TCP server that takes connections and never answers: a hung directory server. */
 async function silentServer (t: Test): Promise<string> {

@@ -10,6 +10,7 @@ import { isMounted } from '../../src/fuse/mount'
 import type { TestCluster } from './cluster'
 import { cleanEnv, repoRoot } from './processes'
 import type { Finished } from './processes'
+import { within } from './waitFor'
 
 /*
  * The test process never mounts and never touches a mount itself: the daemon is a child
@@ -26,16 +27,6 @@ const POLL_MS = 50
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Whether `event` happens within ms; the timer is cleared so it cannot hold the test process open. */
-async function within (event: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
-  try {
-    return await Promise.race([event.then(() => true), timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** Throws at once, naming what is missing, when this machine cannot mount FUSE at all. */
 export function requireFuse (): void {

@@ -12,7 +12,7 @@ import { isMounted } from '../../src/fuse/mount'
 import { writeTree } from './cluster'
 import { requireFuse, run } from './mount'
 import { cleanEnv, repoRoot } from './processes'
-import { waitFor } from './waitFor'
+import { waitFor, within } from './waitFor'
 
 /*
  * A cluster whose every server, and every mount, is an OS process of its own, so that a test
@@ -126,16 +126,6 @@ function processState (pid: number): string | null {
   }
 }
 
-/** Resolves true if `event` happens within ms; the timer never holds the test process open. */
-async function within (event: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
-  try {
-    return await Promise.race([event.then(() => true), timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 interface Incarnation {
   child: ChildProcess

@@ -11,3 +11,14 @@ export async function waitFor<T> (what: string, check: () => Promise<T | undefin
     await new Promise((resolve) => setTimeout(resolve, everyMs))
   }
 }
+
+/** Whether `event` happens within ms; the timer is cleared so it cannot hold the test process open. */
+export async function within (event: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([event.then(() => true), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
