@@ -1,6 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import crypto from 'node:crypto'
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -11,14 +12,18 @@ import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/shared/protocol'
 import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
+import { SshfsMount, sshfsMissing } from './sshfs'
+import { FOLDER_OPS, folderFileName } from './workload'
 import type { WorkloadResult } from './workload'
 
 /*
  * The dfs benchmark: a demo-like cluster (directory, lock and two file servers) in this
  * process, mounted with the real dfs-mount CLI in a child process, and the same workloads
- * run on the mount and on a plain local folder. Every workload runs in a child process of
- * its own (bench/workload.ts): this process serves the cluster and must never block on the
- * mount. See bench/README.md for what each figure means.
+ * run on a plain local folder, on the mount and, where sshfs and sshd are installed, on an
+ * sshfs mount of a copy of the local tree through a throwaway loopback sshd (bench/sshfs.ts).
+ * Every workload runs in a child process of its own (bench/workload.ts): this process serves
+ * the cluster and must never block on the mount. See bench/README.md for what each figure
+ * means.
  */
 
 const MiB = 1024 * 1024
@@ -27,6 +32,14 @@ const SMALL_FILES = 1000
 const SMALL_FILE_BYTES = 4096
 const LISTED_FILES = 2000
 const APPENDS = 2000
+const CREATED_FILES = 1000
+const WRITE_MIB = 256
+const COLD_FILES = 200
+const LARGE_FOLDER_FILES = 50_000
+const FEW_FOLDER_FILES = 10
+const FOLDER_OP_COUNT = 50
+/** One pass: on dfs a pass over 50,000 entries takes seconds, and the 2000-entry row has the medians. */
+const LARGE_LS_RUNS = 1
 const REPEATS = 3
 const MOUNT_DEADLINE_MS = 20_000
 const STOP_DEADLINE_MS = 15_000
@@ -38,12 +51,20 @@ const BIG_FILE = 'seq/big.bin'
 const SMALL_DIR = 'small'
 const LISTED_DIR = 'listing'
 const APPEND_FILE = 'appends/log.txt'
+const CREATE_DIR = 'create'
+const WRITTEN_FILE = 'written/new.bin'
+const COLD_DIR = 'cold'
+const LARGE_DIR = 'large'
+const FEW_DIR = 'few'
 
 const execFileAsync = promisify(execFile)
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
+const benchStarted = Date.now()
+
+/** Progress on stderr, with the seconds since the start so a slow step shows. */
 function progress (line: string): void {
-  process.stderr.write(`bench: ${line}\n`)
+  process.stderr.write(`bench ${((Date.now() - benchStarted) / 1000).toFixed(0).padStart(4)} s: ${line}\n`)
 }
 
 interface Layout {
@@ -54,6 +75,10 @@ interface Layout {
   mountpoint: string
   cacheDir: string
   stateDir: string
+  /** sshfs's own copy of the local tree, its mountpoint and the throwaway sshd's folder. */
+  sshfsTree: string
+  sshfsMountpoint: string
+  sshState: string
 }
 
 async function writeFiles (folder: string, count: number, bytes: number, prefix: string): Promise<void> {
@@ -61,6 +86,17 @@ async function writeFiles (folder: string, count: number, bytes: number, prefix:
   for (let i = 0; i < count; i++) {
     await fsp.writeFile(path.join(folder, `${prefix}-${String(i).padStart(4, '0')}`), crypto.randomBytes(bytes))
   }
+}
+
+/**
+ * Files named as the first-byte and large-folder workloads expect (folderFileName). Written
+ * synchronously and all with the same bytes: 50,000 of them take a few seconds this way, and
+ * nothing is serving yet that the blocking could hold up.
+ */
+function writeNamedFiles (folder: string, count: number, bytes: number): void {
+  fs.mkdirSync(folder, { recursive: true })
+  const data = crypto.randomBytes(bytes)
+  for (let i = 0; i < count; i++) fs.writeFileSync(path.join(folder, folderFileName(i)), data)
 }
 
 async function writeBigFile (file: string): Promise<void> {
@@ -74,15 +110,26 @@ async function writeBigFile (file: string): Promise<void> {
   }
 }
 
-/** The same tree in the local folder and, split over the two roots, on the file servers. */
-async function createData (layout: Layout): Promise<void> {
+/**
+ * The same tree in the local folder and, split over the two roots, on the file servers: the
+ * big file, the listed folder and both large-folder folders on the first, the rest on the
+ * second. `quick` leaves out the two large-folder folders.
+ */
+async function createData (layout: Layout, quick: boolean): Promise<void> {
   const [first, second] = layout.roots
-  for (const [bigHome, smallHome, listedHome, appendHome] of [[first, second, first, second], [layout.local, layout.local, layout.local, layout.local]]) {
-    await writeBigFile(path.join(bigHome, BIG_FILE))
-    await writeFiles(path.join(smallHome, SMALL_DIR), SMALL_FILES, SMALL_FILE_BYTES, 'file')
-    await writeFiles(path.join(listedHome, LISTED_DIR), LISTED_FILES, 100, 'entry')
-    await fsp.mkdir(path.dirname(path.join(appendHome, APPEND_FILE)), { recursive: true })
-    await fsp.writeFile(path.join(appendHome, APPEND_FILE), '')
+  for (const [one, two] of [[first, second], [layout.local, layout.local]]) {
+    await writeBigFile(path.join(one, BIG_FILE))
+    await writeFiles(path.join(two, SMALL_DIR), SMALL_FILES, SMALL_FILE_BYTES, 'file')
+    await writeFiles(path.join(one, LISTED_DIR), LISTED_FILES, 100, 'entry')
+    await fsp.mkdir(path.dirname(path.join(two, APPEND_FILE)), { recursive: true })
+    await fsp.writeFile(path.join(two, APPEND_FILE), '')
+    await fsp.mkdir(path.join(two, CREATE_DIR), { recursive: true })
+    await fsp.mkdir(path.dirname(path.join(two, WRITTEN_FILE)), { recursive: true })
+    writeNamedFiles(path.join(two, COLD_DIR), COLD_FILES, SMALL_FILE_BYTES)
+    if (!quick) {
+      writeNamedFiles(path.join(one, LARGE_DIR), LARGE_FOLDER_FILES, 100)
+      writeNamedFiles(path.join(one, FEW_DIR), FEW_FOLDER_FILES, 100)
+    }
   }
 }
 
@@ -173,7 +220,9 @@ function activityOf (cluster: RunningCluster, requests: RequestCounter): Activit
 function describeActivity (before: Activity, after: Activity, per: number, unit: string): string {
   const delta = (key: keyof ServerCounts): number => after.counts[key] - before.counts[key]
   const routes = RequestCounter.since(before.requests, after.requests, per)
-  const perOp = routes.length === 0 ? 'none' : routes.map(([route, n]) => `${route} ${n >= 10 ? n.toFixed(0) : n >= 0.01 ? n.toFixed(2) : n.toPrecision(1)}`).join(', ')
+  const count = (n: number): string => n >= 10 ? n.toFixed(0) : n >= 0.01 ? n.toFixed(2) : n.toPrecision(1)
+  const total = routes.reduce((sum, [, n]) => sum + n, 0)
+  const perOp = routes.length === 0 ? 'none' : `${count(total)} in all: ${routes.map(([route, n]) => `${route} ${count(n)}`).join(', ')}`
   return `file contents sent: ${delta('contentTransfers')} (${formatNumber(delta('contentBytes') / 1e6)} MB), ` +
     `not-modified answers: ${delta('notModified')}, appends: ${delta('appends')}; requests per ${unit}: ${perOp}`
 }
@@ -191,95 +240,231 @@ function formatNumber (value: number): string {
 interface Row {
   workload: string
   unit: string
-  local: number
-  dfs: number
+  /** A string when that side failed: the error code, shown in place of a figure. */
+  local: number | string
+  dfs: number | string
+  sshfs: number | string | null
+  /** A time (ms): the ratios are then other/dfs, so that below 1 still means dfs is slower. */
+  lowerIsBetter?: boolean
 }
 
-/** A figure per second from a workload's median pass: MB/s for reads (MB = 10^6 bytes), else operations/s. */
+/** A figure per second from a workload's median pass: MB/s for reads and writes (MB = 10^6 bytes), else operations/s. */
 function rate (result: WorkloadResult, perBytes: boolean): number {
   const seconds = median(result.runsMs) / 1000
   return (perBytes ? result.bytes / 1e6 : result.ops) / seconds
+}
+
+function mean (values: number[]): number {
+  return values.reduce((sum, v) => sum + v, 0) / values.length
+}
+
+/** Small figures (ms of one local operation) keep two significant digits instead of rounding to 0. */
+function formatFigure (value: number | string): string {
+  if (typeof value === 'string') return value
+  return value < 1 ? value.toPrecision(2) : formatNumber(value)
 }
 
 function check (condition: boolean, what: string): void {
   if (!condition) throw new Error(`check failed: ${what}`)
 }
 
-interface Measurement {
-  rows: Row[]
-  details: string[]
-  pageCacheDrop: string | null
-}
+type Side = 'local' | 'dfs' | 'sshfs'
 
-interface Pair {
+/** One workload on each side; sshfs is null where it is not compared. before/after: the servers around the dfs run. */
+interface Runs {
   local: WorkloadResult
   dfs: WorkloadResult
+  sshfs: WorkloadResult | null
   before: Activity
   after: Activity
 }
 
-async function measure (layout: Layout, cluster: RunningCluster, requests: RequestCounter): Promise<Measurement> {
+interface Measurement {
+  rows: Row[]
+  details: string[]
+  /** Per large-folder operation: median and mean ms in the big folder over the small one, per side. */
+  folderRatios: string[]
+  pageCacheDrop: string | null
+}
+
+interface Target {
+  cluster: RunningCluster
+  requests: RequestCounter
+  sshfs: SshfsMount | null
+  quick: boolean
+}
+
+async function measure (layout: Layout, target: Target): Promise<Measurement> {
+  const { cluster, requests } = target
   const rows: Row[] = []
   const details: string[] = []
-  const local = (rel: string): string => path.join(layout.local, rel)
-  const onMount = (rel: string): string => path.join(layout.mountpoint, rel)
+  const folderRatios: string[] = []
+  const homes: Record<Side, string> = { local: layout.local, dfs: layout.mountpoint, sshfs: layout.sshfsMountpoint }
+  const sides: Side[] = target.sshfs === null ? ['local', 'dfs'] : ['local', 'dfs', 'sshfs']
   const passes = (result: WorkloadResult): string => result.runsMs.map((ms, i) => {
     const opened = result.openMs?.[i]
     return `${formatNumber(ms)} ms${opened === undefined ? '' : ` (${formatNumber(opened)} in open)`}`
-  }).join(', ')
-  /** The same workload on the local folder, then on the mount; `beforeEach` runs before each of the two. */
-  const both = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Pair> => {
-    progress(`${name}: local folder`)
-    await beforeEach()
-    const localResult = await runWorkload(args(local))
-    progress(`${name}: dfs mount`)
-    await beforeEach()
-    const before = activityOf(cluster, requests)
-    const dfsResult = await runWorkload(args(onMount))
-    return { local: localResult, dfs: dfsResult, before, after: activityOf(cluster, requests) }
+  }).join(', ') + (result.syncMs === undefined ? '' : ` (${formatNumber(result.syncMs)} in fsync+close)`)
+  /** For workloads that time each operation: the spread, which a median alone hides. */
+  const spread = (result: WorkloadResult): string =>
+    `median ${formatFigure(median(result.runsMs))} ms, mean ${formatFigure(mean(result.runsMs))}, max ${formatFigure(Math.max(...result.runsMs))} over ${result.runsMs.length}`
+  const perSide = (runs: Runs, show: (result: WorkloadResult) => string): string =>
+    sides.map((side) => `${side} ${show(side === 'sshfs' ? runs.sshfs as WorkloadResult : runs[side])}`).join('; ')
+  /** The same workload on the local folder, the dfs mount and the sshfs mount, in that order; `beforeEach` runs before each. */
+  const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> => {
+    const results: Partial<Record<Side, WorkloadResult>> = {}
+    let before: Activity | null = null
+    let after: Activity | null = null
+    for (const side of sides) {
+      progress(`${name}: ${side}`)
+      await beforeEach()
+      if (side === 'dfs') before = activityOf(cluster, requests)
+      results[side] = await runWorkload(args((rel) => path.join(homes[side], rel)))
+      if (side === 'dfs') after = activityOf(cluster, requests)
+    }
+    if (results.local === undefined || results.dfs === undefined || before === null || after === null) throw new Error(`${name}: a side did not run`)
+    return { local: results.local, dfs: results.dfs, sshfs: results.sshfs ?? null, before, after }
   }
+  const row = (workload: string, unit: string, runs: Runs, figure: (result: WorkloadResult) => number, lowerIsBetter = false): void => {
+    rows.push({ workload, unit, local: figure(runs.local), dfs: figure(runs.dfs), sshfs: runs.sshfs === null ? null : figure(runs.sshfs), lowerIsBetter })
+  }
+  const everySide = (runs: Runs, condition: (result: WorkloadResult) => boolean, what: string): void => {
+    for (const side of sides) {
+      const result = side === 'sshfs' ? runs.sshfs : runs[side]
+      check(result !== null && condition(result), `${what} (${side}: ${JSON.stringify({ ops: result?.ops, bytes: result?.bytes })})`)
+    }
+  }
+  const medianMs = (result: WorkloadResult): number => median(result.runsMs)
 
-  // Cold: the page cache is dropped before each of the two reads, and the mount has never opened the file.
+  // Cold: the page cache is dropped before each read, and neither mount has ever opened the file.
   let pageCacheDrop: string | null = null
-  const cold = await both('sequential read, cold', (dir) => ['read', dir(BIG_FILE)], async () => { pageCacheDrop = await dropPageCache() })
-  check(cold.local.bytes === BIG_FILE_BYTES && cold.dfs.bytes === BIG_FILE_BYTES, `cold reads read ${cold.local.bytes} and ${cold.dfs.bytes} bytes, expected ${BIG_FILE_BYTES}`)
+  const dropBefore = async (): Promise<void> => { pageCacheDrop = await dropPageCache() }
+  const cold = await each('sequential read, cold', (dir) => ['read', dir(BIG_FILE)], dropBefore)
+  everySide(cold, (r) => r.bytes === BIG_FILE_BYTES, `cold reads read the whole file (${BIG_FILE_BYTES} bytes)`)
   check(cold.after.counts.contentTransfers - cold.before.counts.contentTransfers === 1, 'the cold read on the mount fetched the file once')
-  rows.push({ workload: 'sequential read 256 MiB, cold', unit: 'MB/s', local: rate(cold.local, true), dfs: rate(cold.dfs, true) })
-  details.push(`sequential read, cold: local ${passes(cold.local)}; dfs ${passes(cold.dfs)}; ${describeActivity(cold.before, cold.after, 1, 'pass')}`)
+  row('sequential read 256 MiB, cold', 'MB/s', cold, (r) => rate(r, true))
+  details.push(`sequential read, cold: ${perSide(cold, passes)}; dfs servers: ${describeActivity(cold.before, cold.after, 1, 'pass')}`)
 
-  const warm = await both('sequential read, warm', (dir) => ['read', dir(BIG_FILE), `runs=${REPEATS}`])
-  check(warm.local.bytes === BIG_FILE_BYTES && warm.dfs.bytes === BIG_FILE_BYTES, 'warm reads read the whole file')
-  rows.push({ workload: 'sequential read 256 MiB, warm', unit: 'MB/s', local: rate(warm.local, true), dfs: rate(warm.dfs, true) })
-  details.push(`sequential read, warm: local ${passes(warm.local)}; dfs ${passes(warm.dfs)}; ${describeActivity(warm.before, warm.after, REPEATS, 'pass')}`)
+  const warm = await each('sequential read, warm', (dir) => ['read', dir(BIG_FILE), `runs=${REPEATS}`])
+  everySide(warm, (r) => r.bytes === BIG_FILE_BYTES, 'warm reads read the whole file')
+  row('sequential read 256 MiB, warm', 'MB/s', warm, (r) => rate(r, true))
+  details.push(`sequential read, warm: ${perSide(warm, passes)}; dfs servers: ${describeActivity(warm.before, warm.after, REPEATS, 'pass')}`)
 
-  const small = await both('open+read+close of small files', (dir) => ['small', dir(SMALL_DIR), `runs=${REPEATS}`])
-  check(small.local.ops === SMALL_FILES && small.dfs.ops === SMALL_FILES, `small files: saw ${small.local.ops} and ${small.dfs.ops} files, expected ${SMALL_FILES}`)
-  check(small.dfs.bytes === SMALL_FILES * SMALL_FILE_BYTES, `small files on the mount: read ${small.dfs.bytes} bytes a pass, expected ${SMALL_FILES * SMALL_FILE_BYTES}`)
-  rows.push({ workload: `open+read+close, ${SMALL_FILES} cached 4 KiB files`, unit: 'files/s', local: rate(small.local, false), dfs: rate(small.dfs, false) })
-  details.push(`open+read+close: local ${passes(small.local)}; dfs ${passes(small.dfs)} (${formatNumber(median(small.dfs.runsMs) / SMALL_FILES)} ms a file); ` +
-    `over the warm-up and ${REPEATS} timed passes, ${describeActivity(small.before, small.after, SMALL_FILES * (REPEATS + 1), 'file')}`)
+  const small = await each('open+read+close of small files', (dir) => ['small', dir(SMALL_DIR), `runs=${REPEATS}`])
+  everySide(small, (r) => r.ops === SMALL_FILES && r.bytes === SMALL_FILES * SMALL_FILE_BYTES, `small files: every pass read ${SMALL_FILES} whole files`)
+  row(`open+read+close, ${SMALL_FILES} cached 4 KiB files`, 'files/s', small, (r) => rate(r, false))
+  details.push(`open+read+close: ${perSide(small, passes)}; dfs ${formatNumber(median(small.dfs.runsMs) / SMALL_FILES)} ms a file; ` +
+    `dfs servers over the warm-up and ${REPEATS} timed passes: ${describeActivity(small.before, small.after, SMALL_FILES * (REPEATS + 1), 'file')}`)
 
-  const listing = await both('ls -l', (dir) => ['ls', dir(LISTED_DIR), `runs=${REPEATS}`])
-  check(listing.local.ops === LISTED_FILES && listing.dfs.ops === LISTED_FILES, `ls: saw ${listing.local.ops} and ${listing.dfs.ops} entries, expected ${LISTED_FILES}`)
-  rows.push({ workload: `ls -l (readdir + lstat), ${LISTED_FILES} files`, unit: 'entries/s', local: rate(listing.local, false), dfs: rate(listing.dfs, false) })
-  details.push(`ls -l: local ${passes(listing.local)}; dfs ${passes(listing.dfs)}; ${describeActivity(listing.before, listing.after, REPEATS, 'pass')}`)
+  // Never read before on any side: the dfs cache has none of them, and the page cache is dropped.
+  const first = await each('first byte of uncached 4 KiB files', (dir) => ['first-byte', dir(COLD_DIR), `count=${COLD_FILES}`], dropBefore)
+  everySide(first, (r) => r.runsMs.length === COLD_FILES && r.bytes === COLD_FILES, `first byte: read one byte of each of ${COLD_FILES} files`)
+  row(`first byte of an uncached 4 KiB file (of ${COLD_FILES})`, 'ms, median', first, medianMs, true)
+  details.push(`first byte: ${perSide(first, spread)}; dfs servers: ${describeActivity(first.before, first.after, COLD_FILES, 'file')}`)
 
-  const appended = await both('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`])
+  const listing = await each('ls -l', (dir) => ['ls', dir(LISTED_DIR), `runs=${REPEATS}`])
+  everySide(listing, (r) => r.ops === LISTED_FILES, `ls: saw ${LISTED_FILES} entries`)
+  row(`ls -l (readdir + lstat), ${LISTED_FILES} files`, 'entries/s', listing, (r) => rate(r, false))
+  details.push(`ls -l: ${perSide(listing, passes)}; dfs servers: ${describeActivity(listing.before, listing.after, REPEATS, 'pass')}`)
+
+  const appended = await each('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`])
   const onServer = await fsp.stat(path.join(layout.roots[1], APPEND_FILE))
   check(appended.dfs.ops === APPENDS && onServer.size === appended.dfs.bytes,
     `appends: the file server's copy has ${onServer.size} bytes, the workload wrote ${appended.dfs.bytes}`)
   const serverAppends = appended.after.counts.appends - appended.before.counts.appends
   check(serverAppends === APPENDS, `appends: the file servers counted ${serverAppends}, expected ${APPENDS}`)
-  rows.push({ workload: `${APPENDS} one-line appends (open+write+close)`, unit: 'appends/s', local: rate(appended.local, false), dfs: rate(appended.dfs, false) })
-  details.push(`appends: local ${passes(appended.local)}; dfs ${passes(appended.dfs)} (${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append); ` +
-    `${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
+  row(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, (r) => rate(r, false))
+  details.push(`appends: ${perSide(appended, passes)}; dfs ${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append; ` +
+    `dfs servers: ${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
 
-  return { rows, details, pageCacheDrop }
+  const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
+  everySide(created, (r) => r.ops === CREATED_FILES && r.bytes === CREATED_FILES * SMALL_FILE_BYTES, `create: wrote ${CREATED_FILES} files of ${SMALL_FILE_BYTES} bytes`)
+  // What the file server and sshd's side hold, not what the mounts said they wrote.
+  for (const folder of [path.join(layout.roots[1], CREATE_DIR), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, CREATE_DIR)])]) {
+    const names = await fsp.readdir(folder)
+    const sizes = await Promise.all(names.map(async (name) => (await fsp.stat(path.join(folder, name))).size))
+    check(names.length === CREATED_FILES && sizes.every((size) => size === SMALL_FILE_BYTES), `create: ${folder} holds ${names.length} files, ${sizes.filter((size) => size === SMALL_FILE_BYTES).length} of ${SMALL_FILE_BYTES} bytes`)
+  }
+  row(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, (r) => rate(r, false))
+  details.push(`create: ${perSide(created, passes)}; dfs ${formatNumber(median(created.dfs.runsMs) / CREATED_FILES)} ms a file; ` +
+    `dfs servers: ${describeActivity(created.before, created.after, CREATED_FILES, 'create')}`)
+
+  if (!target.quick) {
+    const written = await each('write+fsync+close of a new file', (dir) => ['write', dir(WRITTEN_FILE), `mib=${WRITE_MIB}`])
+    everySide(written, (r) => r.bytes === WRITE_MIB * MiB, `write: wrote ${WRITE_MIB} MiB`)
+    for (const file of [path.join(layout.roots[1], WRITTEN_FILE), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, WRITTEN_FILE)])]) {
+      const size = (await fsp.stat(file)).size
+      check(size === WRITE_MIB * MiB, `write: ${file} has ${size} bytes, expected ${WRITE_MIB * MiB}`)
+    }
+    row(`write ${WRITE_MIB} MiB+fsync+close, new file`, 'MB/s', written, (r) => rate(r, true))
+    details.push(`write+fsync: ${perSide(written, passes)}; dfs servers: ${describeActivity(written.before, written.after, 1, 'pass')}`)
+
+    const ops: Record<string, { few: Runs, large: Runs }> = {}
+    for (const op of FOLDER_OPS) {
+      const name = { stat: 'stat', read: 'open+read+close', create: 'create+close', unlink: 'unlink' }[op]
+      // The small folder first, then the large one, each a process per side; unlink removes what create made.
+      const run = async (folder: string, files: number): Promise<Runs> => {
+        const runs = await each(`${name}, ${formatNumber(files)}-file folder`, (dir) => ['folder-op', dir(folder), `op=${op}`, `count=${FOLDER_OP_COUNT}`])
+        everySide(runs, (r) => r.runsMs.length === FOLDER_OP_COUNT, `${op}: ${FOLDER_OP_COUNT} operations`)
+        row(`${name}, ${formatNumber(files)}-file folder`, 'ms, median', runs, medianMs, true)
+        details.push(`${name} in the ${formatNumber(files)}-file folder: ${perSide(runs, spread)}; dfs servers: ${describeActivity(runs.before, runs.after, FOLDER_OP_COUNT, op)}`)
+        return runs
+      }
+      ops[op] = { few: await run(FEW_DIR, FEW_FOLDER_FILES), large: await run(LARGE_DIR, LARGE_FOLDER_FILES) }
+      const ratio = (side: Side, of: (values: number[]) => number): string => {
+        const pick = (runs: Runs): number[] => (side === 'sshfs' ? runs.sshfs as WorkloadResult : runs[side]).runsMs
+        return (of(pick(ops[op].large)) / of(pick(ops[op].few))).toFixed(2)
+      }
+      folderRatios.push(`${name.padEnd(16)}${sides.map((side) => `${side} ${ratio(side, median)} (${ratio(side, mean)})`).join(', ')}`)
+    }
+
+    // A side may fail here (dfs: a listing slower than the client's request timeout ends in
+    // EIO): the row then shows the error instead of stopping the run with the figures unprinted.
+    const large: Partial<Record<Side, WorkloadResult | string>> = {}
+    const before = activityOf(cluster, requests)
+    let after = before
+    for (const side of sides) {
+      progress(`ls -l of the large folder: ${side}`)
+      try {
+        const result = await runWorkload(['ls', path.join(homes[side], LARGE_DIR), `runs=${LARGE_LS_RUNS}`])
+        check(result.ops === LARGE_FOLDER_FILES, `ls of the large folder: ${side} saw ${result.ops} entries, expected ${LARGE_FOLDER_FILES}`)
+        large[side] = result
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err)
+        large[side] = /\b(E[A-Z]+)\b/.exec(message)?.[1] ?? 'failed'
+        progress(`ls -l of the large folder failed on ${side}: ${message}`)
+      }
+      if (side === 'dfs') after = activityOf(cluster, requests)
+    }
+    const figure = (side: Side): number | string => {
+      const result = large[side]
+      return result === undefined ? 'not run' : typeof result === 'string' ? result : rate(result, false)
+    }
+    rows.push({ workload: `ls -l (readdir + lstat), ${formatNumber(LARGE_FOLDER_FILES)} files`, unit: 'entries/s', local: figure('local'), dfs: figure('dfs'), sshfs: target.sshfs === null ? null : figure('sshfs') })
+    const shown = (side: Side): string => {
+      const result = large[side]
+      return `${side} ${result === undefined ? 'not run' : typeof result === 'string' ? `failed (${result})` : passes(result)}`
+    }
+    details.push(`ls -l of ${formatNumber(LARGE_FOLDER_FILES)}: ${sides.map(shown).join('; ')}; dfs servers: ${describeActivity(before, after, LARGE_LS_RUNS, 'pass')}`)
+  }
+
+  return { rows, details, folderRatios, pageCacheDrop }
 }
 
-function table (rows: Row[]): string {
-  const lines = [['workload', 'unit', 'local', 'dfs', 'dfs/local']]
-  for (const row of rows) lines.push([row.workload, row.unit, formatNumber(row.local), formatNumber(row.dfs), (row.dfs / row.local).toFixed(row.dfs / row.local >= 0.1 ? 2 : 4)])
+/** How fast dfs is against another side: below 1 means slower, for rates and for times alike. */
+function speedRatio (row: Row, other: number | string): string {
+  if (typeof other === 'string' || typeof row.dfs === 'string') return '-'
+  const ratio = row.lowerIsBetter === true ? other / row.dfs : row.dfs / other
+  return ratio.toFixed(ratio >= 0.1 ? 2 : 4)
+}
+
+function table (rows: Row[], withSshfs: boolean): string {
+  const lines = [withSshfs ? ['workload', 'unit', 'local', 'dfs', 'sshfs', 'dfs/local', 'dfs/sshfs'] : ['workload', 'unit', 'local', 'dfs', 'dfs/local']]
+  for (const row of rows) {
+    lines.push(withSshfs && row.sshfs !== null
+      ? [row.workload, row.unit, formatFigure(row.local), formatFigure(row.dfs), formatFigure(row.sshfs), speedRatio(row, row.local), speedRatio(row, row.sshfs)]
+      : [row.workload, row.unit, formatFigure(row.local), formatFigure(row.dfs), speedRatio(row, row.local)])
+  }
   const widths = lines[0].map((_, col) => Math.max(...lines.map((line) => line[col].length)))
   return lines.map((line, i) => {
     const text = line.map((cell, col) => (col < 2 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ')
@@ -295,7 +480,10 @@ function machine (): string {
 
 const loadAverage = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ')
 
-async function main (): Promise<void> {
+async function main (argv: string[]): Promise<void> {
+  const unknown = argv.filter((arg) => arg !== '--quick')
+  if (unknown.length > 0) throw new Error(`unknown argument ${unknown.join(' ')}; the only option is --quick`)
+  const quick = argv.includes('--quick')
   const started = Date.now()
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-bench-'))
   const layout: Layout = {
@@ -304,16 +492,29 @@ async function main (): Promise<void> {
     local: path.join(workDir, 'local'),
     mountpoint: path.join(workDir, 'mnt'),
     cacheDir: path.join(workDir, 'cache'),
-    stateDir: path.join(workDir, 'state')
+    stateDir: path.join(workDir, 'state'),
+    sshfsTree: path.join(workDir, 'sshfs-tree'),
+    sshfsMountpoint: path.join(workDir, 'sshfs-mnt'),
+    sshState: path.join(workDir, 'sshd')
   }
+  const noSshfs = sshfsMissing()
   const requests = new RequestCounter()
   requests.start()
   let cluster: RunningCluster | null = null
   let daemon: MountDaemon | null = null
+  let sshfs: SshfsMount | null = null
   let cleaning: Promise<void> | null = null
   const cleanUp = async (): Promise<void> => {
     cleaning ??= (async () => {
       let unmounted = false
+      let sshfsUnmounted = true
+      progress('cleaning up')
+      try {
+        if (sshfs !== null) sshfsUnmounted = await sshfs.stop()
+      } catch (err) {
+        sshfsUnmounted = false
+        progress(`stopping sshfs and sshd failed: ${String(err)}`)
+      }
       try {
         unmounted = await unmount(layout, daemon)
       } catch (err) {
@@ -321,8 +522,9 @@ async function main (): Promise<void> {
       }
       await cluster?.close().catch((err: unknown) => progress(`stopping the cluster failed: ${String(err)}`))
       // Never walk into a mount that is still there: that would hang on the stopped servers.
-      if (unmounted) await fsp.rm(workDir, { recursive: true, force: true })
-      else progress(`LEFTOVER MOUNT at ${layout.mountpoint}: run fusermount -u -z ${layout.mountpoint}, then rm -rf ${workDir}`)
+      progress('unmounted; removing the temp folder')
+      if (unmounted && sshfsUnmounted) await fsp.rm(workDir, { recursive: true, force: true })
+      else progress(`LEFTOVER MOUNT in ${workDir}: run fusermount -u -z on ${unmounted ? '' : layout.mountpoint} ${sshfsUnmounted ? '' : layout.sshfsMountpoint}, then rm -rf ${workDir}`)
     })()
     await cleaning
   }
@@ -334,25 +536,39 @@ async function main (): Promise<void> {
   }
 
   try {
-    progress(`creating data in ${workDir} (2 x 256 MiB, 2 x ${SMALL_FILES} small files, 2 x ${LISTED_FILES} listed files)`)
+    progress(`creating data in ${workDir} (2 x 256 MiB, small, listed and uncached files${quick ? '' : `, 2 x ${formatNumber(LARGE_FOLDER_FILES)} files in one folder`})`)
     await fsp.mkdir(layout.mountpoint, { recursive: true })
-    await createData(layout)
+    await createData(layout, quick)
+    if (noSshfs !== null) progress(noSshfs)
+    else {
+      progress(`copying the local tree for sshfs and starting sshd and sshfs (${layout.sshState})`)
+      // Its own copy: the workloads that write must not see each other's files.
+      await execFileAsync('cp', ['-a', layout.local, layout.sshfsTree], { timeout: 300_000 })
+      sshfs = new SshfsMount(layout.sshState, layout.sshfsTree, layout.sshfsMountpoint)
+      await sshfs.start()
+    }
     cluster = await startCluster({ roots: layout.roots, directoryPort: 0, lockPort: 0, firstFilePort: 0 })
     progress(`cluster up: directory ${cluster.directory.url}, lock ${cluster.lock.url}, file servers ${cluster.fileServers.map((s) => s.url).join(' ')}`)
     const loadBefore = loadAverage()
     daemon = await mount(layout, cluster)
     progress(`mounted at ${layout.mountpoint}`)
-    const result = await measure(layout, cluster, requests)
+    const result = await measure(layout, { cluster, requests, sshfs, quick })
 
     process.stdout.write([
       '',
-      `dfs benchmark, ${new Date().toISOString()}`,
+      `dfs benchmark${quick ? ' (--quick: no 256 MiB write, no large folder)' : ''}, ${new Date().toISOString()}`,
       `machine: ${machine()}`,
       `load average (1, 5, 15 min): ${loadBefore} at the start, ${loadAverage()} at the end; other work on this machine makes the figures noisy`,
-      `page cache before the cold reads: ${result.pageCacheDrop === null ? `dropped (sync; echo 3 > ${DROP_CACHES})` : `NOT dropped (${result.pageCacheDrop}): the local cold read is really warm`}`,
-      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read and the appends; MB = 10^6 bytes`,
+      `page cache before the cold reads and the first bytes: ${result.pageCacheDrop === null ? `dropped (sync; echo 3 > ${DROP_CACHES})` : `NOT dropped (${result.pageCacheDrop}): the local cold read is really warm`}`,
+      noSshfs ?? 'sshfs: its own copy of the local tree through a loopback sshd, sshfs default options',
+      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the appends, the creates and the write; ` +
+        'ms rows: median of single operations; MB = 10^6 bytes; ratios compare speed (for ms rows other/dfs), below 1 means dfs is slower',
       '',
-      table(result.rows),
+      table(result.rows, sshfs !== null),
+      ...(result.folderRatios.length === 0
+        ? []
+        : ['', `large folder, ${formatNumber(LARGE_FOLDER_FILES)} files against ${FEW_FOLDER_FILES}: time of one operation in the large folder / in the small one, median (mean) of ${FOLDER_OP_COUNT}`,
+            ...result.folderRatios.map((line) => `  ${line}`)]),
       '',
       'passes:',
       ...result.details.map((line) => `  ${line}`),
@@ -368,7 +584,7 @@ async function main (): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+main(process.argv.slice(2)).catch((err: unknown) => {
   process.stderr.write(`bench: failed: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exit(1)
 })

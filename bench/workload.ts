@@ -12,18 +12,35 @@ import path from 'node:path'
  * system rather than libuv's thread pool.
  */
 
-export type WorkloadName = 'read' | 'small' | 'append' | 'ls'
+export type WorkloadName = 'read' | 'small' | 'append' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op'
+
+/** The operations the large-folder workload times, one kind per child process. */
+export const FOLDER_OPS = ['stat', 'read', 'create', 'unlink'] as const
+export type FolderOp = typeof FOLDER_OPS[number]
+
+/**
+ * The name of the i-th data file in a folder the large-folder workload uses. The 10-file and
+ * the 50,000-file folder share their first names, so both are asked about the same names.
+ */
+export function folderFileName (i: number): string {
+  return `f-${String(i).padStart(5, '0')}`
+}
+
+/** How many of a folder's files the stat and read operations cycle through: all of the small folder. */
+export const FOLDER_OP_FILES = 10
 
 export interface WorkloadResult {
   workload: WorkloadName
-  /** Milliseconds of each timed pass. */
+  /** Milliseconds of each timed pass; for first-byte and folder-op, of each single operation. */
   runsMs: number[]
-  /** Operations per timed pass: files opened, appends, entries listed, or 1 for a read. */
+  /** Operations per timed pass: files opened or created, appends, entries listed, or 1 for a read, a write or a single operation. */
   ops: number
   /** Bytes read or written per timed pass. */
   bytes: number
   /** Sequential reads only: how long each pass waited in open() (on dfs, a cold open fetches the whole file). */
   openMs?: number[]
+  /** Writes only: how long fsync and close took, within the pass (on dfs, close sends the file). */
+  syncMs?: number
 }
 
 const READ_BUFFER_BYTES = 1024 * 1024
@@ -119,9 +136,96 @@ function longListing (folder: string, runs: number): WorkloadResult {
   return { workload: 'ls', runsMs, ops: entries, bytes: 0 }
 }
 
+/**
+ * `count` new files in an empty folder, each: create (O_EXCL), one write of `bytes`, close,
+ * as tar -x and cp -r do; one timed pass.
+ */
+function createFiles (folder: string, count: number, bytes: number): WorkloadResult {
+  const data = Buffer.alloc(bytes, 'x')
+  let written = 0
+  const start = process.hrtime.bigint()
+  for (let i = 0; i < count; i++) {
+    const fd = fs.openSync(path.join(folder, `new-${String(i).padStart(5, '0')}`), 'wx')
+    try {
+      written += fs.writeSync(fd, data)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+  return { workload: 'create', runsMs: [elapsedMs(start)], ops: count, bytes: written }
+}
+
+/** A new file of `mib` MiB written in 1 MiB writes, then fsync and close, all in the timed pass. */
+function writeFsync (file: string, mib: number): WorkloadResult {
+  // Random-looking bytes, so no layer on the way can compress them away.
+  const chunk = Buffer.alloc(READ_BUFFER_BYTES)
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i)
+  let bytes = 0
+  const start = process.hrtime.bigint()
+  const fd = fs.openSync(file, 'wx')
+  let syncing = start
+  try {
+    for (let i = 0; i < mib; i++) bytes += fs.writeSync(fd, chunk)
+    syncing = process.hrtime.bigint()
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return { workload: 'write', runsMs: [elapsedMs(start)], ops: 1, bytes, syncMs: elapsedMs(syncing) }
+}
+
+/**
+ * Open, read of 1 byte, close of each of `count` files never read before (the caller empties
+ * the caches): each operation timed on its own. The names come sorted from the caller's
+ * layout, not from a readdir here, so no listing warms anything first.
+ */
+function firstByte (folder: string, count: number): WorkloadResult {
+  const buffer = Buffer.alloc(1)
+  const runsMs: number[] = []
+  let bytes = 0
+  for (let i = 0; i < count; i++) {
+    const file = path.join(folder, folderFileName(i))
+    const start = process.hrtime.bigint()
+    const fd = fs.openSync(file, 'r')
+    bytes += fs.readSync(fd, buffer, 0, 1, 0)
+    fs.closeSync(fd)
+    runsMs.push(elapsedMs(start))
+  }
+  return { workload: 'first-byte', runsMs, ops: 1, bytes }
+}
+
+/**
+ * `count` operations of one kind in a folder, each timed on its own: stat or open+read+close
+ * of its first FOLDER_OP_FILES files in turn, create+close of new empty files, or unlink of
+ * the files the create step made (so the folder ends as it began).
+ */
+function folderOp (folder: string, op: FolderOp, count: number): WorkloadResult {
+  const buffer = Buffer.allocUnsafe(64 * 1024)
+  const runsMs: number[] = []
+  let bytes = 0
+  for (let i = 0; i < count; i++) {
+    const existing = path.join(folder, folderFileName(i % FOLDER_OP_FILES))
+    const created = path.join(folder, `new-${String(i).padStart(5, '0')}`)
+    const start = process.hrtime.bigint()
+    switch (op) {
+      case 'stat': fs.statSync(existing); break
+      case 'read': {
+        const fd = fs.openSync(existing, 'r')
+        bytes += fs.readSync(fd, buffer, 0, buffer.length, 0)
+        fs.closeSync(fd)
+        break
+      }
+      case 'create': fs.closeSync(fs.openSync(created, 'wx')); break
+      case 'unlink': fs.unlinkSync(created); break
+    }
+    runsMs.push(elapsedMs(start))
+  }
+  return { workload: 'folder-op', runsMs, ops: 1, bytes }
+}
+
 function main (argv: string[]): WorkloadResult {
   const [workload, target, ...rest] = argv
-  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|ls> <path> [runs=N] [count=N]')
+  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|ls|create|write|first-byte|folder-op> <path> [runs=N] [count=N] [bytes=N] [mib=N] [op=NAME]')
   const options = new Map(rest.map((arg) => arg.split('=') as [string, string]))
   const numberOption = (name: string, fallback: number): number => {
     const value = Number(options.get(name) ?? fallback)
@@ -133,6 +237,14 @@ function main (argv: string[]): WorkloadResult {
     case 'small': return smallFiles(target, numberOption('runs', 3))
     case 'append': return appends(target, numberOption('count', 2000))
     case 'ls': return longListing(target, numberOption('runs', 3))
+    case 'create': return createFiles(target, numberOption('count', 1000), numberOption('bytes', 4096))
+    case 'write': return writeFsync(target, numberOption('mib', 256))
+    case 'first-byte': return firstByte(target, numberOption('count', 200))
+    case 'folder-op': {
+      const op = options.get('op') as FolderOp | undefined
+      if (op === undefined || !FOLDER_OPS.includes(op)) throw new Error(`op must be one of ${FOLDER_OPS.join(', ')}`)
+      return folderOp(target, op, numberOption('count', 50))
+    }
     default: throw new Error(`unknown workload ${workload}`)
   }
 }
