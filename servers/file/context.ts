@@ -2,6 +2,7 @@ import type { DirectoryApi, FileApi, LockApi } from '../../src/shared/api'
 import { ServerUnavailableError } from '../../src/shared/errors'
 import type { FileServerStats, ServerInfo } from '../../src/shared/protocol'
 import type { Logger } from '../common/http'
+import type { CallbackTable } from './callbacks'
 import type { FileStore } from './fileStore'
 import type { LeaseGuard } from './leaseGuard'
 
@@ -17,6 +18,8 @@ export interface MutationContext {
   self: () => ServerInfo
   /** Another file server's API (a rename across servers). */
   peer: (server: ServerInfo) => FileApi
+  /** Promises to clients that they hear of a change before it is acknowledged. */
+  callbacks: CallbackTable
 }
 
 /** The context's directory and identity, or 503 before the server has joined a cluster. */

@@ -12,6 +12,9 @@ import { syncFile, VersionLog } from './versionLog'
 /** Reads of 1 MiB rather than the default 64 KiB: a quarter fewer round trips per byte sent. */
 const READ_CHUNK_BYTES = 1024 * 1024
 
+/** Stats a listing runs side by side. */
+const LIST_STATS_AT_ONCE = 256
+
 /** Folder under the root where the server keeps its own state; never served. */
 export const STATE_DIR_NAME = '.dfs'
 
@@ -100,15 +103,24 @@ export class FileStore {
   async list (path: string): Promise<Array<FileMeta & { name: string }>> {
     const stats = await this.lstatInside(path)
     if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${path}`, { path })
-    const names = await fsp.readdir(this.diskPath(path), { withFileTypes: true })
+    const folderOnDisk = this.diskPath(path)
+    const names = (await fsp.readdir(folderOnDisk, { withFileTypes: true }))
+      .filter((entry) => !(path === '/' && entry.name === STATE_DIR_NAME) && (entry.isFile() || entry.isDirectory()))
     const result: Array<FileMeta & { name: string }> = []
-    for (const entry of names) {
-      if ((path === '/' && entry.name === STATE_DIR_NAME) || !(entry.isFile() || entry.isDirectory())) continue
-      try {
-        result.push({ name: entry.name, ...(await this.stat(joinPath(path, entry.name))) })
-      } catch (err) {
-        if (!(err instanceof NotFoundError)) throw err // deleted while listing
-      }
+    // Many stats at once, not one after the other: a folder of 50,000 files lists in a
+    // fraction of the time (the thread pool runs them side by side), within a request's timeout.
+    for (let start = 0; start < names.length; start += LIST_STATS_AT_ONCE) {
+      const batch = await Promise.all(names.slice(start, start + LIST_STATS_AT_ONCE).map(async (entry) => {
+        // The folder itself was checked to be inside the root, and readdir says the entry is
+        // no symlink: an lstat is enough (no realpath per entry).
+        const stats = await fsp.lstat(nodePath.join(folderOnDisk, entry.name)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return null // deleted while listing
+          throw err
+        })
+        if (stats === null || !(stats.isFile() || stats.isDirectory())) return null
+        return { name: entry.name, ...this.metaOf(joinPath(path, entry.name), stats) }
+      }))
+      for (const entry of batch) if (entry !== null) result.push(entry)
     }
     return result
   }

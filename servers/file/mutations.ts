@@ -1,4 +1,4 @@
-import type { Express } from 'express'
+import type { Express, Request } from 'express'
 import { IsDirectoryError } from '../../src/shared/errors'
 import type { FileMeta, RemovedAnswer, RenameRequest, StatfsAnswer } from '../../src/shared/protocol'
 import { FileRoutes, Headers } from '../../src/shared/protocol'
@@ -14,6 +14,15 @@ import { renameOnServer } from './rename'
  */
 export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   const { store, lock, leases, stats, log } = ctx
+
+  /**
+   * Every client holding a callback on the path (but the one that made the change) hears of
+   * it before the change is acknowledged: so once the answer is out, nobody trusts the old
+   * version. `version` null: the file left the path.
+   */
+  const changed = async (req: Request, path: string, version: number | null): Promise<void> => {
+    await ctx.callbacks.breakAll(path, { path, version }, req.get(Headers.clientId))
+  }
 
   /** Runs a clean-up step whose failure must not hide the error that made it necessary. */
   const tryTo = async (what: string, step: () => Promise<unknown>): Promise<void> => {
@@ -63,6 +72,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const path = queryOf(req).path()
     const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path), changeIdOf(req))
     stats.overwrites++
+    await changed(req, path, meta.version)
     res.json(meta)
   })
 
@@ -70,7 +80,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const query = queryOf(req)
     const path = query.path()
     const size = query.int('size', { min: 0 })
-    res.json(await store.truncate(path, size, async () => await leases.require(req, path)))
+    const meta = await store.truncate(path, size, async () => await leases.require(req, path))
+    await changed(req, path, meta.version)
+    res.json(meta)
   })
 
   // The directory first: once it has forgotten the path no reader finds it, so what
@@ -90,6 +102,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     }
     leases.forget(path)
     await tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path))
+    await changed(req, path, null)
     const answer: RemovedAnswer = { path, removed: true }
     res.json(answer)
   })
@@ -114,7 +127,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const path = query.path()
     const mtimeMs = query.int('mtimeMs', { min: 0 })
     const atimeMs = query.optionalInt('atimeMs', { min: 0 })
-    res.json(await store.setTimes(path, mtimeMs, atimeMs))
+    const meta = await store.setTimes(path, mtimeMs, atimeMs)
+    await changed(req, path, meta.version)
+    res.json(meta)
   })
 
   app.post(FileRoutes.chmod, async (req, res) => {
@@ -122,13 +137,21 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const path = query.path()
     // Permission bits only: the kind of entry is not the caller's to change.
     const mode = query.int('mode', { min: 0, max: 0o7777 })
-    res.json(await store.chmod(path, mode))
+    const meta = await store.chmod(path, mode)
+    await changed(req, path, meta.version)
+    res.json(meta)
   })
 
   app.post(FileRoutes.rename, async (req, res) => {
     const body = bodyOf(req)
     const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.optionalInt('toToken') }
-    res.json(await renameOnServer(ctx, request, req.get(Headers.lockToken)))
+    const answer = await renameOnServer(ctx, request, req.get(Headers.lockToken))
+    if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, req.get(Headers.clientId))
+    else if (answer.from !== answer.to) await changed(req, answer.from, null)
+    // A file renamed onto this server's own path: its callbacks are broken here; on another
+    // server, the receiving server broke them (PUT /incoming).
+    if (answer.kind === 'file' && answer.server.machineId === ctx.self().machineId) await changed(req, answer.to, answer.meta?.version ?? null)
+    res.json(answer)
   })
 
   // The target side of a rename across servers: the bytes arrive under the lease of the
@@ -146,6 +169,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     })
     stats.incoming++
     stats.incomingBytes += meta.size
+    await changed(req, path, meta.version)
     res.json(meta)
   })
 

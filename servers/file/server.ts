@@ -1,13 +1,14 @@
-import type { Express } from 'express'
+import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
-import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
+import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
 import { contentHeadersOf, etagOf, FileRoutes, Headers } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
-import { DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
+import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
-import { changeIdOf, queryOf } from '../common/input'
+import { bodyOf, changeIdOf, queryOf } from '../common/input'
+import { CallbackTable } from './callbacks'
 import { joined } from './context'
 import { FileStore } from './fileStore'
 import { LeaseGuard } from './leaseGuard'
@@ -22,26 +23,31 @@ export interface FileServerOptions {
   directory?: DirectoryApi
   /** Per request to other servers. */
   timeoutMs?: number
+  /** How long a client's callbacks count without a renewal (and the longest a writer waits for a silent one). */
+  callbackLeaseMs?: number
   log?: Logger
 }
 
 export interface FileServerApp extends Express {
-  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null }
+  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, callbacks: CallbackTable }
 }
 
 export function createFileServer (opts: FileServerOptions): FileServerApp {
   const { store, lock } = opts
   const log = opts.log ?? silentLogger
   const stats: FileServerStats = {
-    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, incoming: 0, incomingBytes: 0
+    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, incoming: 0, incomingBytes: 0,
+    callbacksGranted: 0, callbacksBroken: 0
   }
   const leases = new LeaseGuard(lock)
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
+  const callbacks = new CallbackTable(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, stats)
 
   const app = newApp() as FileServerApp
   app.disable('etag') // ours is computed from the version, not the body
   app.locals.stats = stats
   app.locals.publicUrl = null
+  app.locals.callbacks = callbacks
 
   app.get(FileRoutes.health, (_req, res) => {
     res.json(healthAnswer('file', { machineId: stats.machineId, root: store.root }))
@@ -52,8 +58,37 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.get(FileRoutes.stat, async (req, res) => {
-    const meta: FileMeta = await store.stat(queryOf(req).path())
+    const path = queryOf(req).path()
+    // Promised before the version is read: a change in between breaks it (see CallbackTable.grant).
+    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path)
+    const meta: FileMeta = await store.stat(path)
+    if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
     res.json(meta)
+  })
+
+  // A client's event channel: callback breaks go down it; comments keep it and its idle timer alive.
+  app.get(FileRoutes.events, (req, res) => {
+    const client = queryOf(req).string('client', 64)
+    res.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' })
+    res.flushHeaders()
+    res.write(`event: hello\ndata: ${JSON.stringify({ leaseMs: callbacks.leaseMs })}\n\n`)
+    callbacks.attach(client, res)
+    const heartbeat = setInterval(() => res.write(': alive\n\n'), Math.max(100, Math.floor(callbacks.leaseMs / 3)))
+    res.on('close', () => {
+      clearInterval(heartbeat)
+      callbacks.detach(client, res)
+    })
+  })
+
+  app.post(FileRoutes.renewCallbacks, jsonBody, (req, res) => {
+    const answer: CallbackRenewAnswer = callbacks.renew(bodyOf(req).string('client', 64))
+    res.json(answer)
+  })
+
+  app.post(FileRoutes.acknowledgeBreak, jsonBody, (req, res) => {
+    const body = bodyOf(req)
+    callbacks.acknowledge(body.string('client', 64), body.int('seq', { min: 1 }))
+    res.json({})
   })
 
   app.get(FileRoutes.list, async (req, res) => {
@@ -68,8 +103,10 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     // here first, so appends without a lease wait for it from now on.
     if (req.get(Headers.lockToken) !== undefined) await leases.require(req, path)
     const ifNoneMatch = req.get('if-none-match')
+    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path)
     const describe = (meta: FileMeta): boolean => {
       res.set(contentHeadersOf(meta))
+      if (granted) res.set(Headers.callback, 'granted')
       if (!matchesEtag(ifNoneMatch, etagOf(meta))) return false
       stats.notModified++
       res.status(304).end()
@@ -98,6 +135,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       : async () => await leases.admitUnlocked(path)
     const meta = await store.append(path, req, guard, changeIdOf(req))
     stats.appends++
+    await callbacks.breakAll(path, { path, version: meta.version }, req.get(Headers.clientId))
     res.json(meta)
   })
 
@@ -113,11 +151,20 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       const url = app.locals.publicUrl
       return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
     }),
-    peer: (server) => peers.of(server)
+    peer: (server) => peers.of(server),
+    callbacks
   })
 
   finishApp(app, log)
   return app
+}
+
+function wantsCallback (req: Request): boolean {
+  return req.get(Headers.callback) === 'want' && req.get(Headers.clientId) !== undefined
+}
+
+function clientOf (req: Request): string {
+  return req.get(Headers.clientId) as string
 }
 
 /** If-None-Match as HTTP has it: a list of tags, weak or strong, or '*'. */
@@ -174,6 +221,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
       app,
       store,
       close: async () => {
+        app.locals.callbacks.closeAll()
         membership.stop()
         await running.close()
         await store.close()

@@ -76,6 +76,8 @@ async function main (): Promise<void> {
       lockTimeoutMs: args.lockTimeoutMs,
       // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.
       retryWritesForMs: args.soft ? args.softTimeoutMs : Infinity,
+      // A mount lives long: callbacks save the request of every open and stat of a cached file.
+      callbacks: true,
       log
     })
     // Recorded before mounting, so that whoever sees the mount can find its daemon.

@@ -12,10 +12,12 @@ import {
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
+import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
+import { CallbackRegistry, monotonicMs } from './callbacks'
 import { retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
@@ -49,6 +51,12 @@ export interface DfsClientOptions {
    * answer: Infinity waits as a hard NFS mount does (the mount's default), 0 fails at once.
    */
   retryWritesForMs?: number
+  /**
+   * Ask file servers for callbacks (a long-lived client such as a mount): while a server has
+   * promised to tell this client before a file changes, opening and stat-ing it cost no
+   * request. Off for one-shot clients (the CLI).
+   */
+  callbacks?: boolean
   log?: (line: string) => void
 }
 
@@ -101,12 +109,14 @@ export class DfsClient {
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   private readonly writeRetry: RetryPolicy
+  private readonly callbacks: CallbackRegistry | null
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
     const metaTtlMs = opts.metaTtlMs ?? DEFAULT_META_TTL_MS
     this.writeRetry = { forMs: opts.retryWritesForMs ?? 0, log: opts.log }
-    const caller = opts.caller ?? {}
+    this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log) : null
+    const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
     this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
@@ -124,9 +134,11 @@ export class DfsClient {
     return await this.locator.lookup(path)
   }
 
-  /** Size, version and mtime of a file or folder, at most metaTtlMs old. */
+  /** Size, version and mtime of a file or folder, at most metaTtlMs old, or as a callback vouches for it now. */
   async stat (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
+    const promised = this.callbacks?.current(canonical)
+    if (promised) return promised
     const remembered = this.memo.get(canonical)
     if (remembered) return remembered
     const folder = parentOf(canonical)
@@ -149,7 +161,13 @@ export class DfsClient {
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
       return this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
     }
-    const meta = await this.locator.onFileServer(canonical, found, async (server) => await server.stat(canonical))
+    const meta = await this.locator.onFileServer(canonical, found, async (server) => {
+      if (!this.callbacks?.ready(server)) return await server.stat(canonical)
+      const askedAt = monotonicMs()
+      const answer = await server.statWithCallback(canonical)
+      if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
+      return answer.meta
+    })
     return this.memo.remember(meta)
   }
 
@@ -237,11 +255,18 @@ export class DfsClient {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
+    const etag = this.cache.etagOf(cached) ?? undefined
+    // The file's server promised to say before it changes, and has not: the copy is current.
+    const promised = token === undefined ? this.callbacks?.current(canonical) : undefined
+    if (promised && cached && etag === etagOf(promised)) return { cached }
     const answer = await this.locator.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
-      const content = await server.content(canonical, this.cache.etagOf(cached) ?? undefined, token)
-      if (content.current && cached) return { cached }
-      if (content.current) throw new Error(`${server.transport.where} answered 304 without a validator`)
-      return { meta: content.meta, body: content.body, server }
+      const callback = this.callbacks?.ready(server) === true
+      const askedAt = monotonicMs()
+      const content = await server.content(canonical, { ifNoneMatch: etag, token, callback })
+      const meta = content.current ? cached?.meta : content.meta
+      if (meta === undefined) throw new Error(`${server.transport.where} answered 304 without a validator`)
+      if (content.callback) this.callbacks?.granted(server, canonical, meta, askedAt)
+      return content.current ? { cached: cached as CachedFile } : { meta, body: content.body, server }
     })
     this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
     return answer
@@ -281,6 +306,7 @@ export class DfsClient {
     const meta = Buffer.isBuffer(body) ? await retryWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
+    this.callbacks?.changedHere(canonical)
     return this.memo.remember(meta)
   }
 
@@ -616,11 +642,27 @@ export class DfsClient {
 
   private forgetTree (folder: string): void {
     this.locator.forgetTree(folder)
+    this.callbacks?.changedHere(normalizePath(folder), true)
   }
 
-  /** Forget what is remembered of a path, so the next call asks the servers. */
+  /**
+   * Forget what is remembered of a path, so the next call asks the servers. Every change
+   * this client makes calls it once the change is answered: a file server does not break
+   * the callbacks of the client that made the change, so the client ends its own promise.
+   */
   forget (path: string): void {
     this.locator.forget(path)
+    this.callbacks?.changedHere(normalizePath(path))
+  }
+
+  /** Files whose servers promised a callback now (for tests and logs). */
+  get callbackCount (): number {
+    return this.callbacks?.count ?? 0
+  }
+
+  /** Ends the callback channels; the client still works, revalidating every open. */
+  close (): void {
+    this.callbacks?.close()
   }
 }
 

@@ -69,6 +69,7 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
         } catch {
           await lazyUnmount(opts.mountpoint)
         }
+        opts.client.close()
       })()
       await unmounted
     }

@@ -29,6 +29,12 @@ export const DEFAULT_META_TTL_MS = 1000
 /** How long a soft mount (dfs-mount --soft) keeps trying to store written data before EIO. */
 export const DEFAULT_SOFT_TIMEOUT_MS = 60_000
 
+/**
+ * How long a client's callbacks count without a renewal: also the longest a stopped or
+ * cut-off client can make a writer wait. Clients renew at a third of it.
+ */
+export const DEFAULT_CALLBACK_LEASE_MS = 3_000
+
 /** How long a writer waits for a file's lock that someone else holds. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000
 

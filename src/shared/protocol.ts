@@ -235,6 +235,9 @@ export const FileRoutes = {
   rename: '/rename', // POST RenameRequest [X-Dfs-Lock-Token of a file's `from`] -> RenameAnswer
   incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=[&mode=]&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
   incomingAbort: '/incoming/abort', // POST ?path=&lockPath=, X-Dfs-Lock-Token -> RemovedAnswer (server to server)
+  events: '/events', // GET ?client= -> text/event-stream of CallbackBreak events (callbacks)
+  renewCallbacks: '/callbacks/renew', // POST CallbackRenewRequest -> CallbackRenewAnswer
+  acknowledgeBreak: '/callbacks/ack', // POST CallbackAckRequest -> {}
   statfs: '/statfs', // GET -> StatfsAnswer
   stats: '/stats', // GET -> FileServerStats
   health: '/health'
@@ -252,8 +255,41 @@ export const Headers = {
   changeId: 'x-dfs-change-id',
   protocol: 'x-dfs-protocol',
   requestId: 'x-dfs-request-id',
-  clientId: 'x-dfs-client'
+  clientId: 'x-dfs-client',
+  /**
+   * On GET /content and GET /stat, `want`: the client asks for a callback on the file; the
+   * answer says `granted` if the server promises one (see CallbackBreak).
+   */
+  callback: 'x-dfs-callback'
 } as const
+
+/**
+ * What a file server sends down a client's event channel (GET /events, event `break`)
+ * before a change to a file the client holds a callback on is acknowledged: the file's new
+ * version (null: it is gone from this path). The client stops trusting its copy and
+ * acknowledges `seq` (POST /callbacks/ack).
+ */
+export interface CallbackBreak {
+  path: string
+  version: number | null
+  seq?: number
+}
+
+export interface CallbackRenewRequest {
+  client: string
+}
+
+export interface CallbackRenewAnswer {
+  /** False: the server did not know this client (new, or its lease ran out): none of its callbacks count. */
+  known: boolean
+  /** How long the client's callbacks count from when the renewal was sent. */
+  validForMs: number
+}
+
+export interface CallbackAckRequest {
+  client: string
+  seq: number
+}
 
 export interface FileListAnswer {
   path: string
@@ -273,6 +309,9 @@ export interface FileServerStats {
   /** Files received from another server for a rename (PUT /incoming). */
   incoming: number
   incomingBytes: number
+  /** Callbacks promised (on GET /content and GET /stat), and broken before a change. */
+  callbacksGranted: number
+  callbacksBroken: number
 }
 
 export interface StatfsAnswer {

@@ -1,16 +1,32 @@
 import type { Readable } from 'node:stream'
 import type {
-  EntryKind, FileListAnswer, FileMeta, FileServerStats, HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest,
-  StatfsAnswer
+  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, EntryKind, FileListAnswer, FileMeta, FileServerStats,
+  HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatfsAnswer
 } from '../protocol'
 import { FileRoutes, Headers, metaFromContentHeaders } from '../protocol'
+import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
+
+/** A listing may take this many times a request's usual deadline (one stat per entry on the server). */
+const LIST_DEADLINE_FACTOR = 6
 
 /** A file's bytes for an upload: whole in memory, or streamed from a file or a peer. */
 export type Bytes = Buffer | Readable
 
 /** GET /content: the caller's copy is current, or here is the current version as a stream. */
-export type ContentAnswer = { current: true } | { current: false, meta: FileMeta, body: Readable }
+export type ContentAnswer = ({ current: true } | { current: false, meta: FileMeta, body: Readable }) & {
+  /** The server promised a callback on the file (asked for with `callback`). */
+  callback: boolean
+}
+
+export interface ContentOptions {
+  /** An ETag: the answer is `current` (no body) while it names the current version. */
+  ifNoneMatch?: string
+  /** A writer about to change the file whole: the server holds back appends without a lease from now on. */
+  token?: number
+  /** Ask for a callback (the transport must carry a client id, and the client an event channel). */
+  callback?: boolean
+}
 
 /** One file server's API: the files and folders under its root. */
 export class FileApi {
@@ -37,8 +53,9 @@ export class FileApi {
     return await this.transport.json({ method: 'GET', route: FileRoutes.stat, query: { path } })
   }
 
+  /** A folder's entries; a folder of many thousands takes a while, so the deadline is longer. */
   async list (path: string): Promise<FileListAnswer> {
-    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path } })
+    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path }, timeoutMs: this.transport.timeoutMs * LIST_DEADLINE_FACTOR })
   }
 
   /**
@@ -46,16 +63,41 @@ export class FileApi {
    * writer about to change the file whole passes its lease token, so the server holds back
    * appends without a lease from now on.
    */
-  async content (path: string, ifNoneMatch?: string, token?: number): Promise<ContentAnswer> {
-    const headers: Record<string, string> = token !== undefined ? lockHeader(token) : {}
-    if (ifNoneMatch !== undefined) headers['If-None-Match'] = ifNoneMatch
+  async content (path: string, opts: ContentOptions = {}): Promise<ContentAnswer> {
+    const headers: Record<string, string> = opts.token !== undefined ? lockHeader(opts.token) : {}
+    if (opts.ifNoneMatch !== undefined) headers['If-None-Match'] = opts.ifNoneMatch
+    if (opts.callback === true) headers[Headers.callback] = 'want'
     const res = await this.transport.send({ method: 'GET', route: FileRoutes.content, query: { path }, headers, stream: true })
     const body = res.data as Readable
+    const callback = res.headers[Headers.callback] === 'granted'
     if (res.status === 304) {
       body.resume()
-      return { current: true }
+      return { current: true, callback }
     }
-    return { current: false, meta: metaFromContentHeaders(path, res.headers as Record<string, unknown>), body }
+    return { current: false, meta: metaFromContentHeaders(path, res.headers as Record<string, unknown>), body, callback }
+  }
+
+  /** stat, asking for a callback on the file as well. */
+  async statWithCallback (path: string): Promise<{ meta: FileMeta, callback: boolean }> {
+    const res = await this.transport.send({ method: 'GET', route: FileRoutes.stat, query: { path }, headers: { [Headers.callback]: 'want' } })
+    if (res.status >= 400) throw errorFromBody(res.status, res.data)
+    return { meta: res.data as FileMeta, callback: res.headers[Headers.callback] === 'granted' }
+  }
+
+  /** The client's event channel: `break` events (CallbackBreak) as server-sent events. */
+  async events (clientId: string): Promise<Readable> {
+    const res = await this.transport.send({ method: 'GET', route: FileRoutes.events, query: { client: clientId }, stream: true })
+    return res.data as Readable
+  }
+
+  async renewCallbacks (clientId: string): Promise<CallbackRenewAnswer> {
+    const body: CallbackRenewRequest = { client: clientId }
+    return await this.transport.json({ method: 'POST', route: FileRoutes.renewCallbacks, body })
+  }
+
+  async acknowledgeBreak (clientId: string, seq: number): Promise<void> {
+    const body: CallbackAckRequest = { client: clientId, seq }
+    await this.transport.json({ method: 'POST', route: FileRoutes.acknowledgeBreak, body })
   }
 
   /**

@@ -1,0 +1,125 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { startFileServer } from '../servers/file/server'
+import type { DfsClient } from '../src/client/dfsClient'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { statsOf } from './helpers/wire'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * Callbacks: a file server promises a client to tell it before a file changes. While the
+ * promise holds, the client opens and stats the file with no request; a change anywhere
+ * breaks the promise before the writer is answered, so close-to-open stays exact.
+ */
+
+const tree = { 'notes/a.txt': 'one\n', 'notes/b.txt': 'bee\n' }
+
+/** A client that holds callbacks, closed at the end of the test. */
+function callbackClient (t: Test, cluster: TestCluster): DfsClient {
+  const client = cluster.client({ callbacks: true })
+  t.teardown(() => client.close())
+  return client
+}
+
+/** Reads until a callback is promised (the channel opens in the background at the first request). */
+async function readUntilPromised (client: DfsClient, path: string): Promise<string> {
+  let text = ''
+  await waitFor(`a callback on ${path}`, async () => {
+    text = (await client.readFile(path)).toString()
+    return client.callbackCount > 0
+  }, 5000, 20)
+  return text
+}
+
+/** Requests that reached the file server for content (transfers and 304s) and stats. */
+async function contentRequests (cluster: TestCluster): Promise<number> {
+  const stats = await statsOf(cluster.fileServers[0])
+  return stats.contentTransfers + stats.notModified
+}
+
+t.test('a promised file opens and stats with no request; another client\'s append breaks the promise first', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const reader = callbackClient(t, cluster)
+  const writer = cluster.client()
+  t.equal(await readUntilPromised(reader, '/notes/a.txt'), 'one\n')
+
+  const before = await contentRequests(cluster)
+  for (let i = 0; i < 20; i++) {
+    t.equal((await reader.readFile('/notes/a.txt')).toString(), 'one\n')
+    t.equal((await reader.stat('/notes/a.txt')).size, 4)
+  }
+  t.equal(await contentRequests(cluster), before, '20 opens and stats of the promised file reached no server')
+
+  await writer.append('/notes/a.txt', 'two\n')
+  t.equal(reader.callbackCount, 0, 'the promise was broken before the append was answered')
+  t.equal((await reader.readFile('/notes/a.txt')).toString(), 'one\ntwo\n', 'the next open sees the append')
+  t.equal((await reader.stat('/notes/a.txt')).size, 8)
+})
+
+t.test('close-to-open under load: 1000 appends by one client, each seen by the other\'s next open', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'log.txt': '' }])
+  const reader = callbackClient(t, cluster)
+  const writer = cluster.client()
+  await readUntilPromised(reader, '/log.txt')
+  let stale = 0
+  let expected = ''
+  for (let i = 0; i < 1000; i++) {
+    const line = `line ${i}\n`
+    await writer.append('/log.txt', line)
+    expected += line
+    // As the mount does: an open, then the read of the whole file from the copy it found current.
+    const text = (await reader.readFile('/log.txt')).toString()
+    if (text !== expected) stale++
+  }
+  t.equal(stale, 0, 'no open after a returned append saw old bytes')
+  t.ok(reader.callbackCount <= 1, 'at most the one file is promised')
+})
+
+t.test('the holder\'s own change ends its own promise; its next open revalidates once, moving no content', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = callbackClient(t, cluster)
+  await readUntilPromised(client, '/notes/b.txt')
+  await client.append('/notes/b.txt', 'more\n')
+  t.equal(client.callbackCount, 0, 'the server does not break the writer\'s callback: the writer drops it itself')
+  const before = await statsOf(cluster.fileServers[0])
+  t.equal((await client.readFile('/notes/b.txt')).toString(), 'bee\nmore\n')
+  const after = await statsOf(cluster.fileServers[0])
+  t.equal(after.contentTransfers, before.contentTransfers, 'the cached copy was brought forward by the append: no content moved')
+  t.equal(after.notModified, before.notModified + 1, 'one revalidation')
+})
+
+t.test('unlink, truncate, utimes and a whole-file store each break the promises of other clients', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const reader = callbackClient(t, cluster)
+  const writer = cluster.client()
+  const changes: Array<[string, () => Promise<unknown>, string | null]> = [
+    ['truncate', async () => await writer.truncate('/notes/a.txt', 2), 'on'],
+    ['utimes', async () => await writer.utimes('/notes/a.txt', Date.parse('2001-01-01T00:00:00Z')), 'on'],
+    ['store', async () => await writer.writeFile('/notes/a.txt', 'new\n'), 'new\n'],
+    ['unlink', async () => await writer.unlink('/notes/a.txt'), null]
+  ]
+  for (const [what, change, after] of changes) {
+    await readUntilPromised(reader, '/notes/a.txt')
+    await change()
+    t.equal(reader.callbackCount, 0, `${what} broke the promise before it was answered`)
+    if (after === null) await t.rejects(reader.readFile('/notes/a.txt'), `after ${what} the file is gone for the reader too`)
+    else t.equal((await reader.readFile('/notes/a.txt')).toString(), after, `after ${what} the reader sees it`)
+  }
+  const mtime = (await reader.stat('/notes/b.txt')).mtimeMs
+  t.ok(mtime > 0)
+})
+
+t.test('a restarted file server voids every promise: its clients revalidate again', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const reader = callbackClient(t, cluster)
+  await readUntilPromised(reader, '/notes/a.txt')
+  const [server] = cluster.fileServers
+  await server.close()
+  await waitFor('the promise to end with the channel', async () => reader.callbackCount === 0, 5000, 20)
+  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  t.teardown(async () => await restarted.close())
+  t.equal((await reader.readFile('/notes/a.txt')).toString(), 'one\n', 'reads go on')
+  await readUntilPromised(reader, '/notes/a.txt')
+  t.pass('and promises are made again once the channel is back')
+})
