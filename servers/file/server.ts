@@ -2,7 +2,7 @@ import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
-import { contentHeadersOf, etagOf, FileRoutes, Headers } from '../../src/shared/protocol'
+import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -41,7 +41,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   }
   const leases = new LeaseGuard(lock)
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
-  const callbacks = new CallbackTable(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, stats)
+  // Clients allow MAX_CALLBACK_LEASE_MS on top of a change's deadline for the wait on holders.
+  const callbacks = new CallbackTable(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS), stats)
 
   const app = newApp() as FileServerApp
   app.disable('etag') // ours is computed from the version, not the body

@@ -218,7 +218,9 @@ export class OpenFileTable {
   private async flushNow (file: OpenFile): Promise<void> {
     await this.flushes.run(file.path, async () => {
       if (file.appends.buffer.size > 0) {
-        if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
+        if (file.working) {
+          await file.working.append(file.appends.buffer.take()) // stored with the copy
+        } else if (this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) {
           await this.useWorkingCopy(file) // the appends go into the copy, and are stored with it
         } else {
           await this.sendPending(file)
@@ -242,25 +244,30 @@ export class OpenFileTable {
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
   }
 
+  /**
+   * The last close of a handle: its data is stored, then its copy closed. The handle leaves
+   * the path's tables first, so an open or a truncate(path) that comes meanwhile (the kernel
+   * sends release after close() has returned) does not join a copy that is about to close
+   * and lose its change with it: it starts a copy of its own, after this one's lock.
+   */
   async release (id: number): Promise<void> {
     const file = this.get(id)
+    this.files.delete(id)
+    const handles = this.byPath.get(file.path)
+    handles?.delete(file)
+    if (handles?.size === 0) {
+      this.byPath.delete(file.path)
+      this.lastSeen.delete(file.path)
+      this.appends.delete(file.path)
+    }
+    const working = file.working
+    const lastUser = working !== null && --working.users === 0
+    if (lastUser && this.workingCopies.get(file.path) === working) this.workingCopies.delete(file.path)
     try {
-      if (!file.flushFailed) await this.flush(id)
+      if (!file.flushFailed) await this.flushNow(file)
     } finally {
-      this.files.delete(id)
-      const handles = this.byPath.get(file.path)
-      handles?.delete(file)
-      if (handles?.size === 0) {
-        this.byPath.delete(file.path)
-        this.lastSeen.delete(file.path)
-        this.appends.delete(file.path)
-      }
       await file.reader?.close()
-      const working = file.working
-      if (working && --working.users === 0) {
-        this.workingCopies.delete(working.path)
-        await working.close(this.client)
-      }
+      if (lastUser) await working.close(this.client)
     }
   }
 

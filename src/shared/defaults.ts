@@ -33,7 +33,7 @@ export const DEFAULT_SOFT_TIMEOUT_MS = 60_000
  * How long a client's callbacks count without a renewal: also the longest a stopped or
  * cut-off client can make a writer wait. Clients renew at a third of it.
  */
-export const DEFAULT_CALLBACK_LEASE_MS = 3_000
+export const DEFAULT_CALLBACK_LEASE_MS = 3_000 // at most MAX_CALLBACK_LEASE_MS (protocol.ts)
 
 /** How long a writer waits for a file's lock that someone else holds. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000

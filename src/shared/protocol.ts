@@ -275,6 +275,12 @@ export interface CallbackBreak {
   seq?: number
 }
 
+/**
+ * The longest callback lease a file server gives: also the longest a change waits for a
+ * silent holder, so clients allow that much on top of a change's usual deadline.
+ */
+export const MAX_CALLBACK_LEASE_MS = 3_000
+
 export interface CallbackRenewRequest {
   client: string
 }

@@ -3,7 +3,7 @@ import type {
   CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, EntryKind, FileListAnswer, FileMeta, FileServerStats,
   HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatfsAnswer
 } from '../protocol'
-import { FileRoutes, Headers, metaFromContentHeaders } from '../protocol'
+import { FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, metaFromContentHeaders } from '../protocol'
 import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
 
@@ -31,6 +31,14 @@ export interface ContentOptions {
 /** One file server's API: the files and folders under its root. */
 export class FileApi {
   constructor (readonly transport: Transport) {}
+
+  /**
+   * A change is answered only once every other client holding a callback on the file has
+   * heard of it, or its callback lease ran out: it may take that much longer than a read.
+   */
+  private changeDeadline (): number {
+    return this.transport.timeoutMs + MAX_CALLBACK_LEASE_MS
+  }
 
   /** Names the server in errors made outside a call (a download that breaks midway). */
   unavailable (err: unknown): Error {
@@ -107,14 +115,14 @@ export class FileApi {
   async append (path: string, bytes: Bytes, opts: { token?: number, changeId?: string } = {}): Promise<FileMeta> {
     const headers: Record<string, string> = opts.token !== undefined ? lockHeader(opts.token) : {}
     if (opts.changeId !== undefined) headers[Headers.changeId] = opts.changeId
-    return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers })
+    return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
   /** Replaces the file's content whole, under its lease; `changeId` makes a retry safe. */
   async store (path: string, bytes: Bytes, token: number, changeId?: string): Promise<FileMeta> {
     const headers = lockHeader(token)
     if (changeId !== undefined) headers[Headers.changeId] = changeId
-    return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers })
+    return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
   async create (path: string, kind: EntryKind): Promise<FileMeta> {
@@ -122,11 +130,11 @@ export class FileApi {
   }
 
   async truncate (path: string, size: number, token: number): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token) })
+    return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }
 
   async unlink (path: string, token: number): Promise<RemovedAnswer> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers: lockHeader(token) })
+    return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }
 
   async rmdir (path: string): Promise<RemovedAnswer> {
@@ -134,17 +142,17 @@ export class FileApi {
   }
 
   async utimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.utimes, query: { path, mtimeMs, atimeMs } })
+    return await this.transport.json({ method: 'POST', route: FileRoutes.utimes, query: { path, mtimeMs, atimeMs }, timeoutMs: this.changeDeadline() })
   }
 
   async chmod (path: string, mode: number): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.chmod, query: { path, mode } })
+    return await this.transport.json({ method: 'POST', route: FileRoutes.chmod, query: { path, mode }, timeoutMs: this.changeDeadline() })
   }
 
   /** A file's rename carries its lease (`fromToken`); a folder's none. */
   async rename (request: RenameRequest, fromToken: number | undefined, timeoutMs: number): Promise<RenameAnswer> {
     return await this.transport.json({
-      method: 'POST', route: FileRoutes.rename, body: request, headers: fromToken === undefined ? {} : lockHeader(fromToken), timeoutMs
+      method: 'POST', route: FileRoutes.rename, body: request, headers: fromToken === undefined ? {} : lockHeader(fromToken), timeoutMs: timeoutMs + 2 * MAX_CALLBACK_LEASE_MS
     })
   }
 
