@@ -122,8 +122,11 @@ export class Locator {
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
       this.forget(path)
-      if (!(err instanceof NotFoundError) || !this.rememberedLookups.has(found)) throw err
+      if (!this.rememberedLookups.has(found)) throw err
+      // The remembered answer may be stale: the file moved, or its server moved to another
+      // URL (same machine id) or is down by now, which is the better error to give.
       const fresh = await this.lookup(path)
+      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path)
       if (!fresh.server || fresh.server.url === found.server.url) throw err
       return await call(api(fresh.server))
     }
