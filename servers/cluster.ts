@@ -18,6 +18,8 @@ export interface ClusterOptions {
   /** Port of the first file server; the others count up from it (0: free ports for all). */
   firstFilePort?: number
   leaseMs?: number
+  /** The directory server's state folder (machine ids of the file servers); absent: kept in memory. */
+  directoryStateDir?: string
   log?: Logger
 }
 
@@ -34,7 +36,7 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   const host = opts.host ?? DEFAULT_HOST
   const started: RunningServer[] = []
   try {
-    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, log })
+    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, log })
     started.push(directory)
     const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, log })
     started.push(lock)

@@ -49,7 +49,7 @@ t.test('dfs-serve servers start with the variables of dfs and dfs-mount set; dfs
   // Nothing listens at these: a server that read them as its own options would fail to start or to register.
   const strayClient = clientVariables(refusing, refusing, path.join(work, 'stray-cache'))
 
-  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
+  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
   t.teardown(async () => { await stopNode(directory) })
   t.pass('dfs-serve directory listens with DFS_DIRECTORY, DFS_LOCK and DFS_CACHE_DIR set')
   const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
@@ -115,7 +115,7 @@ t.test('dfs-mount finds the cluster through DFS_DIRECTORY, whatever the server v
   await fsp.mkdir(path.join(root, 'notes'), { recursive: true })
   await fsp.writeFile(path.join(root, 'notes', 'todo.txt'), 'first\n')
   const refusing = `http://127.0.0.1:${await closedPort()}`
-  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0'], /listening on (http:\S+)/)
+  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(directory) })
   const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(lock) })

@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
@@ -108,7 +110,9 @@ t.test('dfs with no command asks read or write, the file and the text', async (t
 })
 
 t.test('dfs-serve directory --port 0 picks a port and says which', async (t) => {
-  const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0'], /listening on /)
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-cli-directory-'))
+  t.teardown(() => fs.rmSync(stateDir, { recursive: true, force: true }))
+  const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', stateDir], /listening on /)
   t.teardown(async () => { await stopNode(served, 'SIGKILL') })
   t.match(served.line, /directory server listening on http:\/\/127\.0\.0\.1:\d+ \(port 0: picked a free one\)/)
   const url = /listening on (http:\/\/\S+)/.exec(served.line)?.[1] as string

@@ -22,7 +22,7 @@ t.test('a restarted directory or lock server gets the files and keys back', asyn
   let directory = await startDirectoryServer({ port: 0 })
   let lock = await startLockServer({ port: 0 })
   running.push(directory, lock)
-  running.push(await startFileServer({ root: path.join(work, 'root'), port: 0, directoryUrl: directory.url, lockUrl: lock.url, rejoinCheckMs: 100 }))
+  running.push(await startFileServer({ root: path.join(work, 'root'), port: 0, directoryUrl: directory.url, lockUrl: lock.url, heartbeatMs: 100 }))
   const client = new DfsClient({ directoryUrl: directory.url, lockUrl: lock.url, cacheDir: path.join(work, 'cache'), timeoutMs: 2000 })
   t.equal((await client.append('/notes/a.txt', 'two\n')).version, 2)
 

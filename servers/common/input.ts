@@ -51,6 +51,15 @@ export class Fields {
     return value
   }
 
+  /** An id chosen by a peer (a file server's serverId): 1 to 64 letters, digits, '-' or '_'. */
+  identifier (name: string): string {
+    const value = this.required(name)
+    if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(value)) {
+      throw new BadRequestError(`${name} must be 1 to 64 letters, digits, '-' or '_'`, { [name]: String(value).slice(0, 64) })
+    }
+    return value
+  }
+
   kind (name = 'kind', fallback?: EntryKind): EntryKind {
     const value = this.has(name) ? this.values[name] : fallback
     if (value !== 'file' && value !== 'dir') throw new BadRequestError(`${name} must be 'file' or 'dir', not ${String(value).slice(0, 16)}`)

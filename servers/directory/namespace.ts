@@ -187,6 +187,15 @@ export class Namespace {
     })
   }
 
+  /** Drops everything a server held (it was forgotten for good); answers how many files and folder holds went. */
+  dropServer (machineId: number): number {
+    let entries = 0
+    for (const owner of this.files.values()) if (owner === machineId) entries++
+    for (const [folder, holders] of this.folders) if (folder !== '/' && holders.has(machineId)) entries++
+    this.dropClaims(machineId)
+    return entries
+  }
+
   fileCount (): number {
     return this.files.size
   }

@@ -1,63 +1,105 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
-import { BadRequestError, ConflictError, NotFoundError, ServerUnavailableError } from '../../src/shared/errors'
+import { BadRequestError, ConflictError, ServerUnavailableError } from '../../src/shared/errors'
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
-  DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, LookupAnswer, PlacementAnswer, RegisterAnswer,
-  RenameSwitchAnswer, ServerInfo, ServersAnswer
+  DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
+  RegisterAnswer, RenameSwitchAnswer, ServerInfo, ServersAnswer
 } from '../../src/shared/protocol'
 import { DirectoryRoutes } from '../../src/shared/protocol'
+import { FileServerPool } from '../../src/shared/api'
+import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../../src/shared/defaults'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
-import { Placement } from './placement'
+import { Placement, STATFS_TIMEOUT_MS } from './placement'
+import { ServerRegistry } from './registry'
 
 export interface DirectoryServerOptions {
   log?: Logger
   /** How long placement waits for a file server's free space. */
   statfsTimeoutMs?: number
+  /**
+   * Folder of the state file that binds machine ids to file servers (servers.json), so ids
+   * survive a restart; null or absent keeps it in memory (an in-process cluster, tests).
+   */
+  stateDir?: string | null
+  /** A file server without a heartbeat for this long is down: no new files, lookups say so. */
+  downAfterMs?: number
 }
 
-export function createDirectoryServer (opts: DirectoryServerOptions = {}): Express {
+/** The directory's app; `stop` ends its liveness watch (the server's close calls it). */
+export interface DirectoryServerApp {
+  app: Express
+  stop: () => void
+}
+
+export async function createDirectoryServer (opts: DirectoryServerOptions = {}): Promise<DirectoryServerApp> {
   const log = opts.log ?? silentLogger
   const namespace = new Namespace()
-  const placement = new Placement(opts.statfsTimeoutMs)
-  const servers = new Map<number, ServerInfo>()
-  let nextMachineId = 1
+  const statfsTimeoutMs = opts.statfsTimeoutMs ?? STATFS_TIMEOUT_MS
+  const placement = new Placement(statfsTimeoutMs)
+  const downAfterMs = opts.downAfterMs ?? DEFAULT_SERVER_DOWN_AFTER_MS
+  const registry = await ServerRegistry.open({ stateDir: opts.stateDir ?? null, downAfterMs })
+  // To ask a file server that seems to have moved whether it still serves at its old address.
+  const fileServers = new FileServerPool(statfsTimeoutMs)
 
-  const serverInfo = (machineId: number): ServerInfo => {
-    const server = servers.get(machineId)
-    if (!server) throw new NotFoundError(`no file server ${machineId}`, { machineId })
-    return server
-  }
+  const serverInfo = (machineId: number): ServerInfo => registry.info(machineId)
 
   const app = newApp()
   app.use(jsonBody)
 
-  // Changes when this server restarts (with an empty map): file servers then join again.
+  // Changes when this server restarts (with an empty namespace): file servers then join again.
   const bootId = crypto.randomUUID()
 
   app.get(DirectoryRoutes.health, (_req, res) => {
-    res.json(healthAnswer('directory', { bootId, servers: servers.size, files: namespace.fileCount() }))
+    res.json(healthAnswer('directory', { bootId, servers: registry.size, serversUp: registry.up().length, files: namespace.fileCount() }))
   })
 
-  // A file server that restarts on the same address keeps its machine id.
-  app.post(DirectoryRoutes.register, (req, res) => {
-    const url = parseServerUrl(bodyOf(req).string('url', 2048))
-    let server = [...servers.values()].find((s) => s.url === url)
-    if (!server) {
-      server = { machineId: nextMachineId++, url }
-      servers.set(server.machineId, server)
-      log(`file server ${server.machineId} registered at ${url}`)
+  // The machine id is bound to the server's own serverId: it survives restarts of either
+  // side and a move to another URL.
+  app.post(DirectoryRoutes.register, async (req, res) => {
+    const body = bodyOf(req)
+    const url = parseServerUrl(body.string('url', 2048))
+    const serverId = body.identifier('serverId')
+    const wanted = body.optionalInt('machineId', { min: 1 })
+    const known = registry.byServerId(serverId)
+    if (known && known.url !== url && registry.isUp(known.machineId) && await stillServes(fileServers, known, serverId)) {
+      // Two live processes with one identity: a root copied with its .dfs folder.
+      throw new ConflictError(`file server ${known.machineId} with serverId ${serverId} still serves at ${known.url}; ` +
+        'a copy of its root? Remove .dfs/identity.json from the copy', { machineId: known.machineId, url: known.url })
     }
+    const { server, was } = await registry.register(serverId, url, wanted)
+    if (was === 'new') log(`file server ${server.machineId} registered at ${url}`)
+    else if (was === 'moved') log(`file server ${server.machineId} moved to ${url}`)
+    else log(`file server ${server.machineId} joined again at ${url}`)
     const answer: RegisterAnswer = { machineId: server.machineId }
     res.json(answer)
   })
 
   app.get(DirectoryRoutes.servers, (_req, res) => {
-    const answer: ServersAnswer = { servers: [...servers.values()] }
+    const answer: ServersAnswer = { servers: registry.all() }
+    res.json(answer)
+  })
+
+  app.post(DirectoryRoutes.heartbeat(':machineId'), (req, res) => {
+    const machineId = machineIdParam(req.params.machineId)
+    const { server, cameBack } = registry.heartbeat(machineId, bodyOf(req).identifier('serverId'))
+    if (cameBack) log(`file server ${machineId} at ${server.url} is up again`)
+    const answer: HeartbeatAnswer = { machineId, state: 'up', bootId }
+    res.json(answer)
+  })
+
+  // Only for a server that is gone for good: its names leave the namespace (and listings).
+  app.delete(DirectoryRoutes.server(':machineId'), async (req, res) => {
+    const machineId = machineIdParam(req.params.machineId)
+    const { url } = serverInfo(machineId)
+    await registry.forget(machineId)
+    const entries = namespace.dropServer(machineId)
+    log(`file server ${machineId} at ${url} forgotten, with ${entries} entries`)
+    const answer: ForgetServerAnswer = { machineId, forgotten: true, entries }
     res.json(answer)
   })
 
@@ -85,8 +127,13 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
     if (namespace.has(path)) throw new ConflictError(`${path} already exists`, { path })
     const parent = parentOf(path)
     // Every server has a root folder, even one with nothing in it yet.
-    const candidates = parent === '/' ? [...servers.values()] : namespace.holdersOf(parent).map(serverInfo)
-    if (candidates.length === 0) throw new ServerUnavailableError('no file server has registered yet')
+    const holders = (parent === '/' ? registry.all().map((s) => s.machineId) : namespace.holdersOf(parent)).map(serverInfo)
+    if (holders.length === 0) throw new ServerUnavailableError('no file server has registered yet')
+    // A server that is down gets nothing new: the entry would be out of reach until it is back.
+    const candidates = holders.filter((s) => s.state === 'up')
+    if (candidates.length === 0) {
+      throw new ServerUnavailableError(`every file server that holds ${parent} is down (${holders.map((s) => s.machineId).join(', ')})`, { path })
+    }
     const prefer = query.optionalInt('prefer', { min: 1 })
     const answer: PlacementAnswer = { path, server: await placement.choose(candidates, prefer) }
     res.json(answer)
@@ -141,11 +188,48 @@ export function createDirectoryServer (opts: DirectoryServerOptions = {}): Expre
   })
 
   finishApp(app, log)
-  return app
+
+  // Liveness is computed when asked; this only tells the operator when a server went quiet.
+  const reported = new Set<number>()
+  const watch = setInterval(() => {
+    for (const server of registry.all()) {
+      if (server.state === 'up' || server.sinceHeartbeatMs === null) {
+        reported.delete(server.machineId)
+      } else if (!reported.has(server.machineId)) {
+        reported.add(server.machineId)
+        log(`file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`)
+      }
+    }
+  }, Math.max(100, Math.floor(downAfterMs / 5)))
+  watch.unref()
+  return { app, stop: () => clearInterval(watch) }
 }
 
 export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
-  return await listen(createDirectoryServer(opts), opts.port, opts.host)
+  const { app, stop } = await createDirectoryServer(opts)
+  try {
+    const running = await listen(app, opts.port, opts.host)
+    return {
+      ...running,
+      close: async () => {
+        stop()
+        await running.close()
+      }
+    }
+  } catch (err) {
+    stop()
+    throw err
+  }
+}
+
+/** Whether a file server still answers at its old address as the same server (its /health names its serverId). */
+async function stillServes (fileServers: FileServerPool, server: { machineId: number, url: string }, serverId: string): Promise<boolean> {
+  try {
+    const health = await fileServers.of(server).health()
+    return health.serverId === serverId
+  } catch {
+    return false
+  }
 }
 
 function parseServerUrl (value: string): string {

@@ -1,44 +1,68 @@
 import type { DirectoryApi, LockApi } from '../../src/shared/api'
+import { ConflictError, NotFoundError } from '../../src/shared/errors'
 import type { Logger } from '../common/http'
 import type { FileStore } from './fileStore'
+import type { ServerIdentity } from './identity'
 
 /**
- * A file server's place in the cluster. Joining is: register for a machine id, have the lock
- * server create a key per file, report the files. The directory and lock servers keep their
- * state in memory, so the file server watches their boot ids and joins again when either has
- * restarted; otherwise every lookup would be "not found" and every lock refused until the
- * file server itself restarted.
+ * A file server's place in the cluster. Joining is: register for a machine id (bound to the
+ * server's own identity, ROOT/.dfs/identity.json), have the lock server create a key per
+ * file, report the files. Then a heartbeat to the directory every heartbeatMs keeps the
+ * server "up" there (a lease: without one for 5 s it is down, and gets no new files).
+ *
+ * The directory rebuilds its namespace, and the lock server its keys, from these reports,
+ * so the file server joins again when either has restarted: the heartbeat's answer carries
+ * the directory's boot id (a heartbeat the directory does not know is refused), and the
+ * lock server's is read from its /health at the same pace.
  */
 export class ClusterMembership {
   machineId: number | null = null
   private seen = { directory: '', lock: '' }
   private timer: NodeJS.Timeout | null = null
-  private rejoining = false
+  /** A join under way (the first or a later one): meanwhile heartbeats go on, but they start no other join. */
+  private joins = 0
+  private beating = false
 
   constructor (
     private readonly directory: DirectoryApi,
     private readonly lock: LockApi,
     private readonly store: FileStore,
+    private readonly identity: ServerIdentity,
     private readonly url: string,
     private readonly log: Logger,
     private readonly onJoined: (machineId: number) => void
   ) {}
 
   async join (): Promise<number> {
+    this.joins++
+    try {
+      return await this.joinOnce()
+    } finally {
+      this.joins--
+    }
+  }
+
+  private async joinOnce (): Promise<number> {
     const boots = await this.bootIds()
-    const { machineId } = await this.directory.register(this.url)
+    const { machineId } = await this.directory.register({ url: this.url, serverId: this.identity.serverId, machineId: this.identity.machineId ?? undefined })
+    if (this.identity.machineId !== null && this.identity.machineId !== machineId) {
+      this.log(`the directory server gave machine id ${machineId}, not ${this.identity.machineId} as before (its state was lost and the old id is taken)`)
+    }
+    await this.identity.assigned(machineId)
     this.onJoined(machineId)
+    // Heartbeats go on while the (maybe long) scan and report run: registration made this server up.
+    this.machineId = machineId
     const files = await this.store.scan()
     await this.lock.createKeys(files.filter((f) => f.kind === 'file').map((f) => f.path))
     await this.directory.reportFiles(machineId, files)
-    this.machineId = machineId
     this.seen = boots
     this.log(`file server ${machineId} serves ${this.store.root} at ${this.url} (${files.length} entries)`)
     return machineId
   }
 
+  /** Sends a heartbeat every intervalMs, and joins again when the directory or lock server restarted. */
   watch (intervalMs: number): void {
-    this.timer = setInterval(() => { void this.check() }, intervalMs)
+    this.timer = setInterval(() => { void this.tick() }, intervalMs)
     this.timer.unref()
   }
 
@@ -46,19 +70,28 @@ export class ClusterMembership {
     if (this.timer) clearInterval(this.timer)
   }
 
-  private async check (): Promise<void> {
-    if (this.rejoining) return
-    this.rejoining = true
+  private async tick (): Promise<void> {
+    if (this.beating || this.machineId === null) return
+    this.beating = true
     try {
-      const boots = await this.bootIds()
-      if (boots.directory !== this.seen.directory || boots.lock !== this.seen.lock) {
-        this.log(`${boots.directory !== this.seen.directory ? 'directory' : 'lock'} server restarted: joining again`)
-        await this.join()
+      const [heartbeat, lock] = await Promise.allSettled([
+        this.directory.heartbeat(this.machineId, this.identity.serverId),
+        this.lock.health()
+      ])
+      let restarted: string | null = null
+      if (heartbeat.status === 'fulfilled' && heartbeat.value.bootId !== this.seen.directory) restarted = 'directory server restarted'
+      if (heartbeat.status === 'rejected' && (heartbeat.reason instanceof NotFoundError || heartbeat.reason instanceof ConflictError)) {
+        restarted = `directory server does not know this server (${(heartbeat.reason as Error).message})`
       }
-    } catch {
-      // Down for now: tried again at the next tick.
+      if (lock.status === 'fulfilled' && (lock.value.bootId ?? '') !== this.seen.lock) restarted = 'lock server restarted'
+      if (restarted !== null && this.joins === 0) {
+        this.log(`${restarted}: joining again`)
+        // A join that fails leaves the old boot ids seen, so the next tick tries again.
+        void this.join().catch(() => {})
+      }
+      // Any other failure: the directory or lock server is down for now; tried at the next tick.
     } finally {
-      this.rejoining = false
+      this.beating = false
     }
   }
 

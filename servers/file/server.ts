@@ -4,13 +4,15 @@ import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
-import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
+import nodePath from 'node:path'
+import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import { CallbackTable } from './callbacks'
 import { joined } from './context'
-import { FileStore } from './fileStore'
+import { FileStore, STATE_DIR_NAME } from './fileStore'
+import { ServerIdentity } from './identity'
 import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
@@ -29,7 +31,8 @@ export interface FileServerOptions {
 }
 
 export interface FileServerApp extends Express {
-  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, callbacks: CallbackTable }
+  /** serverId: this server's identity (ROOT/.dfs/identity.json), once it has one. */
+  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, serverId: string | null, callbacks: CallbackTable }
 }
 
 export function createFileServer (opts: FileServerOptions): FileServerApp {
@@ -49,9 +52,10 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.locals.stats = stats
   app.locals.publicUrl = null
   app.locals.callbacks = callbacks
+  app.locals.serverId = null
 
   app.get(FileRoutes.health, (_req, res) => {
-    res.json(healthAnswer('file', { machineId: stats.machineId, root: store.root }))
+    res.json(healthAnswer('file', { machineId: stats.machineId, serverId: app.locals.serverId, root: store.root }))
   })
 
   app.get(FileRoutes.stats, (_req, res) => {
@@ -186,8 +190,11 @@ export interface StartFileServerOptions {
   /** Address clients use to reach this server; defaults to the one it listens on. */
   publicUrl?: string
   timeoutMs?: number
-  /** How often to check whether the directory or lock server restarted (and join again). */
-  rejoinCheckMs?: number
+  /**
+   * How often to send the directory a heartbeat, and to check whether the directory or lock
+   * server restarted (and join again). Default DEFAULT_HEARTBEAT_MS.
+   */
+  heartbeatMs?: number
   log?: Logger
 }
 
@@ -206,16 +213,24 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs))
   const lock = new LockApi(new Transport('lock server', opts.lockUrl, opts.timeoutMs))
   const store = await FileStore.open(opts.root)
+  let identity: ServerIdentity
+  try {
+    identity = await ServerIdentity.open(nodePath.join(store.root, STATE_DIR_NAME))
+  } catch (err) {
+    await store.close()
+    throw err
+  }
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
+  app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
   const url = opts.publicUrl ?? running.url
-  const membership = new ClusterMembership(directory, lock, store, url, log, (machineId) => {
+  const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
   })
   try {
     const machineId = await membership.join()
-    membership.watch(opts.rejoinCheckMs ?? 2000)
+    membership.watch(opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
     return {
       ...running,
       machineId,

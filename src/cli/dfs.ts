@@ -40,8 +40,9 @@ async function named<T> (path: string, task: () => Promise<T>): Promise<T> {
 
 function formatEntry (entry: ListEntry): string {
   const when = entry.mtimeMs ? new Date(entry.mtimeMs).toISOString().replace('T', ' ').slice(0, 19) : '-'.padEnd(19)
-  const size = entry.kind === 'dir' ? '-' : String(entry.size)
-  const version = entry.kind === 'dir' ? '-' : `v${entry.version}`
+  // A file whose server is down: the directory knows its name, nothing more.
+  const size = entry.kind === 'dir' ? '-' : entry.unavailable === true ? '?' : String(entry.size)
+  const version = entry.kind === 'dir' ? '-' : entry.unavailable === true ? '?' : `v${entry.version}`
   return `${entry.kind === 'dir' ? 'd' : '-'} ${size.padStart(10)} ${version.padStart(6)} ${when} ${entry.name}${entry.kind === 'dir' ? '/' : ''}`
 }
 

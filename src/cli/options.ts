@@ -1,6 +1,6 @@
 import type { Options } from 'yargs'
 import {
-  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS, DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS, DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
@@ -26,6 +26,7 @@ const root = { type: 'string', demandOption: true, describe: 'folder whose files
 const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
 const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs)' } as const
 const softTimeoutMs = { type: 'number', default: DEFAULT_SOFT_TIMEOUT_MS, describe: 'with --soft: how long a close or fsync keeps trying to store written data before EIO' } as const
+const stateDir = { type: 'string', default: DEFAULT_DIRECTORY_STATE_DIR, describe: 'folder where the directory server keeps which machine id is which file server\'s' } as const
 const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -88,7 +89,12 @@ export function mountOptions () {
 }
 
 export function directoryServerOptions () {
-  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host })
+  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': stateDir })
+}
+
+/** dfs-serve forget-server: only where the directory server is. */
+export function forgetServerOptions () {
+  return withEnvironment({ directory, 'timeout-ms': timeoutMs })
 }
 
 export function lockServerOptions () {

@@ -8,7 +8,9 @@ import { startFileServer } from '../../servers/file/server'
 import { prepareDemoData, startCluster } from '../../servers/cluster'
 import { CliError, runMain } from './common'
 import { isAlive, notifyParent, startDetached } from './daemon'
-import { demoOptions, directoryServerOptions, fileServerOptions, lockServerOptions } from './options'
+import { DirectoryApi } from '../shared/api'
+import { Transport } from '../shared/transport'
+import { demoOptions, directoryServerOptions, fileServerOptions, forgetServerOptions, lockServerOptions } from './options'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
@@ -49,7 +51,8 @@ async function main (): Promise<void> {
     .usage('$0 <server> [options]\n\nRuns dfs server daemons. An option that takes a value can also be set as DFS_<OPTION>; each server reads only the variables of its own options (see $0 <server> --help).')
     .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
-      const server = await startDirectoryServer({ port: args.port, host: args.host, log })
+      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, log })
+      log(`directory server state in ${args.stateDir}`)
       listening('directory server', server, args.port)
       stayUp(server.close)
     })
@@ -88,10 +91,13 @@ async function main (): Promise<void> {
         process.stdout.write(`demo cluster running (pid ${pid}, log ${logFile}); stop it with: dfs-serve demo --stop\n`)
         return
       }
+      // Beside the data it numbers, and reset with it: fresh roots are new servers.
+      const directoryStateDir = path.join(path.dirname(args.dataDir), 'directory-state')
+      if (args.reset) fs.rmSync(directoryStateDir, { recursive: true, force: true })
       const roots = await prepareDemoData(path.join(repoRoot, 'sample-data'), args.dataDir, args.reset)
       log(`demo data in ${args.dataDir}${args.reset ? ' (reset from sample-data/)' : ''}`)
       const cluster = await startCluster({
-        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, log
+        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, log
       })
       listening('directory server', cluster.directory, args.directoryPort)
       listening('lock server', cluster.lock, args.lockPort)
@@ -104,6 +110,14 @@ async function main (): Promise<void> {
       })
       notifyParent({ ready: true })
     })
+    .command('forget-server <machineId>', 'drop a file server that is down for good, and every name it held, from the directory server',
+      (y) => y.options(forgetServerOptions()).positional('machineId', { type: 'number', demandOption: true, describe: 'its machine id (see GET /servers)' }),
+      async (args) => {
+        if (!Number.isSafeInteger(args.machineId) || args.machineId < 1) throw new CliError(`not a machine id: ${args.machineId}`)
+        const directory = new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs))
+        const answer = await directory.forgetServer(args.machineId)
+        process.stdout.write(`forgot file server ${answer.machineId} and its ${answer.entries} entries\n`)
+      })
     .demandCommand(1, 'name a server to run: directory, lock, file or demo')
     .strict()
     .fail((message, err) => {

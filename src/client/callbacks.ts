@@ -131,7 +131,8 @@ export class CallbackRegistry {
   private serverOf (api: FileApi): ServerCallbacks {
     const url = api.transport.baseUrl
     let server = this.servers.get(url)
-    if (!server || server.api !== api) {
+    // Another name at the same address: the server came back under another machine id.
+    if (!server || server.api.transport.name !== api.transport.name) {
       if (server) this.disconnect(server)
       server = new ServerCallbacks(api)
       this.servers.set(url, server)

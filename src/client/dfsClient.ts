@@ -5,10 +5,10 @@ import nodePath from 'node:path'
 import { Readable } from 'node:stream'
 import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
-import { DEFAULT_META_TTL_MS, defaultClientOptions } from '../shared/defaults'
+import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
-  NotEmptyError
+  NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
@@ -23,7 +23,7 @@ import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
-import { Locator } from './locator'
+import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
 
 export interface DfsClientOptions {
@@ -34,6 +34,11 @@ export interface DfsClientOptions {
   cacheBytes?: number
   /** Per request: a server silent for this long is reported as not answering. */
   timeoutMs?: number
+  /**
+   * The same for reads on a file server (stat, list, content), so that a hung one fails them
+   * soon even before the directory has marked it down; at most timeoutMs. Default 2000.
+   */
+  readTimeoutMs?: number
   /** How long a writer waits for a key someone else holds. */
   lockTimeoutMs?: number
   /** Lease to ask the lock server for; default: the lock server's own (30 s). */
@@ -60,7 +65,13 @@ export interface DfsClientOptions {
   log?: (line: string) => void
 }
 
-export type ListEntry = FileMeta & { name: string }
+/**
+ * An entry of a folder listing. `unavailable`: its file server is down or does not answer,
+ * so only the directory's knowledge is here (name and kind; size, version and mtime 0);
+ * stat, open and read of it fail with ServerUnavailableError. It is listed all the same: a
+ * listing without it would tell `rsync --delete` that the file is gone.
+ */
+export type ListEntry = FileMeta & { name: string, unavailable?: true }
 
 /** The cached copy is current, or here is the current version's body, from this server. */
 type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: FileApi }
@@ -119,7 +130,8 @@ export class DfsClient {
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
-    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
+    const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
+    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockApi = new LockApi(new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller))
     this.locks = new LockClient(lockApi, {
@@ -144,7 +156,8 @@ export class DfsClient {
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
       const entry = (await this.listShared(folder)).find((e) => e.path === canonical)
-      if (entry) return entry
+      // One whose server is out of reach is asked for below, and fails as unavailable.
+      if (entry && entry.unavailable !== true) return entry
     }
     return await this.statFresh(canonical)
   }
@@ -155,8 +168,10 @@ export class DfsClient {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') {
       // Its holders give it a time (the latest) and mode, so touch and chmod on a folder
-      // show; a holder that is down must not hide the folder, and no answer at all is 0 (now).
-      const seen = await Promise.allSettled((found.holders ?? []).map(async (holder) => await this.locator.fileServer(holder).stat(canonical)))
+      // show; a holder that is down must not hide the folder (nor be waited for), and no
+      // answer at all is 0 (now).
+      const up = (found.holders ?? []).filter((holder) => holder.state !== 'down')
+      const seen = await Promise.allSettled(up.map(async (holder) => await this.locator.reader(holder).stat(canonical)))
       const answers = seen.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
       return this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
@@ -167,7 +182,7 @@ export class DfsClient {
       const answer = await server.statWithCallback(canonical)
       if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
       return answer.meta
-    })
+    }, { read: true })
     return this.memo.remember(meta)
   }
 
@@ -186,15 +201,25 @@ export class DfsClient {
     return await listing
   }
 
+  /**
+   * The directory's names, with each file's meta from its server. A server that is down or
+   * does not answer (null below) does not shorten the listing: its files are listed from
+   * what the directory knows, marked `unavailable`.
+   */
   private async listNow (folder: string): Promise<ListEntry[]> {
     const answer = await this.directory.list(folder)
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
-    const listings = new Map<number, Promise<Map<string, ListEntry>>>()
-    const listingOf = async (machineId: number): Promise<Map<string, ListEntry>> => {
+    const listings = new Map<number, Promise<Map<string, ListEntry> | null>>()
+    const listingOf = async (machineId: number): Promise<Map<string, ListEntry> | null> => {
       let listing = listings.get(machineId)
       if (!listing) {
-        listing = this.locator.fileServer(byServer.get(machineId) as ServerInfo).list(folder)
-          .then((l) => new Map(l.entries.map((e) => [e.name, e])))
+        const server = byServer.get(machineId) as ServerInfo
+        listing = server.state === 'down'
+          ? Promise.resolve(null)
+          : this.locator.reader(server).list(folder).then((l) => new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
+            if (err instanceof ServerUnavailableError) return null
+            throw err
+          })
         listings.set(machineId, listing)
       }
       return await listing
@@ -204,19 +229,21 @@ export class DfsClient {
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
         // that is down must not hide the folder.
-        const seen = await Promise.allSettled(entry.machineIds.map(async (id) => (await listingOf(id)).get(entry.name)))
+        const seen = await Promise.allSettled(entry.machineIds.map(async (id) => (await listingOf(id))?.get(entry.name)))
         const mtimeMs = Math.max(0, ...seen.map((s) => (s.status === 'fulfilled' ? s.value?.mtimeMs ?? 0 : 0)))
         return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs }
       }
       const server = byServer.get(entry.machineIds[0]) as ServerInfo
-      const found = (await listingOf(server.machineId)).get(entry.name)
+      const listing = await listingOf(server.machineId)
+      if (listing === null) return { name: entry.name, path: childPath, kind: 'file', version: 0, size: 0, mtimeMs: 0, unavailable: true }
+      const found = listing.get(entry.name)
       // Mapped but not on disk yet (being created, or removed mid-listing): not there for us either.
       if (!found) return null
       this.locator.learned(childPath, server)
       return { ...found, name: entry.name, path: childPath }
     }))
     const present = entries.filter((e): e is ListEntry => e !== null)
-    for (const entry of present) this.memo.remember(entry)
+    for (const entry of present) if (entry.unavailable !== true) this.memo.remember(entry)
     this.memo.listed(folder)
     return present
   }
@@ -267,7 +294,7 @@ export class DfsClient {
       if (meta === undefined) throw new Error(`${server.transport.where} answered 304 without a validator`)
       if (content.callback) this.callbacks?.granted(server, canonical, meta, askedAt)
       return content.current ? { cached: cached as CachedFile } : { meta, body: content.body, server }
-    })
+    }, { read: true })
     this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
     return answer
   }
@@ -525,7 +552,11 @@ export class DfsClient {
   /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */
   async statfs (): Promise<ClusterStatfs> {
     const { servers } = await this.directory.servers()
-    const answers = await Promise.allSettled(servers.map(async (s) => await this.locator.fileServer(s).statfs()))
+    // One the directory has marked down is counted unreachable without waiting for it.
+    const answers = await Promise.allSettled(servers.map(async (s) => {
+      if (s.state === 'down') throw serverDownError(s)
+      return await this.locator.reader(s).statfs()
+    }))
     const result: ClusterStatfs = { totalBytes: 0, freeBytes: 0, servers: 0, unreachable: 0 }
     for (const answer of answers) {
       if (answer.status === 'rejected') {
@@ -559,8 +590,17 @@ export class DfsClient {
     let server = this.placements.get(folder)
     let meta: FileMeta
     try {
-      server ??= (await this.directory.placement(path)).server
-      meta = await this.locator.fileServer(server).create(path, kind)
+      try {
+        server ??= (await this.directory.placement(path)).server
+        meta = await this.locator.fileServer(server).create(path, kind)
+      } catch (err) {
+        // A remembered placement whose server went down since: the directory places it
+        // elsewhere now (it skips servers that are down).
+        if (!(err instanceof ServerUnavailableError) || !this.placements.has(folder)) throw err
+        this.placements.delete(folder)
+        server = (await this.directory.placement(path)).server
+        meta = await this.locator.fileServer(server).create(path, kind)
+      }
     } catch (err) {
       // The folder may have moved or gone, or its server may be down: ask again next time.
       this.placements.delete(folder)

@@ -13,9 +13,22 @@ const FILE_LOOKUP_TTL_MS = 30_000
 const REMEMBERED_PATHS = 100_000
 
 /**
+ * The error of a call to a file server the directory has marked down: given at once, so a
+ * dead server costs no timeout.
+ */
+export function serverDownError (server: ServerInfo, path?: string): ServerUnavailableError {
+  const where = `file server ${server.machineId} at ${new URL(server.url).host}`
+  return new ServerUnavailableError(`${where} is down (no heartbeat to the directory server)${path === undefined ? '' : `: ${path} is out of reach`}`,
+    { server: server.url, machineId: server.machineId, ...(path === undefined ? {} : { path }) })
+}
+
+/**
  * Finds the file server of a path and runs calls there: lookups through the directory,
- * remembered (a file's for long, a folder's briefly, a miss never), and a call that meets a
- * moved file or a silent server drops the remembered answer, retrying once on a fresh one.
+ * remembered (a file's for long, a folder's briefly, a miss or a file on a server that is
+ * down never), and a call that meets a moved file or a silent server drops the remembered
+ * answer, retrying once on a fresh one. A call to a server the directory says is down
+ * fails at once. Reads (stat, list, content) go through `readers`, whose shorter timeout
+ * bounds how long a hung server can stall them before the directory notices.
  */
 export class Locator {
   private readonly lookups = new LRUCache<string, LookupAnswer>({ max: REMEMBERED_PATHS })
@@ -23,7 +36,13 @@ export class Locator {
   private readonly rememberedLookups = new WeakSet<LookupAnswer>()
 
   /** `memo` is forgotten with the lookups: what was remembered of a path that moved or went silent is stale too. */
-  constructor (readonly directory: DirectoryApi, readonly fileServers: FileServerPool, private readonly memo: MetadataMemo, private readonly folderTtlMs: number) {}
+  constructor (
+    readonly directory: DirectoryApi,
+    readonly fileServers: FileServerPool,
+    readonly readers: FileServerPool,
+    private readonly memo: MetadataMemo,
+    private readonly folderTtlMs: number
+  ) {}
 
   /** Which server holds a path. */
   async lookup (path: string): Promise<LookupAnswer> {
@@ -34,6 +53,8 @@ export class Locator {
       return remembered
     }
     const answer = await this.directory.lookup(canonical)
+    // Asked again each time, so the file is back in service as soon as its server is.
+    if (answer.server?.state === 'down') return answer
     // A folder is trusted only briefly: nothing else would notice that it went away.
     this.lookups.set(canonical, answer, { ttl: answer.kind === 'file' ? FILE_LOOKUP_TTL_MS : this.folderTtlMs })
     return answer
@@ -41,6 +62,7 @@ export class Locator {
 
   /** A listing told where a file lives: no lookup needed for it for a while. */
   learned (path: string, server: ServerInfo): void {
+    if (server.state === 'down') return
     this.lookups.set(path, { path, kind: 'file', server }, { ttl: FILE_LOOKUP_TTL_MS })
   }
 
@@ -65,6 +87,11 @@ export class Locator {
     return this.fileServers.of(server)
   }
 
+  /** A file server's API for reads: the read timeout (DEFAULT_READ_TIMEOUT_MS) rather than the usual one. */
+  reader (server: ServerInfo): FileApi {
+    return this.readers.of(server)
+  }
+
   /** Forget what is remembered of a path, so the next call asks the servers. */
   forget (path: string): void {
     this.lookups.delete(normalizePath(path))
@@ -81,24 +108,34 @@ export class Locator {
   /**
    * Runs a call on the server that holds a file. If that server no longer has it (the file
    * moved, or the remembered lookup was stale), or does not answer, the lookup is dropped so
-   * the next call asks the directory again; a remembered one is retried once, fresh.
+   * the next call asks the directory again; a remembered one is retried once, fresh. A
+   * server marked down is not called: UNAVAILABLE at once. `read` picks the read timeout.
    */
-  async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T> {
+  async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    const api = (server: ServerInfo): FileApi => {
+      if (server.state === 'down') throw serverDownError(server, path)
+      return opts.read === true ? this.reader(server) : this.fileServer(server)
+    }
     try {
-      return await call(this.fileServer(found.server))
+      return await call(api(found.server))
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
       this.forget(path)
-      if (!(err instanceof NotFoundError) || !this.rememberedLookups.has(found)) throw err
+      if (!this.rememberedLookups.has(found)) throw err
+      // The remembered answer may be stale: the file moved, or its server moved to another
+      // URL (same machine id) or is down by now, which is the better error to give.
       const fresh = await this.lookup(path)
+      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path)
       if (!fresh.server || fresh.server.url === found.server.url) throw err
-      return await call(this.fileServer(fresh.server))
+      return await call(api(fresh.server))
     }
   }
 
-  /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. */
+  /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. One that is down fails it at once. */
   async onEveryHolder<T> (found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T[]> {
+    const down = (found.holders ?? []).find((holder) => holder.state === 'down')
+    if (down) throw serverDownError(down, found.path)
     const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason

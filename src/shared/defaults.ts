@@ -23,6 +23,21 @@ export const DEFAULT_LEASE_MS = 30_000
 /** Per request: a server silent for this long is reported as not answering. */
 export const DEFAULT_TIMEOUT_MS = 5_000
 
+/**
+ * How long a file server may take to start answering a read (stat, listing, the headers of a
+ * download; then each silence on the body): shorter than DEFAULT_TIMEOUT_MS, so a hung file
+ * server fails a read within 2 s even before the directory has marked it down.
+ */
+export const DEFAULT_READ_TIMEOUT_MS = 2_000
+
+/**
+ * A file server tells the directory it is alive this often (POST /servers/:id/heartbeat).
+ * The directory marks it down after DEFAULT_SERVER_DOWN_AFTER_MS without one: five beats,
+ * so a slow fsync or a busy event loop costs nothing, while a dead server is noticed in 5 s.
+ */
+export const DEFAULT_HEARTBEAT_MS = 1_000
+export const DEFAULT_SERVER_DOWN_AFTER_MS = 5_000
+
 /** How long a stat or a listing may be answered from the client's memory (an open always asks). */
 export const DEFAULT_META_TTL_MS = 1000
 
@@ -49,6 +64,12 @@ export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
 /** Where dfs-mount records each mount's daemon (pid, log), for dfs-umount; XDG's place for state. */
 export const DEFAULT_MOUNT_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'mounts')
+
+/**
+ * Where the directory server keeps which machine id belongs to which file server (the only
+ * state it cannot rebuild from the file servers' reports); XDG's place for state.
+ */
+export const DEFAULT_DIRECTORY_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'directory')
 
 /** The demo cluster's working copy of sample-data/, inside the checkout (this file runs from dist/src/shared). */
 export const DEFAULT_DEMO_DATA_DIR = path.resolve(__dirname, '..', '..', '..', '.demo', 'data')

@@ -7,7 +7,7 @@
  * The version of this protocol. Every call and every answer carries it (X-Dfs-Protocol) and
  * /health states it; a peer that speaks another one is refused with a clear message.
  */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** What every server's GET /health answers. */
 export interface HealthAnswer {
@@ -36,6 +36,8 @@ export interface FileMeta {
 export const DirectoryRoutes = {
   register: '/servers', // POST RegisterRequest -> RegisterAnswer
   servers: '/servers', // GET -> ServersAnswer
+  server: (machineId: number | string) => `/servers/${machineId}`, // DELETE -> ForgetServerAnswer (an operator forgets a dead server)
+  heartbeat: (machineId: number | string) => `/servers/${machineId}/heartbeat`, // POST HeartbeatRequest -> HeartbeatAnswer
   reportFiles: (machineId: number | string) => `/servers/${machineId}/files`, // PUT FileReport -> FileReportAnswer
   lookup: '/lookup', // GET ?path= -> LookupAnswer
   list: '/list', // GET ?path= -> DirectoryListAnswer
@@ -48,19 +50,67 @@ export const DirectoryRoutes = {
 export interface RegisterRequest {
   /** Where clients reach this file server, e.g. http://127.0.0.1:7080 */
   url: string
+  /**
+   * The file server's own identity: a random UUID it keeps in ROOT/.dfs/identity.json. Its
+   * machine id is bound to this, not to its URL, so a server that moved keeps its id.
+   */
+  serverId: string
+  /**
+   * The machine id this server was given last (also in identity.json), asked for again: a
+   * directory that lost its state then hands out the same ids as before. Absent at first start.
+   */
+  machineId?: number
 }
 
 export interface RegisterAnswer {
   machineId: number
 }
 
+/** Up: the file server sent a heartbeat within the down-after time (5 s); down: it did not, or has not joined since the directory started. */
+export type ServerState = 'up' | 'down'
+
 export interface ServerInfo {
   machineId: number
   url: string
+  /**
+   * As the directory sees it when it answers; every directory answer has it. A client fails
+   * a call to a 'down' server at once (UNAVAILABLE) instead of waiting for a timeout.
+   */
+  state?: ServerState
+}
+
+/** A file server as GET /servers shows it. */
+export interface ServerStatus extends ServerInfo {
+  state: ServerState
+  serverId: string
+  /** When its last heartbeat (or registration) arrived, in ms since the epoch; null: none since the directory started. */
+  lastHeartbeatMs: number | null
+  /** How long ago that was, on the directory's clock; null as above. */
+  sinceHeartbeatMs: number | null
 }
 
 export interface ServersAnswer {
-  servers: ServerInfo[]
+  servers: ServerStatus[]
+}
+
+/** A registered file server says it is alive; `serverId` must be the one its machine id belongs to. */
+export interface HeartbeatRequest {
+  serverId: string
+}
+
+export interface HeartbeatAnswer {
+  machineId: number
+  state: 'up'
+  /** The directory's boot id: a new one means the namespace is empty and the file server must report again. */
+  bootId: string
+}
+
+/** An operator dropped a dead file server: its machine id and every entry it held are gone. */
+export interface ForgetServerAnswer {
+  machineId: number
+  forgotten: true
+  /** Files and folder holds dropped from the namespace. */
+  entries: number
 }
 
 export interface FileReport {
@@ -75,7 +125,7 @@ export interface FileReportAnswer {
 export interface LookupAnswer {
   path: string
   kind: EntryKind
-  /** The file server holding a file; absent for folders, which may span servers. */
+  /** The file server holding a file, with its state; absent for folders, which may span servers. */
   server?: ServerInfo
   /** For a folder: every file server that holds it (none for an empty root). */
   holders?: ServerInfo[]

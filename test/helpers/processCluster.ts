@@ -314,7 +314,8 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     return server
   }
 
-  const directory = await supervisedServer('directory', 'directory server', [], null)
+  // Its machine ids live in the work folder, kept over its restarts, never in the developer's home.
+  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state')], null)
   const lock = await supervisedServer('lock', 'lock server', opts.lockArgs ?? [], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0

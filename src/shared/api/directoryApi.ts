@@ -1,6 +1,7 @@
 import type {
-  ClaimRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, HealthAnswer, LookupAnswer,
-  PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer, RenameSwitchRequest, ServersAnswer
+  ClaimRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
+  HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
+  RenameSwitchRequest, ServersAnswer
 } from '../protocol'
 import { DirectoryRoutes } from '../protocol'
 import type { Transport } from '../transport'
@@ -13,14 +14,25 @@ export class DirectoryApi {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.health })
   }
 
-  /** A file server joins (or rejoins at the same address, keeping its machine id). */
-  async register (url: string): Promise<RegisterAnswer> {
-    const body: RegisterRequest = { url }
-    return await this.transport.json({ method: 'POST', route: DirectoryRoutes.register, body })
+  /** A file server joins, or rejoins (after a restart of either side, or at a new URL) keeping its machine id. */
+  async register (request: RegisterRequest): Promise<RegisterAnswer> {
+    return await this.transport.json({ method: 'POST', route: DirectoryRoutes.register, body: request })
   }
 
+  /** Every registered file server with its state (up or down) and last heartbeat. */
   async servers (): Promise<ServersAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.servers })
+  }
+
+  /** A file server says it is alive; NOT_FOUND if the directory does not know it (since its start): register again. */
+  async heartbeat (machineId: number, serverId: string): Promise<HeartbeatAnswer> {
+    const body: HeartbeatRequest = { serverId }
+    return await this.transport.json({ method: 'POST', route: DirectoryRoutes.heartbeat(machineId), body })
+  }
+
+  /** An operator drops a file server that is down for good, with every entry it held. */
+  async forgetServer (machineId: number): Promise<ForgetServerAnswer> {
+    return await this.transport.json({ method: 'DELETE', route: DirectoryRoutes.server(machineId) })
   }
 
   /** Everything a file server holds, replacing what it reported before. */

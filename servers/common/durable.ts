@@ -1,0 +1,38 @@
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import path from 'node:path'
+
+/**
+ * Replaces a small state file so that a crash at any moment leaves either the old content or
+ * the new, never a torn mix: written beside it, fsynced, renamed over it, and the folder
+ * fsynced so the rename itself survives a power cut.
+ */
+export async function writeFileDurably (file: string, text: string): Promise<void> {
+  const folder = path.dirname(file)
+  await fsp.mkdir(folder, { recursive: true })
+  const staged = `${file}.tmp`
+  const handle = await fsp.open(staged, 'w')
+  try {
+    await handle.writeFile(text)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await fsp.rename(staged, file)
+  const dir = await fsp.open(folder, fs.constants.O_RDONLY)
+  try {
+    await dir.sync()
+  } finally {
+    await dir.close()
+  }
+}
+
+/** A state file's text, or null if there is none yet. */
+export async function readStateFile (file: string): Promise<string | null> {
+  try {
+    return await fsp.readFile(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw err
+  }
+}
