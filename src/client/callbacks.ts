@@ -174,7 +174,10 @@ export class CallbackRegistry {
         data = ''
       }
     })
+    // A channel that breaks (its server stopped, the idle timer cut it) just closes: readline
+    // passes its input's error on, and an unhandled one would end the process.
     channel.on('error', () => {})
+    lines.on('error', () => {})
     channel.on('close', () => this.fail(server, 'the callback channel closed'))
   }
 
