@@ -18,6 +18,8 @@ export interface ClusterOptions {
   /** Port of the first file server; the others count up from it (0: free ports for all). */
   firstFilePort?: number
   leaseMs?: number
+  /** The lock server's state folder (its journal); without one, locks are kept in memory only. */
+  lockStateDir?: string
   log?: Logger
 }
 
@@ -36,7 +38,7 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   try {
     const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, log })
     started.push(directory)
-    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, log })
+    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, stateDir: opts.lockStateDir, log })
     started.push(lock)
     const fileServers: RunningFileServer[] = []
     const firstFilePort = opts.firstFilePort ?? DEFAULT_PORTS.firstFile
