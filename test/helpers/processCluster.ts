@@ -90,8 +90,10 @@ export interface ProcessClusterOptions {
 }
 
 export interface ProcessCluster {
-  /** Holds the roots, cache folders and mount points; removed at teardown. */
+  /** Holds the roots, cache folders, mount points and the lock server's state; removed at teardown. */
   workDir: string
+  /** The lock server's --state-dir: what it keeps over a restart. */
+  lockStateDir: string
   directory: ServerProcess
   lock: ServerProcess
   files: ServerProcess[]
@@ -325,7 +327,9 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   }
 
   const directory = await supervisedServer('directory', 'directory server', [], null)
-  const lock = await supervisedServer('lock', 'lock server', opts.lockArgs ?? [], null)
+  // Its journal in the work folder, never in the developer's ~/.local/state; kept over restarts.
+  const lockStateDir = path.join(workDir, 'lock-state')
+  const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...opts.lockArgs ?? []], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
   const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
@@ -404,6 +408,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
 
   return {
     workDir,
+    lockStateDir,
     directory,
     lock,
     files,
