@@ -20,6 +20,8 @@ export interface ClusterOptions {
   leaseMs?: number
   /** The directory server's state folder (machine ids of the file servers); absent: kept in memory. */
   directoryStateDir?: string
+  /** The lock server's state folder (its journal); without one, locks are kept in memory only. */
+  lockStateDir?: string
   log?: Logger
 }
 
@@ -38,7 +40,7 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   try {
     const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, log })
     started.push(directory)
-    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, log })
+    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, stateDir: opts.lockStateDir, log })
     started.push(lock)
     const fileServers: RunningFileServer[] = []
     const firstFilePort = opts.firstFilePort ?? DEFAULT_PORTS.firstFile

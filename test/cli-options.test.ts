@@ -52,9 +52,12 @@ t.test('dfs-serve servers start with the variables of dfs and dfs-mount set; dfs
   const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
   t.teardown(async () => { await stopNode(directory) })
   t.pass('dfs-serve directory listens with DFS_DIRECTORY, DFS_LOCK and DFS_CACHE_DIR set')
-  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
+  // Its own variable, DFS_STATE_DIR, it does read: the state stays in this test's folder.
+  const lockStateDir = path.join(work, 'lock-state')
+  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient, DFS_STATE_DIR: lockStateDir })
   t.teardown(async () => { await stopNode(lock) })
   t.pass('so does dfs-serve lock')
+  t.ok(fs.existsSync(path.join(lockStateDir, 'locks.journal')), 'which keeps its journal in DFS_STATE_DIR')
   const directoryUrl = (/listening on (http:\S+)/.exec(directory.line) as RegExpExecArray)[1]
   const lockUrl = (/listening on (http:\S+)/.exec(lock.line) as RegExpExecArray)[1]
 
@@ -101,6 +104,7 @@ t.test('--help names the variables each command reads, and only those', async (t
     t.notMatch(text, /DFS_DIRECTORY|DFS_CACHE_DIR/, `dfs-serve ${command} --help names no client variable`)
   }
   t.match(lock, 'DFS_LEASE_MS')
+  t.match(lock, 'DFS_STATE_DIR')
   for (const variable of ['DFS_ROOT', 'DFS_PORT', 'DFS_HOST', 'DFS_DIRECTORY', 'DFS_LOCK', 'DFS_PUBLIC_URL']) t.match(file, variable, `dfs-serve file --help names ${variable}`)
   t.notMatch(file, 'DFS_CACHE_DIR')
   for (const variable of ['DFS_DATA_DIR', 'DFS_DIRECTORY_PORT', 'DFS_LOCK_PORT', 'DFS_FILE_PORT', 'DFS_LEASE_MS']) t.match(demo, variable, `dfs-serve demo --help names ${variable}`)
@@ -117,7 +121,7 @@ t.test('dfs-mount finds the cluster through DFS_DIRECTORY, whatever the server v
   const refusing = `http://127.0.0.1:${await closedPort()}`
   const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(directory) })
-  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/)
+  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(work, 'lock-state')], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(lock) })
   const directoryUrl = (/listening on (http:\S+)/.exec(directory.line) as RegExpExecArray)[1]
   const lockUrl = (/listening on (http:\S+)/.exec(lock.line) as RegExpExecArray)[1]

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { MemoryLockStore } from '../servers/lock/lockStore'
 import { LockTable } from '../servers/lock/lockTable'
 import { LeaseError, LockedError, NotFoundError } from '../src/shared/errors'
 
@@ -7,134 +8,141 @@ import { LeaseError, LockedError, NotFoundError } from '../src/shared/errors'
  * exactly when the test says and never because the machine was slow.
  */
 
+/** The LockedError an acquire was refused with (fails the test if it was granted or failed otherwise). */
+async function refusal (acquire: Promise<unknown>): Promise<LockedError> {
+  const err = await acquire.then(() => null, (e: unknown) => e)
+  if (!(err instanceof LockedError)) throw new Error(`expected LOCKED, got ${String(err)}`)
+  return err
+}
+
 function tableAt (start = 1_000_000): { table: LockTable, clock: { now: number } } {
   const clock = { now: start }
-  return { table: new LockTable(() => clock.now), clock }
+  return { table: new LockTable(new MemoryLockStore(), () => clock.now), clock }
 }
 
 t.test('only created keys can be locked; creating is idempotent', async (t) => {
   const { table } = tableAt()
-  t.throws(() => table.acquire('/a', 'alice', 1000), NotFoundError)
-  t.throws(() => table.status('/a'), NotFoundError)
-  t.equal(table.createKeys(['/a', '/b']), 2)
-  t.equal(table.createKeys(['/a', '/c']), 1, 'only /c is new')
-  t.same(table.status('/a'), { path: '/a', held: false })
-  table.deleteKey('/a')
-  t.throws(() => table.acquire('/a', 'alice', 1000), NotFoundError, 'a deleted key is gone')
-  t.equal(table.deleteKeys(['/b', '/c', '/never']), 2, 'counts only keys that existed')
-  t.throws(() => table.status('/b'), NotFoundError)
+  await t.rejects(table.acquire('/a', 'alice', 1000), NotFoundError)
+  await t.rejects(table.status('/a'), NotFoundError)
+  t.equal(await table.createKeys(['/a', '/b']), 2)
+  t.equal(await table.createKeys(['/a', '/c']), 1, 'only /c is new')
+  t.same(await table.status('/a'), { path: '/a', held: false })
+  await table.deleteKey('/a')
+  await t.rejects(table.acquire('/a', 'alice', 1000), NotFoundError, 'a deleted key is gone')
+  t.equal(await table.deleteKeys(['/b', '/c', '/never']), 2, 'counts only keys that existed')
+  await t.rejects(table.status('/b'), NotFoundError)
 })
 
 t.test('a lease goes to one holder at a time, with a fencing token that grows', async (t) => {
   const { table, clock } = tableAt()
-  table.createKeys(['/a', '/b'])
-  const lease = table.acquire('/a', 'alice', 1000)
+  await table.createKeys(['/a', '/b'])
+  const lease = await table.acquire('/a', 'alice', 1000)
   t.match(lease, { path: '/a', owner: 'alice', ttlMs: 1000, expiresAt: clock.now + 1000 })
   t.ok(Number.isSafeInteger(lease.token), 'the token is a safe integer')
-  t.same(table.status('/a'), { path: '/a', held: true, owner: 'alice', expiresInMs: 1000 })
+  t.same(await table.status('/a'), { path: '/a', held: true, owner: 'alice', expiresInMs: 1000 })
 
-  const refused = t.throws(() => table.acquire('/a', 'bob', 1000), LockedError) as LockedError
+  const refused = await refusal(table.acquire('/a', 'bob', 1000))
   t.match(refused.details, { path: '/a', holder: 'alice', retryAfterMs: 1000 })
   // Not re-entrant: a second acquire by the holder is refused like anyone's, so one owner
   // never holds two live tokens for one key.
-  t.throws(() => table.acquire('/a', 'alice', 1000), LockedError, 'not even its holder gets it twice')
+  await t.rejects(table.acquire('/a', 'alice', 1000), LockedError, 'not even its holder gets it twice')
 
-  const other = table.acquire('/b', 'bob', 1000)
+  const other = await table.acquire('/b', 'bob', 1000)
   t.ok(other.token > lease.token, 'tokens grow across keys')
-  table.release('/a', lease.token)
+  await table.release('/a', lease.token)
   clock.now += 2000 // bob's wait on /a (as a refused waiter) is long forgotten
-  const again = table.acquire('/a', 'carol', 1000)
+  const again = await table.acquire('/a', 'carol', 1000)
   t.ok(again.token > other.token, 'and with every grant')
 })
 
 t.test('a lease not renewed expires, and its token stops counting', async (t) => {
   const { table, clock } = tableAt()
-  table.createKeys(['/a'])
-  const lease = table.acquire('/a', 'alice', 1000)
+  await table.createKeys(['/a'])
+  const lease = await table.acquire('/a', 'alice', 1000)
   clock.now += 999
-  t.doesNotThrow(() => table.check('/a', lease.token), 'live until its end')
-  t.equal(table.status('/a').expiresInMs, 1)
+  await t.resolves(table.check('/a', lease.token), 'live until its end')
+  t.equal((await table.status('/a')).expiresInMs, 1)
   clock.now += 1
-  t.same(table.status('/a'), { path: '/a', held: false }, 'free at expiresAt')
-  t.throws(() => table.check('/a', lease.token), LeaseError)
-  t.throws(() => table.renew('/a', lease.token), LeaseError, 'too late to renew')
-  t.throws(() => table.release('/a', lease.token), LeaseError, 'nothing to release')
+  t.same(await table.status('/a'), { path: '/a', held: false }, 'free at expiresAt')
+  await t.rejects(table.check('/a', lease.token), LeaseError)
+  await t.rejects(table.renew('/a', lease.token), LeaseError, 'too late to renew')
+  await t.rejects(table.release('/a', lease.token), LeaseError, 'nothing to release')
 
-  const next = table.acquire('/a', 'bob', 1000)
+  const next = await table.acquire('/a', 'bob', 1000)
   t.ok(next.token > lease.token, 'the next holder is fenced above the old one')
-  t.throws(() => table.check('/a', lease.token), LeaseError, 'the old token is refused while bob holds the key')
+  await t.rejects(table.check('/a', lease.token), LeaseError, 'the old token is refused while bob holds the key')
 })
 
 t.test('renew pushes the end of a lease out by its ttl', async (t) => {
   const { table, clock } = tableAt()
-  table.createKeys(['/a'])
-  const lease = table.acquire('/a', 'alice', 1000)
+  await table.createKeys(['/a'])
+  const lease = await table.acquire('/a', 'alice', 1000)
   clock.now += 900
-  const renewed = table.renew('/a', lease.token)
+  const renewed = await table.renew('/a', lease.token)
   t.equal(renewed.token, lease.token, 'the same token')
   t.equal(renewed.expiresAt, clock.now + 1000)
   clock.now += 900 // 1800 ms after the grant: expired without the renewal
-  t.doesNotThrow(() => table.check('/a', lease.token))
-  t.throws(() => table.acquire('/a', 'bob', 1000), LockedError)
-  t.throws(() => table.renew('/a', lease.token + 1), LeaseError, 'a wrong token renews nothing')
+  await t.resolves(table.check('/a', lease.token))
+  await t.rejects(table.acquire('/a', 'bob', 1000), LockedError)
+  await t.rejects(table.renew('/a', lease.token + 1), LeaseError, 'a wrong token renews nothing')
 })
 
 t.test('release frees the key for the next owner; only the holder\'s token releases', async (t) => {
   const { table } = tableAt()
-  table.createKeys(['/a'])
-  const lease = table.acquire('/a', 'alice', 1000)
-  t.throws(() => table.release('/a', lease.token - 1), LeaseError, 'a wrong token')
-  t.equal(table.status('/a').held, true, 'the refused release changed nothing')
-  table.release('/a', lease.token)
-  t.same(table.status('/a'), { path: '/a', held: false })
-  t.throws(() => table.release('/a', lease.token), LeaseError, 'twice')
-  t.throws(() => table.check('/a', lease.token), LeaseError)
-  t.equal(table.acquire('/a', 'bob', 1000).owner, 'bob')
+  await table.createKeys(['/a'])
+  const lease = await table.acquire('/a', 'alice', 1000)
+  await t.rejects(table.release('/a', lease.token - 1), LeaseError, 'a wrong token')
+  t.equal((await table.status('/a')).held, true, 'the refused release changed nothing')
+  await table.release('/a', lease.token)
+  t.same(await table.status('/a'), { path: '/a', held: false })
+  await t.rejects(table.release('/a', lease.token), LeaseError, 'twice')
+  await t.rejects(table.check('/a', lease.token), LeaseError)
+  t.equal((await table.acquire('/a', 'bob', 1000)).owner, 'bob')
 })
 
 t.test('a freed key goes to the longest waiter still asking', async (t) => {
   const { table, clock } = tableAt()
-  table.createKeys(['/a'])
-  const lease = table.acquire('/a', 'alice', 1000)
-  t.throws(() => table.acquire('/a', 'bob', 1000), LockedError, 'bob waits')
+  await table.createKeys(['/a'])
+  const lease = await table.acquire('/a', 'alice', 1000)
+  await t.rejects(table.acquire('/a', 'bob', 1000), LockedError, 'bob waits')
   clock.now += 10
-  t.throws(() => table.acquire('/a', 'carol', 1000), LockedError, 'carol waits after bob')
-  table.release('/a', lease.token)
+  await t.rejects(table.acquire('/a', 'carol', 1000), LockedError, 'carol waits after bob')
+  await table.release('/a', lease.token)
 
-  const promised = t.throws(() => table.acquire('/a', 'alice', 1000), LockedError, 'alice cannot take it straight back') as LockedError
+  const promised = await refusal(table.acquire('/a', 'alice', 1000))
   t.equal(promised.details.holder, 'bob')
-  t.throws(() => table.acquire('/a', 'carol', 1000), LockedError, 'nor can carol jump the queue')
-  const bobs = table.acquire('/a', 'bob', 1000)
+  await t.rejects(table.acquire('/a', 'carol', 1000), LockedError, 'nor can carol jump the queue')
+  const bobs = await table.acquire('/a', 'bob', 1000)
   t.equal(bobs.owner, 'bob')
-  table.release('/a', bobs.token)
-  t.equal(table.acquire('/a', 'carol', 1000).owner, 'carol', 'then carol, who asked next')
+  await table.release('/a', bobs.token)
+  t.equal((await table.acquire('/a', 'carol', 1000)).owner, 'carol', 'then carol, who asked next')
 })
 
 t.test('a waiter silent for over a second has given up', async (t) => {
   const { table, clock } = tableAt()
-  table.createKeys(['/a'])
-  const lease = table.acquire('/a', 'alice', 5000)
-  t.throws(() => table.acquire('/a', 'bob', 1000), LockedError)
-  table.release('/a', lease.token)
+  await table.createKeys(['/a'])
+  const lease = await table.acquire('/a', 'alice', 5000)
+  await t.rejects(table.acquire('/a', 'bob', 1000), LockedError)
+  await table.release('/a', lease.token)
   clock.now += 1000
-  t.throws(() => table.acquire('/a', 'alice', 1000), LockedError, 'at exactly 1000 ms bob still counts')
+  await t.rejects(table.acquire('/a', 'alice', 1000), LockedError, 'at exactly 1000 ms bob still counts')
   clock.now += 1001 // alice's refusal just now made her a waiter too: let her lapse as well
-  t.equal(table.acquire('/a', 'carol', 1000).owner, 'carol', 'everyone silent: the key goes to whoever asks')
+  t.equal((await table.acquire('/a', 'carol', 1000)).owner, 'carol', 'everyone silent: the key goes to whoever asks')
 })
 
 t.test('tokens of a new table (a restarted lock server) start above the old one\'s', async (t) => {
   const before = new LockTable()
-  before.createKeys(['/a'])
+  await before.createKeys(['/a'])
   let last = 0
   for (let i = 0; i < 100; i++) {
-    const lease = before.acquire('/a', 'alice', 1000)
-    before.release('/a', lease.token)
+    const lease = await before.acquire('/a', 'alice', 1000)
+    await before.release('/a', lease.token)
     last = lease.token
   }
   // The first token is the clock in microseconds: a table made in a later millisecond is above.
   const started = Date.now()
   while (Date.now() === started) await new Promise((resolve) => setTimeout(resolve, 1))
   const after = new LockTable()
-  after.createKeys(['/a'])
-  t.ok(after.acquire('/a', 'alice', 1000).token > last, 'a file server that saw the old tokens accepts the new ones')
+  await after.createKeys(['/a'])
+  t.ok((await after.acquire('/a', 'alice', 1000)).token > last, 'a file server that saw the old tokens accepts the new ones')
 })

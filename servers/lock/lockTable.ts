@@ -1,26 +1,18 @@
 import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockLease, LockStatus } from '../../src/shared/protocol'
+import { MemoryLockStore } from './lockStore'
+import type { KeyState, LockStore, StoredLease } from './lockStore'
 
 /** A waiter polls at least this often (LockClient backs off to 250 ms, plus jitter). */
 const WAITER_GONE_MS = 1000
 
-interface Holder {
-  owner: string
-  token: number
-  ttlMs: number
-  expiresAt: number
-}
-
 /**
  * One key per file; at most one live holder per key. A lease that is not renewed in time
  * simply stops counting, so a holder that died frees its key without anyone cleaning up.
+ * Keys, leases and the fencing counter are in a LockStore (kept over restarts, or in
+ * memory); who waits for a key is this process's business and starts empty.
  */
 export class LockTable {
-  private readonly keys = new Map<string, Holder | null>()
-  // Starts at the clock in microseconds so that tokens keep growing across a restart of the
-  // lock server (file servers refuse any token below the highest one they have seen) unless
-  // more than a thousand leases a millisecond were granted; still a safe integer until 2255.
-  private lastToken = Date.now() * 1000
   /**
    * Per key, who was refused it, in order of first refusal, with when each last asked. A
    * freed key goes to the longest waiter: otherwise a writer that releases and at once
@@ -28,70 +20,69 @@ export class LockTable {
    */
   private readonly waiters = new Map<string, Map<string, number>>()
 
-  constructor (private readonly now: () => number = Date.now) {}
+  constructor (private readonly store: LockStore = new MemoryLockStore(), private readonly now: () => number = Date.now) {}
 
-  createKeys (paths: string[]): number {
-    let created = 0
-    for (const path of paths) {
-      if (!this.keys.has(path)) {
-        this.keys.set(path, null)
-        created++
+  async createKeys (paths: string[]): Promise<number> {
+    return await this.store.createKeys(paths)
+  }
+
+  async deleteKey (path: string): Promise<void> {
+    await this.deleteKeys([path])
+  }
+
+  async deleteKeys (paths: string[]): Promise<number> {
+    for (const path of paths) this.waiters.delete(path)
+    return await this.store.deleteKeys(paths)
+  }
+
+  async acquire (path: string, owner: string, ttlMs: number): Promise<LockLease> {
+    // Each pass decides on the key as stored; a pass whose write finds the key changed in
+    // between (another request got there first) decides again on the new state.
+    for (;;) {
+      const state = await this.stateOf(path)
+      const holder = this.live(state)
+      const first = this.firstWaiter(path)
+      if (holder || (first !== undefined && first !== owner)) {
+        this.wait(path, owner)
+        if (holder) {
+          throw new LockedError(`${path} is locked by ${holder.owner}, retry later`, {
+            path, holder: holder.owner, retryAfterMs: Math.max(0, holder.expiresAt - this.now())
+          })
+        }
+        throw new LockedError(`${path} is promised to ${String(first)}, who asked first; retry later`, { path, holder: first, retryAfterMs: 0 })
+      }
+      const granted: StoredLease = { owner, token: await this.store.nextToken(), ttlMs, expiresAt: this.now() + ttlMs }
+      if (await this.store.compareAndSet(path, state, granted)) {
+        this.waiters.get(path)?.delete(owner)
+        return { path, ...granted }
       }
     }
-    return created
   }
 
-  deleteKey (path: string): void {
-    this.keys.delete(path)
-    this.waiters.delete(path)
-  }
-
-  deleteKeys (paths: string[]): number {
-    let removed = 0
-    for (const path of paths) {
-      this.waiters.delete(path)
-      if (this.keys.delete(path)) removed++
+  async renew (path: string, token: number): Promise<LockLease> {
+    for (;;) {
+      const state = await this.stateOf(path)
+      const holder = this.withToken(path, state, token)
+      const renewed: StoredLease = { ...holder, expiresAt: this.now() + holder.ttlMs }
+      if (await this.store.compareAndSet(path, state, renewed)) return { path, ...renewed }
     }
-    return removed
   }
 
-  acquire (path: string, owner: string, ttlMs: number): LockLease {
-    const holder = this.liveHolder(path)
-    const first = this.firstWaiter(path)
-    if (holder || (first !== undefined && first !== owner)) {
-      this.wait(path, owner)
-      if (holder) {
-        throw new LockedError(`${path} is locked by ${holder.owner}, retry later`, {
-          path, holder: holder.owner, retryAfterMs: Math.max(0, holder.expiresAt - this.now())
-        })
-      }
-      throw new LockedError(`${path} is promised to ${String(first)}, who asked first; retry later`, { path, holder: first, retryAfterMs: 0 })
+  async release (path: string, token: number): Promise<void> {
+    for (;;) {
+      const state = await this.stateOf(path)
+      this.withToken(path, state, token)
+      if (await this.store.compareAndSet(path, state, null)) return
     }
-    this.waiters.get(path)?.delete(owner)
-    const granted: Holder = { owner, token: ++this.lastToken, ttlMs, expiresAt: this.now() + ttlMs }
-    this.keys.set(path, granted)
-    return { path, ...granted }
   }
 
-  renew (path: string, token: number): LockLease {
-    const holder = this.holderWithToken(path, token)
-    holder.expiresAt = this.now() + holder.ttlMs
-    return { path, ...holder }
+  /** Whether `token` is the live lease on the path (LeaseError if not); how long it has left. */
+  async check (path: string, token: number): Promise<number> {
+    return this.withToken(path, await this.stateOf(path), token).expiresAt - this.now()
   }
 
-  release (path: string, token: number): void {
-    this.holderWithToken(path, token)
-    this.keys.set(path, null)
-  }
-
-  /** Throws unless `token` is the live lease on `path`. */
-  /** Whether `token` is the live lease on the path; how long it has left. */
-  check (path: string, token: number): number {
-    return this.holderWithToken(path, token).expiresAt - this.now()
-  }
-
-  status (path: string): LockStatus {
-    const holder = this.liveHolder(path)
+  async status (path: string): Promise<LockStatus> {
+    const holder = this.live(await this.stateOf(path))
     if (!holder) return { path, held: false }
     return { path, held: true, owner: holder.owner, expiresInMs: holder.expiresAt - this.now() }
   }
@@ -114,18 +105,19 @@ export class LockTable {
     return undefined
   }
 
-  private liveHolder (path: string): Holder | null {
-    if (!this.keys.has(path)) throw new NotFoundError(`no lock key for ${path}`, { path })
-    const holder = this.keys.get(path) ?? null
-    if (holder && holder.expiresAt <= this.now()) {
-      this.keys.set(path, null)
-      return null
-    }
-    return holder
+  private async stateOf (path: string): Promise<KeyState> {
+    const state = await this.store.get(path)
+    if (state === undefined) throw new NotFoundError(`no lock key for ${path}`, { path })
+    return state
   }
 
-  private holderWithToken (path: string, token: number): Holder {
-    const holder = this.liveHolder(path)
+  /** The lease if it still counts. A lapsed one stays stored until the key changes hands: it is the same as free. */
+  private live (state: KeyState): StoredLease | null {
+    return state !== null && state.expiresAt > this.now() ? state : null
+  }
+
+  private withToken (path: string, state: KeyState, token: number): StoredLease {
+    const holder = this.live(state)
     if (!holder || holder.token !== token) {
       throw new LeaseError(`lease ${token} on ${path} is not held: it expired or was released`, { path, token })
     }

@@ -1,6 +1,9 @@
-import { LockedError } from '../../src/shared/errors'
+import { DfsError, LockedError } from '../../src/shared/errors'
 import type { LockLease } from '../../src/shared/protocol'
 import type { LockTable } from './lockTable'
+
+/** An acquire whose caller hung up before it was granted: there is nobody left to answer. */
+export class CallerGoneError extends DfsError {}
 
 /** A parked waiter asks again at least this often, which keeps its place among the waiters. */
 const REASK_MS = 400
@@ -16,18 +19,22 @@ export class LockWaits {
 
   constructor (private readonly table: LockTable) {}
 
-  /** Acquires, waiting up to waitMs for the key; then the table's LockedError. Gives up when `gone` says so. */
-  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => boolean): Promise<LockLease> {
+  /**
+   * Acquires, waiting up to waitMs for the key; then the table's LockedError. Asks `gone`
+   * before every try and gives up with CallerGoneError when the caller hung up: a key granted
+   * to nobody would stay taken for a whole lease.
+   */
+  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => Promise<boolean>): Promise<LockLease> {
     const deadline = Date.now() + waitMs
     for (;;) {
+      if (await gone()) throw new CallerGoneError(`the caller asking for ${path} hung up`, { path, owner })
       try {
-        return this.table.acquire(path, owner, ttlMs)
+        return await this.table.acquire(path, owner, ttlMs)
       } catch (err) {
         const left = deadline - Date.now()
-        if (!(err instanceof LockedError) || left <= 0 || gone()) throw err
+        if (!(err instanceof LockedError) || left <= 0) throw err
         const untilExpiry = Number(err.details.retryAfterMs)
         await this.park(path, Math.min(left, REASK_MS, untilExpiry > 0 ? untilExpiry + 1 : REASK_MS))
-        if (gone()) throw err
       }
     }
   }

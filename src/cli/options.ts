@@ -1,7 +1,7 @@
 import type { Options } from 'yargs'
 import {
-  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS, DEFAULT_LOCK_TIMEOUT_MS,
-  DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
+  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
+  DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
 
@@ -22,11 +22,12 @@ const timeoutMs = { type: 'number', default: DEFAULT_TIMEOUT_MS, describe: 'how 
 const lockTimeoutMs = { type: 'number', default: DEFAULT_LOCK_TIMEOUT_MS, describe: 'how long a write waits for a file\'s lock' } as const
 const host = { type: 'string', default: DEFAULT_HOST, describe: 'address to listen on (0.0.0.0 for every interface)' } as const
 const leaseMs = { type: 'number', default: DEFAULT_LEASE_MS, describe: 'lease of a lock when the client names none' } as const
+const lockStateDir = { type: 'string', default: DEFAULT_LOCK_STATE_DIR, describe: 'folder where the lock server keeps keys, leases and the fencing counter over restarts (one lock server per folder)' } as const
 const root = { type: 'string', demandOption: true, describe: 'folder whose files this server holds' } as const
 const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
-const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs)' } as const
+const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs; the lock state is kept next to it, in lock-state/)' } as const
 const softTimeoutMs = { type: 'number', default: DEFAULT_SOFT_TIMEOUT_MS, describe: 'with --soft: how long a close or fsync keeps trying to store written data before EIO' } as const
-const stateDir = { type: 'string', default: DEFAULT_DIRECTORY_STATE_DIR, describe: 'folder where the directory server keeps which machine id is which file server\'s' } as const
+const directoryStateDir = { type: 'string', default: DEFAULT_DIRECTORY_STATE_DIR, describe: 'folder where the directory server keeps which machine id is which file server\'s' } as const
 const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -89,7 +90,7 @@ export function mountOptions () {
 }
 
 export function directoryServerOptions () {
-  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': stateDir })
+  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': directoryStateDir })
 }
 
 /** dfs-serve forget-server: only where the directory server is. */
@@ -98,7 +99,7 @@ export function forgetServerOptions () {
 }
 
 export function lockServerOptions () {
-  return withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs })
+  return withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir })
 }
 
 export function fileServerOptions () {

@@ -31,6 +31,11 @@ function stayUp (close: () => Promise<void>): void {
   process.on('SIGTERM', stop)
 }
 
+/** The demo's lock state: beside its data folder, as its pid file and log are. */
+function demoLockStateDir (dataDir: string): string {
+  return path.join(path.dirname(dataDir), 'lock-state')
+}
+
 /** The pid of a live demo started earlier, or null. */
 function readPid (pidFile: string): number | null {
   try {
@@ -58,7 +63,8 @@ async function main (): Promise<void> {
     })
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
-      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, log })
+      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log })
+      log(`lock state in ${args.stateDir}`)
       listening('lock server', server, args.port)
       stayUp(server.close)
     })
@@ -96,8 +102,11 @@ async function main (): Promise<void> {
       if (args.reset) fs.rmSync(directoryStateDir, { recursive: true, force: true })
       const roots = await prepareDemoData(path.join(repoRoot, 'sample-data'), args.dataDir, args.reset)
       log(`demo data in ${args.dataDir}${args.reset ? ' (reset from sample-data/)' : ''}`)
+      // Next to the data it locks, and reset with it: keys of files a reset removed would linger.
+      const lockStateDir = demoLockStateDir(args.dataDir)
+      if (args.reset) fs.rmSync(lockStateDir, { recursive: true, force: true })
       const cluster = await startCluster({
-        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, log
+        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, lockStateDir, log
       })
       listening('directory server', cluster.directory, args.directoryPort)
       listening('lock server', cluster.lock, args.lockPort)

@@ -62,6 +62,12 @@ export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3
 /** Appends held back longer than this are sent early, so memory stays bounded. */
 export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 
+/**
+ * Where dfs-serve lock keeps keys, leases and the fencing counter over restarts (its
+ * journal), in XDG's place for state. One lock server per folder: a second one refuses it.
+ */
+export const DEFAULT_LOCK_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'lock')
+
 /** Where dfs-mount records each mount's daemon (pid, log), for dfs-umount; XDG's place for state. */
 export const DEFAULT_MOUNT_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'mounts')
 

@@ -90,8 +90,10 @@ export interface ProcessClusterOptions {
 }
 
 export interface ProcessCluster {
-  /** Holds the roots, cache folders and mount points; removed at teardown. */
+  /** Holds the roots, cache folders, mount points and the lock server's state; removed at teardown. */
   workDir: string
+  /** The lock server's --state-dir: what it keeps over a restart. */
+  lockStateDir: string
   directory: ServerProcess
   lock: ServerProcess
   files: ServerProcess[]
@@ -314,9 +316,11 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     return server
   }
 
-  // Its machine ids live in the work folder, kept over its restarts, never in the developer's home.
+  // Their state (machine ids, the lock journal) lives in the work folder, kept over their
+  // restarts, never in the developer's home.
   const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state')], null)
-  const lock = await supervisedServer('lock', 'lock server', opts.lockArgs ?? [], null)
+  const lockStateDir = path.join(workDir, 'lock-state')
+  const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...opts.lockArgs ?? []], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
   const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
@@ -395,6 +399,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
 
   return {
     workDir,
+    lockStateDir,
     directory,
     lock,
     files,

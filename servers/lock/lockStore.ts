@@ -1,0 +1,100 @@
+/**
+ * What the lock server must not forget over a restart, behind one narrow interface: which
+ * keys exist, each key's lease, and the fencing counter. The lock table (lockTable.ts)
+ * decides who gets a key; a store only keeps the outcome, with compare-and-set so that
+ * two decisions made on the same old state cannot both win. Nothing here names a file or a
+ * format: an etcd store would map a key to an etcd key, compareAndSet to a transaction on
+ * its mod revision, and nextToken to an increment of a counter key.
+ */
+
+/** A key's live or lapsed lease, as stored. `expiresAt` is wall-clock ms (Date.now()): it must mean the same after a restart. */
+export interface StoredLease {
+  owner: string
+  token: number
+  ttlMs: number
+  expiresAt: number
+}
+
+/** A key's state: its lease, or null when nobody holds it. A path without a key has no state (undefined). */
+export type KeyState = StoredLease | null
+
+export interface LockStore {
+  /** Reads what an earlier run left; called once, before anything else. */
+  load: () => Promise<void>
+  /** The key's state, or undefined when there is no key for the path. */
+  get: (path: string) => Promise<KeyState | undefined>
+  /**
+   * Sets the key's state to `next` if it is `expected` now (the same lease, see sameKeyState,
+   * or free in both); false, with nothing changed, if it is not or there is no key. When it
+   * resolves true the change is durable: the caller may tell the world.
+   */
+  compareAndSet: (path: string, expected: KeyState, next: KeyState) => Promise<boolean>
+  /**
+   * A fencing token above every token this store handed out before, over restarts too.
+   * It is durable at the latest once a compareAndSet that stores a lease with it resolved,
+   * so a token nobody was told of may be given out again after a crash, and no other.
+   */
+  nextToken: () => Promise<number>
+  /** Creates the missing keys, free; keys that exist are left alone. How many were new. */
+  createKeys: (paths: string[]) => Promise<number>
+  /** Removes keys, held or not. How many existed. */
+  deleteKeys: (paths: string[]) => Promise<number>
+  close: () => Promise<void>
+}
+
+/** The same state: both free, or the same lease with the same expiry (a renewal is a change). */
+export function sameKeyState (a: KeyState | undefined, b: KeyState | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  if (a === null || b === null) return a === b
+  return a.token === b.token && a.expiresAt === b.expiresAt && a.owner === b.owner && a.ttlMs === b.ttlMs
+}
+
+/**
+ * The first token of a store that has none on record: the clock in microseconds, so that
+ * tokens still grow over a restart that lost the state (or an in-memory lock server's
+ * restart) unless over a thousand leases a millisecond were granted. A safe integer until 2255.
+ */
+export function clockToken (now: number = Date.now()): number {
+  return now * 1000
+}
+
+/** Keeps everything in this process: for tests, and for a cluster started without a state folder. */
+export class MemoryLockStore implements LockStore {
+  private readonly keys = new Map<string, KeyState>()
+  private lastToken = clockToken()
+
+  async load (): Promise<void> {}
+
+  async get (path: string): Promise<KeyState | undefined> {
+    return this.keys.get(path)
+  }
+
+  async compareAndSet (path: string, expected: KeyState, next: KeyState): Promise<boolean> {
+    if (!this.keys.has(path) || !sameKeyState(this.keys.get(path), expected)) return false
+    this.keys.set(path, next === null ? null : { ...next })
+    return true
+  }
+
+  async nextToken (): Promise<number> {
+    return ++this.lastToken
+  }
+
+  async createKeys (paths: string[]): Promise<number> {
+    let created = 0
+    for (const path of paths) {
+      if (!this.keys.has(path)) {
+        this.keys.set(path, null)
+        created++
+      }
+    }
+    return created
+  }
+
+  async deleteKeys (paths: string[]): Promise<number> {
+    let removed = 0
+    for (const path of paths) if (this.keys.delete(path)) removed++
+    return removed
+  }
+
+  async close (): Promise<void> {}
+}
