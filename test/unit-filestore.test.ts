@@ -179,3 +179,35 @@ t.test('nothing outside the root is reachable', async (t) => {
   t.same(fs.readdirSync(outside), ['secret.txt'], 'and nothing was created beside it')
   t.ok(fs.lstatSync(path.join(root, 'link.txt')).isSymbolicLink(), 'the symlink itself is still there')
 })
+
+t.test('an append cut off by a crash leaves the file as before it, and a retry of it then lands once', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.create('/log.txt', 'file')
+  await store.append('/log.txt', body('one\n'), undefined, 'change-1')
+  const before = await store.stat('/log.txt')
+  // What a kill -9 between the append's first bytes and its version line leaves behind: the
+  // intent line (written first) and bytes on disk, but no version line.
+  await store.close()
+  await fsp.appendFile(path.join(root, STATE_DIR_NAME, 'versions.log'), JSON.stringify({ p: '/log.txt', a: before.size }) + '\n')
+  await fsp.appendFile(path.join(root, 'log.txt'), 'two\n')
+  const reopened = await FileStore.open(root)
+  t.teardown(async () => await reopened.close())
+  t.equal(await contentOf(reopened, '/log.txt'), 'one\n', 'the cut-off append is undone at start')
+  t.equal((await reopened.stat('/log.txt')).version, before.version, 'at the version it had')
+  const retried = await reopened.append('/log.txt', body('two\n'), undefined, 'change-2')
+  t.equal(retried.version, before.version + 1)
+  t.equal(await contentOf(reopened, '/log.txt'), 'one\ntwo\n', 'the client\'s retry lands once')
+  t.equal((await reopened.append('/log.txt', body('two\n'), undefined, 'change-2')).version, before.version + 1, 'and only once')
+  t.equal(await contentOf(reopened, '/log.txt'), 'one\ntwo\n')
+})
+
+t.test('a completed append is kept at start: only a cut-off one is undone', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.create('/log.txt', 'file')
+  await store.append('/log.txt', body('one\n'))
+  await store.append('/log.txt', body('two\n'))
+  await store.close()
+  const reopened = await FileStore.open(root)
+  t.teardown(async () => await reopened.close())
+  t.equal(await contentOf(reopened, '/log.txt'), 'one\ntwo\n')
+})

@@ -63,7 +63,15 @@ export class FileStore {
     const absolute = nodePath.resolve(root)
     await fsp.mkdir(absolute, { recursive: true })
     const realRoot = await fsp.realpath(absolute)
-    const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME))
+    // An append a crash cut off leaves the file as before it: cut back to the size recorded first.
+    const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME), async (filePath, size) => {
+      const disk = nodePath.join(absolute, filePath)
+      const stats = await fsp.stat(disk).catch(() => null)
+      if (stats?.isFile() === true && stats.size > size) {
+        await fsp.truncate(disk, size)
+        await syncFile(disk)
+      }
+    })
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
     const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
     await fsp.rm(uploads, { recursive: true, force: true })
@@ -174,6 +182,8 @@ export class FileStore {
       }
       await guard()
       const current = await this.stat(path)
+      // Recorded before the first byte: a crash from here until the version line is undone at start.
+      await this.versions.appendStarting(path, current.size)
       const handle = await fsp.open(this.diskPath(path), 'a')
       try {
         try {

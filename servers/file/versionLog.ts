@@ -7,7 +7,13 @@ const CHANGES_KEPT_PER_FILE = 64
 
 interface LogLine {
   p: string
-  v: number | null
+  /** Absent on an append's intent line (see `a`). */
+  v?: number | null
+  /**
+   * An append is about to write: the file's size before it. A crash before the append's
+   * version line leaves the file longer than that; it is cut back at start.
+   */
+  a?: number
   /** The id of the change that made this version, if the client gave one. */
   c?: string
   /** At compaction: the ids of the file's latest changes, oldest first. */
@@ -32,11 +38,17 @@ export class VersionLog {
     private readonly changes: Map<string, string[]>
   ) {}
 
-  static async open (stateDir: string): Promise<VersionLog> {
+  /**
+   * Reads the log; `restore` is called for each append a crash cut off (its intent line has
+   * no version line after it) with the size to cut the file back to, before the log is
+   * compacted (which forgets the intent).
+   */
+  static async open (stateDir: string, restore: (filePath: string, size: number) => Promise<void> = async () => {}): Promise<VersionLog> {
     await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'versions.log')
     const versions = new Map<string, number>()
     const changes = new Map<string, string[]>()
+    const interrupted = new Map<string, number>()
     let text = ''
     try {
       text = await fsp.readFile(file, 'utf8')
@@ -46,7 +58,13 @@ export class VersionLog {
     for (const line of text.split('\n')) {
       if (!line) continue
       try {
-        const { p, v, c, cs } = JSON.parse(line) as LogLine
+        const { p, v, c, cs, a } = JSON.parse(line) as LogLine
+        if (a !== undefined) {
+          interrupted.set(p, a)
+          continue
+        }
+        interrupted.delete(p)
+        if (v === undefined) continue
         if (v === null) {
           versions.delete(p)
           changes.delete(p)
@@ -58,6 +76,7 @@ export class VersionLog {
         // A torn last line from a crash mid-append: that write was never acknowledged.
       }
     }
+    for (const [filePath, size] of interrupted) await restore(filePath, size)
     const compacted = path.join(stateDir, 'versions.log.tmp')
     await fsp.writeFile(compacted, [...versions].map(([p, v]) => {
       const line: LogLine = { p, v }
@@ -78,6 +97,13 @@ export class VersionLog {
   /** Whether the change with this id was applied to the file (and recorded) already. */
   applied (filePath: string, changeId: string): boolean {
     return this.changes.get(filePath)?.includes(changeId) === true
+  }
+
+  /** Records durably that an append to a file of `sizeBefore` bytes is about to write. */
+  async appendStarting (filePath: string, sizeBefore: number): Promise<void> {
+    const line: LogLine = { p: filePath, a: sizeBefore }
+    await this.handle.appendFile(JSON.stringify(line) + '\n')
+    await this.handle.datasync()
   }
 
   /** Records a version durably, with the id of the change that made it. */
