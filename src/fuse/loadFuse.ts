@@ -28,7 +28,7 @@ export const PATCHED_BUILD_HINT = 'run npm install to build the patched fuse-nat
 
 export class FuseUnavailableError extends Error {}
 
-export const INSTALL_HINT = 'install the Debian packages fuse and libfuse2 (apt-get install fuse libfuse2)'
+export const INSTALL_HINT = 'install the Debian packages libfuse2 and fuse, or keep fuse3 if you have it (either gives fusermount): apt-get install libfuse2 fuse'
 
 /**
  * Loads fuse-native only when mounting: its native part needs libfuse.so.2 at load time, and
