@@ -207,6 +207,7 @@ export class DfsClient {
    * what the directory knows, marked `unavailable`.
    */
   private async listNow (folder: string): Promise<ListEntry[]> {
+    const started = Date.now()
     const answer = await this.directory.list(folder)
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry> | null>>()
@@ -243,7 +244,11 @@ export class DfsClient {
       return { ...found, name: entry.name, path: childPath }
     }))
     const present = entries.filter((e): e is ListEntry => e !== null)
-    for (const entry of present) if (entry.unavailable !== true) this.memo.remember(entry)
+    // A listing that took long (a folder of tens of thousands of files) is trusted for twice
+    // as long as it took: else an `ls -l` walk of it lists it again every second, and the walk
+    // costs many listings instead of one.
+    const ttlMs = Math.max(this.memo.ttlMs, 2 * (Date.now() - started))
+    for (const entry of present) if (entry.unavailable !== true) this.memo.remember(entry, ttlMs)
     this.memo.listed(folder)
     return present
   }

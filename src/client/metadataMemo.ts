@@ -22,8 +22,9 @@ export class MetadataMemo {
     return this.metas.get(path)
   }
 
-  remember (meta: FileMeta): FileMeta {
-    if (this.ttlMs > 0) this.metas.set(meta.path, meta, { ttl: this.ttlMs })
+  /** Remembers a meta for ttlMs (the memo's own by default). */
+  remember (meta: FileMeta, ttlMs = this.ttlMs): FileMeta {
+    if (this.ttlMs > 0) this.metas.set(meta.path, meta, { ttl: ttlMs })
     return meta
   }
 
