@@ -1,5 +1,6 @@
 import type { Response } from 'express'
 import type { CallbackBreak, FileServerStats } from '../../src/shared/protocol'
+import { monotonicMs } from '../../src/shared/clock'
 
 /** Entries the table holds at most: past that, no new callbacks are promised (clients revalidate). */
 const MAX_CALLBACKS = 200_000
@@ -12,11 +13,6 @@ interface ClientLease {
   until: number
   /** Breaks sent and not yet acknowledged, by sequence number. */
   waiting: Map<number, () => void>
-}
-
-/** Milliseconds on a clock that never jumps (leases must not stretch or shrink with the wall clock). */
-export function monotonicMs (): number {
-  return Number(process.hrtime.bigint() / 1_000_000n)
 }
 
 /**

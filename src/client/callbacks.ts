@@ -3,6 +3,7 @@ import readline from 'node:readline'
 import type { Readable } from 'node:stream'
 import type { FileApi } from '../shared/api'
 import type { CallbackBreak, FileMeta } from '../shared/protocol'
+import { monotonicMs } from '../shared/clock'
 
 /** A renewal's answer is trusted this much less than it says: the request took time to get there. */
 const LEASE_MARGIN_MS = 100
@@ -10,11 +11,6 @@ const LEASE_MARGIN_MS = 100
 const RECONNECT_AFTER_MS = 1_000
 /** A break matters for answers that were in flight when it came; older ones are forgotten. */
 const BREAK_MEMORY_MS = 60_000
-
-/** Milliseconds on a clock that never jumps: leases must not stretch with the wall clock. */
-export function monotonicMs (): number {
-  return Number(process.hrtime.bigint() / 1_000_000n)
-}
 
 /** This client's standing with one file server: its lease, its event channel, its callbacks. */
 class ServerCallbacks {
