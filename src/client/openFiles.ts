@@ -94,29 +94,25 @@ export class OpenFileTable {
     // What other handles of this mount wrote is there for this one, as on a local disk.
     await this.sendPendingOf(canonical)
     let reader: fsp.FileHandle | null = null
-    let appendBase = 0
     let download: Download | null = null
+    let meta: FileMeta
     if (access !== O_WRONLY) {
       const opened = await this.client.openForReading(canonical)
       reader = opened.reader
       download = opened.download
-      appendBase = opened.meta.size
-      this.lastSeen.set(canonical, opened.meta)
+      meta = opened.meta
     } else if ((flags & O_APPEND) !== 0) {
       // Where the bytes go is the server's end of the file, whatever size we know; the stat
       // only makes a missing file or a server known to be down fail the open, where the
       // shell reports it (`echo x >> f` ignores errors of close()). The kernel's getattr
       // just before the open has usually refreshed it.
-      const meta = await this.client.stat(canonical)
-      appendBase = meta.size
-      this.lastSeen.set(canonical, meta)
+      meta = await this.client.stat(canonical)
     } else {
       // Tells an append (a write at the end) from an overwrite: this size must be current.
-      const meta = await this.client.statFresh(canonical)
-      appendBase = meta.size
-      this.lastSeen.set(canonical, meta)
+      meta = await this.client.statFresh(canonical)
     }
-    return this.register(canonical, flags, reader, download, appendBase)
+    this.lastSeen.set(canonical, meta)
+    return this.register(canonical, flags, reader, download, meta.size)
   }
 
   /** A new handle of a path whose end on the server is `appendBase`. */
