@@ -5,13 +5,15 @@ import path from 'node:path'
 /**
  * Replaces a small state file so that a crash at any moment leaves either the old content or
  * the new, never a torn mix: written beside it, fsynced, renamed over it, and the folder
- * fsynced so the rename itself survives a power cut.
+ * fsynced so the rename itself survives a power cut. `mode` 0o600 for a file holding a secret.
  */
-export async function writeFileDurably (file: string, text: string): Promise<void> {
+export async function writeFileDurably (file: string, text: string, mode = 0o666): Promise<void> {
   const folder = path.dirname(file)
   await fsp.mkdir(folder, { recursive: true })
   const staged = `${file}.tmp`
-  const handle = await fsp.open(staged, 'w')
+  // A staged file left by a crash keeps its mode: set it again (a secret must not stay readable).
+  const handle = await fsp.open(staged, 'w', mode)
+  if (mode !== 0o666) await handle.chmod(mode)
   try {
     await handle.writeFile(text)
     await handle.sync()

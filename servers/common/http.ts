@@ -2,6 +2,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import type { ErrorRequestHandler, Express } from 'express'
+import { closeUnreadBody } from './auth'
 import { asDfsError, BadRequestError, NotFoundError, PayloadTooLargeError, ProtocolMismatchError } from '../../src/shared/errors'
 import { DEFAULT_HOST } from '../../src/shared/defaults'
 import { Headers, PROTOCOL_VERSION } from '../../src/shared/protocol'
@@ -51,7 +52,7 @@ export function healthAnswer (service: HealthAnswer['service'], details: Record<
 /** Unknown routes and every thrown error become the JSON error body of docs/protocol.md. */
 export function finishApp (app: Express, log: Logger): void {
   app.use((req, _res, next) => next(new NotFoundError(`no route ${req.method} ${req.path}`)))
-  const onError: ErrorRequestHandler = (err, _req, res, _next) => {
+  const onError: ErrorRequestHandler = (err, req, res, _next) => {
     const bodyProblem = (err as { type?: string }).type
     const error = bodyProblem === 'entity.parse.failed'
       ? new BadRequestError('request body is not valid JSON')
@@ -61,15 +62,29 @@ export function finishApp (app: Express, log: Logger): void {
       res.destroy()
       return
     }
+    // A refused upload (no credential, too large) is not read to its end first.
+    closeUnreadBody(req, res)
     res.status(error.status).json(error.toBody())
   }
   app.use(onError)
 }
 
+/**
+ * Connection limits. Headers must come within seconds (a client that trickles them holds a
+ * connection for nothing); a body has no overall deadline, so a large upload that keeps
+ * moving is never cut, but a connection silent for IDLE_SOCKET_MS is; and at most
+ * MAX_CONNECTIONS connections at once.
+ */
+export const HEADERS_TIMEOUT_MS = 10_000
+const IDLE_SOCKET_MS = 120_000
+const MAX_CONNECTIONS = 4096
+
 /** Listens on host:port (0 picks a free port) and reads back the port it got. */
 export async function listen (app: Express, port: number, host = DEFAULT_HOST): Promise<RunningServer> {
-  const server = http.createServer(app)
+  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, connectionsCheckingInterval: 1000 }, app)
   server.keepAliveTimeout = 65_000
+  server.timeout = IDLE_SOCKET_MS
+  server.maxConnections = MAX_CONNECTIONS
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {

@@ -1,5 +1,6 @@
 import { FileServerPool } from '../../src/shared/api'
 import type { ServerInfo } from '../../src/shared/protocol'
+import type { CallerIdentity } from '../../src/shared/transport'
 
 /** How long placement waits for a file server's free space before ranking it last. */
 export const STATFS_TIMEOUT_MS = 1000
@@ -13,8 +14,8 @@ export const STATFS_TIMEOUT_MS = 1000
 export class Placement {
   private readonly fileServers: FileServerPool
 
-  constructor (timeoutMs = STATFS_TIMEOUT_MS) {
-    this.fileServers = new FileServerPool(timeoutMs)
+  constructor (timeoutMs = STATFS_TIMEOUT_MS, caller: CallerIdentity = {}) {
+    this.fileServers = new FileServerPool(timeoutMs, caller)
   }
 
   async choose (candidates: ServerInfo[], prefer?: number): Promise<ServerInfo> {

@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { ConflictError, DfsError, NotFoundError } from '../../src/shared/errors'
+import crypto from 'node:crypto'
+import { ConflictError, DfsError, ForbiddenError, NotFoundError } from '../../src/shared/errors'
 import type { ServerInfo, ServerState, ServerStatus } from '../../src/shared/protocol'
 import { readStateFile, writeFileDurably } from '../common/durable'
 
@@ -11,6 +12,11 @@ interface Assignment {
   serverId: string
   /** Where it was reached last; updated when it registers from a new address. */
   url: string
+  /**
+   * The server's own secret (base64url), bound at its first registration: it signs the
+   * server's calls here, and a registration under this serverId must bring it again.
+   */
+  secret?: string
 }
 
 /** The state file's content. */
@@ -73,16 +79,24 @@ export class ServerRegistry {
    * updated if it moved); else the id it asks for, if that id is free (the directory lost
    * its state, the server kept its id); else the next new one. Counts as a heartbeat.
    */
-  async register (serverId: string, url: string, wanted?: number): Promise<{ server: Assignment, was: 'known' | 'moved' | 'new' }> {
+  async register (serverId: string, url: string, wanted?: number, secret?: string): Promise<{ server: Assignment, was: 'known' | 'moved' | 'new' }> {
     let server = this.byServerId(serverId)
     let was: 'known' | 'moved' | 'new' = 'known'
+    let bound = false
+    if (server?.secret !== undefined && !sameSecret(server.secret, secret)) {
+      throw new ForbiddenError(`serverId ${serverId} belongs to file server ${server.machineId}, and this registration does not carry its secret`, { machineId: server.machineId })
+    }
+    if (server && server.secret === undefined && secret !== undefined) {
+      server.secret = secret
+      bound = true
+    }
     if (server && server.url !== url) {
       was = 'moved'
       server.url = url
     } else if (!server) {
       was = 'new'
       const machineId = wanted !== undefined && !this.assignments.has(wanted) ? wanted : this.nextMachineId
-      server = { machineId, serverId, url }
+      server = { machineId, serverId, url, secret }
       this.assignments.set(machineId, server)
       this.nextMachineId = Math.max(this.nextMachineId, machineId + 1)
     }
@@ -90,9 +104,22 @@ export class ServerRegistry {
     for (const other of this.assignments.values()) {
       if (other !== server && other.url === url) this.beats.delete(other.machineId)
     }
-    if (was !== 'known') await this.save()
+    if (was !== 'known' || bound) await this.save()
     this.beat(server.machineId)
     return { server, was }
+  }
+
+  /** The secret a registered server signs its calls with, if it has registered one. */
+  secretOf (serverId: string): Buffer | undefined {
+    const secret = this.byServerId(serverId)?.secret
+    return secret === undefined ? undefined : Buffer.from(secret, 'base64url')
+  }
+
+  /** The serverId a machine id is bound to; NOT_FOUND for an unknown id. */
+  serverIdOf (machineId: number): string {
+    const server = this.assignments.get(machineId)
+    if (!server) throw new NotFoundError(`no file server ${machineId}`, { machineId })
+    return server.serverId
   }
 
   /** The server bound to a serverId, if any. */
@@ -196,7 +223,9 @@ export class ServerRegistry {
       // Starting empty would hand the known servers new ids: refuse, and say where the file is.
       throw new RegistryStateError(`cannot read the directory server's state ${file} (${(err as Error).message}); fix or remove it (file servers then keep their ids only if they ask for them again)`)
     }
-    for (const s of state.servers) this.assignments.set(s.machineId, { machineId: s.machineId, serverId: s.serverId, url: s.url })
+    for (const s of state.servers) {
+      this.assignments.set(s.machineId, { machineId: s.machineId, serverId: s.serverId, url: s.url, secret: typeof s.secret === 'string' ? s.secret : undefined })
+    }
     this.nextMachineId = Math.max(state.nextMachineId, ...state.servers.map((s) => s.machineId + 1))
   }
 
@@ -206,10 +235,18 @@ export class ServerRegistry {
     if (file === null) return
     const write = async (): Promise<void> => {
       const state: RegistryFile = { format: 1, nextMachineId: this.nextMachineId, servers: [...this.assignments.values()] }
-      await writeFileDurably(file, JSON.stringify(state, null, 2) + '\n')
+      // It holds the file servers' secrets: for this user only.
+      await writeFileDurably(file, JSON.stringify(state, null, 2) + '\n', 0o600)
     }
     const done = this.saving.then(write, write)
     this.saving = done.catch(() => {})
     await done
   }
+}
+
+function sameSecret (known: string, given: string | undefined): boolean {
+  if (given === undefined) return false
+  const a = Buffer.from(known)
+  const b = Buffer.from(given)
+  return a.length === b.length && crypto.timingSafeEqual(a, b)
 }

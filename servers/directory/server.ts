@@ -1,6 +1,6 @@
 import crypto from 'node:crypto'
-import type { Express } from 'express'
-import { BadRequestError, ConflictError, ServerUnavailableError } from '../../src/shared/errors'
+import type { Express, Response } from 'express'
+import { BadRequestError, ConflictError, ForbiddenError, ServerUnavailableError } from '../../src/shared/errors'
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
   DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
@@ -9,6 +9,8 @@ import type {
 import { DirectoryRoutes } from '../../src/shared/protocol'
 import { FileServerPool } from '../../src/shared/api'
 import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../../src/shared/defaults'
+import { authenticate, Authenticator, callerOf, guardRoutes, isFileServer } from '../common/auth'
+import type { RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
@@ -28,7 +30,28 @@ export interface DirectoryServerOptions {
   stateDir?: string | null
   /** A file server without a heartbeat for this long is down: no new files, lookups say so. */
   downAfterMs?: number
+  /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
+  auth?: ServerAuth
 }
+
+/**
+ * Who may call which route: clients read (lookup, list, servers) and place new files; only
+ * cluster servers register, and only the file server bound to a machine id reports, claims,
+ * drops, renames and heartbeats for it (checked in the routes, see callerIsServer).
+ */
+const ROUTE_ROLES: RouteRole[] = [
+  ['post', DirectoryRoutes.register, 'server'],
+  ['get', DirectoryRoutes.servers, 'read'],
+  ['post', DirectoryRoutes.heartbeat(':machineId'), 'server'],
+  ['delete', DirectoryRoutes.server(':machineId'), 'server'],
+  ['put', DirectoryRoutes.reportFiles(':machineId'), 'server'],
+  ['get', DirectoryRoutes.lookup, 'read'],
+  ['get', DirectoryRoutes.placement, 'write'],
+  ['post', DirectoryRoutes.entries(':machineId'), 'server'],
+  ['delete', DirectoryRoutes.entries(':machineId'), 'server'],
+  ['post', DirectoryRoutes.rename, 'server'],
+  ['get', DirectoryRoutes.list, 'read']
+]
 
 /** The directory's app; `stop` ends its liveness watch (the server's close calls it). */
 export interface DirectoryServerApp {
@@ -40,15 +63,29 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   const log = opts.log ?? silentLogger
   const namespace = new Namespace()
   const statfsTimeoutMs = opts.statfsTimeoutMs ?? STATFS_TIMEOUT_MS
-  const placement = new Placement(statfsTimeoutMs)
+  // It asks file servers for their free space and health as a member of the cluster.
+  const caller = opts.auth === undefined ? {} : { credential: opts.auth.key.serverCredential('directory') }
+  const placement = new Placement(statfsTimeoutMs, caller)
   const downAfterMs = opts.downAfterMs ?? DEFAULT_SERVER_DOWN_AFTER_MS
   const registry = await ServerRegistry.open({ stateDir: opts.stateDir ?? null, downAfterMs })
   // To ask a file server that seems to have moved whether it still serves at its old address.
-  const fileServers = new FileServerPool(statfsTimeoutMs)
+  const fileServers = new FileServerPool(statfsTimeoutMs, caller)
 
   const serverInfo = (machineId: number): ServerInfo => registry.info(machineId)
 
+  /** The file server bound to this machine id, and no other caller, may speak for it (403). */
+  const requireBoundServer = (res: Response, machineId: number): void => {
+    const serverId = registry.serverIdOf(machineId)
+    const who = callerOf(res)
+    if (!isFileServer(who, serverId)) {
+      throw new ForbiddenError(`only file server ${machineId} itself may do this; ${who.subject} is not it`, { machineId })
+    }
+  }
+
   const app = newApp()
+  const auth = opts.auth === undefined ? null : new Authenticator({ ...opts.auth, identitySecret: (serverId) => registry.secretOf(serverId) })
+  app.use(authenticate(auth))
+  guardRoutes(app, ROUTE_ROLES)
   app.use(jsonBody)
 
   // Changes when this server restarts (with an empty namespace): file servers then join again.
@@ -65,13 +102,17 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const url = parseServerUrl(body.string('url', 2048))
     const serverId = body.identifier('serverId')
     const wanted = body.optionalInt('machineId', { min: 1 })
+    const secret = body.has('secret') ? body.identifier('secret') : undefined
+    const who = callerOf(res)
+    if (who.serverId !== null && who.serverId !== serverId) throw new ForbiddenError(`${who.subject} may not register as another file server`)
+    if (auth !== null && secret === undefined) throw new BadRequestError('a file server registers with its secret (identity.json)')
     const known = registry.byServerId(serverId)
     if (known && known.url !== url && registry.isUp(known.machineId) && await stillServes(fileServers, known, serverId)) {
       // Two live processes with one identity: a root copied with its .dfs folder.
       throw new ConflictError(`file server ${known.machineId} with serverId ${serverId} still serves at ${known.url}; ` +
         'a copy of its root? Remove .dfs/identity.json from the copy', { machineId: known.machineId, url: known.url })
     }
-    const { server, was } = await registry.register(serverId, url, wanted)
+    const { server, was } = await registry.register(serverId, url, wanted, secret)
     if (was === 'new') log(`file server ${server.machineId} registered at ${url}`)
     else if (was === 'moved') log(`file server ${server.machineId} moved to ${url}`)
     else log(`file server ${server.machineId} joined again at ${url}`)
@@ -86,6 +127,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   app.post(DirectoryRoutes.heartbeat(':machineId'), (req, res) => {
     const machineId = machineIdParam(req.params.machineId)
+    requireBoundServer(res, machineId)
     const { server, cameBack } = registry.heartbeat(machineId, bodyOf(req).identifier('serverId'))
     if (cameBack) log(`file server ${machineId} at ${server.url} is up again`)
     const answer: HeartbeatAnswer = { machineId, state: 'up', bootId }
@@ -95,6 +137,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   // Only for a server that is gone for good: its names leave the namespace (and listings).
   app.delete(DirectoryRoutes.server(':machineId'), async (req, res) => {
     const machineId = machineIdParam(req.params.machineId)
+    // An operator's call (dfs-serve forget-server, with the cluster key), not one file server's on another.
+    if (callerOf(res).serverId !== null) throw new ForbiddenError('a file server may not forget another', { machineId })
     const { url } = serverInfo(machineId)
     await registry.forget(machineId)
     const entries = namespace.dropServer(machineId)
@@ -105,6 +149,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   app.put(DirectoryRoutes.reportFiles(':machineId'), (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
+    requireBoundServer(res, server.machineId)
     const files = parseFileReport(bodyOf(req).raw('files'))
     namespace.replaceClaims(server.machineId, files)
     log(`file server ${server.machineId} reported ${files.length} entries`)
@@ -141,6 +186,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   app.post(DirectoryRoutes.entries(':machineId'), (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
+    requireBoundServer(res, server.machineId)
     const body = bodyOf(req)
     const path = body.path()
     const kind = body.kind()
@@ -152,6 +198,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   app.delete(DirectoryRoutes.entries(':machineId'), (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
+    requireBoundServer(res, server.machineId)
     const path = queryOf(req).path()
     namespace.drop(server.machineId, path)
     log(`file server ${server.machineId} dropped ${path}`)
@@ -166,6 +213,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const to = body.path('to')
     const fromServer = serverInfo(body.int('fromMachineId', { min: 1 }))
     const toServer = serverInfo(body.int('toMachineId', { min: 1 }))
+    // The server that holds `from` switches the rename (servers/file/rename.ts).
+    requireBoundServer(res, fromServer.machineId)
     let files = 1
     if (kind === 'file') {
       const replaces = body.optionalInt('replaces', { min: 1 }) ?? null

@@ -2,6 +2,7 @@ import type { Request } from 'express'
 import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockApi } from '../../src/shared/api'
 import { Headers } from '../../src/shared/protocol'
+import type { Caller } from '../common/auth'
 
 /** A lease this server has seen checked: no one else can hold the key before `until`. */
 interface KnownLease {
@@ -24,12 +25,19 @@ export class LeaseGuard {
 
   constructor (private readonly lock: LockApi, private readonly now: () => number = Date.now) {}
 
-  /** The request's X-Dfs-Lock-Token must be the live lease on `lockPath`. */
+  /**
+   * The request's X-Dfs-Lock-Token must be the live lease on `lockPath`, and a client's
+   * own: a lease granted to another credential's subject is refused, so a fencing number
+   * seen or guessed is worth nothing to anyone else. (A server forwarding a client's
+   * lease, PUT /incoming, is a cluster member and is not asked.)
+   */
   async require (req: Request, lockPath: string): Promise<number> {
-    return await this.check(req.get(Headers.lockToken), lockPath)
+    const caller = req.res?.locals.caller as Caller | undefined
+    const writer = caller === undefined || caller.open || caller.role === 'server' ? undefined : caller.subject
+    return await this.check(req.get(Headers.lockToken), lockPath, writer)
   }
 
-  async check (tokenValue: string | number | undefined, lockPath: string): Promise<number> {
+  async check (tokenValue: string | number | undefined, lockPath: string, writer?: string): Promise<number> {
     const token = Number(tokenValue)
     if (tokenValue === undefined || tokenValue === '' || !Number.isSafeInteger(token)) {
       throw new LeaseError(`writing ${lockPath} needs its lock: no ${Headers.lockToken} given`, { path: lockPath })
@@ -40,7 +48,11 @@ export class LeaseGuard {
     }
     let expiresInMs: number
     try {
-      expiresInMs = (await this.lock.check(lockPath, token)).expiresInMs
+      const answer = await this.lock.check(lockPath, token)
+      if (writer !== undefined && answer.holder !== undefined && answer.holder !== writer) {
+        throw new LeaseError(`lease ${token} on ${lockPath} was not granted to ${writer}`, { path: lockPath, token })
+      }
+      expiresInMs = answer.expiresInMs
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err

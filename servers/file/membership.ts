@@ -1,5 +1,5 @@
 import type { DirectoryApi, LockApi } from '../../src/shared/api'
-import { ConflictError, NotFoundError } from '../../src/shared/errors'
+import { ConflictError, NotFoundError, UnauthorizedError } from '../../src/shared/errors'
 import type { Logger } from '../common/http'
 import type { FileStore } from './fileStore'
 import type { ServerIdentity } from './identity'
@@ -30,7 +30,9 @@ export class ClusterMembership {
     private readonly identity: ServerIdentity,
     private readonly url: string,
     private readonly log: Logger,
-    private readonly onJoined: (machineId: number) => void
+    private readonly onJoined: (machineId: number) => void,
+    /** Where it registers: the directory, called with the cluster key rather than this server's own secret. */
+    private readonly registrar: DirectoryApi = directory
   ) {}
 
   async join (): Promise<number> {
@@ -44,7 +46,9 @@ export class ClusterMembership {
 
   private async joinOnce (): Promise<number> {
     const boots = await this.bootIds()
-    const { machineId } = await this.directory.register({ url: this.url, serverId: this.identity.serverId, machineId: this.identity.machineId ?? undefined })
+    const { machineId } = await this.registrar.register({
+      url: this.url, serverId: this.identity.serverId, machineId: this.identity.machineId ?? undefined, secret: this.identity.secret.toString('base64url')
+    })
     if (this.identity.machineId !== null && this.identity.machineId !== machineId) {
       this.log(`the directory server gave machine id ${machineId}, not ${this.identity.machineId} as before (its state was lost and the old id is taken)`)
     }
@@ -80,7 +84,8 @@ export class ClusterMembership {
       ])
       let restarted: string | null = null
       if (heartbeat.status === 'fulfilled' && heartbeat.value.bootId !== this.seen.directory) restarted = 'directory server restarted'
-      if (heartbeat.status === 'rejected' && (heartbeat.reason instanceof NotFoundError || heartbeat.reason instanceof ConflictError)) {
+      // Unauthorized: a directory that restarted without its state no longer has this server's secret.
+      if (heartbeat.status === 'rejected' && [NotFoundError, ConflictError, UnauthorizedError].some((kind) => heartbeat.reason instanceof kind)) {
         restarted = `directory server does not know this server (${(heartbeat.reason as Error).message})`
       }
       if (lock.status === 'fulfilled' && (lock.value.bootId ?? '') !== this.seen.lock) restarted = 'lock server restarted'

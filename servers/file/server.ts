@@ -6,6 +6,9 @@ import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS } 
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
+import { authenticate, Authenticator, guardRoutes } from '../common/auth'
+import type { RouteRole, ServerAuth } from '../common/auth'
+import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer } from '../common/http'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
@@ -28,7 +31,28 @@ export interface FileServerOptions {
   /** How long a client's callbacks count without a renewal (and the longest a writer waits for a silent one). */
   callbackLeaseMs?: number
   log?: Logger
+  /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
+  auth?: ServerAuth
 }
+
+/**
+ * Who may call which route: any credential reads, lists and keeps callbacks; a write
+ * credential changes files; only cluster servers send a file across (PUT /incoming).
+ * Every other route needs a valid credential (servers/common/auth.ts).
+ */
+const ROUTE_ROLES: RouteRole[] = [
+  ['post', FileRoutes.append, 'write'],
+  ['put', FileRoutes.content, 'write'],
+  ['post', FileRoutes.create, 'write'],
+  ['post', FileRoutes.truncate, 'write'],
+  ['post', FileRoutes.unlink, 'write'],
+  ['post', FileRoutes.rmdir, 'write'],
+  ['post', FileRoutes.utimes, 'write'],
+  ['post', FileRoutes.chmod, 'write'],
+  ['post', FileRoutes.rename, 'write'],
+  ['put', FileRoutes.incoming, 'server'],
+  ['post', FileRoutes.incomingAbort, 'server']
+]
 
 export interface FileServerApp extends Express {
   /** serverId: this server's identity (ROOT/.dfs/identity.json), once it has one. */
@@ -43,7 +67,9 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     callbacksGranted: 0, callbacksBroken: 0
   }
   const leases = new LeaseGuard(lock)
-  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
+  // A peer receives a file across (PUT /incoming) from this server as a cluster member.
+  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    opts.auth === undefined ? {} : { credential: opts.auth.key.serverCredential('file') })
   // Clients allow MAX_CALLBACK_LEASE_MS on top of a change's deadline for the wait on holders.
   const callbacks = new CallbackTable(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS), stats)
 
@@ -53,6 +79,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.locals.publicUrl = null
   app.locals.callbacks = callbacks
   app.locals.serverId = null
+  app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
+  guardRoutes(app, ROUTE_ROLES)
 
   app.get(FileRoutes.health, (_req, res) => {
     res.json(healthAnswer('file', { machineId: stats.machineId, serverId: app.locals.serverId, root: store.root }))
@@ -196,6 +224,8 @@ export interface StartFileServerOptions {
    */
   heartbeatMs?: number
   log?: Logger
+  /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
+  auth?: ServerAuth
 }
 
 export interface RunningFileServer extends RunningServer {
@@ -210,8 +240,6 @@ export interface RunningFileServer extends RunningServer {
  */
 export async function startFileServer (opts: StartFileServerOptions): Promise<RunningFileServer> {
   const log = opts.log ?? silentLogger
-  const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs))
-  const lock = new LockApi(new Transport('lock server', opts.lockUrl, opts.timeoutMs))
   const store = await FileStore.open(opts.root)
   let identity: ServerIdentity
   try {
@@ -220,14 +248,21 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
     await store.close()
     throw err
   }
-  const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
+  // Registration proves membership with the cluster key; every later call to the directory
+  // is signed with this server's own secret, which registration bound to its machine id.
+  const serverCredential = opts.auth?.key.serverCredential(`file:${identity.serverId}`)
+  const ownCredential = opts.auth === undefined ? undefined : fileServerCredential(identity.serverId, identity.secret)
+  const registrar = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs, { credential: serverCredential }))
+  const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs, { credential: ownCredential }))
+  const lock = new LockApi(new Transport('lock server', opts.lockUrl, opts.timeoutMs, { credential: serverCredential }))
+  const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log, auth: opts.auth })
   app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
   const url = opts.publicUrl ?? running.url
   const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
-  })
+  }, registrar)
   try {
     const machineId = await membership.join()
     membership.watch(opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)

@@ -10,6 +10,8 @@
 /** A key's live or lapsed lease, as stored. `expiresAt` is wall-clock ms (Date.now()): it must mean the same after a restart. */
 export interface StoredLease {
   owner: string
+  /** The subject of the credential it was granted to: only that caller renews, releases or writes under it. */
+  holder?: string
   token: number
   ttlMs: number
   expiresAt: number

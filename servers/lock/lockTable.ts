@@ -1,4 +1,4 @@
-import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
+import { ForbiddenError, LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockLease, LockStatus } from '../../src/shared/protocol'
 import { MemoryLockStore } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
@@ -35,7 +35,8 @@ export class LockTable {
     return await this.store.deleteKeys(paths)
   }
 
-  async acquire (path: string, owner: string, ttlMs: number): Promise<LockLease> {
+  /** `subject`: the caller's credential subject (none on an open server), bound to the lease as its holder. */
+  async acquire (path: string, owner: string, ttlMs: number, subject?: string): Promise<LockLease> {
     // Each pass decides on the key as stored; a pass whose write finds the key changed in
     // between (another request got there first) decides again on the new state.
     for (;;) {
@@ -52,6 +53,7 @@ export class LockTable {
         throw new LockedError(`${path} is promised to ${String(first)}, who asked first; retry later`, { path, holder: first, retryAfterMs: 0 })
       }
       const granted: StoredLease = { owner, token: await this.store.nextToken(), ttlMs, expiresAt: this.now() + ttlMs }
+      if (subject !== undefined) granted.holder = subject
       if (await this.store.compareAndSet(path, state, granted)) {
         this.waiters.get(path)?.delete(owner)
         return { path, ...granted }
@@ -59,26 +61,32 @@ export class LockTable {
     }
   }
 
-  async renew (path: string, token: number): Promise<LockLease> {
+  async renew (path: string, token: number, caller?: string): Promise<LockLease> {
     for (;;) {
       const state = await this.stateOf(path)
-      const holder = this.withToken(path, state, token)
+      const holder = this.withToken(path, state, token, caller)
       const renewed: StoredLease = { ...holder, expiresAt: this.now() + holder.ttlMs }
       if (await this.store.compareAndSet(path, state, renewed)) return { path, ...renewed }
     }
   }
 
-  async release (path: string, token: number): Promise<void> {
+  async release (path: string, token: number, caller?: string): Promise<void> {
     for (;;) {
       const state = await this.stateOf(path)
-      this.withToken(path, state, token)
+      this.withToken(path, state, token, caller)
       if (await this.store.compareAndSet(path, state, null)) return
     }
   }
 
   /** Whether `token` is the live lease on the path (LeaseError if not); how long it has left. */
   async check (path: string, token: number): Promise<number> {
-    return this.withToken(path, await this.stateOf(path), token).expiresAt - this.now()
+    return (await this.checkLease(path, token)).expiresInMs
+  }
+
+  /** As check, and whose the lease is. */
+  async checkLease (path: string, token: number): Promise<{ expiresInMs: number, holder?: string }> {
+    const lease = this.withToken(path, await this.stateOf(path), token)
+    return { expiresInMs: lease.expiresAt - this.now(), holder: lease.holder }
   }
 
   async status (path: string): Promise<LockStatus> {
@@ -116,10 +124,14 @@ export class LockTable {
     return state !== null && state.expiresAt > this.now() ? state : null
   }
 
-  private withToken (path: string, state: KeyState, token: number): StoredLease {
+  /** The live lease with this token; with `caller`, it must also be that caller's (a guessed token is worth nothing). */
+  private withToken (path: string, state: KeyState, token: number, caller?: string): StoredLease {
     const holder = this.live(state)
     if (!holder || holder.token !== token) {
       throw new LeaseError(`lease ${token} on ${path} is not held: it expired or was released`, { path, token })
+    }
+    if (caller !== undefined && holder.holder !== undefined && holder.holder !== caller) {
+      throw new ForbiddenError(`lease ${token} on ${path} is not ${caller}'s`, { path, token })
     }
     return holder
   }

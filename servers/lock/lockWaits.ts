@@ -24,12 +24,12 @@ export class LockWaits {
    * before every try and gives up with CallerGoneError when the caller hung up: a key granted
    * to nobody would stay taken for a whole lease.
    */
-  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => Promise<boolean>): Promise<LockLease> {
+  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => Promise<boolean>, holder?: string): Promise<LockLease> {
     const deadline = Date.now() + waitMs
     for (;;) {
       if (await gone()) throw new CallerGoneError(`the caller asking for ${path} hung up`, { path, owner })
       try {
-        return await this.table.acquire(path, owner, ttlMs)
+        return await this.table.acquire(path, owner, ttlMs, holder)
       } catch (err) {
         const left = deadline - Date.now()
         if (!(err instanceof LockedError) || left <= 0) throw err

@@ -3,6 +3,8 @@ import type { Express } from 'express'
 import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { LockRoutes } from '../../src/shared/protocol'
 import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
+import { authenticate, Authenticator, callerOf, guardRoutes } from '../common/auth'
+import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
@@ -26,6 +28,29 @@ export interface LockServerOptions {
    * (journalStore.ts). Without one, all of it is in memory and lost on a restart.
    */
   stateDir?: string
+  /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
+  auth?: ServerAuth
+}
+
+/**
+ * Who may call which route: keys and lease checks are the file servers' business; clients
+ * with a write credential take, renew and release leases; a read-only one may only look
+ * (it must not block writers).
+ */
+const ROUTE_ROLES: RouteRole[] = [
+  ['post', LockRoutes.keys, 'server'],
+  ['delete', LockRoutes.keys, 'server'],
+  ['post', LockRoutes.removeKeys, 'server'],
+  ['post', LockRoutes.acquire, 'write'],
+  ['post', LockRoutes.renew, 'write'],
+  ['post', LockRoutes.release, 'write'],
+  ['get', LockRoutes.check, 'server'],
+  ['get', LockRoutes.status, 'read']
+]
+
+/** The subject a lease is bound to: the credential's, or none on an open server. */
+function holderOf (caller: Caller): string | undefined {
+  return caller.open ? undefined : caller.subject
 }
 
 /** Lets the event loop run once through its I/O, twice to be sure it polled after now. */
@@ -42,6 +67,8 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
   const waits = new LockWaits(table)
 
   const app = newApp()
+  app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
+  guardRoutes(app, ROUTE_ROLES)
   app.use(jsonBody)
 
   // Changes when this server restarts: file servers then create their keys again, which
@@ -93,7 +120,7 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
     }
     let lease
     try {
-      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone)
+      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)))
     } catch (err) {
       if (err instanceof CallerGoneError) {
         res.destroy()
@@ -112,13 +139,13 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
 
   app.post(LockRoutes.renew, async (req, res) => {
     const body = bodyOf(req)
-    res.json(await table.renew(body.path(), body.int('token')))
+    res.json(await table.renew(body.path(), body.int('token'), holderOf(callerOf(res))))
   })
 
   app.post(LockRoutes.release, async (req, res) => {
     const body = bodyOf(req)
     const path = body.path()
-    await table.release(path, body.int('token'))
+    await table.release(path, body.int('token'), holderOf(callerOf(res)))
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
     res.json(answer)
@@ -127,7 +154,9 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
   app.get(LockRoutes.check, async (req, res) => {
     const query = queryOf(req)
     const path = query.path()
-    const answer: CheckAnswer = { path, valid: true, expiresInMs: await table.check(path, query.int('token')) }
+    const { expiresInMs, holder } = await table.checkLease(path, query.int('token'))
+    const answer: CheckAnswer = { path, valid: true, expiresInMs }
+    if (holder !== undefined) answer.holder = holder
     res.json(answer)
   })
 

@@ -125,6 +125,20 @@ export class PayloadTooLargeError extends DfsError {
   override readonly errno = 'EFBIG'
 }
 
+/** No credential, or one that is expired, revoked, tampered with or signed by another cluster's key. */
+export class UnauthorizedError extends DfsError {
+  override readonly code = 'UNAUTHORIZED'
+  override readonly status = 401
+  override readonly errno = 'EACCES'
+}
+
+/** A valid credential whose role may not do this (a client on a server route, a read-only token writing). */
+export class ForbiddenError extends DfsError {
+  override readonly code = 'FORBIDDEN'
+  override readonly status = 403
+  override readonly errno = 'EACCES'
+}
+
 /** The peer speaks another version of the dfs protocol. */
 export class ProtocolMismatchError extends DfsError {
   override readonly code = 'PROTOCOL_MISMATCH'
@@ -155,7 +169,9 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   CROSS_SERVER: CrossServerError,
   UNAVAILABLE: ServerUnavailableError,
   TOO_LARGE: PayloadTooLargeError,
-  PROTOCOL_MISMATCH: ProtocolMismatchError
+  PROTOCOL_MISMATCH: ProtocolMismatchError,
+  UNAUTHORIZED: UnauthorizedError,
+  FORBIDDEN: ForbiddenError
 }
 
 /** Rebuilds the typed error a server sent, so callers can branch with instanceof. */
@@ -179,5 +195,7 @@ export function asDfsError (err: unknown): DfsError {
   if (nodeCode === 'ENOTDIR') return new NotDirectoryError('not a directory', {}, { cause: err })
   if (nodeCode === 'ENOTEMPTY') return new NotEmptyError('directory not empty', {}, { cause: err })
   if (nodeCode === 'EEXIST') return new ConflictError('already exists', {}, { cause: err })
+  // Legal at the mount, too long once the root is put before it: the disk path stays unsaid.
+  if (nodeCode === 'ENAMETOOLONG') return new NameTooLongError('name too long', {}, { cause: err })
   return new DfsError(err instanceof Error ? err.message : String(err), {}, { cause: err })
 }

@@ -60,6 +60,12 @@ export interface RegisterRequest {
    * directory that lost its state then hands out the same ids as before. Absent at first start.
    */
   machineId?: number
+  /**
+   * The server's own secret (base64url, from its identity.json), bound to serverId at the
+   * first registration; later registrations under that serverId must carry it, and the
+   * server's calls to the directory are signed with it (see docs/protocol.md, Authentication).
+   */
+  secret?: string
 }
 
 export interface RegisterAnswer {
@@ -230,7 +236,10 @@ export interface AcquireRequest {
 
 export interface LockLease {
   path: string
+  /** The label the client sent (host:pid:random), shown to others who find the key taken. */
   owner: string
+  /** The subject of the credential it was granted to (absent on an open cluster): the one caller that may use it. */
+  holder?: string
   /** Fencing token: grows with every grant, so a file server can refuse a superseded holder. */
   token: number
   ttlMs: number
@@ -252,6 +261,8 @@ export interface CheckAnswer {
   valid: true
   /** How long the lease has left: until then no one else can be granted the key. */
   expiresInMs: number
+  /** The credential subject the lease was granted to (absent on an open cluster): only it may write under the lease. */
+  holder?: string
 }
 
 export interface LockStatus {
