@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { DEFAULT_HOST, DEFAULT_PORTS } from '../src/shared/defaults'
+import type { ServerAuth } from './common/auth'
 import type { Logger, RunningServer } from './common/http'
 import { silentLogger } from './common/http'
 import { startDirectoryServer } from './directory/server'
@@ -23,6 +24,8 @@ export interface ClusterOptions {
   /** The lock server's state folder (its journal); without one, locks are kept in memory only. */
   lockStateDir?: string
   log?: Logger
+  /** The cluster key every server checks credentials with; absent, the servers are open to anyone. */
+  auth?: ServerAuth
 }
 
 export interface RunningCluster {
@@ -38,9 +41,9 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   const host = opts.host ?? DEFAULT_HOST
   const started: RunningServer[] = []
   try {
-    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, log })
+    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, log, auth: opts.auth })
     started.push(directory)
-    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, stateDir: opts.lockStateDir, log })
+    const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, stateDir: opts.lockStateDir, log, auth: opts.auth })
     started.push(lock)
     const fileServers: RunningFileServer[] = []
     const firstFilePort = opts.firstFilePort ?? DEFAULT_PORTS.firstFile
@@ -51,7 +54,8 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
         host,
         directoryUrl: directory.url,
         lockUrl: lock.url,
-        log
+        log,
+        auth: opts.auth
       })
       started.push(server)
       fileServers.push(server)

@@ -9,6 +9,15 @@ import { dfsMountBin, dfsUmountBin, mountPlace, outcome, run, runCli } from './h
 import { cleanEnv, runNode, startNode, stopNode } from './helpers/processes'
 import type { Finished } from './helpers/processes'
 import { closedPort } from './helpers/ports'
+import { credentialsWithKeyFile } from './helpers/credentials'
+
+/** A cluster key in `work` for the servers (DFS_CLUSTER_KEY), and a file with a client token of it (DFS_TOKEN_FILE). */
+function secrets (work: string): { keyFile: string, tokenFile: string } {
+  const { keyFile, write } = credentialsWithKeyFile(path.join(work, 'secrets'))
+  const tokenFile = path.join(work, 'secrets', 'token')
+  fs.writeFileSync(tokenFile, write + '\n', { mode: 0o600 })
+  return { keyFile, tokenFile }
+}
 
 /*
  * Each CLI reads the DFS_* variables of its own options and no others: a variable exported
@@ -48,13 +57,15 @@ t.test('dfs-serve servers start with the variables of dfs and dfs-mount set; dfs
   const refusing = `http://127.0.0.1:${await closedPort()}`
   // Nothing listens at these: a server that read them as its own options would fail to start or to register.
   const strayClient = clientVariables(refusing, refusing, path.join(work, 'stray-cache'))
+  const { keyFile, tokenFile } = secrets(work)
+  const key = { DFS_CLUSTER_KEY: keyFile }
 
-  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient })
+  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient, ...key })
   t.teardown(async () => { await stopNode(directory) })
   t.pass('dfs-serve directory listens with DFS_DIRECTORY, DFS_LOCK and DFS_CACHE_DIR set')
   // Its own variable, DFS_STATE_DIR, it does read: the state stays in this test's folder.
   const lockStateDir = path.join(work, 'lock-state')
-  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient, DFS_STATE_DIR: lockStateDir })
+  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0'], /listening on (http:\S+)/, 15_000, { ...cleanEnv(), ...strayClient, ...key, DFS_STATE_DIR: lockStateDir })
   t.teardown(async () => { await stopNode(lock) })
   t.pass('so does dfs-serve lock')
   t.ok(fs.existsSync(path.join(lockStateDir, 'locks.journal')), 'which keeps its journal in DFS_STATE_DIR')
@@ -62,8 +73,8 @@ t.test('dfs-serve servers start with the variables of dfs and dfs-mount set; dfs
   const lockUrl = (/listening on (http:\S+)/.exec(lock.line) as RegExpExecArray)[1]
 
   // The file server does take --directory, --lock and --root: from the same variables dfs reads.
-  const client = clientVariables(directoryUrl, lockUrl, path.join(work, 'cache'))
-  const file = await startNode(['bin/dfs-serve', 'file', '--port', '0'], /listening on/, 15_000, { ...cleanEnv(), ...client, DFS_ROOT: root })
+  const client = { ...clientVariables(directoryUrl, lockUrl, path.join(work, 'cache')), DFS_TOKEN_FILE: tokenFile }
+  const file = await startNode(['bin/dfs-serve', 'file', '--port', '0'], /listening on/, 15_000, { ...cleanEnv(), ...client, ...key, DFS_ROOT: root })
   t.teardown(async () => { await stopNode(file) })
   t.pass('dfs-serve file listens with DFS_CACHE_DIR set, and takes its root from DFS_ROOT')
 
@@ -119,18 +130,19 @@ t.test('dfs-mount finds the cluster through DFS_DIRECTORY, whatever the server v
   await fsp.mkdir(path.join(root, 'notes'), { recursive: true })
   await fsp.writeFile(path.join(root, 'notes', 'todo.txt'), 'first\n')
   const refusing = `http://127.0.0.1:${await closedPort()}`
-  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state')], /listening on (http:\S+)/)
+  const { keyFile, tokenFile } = secrets(work)
+  const directory = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', path.join(work, 'directory-state'), '--cluster-key', keyFile], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(directory) })
-  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(work, 'lock-state')], /listening on (http:\S+)/)
+  const lock = await startNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(work, 'lock-state'), '--cluster-key', keyFile], /listening on (http:\S+)/)
   t.teardown(async () => { await stopNode(lock) })
   const directoryUrl = (/listening on (http:\S+)/.exec(directory.line) as RegExpExecArray)[1]
   const lockUrl = (/listening on (http:\S+)/.exec(lock.line) as RegExpExecArray)[1]
-  const file = await startNode(['bin/dfs-serve', 'file', '--port', '0', '--root', root, '--directory', directoryUrl, '--lock', lockUrl], /listening on/)
+  const file = await startNode(['bin/dfs-serve', 'file', '--port', '0', '--root', root, '--directory', directoryUrl, '--lock', lockUrl, '--cluster-key', keyFile], /listening on/)
   t.teardown(async () => { await stopNode(file) })
 
   // mountPlace unmounts (fusermount -u -z) whatever is still mounted at teardown.
   const place = await mountPlace(t)
-  const client = { DFS_DIRECTORY: directoryUrl, DFS_LOCK: lockUrl, DFS_CACHE_DIR: place.cacheDir }
+  const client = { DFS_DIRECTORY: directoryUrl, DFS_LOCK: lockUrl, DFS_CACHE_DIR: place.cacheDir, DFS_TOKEN_FILE: tokenFile }
 
   const misdirected = await runCli(dfsMountBin, [place.mountpoint], { env: { ...place.env, ...client, DFS_DIRECTORY: refusing } })
   assertOneLineError(t, misdirected, 'dfs-mount', new RegExp(`directory server at ${refusing.slice('http://'.length)} is not answering`))

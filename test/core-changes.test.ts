@@ -94,7 +94,7 @@ t.test('a store whose lease was lost meanwhile is stored under a new one if the 
   const logged: string[] = []
   const writer = cluster.client({ log: (line) => logged.push(line) })
   const other = cluster.client()
-  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 2000))
+  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 2000, cluster.credentials.caller))
 
   // The lease is lost behind the writer's back (as when it ran out during an outage).
   let held = await writer.lock('/logs/app.log')

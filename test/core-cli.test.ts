@@ -4,7 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { runNode, startNode, stopNode } from './helpers/processes'
+import { cleanEnv, runNode, startNode, stopNode } from './helpers/processes'
 import type { Finished } from './helpers/processes'
 import { rawGet } from './helpers/wire'
 
@@ -16,7 +16,7 @@ async function dfs (cluster: TestCluster, args: string[], input?: string): Promi
     '--cache-dir', path.join(cluster.workDir, 'cli-cache'),
     '--timeout-ms', '2000',
     '--lock-timeout-ms', '2000'
-  ], { input, timeoutMs: 15_000 })
+  ], { input, timeoutMs: 15_000, env: { ...cleanEnv(), DFS_TOKEN: cluster.credentials.write } })
 }
 
 t.test('dfs cat, append and ls against a running cluster', async (t) => {
@@ -112,7 +112,7 @@ t.test('dfs with no command asks read or write, the file and the text', async (t
 t.test('dfs-serve directory --port 0 picks a port and says which', async (t) => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-cli-directory-'))
   t.teardown(() => fs.rmSync(stateDir, { recursive: true, force: true }))
-  const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', stateDir], /listening on /)
+  const served = await startNode(['bin/dfs-serve', 'directory', '--port', '0', '--state-dir', stateDir, '--cluster-key', path.join(stateDir, 'cluster.key')], /listening on /)
   t.teardown(async () => { await stopNode(served, 'SIGKILL') })
   t.match(served.line, /directory server listening on http:\/\/127\.0\.0\.1:\d+ \(port 0: picked a free one\)/)
   const url = /listening on (http:\/\/\S+)/.exec(served.line)?.[1] as string

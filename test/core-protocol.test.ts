@@ -75,10 +75,10 @@ t.test('bad input is a 4xx that names the field, never a 500', async (t) => {
 t.test('a JSON body over the limit is a 413 with a clear error, and the server goes on', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a' }])
   const huge = JSON.stringify({ paths: ['/' + 'x'.repeat(17 * 1024 * 1024)] })
-  const answer = await raw(cluster.lock.url, { method: 'POST', url: LockRoutes.keys, data: huge, headers: { 'Content-Type': 'application/json' }, maxBodyLength: Infinity })
+  const answer = await raw(cluster.lock.url, { method: 'POST', url: LockRoutes.keys, data: huge, headers: { 'Content-Type': 'application/json' }, maxBodyLength: Infinity, token: cluster.credentials.server })
   t.equal(answer.status, 413)
   t.equal(answer.body.error.code, 'TOO_LARGE')
-  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 5000))
+  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 5000, { credential: () => cluster.credentials.server }))
   const err = await lockApi.createKeys(['/' + 'y'.repeat(17 * 1024 * 1024)]).then(() => null, (e: unknown) => e)
   t.type(err, PayloadTooLargeError, 'the typed client rebuilds the typed error')
   t.equal((await lockApi.health()).service, 'lock', 'the server still answers')

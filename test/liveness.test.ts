@@ -22,7 +22,7 @@ import { waitFor } from './helpers/waitFor'
 const FAST_MS = 2500
 
 function directoryOf (cluster: ProcessCluster): DirectoryApi {
-  return new DirectoryApi(new Transport('directory server', cluster.directory.url, 2000))
+  return new DirectoryApi(new Transport('directory server', cluster.directory.url, 2000, { credential: () => cluster.credentials.server }))
 }
 
 async function statusOf (cluster: ProcessCluster, machineId: number): Promise<ServerStatus | undefined> {
@@ -129,14 +129,14 @@ t.test('a killed file server is marked down, skipped, fails fast, stays listed, 
   t.equal((await client.readFile('/shared/a.txt')).toString(), 'a\n', 'it serves its files again, also to the client that failed on it')
   t.same((await fresh.list('/shared')).map((e) => e.unavailable === true), [false, false, false, false, false], 'nothing is unavailable any more')
 
-  const refused = await runNode(['bin/dfs-serve', 'forget-server', '--directory', cluster.directory.url, String(dyingId)])
+  const refused = await runNode(['bin/dfs-serve', 'forget-server', '--directory', cluster.directory.url, '--cluster-key', cluster.credentials.keyFile, String(dyingId)])
   t.not(refused.code, 0, 'a server that is up cannot be forgotten')
   t.match(refused.stderr, /is up/)
   await t.rejects(directoryOf(cluster).forgetServer(dyingId), ConflictError)
 
   await dying.kill()
   await waitFor('it to be down again', async () => (await statusOf(cluster, dyingId))?.state === 'down', DEFAULT_SERVER_DOWN_AFTER_MS + 5000, 100)
-  const forgot = await runNode(['bin/dfs-serve', 'forget-server', '--directory', cluster.directory.url, String(dyingId)])
+  const forgot = await runNode(['bin/dfs-serve', 'forget-server', '--directory', cluster.directory.url, '--cluster-key', cluster.credentials.keyFile, String(dyingId)])
   t.equal(forgot.code, 0, forgot.stderr)
   t.match(forgot.stdout, new RegExp(`forgot file server ${dyingId} and its \\d+ entries`))
   t.equal(await statusOf(cluster, dyingId), undefined, 'GET /servers no longer shows it')

@@ -139,6 +139,12 @@ export class ClusterKey {
     return { key: new ClusterKey(secret), created: false }
   }
 
+  /** Reads an existing key file: for what must not make a new key (a token of a key no server has is worthless). */
+  static load (file: string): ClusterKey {
+    if (!fs.existsSync(file)) throw new ClusterKeyError(`no cluster key at ${file}: start a server first (it makes one), or name it with --cluster-key`)
+    return ClusterKey.loadOrCreate(file).key
+  }
+
   /** A client credential: `dfs-serve token`. */
   clientToken (sub: string, opts: { readOnly?: boolean, ttlMs: number }): { token: string, claims: Claims } {
     const claims = newClaims(sub, opts.readOnly === true ? 'read' : 'write', opts.ttlMs)

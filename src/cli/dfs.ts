@@ -7,6 +7,7 @@ import type { ListEntry } from '../client/dfsClient'
 import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
+import { clientCaller } from './credentials'
 import { clientOptions } from './options'
 
 interface ClientArgs {
@@ -15,6 +16,7 @@ interface ClientArgs {
   cacheDir: string
   timeoutMs: number
   lockTimeoutMs: number
+  tokenFile: string | undefined
 }
 
 function clientOf (args: ClientArgs): DfsClient {
@@ -24,7 +26,8 @@ function clientOf (args: ClientArgs): DfsClient {
     cacheDir: args.cacheDir,
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
-    metaTtlMs: 0
+    metaTtlMs: 0,
+    caller: clientCaller(args.tokenFile)
   })
 }
 

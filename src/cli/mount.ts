@@ -9,13 +9,14 @@ import { Transport } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
 import { isMounted, mountDfs } from '../fuse/mount'
 import type { MountedDfs } from '../fuse/mount'
-import { CliError, runMain } from './common'
+import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
+import { clientCaller } from './credentials'
 import { mountOptions } from './options'
 
 function log (line: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${line}\n`)
+  process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
 }
 
 /** The checks that give a one-line answer before anything is started. */
@@ -69,6 +70,7 @@ async function main (): Promise<void> {
   try {
     await preflight(mountpoint, args.directory)
     const client = new DfsClient({
+      caller: clientCaller(args.tokenFile),
       directoryUrl: args.directory,
       lockUrl: args.lock,
       cacheDir: args.cacheDir,

@@ -1,6 +1,6 @@
 import type { Options } from 'yargs'
 import {
-  DEFAULT_CACHE_DIR, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
+  DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
   DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
@@ -28,6 +28,9 @@ const publicUrl = { type: 'string', describe: 'URL clients use to reach this ser
 const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs; the lock state is kept next to it, in lock-state/)' } as const
 const softTimeoutMs = { type: 'number', default: DEFAULT_SOFT_TIMEOUT_MS, describe: 'with --soft: how long a close or fsync keeps trying to store written data before EIO' } as const
 const directoryStateDir = { type: 'string', default: DEFAULT_DIRECTORY_STATE_DIR, describe: 'folder where the directory server keeps which machine id is which file server\'s' } as const
+const tokenFile = { type: 'string', describe: 'file holding the client token (dfs-serve token makes one); DFS_TOKEN may hold the token itself instead. Default: ~/.config/dfs/token, else the demo\'s' } as const
+const clusterKey = { type: 'string', default: DEFAULT_CLUSTER_KEY_FILE, describe: 'the cluster key file, made (mode 0600) if there is none; copy it to every server machine, never to clients' } as const
+const revokedTokens = { type: 'string', describe: 'deny list: a file with one token id or sub:NAME per line, read again when it changes' } as const
 const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -44,6 +47,10 @@ const soft = {
 const reset = { type: 'boolean', default: false, describe: 'start again from a fresh copy of the sample data' } as const
 const detach = { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' } as const
 const stop = { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' } as const
+const insecure = { type: 'boolean', default: false, describe: 'run without a cluster key: anyone who reaches the port may do anything (logs a warning)' } as const
+const readOnly = { type: 'boolean', default: false, describe: 'a token that may read and list, not change or lock' } as const
+const ttl = { type: 'string', default: '30d', describe: 'how long the token is valid: 90s, 15m, 12h, 30d' } as const
+const tokenName = { type: 'string', describe: 'the token\'s subject: who holds it, shown as the holder of its locks (default: your user name)' } as const
 
 /** The environment variable of an option: cache-dir is DFS_CACHE_DIR. */
 function envNameOf (option: string): string {
@@ -80,9 +87,19 @@ function withEnvironment<O extends Record<string, Options>> (declared: O, env: N
  * inference on purpose: yargs derives the types of the parsed arguments from them.
  */
 
-/** Where a client finds the cluster and how long it waits: dfs and dfs-mount. */
+/** Where a client finds the cluster, its credential and how long it waits: dfs and dfs-mount. */
 export function clientOptions () {
-  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs })
+  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile })
+}
+
+/** What every server takes to be a member of the cluster, or to run open. */
+function securityOptions () {
+  return { ...withEnvironment({ 'cluster-key': clusterKey, 'revoked-tokens': revokedTokens }), insecure }
+}
+
+/** dfs-serve token: a client credential, printed on stdout. */
+export function tokenOptions () {
+  return { ...withEnvironment({ 'cluster-key': clusterKey, name: tokenName, ttl }), 'read-only': readOnly }
 }
 
 export function mountOptions () {
@@ -90,20 +107,20 @@ export function mountOptions () {
 }
 
 export function directoryServerOptions () {
-  return withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': directoryStateDir })
+  return { ...withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': directoryStateDir }), ...securityOptions() }
 }
 
 /** dfs-serve forget-server: only where the directory server is. */
 export function forgetServerOptions () {
-  return withEnvironment({ directory, 'timeout-ms': timeoutMs })
+  return withEnvironment({ directory, 'timeout-ms': timeoutMs, 'cluster-key': clusterKey })
 }
 
 export function lockServerOptions () {
-  return withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir })
+  return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir }), ...securityOptions() }
 }
 
 export function fileServerOptions () {
-  return withEnvironment({ root, port: port(DEFAULT_PORTS.firstFile), host, directory, lock, 'public-url': publicUrl })
+  return { ...withEnvironment({ root, port: port(DEFAULT_PORTS.firstFile), host, directory, lock, 'public-url': publicUrl }), ...securityOptions() }
 }
 
 export function demoOptions () {

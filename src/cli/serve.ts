@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
 import type { RunningServer } from '../../servers/common/http'
@@ -6,16 +7,19 @@ import { startDirectoryServer } from '../../servers/directory/server'
 import { startLockServer } from '../../servers/lock/server'
 import { startFileServer } from '../../servers/file/server'
 import { prepareDemoData, startCluster } from '../../servers/cluster'
-import { CliError, runMain } from './common'
+import type { ServerAuth } from '../../servers/common/auth'
+import { ClusterKey, parseDuration } from '../../servers/common/tokens'
+import { DEMO_TOKEN_FILE, DEFAULT_DEMO_DATA_DIR } from '../shared/defaults'
+import { CliError, logLine, runMain } from './common'
 import { isAlive, notifyParent, startDetached } from './daemon'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
-import { demoOptions, directoryServerOptions, fileServerOptions, forgetServerOptions, lockServerOptions } from './options'
+import { demoOptions, directoryServerOptions, fileServerOptions, forgetServerOptions, lockServerOptions, tokenOptions } from './options'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
 function log (line: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${line}\n`)
+  process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
 }
 
 /** Keeps the process up until SIGINT or SIGTERM, then closes the servers. */
@@ -46,6 +50,27 @@ function readPid (pidFile: string): number | null {
   }
 }
 
+/**
+ * The cluster key a server checks credentials with (made at the first start), or none with
+ * --insecure, which is said loudly: anyone who reaches the port may then do anything.
+ */
+function serverAuth (args: { clusterKey: string, revokedTokens?: string, insecure: boolean }): ServerAuth | undefined {
+  if (args.insecure) {
+    log('WARNING: --insecure: no cluster key, no credentials checked; anyone who can reach this port can read, change and remove every file')
+    return undefined
+  }
+  const { key, created } = ClusterKey.loadOrCreate(args.clusterKey)
+  log(`cluster key ${args.clusterKey}${created ? ' (made now: copy it, mode 0600, to every other server machine)' : ''}`)
+  return { key, revokedFile: args.revokedTokens }
+}
+
+/** Writes a client token (mode 0600) where dfs and dfs-mount look for one. */
+function writeToken (file: string, token: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  fs.writeFileSync(file, token + '\n', { mode: 0o600 })
+  fs.chmodSync(file, 0o600)
+}
+
 function listening (what: string, server: RunningServer, requested: number): void {
   log(`${what} listening on ${server.url}${requested === 0 ? ' (port 0: picked a free one)' : ''}`)
 }
@@ -56,14 +81,14 @@ async function main (): Promise<void> {
     .usage('$0 <server> [options]\n\nRuns dfs server daemons. An option that takes a value can also be set as DFS_<OPTION>; each server reads only the variables of its own options (see $0 <server> --help).')
     .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
-      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, log })
+      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, log, auth: serverAuth(args) })
       log(`directory server state in ${args.stateDir}`)
       listening('directory server', server, args.port)
       stayUp(server.close)
     })
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
-      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log })
+      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log, auth: serverAuth(args) })
       log(`lock state in ${args.stateDir}`)
       listening('lock server', server, args.port)
       stayUp(server.close)
@@ -71,7 +96,7 @@ async function main (): Promise<void> {
     .command('file', 'a file server: serves the files under --root', (y) => y.options(fileServerOptions()),
     async (args) => {
       const server = await startFileServer({
-        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log
+        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args)
       })
       listening(`file server ${server.machineId}`, server, args.port)
       stayUp(server.close)
@@ -105,8 +130,14 @@ async function main (): Promise<void> {
       // Next to the data it locks, and reset with it: keys of files a reset removed would linger.
       const lockStateDir = demoLockStateDir(args.dataDir)
       if (args.reset) fs.rmSync(lockStateDir, { recursive: true, force: true })
+      // The demo's own key, beside its data; and a client token where dfs and dfs-mount look
+      // (DEMO_TOKEN_FILE for the default data folder), so the quick start needs no step for it.
+      const { key } = ClusterKey.loadOrCreate(path.join(path.dirname(args.dataDir), 'cluster.key'))
+      const tokenFile = path.resolve(args.dataDir) === DEFAULT_DEMO_DATA_DIR ? DEMO_TOKEN_FILE : path.join(path.dirname(args.dataDir), 'client.token')
+      writeToken(tokenFile, key.clientToken('demo', { ttlMs: 30 * 86_400_000 }).token)
+      log(`client token in ${tokenFile}${tokenFile === DEMO_TOKEN_FILE ? '' : ' (point DFS_TOKEN_FILE at it)'}`)
       const cluster = await startCluster({
-        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, lockStateDir, log
+        roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, lockStateDir, log, auth: { key }
       })
       listening('directory server', cluster.directory, args.directoryPort)
       listening('lock server', cluster.lock, args.lockPort)
@@ -123,9 +154,22 @@ async function main (): Promise<void> {
       (y) => y.options(forgetServerOptions()).positional('machineId', { type: 'number', demandOption: true, describe: 'its machine id (see GET /servers)' }),
       async (args) => {
         if (!Number.isSafeInteger(args.machineId) || args.machineId < 1) throw new CliError(`not a machine id: ${args.machineId}`)
-        const directory = new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs))
+        // An operator's call: made with the cluster key, on the machine that has it.
+        const credential = ClusterKey.load(args.clusterKey).serverCredential('operator')
+        const directory = new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, { credential }))
         const answer = await directory.forgetServer(args.machineId)
         process.stdout.write(`forgot file server ${answer.machineId} and its ${answer.entries} entries\n`)
+      })
+    .command('token', 'print a client token for dfs and dfs-mount (put it in ~/.config/dfs/token or DFS_TOKEN)', (y) => y.options(tokenOptions()),
+      (args) => {
+        const ttlMs = parseDuration(args.ttl)
+        if (ttlMs === null) throw new CliError(`--ttl must be a duration such as 90s, 15m, 12h or 30d, not "${args.ttl}"`)
+        const name = args.name ?? os.userInfo().username
+        if (!/^[A-Za-z0-9_.@-]{1,64}$/.test(name)) throw new CliError('--name must be 1 to 64 letters, digits, or . _ @ -')
+        const { token, claims } = ClusterKey.load(args.clusterKey).clientToken(name, { readOnly: args.readOnly, ttlMs })
+        process.stdout.write(token + '\n')
+        process.stderr.write(`token ${claims.jti} for ${name} (${args.readOnly ? 'read-only' : 'read and write'}), valid until ${new Date(claims.exp * 1000).toISOString()}; ` +
+          `to revoke it, add the line ${claims.jti} to the servers' --revoked-tokens file\n`)
       })
     .demandCommand(1, 'name a server to run: directory, lock, file or demo')
     .strict()

@@ -77,8 +77,23 @@ export const DEFAULT_MOUNT_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? p
  */
 export const DEFAULT_DIRECTORY_STATE_DIR = path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'dfs', 'directory')
 
+/** Where a user's dfs settings live, as the XDG base directory spec has it. */
+const CONFIG_DIR = path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'dfs')
+
+/** The cluster key a server loads, or makes at its first start (mode 0600). Servers only: clients never read it. */
+export const DEFAULT_CLUSTER_KEY_FILE = path.join(CONFIG_DIR, 'cluster.key')
+
+/** Where dfs and dfs-mount read their client token (made by dfs-serve token) unless DFS_TOKEN holds one. */
+export const DEFAULT_TOKEN_FILE = path.join(CONFIG_DIR, 'token')
+
 /** The demo cluster's working copy of sample-data/, inside the checkout (this file runs from dist/src/shared). */
 export const DEFAULT_DEMO_DATA_DIR = path.resolve(__dirname, '..', '..', '..', '.demo', 'data')
+
+/**
+ * The client token the demo writes (beside its data): dfs and dfs-mount read it when there
+ * is no DEFAULT_TOKEN_FILE, so the quick start needs no step of its own.
+ */
+export const DEMO_TOKEN_FILE = path.resolve(__dirname, '..', '..', '..', '.demo', 'client.token')
 
 /** How long dfs-mount waits for the directory server's health check before it gives up. */
 export const DEFAULT_PREFLIGHT_TIMEOUT_MS = 3_000

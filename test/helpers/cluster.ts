@@ -7,11 +7,15 @@ import { DfsClient } from '../../src/client/dfsClient'
 import type { DfsClientOptions } from '../../src/client/dfsClient'
 import { startCluster } from '../../servers/cluster'
 import type { ClusterOptions, RunningCluster } from '../../servers/cluster'
+import { newCredentials, noteCaller } from './credentials'
+import type { TestCredentials } from './credentials'
 
 export interface TestCluster extends RunningCluster {
   /** Folder holding this test's roots and cache folders; removed at teardown. */
   workDir: string
   roots: string[]
+  /** The cluster key and tokens of it; clients of client() send `credentials.write`. */
+  credentials: TestCredentials
   /** A client with a cache folder of its own. */
   client: (opts?: DfsClientOptions) => DfsClient
 }
@@ -26,7 +30,8 @@ export function writeTree (root: string, tree: Record<string, string>): void {
 
 /**
  * Starts a real cluster on 127.0.0.1 with free ports, one file server per tree, and stops
- * it and removes its files when the test ends, failed or not.
+ * it and removes its files when the test ends, failed or not. Secure, with a fresh cluster
+ * key: its clients carry a write token (see TestCluster.credentials).
  */
 export async function startTestCluster (t: Test, trees: Array<Record<string, string>>, opts: Partial<ClusterOptions> = {}): Promise<TestCluster> {
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-test-'))
@@ -36,7 +41,9 @@ export async function startTestCluster (t: Test, trees: Array<Record<string, str
     writeTree(root, tree)
     return root
   })
-  const cluster = await startCluster({ roots, directoryPort: 0, lockPort: 0, firstFilePort: 0, ...opts })
+  const credentials = newCredentials()
+  const cluster = await startCluster({ roots, directoryPort: 0, lockPort: 0, firstFilePort: 0, auth: { key: credentials.key }, ...opts })
+  for (const server of cluster.fileServers) noteCaller(server, credentials.caller)
   let clients = 0
   t.teardown(async () => {
     await cluster.close()
@@ -46,11 +53,13 @@ export async function startTestCluster (t: Test, trees: Array<Record<string, str
     ...cluster,
     workDir,
     roots,
+    credentials,
     client: (clientOpts = {}) => new DfsClient({
       directoryUrl: cluster.directory.url,
       lockUrl: cluster.lock.url,
       cacheDir: path.join(workDir, `cache-${++clients}`),
       timeoutMs: 2000,
+      caller: credentials.caller,
       ...clientOpts
     })
   }

@@ -120,9 +120,11 @@ export async function mountPlace (t: Test): Promise<MountPlace> {
   return { base, mountpoint, cacheDir: path.join(base, 'cache'), env: { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') } }
 }
 
-/** The dfs-mount options that point at a test cluster. */
+/** The dfs-mount options that point at a test cluster, with its write token in a file of the mount place. */
 export function clusterArgs (cluster: TestCluster, place: MountPlace): string[] {
-  return ['--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', place.cacheDir]
+  const tokenFile = path.join(place.base, 'token')
+  fs.writeFileSync(tokenFile, cluster.credentials.write + '\n', { mode: 0o600 })
+  return ['--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', place.cacheDir, '--token-file', tokenFile]
 }
 
 /**

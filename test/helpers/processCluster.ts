@@ -10,6 +10,8 @@ import { DfsClient } from '../../src/client/dfsClient'
 import type { DfsClientOptions } from '../../src/client/dfsClient'
 import { isMounted } from '../../src/fuse/mount'
 import { writeTree } from './cluster'
+import { credentialsWithKeyFile, noteCaller } from './credentials'
+import type { TestCredentials } from './credentials'
 import { requireFuse, run } from './mount'
 import { cleanEnv, repoRoot } from './processes'
 import { waitFor, within } from './waitFor'
@@ -94,6 +96,8 @@ export interface ProcessCluster {
   workDir: string
   /** The lock server's --state-dir: what it keeps over a restart. */
   lockStateDir: string
+  /** The cluster key (every server's --cluster-key) and tokens of it; clients and mounts send `credentials.write`. */
+  credentials: TestCredentials & { keyFile: string }
   directory: ServerProcess
   lock: ServerProcess
   files: ServerProcess[]
@@ -316,11 +320,15 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     return server
   }
 
-  // Their state (machine ids, the lock journal) lives in the work folder, kept over their
-  // restarts, never in the developer's home.
-  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state')], null)
+  // Their state (machine ids, the lock journal) and the cluster key live in the work folder,
+  // kept over their restarts, never in the developer's home.
+  const credentials = credentialsWithKeyFile(path.join(workDir, 'secrets'))
+  const keyArgs = ['--cluster-key', credentials.keyFile]
+  const tokenFile = path.join(workDir, 'secrets', 'token')
+  fs.writeFileSync(tokenFile, credentials.write + '\n', { mode: 0o600 })
+  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state'), ...keyArgs], null)
   const lockStateDir = path.join(workDir, 'lock-state')
-  const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...opts.lockArgs ?? []], null)
+  const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...keyArgs, ...opts.lockArgs ?? []], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
   const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
@@ -329,7 +337,8 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     const root = path.join(workDir, `root-${n}`)
     fs.mkdirSync(root, { recursive: true })
     writeTree(root, tree)
-    const server = await supervisedServer('file', `file server ${n}`, ['--root', root, '--directory', directory.url, '--lock', lock.url], root)
+    const server = await supervisedServer('file', `file server ${n}`, ['--root', root, '--directory', directory.url, '--lock', lock.url, ...keyArgs], root)
+    noteCaller(server, credentials.caller)
     files.push(server)
     return server
   }
@@ -344,7 +353,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     await fsp.mkdir(mountpoint, { recursive: true })
     // Its state file and logs stay under base, not in the developer's home.
     const proc = new Supervised(`mount ${n}`, { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') })
-    const args = [dfsMountBin, mountpoint, '--foreground', '--directory', directory.url, '--lock', lock.url, '--cache-dir', cacheDir, ...extraArgs]
+    const args = [dfsMountBin, mountpoint, '--foreground', '--directory', directory.url, '--lock', lock.url, '--cache-dir', cacheDir, '--token-file', tokenFile, ...extraArgs]
     const detach = async (): Promise<void> => {
       // A daemon that died leaves the mount point "not connected" until it is detached.
       if (await isMounted(mountpoint)) {
@@ -400,6 +409,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   return {
     workDir,
     lockStateDir,
+    credentials,
     directory,
     lock,
     files,
@@ -410,6 +420,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
       lockUrl: lock.url,
       cacheDir: path.join(workDir, `cache-${++clients}`),
       timeoutMs: 2000,
+      caller: credentials.caller,
       ...clientOpts
     })
   }

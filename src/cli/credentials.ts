@@ -1,0 +1,33 @@
+import fs from 'node:fs'
+import { DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE } from '../shared/defaults'
+import type { CallerIdentity } from '../shared/transport'
+import { CliError } from './common'
+
+/**
+ * A client's credential: the token in DFS_TOKEN, else the one in --token-file (DFS_TOKEN_FILE),
+ * else in ~/.config/dfs/token, else the one the demo wrote. Never an argument: `ps` shows
+ * every process's command line to every user of the machine.
+ */
+export function clientCaller (tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
+  const token = readClientToken(tokenFile, env)
+  return token === undefined ? {} : { credential: () => token }
+}
+
+function readClientToken (tokenFile: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const fromEnv = env.DFS_TOKEN?.trim()
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv
+  const files = tokenFile !== undefined ? [tokenFile] : [DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE]
+  for (const file of files) {
+    let text: string
+    try {
+      text = fs.readFileSync(file, 'utf8').trim()
+    } catch (err) {
+      // The default places may well be empty; a file the user named must be there.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && tokenFile === undefined) continue
+      throw new CliError(`cannot read the token file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    if (text === '') throw new CliError(`the token file ${file} is empty: put a token from dfs-serve token in it`)
+    return text
+  }
+  return undefined
+}
