@@ -117,7 +117,7 @@ t.test('a restarted file server voids every promise: its clients revalidate agai
   const [server] = cluster.fileServers
   await server.close()
   await waitFor('the promise to end with the channel', async () => reader.callbackCount === 0, 5000, 20)
-  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
   t.teardown(async () => await restarted.close())
   t.equal((await reader.readFile('/notes/a.txt')).toString(), 'one\n', 'reads go on')
   await readUntilPromised(reader, '/notes/a.txt')

@@ -4,7 +4,7 @@ import t from 'tap'
 import { startFileServer } from '../servers/file/server'
 import { LockedError } from '../src/shared/errors'
 import { startTestCluster } from './helpers/cluster'
-import { fileApiOf, raw } from './helpers/wire'
+import { fileApiOf, rawAs } from './helpers/wire'
 import { FileRoutes, Headers } from '../src/shared/protocol'
 import { LockApi } from '../src/shared/api'
 import { Transport } from '../src/shared/transport'
@@ -31,7 +31,7 @@ t.test('an append retried with the same change id is applied once, also after th
   // The answer to change-3 is "lost" with the server: the retry goes to its next incarnation.
   await api.append('/logs/app.log', Buffer.from('three\n'), { changeId: 'change-3' })
   await server.close()
-  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  const restarted = await startFileServer({ root: cluster.roots[0], port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
   t.teardown(async () => await restarted.close())
   const retried = await fileApiOf(restarted).append('/logs/app.log', Buffer.from('three\n'), { changeId: 'change-3' })
   t.equal(retried.version, 4, 'the restarted server remembers the change from its log')
@@ -54,6 +54,7 @@ t.test('a store retried with the same change id does not undo what came after it
 
 t.test('a bad change id is a 400', async (t) => {
   const cluster = await startTestCluster(t, [tree])
+  const { raw } = rawAs(cluster.credentials.server)
   const answer = await raw(cluster.fileServers[0].url, {
     method: 'POST', url: FileRoutes.append, params: { path: '/logs/app.log' }, data: Buffer.from('x'),
     headers: { 'Content-Type': 'application/octet-stream', [Headers.changeId]: 'no spaces please' }

@@ -7,7 +7,7 @@ import { DirectoryRoutes, FileRoutes, LockRoutes } from '../src/shared/protocol'
 import { startFileServer } from '../servers/file/server'
 import { startTestCluster } from './helpers/cluster'
 import type { RawAnswer } from './helpers/wire'
-import { raw, rawGet, rawPost } from './helpers/wire'
+import { rawAs } from './helpers/wire'
 
 /** An error answer as docs/protocol.md promises it: JSON, a code, a message, no stack trace. */
 function checkErrorAnswer (t: Test, answer: RawAnswer, status: number, codes: string[], what: string): void {
@@ -20,6 +20,7 @@ function checkErrorAnswer (t: Test, answer: RawAnswer, status: number, codes: st
 
 t.test('an unknown path is NotFoundError for the client and a JSON 404 from the servers', async (t) => {
   const cluster = await startTestCluster(t, [{ 'here.txt': 'x\n' }])
+  const { rawGet, rawPost } = rawAs(cluster.credentials.server)
   const client = cluster.client()
   await t.rejects(client.readFile('/nope.txt'), NotFoundError)
   await t.rejects(client.stat('/nope.txt'), NotFoundError)
@@ -44,6 +45,7 @@ const badPaths: Array<[string, string, string[]]> = [
 
 t.test('bad paths are a JSON 400 from every server and never reach the disk', async (t) => {
   const cluster = await startTestCluster(t, [{ 'notes/a.txt': 'a\n' }])
+  const { raw, rawGet, rawPost } = rawAs(cluster.credentials.server)
   const { directory, lock } = cluster
   const file = cluster.fileServers[0]
   for (const [why, bad, codes] of badPaths) {
@@ -67,6 +69,7 @@ t.test('bad paths are a JSON 400 from every server and never reach the disk', as
 
 t.test('other malformed requests are a JSON 400 too', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  const { raw, rawGet, rawPost } = rawAs(cluster.credentials.server)
   checkErrorAnswer(t, await raw(cluster.lock.url, { method: 'POST', url: LockRoutes.acquire, data: '{"path": ', headers: { 'Content-Type': 'application/json' } }), 400, ['BAD_REQUEST'], 'broken JSON')
   checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/a.txt' }), 400, ['BAD_REQUEST'], 'no owner')
   checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/a.txt', owner: 'me', ttlMs: -5 }), 400, ['BAD_REQUEST'], 'a negative lease')
@@ -76,6 +79,7 @@ t.test('other malformed requests are a JSON 400 too', async (t) => {
 
 t.test('a symlink inside a root that points outside it is never served', async (t) => {
   const cluster = await startTestCluster(t, [{ 'inside.txt': 'fine\n', 'sub/kept.txt': 'kept\n' }])
+  const { rawGet } = rawAs(cluster.credentials.server)
   const outside = path.join(cluster.workDir, 'outside')
   fs.mkdirSync(outside)
   fs.writeFileSync(path.join(outside, 'secret.txt'), 'TOP SECRET\n')
@@ -101,7 +105,7 @@ t.test('a symlink inside a root that points outside it is never served', async (
   fs.mkdirSync(other)
   fs.writeFileSync(path.join(other, 'real.txt'), 'real\n')
   fs.symlinkSync(path.join(outside, 'secret.txt'), path.join(other, 'smuggled.txt'))
-  const joined = await startFileServer({ root: other, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  const joined = await startFileServer({ root: other, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
   t.teardown(joined.close)
   t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/real.txt' })).status, 200)
   checkErrorAnswer(t, await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/smuggled.txt' }), 404, ['NOT_FOUND'], 'a reported symlink')

@@ -12,7 +12,7 @@ async function joinServer (t: Test, cluster: TestCluster, name: string, tree: Re
   const root = path.join(cluster.workDir, name)
   fs.mkdirSync(root, { recursive: true })
   writeTree(root, tree)
-  const server = await startFileServer({ root, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, timeoutMs: 2000 })
+  const server = await startFileServer({ root, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000 })
   t.teardown(server.close)
   return server
 }
@@ -42,7 +42,7 @@ t.test('a second file server claiming a path that is taken does not start, and t
 
   const impostorRoot = path.join(cluster.workDir, 'impostor')
   writeTree(impostorRoot, { 'docs/readme.txt': 'impostor\n', 'only-impostor.txt': 'sneaky\n' })
-  const refused = await startFileServer({ root: impostorRoot, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, timeoutMs: 2000 })
+  const refused = await startFileServer({ root: impostorRoot, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000 })
     .then(async (server) => { await server.close(); return null }, (err: unknown) => err)
   t.type(refused, ConflictError)
   t.match((refused as Error).message, '/docs/readme.txt', 'the error names the clashing path')
@@ -53,7 +53,7 @@ t.test('a second file server claiming a path that is taken does not start, and t
 
   const fileOverFolderRoot = path.join(cluster.workDir, 'file-over-folder')
   writeTree(fileOverFolderRoot, { folder: 'a file where a folder is\n' })
-  await t.rejects(startFileServer({ root: fileOverFolderRoot, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, timeoutMs: 2000 }), ConflictError,
+  await t.rejects(startFileServer({ root: fileOverFolderRoot, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000 }), ConflictError,
     'a file where another server has a folder is a clash too')
   t.same((await client.list('/folder')).map((e) => e.name), ['x.txt'])
 })

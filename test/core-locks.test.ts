@@ -4,15 +4,16 @@ import { LockTimeoutError } from '../src/shared/errors'
 import type { LockLease, LockStatus } from '../src/shared/protocol'
 import { FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { startNode, stopNode } from './helpers/processes'
-import { raw, rawGet, rawPost, statsOf } from './helpers/wire'
+import { cleanEnv, startNode, stopNode } from './helpers/processes'
+import { raw, rawAs, statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
 
 /** A separate process that takes a file's lock through the client proxy, renews it, and never lets go. */
 const HOLDER_SCRIPT = `
 const [clientModule, directoryUrl, lockUrl, cacheDir, owner, file] = process.argv.slice(1)
 const { DfsClient } = require(clientModule)
-const client = new DfsClient({ directoryUrl, lockUrl, cacheDir, owner })
+const token = process.env.DFS_TOKEN
+const client = new DfsClient({ directoryUrl, lockUrl, cacheDir, owner, caller: { credential: () => token } })
 client.locks.acquire(file).then((held) => {
   console.log('holding ' + JSON.stringify(held.lease))
   setInterval(() => {}, 60000)
@@ -20,8 +21,9 @@ client.locks.acquire(file).then((held) => {
 `
 const clientModule = path.resolve(__dirname, '..', 'src', 'client', 'dfsClient.js')
 
-async function appendWithToken (fileServerUrl: string, file: string, text: string, token?: string): Promise<{ status: number, body: any }> {
+async function appendWithToken (credential: string, fileServerUrl: string, file: string, text: string, token?: string): Promise<{ status: number, body: any }> {
   return await raw(fileServerUrl, {
+    token: credential,
     method: 'POST',
     url: FileRoutes.append,
     params: { path: file },
@@ -32,10 +34,11 @@ async function appendWithToken (fileServerUrl: string, file: string, text: strin
 
 t.test('a holder that dies loses its lock when the lease runs out, and its late writes are fenced off', async (t) => {
   const cluster = await startTestCluster(t, [{ 'data.txt': 'start\n' }], { leaseMs: 500 })
+  const { rawGet } = rawAs(cluster.credentials.server)
   const fileServer = cluster.fileServers[0]
 
   const holder = await startNode(['-e', HOLDER_SCRIPT, clientModule, cluster.directory.url, cluster.lock.url,
-    path.join(cluster.workDir, 'holder-cache'), 'dying-holder', '/data.txt'], /^holding /)
+    path.join(cluster.workDir, 'holder-cache'), 'dying-holder', '/data.txt'], /^holding /, 15_000, { ...cleanEnv(), DFS_TOKEN: cluster.credentials.write })
   t.teardown(async () => { await stopNode(holder, 'SIGKILL') })
   const deadLease = JSON.parse(holder.line.slice('holding '.length)) as LockLease
   t.equal(deadLease.owner, 'dying-holder')
@@ -57,26 +60,26 @@ t.test('a holder that dies loses its lock when the lease runs out, and its late 
   t.equal((status.body as LockStatus).owner, 'successor')
 
   const appendsBefore = (await statsOf(fileServer)).appends
-  const late = await appendWithToken(fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
+  const late = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
   t.equal(late.status, 409, 'the dead holder\'s token is refused while another holds the key')
   t.equal(late.body.error.code, 'LEASE_INVALID')
 
-  const good = await appendWithToken(fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
+  const good = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
   t.equal(good.status, 200)
   t.equal(good.body.version, 2)
   await taken.release()
 
-  const superseded = await appendWithToken(fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
+  const superseded = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
   t.equal(superseded.status, 409, 'a superseded token stays refused after the newer holder let go')
   t.equal(superseded.body.error.code, 'LEASE_INVALID')
 
   // An append needs no token: with the key free it goes in (the file server asks the lock
   // server, since it saw a lease on the path lately).
-  const noToken = await appendWithToken(fileServer.url, '/data.txt', 'no lock\n')
+  const noToken = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'no lock\n')
   t.equal(noToken.status, 200, 'an append with no token goes in while nobody holds the key')
   t.equal(noToken.body.version, 3)
 
-  const junkToken = await appendWithToken(fileServer.url, '/data.txt', 'junk\n', 'not-a-number')
+  const junkToken = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'junk\n', 'not-a-number')
   t.equal(junkToken.status, 409)
   t.equal(junkToken.body.error.code, 'LEASE_INVALID')
 
@@ -87,16 +90,17 @@ t.test('a holder that dies loses its lock when the lease runs out, and its late 
 
 t.test('a writer whose lease ran out is refused even when nobody took the key since', async (t) => {
   const cluster = await startTestCluster(t, [{ 'data.txt': '' }], { leaseMs: 500 })
+  const { rawGet, rawPost } = rawAs(cluster.credentials.server)
   const granted = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/data.txt', owner: 'forgetful', ttlMs: 100 })
   t.equal(granted.status, 200)
   const lease = granted.body as LockLease
-  const ok = await appendWithToken(cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
+  const ok = await appendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
   t.equal(ok.status, 200, 'the token works while the lease lives')
   await waitFor('the unrenewed lease to run out', async () => {
     const status = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/data.txt' })
     return !(status.body as LockStatus).held
   })
-  const late = await appendWithToken(cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
+  const late = await appendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
   t.equal(late.status, 409)
   t.equal(late.body.error.code, 'LEASE_INVALID')
   t.equal((await cluster.client().readFile('/data.txt')).toString(), 'in time\n')
@@ -123,6 +127,7 @@ t.test('a writer that cannot get the lock in time gets LockTimeoutError naming t
 
 t.test('a freed key goes to the writer who has waited longest, not to the one who just let go', async (t) => {
   const cluster = await startTestCluster(t, [{ 'hot.txt': '' }])
+  const { rawPost } = rawAs(cluster.credentials.server)
   const acquire = async (owner: string): Promise<{ status: number, body: any }> =>
     await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner })
   const release = async (lease: LockLease): Promise<void> => {
@@ -149,6 +154,7 @@ t.test('a freed key goes to the writer who has waited longest, not to the one wh
 
 t.test('a waiter that gave up does not keep the key promised for long', async (t) => {
   const cluster = await startTestCluster(t, [{ 'hot.txt': '' }])
+  const { rawPost } = rawAs(cluster.credentials.server)
   const holding = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner: 'holder' })
   const quitter = cluster.client({ owner: 'quitter', lockTimeoutMs: 300 })
   await t.rejects(quitter.truncate('/hot.txt', 0), LockTimeoutError)

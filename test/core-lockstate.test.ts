@@ -2,7 +2,7 @@ import t from 'tap'
 import type { LockLease } from '../src/shared/protocol'
 import { FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
 import { startProcessCluster } from './helpers/processCluster'
-import { raw, rawGet, rawPost } from './helpers/wire'
+import { raw, rawAs } from './helpers/wire'
 
 /*
  * The lock server keeps keys, leases and its fencing counter in its state folder
@@ -10,8 +10,9 @@ import { raw, rawGet, rawPost } from './helpers/wire'
  * port and folder lose none of them.
  */
 
-async function appendWithToken (fileServerUrl: string, file: string, text: string, token: number): Promise<{ status: number, body: any }> {
+async function appendWithToken (credential: string, fileServerUrl: string, file: string, text: string, token: number): Promise<{ status: number, body: any }> {
   return await raw(fileServerUrl, {
+    token: credential,
     method: 'POST',
     url: FileRoutes.append,
     params: { path: file },
@@ -22,6 +23,7 @@ async function appendWithToken (fileServerUrl: string, file: string, text: strin
 
 t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on growing', async (t) => {
   const cluster = await startProcessCluster(t, { trees: [{ 'data.txt': 'start\n', 'other.txt': '' }] })
+  const { raw, rawPost } = rawAs(cluster.credentials.server)
   const lockUrl = cluster.lock.url
   const fileUrl = cluster.files[0].url
 
@@ -35,7 +37,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   const granted = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'writer', ttlMs: 60_000 })
   t.equal(granted.status, 200)
   const lease = granted.body as LockLease
-  t.equal((await appendWithToken(fileUrl, '/data.txt', 'before\n', lease.token)).status, 200, 'a write under the lease')
+  t.equal((await appendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'before\n', lease.token)).status, 200, 'a write under the lease')
 
   await cluster.lock.kill()
   await cluster.lock.restart()
@@ -47,7 +49,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   t.equal(renewed.status, 200, 'the holder renews with its token')
   t.equal((renewed.body as LockLease).token, lease.token)
   t.ok((renewed.body as LockLease).expiresAt >= lease.expiresAt, 'and its lease runs on')
-  const written = await appendWithToken(fileUrl, '/data.txt', 'after\n', lease.token)
+  const written = await appendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'after\n', lease.token)
   t.equal(written.status, 200, 'and writes with it: the file server\'s check passes at the new lock server')
 
   t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/data.txt', token: lease.token })).status, 200, 'and releases it')
@@ -55,13 +57,14 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   const next = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'intruder' })
   t.equal(next.status, 200, 'the intruder gets the key once it is released')
   t.ok((next.body as LockLease).token > Math.max(highest, lease.token), 'the next token is above every token of the old process')
-  t.equal((await appendWithToken(fileUrl, '/data.txt', 'late\n', lease.token)).status, 409, 'the old token is fenced off')
+  t.equal((await appendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'late\n', lease.token)).status, 409, 'the old token is fenced off')
   const content = await raw(fileUrl, { method: 'GET', url: FileRoutes.content, params: { path: '/data.txt' }, responseType: 'text' })
   t.equal(content.body, 'start\nbefore\nafter\n')
 })
 
 t.test('keys survive a restart: an acquire works before any file server joins again', async (t) => {
   const cluster = await startProcessCluster(t, { trees: [{ 'a.txt': 'a\n' }] })
+  const { rawGet, rawPost } = rawAs(cluster.credentials.server)
   // A stopped file server cannot create its keys again when it sees the new boot id.
   await cluster.files[0].stop()
   const before = await cluster.lock.waitHealthy()

@@ -3,12 +3,13 @@ import t from 'tap'
 import { LockRoutes } from '../src/shared/protocol'
 import type { LockLease } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { rawPost } from './helpers/wire'
+import { rawAs } from './helpers/wire'
 
 // An acquire with waitMs waits on the lock server: the key reaches it when released, not
 // at its next poll, and a waiter that hangs up never ends up holding a key nobody releases.
 t.test('a waiting acquire gets the key as soon as it is released', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  const { rawPost } = rawAs(cluster.credentials.server)
   const url = cluster.lock.url
   const first = await rawPost(url, LockRoutes.acquire, { path: '/a.txt', owner: 'first' })
   t.equal(first.status, 200)
@@ -28,6 +29,7 @@ t.test('a waiting acquire gets the key as soon as it is released', async (t) => 
 
 t.test('a waiting acquire ends with LOCKED after waitMs, and one that hangs up is not granted the key', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  const { rawPost } = rawAs(cluster.credentials.server)
   const url = cluster.lock.url
   const lease = (await rawPost(url, LockRoutes.acquire, { path: '/a.txt', owner: 'first' })).body as LockLease
 

@@ -6,10 +6,11 @@ import { PayloadTooLargeError, ProtocolMismatchError } from '../src/shared/error
 import { DirectoryRoutes, FileRoutes, Headers, LockRoutes, PROTOCOL_VERSION } from '../src/shared/protocol'
 import { Transport } from '../src/shared/transport'
 import { startTestCluster } from './helpers/cluster'
-import { fileApiOf, raw, rawGet, rawPost } from './helpers/wire'
+import { fileApiOf, rawAs } from './helpers/wire'
 
 t.test('every server states its protocol version on /health and on every answer', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a' }])
+  const { rawGet } = rawAs(cluster.credentials.server)
   for (const [url, route, service] of [
     [cluster.directory.url, DirectoryRoutes.health, 'directory'],
     [cluster.lock.url, LockRoutes.health, 'lock'],
@@ -27,6 +28,7 @@ t.test('every server states its protocol version on /health and on every answer'
 
 t.test('a caller that speaks another protocol version is refused with a clear 400', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a' }])
+  const { raw } = rawAs(cluster.credentials.server)
   const answer = await raw(cluster.fileServers[0].url, { method: 'GET', url: FileRoutes.stat, params: { path: '/a.txt' }, headers: { [Headers.protocol]: '99' } })
   t.equal(answer.status, 400)
   t.equal(answer.body.error.code, 'PROTOCOL_MISMATCH')
@@ -52,6 +54,7 @@ t.test('a client that meets a server of another protocol version refuses it by n
 
 t.test('bad input is a 4xx that names the field, never a 500', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a' }])
+  const { raw, rawPost } = rawAs(cluster.credentials.server)
   const lock = cluster.lock.url
   const cases: Array<[string, Promise<{ status: number, body: any }>, number, RegExp]> = [
     ['acquire without owner', rawPost(lock, LockRoutes.acquire, { path: '/a.txt' }), 400, /owner is missing/],
@@ -74,6 +77,7 @@ t.test('bad input is a 4xx that names the field, never a 500', async (t) => {
 
 t.test('a JSON body over the limit is a 413 with a clear error, and the server goes on', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'a' }])
+  const { raw } = rawAs(cluster.credentials.server)
   const huge = JSON.stringify({ paths: ['/' + 'x'.repeat(17 * 1024 * 1024)] })
   const answer = await raw(cluster.lock.url, { method: 'POST', url: LockRoutes.keys, data: huge, headers: { 'Content-Type': 'application/json' }, maxBodyLength: Infinity, token: cluster.credentials.server })
   t.equal(answer.status, 413)

@@ -6,16 +6,17 @@ import { startFileServer } from '../servers/file/server'
 import type { RunningFileServer } from '../servers/file/server'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { rawGet, statsOf } from './helpers/wire'
+import { rawAs, statsOf } from './helpers/wire'
 
 /** Stops a file server and starts it again on the same root and address, as after a reboot. */
 async function restart (cluster: TestCluster, server: RunningFileServer): Promise<RunningFileServer> {
   await server.close()
-  return await startFileServer({ root: server.store.root, port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, timeoutMs: 2000 })
+  return await startFileServer({ root: server.store.root, port: server.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000 })
 }
 
 t.test('the version goes up by one per append and survives restarts of the file server', async (t) => {
   const cluster = await startTestCluster(t, [{ 'v.txt': 'v1\n', 'untouched.txt': 'same\n' }])
+  const { rawGet } = rawAs(cluster.credentials.server)
   const client = cluster.client()
   t.equal((await client.statFresh('/v.txt')).version, 1, 'a file never written is at version 1')
   for (const expected of [2, 3, 4]) {

@@ -67,7 +67,7 @@ t.test('machine ids survive a restart of the directory, of a file server, and a 
   // The same root served from another address: the id follows the root, not the URL.
   const first = cluster.files[0]
   await first.kill()
-  const moved = await startFileServer({ root: first.root as string, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, timeoutMs: 2000 })
+  const moved = await startFileServer({ root: first.root as string, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000 })
   t.teardown(moved.close)
   t.not(moved.url, first.url)
   t.equal(moved.machineId, idOf.get(first.url), 'a file server at a new URL keeps its machine id')

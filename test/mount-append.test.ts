@@ -5,13 +5,14 @@ import type { FileMeta } from '../src/shared/protocol'
 import { FileRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
+import { credentialOf } from './helpers/credentials'
 import { rawGet, statsOf } from './helpers/wire'
 
 /** Quotes a path for sh -c. */
 const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
 
 async function versionOf (server: { url: string }, file: string): Promise<number> {
-  const answer = await rawGet(server.url, FileRoutes.stat, { path: file })
+  const answer = await rawGet(server.url, FileRoutes.stat, { path: file }, { token: credentialOf(server) })
   return (answer.body as FileMeta).version
 }
 

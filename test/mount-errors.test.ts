@@ -58,7 +58,7 @@ t.test('on a soft mount, a file server that goes down gives EIO on its files wit
   t.ok(mount.alive(), 'the daemon stays up')
   t.equal((await run('cat', [mount.at('/logs/b.log')])).stdout, 'bravo\n', 'files of the other server still read')
 
-  const restarted = await startFileServer({ root: cluster.roots[0], port: down.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  const restarted = await startFileServer({ root: cluster.roots[0], port: down.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
   t.teardown(async () => await restarted.close())
   t.equal(restarted.machineId, down.machineId, 'the restarted server kept its machine id')
   t.not(restarted.machineId, other.machineId)

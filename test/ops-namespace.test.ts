@@ -4,7 +4,7 @@ import t from 'tap'
 import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
 import { DirectoryRoutes, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { fileApiOf, rawGet } from './helpers/wire'
+import { fileApiOf, rawAs } from './helpers/wire'
 
 const trees: Array<Record<string, string>> = [
   { 'one/a.txt': 'alpha\n', 'shared/s1.txt': 'first\n' },
@@ -13,6 +13,7 @@ const trees: Array<Record<string, string>> = [
 
 t.test('a created file is on a server holding its folder, lockable, and another client sees it', async (t) => {
   const cluster = await startTestCluster(t, trees)
+  const { rawGet } = rawAs(cluster.credentials.server)
   const writer = cluster.client()
   const reader = cluster.client()
   t.same(await reader.list('/two').then((l) => l.map((e) => e.name)), ['b.txt'], 'the reader lists the folder first')
@@ -58,6 +59,7 @@ t.test('the same new path created on two servers at once: one wins, the other le
 
 t.test('in a folder held by several servers, a new file goes to one of them; an existing path gets no placement', async (t) => {
   const cluster = await startTestCluster(t, trees)
+  const { rawGet } = rawAs(cluster.credentials.server)
   const client = cluster.client()
   // Both roots are on one disk here, so free space cannot tell them apart.
   const meta = await client.create('/shared/placed.txt')
@@ -95,6 +97,7 @@ t.test('utimes on a folder held by several servers sets it on each', async (t) =
 
 t.test('unlink removes the file, its directory entry and its lock key', async (t) => {
   const cluster = await startTestCluster(t, trees)
+  const { rawGet } = rawAs(cluster.credentials.server)
   const client = cluster.client()
   const other = cluster.client()
   t.equal((await other.readFile('/one/a.txt')).toString(), 'alpha\n', 'another client has it cached')

@@ -15,7 +15,7 @@ const trees: Array<Record<string, string>> = [
 ]
 
 async function lockKeyExists (cluster: TestCluster, file: string): Promise<boolean> {
-  const answer = await rawGet(cluster.lock.url, LockRoutes.status, { path: file })
+  const answer = await rawGet(cluster.lock.url, LockRoutes.status, { path: file }, { token: cluster.credentials.read })
   if (answer.status !== 200 && answer.status !== 404) throw new Error(`lock server answered ${answer.status}`)
   return answer.status === 200
 }

@@ -5,7 +5,7 @@ import t from 'tap'
 import { IsDirectoryError, LockTimeoutError } from '../src/shared/errors'
 import { etagOf, FileRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { raw, statsOf } from './helpers/wire'
+import { rawAs, statsOf } from './helpers/wire'
 
 const trees: Array<Record<string, string>> = [
   { 'docs/a.txt': 'the first version\n' },
@@ -50,6 +50,7 @@ t.test('writeFile creates a missing file; a folder is refused', async (t) => {
 
 t.test('an overwrite needs the live lease, and waits for another holder', async (t) => {
   const cluster = await startTestCluster(t, trees)
+  const { raw } = rawAs(cluster.credentials.server)
   const client = cluster.client({ lockTimeoutMs: 200 })
   const server = cluster.fileServers[0].url
   const unlocked = await raw(server, { method: 'PUT', url: FileRoutes.content, params: { path: '/docs/a.txt' }, data: Buffer.from('x') })

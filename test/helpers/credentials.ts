@@ -41,14 +41,20 @@ export function credentialsWithKeyFile (dir: string): TestCredentials & { keyFil
 
 /**
  * The caller of test code that talks to a server by its object (statsOf, fileApiOf): the
- * cluster helpers note each server's credentials here, so those helpers need no argument.
+ * cluster helpers note each server's credentials here by its URL (which a restart on the
+ * same port keeps), so those helpers need no argument.
  */
-const callers = new WeakMap<object, CallerIdentity>()
+const callers = new Map<string, CallerIdentity>()
 
-export function noteCaller (server: object, caller: CallerIdentity): void {
-  callers.set(server, caller)
+export function noteCaller (server: { url: string }, caller: CallerIdentity): void {
+  callers.set(server.url, caller)
 }
 
-export function callerFor (server: object): CallerIdentity {
-  return callers.get(server) ?? {}
+export function callerFor (server: { url: string }): CallerIdentity {
+  return callers.get(server.url) ?? {}
+}
+
+/** The bearer token callerFor(server) sends, for a raw call; undefined if none was noted. */
+export function credentialOf (server: { url: string }): string | undefined {
+  return callerFor(server).credential?.()
 }

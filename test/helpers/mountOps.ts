@@ -5,6 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
 import { startFileServer } from '../../servers/file/server'
+import { noteCaller } from './credentials'
 import type { RunningFileServer } from '../../servers/file/server'
 import type { TestCluster } from './cluster'
 import { outcome } from './mount'
@@ -38,7 +39,8 @@ export function succeeded (t: Test, result: Finished, what: string): boolean {
  */
 export async function restartFileServer (t: Test, cluster: TestCluster, index: number): Promise<RunningFileServer> {
   const down = cluster.fileServers[index]
-  const restarted = await startFileServer({ root: cluster.roots[index], port: down.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url })
+  const restarted = await startFileServer({ root: cluster.roots[index], port: down.port, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
+  noteCaller(restarted, cluster.credentials.caller)
   t.teardown(async () => await restarted.close())
   return restarted
 }
