@@ -58,7 +58,7 @@ t.test('a stopped lock server: appends go on without it, a locked write fails wi
   // client's hang-up, and runs the moment the server does. The server lets its event loop
   // read what the socket holds before it grants (servers/lock/server.ts, `gone`), sees the
   // hang-up, and grants nothing: the key stays free for the next writer.
-  const status = await (await fetch(`${cluster.lock.url}/locks?path=${encodeURIComponent('/log.txt')}`)).json() as { held: boolean, owner?: string }
+  const status = await (await fetch(`${cluster.lock.url}/locks?path=${encodeURIComponent('/log.txt')}`, { headers: { Authorization: `Bearer ${cluster.credentials.read}` } })).json() as { held: boolean, owner?: string }
   t.equal(status.held, false, `the abandoned acquire leaves the key free (held by ${String(status.owner)})`)
   const first = await client.truncate('/log.txt', 2).then(() => null, (err: unknown) => err)
   t.equal(first, null, 'the first locked write after SIGCONT works')

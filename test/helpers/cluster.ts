@@ -41,7 +41,7 @@ export async function startTestCluster (t: Test, trees: Array<Record<string, str
     writeTree(root, tree)
     return root
   })
-  const credentials = newCredentials()
+  const credentials = newCredentials(opts.auth?.key)
   const cluster = await startCluster({ roots, directoryPort: 0, lockPort: 0, firstFilePort: 0, auth: { key: credentials.key }, ...opts })
   for (const server of cluster.fileServers) noteCaller(server, credentials.caller)
   let clients = 0

@@ -1,0 +1,265 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { ClusterKey, newClaims, signToken } from '../servers/common/tokens'
+import { ForbiddenError, LeaseError, UnauthorizedError } from '../src/shared/errors'
+import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { newCredentials } from './helpers/credentials'
+import { startProcessCluster } from './helpers/processCluster'
+import type { RawAnswer } from './helpers/wire'
+import { raw, rawGet, rawPost } from './helpers/wire'
+import { waitFor, within } from './helpers/waitFor'
+
+/*
+ * The attacks of issue #10, each performed against a real cluster: every one must be
+ * refused with the right 4xx, and leave the cluster serving and every disk as it was.
+ */
+
+const DAY_MS = 86_400_000
+
+/** Every file under a folder with its bytes: what "no byte on disk changed" is checked against. */
+function diskImage (root: string): Record<string, string> {
+  const image: Record<string, string> = {}
+  const walk = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name)
+      if (entry.isDirectory()) walk(full)
+      else image[path.relative(root, full)] = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex')
+    }
+  }
+  walk(root)
+  return image
+}
+
+function refused (t: Test, answer: RawAnswer, status: 401 | 403, what: string): void {
+  t.equal(answer.status, status, `${what}: ${status} (${JSON.stringify(answer.body).slice(0, 200)})`)
+  t.equal(answer.body?.error?.code, status === 401 ? 'UNAUTHORIZED' : 'FORBIDDEN', `${what}: a typed error`)
+}
+
+async function stillServes (t: Test, cluster: TestCluster, file: string, content: string): Promise<void> {
+  t.equal((await cluster.client().readFile(file)).toString(), content, `the cluster still serves ${file}`)
+}
+
+t.test('strangers and clients cannot register, report, heartbeat, claim or forget for a file server', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'real\n' }])
+  const { directory } = cluster
+  const server = cluster.fileServers[0]
+  const machineId = server.machineId
+  const before = diskImage(cluster.roots[0])
+  const { write, read, server: operator } = cluster.credentials
+  // The rogue knows the real server's URL and, from /health, its serverId.
+  const serverId = (await rawGet(server.url, FileRoutes.health)).body.serverId as string
+  t.type(serverId, 'string')
+
+  const register = { url: server.url, serverId }
+  refused(t, await rawPost(directory.url, DirectoryRoutes.register, register), 401, 'register without a credential')
+  refused(t, await rawPost(directory.url, DirectoryRoutes.register, register, { token: write }), 403, 'register with a client token')
+  // Even a holder of the cluster key cannot take over a registered identity without its secret.
+  refused(t, await rawPost(directory.url, DirectoryRoutes.register, { ...register, secret: 'x'.repeat(43) }, { token: operator }), 403, 'register under a known serverId with a wrong secret')
+
+  const report = { files: [] }
+  for (const [token, status] of [[undefined, 401], [write, 403], [read, 403], [operator, 403]] as const) {
+    const who = token === undefined ? 'no credential' : token === operator ? 'another member of the cluster' : 'a client token'
+    refused(t, await raw(directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(machineId), data: report, token }), status, `a report for server ${machineId} with ${who}`)
+    refused(t, await rawPost(directory.url, DirectoryRoutes.heartbeat(machineId), { serverId }, { token }), status, `a heartbeat with ${who}`)
+    refused(t, await rawPost(directory.url, DirectoryRoutes.entries(machineId), { path: '/rogue.txt', kind: 'file' }, { token }), status, `a claim with ${who}`)
+    refused(t, await raw(directory.url, { method: 'DELETE', url: DirectoryRoutes.entries(machineId), params: { path: '/notes/todo.txt' }, token }), status, `a drop with ${who}`)
+  }
+  refused(t, await raw(directory.url, { method: 'DELETE', url: DirectoryRoutes.server(machineId), token: write }), 403, 'forgetting a server with a client token')
+
+  const looked = await rawGet(directory.url, DirectoryRoutes.lookup, { path: '/notes/todo.txt' }, { token: read })
+  t.equal(looked.body.server?.machineId, machineId, 'the path still belongs to the real server')
+  await stillServes(t, cluster, '/notes/todo.txt', 'real\n')
+  t.same(diskImage(cluster.roots[0]), before, 'no byte on the server\'s disk changed')
+})
+
+t.test('a registered file server cannot speak for another one, and the real one can still rejoin', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a/one.txt': '1\n' }, { 'b/two.txt': '2\n' }])
+  const [first, second] = cluster.fileServers
+  const secondIdentity = JSON.parse(fs.readFileSync(path.join(cluster.roots[1], '.dfs', 'identity.json'), 'utf8')) as { serverId: string, secret: string }
+  t.equal(fs.statSync(path.join(cluster.roots[1], '.dfs', 'identity.json')).mode & 0o777, 0o600, 'a file server\'s secret is for its user only')
+  // Server 2's own credential: what it signs its directory calls with.
+  const asSecond = signToken(Buffer.from(secondIdentity.secret, 'base64url'), `file:${secondIdentity.serverId}`, newClaims(`file:${secondIdentity.serverId}`, 'server', 60_000))
+  refused(t, await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(first.machineId), data: { files: [] }, token: asSecond }), 403, 'server 2 reporting for server 1')
+  refused(t, await rawPost(cluster.directory.url, DirectoryRoutes.heartbeat(first.machineId), { serverId: secondIdentity.serverId }, { token: asSecond }), 403, 'server 2 beating for server 1')
+  const ownReport = await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [{ path: '/b', kind: 'dir' }, { path: '/b/two.txt', kind: 'file', size: 2 }] }, token: asSecond })
+  t.equal(ownReport.status, 200, 'its own report is taken')
+  const forged = signToken(crypto.randomBytes(32), `file:${secondIdentity.serverId}`, newClaims(`file:${secondIdentity.serverId}`, 'server', 60_000))
+  refused(t, await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [] }, token: forged }), 401, 'a report signed with a guessed secret')
+  await stillServes(t, cluster, '/a/one.txt', '1\n')
+  await stillServes(t, cluster, '/b/two.txt', '2\n')
+})
+
+t.test('server-only routes of the lock and file servers refuse clients; keys stay', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'held.txt': 'held\n', 'other.txt': 'other\n', 'third.txt': 'third\n' }])
+  const { lock } = cluster
+  const file = cluster.fileServers[0]
+  const before = diskImage(cluster.roots[0])
+  const { write, read } = cluster.credentials
+  const holder = cluster.client({ owner: 'holder' })
+  const held = await holder.locks.acquire('/held.txt')
+  t.teardown(async () => await held.release())
+
+  for (const [token, status] of [[undefined, 401], [write, 403], [read, 403]] as const) {
+    const who = token === undefined ? 'no credential' : 'a client token'
+    refused(t, await raw(lock.url, { method: 'DELETE', url: LockRoutes.keys, params: { path: '/held.txt' }, token }), status, `DELETE /keys with ${who}`)
+    refused(t, await rawPost(lock.url, LockRoutes.removeKeys, { paths: ['/held.txt'] }, { token }), status, `POST /keys/remove with ${who}`)
+    refused(t, await rawPost(lock.url, LockRoutes.keys, { paths: ['/made-up.txt'] }, { token }), status, `POST /keys with ${who}`)
+    refused(t, await rawGet(lock.url, LockRoutes.check, { path: '/held.txt', token: held.lease.token }, { token }), status, `GET /locks/check with ${who}`)
+    // A lease on one file must not carry bytes to, or remove, another.
+    const lease = { [Headers.lockToken]: String(held.lease.token), 'Content-Type': 'application/octet-stream' }
+    refused(t, await raw(file.url, {
+      method: 'PUT', url: FileRoutes.incoming, params: { path: '/other.txt', lockPath: '/held.txt', fromVersion: 1, mtimeMs: 1, replace: true }, data: Buffer.from('replaced'), headers: lease, token
+    }), status, `PUT /incoming with ${who}`)
+    refused(t, await raw(file.url, { method: 'POST', url: FileRoutes.incomingAbort, params: { path: '/third.txt', lockPath: '/held.txt' }, headers: lease, token }), status, `POST /incoming/abort with ${who}`)
+  }
+  const status = await rawGet(lock.url, LockRoutes.status, { path: '/held.txt' }, { token: read })
+  t.match(status.body, { held: true, owner: 'holder' }, 'the key is still there, held by its holder')
+  t.same(diskImage(cluster.roots[0]), before, 'no byte on the server\'s disk changed')
+  await stillServes(t, cluster, '/other.txt', 'other\n')
+})
+
+t.test('a lease is its holder\'s: a guessed fencing number is worth nothing to another token', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'shared.txt': 'start\n' }])
+  const mallory = cluster.credentials.key.clientToken('mallory', { ttlMs: DAY_MS }).token
+  const alice = cluster.client({ owner: 'alice-laptop' })
+  const held = await alice.locks.acquire('/shared.txt')
+  t.equal(held.lease.holder, 'tester', 'the holder is the token\'s subject')
+  const before = diskImage(cluster.roots[0])
+  // The fencing number only grows: the next one is easy to guess, or seen in a status answer.
+  const token = held.lease.token
+  refused(t, await rawPost(cluster.lock.url, LockRoutes.renew, { path: '/shared.txt', token }, { token: mallory }), 403, 'renewing another\'s lease')
+  refused(t, await rawPost(cluster.lock.url, LockRoutes.release, { path: '/shared.txt', token }, { token: mallory }), 403, 'releasing another\'s lease')
+  const put = await raw(cluster.fileServers[0].url, {
+    method: 'PUT', url: FileRoutes.content, params: { path: '/shared.txt' }, data: Buffer.from('mallory was here\n'),
+    headers: { [Headers.lockToken]: String(token), 'Content-Type': 'application/octet-stream' }, token: mallory
+  })
+  t.equal(put.status, 409, 'a write under another\'s lease number is refused')
+  t.equal(put.body.error.code, new LeaseError('').code)
+  t.same(diskImage(cluster.roots[0]), before, 'and wrote nothing')
+  // The lock holder is the subject, not the owner the client names.
+  const impostor = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/shared.txt', owner: 'alice-laptop' }, { token: mallory })
+  t.equal(impostor.status, 423, 'naming oneself as the holder gets nothing')
+  await held.release()
+  t.equal((await rawGet(cluster.lock.url, LockRoutes.status, { path: '/shared.txt' }, { token: mallory })).body.held, false, 'the holder released it')
+})
+
+t.test('a read-only token reads and lists, and may neither change nor lock', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'a\n' }])
+  const reader = cluster.client({ caller: { credential: () => cluster.credentials.read } })
+  t.equal((await reader.readFile('/docs/a.txt')).toString(), 'a\n', 'it reads')
+  t.same((await reader.list('/docs')).map((e) => e.name), ['a.txt'], 'it lists')
+  await t.rejects(reader.append('/docs/a.txt', 'x'), ForbiddenError, 'it may not append')
+  await t.rejects(reader.create('/docs/b.txt'), ForbiddenError, 'nor create')
+  const acquire = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/docs/a.txt', owner: 'r', waitMs: 0 }, { token: cluster.credentials.read })
+  refused(t, acquire, 403, 'a read-only token asking for a lock')
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'docs', 'a.txt'), 'utf8'), 'a\n')
+})
+
+t.test('missing, expired, tampered, foreign and revoked credentials are 401 on every server; health is open', async (t) => {
+  const key = ClusterKey.generate()
+  const credentials = newCredentials(key)
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-revoked-'))
+  t.teardown(() => fs.rmSync(workDir, { recursive: true, force: true }))
+  const revokedFile = path.join(workDir, 'revoked')
+  const revoked = key.clientToken('leaver', { ttlMs: DAY_MS })
+  fs.writeFileSync(revokedFile, `# revoked tokens\n${revoked.claims.jti}\n`)
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }], { auth: { key, revokedFile } })
+  const expired = signToken(key.clientKey, 'client', { ...newClaims('late', 'write', 1000, Date.now() - 60_000) })
+  const [head, body, signature] = credentials.write.split('.')
+  const claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'))
+  const tampered = [head, Buffer.from(JSON.stringify({ ...claims, role: 'server' })).toString('base64url'), signature].join('.')
+  const foreign = ClusterKey.generate().clientToken('tester', { ttlMs: DAY_MS }).token
+  const serverAsClient = signToken(key.clientKey, 'client', newClaims('rogue', 'server', 60_000))
+  const revokedByName = key.clientToken('fired', { ttlMs: DAY_MS }).token
+  t.equal((await rawGet(cluster.lock.url, LockRoutes.status, { path: '/a.txt' }, { token: revokedByName })).status, 200, 'a token works until it is revoked')
+  // Servers read the deny list again when it changes: within a second or so.
+  fs.appendFileSync(revokedFile, 'sub:fired\n')
+  for (const [url, route] of [[cluster.directory.url, DirectoryRoutes.lookup], [cluster.lock.url, LockRoutes.status], [cluster.fileServers[0].url, FileRoutes.stat]]) {
+    await waitFor(`${url} to read the deny list again`, async () => (await rawGet(url, route, { path: '/a.txt' }, { token: revokedByName })).status === 401, 10_000, 100)
+  }
+
+  const calls: Array<[string, string]> = [
+    [cluster.directory.url, DirectoryRoutes.lookup],
+    [cluster.lock.url, LockRoutes.status],
+    [cluster.fileServers[0].url, FileRoutes.stat]
+  ]
+  for (const [url, route] of calls) {
+    for (const [what, token] of [['no', undefined], ['an expired', expired], ['a tampered', tampered], ['another cluster\'s', foreign],
+      ['a client-signed server', serverAsClient], ['a revoked', revoked.token], ['a revoked-by-name', revokedByName], ['a junk', 'not a token']] as const) {
+      refused(t, await rawGet(url, route, { path: '/a.txt' }, { token }), 401, `${route} with ${what} credential`)
+    }
+    t.equal((await rawGet(url, route, { path: '/a.txt' }, { token: credentials.write })).status, 200, `${route} with a good token`)
+    t.equal((await rawGet(url, '/health')).status, 200, `${url}/health needs no credential`)
+  }
+  const stranger = cluster.client({ caller: {} })
+  await t.rejects(stranger.readFile('/a.txt'), UnauthorizedError, 'a client without a token gets EACCES\'s typed error')
+})
+
+t.test('an upload without a credential is refused before its body is read: nothing reaches the disk', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'big.bin': 'small\n' }])
+  const file = cluster.fileServers[0]
+  const before = diskImage(cluster.roots[0])
+  const body = Buffer.alloc(32 * 1024 * 1024, 0x61)
+  for (const [method, route] of [['PUT', FileRoutes.content], ['POST', FileRoutes.append], ['PUT', FileRoutes.incoming]] as const) {
+    const answer = await raw(file.url, {
+      method, url: route, params: { path: '/big.bin', lockPath: '/big.bin', fromVersion: 0, mtimeMs: 1 }, data: body,
+      headers: { 'Content-Type': 'application/octet-stream' }, maxBodyLength: Infinity
+    }).catch((err: unknown) => err)
+    // The server answers 401 and closes the connection instead of reading 32 MB: the client
+    // may see the answer, or a reset while it still sends.
+    if (answer instanceof Error) t.match((answer as NodeJS.ErrnoException).code, /ECONNRESET|EPIPE/, `${method} ${route}: cut off`)
+    else refused(t, answer as RawAnswer, 401, `${method} ${route} without a credential`)
+  }
+  t.same(diskImage(cluster.roots[0]), before, 'no byte reached the disk, not even in a staging file')
+  await stillServes(t, cluster, '/big.bin', 'small\n')
+})
+
+t.test('a too-long path is a 400 that names no disk path', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  // Legal at the mount (names of 203 bytes, 4,080 in all), too long once the root is put before it.
+  const long = '/' + Array.from({ length: 20 }, (_, i) => String(i).padEnd(203, 'x')).join('/')
+  for (const route of [FileRoutes.stat, FileRoutes.content, FileRoutes.list]) {
+    const answer = await rawGet(cluster.fileServers[0].url, route, { path: long }, { token: cluster.credentials.read })
+    t.equal(answer.status, 400, `${route}: 400 (${answer.status})`)
+    t.equal(answer.body.error?.code, 'NAME_TOO_LONG')
+    t.notMatch(JSON.stringify(answer.body), cluster.roots[0], 'the root folder is not in the answer')
+  }
+})
+
+t.test('on a process cluster: connections that send headers slowly are cut; a newline in a name forges no log line', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'a\n' }] })
+  const file = cluster.files[0]
+  const port = file.port
+  // Headers that never end: the server must not keep the connection for long.
+  const sockets = await Promise.all(Array.from({ length: 20 }, async () => await new Promise<net.Socket>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.write('GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ')
+      resolve(socket)
+    })
+    socket.on('error', reject)
+  })))
+  const closed = sockets.map(async (socket) => await new Promise<void>((resolve) => {
+    socket.on('error', () => {})
+    if (socket.destroyed) resolve()
+    socket.on('close', () => resolve())
+    // A byte now and then: slow but moving headers are cut as well.
+    const drip = setInterval(() => { if (!socket.destroyed) socket.write('a') }, 500)
+    socket.on('close', () => clearInterval(drip))
+  }))
+  const client = cluster.client()
+  t.equal((await client.readFile('/notes/a.txt')).toString(), 'a\n', 'meanwhile the server serves others')
+  t.ok(await within(Promise.all(closed), 40_000), 'every connection that trickled its headers was closed')
+
+  await client.create('/notes/evil\n2026-01-01T00:00:00.000Z FORGED line.txt')
+  await client.append('/notes/evil\n2026-01-01T00:00:00.000Z FORGED line.txt', 'x')
+  await waitFor('the creation to be logged', async () => file.output().includes('evil'), 5000)
+  t.notMatch(file.output(), /\n2026-01-01T00:00:00\.000Z FORGED/, 'the newline is escaped in the log, no forged line')
+  t.match(file.output(), 'evil\\n2026-01-01T00:00:00.000Z FORGED', 'the name is logged with its newline escaped')
+})
