@@ -19,7 +19,7 @@ t.test('a stopped mount holding a callback delays a writer by at most its lease,
   await waitFor('a callback promised to the mount', async () => {
     const cat = await run('cat', [file])
     if (cat.stdout !== 'one\n') throw new Error(outcome(cat))
-    const stats = await (await fetch(`${cluster.files[0].url}/stats`)).json() as { callbacksGranted: number }
+    const stats = await (await fetch(`${cluster.files[0].url}/stats`, { headers: { Authorization: `Bearer ${cluster.credentials.read}` } })).json() as { callbacksGranted: number }
     return stats.callbacksGranted > 0
   }, 10_000, 100)
 
