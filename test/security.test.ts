@@ -263,3 +263,25 @@ t.test('on a process cluster: connections that send headers slowly are cut; a ne
   t.notMatch(file.output(), /\n2026-01-01T00:00:00\.000Z FORGED/, 'the newline is escaped in the log, no forged line')
   t.match(file.output(), 'evil\\n2026-01-01T00:00:00.000Z FORGED', 'the name is logged with its newline escaped')
 })
+
+t.test('a hard link inside a root to a file outside it is neither served nor appended through', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'inside.txt': 'fine\n' }])
+  const outside = path.join(cluster.workDir, 'outside-secret.txt')
+  fs.writeFileSync(outside, 'TOP SECRET\n')
+  fs.linkSync(outside, path.join(cluster.roots[0], 'linked.txt'))
+  const file = cluster.fileServers[0]
+  const { write } = cluster.credentials
+  for (const route of [FileRoutes.content, FileRoutes.stat]) {
+    const answer = await rawGet(file.url, route, { path: '/linked.txt' }, { token: write })
+    t.equal(answer.status, 404, `${route} of the hard link: 404`)
+    t.notMatch(JSON.stringify(answer.body), 'TOP SECRET')
+  }
+  const append = await raw(file.url, { method: 'POST', url: FileRoutes.append, params: { path: '/linked.txt' }, data: Buffer.from('appended\n'), headers: { 'Content-Type': 'application/octet-stream' }, token: write })
+  t.equal(append.status, 404, 'an append through it: 404')
+  t.equal(fs.readFileSync(outside, 'utf8'), 'TOP SECRET\n', 'the file outside the root is unchanged')
+  await stillServes(t, cluster, '/inside.txt', 'fine\n')
+  // Renames make hard links of their own: those are served.
+  const client = cluster.client()
+  await client.rename('/inside.txt', '/moved.txt')
+  t.equal((await client.readFile('/moved.txt')).toString(), 'fine\n', 'a renamed file is served')
+})

@@ -53,6 +53,13 @@ export interface OpenedFile {
 export class FileStore {
   private readonly writes = new KeyedMutex()
 
+  /**
+   * Files this store gave a second name itself (a rename's link, a new file placed by link),
+   * as dev:ino: their other names are inside the root. Any other file with more than one
+   * name may be a hard link to a file outside the root, and is not served.
+   */
+  private readonly ownLinks = new Set<string>()
+
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
@@ -150,7 +157,7 @@ export class FileStore {
     await this.lstatInside(path)
     // Under the write lock, so no append is half done between fstat and version read.
     return await this.writes.run(path, async () => {
-      const handle = await fsp.open(this.diskPath(path), 'r')
+      const handle = await this.openInside(path, fs.constants.O_RDONLY)
       try {
         const stats = await handle.stat()
         if (stats.isDirectory()) throw new IsDirectoryError(`is a folder: ${path}`, { path })
@@ -184,7 +191,7 @@ export class FileStore {
       const current = await this.stat(path)
       // Recorded before the first byte: a crash from here until the version line is undone at start.
       await this.versions.appendStarting(path, current.size)
-      const handle = await fsp.open(this.diskPath(path), 'a')
+      const handle = await this.openInside(path, fs.constants.O_WRONLY | fs.constants.O_APPEND)
       try {
         try {
           await writeAll(handle, body)
@@ -259,7 +266,7 @@ export class FileStore {
       await guard()
       const current = await this.stat(path)
       if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
-      const handle = await fsp.open(this.diskPath(path), 'r+')
+      const handle = await this.openInside(path, fs.constants.O_RDWR)
       try {
         await handle.truncate(size)
         await this.keepMtimeGrowing(handle, current)
@@ -334,6 +341,7 @@ export class FileStore {
       const version = Math.max(source.version, this.knownVersion(to, previous)) + 1
       const staged = this.uploadPath()
       try {
+        this.ownLinks.add(inodeOf(await fsp.lstat(this.diskPath(from))))
         await linkOrCopy(this.diskPath(from), staged)
         await this.place(staged, to, previous)
       } finally {
@@ -461,8 +469,12 @@ export class FileStore {
   private async place (staged: string, path: string, previous: FileMeta | null): Promise<void> {
     const disk = this.diskPath(path)
     try {
-      if (previous) await fsp.rename(staged, disk)
-      else await fsp.link(staged, disk)
+      if (previous) {
+        await fsp.rename(staged, disk)
+      } else {
+        this.ownLinks.add(inodeOf(await fsp.lstat(staged)))
+        await fsp.link(staged, disk)
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
       throw err
@@ -526,13 +538,52 @@ export class FileStore {
       throw new NotFoundError(`no such file: ${path}`, { path })
     }
     if (!stats.isFile() && !stats.isDirectory()) throw new NotFoundError(`not a regular file: ${baseName(path)}`, { path })
+    if (stats.isFile()) {
+      const inode = inodeOf(stats)
+      if (stats.nlink === 1) {
+        this.ownLinks.delete(inode)
+      } else if (!this.ownLinks.has(inode)) {
+        // Its other name may be outside the root (a hard link): serving it, or appending
+        // through it, would reach a file the root does not hold.
+        throw new NotFoundError(`no such file: ${path} (it has other names: hard links are not served)`, { path })
+      }
+    }
     return stats
+  }
+
+  /**
+   * Opens a file that lstatInside allowed, and checks that the opened file is the one that
+   * was checked (same device and inode; a symlink put in its place is not followed), so a
+   * path swapped between the check and the open cannot lead outside the root.
+   */
+  private async openInside (path: string, flags: number): Promise<fsp.FileHandle> {
+    const checked = await this.lstatInside(path)
+    let handle: fsp.FileHandle
+    try {
+      handle = await fsp.open(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ELOOP' || code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
+      throw err
+    }
+    try {
+      const opened = await handle.stat()
+      if (inodeOf(opened) !== inodeOf(checked)) throw new NotFoundError(`no such file: ${path} (it changed while it was opened)`, { path })
+    } catch (err) {
+      await handle.close()
+      throw err
+    }
+    return handle
   }
 }
 
 interface Upload {
   file: string
   handle: fsp.FileHandle
+}
+
+function inodeOf (stats: fs.Stats): string {
+  return `${stats.dev}:${stats.ino}`
 }
 
 /** A hard link where the disk has them, else a copy with the same mtime. */
