@@ -1,5 +1,6 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -284,4 +285,27 @@ t.test('a hard link inside a root to a file outside it is neither served nor app
   const client = cluster.client()
   await client.rename('/inside.txt', '/moved.txt')
   t.equal((await client.readFile('/moved.txt')).toString(), 'fine\n', 'a renamed file is served')
+})
+
+t.test('an upload over the cap is refused by its Content-Length, before its body is read', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  const file = cluster.fileServers[0]
+  const before = diskImage(cluster.roots[0])
+  const url = new URL(`${file.url}${FileRoutes.append}?path=${encodeURIComponent('/a.txt')}`)
+  // Says a petabyte is coming, sends a few bytes: the answer must not wait for the rest.
+  const answer = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+    const req = http.request(url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${cluster.credentials.write}`, 'Content-Type': 'application/octet-stream', 'Content-Length': String(10 ** 15) }
+    }, (res) => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.write(Buffer.alloc(1024, 0x62))
+  })
+  t.equal(answer.status, 413, `413 (${answer.body})`)
+  t.equal(JSON.parse(answer.body).error.code, 'TOO_LARGE')
+  t.same(diskImage(cluster.roots[0]), before, 'nothing was written')
+  await stillServes(t, cluster, '/a.txt', 'a\n')
 })

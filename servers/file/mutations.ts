@@ -70,6 +70,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
 
   app.put(FileRoutes.content, async (req, res) => {
     const path = queryOf(req).path()
+    // Before the body is read (a writer without the lease uploads nothing), and again when it is placed.
+    await leases.require(req, path)
     const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path), changeIdOf(req))
     stats.overwrites++
     await changed(req, path, meta.version)

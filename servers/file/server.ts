@@ -19,6 +19,7 @@ import { ServerIdentity } from './identity'
 import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
+import { uploadLimits } from './uploadLimits'
 
 export interface FileServerOptions {
   store: FileStore
@@ -81,6 +82,10 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.locals.serverId = null
   app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
   guardRoutes(app, ROUTE_ROLES)
+  const limits = uploadLimits(store)
+  app.post(FileRoutes.append, limits)
+  app.put(FileRoutes.content, limits)
+  app.put(FileRoutes.incoming, limits)
 
   app.get(FileRoutes.health, (_req, res) => {
     res.json(healthAnswer('file', { machineId: stats.machineId, serverId: app.locals.serverId, root: store.root }))

@@ -118,11 +118,18 @@ export class CrossServerError extends DfsError {
   override readonly errno = 'EXDEV'
 }
 
-/** A JSON body over the server's limit (16 MB). */
+/** A JSON body over the server's limit (16 MB), or an upload over the file server's cap. */
 export class PayloadTooLargeError extends DfsError {
   override readonly code = 'TOO_LARGE'
   override readonly status = 413
   override readonly errno = 'EFBIG'
+}
+
+/** The file server's disk has no room for an upload of this size. */
+export class InsufficientStorageError extends DfsError {
+  override readonly code = 'NO_SPACE'
+  override readonly status = 507
+  override readonly errno = 'ENOSPC'
 }
 
 /** No credential, or one that is expired, revoked, tampered with or signed by another cluster's key. */
@@ -170,6 +177,7 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   UNAVAILABLE: ServerUnavailableError,
   TOO_LARGE: PayloadTooLargeError,
   PROTOCOL_MISMATCH: ProtocolMismatchError,
+  NO_SPACE: InsufficientStorageError,
   UNAUTHORIZED: UnauthorizedError,
   FORBIDDEN: ForbiddenError
 }
