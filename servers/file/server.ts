@@ -88,7 +88,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.put(FileRoutes.incoming, limits)
 
   app.get(FileRoutes.health, (_req, res) => {
-    res.json(healthAnswer('file', { machineId: stats.machineId, serverId: app.locals.serverId, root: store.root }))
+    // Anyone may ask (no credential): no disk path in it.
+    res.json(healthAnswer('file', { machineId: stats.machineId, serverId: app.locals.serverId }))
   })
 
   app.get(FileRoutes.stats, (_req, res) => {
