@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { timedSync } from './metrics'
 
 /**
  * Replaces a small state file so that a crash at any moment leaves either the old content or
@@ -14,14 +15,14 @@ export async function writeFileDurably (file: string, text: string): Promise<voi
   const handle = await fsp.open(staged, 'w')
   try {
     await handle.writeFile(text)
-    await handle.sync()
+    await timedSync('state', handle.sync())
   } finally {
     await handle.close()
   }
   await fsp.rename(staged, file)
   const dir = await fsp.open(folder, fs.constants.O_RDONLY)
   try {
-    await dir.sync()
+    await timedSync('folder', dir.sync())
   } finally {
     await dir.close()
   }

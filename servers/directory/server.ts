@@ -16,6 +16,9 @@ import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
 import { ServerRegistry } from './registry'
+import { fileServersGauge } from '../common/metrics'
+import { noteProblem } from '../common/problems'
+import { mountStatusRoutes } from './statusRoutes'
 
 export interface DirectoryServerOptions {
   log?: Logger
@@ -28,6 +31,8 @@ export interface DirectoryServerOptions {
   stateDir?: string | null
   /** A file server without a heartbeat for this long is down: no new files, lookups say so. */
   downAfterMs?: number
+  /** The lock server, asked for the locks held by the status page and `dfs status`; absent: not shown. */
+  lockUrl?: string
 }
 
 /** The directory's app; `stop` ends its liveness watch (the server's close calls it). */
@@ -48,8 +53,14 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   const serverInfo = (machineId: number): ServerInfo => registry.info(machineId)
 
-  const app = newApp()
+  const app = newApp('directory')
   app.use(jsonBody)
+  const removeGauge = fileServersGauge.add(() => {
+    const all = registry.all()
+    const up = all.filter((s) => s.state === 'up').length
+    return [{ labels: { state: 'up' }, value: up }, { labels: { state: 'down' }, value: all.length - up }]
+  })
+  mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null })
 
   // Changes when this server restarts (with an empty namespace): file servers then join again.
   const bootId = crypto.randomUUID()
@@ -197,12 +208,20 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
         reported.delete(server.machineId)
       } else if (!reported.has(server.machineId)) {
         reported.add(server.machineId)
-        log(`file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`)
+        const message = `file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`
+        log(message)
+        noteProblem(message)
       }
     }
   }, Math.max(100, Math.floor(downAfterMs / 5)))
   watch.unref()
-  return { app, stop: () => clearInterval(watch) }
+  return {
+    app,
+    stop: () => {
+      clearInterval(watch)
+      removeGauge()
+    }
+  }
 }
 
 export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
@@ -211,9 +230,9 @@ export async function startDirectoryServer (opts: DirectoryServerOptions & { por
     const running = await listen(app, opts.port, opts.host)
     return {
       ...running,
-      close: async () => {
+      close: async (graceMs?: number) => {
         stop()
-        await running.close()
+        await running.close(graceMs)
       }
     }
   } catch (err) {

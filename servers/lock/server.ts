@@ -11,6 +11,10 @@ import { MemoryLockStore } from './lockStore'
 import type { LockStore } from './lockStore'
 import { LockTable } from './lockTable'
 import { CallerGoneError, LockWaits } from './lockWaits'
+import { StatusRoutes } from '../../src/shared/clusterStatus'
+import type { HeldLocksAnswer } from '../../src/shared/clusterStatus'
+import { lockWaitSeconds } from '../common/metrics'
+import { LeaseClock } from './leaseClock'
 
 /** Longest an acquire may wait on the server for a key (waitMs). */
 const MAX_WAIT_MS = 30_000
@@ -33,15 +37,26 @@ async function afterPendingIo (): Promise<void> {
   for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
+/** The lock server's app; `stop` ends its waits and its metrics (the server's close calls it). */
+export interface LockServerApp {
+  app: Express
+  stop: () => void
+}
+
 /** `store` must be loaded already (startLockServer does that). */
 export function createLockServer (opts: LockServerOptions & { store?: LockStore } = {}): Express {
+  return createLockServerApp(opts).app
+}
+
+export function createLockServerApp (opts: LockServerOptions & { store?: LockStore } = {}): LockServerApp {
   const log = opts.log ?? silentLogger
   const defaultLeaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS
   const maxLeaseMs = opts.maxLeaseMs ?? 10 * 60_000
   const table = new LockTable(opts.store ?? new MemoryLockStore())
   const waits = new LockWaits(table)
+  const clock = new LeaseClock(table)
 
-  const app = newApp()
+  const app = newApp('lock')
   app.use(jsonBody)
 
   // Changes when this server restarts: file servers then create their keys again, which
@@ -92,9 +107,12 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
       return hungUp()
     }
     let lease
+    const waited = lockWaitSeconds.startTimer()
     try {
       lease = await waits.acquire(path, owner, ttlMs, waitMs, gone)
+      waited({ outcome: 'granted' })
     } catch (err) {
+      waited({ outcome: 'refused' })
       if (err instanceof CallerGoneError) {
         res.destroy()
         return
@@ -107,18 +125,23 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
       waits.wake(path)
       return
     }
+    clock.grantedNow(lease.token, lease.expiresAt)
     res.json(lease)
   })
 
   app.post(LockRoutes.renew, async (req, res) => {
     const body = bodyOf(req)
-    res.json(await table.renew(body.path(), body.int('token')))
+    const lease = await table.renew(body.path(), body.int('token'))
+    clock.renewed(lease.token, lease.expiresAt)
+    res.json(lease)
   })
 
   app.post(LockRoutes.release, async (req, res) => {
     const body = bodyOf(req)
     const path = body.path()
-    await table.release(path, body.int('token'))
+    const token = body.int('token')
+    await table.release(path, token)
+    clock.released(token)
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
     res.json(answer)
@@ -135,8 +158,20 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
     res.json(await table.status(queryOf(req).path()))
   })
 
+  // For operators (dfs status, the status page): every live lease, who holds it, for how long.
+  app.get(StatusRoutes.heldLocks, async (_req, res) => {
+    const answer: HeldLocksAnswer = { locks: await clock.held() }
+    res.json(answer)
+  })
+
   finishApp(app, log)
-  return app
+  return {
+    app,
+    stop: () => {
+      waits.stop()
+      clock.close()
+    }
+  }
 }
 
 /** Opens the state (replaying and compacting its journal), then listens; close() closes both. */
@@ -144,11 +179,13 @@ export async function startLockServer (opts: LockServerOptions & { port: number,
   const store: LockStore = opts.stateDir === undefined ? new MemoryLockStore() : new JournalLockStore(opts.stateDir)
   await store.load()
   try {
-    const running = await listen(createLockServer({ ...opts, store }), opts.port, opts.host)
+    const { app, stop } = createLockServerApp({ ...opts, store })
+    const running = await listen(app, opts.port, opts.host)
     return {
       ...running,
-      close: async () => {
-        await running.close()
+      close: async (graceMs?: number) => {
+        stop()
+        await running.close(graceMs)
         await store.close()
       }
     }

@@ -13,6 +13,17 @@ import { CliError, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
 import { mountOptions } from './options'
+import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
+import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
+
+function metricsAddressOf (text: string): MetricsAddress | null {
+  try {
+    return parseMetricsAddress(text)
+  } catch (err) {
+    if (err instanceof MetricsAddressError) throw new CliError(err.message)
+    throw err
+  }
+}
 
 function log (line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`)
@@ -56,6 +67,8 @@ async function main (): Promise<void> {
   if (args._.length > 1) throw new CliError('name exactly one mount point')
   const mountpoint = path.resolve(String(args._[0]))
   const state = mountStateOf(mountpoint)
+  // Checked before anything starts: a typo is one line, not a daemon that dies later.
+  const metricsAddress = metricsAddressOf(args.metrics)
 
   if (!args.foreground) {
     await preflight(mountpoint, args.directory)
@@ -91,6 +104,16 @@ async function main (): Promise<void> {
       throw err
     }
     log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
+    let metrics: MetricsEndpoint | null = null
+    if (metricsAddress !== null) {
+      try {
+        metrics = await serveMetrics(metricsAddress)
+        log(`metrics for Prometheus at ${metrics.url}`)
+      } catch (err) {
+        // The mount works without them: say so, and go on serving files.
+        log(`error: no metrics at ${args.metrics}: ${(err as Error).message}`)
+      }
+    }
 
     let stopping = false
     const stop = (why: string): void => {
@@ -98,6 +121,7 @@ async function main (): Promise<void> {
       stopping = true
       log(`${why}: unmounting ${mountpoint}`)
       clearInterval(watch)
+      void metrics?.close()
       mounted.unmount()
         .then(() => log('unmounted'), (err: unknown) => log(`unmount failed: ${String(err)}`))
         .finally(() => {
