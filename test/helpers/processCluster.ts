@@ -318,9 +318,10 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
 
   // Their state (machine ids, the lock journal) lives in the work folder, kept over their
   // restarts, never in the developer's home.
-  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state')], null)
+  // The lock server first: the directory server's status (dfs status, /status) asks it for the locks held.
   const lockStateDir = path.join(workDir, 'lock-state')
   const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...opts.lockArgs ?? []], null)
+  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state'), '--lock', lock.url], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
   const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
