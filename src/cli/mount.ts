@@ -103,7 +103,6 @@ async function main (): Promise<void> {
       await fsp.rm(state.stateFile, { force: true })
       throw err
     }
-    log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
     let metrics: MetricsEndpoint | null = null
     if (metricsAddress !== null) {
       try {
@@ -114,6 +113,8 @@ async function main (): Promise<void> {
         log(`error: no metrics at ${args.metrics}: ${(err as Error).message}`)
       }
     }
+    // Last: whoever waits for this line (a test, a supervisor) finds the metrics address already said.
+    log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
 
     let stopping = false
     const stop = (why: string): void => {
