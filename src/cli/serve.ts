@@ -41,7 +41,16 @@ async function startMetrics (args: { metrics?: string }, serverPort: number): Pr
     throw err
   }
   if (address === null) return null
-  const endpoint = await serveMetrics(address)
+  let endpoint: MetricsEndpoint
+  try {
+    endpoint = await serveMetrics(address)
+  } catch (err) {
+    // Only the derived default may move (a restart on a port whose neighbour + 2100 is taken
+    // must not fail); an address the operator named fails the start, one line.
+    if (args.metrics !== undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+    endpoint = await serveMetrics({ ...address, port: 0 })
+    log(`metrics: the default port ${address.port} is taken; set --metrics to choose one`)
+  }
   log(`metrics for Prometheus at ${endpoint.url}`)
   return endpoint
 }
@@ -109,16 +118,19 @@ async function main (): Promise<void> {
       startLogging('directory', args)
       const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, lockUrl: args.lock, log })
       log(`directory server state in ${args.stateDir}`)
+      // Metrics before the "listening" line: whoever waits for that line may signal at once.
+      const metrics = await startMetrics(args, args.port)
       listening('directory server', server, args.port)
-      stayUp(server.close, await startMetrics(args, args.port))
+      stayUp(server.close, metrics)
     })
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
       startLogging('lock', args)
       const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log })
       log(`lock state in ${args.stateDir}`)
+      const metrics = await startMetrics(args, args.port)
       listening('lock server', server, args.port)
-      stayUp(server.close, await startMetrics(args, args.port))
+      stayUp(server.close, metrics)
     })
     .command('file', 'a file server: serves the files under --root', (y) => y.options(fileServerOptions()),
     async (args) => {
@@ -126,8 +138,9 @@ async function main (): Promise<void> {
       const server = await startFileServer({
         root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log
       })
+      const metrics = await startMetrics(args, args.port)
       listening(`file server ${server.machineId}`, server, args.port)
-      stayUp(server.close, await startMetrics(args, args.port))
+      stayUp(server.close, metrics)
     })
     .command('demo', 'a directory server, a lock server and two file servers with sample data, in one process', (y) => y.options(demoOptions()),
     async (args) => {
@@ -162,11 +175,11 @@ async function main (): Promise<void> {
       const cluster = await startCluster({
         roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, lockStateDir, log
       })
+      const metrics = await startMetrics(args, args.directoryPort)
       listening('directory server', cluster.directory, args.directoryPort)
       listening('lock server', cluster.lock, args.lockPort)
       for (const server of cluster.fileServers) listening(`file server ${server.machineId}`, server, args.filePort)
       log('demo cluster ready')
-      const metrics = await startMetrics(args, args.directoryPort)
       fs.writeFileSync(pidFile, String(process.pid))
       stayUp(async (graceMs) => {
         fs.rmSync(pidFile, { force: true })
