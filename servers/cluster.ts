@@ -32,7 +32,8 @@ export interface RunningCluster {
   directory: RunningServer
   lock: RunningServer
   fileServers: RunningFileServer[]
-  close: () => Promise<void>
+  /** Stops every server, file servers first; graceMs as RunningServer.close has it. */
+  close: (graceMs?: number) => Promise<void>
 }
 
 /** A directory server, a lock server and a file server per root, in this process. */
@@ -41,10 +42,11 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   const host = opts.host ?? DEFAULT_HOST
   const started: RunningServer[] = []
   try {
-    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, log, auth: opts.auth })
-    started.push(directory)
+    // The lock server first: the directory server's status shows the locks it holds.
     const lock = await startLockServer({ port: opts.lockPort ?? DEFAULT_PORTS.lock, host, leaseMs: opts.leaseMs, stateDir: opts.lockStateDir, log, auth: opts.auth })
     started.push(lock)
+    const directory = await startDirectoryServer({ port: opts.directoryPort ?? DEFAULT_PORTS.directory, host, stateDir: opts.directoryStateDir, lockUrl: lock.url, log, auth: opts.auth })
+    started.push(directory)
     const fileServers: RunningFileServer[] = []
     const firstFilePort = opts.firstFilePort ?? DEFAULT_PORTS.firstFile
     for (const [i, root] of opts.roots.entries()) {
@@ -60,15 +62,15 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
       started.push(server)
       fileServers.push(server)
     }
-    return { directory, lock, fileServers, close: async () => await closeAll(started) }
+    return { directory, lock, fileServers, close: async (graceMs?: number) => await closeAll(started, graceMs) }
   } catch (err) {
     await closeAll(started)
     throw err
   }
 }
 
-async function closeAll (servers: RunningServer[]): Promise<void> {
-  for (const server of [...servers].reverse()) await server.close()
+async function closeAll (servers: RunningServer[], graceMs?: number): Promise<void> {
+  for (const server of [...servers].reverse()) await server.close(graceMs)
 }
 
 /**

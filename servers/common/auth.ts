@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import type { Express, Request, RequestHandler, Response } from 'express'
+import { StatusRoutes } from '../../src/shared/clusterStatus'
 import { ForbiddenError, UnauthorizedError } from '../../src/shared/errors'
 import type { ClusterKey, Role } from './tokens'
 import { kidOf, verifyToken } from './tokens'
@@ -32,8 +33,12 @@ const OPEN_CALLER: Caller = { subject: 'anonymous', role: 'server', tokenId: nul
 
 const RANK: Record<Role, number> = { read: 0, write: 1, server: 2 }
 
-/** Routes anyone may call: load balancers and `dfs-mount`'s preflight check liveness without a token. */
-const PUBLIC_PATHS = new Set(['/health'])
+/**
+ * Routes anyone may call: load balancers and `dfs-mount`'s preflight check liveness without a
+ * token, and a browser loads the status page, which holds no data (its script asks for it
+ * with a token).
+ */
+const PUBLIC_PATHS = new Set(['/health', StatusRoutes.page])
 
 export interface AuthenticatorOptions {
   key: ClusterKey

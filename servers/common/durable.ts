@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { timedSync } from './metrics'
 
 /**
  * Replaces a small state file so that a crash at any moment leaves either the old content or
@@ -16,14 +17,14 @@ export async function writeFileDurably (file: string, text: string, mode = 0o666
   if (mode !== 0o666) await handle.chmod(mode)
   try {
     await handle.writeFile(text)
-    await handle.sync()
+    await timedSync('state', handle.sync())
   } finally {
     await handle.close()
   }
   await fsp.rename(staged, file)
   const dir = await fsp.open(folder, fs.constants.O_RDONLY)
   try {
-    await dir.sync()
+    await timedSync('folder', dir.sync())
   } finally {
     await dir.close()
   }

@@ -7,12 +7,19 @@ import { asDfsError, BadRequestError, NotFoundError, PayloadTooLargeError, Proto
 import { DEFAULT_HOST } from '../../src/shared/defaults'
 import { Headers, PROTOCOL_VERSION } from '../../src/shared/protocol'
 import type { HealthAnswer } from '../../src/shared/protocol'
+import type { ServiceName } from './metrics'
+import { observeRequests } from './observe'
+import { noteProblem } from './problems'
 
 /** A running server: where it listens and how to stop it. */
 export interface RunningServer {
   url: string
   port: number
-  close: () => Promise<void>
+  /**
+   * Stops it. With graceMs, gracefully: no new connections, requests in flight may finish
+   * for up to graceMs, then the rest are cut (SIGTERM). Without, at once (tests).
+   */
+  close: (graceMs?: number) => Promise<void>
 }
 
 export type Logger = (line: string) => void
@@ -28,9 +35,11 @@ export const jsonBody = express.json({ limit: JSON_LIMIT })
  * A server's Express app with what every dfs server does first: answers carry the protocol
  * version, and a caller that names another version is refused before any route runs.
  */
-export function newApp (): Express {
+export function newApp (service?: ServiceName): Express {
   const app = express()
   app.disable('x-powered-by')
+  // First, so that every answer, a refused one too, is counted and carries its request id.
+  if (service !== undefined) app.use(observeRequests(service))
   app.use((req, res, next) => {
     res.set(Headers.protocol, String(PROTOCOL_VERSION))
     const theirs = req.get(Headers.protocol)
@@ -57,7 +66,10 @@ export function finishApp (app: Express, log: Logger): void {
     const error = bodyProblem === 'entity.parse.failed'
       ? new BadRequestError('request body is not valid JSON')
       : bodyProblem === 'entity.too.large' ? new PayloadTooLargeError(`request body is over the limit of ${JSON_LIMIT}`) : asDfsError(err)
-    if (error.status >= 500) log(`error: ${error.message}`)
+    if (error.status >= 500) {
+      log(`error: ${error.message}`)
+      noteProblem(error.message)
+    }
     if (res.headersSent) {
       res.destroy()
       return
@@ -85,6 +97,18 @@ export async function listen (app: Express, port: number, host = DEFAULT_HOST): 
   server.keepAliveTimeout = 65_000
   server.timeout = IDLE_SOCKET_MS
   server.maxConnections = MAX_CONNECTIONS
+  // Requests not yet answered, so a graceful close knows when it may stop waiting.
+  let inFlight = 0
+  let closing = false
+  let drained: (() => void) | null = null
+  server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    inFlight++
+    // A request that arrives on a kept-alive connection while closing is still served, once.
+    if (closing) res.shouldKeepAlive = false
+    res.once('close', () => {
+      if (--inFlight === 0) drained?.()
+    })
+  })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {
@@ -97,11 +121,21 @@ export async function listen (app: Express, port: number, host = DEFAULT_HOST): 
   return {
     url: `http://${shownHost}:${bound}`,
     port: bound,
-    close: async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      })
+    close: async (graceMs?: number) => {
+      closing = true
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      if (graceMs !== undefined && graceMs > 0) {
+        server.closeIdleConnections()
+        let timer: NodeJS.Timeout | undefined
+        await new Promise<void>((resolve) => {
+          if (inFlight === 0) resolve()
+          drained = resolve
+          timer = setTimeout(resolve, graceMs)
+        })
+        clearTimeout(timer)
+      }
+      server.closeAllConnections()
+      await closed
     }
   }
 }

@@ -200,6 +200,13 @@ export class Namespace {
     return this.files.size
   }
 
+  /** How many files each server holds (for operators; walks every file). */
+  filesPerServer (): Map<number, number> {
+    const counts = new Map<number, number>()
+    for (const owner of this.files.values()) counts.set(owner, (counts.get(owner) ?? 0) + 1)
+    return counts
+  }
+
   private clashOf (machineId: number, path: string, kind: EntryKind): string | null {
     const owner = this.files.get(path)
     if (kind === 'file') {

@@ -18,6 +18,9 @@ import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
 import { ServerRegistry } from './registry'
+import { fileServersGauge } from '../common/metrics'
+import { noteProblem } from '../common/problems'
+import { mountStatusRoutes } from './statusRoutes'
 
 export interface DirectoryServerOptions {
   log?: Logger
@@ -32,6 +35,8 @@ export interface DirectoryServerOptions {
   downAfterMs?: number
   /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
   auth?: ServerAuth
+  /** The lock server, asked for the locks held by the status page and `dfs status`; absent: not shown. */
+  lockUrl?: string
 }
 
 /**
@@ -82,11 +87,17 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     }
   }
 
-  const app = newApp()
+  const app = newApp('directory')
   const auth = opts.auth === undefined ? null : new Authenticator({ ...opts.auth, identitySecret: (serverId) => registry.secretOf(serverId) })
   app.use(authenticate(auth))
   guardRoutes(app, ROUTE_ROLES)
   app.use(jsonBody)
+  const removeGauge = fileServersGauge.add(() => {
+    const all = registry.all()
+    const up = all.filter((s) => s.state === 'up').length
+    return [{ labels: { state: 'up' }, value: up }, { labels: { state: 'down' }, value: all.length - up }]
+  })
+  mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller })
 
   // Changes when this server restarts (with an empty namespace): file servers then join again.
   const bootId = crypto.randomUUID()
@@ -246,12 +257,20 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
         reported.delete(server.machineId)
       } else if (!reported.has(server.machineId)) {
         reported.add(server.machineId)
-        log(`file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`)
+        const message = `file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`
+        log(message)
+        noteProblem(message)
       }
     }
   }, Math.max(100, Math.floor(downAfterMs / 5)))
   watch.unref()
-  return { app, stop: () => clearInterval(watch) }
+  return {
+    app,
+    stop: () => {
+      clearInterval(watch)
+      removeGauge()
+    }
+  }
 }
 
 export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
@@ -260,9 +279,9 @@ export async function startDirectoryServer (opts: DirectoryServerOptions & { por
     const running = await listen(app, opts.port, opts.host)
     return {
       ...running,
-      close: async () => {
+      close: async (graceMs?: number) => {
         stop()
-        await running.close()
+        await running.close(graceMs)
       }
     }
   } catch (err) {

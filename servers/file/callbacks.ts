@@ -64,6 +64,11 @@ export class CallbackTable {
     client.channel = channel
   }
 
+  /** Clients whose lease is live and whose event channel is open (for operators). */
+  connectedClients (): string[] {
+    return [...this.clients.keys()].filter((id) => this.live(id)?.channel != null).sort()
+  }
+
   /** The channel closed: the client trusts none of its callbacks here any more (it voids them on close). */
   detach (clientId: string, channel: Response): void {
     const client = this.clients.get(clientId)

@@ -8,6 +8,7 @@ import { KeyedMutex } from '../../src/shared/keyedMutex'
 import type { EntryKind, FileMeta, StatfsAnswer } from '../../src/shared/protocol'
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { syncFile, VersionLog } from './versionLog'
+import { timedSync } from '../common/metrics'
 
 /** Reads of 1 MiB rather than the default 64 KiB: a quarter fewer round trips per byte sent. */
 const READ_CHUNK_BYTES = 1024 * 1024
@@ -203,7 +204,7 @@ export class FileStore {
         // Both on disk before the answer, in either order: a version recorded without its
         // bytes, or bytes without their version, still changes the ETag (size and mtime are
         // in it), so no cached copy can pass for current after a crash.
-        await Promise.all([handle.sync(), this.versions.set(path, current.version + 1, changeId)])
+        await Promise.all([timedSync('file', handle.sync()), this.versions.set(path, current.version + 1, changeId)])
       } finally {
         await handle.close()
       }
@@ -227,7 +228,7 @@ export class FileStore {
         } else {
           const handle = await fsp.open(disk, 'wx')
           try {
-            await handle.sync()
+            await timedSync('file', handle.sync())
           } finally {
             await handle.close()
           }
@@ -270,7 +271,7 @@ export class FileStore {
       try {
         await handle.truncate(size)
         await this.keepMtimeGrowing(handle, current)
-        await handle.sync()
+        await timedSync('file', handle.sync())
       } finally {
         await handle.close()
       }
@@ -460,7 +461,7 @@ export class FileStore {
   /** Makes an upload the file at `path`, durably: bytes, then the name, then the version. */
   private async install (upload: Upload, path: string, previous: FileMeta | null, version: number, mode?: number, changeId?: string): Promise<void> {
     if (mode !== undefined) await upload.handle.chmod(mode)
-    await upload.handle.sync()
+    await timedSync('file', upload.handle.sync())
     await this.place(upload.file, path, previous)
     await this.versions.set(path, version, changeId)
   }

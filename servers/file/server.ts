@@ -20,6 +20,9 @@ import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
 import { uploadLimits } from './uploadLimits'
+import { StatusRoutes } from '../../src/shared/clusterStatus'
+import type { ClientsAnswer } from '../../src/shared/clusterStatus'
+import { fileServerFreeBytes, fileServerSizeBytes } from '../common/metrics'
 
 export interface FileServerOptions {
   store: FileStore
@@ -74,7 +77,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   // Clients allow MAX_CALLBACK_LEASE_MS on top of a change's deadline for the wait on holders.
   const callbacks = new CallbackTable(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS), stats)
 
-  const app = newApp() as FileServerApp
+  const app = newApp('file') as FileServerApp
   app.disable('etag') // ours is computed from the version, not the body
   app.locals.stats = stats
   app.locals.publicUrl = null
@@ -94,6 +97,12 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   app.get(FileRoutes.stats, (_req, res) => {
     res.json(stats)
+  })
+
+  // For operators (the status page): which clients keep an event channel open here.
+  app.get(StatusRoutes.clients, (_req, res) => {
+    const answer: ClientsAnswer = { clients: callbacks.connectedClients() }
+    res.json(answer)
   })
 
   app.get(FileRoutes.stat, async (req, res) => {
@@ -264,6 +273,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log, auth: opts.auth })
   app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
+  const removeGauges = watchDiskSpace(store, () => app.locals.stats.machineId)
   const url = opts.publicUrl ?? running.url
   const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
@@ -277,16 +287,35 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
       machineId,
       app,
       store,
-      close: async () => {
+      close: async (graceMs?: number) => {
+        // Event channels are long polls that never end by themselves: closed first.
         app.locals.callbacks.closeAll()
         membership.stop()
-        await running.close()
+        removeGauges()
+        await running.close(graceMs)
         await store.close()
       }
     }
   } catch (err) {
+    removeGauges()
     await running.close()
     await store.close()
     throw err
+  }
+}
+
+/** The free and total space of the server's disk, as gauges read at each scrape. */
+function watchDiskSpace (store: FileStore, machineId: () => number | null): () => void {
+  const read = (field: 'freeBytes' | 'totalBytes') => async () => {
+    const id = machineId()
+    if (id === null) return []
+    const space = await store.statfs()
+    return [{ labels: { machine_id: String(id) }, value: space[field] }]
+  }
+  const removeFree = fileServerFreeBytes.add(read('freeBytes'))
+  const removeSize = fileServerSizeBytes.add(read('totalBytes'))
+  return () => {
+    removeFree()
+    removeSize()
   }
 }

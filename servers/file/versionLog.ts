@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { timedSync } from '../common/metrics'
 
 /** Change ids remembered per file: enough for every client's retries in flight. */
 const CHANGES_KEPT_PER_FILE = 64
@@ -103,7 +104,7 @@ export class VersionLog {
   async appendStarting (filePath: string, sizeBefore: number): Promise<void> {
     const line: LogLine = { p: filePath, a: sizeBefore }
     await this.handle.appendFile(JSON.stringify(line) + '\n')
-    await this.handle.datasync()
+    await timedSync('versions', this.handle.datasync())
   }
 
   /** Records a version durably, with the id of the change that made it. */
@@ -111,7 +112,7 @@ export class VersionLog {
     const line: LogLine = { p: filePath, v: version }
     if (changeId !== undefined) line.c = changeId
     await this.handle.appendFile(JSON.stringify(line) + '\n')
-    await this.handle.datasync()
+    await timedSync('versions', this.handle.datasync())
     if (version === null) {
       this.versions.delete(filePath)
       this.changes.delete(filePath)

@@ -1,7 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
-import { clockToken, sameKeyState } from './lockStore'
+import { timedSyncCall } from '../common/metrics'
+import { clockToken, leasesOf, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
 
 /** The journal's name inside the state folder. */
@@ -89,6 +90,10 @@ export class JournalLockStore implements LockStore {
 
   async get (path: string): Promise<KeyState | undefined> {
     return this.keys.get(path)
+  }
+
+  async leases (): Promise<Array<{ path: string, lease: StoredLease }>> {
+    return leasesOf(this.keys)
   }
 
   async compareAndSet (path: string, expected: KeyState, next: KeyState): Promise<boolean> {
@@ -203,7 +208,7 @@ export class JournalLockStore implements LockStore {
     try {
       let written = 0
       while (written < bytes.length) written += fs.writeSync(this.fd, bytes, written, bytes.length - written)
-      fs.fdatasyncSync(this.fd)
+      timedSyncCall('journal', () => fs.fdatasyncSync(this.fd as number))
     } catch (err) {
       this.undoAppend(err as Error)
       throw err

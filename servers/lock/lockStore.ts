@@ -41,6 +41,8 @@ export interface LockStore {
   createKeys: (paths: string[]) => Promise<number>
   /** Removes keys, held or not. How many existed. */
   deleteKeys: (paths: string[]) => Promise<number>
+  /** Every key that has a lease stored, live or lapsed (for operators: GET /locks/held). */
+  leases: () => Promise<Array<{ path: string, lease: StoredLease }>>
   close: () => Promise<void>
 }
 
@@ -98,5 +100,16 @@ export class MemoryLockStore implements LockStore {
     return removed
   }
 
+  async leases (): Promise<Array<{ path: string, lease: StoredLease }>> {
+    return leasesOf(this.keys)
+  }
+
   async close (): Promise<void> {}
+}
+
+/** The stored leases of a map of keys. */
+export function leasesOf (keys: Map<string, KeyState>): Array<{ path: string, lease: StoredLease }> {
+  const found: Array<{ path: string, lease: StoredLease }> = []
+  for (const [path, lease] of keys) if (lease !== null) found.push({ path, lease: { ...lease } })
+  return found
 }

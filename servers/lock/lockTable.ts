@@ -95,6 +95,11 @@ export class LockTable {
     return { path, held: true, owner: holder.owner, expiresInMs: holder.expiresAt - this.now() }
   }
 
+  /** Every live lease (lapsed ones are the same as free), for operators. */
+  async held (): Promise<Array<{ path: string, lease: StoredLease }>> {
+    return (await this.store.leases()).filter(({ lease }) => this.live(lease) !== null)
+  }
+
   private wait (path: string, owner: string): void {
     let queue = this.waiters.get(path)
     if (!queue) this.waiters.set(path, queue = new Map())

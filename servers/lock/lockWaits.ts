@@ -16,6 +16,8 @@ const REASK_MS = 400
  */
 export class LockWaits {
   private readonly parked = new Map<string, Set<() => void>>()
+  /** Shutting down: nobody waits any more, every waiter is told "locked" now. */
+  private stopped = false
 
   constructor (private readonly table: LockTable) {}
 
@@ -32,11 +34,17 @@ export class LockWaits {
         return await this.table.acquire(path, owner, ttlMs, holder)
       } catch (err) {
         const left = deadline - Date.now()
-        if (!(err instanceof LockedError) || left <= 0) throw err
+        if (!(err instanceof LockedError) || left <= 0 || this.stopped) throw err
         const untilExpiry = Number(err.details.retryAfterMs)
         await this.park(path, Math.min(left, REASK_MS, untilExpiry > 0 ? untilExpiry + 1 : REASK_MS))
       }
     }
+  }
+
+  /** The server is closing: waiters get their answer ("locked") at once, so it can finish. */
+  stop (): void {
+    this.stopped = true
+    for (const path of [...this.parked.keys()]) this.wake(path)
   }
 
   /** The key changed hands or went away: every waiter on it asks again. */

@@ -13,6 +13,10 @@ import { MemoryLockStore } from './lockStore'
 import type { LockStore } from './lockStore'
 import { LockTable } from './lockTable'
 import { CallerGoneError, LockWaits } from './lockWaits'
+import { StatusRoutes } from '../../src/shared/clusterStatus'
+import type { HeldLocksAnswer } from '../../src/shared/clusterStatus'
+import { lockWaitSeconds } from '../common/metrics'
+import { LeaseClock } from './leaseClock'
 
 /** Longest an acquire may wait on the server for a key (waitMs). */
 const MAX_WAIT_MS = 30_000
@@ -58,15 +62,26 @@ async function afterPendingIo (): Promise<void> {
   for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
+/** The lock server's app; `stop` ends its waits and its metrics (the server's close calls it). */
+export interface LockServerApp {
+  app: Express
+  stop: () => void
+}
+
 /** `store` must be loaded already (startLockServer does that). */
 export function createLockServer (opts: LockServerOptions & { store?: LockStore } = {}): Express {
+  return createLockServerApp(opts).app
+}
+
+export function createLockServerApp (opts: LockServerOptions & { store?: LockStore } = {}): LockServerApp {
   const log = opts.log ?? silentLogger
   const defaultLeaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS
   const maxLeaseMs = opts.maxLeaseMs ?? 10 * 60_000
   const table = new LockTable(opts.store ?? new MemoryLockStore())
   const waits = new LockWaits(table)
+  const clock = new LeaseClock(table)
 
-  const app = newApp()
+  const app = newApp('lock')
   app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
   guardRoutes(app, ROUTE_ROLES)
   app.use(jsonBody)
@@ -119,9 +134,12 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
       return hungUp()
     }
     let lease
+    const waited = lockWaitSeconds.startTimer()
     try {
       lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)))
+      waited({ outcome: 'granted' })
     } catch (err) {
+      waited({ outcome: 'refused' })
       if (err instanceof CallerGoneError) {
         res.destroy()
         return
@@ -134,18 +152,23 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
       waits.wake(path)
       return
     }
+    clock.grantedNow(lease.token, lease.expiresAt)
     res.json(lease)
   })
 
   app.post(LockRoutes.renew, async (req, res) => {
     const body = bodyOf(req)
-    res.json(await table.renew(body.path(), body.int('token'), holderOf(callerOf(res))))
+    const lease = await table.renew(body.path(), body.int('token'), holderOf(callerOf(res)))
+    clock.renewed(lease.token, lease.expiresAt)
+    res.json(lease)
   })
 
   app.post(LockRoutes.release, async (req, res) => {
     const body = bodyOf(req)
     const path = body.path()
-    await table.release(path, body.int('token'), holderOf(callerOf(res)))
+    const token = body.int('token')
+    await table.release(path, token, holderOf(callerOf(res)))
+    clock.released(token)
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
     res.json(answer)
@@ -164,8 +187,20 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
     res.json(await table.status(queryOf(req).path()))
   })
 
+  // For operators (dfs status, the status page): every live lease, who holds it, for how long.
+  app.get(StatusRoutes.heldLocks, async (_req, res) => {
+    const answer: HeldLocksAnswer = { locks: await clock.held() }
+    res.json(answer)
+  })
+
   finishApp(app, log)
-  return app
+  return {
+    app,
+    stop: () => {
+      waits.stop()
+      clock.close()
+    }
+  }
 }
 
 /** Opens the state (replaying and compacting its journal), then listens; close() closes both. */
@@ -173,11 +208,13 @@ export async function startLockServer (opts: LockServerOptions & { port: number,
   const store: LockStore = opts.stateDir === undefined ? new MemoryLockStore() : new JournalLockStore(opts.stateDir)
   await store.load()
   try {
-    const running = await listen(createLockServer({ ...opts, store }), opts.port, opts.host)
+    const { app, stop } = createLockServerApp({ ...opts, store })
+    const running = await listen(app, opts.port, opts.host)
     return {
       ...running,
-      close: async () => {
-        await running.close()
+      close: async (graceMs?: number) => {
+        stop()
+        await running.close(graceMs)
         await store.close()
       }
     }

@@ -9,6 +9,9 @@ import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
 import { clientCaller } from './credentials'
 import { clientOptions } from './options'
+import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
+import { StatusApi } from '../shared/clusterStatus'
+import { Transport } from '../shared/transport'
 
 interface ClientArgs {
   directory: string
@@ -151,6 +154,15 @@ async function main (): Promise<void> {
       const gib = (bytes: number): string => (bytes / 1024 ** 3).toFixed(1) + ' GiB'
       process.stdout.write(`${gib(space.totalBytes)} total, ${gib(space.freeBytes)} free on ${space.servers} file servers` +
         (space.unreachable > 0 ? ` (${space.unreachable} not answering)` : '') + '\n')
+    })
+    .command('status', 'the file servers, locks held and latest problems; exits 2 when a server is down', (y) => y
+      .option('json', { type: 'boolean', default: false, describe: 'print the directory server\'s answer as JSON' }),
+    async (args) => {
+      const status = await new StatusApi(new Transport('directory server', args.directory, args.timeoutMs)).cluster()
+      const { text, problems } = formatStatus(status)
+      process.stdout.write(args.json ? JSON.stringify(status, null, 2) + '\n' : text)
+      for (const problem of problems) process.stderr.write(`dfs: ${problem}\n`)
+      if (problems.length > 0) process.exitCode = STATUS_DEGRADED_EXIT
     })
     .command('$0', false, (y) => y, async (args) => {
       await interactive(clientOf(args))

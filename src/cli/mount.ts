@@ -14,6 +14,17 @@ import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
 import { clientCaller } from './credentials'
 import { mountOptions } from './options'
+import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
+import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
+
+function metricsAddressOf (text: string): MetricsAddress | null {
+  try {
+    return parseMetricsAddress(text)
+  } catch (err) {
+    if (err instanceof MetricsAddressError) throw new CliError(err.message)
+    throw err
+  }
+}
 
 function log (line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
@@ -57,6 +68,8 @@ async function main (): Promise<void> {
   if (args._.length > 1) throw new CliError('name exactly one mount point')
   const mountpoint = path.resolve(String(args._[0]))
   const state = mountStateOf(mountpoint)
+  // Checked before anything starts: a typo is one line, not a daemon that dies later.
+  const metricsAddress = metricsAddressOf(args.metrics)
 
   if (!args.foreground) {
     await preflight(mountpoint, args.directory)
@@ -92,6 +105,17 @@ async function main (): Promise<void> {
       await fsp.rm(state.stateFile, { force: true })
       throw err
     }
+    let metrics: MetricsEndpoint | null = null
+    if (metricsAddress !== null) {
+      try {
+        metrics = await serveMetrics(metricsAddress)
+        log(`metrics for Prometheus at ${metrics.url}`)
+      } catch (err) {
+        // The mount works without them: say so, and go on serving files.
+        log(`error: no metrics at ${args.metrics}: ${(err as Error).message}`)
+      }
+    }
+    // Last: whoever waits for this line (a test, a supervisor) finds the metrics address already said.
     log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
 
     let stopping = false
@@ -100,6 +124,7 @@ async function main (): Promise<void> {
       stopping = true
       log(`${why}: unmounting ${mountpoint}`)
       clearInterval(watch)
+      void metrics?.close()
       mounted.unmount()
         .then(() => log('unmounted'), (err: unknown) => log(`unmount failed: ${String(err)}`))
         .finally(() => {

@@ -32,6 +32,11 @@ const tokenFile = { type: 'string', describe: 'file holding the client token (df
 const clusterKey = { type: 'string', default: DEFAULT_CLUSTER_KEY_FILE, describe: 'the cluster key file, made (mode 0600) if there is none; copy it to every server machine, never to clients' } as const
 const revokedTokens = { type: 'string', describe: 'deny list: a file with one token id or sub:NAME per line, read again when it changes' } as const
 const mountLog = { type: 'string', describe: 'log file of the background daemon (default: next to its state file)' } as const
+const serverLog = { type: 'string', describe: 'also write the log as JSON lines to this file (reopened on SIGHUP, for logrotate)' } as const
+const logLevel = { type: 'string', choices: ['debug', 'info', 'warn', 'error'], default: 'info', describe: 'least level logged; debug adds a line per request' } as const
+const serverMetrics = { type: 'string', describe: 'HOST:PORT (or PORT) to serve GET /metrics on for Prometheus, or off (default: 127.0.0.1 on this server\'s port + 2100; a free one with --port 0)' } as const
+const mountMetrics = { type: 'string', default: 'off', describe: 'HOST:PORT (or PORT, on 127.0.0.1) to serve GET /metrics on for Prometheus; off by default' } as const
+const statusLock = { ...lock, describe: 'lock server URL, for the locks on the status page and in dfs status' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
   return { type: 'number', default: fallback, describe: 'port to listen on (0 picks a free one)' }
@@ -82,6 +87,11 @@ function withEnvironment<O extends Record<string, Options>> (declared: O, env: N
   return resolved as O
 }
 
+/** What every server process takes to be operated: its metrics address and its log. */
+function operatorOptions () {
+  return { metrics: serverMetrics, log: serverLog, 'log-level': logLevel }
+}
+
 /*
  * The options of each command, for yargs' .options(). Their return types are left to
  * inference on purpose: yargs derives the types of the parsed arguments from them.
@@ -103,11 +113,11 @@ export function tokenOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'soft-timeout-ms': softTimeoutMs }), foreground, debug, soft }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft }
 }
 
 export function directoryServerOptions () {
-  return { ...withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': directoryStateDir }), ...securityOptions() }
+  return { ...withEnvironment({ port: port(DEFAULT_PORTS.directory), host, 'state-dir': directoryStateDir, lock: statusLock, ...operatorOptions() }), ...securityOptions() }
 }
 
 /** dfs-serve forget-server: only where the directory server is. */
@@ -116,11 +126,11 @@ export function forgetServerOptions () {
 }
 
 export function lockServerOptions () {
-  return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir }), ...securityOptions() }
+  return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir, ...operatorOptions() }), ...securityOptions() }
 }
 
 export function fileServerOptions () {
-  return { ...withEnvironment({ root, port: port(DEFAULT_PORTS.firstFile), host, directory, lock, 'public-url': publicUrl }), ...securityOptions() }
+  return { ...withEnvironment({ root, port: port(DEFAULT_PORTS.firstFile), host, directory, lock, 'public-url': publicUrl, ...operatorOptions() }), ...securityOptions() }
 }
 
 export function demoOptions () {
@@ -131,7 +141,8 @@ export function demoOptions () {
       'directory-port': port(DEFAULT_PORTS.directory),
       'lock-port': port(DEFAULT_PORTS.lock),
       'file-port': port(DEFAULT_PORTS.firstFile),
-      'lease-ms': leaseMs
+      'lease-ms': leaseMs,
+      ...operatorOptions()
     }),
     reset,
     detach,

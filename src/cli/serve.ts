@@ -2,7 +2,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
-import type { RunningServer } from '../../servers/common/http'
+import type { Logger, RunningServer } from '../../servers/common/http'
+import { startProcessLog } from '../../servers/common/logging'
+import type { LogLevel, ProcessLog } from '../../servers/common/logging'
+import { defaultMetricsAddress, MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
+import type { MetricsEndpoint } from '../shared/metrics'
 import { startDirectoryServer } from '../../servers/directory/server'
 import { startLockServer } from '../../servers/lock/server'
 import { startFileServer } from '../../servers/file/server'
@@ -18,21 +22,76 @@ import { demoOptions, directoryServerOptions, fileServerOptions, forgetServerOpt
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
-function log (line: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
+/** How long requests in flight may take to finish once SIGTERM came; then they are cut and the process exits. */
+const SHUTDOWN_GRACE_MS = 10_000
+
+/** Plain lines on standard output until the command has started its process log. */
+let log: Logger = (line) => { process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`) }
+let processLog: ProcessLog | null = null
+
+/** The process's log from the command's --log and --log-level (servers/common/logging.ts). */
+function startLogging (name: string, args: { log?: string, logLevel: string }): void {
+  processLog = startProcessLog({ name, file: args.log, level: args.logLevel as LogLevel })
+  log = processLog.log
 }
 
-/** Keeps the process up until SIGINT or SIGTERM, then closes the servers. */
-function stayUp (close: () => Promise<void>): void {
+/** GET /metrics on the --metrics address (default: loopback, the server's port + 2100); null if off. */
+async function startMetrics (args: { metrics?: string }, serverPort: number): Promise<MetricsEndpoint | null> {
+  let address
+  try {
+    address = args.metrics === undefined ? defaultMetricsAddress(serverPort) : parseMetricsAddress(args.metrics)
+  } catch (err) {
+    if (err instanceof MetricsAddressError) throw new CliError(err.message)
+    throw err
+  }
+  if (address === null) return null
+  let endpoint: MetricsEndpoint
+  try {
+    endpoint = await serveMetrics(address)
+  } catch (err) {
+    // Only the derived default may move (a restart on a port whose neighbour + 2100 is taken
+    // must not fail); an address the operator named fails the start, one line.
+    if (args.metrics !== undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+    endpoint = await serveMetrics({ ...address, port: 0 })
+    log(`metrics: the default port ${address.port} is taken; set --metrics to choose one`)
+  }
+  log(`metrics for Prometheus at ${endpoint.url}`)
+  return endpoint
+}
+
+/**
+ * Keeps the process up until SIGINT or SIGTERM, then shuts down gracefully: no new
+ * connections, requests in flight get SHUTDOWN_GRACE_MS to finish, event channels close;
+ * the process exits by then whatever happens. SIGHUP reopens the log file (logrotate).
+ */
+function stayUp (close: (graceMs?: number) => Promise<void>, metrics: MetricsEndpoint | null): void {
   let closing = false
   const stop = (signal: string): void => {
     if (closing) return
     closing = true
-    log(`${signal}: shutting down`)
-    close().then(() => process.exit(0), () => process.exit(1))
+    log(`${signal}: shutting down (requests in flight get up to ${SHUTDOWN_GRACE_MS / 1000} s)`)
+    const deadline = setTimeout(() => {
+      log('shutdown took too long: exiting')
+      process.exit(1)
+    }, SHUTDOWN_GRACE_MS + 2000)
+    deadline.unref()
+    close(SHUTDOWN_GRACE_MS)
+      .then(async () => await metrics?.close())
+      .then(() => {
+        log('shut down')
+        processLog?.flush()
+        process.exit(0)
+      }, (err: unknown) => {
+        log(`error: shutdown failed: ${String(err)}`)
+        process.exit(1)
+      })
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
+  process.on('SIGHUP', () => {
+    processLog?.reopen()
+    log('SIGHUP: log file reopened')
+  })
 }
 
 /** The demo's lock state: beside its data folder, as its pid file and log are. */
@@ -81,25 +140,32 @@ async function main (): Promise<void> {
     .usage('$0 <server> [options]\n\nRuns dfs server daemons. An option that takes a value can also be set as DFS_<OPTION>; each server reads only the variables of its own options (see $0 <server> --help).')
     .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
-      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, log, auth: serverAuth(args) })
+      startLogging('directory', args)
+      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, lockUrl: args.lock, log, auth: serverAuth(args) })
       log(`directory server state in ${args.stateDir}`)
+      // Metrics before the "listening" line: whoever waits for that line may signal at once.
+      const metrics = await startMetrics(args, args.port)
       listening('directory server', server, args.port)
-      stayUp(server.close)
+      stayUp(server.close, metrics)
     })
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
+      startLogging('lock', args)
       const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log, auth: serverAuth(args) })
       log(`lock state in ${args.stateDir}`)
+      const metrics = await startMetrics(args, args.port)
       listening('lock server', server, args.port)
-      stayUp(server.close)
+      stayUp(server.close, metrics)
     })
     .command('file', 'a file server: serves the files under --root', (y) => y.options(fileServerOptions()),
     async (args) => {
+      startLogging('file', args)
       const server = await startFileServer({
         root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args)
       })
+      const metrics = await startMetrics(args, args.port)
       listening(`file server ${server.machineId}`, server, args.port)
-      stayUp(server.close)
+      stayUp(server.close, metrics)
     })
     .command('demo', 'a directory server, a lock server and two file servers with sample data, in one process', (y) => y.options(demoOptions()),
     async (args) => {
@@ -122,6 +188,7 @@ async function main (): Promise<void> {
         process.stdout.write(`demo cluster running (pid ${pid}, log ${logFile}); stop it with: dfs-serve demo --stop\n`)
         return
       }
+      startLogging('demo', args)
       // Beside the data it numbers, and reset with it: fresh roots are new servers.
       const directoryStateDir = path.join(path.dirname(args.dataDir), 'directory-state')
       if (args.reset) fs.rmSync(directoryStateDir, { recursive: true, force: true })
@@ -139,15 +206,16 @@ async function main (): Promise<void> {
       const cluster = await startCluster({
         roots, host: args.host, directoryPort: args.directoryPort, lockPort: args.lockPort, firstFilePort: args.filePort, leaseMs: args.leaseMs, directoryStateDir, lockStateDir, log, auth: { key }
       })
+      const metrics = await startMetrics(args, args.directoryPort)
       listening('directory server', cluster.directory, args.directoryPort)
       listening('lock server', cluster.lock, args.lockPort)
       for (const server of cluster.fileServers) listening(`file server ${server.machineId}`, server, args.filePort)
       log('demo cluster ready')
       fs.writeFileSync(pidFile, String(process.pid))
-      stayUp(async () => {
+      stayUp(async (graceMs) => {
         fs.rmSync(pidFile, { force: true })
-        await cluster.close()
-      })
+        await cluster.close(graceMs)
+      }, metrics)
       notifyParent({ ready: true })
     })
     .command('forget-server <machineId>', 'drop a file server that is down for good, and every name it held, from the directory server',

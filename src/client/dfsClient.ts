@@ -26,6 +26,7 @@ import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
 import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
+import { countCacheLookup } from './metrics'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -291,7 +292,10 @@ export class DfsClient {
     const etag = this.cache.etagOf(cached) ?? undefined
     // The file's server promised to say before it changes, and has not: the copy is current.
     const promised = token === undefined ? this.callbacks?.current(canonical) : undefined
-    if (promised && cached && etag === etagOf(promised)) return { cached }
+    if (promised && cached && etag === etagOf(promised)) {
+      countCacheLookup(true)
+      return { cached }
+    }
     const answer = await this.locator.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
       const callback = this.callbacks?.ready(server) === true
       const askedAt = monotonicMs()
@@ -302,6 +306,7 @@ export class DfsClient {
       return content.current ? { cached: cached as CachedFile } : { meta, body: content.body, server }
     }, { read: true })
     this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
+    countCacheLookup('cached' in answer)
     return answer
   }
 

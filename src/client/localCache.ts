@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache'
 import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
+import { countCacheEviction, trackCacheBytes } from './metrics'
 
 export interface CachedFile {
   /** The local copy: read it, never write it (it is replaced whole on the next fetch). */
@@ -46,10 +47,17 @@ export class LocalCache {
       sizeCalculation: (record) => Math.max(1, record.meta.size),
       dispose: (_record, path, reason) => {
         if (reason !== 'evict') return
+        countCacheEviction()
         const removed = this.removeFiles(path).finally(() => this.evicting.delete(path))
         this.evicting.set(path, removed)
       }
     })
+    trackCacheBytes(this)
+  }
+
+  /** Bytes of the copies this cache holds (as its index counts them). */
+  get bytes (): number {
+    return this.index.calculatedSize
   }
 
   /** The record of a cached copy, from memory or from the record file another process left. */

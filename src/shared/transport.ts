@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream'
 import { DEFAULT_TIMEOUT_MS } from './defaults'
 import { DfsError, errorFromBody, ProtocolMismatchError, ServerUnavailableError } from './errors'
 import { Headers, PROTOCOL_VERSION } from './protocol'
+import { currentRequestId } from './requestContext'
 
 /** Keep-alive saves a TCP handshake per call: most dfs calls are small and many. */
 const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
@@ -223,7 +224,8 @@ export class Transport {
   private headersFor (call: Call): Record<string, string> {
     const headers: Record<string, string> = {
       [Headers.protocol]: String(PROTOCOL_VERSION),
-      [Headers.requestId]: requestId(),
+      // A call made while serving a request carries that request's id on.
+      [Headers.requestId]: currentRequestId() ?? requestId(),
       ...call.headers
     }
     if (Buffer.isBuffer(call.body) || isReadable(call.body)) headers['Content-Type'] ??= 'application/octet-stream'

@@ -326,9 +326,10 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   const keyArgs = ['--cluster-key', credentials.keyFile]
   const tokenFile = path.join(workDir, 'secrets', 'token')
   fs.writeFileSync(tokenFile, credentials.write + '\n', { mode: 0o600 })
-  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state'), ...keyArgs], null)
+  // The lock server first: the directory server's status (dfs status, /status) asks it for the locks held.
   const lockStateDir = path.join(workDir, 'lock-state')
   const lock = await supervisedServer('lock', 'lock server', ['--state-dir', lockStateDir, ...keyArgs, ...opts.lockArgs ?? []], null)
+  const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state'), '--lock', lock.url, ...keyArgs], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
   const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
