@@ -42,7 +42,7 @@ t.test('the servers\' /metrics parse as Prometheus text and move with what a cli
   await client.append('/notes/todo.txt', 'second\n')
   t.equal((await client.readFile('/notes/todo.txt')).toString(), 'first\nsecond\n')
   t.equal((await client.readFile('/notes/todo.txt')).toString(), 'first\nsecond\n', 'the second read is answered from the cache')
-  const lock = new LockApi(new Transport('lock server', cluster.lock.url))
+  const lock = new LockApi(new Transport('lock server', cluster.lock.url, undefined, cluster.credentials.caller))
   const lease = await lock.acquire({ path: '/notes/todo.txt', owner: 'metrics-test', ttlMs: 30_000 })
   const holding = await scrape(metrics.url)
   await lock.release('/notes/todo.txt', lease.token)
@@ -72,7 +72,7 @@ t.test('the servers\' /metrics parse as Prometheus text and move with what a cli
   t.notMatch(after.text, /todo\.txt|notes/, 'no label carries a path')
   t.notMatch(after.text, /metrics-test/, 'nor a lock holder')
   t.notMatch(after.text, /route="\/[^"]*\?/, 'routes are patterns, never with a query')
-  t.match(after.text, /route="\/servers\/:machineId\/heartbeat"/, 'a route with a parameter shows its pattern')
+  t.match(after.text, /route="\/servers\/:machineId\/files"/, 'a route with a parameter shows its pattern')
 })
 
 t.test('a request id sent to one server is carried to the servers it calls', async (t) => {
@@ -80,12 +80,12 @@ t.test('a request id sent to one server is carried to the servers it calls', asy
   const seen: Array<{ requestId: string, route: string }> = []
   onEveryRequest((done) => seen.push(done))
   t.teardown(() => onEveryRequest(null))
-  const res = await fetch(`${cluster.fileServers[0].url}/create?path=/notes/new.txt&kind=file`, { method: 'POST', headers: { [Headers.requestId]: 'trace-42' } })
+  const res = await fetch(`${cluster.fileServers[0].url}/create?path=/notes/new.txt&kind=file`, { method: 'POST', headers: { [Headers.requestId]: 'trace-42', authorization: `Bearer ${cluster.credentials.write}` } })
   t.equal(res.status, 200, await res.clone().text())
   t.equal(res.headers.get(Headers.requestId), 'trace-42', 'the answer names the request id')
   const routes = seen.filter((s) => s.requestId === 'trace-42').map((s) => s.route).sort()
   t.same(routes, ['/create', '/keys', '/servers/:machineId/entries'], 'the directory and lock server saw the same id')
-  const forged = await fetch(`${cluster.fileServers[0].url}/stats`, { headers: { [Headers.requestId]: 'bad id with spaces' } })
+  const forged = await fetch(`${cluster.fileServers[0].url}/stats`, { headers: { [Headers.requestId]: 'bad id with spaces', authorization: `Bearer ${cluster.credentials.read}` } })
   t.match(forged.headers.get(Headers.requestId), /^[0-9a-f]{16}$/, 'an id that is not plain is replaced')
 })
 

@@ -39,7 +39,7 @@ export class LeaseClock {
     const now = this.now()
     return (await this.table.held()).map(({ path, lease }) => {
       const known = this.granted.get(lease.token)
-      return { path, holder: lease.owner, heldForMs: known === undefined ? null : now - known.at, expiresInMs: lease.expiresAt - now }
+      return { path, holder: lease.holder === undefined ? lease.owner : `${lease.holder} (${lease.owner})`, heldForMs: known === undefined ? null : now - known.at, expiresInMs: lease.expiresAt - now }
     }).sort((a, b) => a.path.localeCompare(b.path))
   }
 

@@ -20,7 +20,10 @@ export const StatusRoutes = {
 /** A live lease, as the lock server lists it. */
 export interface HeldLock {
   path: string
-  /** Who holds it (the owner the client named: a mount's id and pid). */
+  /**
+   * Who holds it: the subject of the holder's credential, then in parentheses the owner the
+   * client named (a mount's id and pid); the owner alone on an --insecure lock server.
+   */
   holder: string
   /** How long it has been held since it was granted; null if granted before this lock server started. */
   heldForMs: number | null
