@@ -5,6 +5,8 @@ import { LockRoutes } from '../../src/shared/protocol'
 import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
+import { addAdvisoryRoutes } from './advisoryRoutes'
+import { watchCaller } from './callerGone'
 import type { Logger, RunningServer } from '../common/http'
 import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
@@ -26,11 +28,6 @@ export interface LockServerOptions {
    * (journalStore.ts). Without one, all of it is in memory and lost on a restart.
    */
   stateDir?: string
-}
-
-/** Lets the event loop run once through its I/O, twice to be sure it polled after now. */
-async function afterPendingIo (): Promise<void> {
-  for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
 /** `store` must be loaded already (startLockServer does that). */
@@ -79,18 +76,7 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
     const owner = body.string('owner', 256)
     const ttlMs = body.optionalInt('ttlMs', { min: 1, max: maxLeaseMs }) ?? defaultLeaseMs
     const waitMs = body.optionalInt('waitMs', { min: 0, max: MAX_WAIT_MS }) ?? 0
-    let closed = false
-    res.on('close', () => { closed = !res.writableFinished })
-    const hungUp = (): boolean => closed || req.socket.destroyed || req.socket.readableEnded
-    // A request can reach us together with its caller's hang-up: a caller that timed out
-    // while this server was stopped (SIGSTOP, a long pause) closed its connection, and the
-    // request and the close wait in the socket, in that order. The request is read first;
-    // the close only on a later turn of the event loop. So before each grant, let the loop
-    // read what the socket holds, then look.
-    const gone = async (): Promise<boolean> => {
-      await afterPendingIo()
-      return hungUp()
-    }
+    const { gone, hungUp } = watchCaller(req, res)
     let lease
     try {
       lease = await waits.acquire(path, owner, ttlMs, waitMs, gone)
@@ -134,6 +120,8 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
   app.get(LockRoutes.status, async (req, res) => {
     res.json(await table.status(queryOf(req).path()))
   })
+
+  addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs })
 
   finishApp(app, log)
   return app
