@@ -1,17 +1,10 @@
 import type { AdvisoryLockApi } from '../shared/api'
 import type { AdvisoryKind, AdvisoryLock, AdvisoryLockRequest } from '../shared/advisoryLockProtocol'
 import { DEFAULT_LEASE_MS } from '../shared/defaults'
-import { InterruptedError, LockedError, LockTimeoutError } from '../shared/errors'
+import { InterruptedError, LockedError } from '../shared/errors'
 
 /** Longest single wait on the lock server; a longer wait asks again. */
 const LONG_POLL_MS = 5000
-
-/**
- * Most lock waits a mount lets block at once; more fail with ENOLCK. libfuse 2 serves a mount
- * with at most 10 threads, and a waiting lock holds one: ten waiters would leave none for the
- * close that gives the lock back, and the mount would hang.
- */
-const MAX_WAITS = 6
 
 export interface AdvisoryLocksOptions {
   /** This mount's session id on the lock server: its locks live as long as it renews. */
@@ -45,7 +38,6 @@ const WHOLE_FILE: ByteRange = { start: 0, length: 0 }
 export class AdvisoryLocks {
   /** Per path, the owners (kind:owner) that may hold a lock there: a close of anyone else's costs no request. */
   private readonly holding = new Map<string, Set<string>>()
-  private waits = 0
   private ttlMs: number
   private renewal: NodeJS.Timeout | null = null
   private closed = false
@@ -71,25 +63,17 @@ export class AdvisoryLocks {
       await this.send(request)
       return
     }
-    if (this.waits >= MAX_WAITS) {
-      throw new LockTimeoutError(`${path}: ${MAX_WAITS} lock waits already block on this mount; no thread is left to wait with`, { path })
-    }
     const interrupted = (): boolean => signal?.aborted === true
-    this.waits++
-    try {
-      for (;;) {
-        try {
-          if (!interrupted()) {
-            await this.send({ ...request, waitMs: LONG_POLL_MS }, signal)
-            return
-          }
-        } catch (err) {
-          if (!(err instanceof LockedError) && !interrupted()) throw err
+    for (;;) {
+      try {
+        if (!interrupted()) {
+          await this.send({ ...request, waitMs: LONG_POLL_MS }, signal)
+          return
         }
-        if (interrupted()) throw new InterruptedError(`the wait for a lock on ${path} was interrupted`, { path })
+      } catch (err) {
+        if (!(err instanceof LockedError) && !interrupted()) throw err
       }
-    } finally {
-      this.waits--
+      if (interrupted()) throw new InterruptedError(`the wait for a lock on ${path} was interrupted`, { path })
     }
   }
 
@@ -105,7 +89,7 @@ export class AdvisoryLocks {
     await this.lock(path, who, 'unlock', WHOLE_FILE, false)
   }
 
-  /** Gives back every lock of this mount (unmount); later calls are refused by nobody but do nothing lasting. */
+  /** Gives back every lock of this mount at once, and stops renewing (unmount). */
   async close (): Promise<void> {
     this.closed = true
     this.stopRenewal()
