@@ -113,6 +113,13 @@ t.test('shared flocks of two mounts coexist; an exclusive one waits for both; an
   // flock -w gives up with SIGALRM: the kernel interrupts the request and the mount answers EINTR.
   const timed = await run('flock', ['-w', '1', '-x', b.at('/shared/guard'), 'true'], { timeoutMs: 20_000 })
   t.equal(timed.code, 1, `flock -w 1 through B gives up instead of hanging (${outcome(timed)})`)
+  // A waiter killed outright: the kernel interrupts its request, the mount answers, it dies.
+  const killed = spawn('flock', ['-x', b.at('/shared/guard'), 'true'], { env: cleanEnv(), stdio: 'ignore' })
+  t.teardown(() => { killed.kill('SIGKILL') })
+  const killedExit = new Promise<NodeJS.Signals | null>((resolve) => killed.once('exit', (_code, signal) => resolve(signal)))
+  await blockedOnMount(killed.pid ?? 0)
+  killed.kill('SIGKILL')
+  t.equal(await killedExit, 'SIGKILL', 'a waiting flock killed with SIGKILL exits while the lock is still held')
   t.equal(await reader.release(), 0, 'A lets go')
   const after = await run('flock', ['-n', '-x', b.at('/shared/guard'), 'true'])
   t.equal(after.code, 0, `now the exclusive flock -n through B is granted: the interrupted wait left nothing behind (${outcome(after)})`)

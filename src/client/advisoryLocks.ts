@@ -40,7 +40,8 @@ export class AdvisoryLocks {
   private readonly holding = new Map<string, Set<string>>()
   private ttlMs: number
   private renewal: NodeJS.Timeout | null = null
-  private closed = false
+  /** Fires at close: waits still under way end, rather than be granted to a mount that is gone. */
+  private readonly closing = new AbortController()
 
   constructor (private readonly api: AdvisoryLockApi, private readonly opts: AdvisoryLocksOptions) {
     this.ttlMs = opts.leaseMs ?? DEFAULT_LEASE_MS
@@ -63,11 +64,12 @@ export class AdvisoryLocks {
       await this.send(request)
       return
     }
-    const interrupted = (): boolean => signal?.aborted === true
+    const stop = signal === undefined ? this.closing.signal : AbortSignal.any([signal, this.closing.signal])
+    const interrupted = (): boolean => stop.aborted
     for (;;) {
       try {
         if (!interrupted()) {
-          await this.send({ ...request, waitMs: LONG_POLL_MS }, signal)
+          await this.send({ ...request, waitMs: LONG_POLL_MS }, stop)
           return
         }
       } catch (err) {
@@ -91,7 +93,7 @@ export class AdvisoryLocks {
 
   /** Gives back every lock of this mount at once, and stops renewing (unmount). */
   async close (): Promise<void> {
-    this.closed = true
+    this.closing.abort()
     this.stopRenewal()
     if (this.holding.size === 0) return
     this.holding.clear()
@@ -114,7 +116,7 @@ export class AdvisoryLocks {
   }
 
   private startRenewal (): void {
-    if (this.renewal !== null || this.closed) return
+    if (this.renewal !== null || this.closing.signal.aborted) return
     this.renewal = setInterval(() => { void this.renew() }, Math.max(50, this.ttlMs / 3))
     this.renewal.unref()
   }
