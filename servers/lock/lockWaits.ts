@@ -1,6 +1,7 @@
 import { DfsError, LockedError } from '../../src/shared/errors'
 import type { LockLease } from '../../src/shared/protocol'
 import type { LockTable } from './lockTable'
+import { Parking } from './parking'
 
 /** An acquire whose caller hung up before it was granted: there is nobody left to answer. */
 export class CallerGoneError extends DfsError {}
@@ -15,7 +16,7 @@ const REASK_MS = 400
  * expiry and every REASK_MS; the lock table still decides who gets the key.
  */
 export class LockWaits {
-  private readonly parked = new Map<string, Set<() => void>>()
+  private readonly parking = new Parking()
   /** Shutting down: nobody waits any more, every waiter is told "locked" now. */
   private stopped = false
 
@@ -36,7 +37,7 @@ export class LockWaits {
         const left = deadline - Date.now()
         if (!(err instanceof LockedError) || left <= 0 || this.stopped) throw err
         const untilExpiry = Number(err.details.retryAfterMs)
-        await this.park(path, Math.min(left, REASK_MS, untilExpiry > 0 ? untilExpiry + 1 : REASK_MS))
+        await this.parking.park(path, Math.min(left, REASK_MS, untilExpiry > 0 ? untilExpiry + 1 : REASK_MS))
       }
     }
   }
@@ -44,30 +45,11 @@ export class LockWaits {
   /** The server is closing: waiters get their answer ("locked") at once, so it can finish. */
   stop (): void {
     this.stopped = true
-    for (const path of [...this.parked.keys()]) this.wake(path)
+    this.parking.wakeAll()
   }
 
   /** The key changed hands or went away: every waiter on it asks again. */
   wake (path: string): void {
-    const waiters = this.parked.get(path)
-    if (!waiters) return
-    this.parked.delete(path)
-    for (const resume of waiters) resume()
-  }
-
-  private async park (path: string, ms: number): Promise<void> {
-    let waiters = this.parked.get(path)
-    if (!waiters) this.parked.set(path, waiters = new Set())
-    const set = waiters
-    await new Promise<void>((resolve) => {
-      const resume = (): void => {
-        clearTimeout(timer)
-        set.delete(resume)
-        resolve()
-      }
-      const timer = setTimeout(resume, ms)
-      set.add(resume)
-    })
-    if (set.size === 0 && this.parked.get(path) === set) this.parked.delete(path)
+    this.parking.wake(path)
   }
 }

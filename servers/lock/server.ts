@@ -7,6 +7,8 @@ import { authenticate, Authenticator, callerOf, guardRoutes } from '../common/au
 import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
+import { addAdvisoryRoutes, ADVISORY_ROUTE_ROLES } from './advisoryRoutes'
+import { watchCaller } from './callerGone'
 import type { Logger, RunningServer } from '../common/http'
 import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
@@ -49,17 +51,13 @@ const ROUTE_ROLES: RouteRole[] = [
   ['post', LockRoutes.renew, 'write'],
   ['post', LockRoutes.release, 'write'],
   ['get', LockRoutes.check, 'server'],
-  ['get', LockRoutes.status, 'read']
+  ['get', LockRoutes.status, 'read'],
+  ...ADVISORY_ROUTE_ROLES
 ]
 
 /** The subject a lease is bound to: the credential's, or none on an open server. */
 function holderOf (caller: Caller): string | undefined {
   return caller.open ? undefined : caller.subject
-}
-
-/** Lets the event loop run once through its I/O, twice to be sure it polled after now. */
-async function afterPendingIo (): Promise<void> {
-  for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve))
 }
 
 /** The lock server's app; `stop` ends its waits and its metrics (the server's close calls it). */
@@ -121,18 +119,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const owner = body.string('owner', 256)
     const ttlMs = body.optionalInt('ttlMs', { min: 1, max: maxLeaseMs }) ?? defaultLeaseMs
     const waitMs = body.optionalInt('waitMs', { min: 0, max: MAX_WAIT_MS }) ?? 0
-    let closed = false
-    res.on('close', () => { closed = !res.writableFinished })
-    const hungUp = (): boolean => closed || req.socket.destroyed || req.socket.readableEnded
-    // A request can reach us together with its caller's hang-up: a caller that timed out
-    // while this server was stopped (SIGSTOP, a long pause) closed its connection, and the
-    // request and the close wait in the socket, in that order. The request is read first;
-    // the close only on a later turn of the event loop. So before each grant, let the loop
-    // read what the socket holds, then look.
-    const gone = async (): Promise<boolean> => {
-      await afterPendingIo()
-      return hungUp()
-    }
+    const { gone, hungUp } = watchCaller(req, res)
     let lease
     const waited = lockWaitSeconds.startTimer()
     try {
@@ -193,11 +180,14 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     res.json(answer)
   })
 
+  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs })
+
   finishApp(app, log)
   return {
     app,
     stop: () => {
       waits.stop()
+      advisory.stop()
       clock.close()
     }
   }

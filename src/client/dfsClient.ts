@@ -3,7 +3,7 @@ import os from 'node:os'
 import fs from 'node:fs'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
-import { DirectoryApi, FileServerPool, LockApi } from '../shared/api'
+import { AdvisoryLockApi, DirectoryApi, FileServerPool, LockApi } from '../shared/api'
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
@@ -22,6 +22,7 @@ import { CallbackRegistry } from './callbacks'
 import { retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
+import { AdvisoryLocks } from './advisoryLocks'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
 import { Locator, serverDownError } from './locator'
@@ -110,6 +111,8 @@ const SLOW_FOLDER_RENAME_MS = 60_000
 export class DfsClient {
   readonly cache: LocalCache
   readonly locks: LockClient
+  /** The fcntl and flock locks programs take through a mount, held on the lock server. */
+  readonly advisoryLocks: AdvisoryLocks
   private readonly directory: DirectoryApi
   private readonly locator: Locator
   private readonly memo: MetadataMemo
@@ -135,7 +138,9 @@ export class DfsClient {
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
     this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
-    const lockApi = new LockApi(new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller))
+    const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
+    const lockApi = new LockApi(lockServer)
+    this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), { session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log })
     this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
       leaseMs: opts.leaseMs,
@@ -714,6 +719,7 @@ export class DfsClient {
   /** Ends the callback channels; the client still works, revalidating every open. */
   close (): void {
     this.callbacks?.close()
+    this.advisoryLocks.close().catch(() => {}) // unreachable: its locks go when the session's lease runs out
   }
 }
 

@@ -16,13 +16,41 @@ export interface FuseConstructor {
   UTIME_OMIT: 'omit'
 }
 
+/** An fcntl lock request as the patched binding passes it (patch level 2). */
+export interface FuseLockRequest {
+  cmd: 'getlk' | 'setlk' | 'setlkw'
+  type: 'read' | 'write' | 'unlock'
+  start: number
+  /** 0: to the end of the file, however far it grows. */
+  len: number
+  /** The kernel's lock owner (one per process's file table), 16 hex digits. */
+  owner: string
+}
+
+/** A flock request as the patched binding passes it; owner: one per open file. */
+export interface FuseFlockRequest {
+  op: 'shared' | 'exclusive' | 'unlock'
+  /** False for LOCK_NB. */
+  wait: boolean
+  owner: string
+}
+
+/** What getlk answers: the conflicting lock, or type 'unlock' when there is none. */
+export interface FuseLockConflict {
+  type: 'read' | 'write' | 'unlock'
+  start: number
+  len: number
+  pid: number
+}
+
 /**
- * The patch level this code needs: 1 passes utimens both times, and NOW and OMIT. The patched
+ * The patch level this code needs: 1 passes utimens both times, and NOW and OMIT; 2 adds the
+ * lock and flock operations (fcntl and flock locks held across mounts). The patched
  * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
  * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
  * the access time as the modification time and never calls utimens for touch -m.
  */
-export const REQUIRED_PATCH_LEVEL = 1
+export const REQUIRED_PATCH_LEVEL = 2
 
 export const PATCHED_BUILD_HINT = 'run npm install to build the patched fuse-native'
 

@@ -3,6 +3,8 @@ import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
+import { FuseLocks } from './fuseLocks'
+import type { FuseFlockRequest, FuseLockRequest } from './loadFuse'
 
 type Callback = (code: number, ...values: unknown[]) => void
 
@@ -62,6 +64,7 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
 export function createFuseOperations (client: DfsClient, files: OpenFileTable): Record<string, unknown> {
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+  const locks = new FuseLocks(client.advisoryLocks)
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(await files.attributes(path)), (stat) => [stat]),
@@ -80,7 +83,9 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     },
     flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
     fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
-    release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.release(fd)),
+    release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => {
+      try { await files.release(fd) } finally { await locks.released(fd) }
+    }),
     truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
     ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => await files.truncate(fd, size)),
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
@@ -103,6 +108,11 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
       cb(same ? 0 : EPERM)
     },
+    // fcntl and flock locks, held on the lock server for every mount to see (fuseLocks.ts).
+    lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
+      answer(cb, async () => await locks.lock(path, request, signal), (conflict) => [conflict]),
+    flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
+      answer(cb, async () => await locks.flock(path, fd, request, signal)),
     symlink: refuse(ENOTSUP),
     link: refuse(ENOTSUP),
     mknod: refuse(EROFS),

@@ -7,7 +7,7 @@
 export type ErrnoName =
   | 'ENOENT' | 'EINVAL' | 'EAGAIN' | 'EEXIST' | 'EACCES' | 'EIO' | 'ETIMEDOUT'
   | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'ENOLCK' | 'EROFS' | 'ENOTSUP' | 'EPERM'
-  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO'
+  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO' | 'EINTR'
 
 export interface ErrorBody {
   error: {
@@ -71,6 +71,13 @@ export class LockTimeoutError extends DfsError {
   override readonly code = 'LOCK_TIMEOUT'
   override readonly status = 423
   override readonly errno = 'ENOLCK'
+}
+
+/** A wait the caller broke off (a program interrupted while waiting for a lock); never sent by a server. */
+export class InterruptedError extends DfsError {
+  override readonly code = 'INTERRUPTED'
+  override readonly status = 499
+  override readonly errno = 'EINTR'
 }
 
 /** A write without the lock, or with a lease that ran out or was superseded (fencing). */

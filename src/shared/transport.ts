@@ -41,6 +41,8 @@ export interface Call {
   timeoutMs?: number
   /** The answer's body as a stream (downloads); an error body is still read and thrown. */
   stream?: boolean
+  /** Hangs up the call when it fires (a long poll nobody waits for any more); the call then fails. */
+  signal?: AbortSignal
 }
 
 /** An answer as `send` returns it, whatever its status. */
@@ -129,12 +131,12 @@ export class Transport {
     try {
       const first = { answered: false }
       try {
-        res = await this.attempt(options, payload, deadlineMs, stream, watchdog, first)
+        res = await this.attempt(options, payload, deadlineMs, stream, watchdog, first, call.signal)
       } catch (err) {
         // A kept-alive connection the server closed (it restarted) fails the first request
         // sent on it; a read is safe to send once more, on a new connection.
         if (first.answered || !isReusedConnectionFailure(err) || !isIdempotent(call) || watchdog?.reason) throw err
-        res = await this.attempt(options, payload, deadlineMs, stream, watchdog, { answered: false })
+        res = await this.attempt(options, payload, deadlineMs, stream, watchdog, { answered: false }, call.signal)
       }
     } catch (err) {
       watchdog?.stop()
@@ -171,7 +173,7 @@ export class Transport {
    * (which a read may retry) from one after.
    */
   private async attempt (options: http.RequestOptions, payload: Buffer | Readable | undefined, deadlineMs: number | undefined,
-    stream: boolean, watchdog: IdleWatchdog | undefined, state: { answered: boolean }): Promise<Answer> {
+    stream: boolean, watchdog: IdleWatchdog | undefined, state: { answered: boolean }, signal?: AbortSignal): Promise<Answer> {
     const target = this.target as Target
     return await new Promise<Answer>((resolve, reject) => {
       let settled = false
@@ -180,6 +182,7 @@ export class Transport {
         if (settled) return
         settled = true
         if (timer) clearTimeout(timer)
+        signal?.removeEventListener('abort', hangUp)
         // An upload cut short (the server answered early with an error, or failed): nobody needs
         // the rest, and a source left paused would hold its file or its peer's download open.
         if (payload !== undefined && !Buffer.isBuffer(payload) && !req.writableFinished) {
@@ -212,6 +215,13 @@ export class Transport {
         }, deadlineMs)
       }
       if (watchdog) watchdog.onSilence = (reason) => req.destroy(reason)
+      function hangUp (): void {
+        const reason = Object.assign(new Error('the caller hung up'), { code: 'ABORTED' })
+        settle(reason)
+        req.destroy(reason)
+      }
+      if (signal?.aborted === true) hangUp()
+      else signal?.addEventListener('abort', hangUp)
       if (payload === undefined || Buffer.isBuffer(payload)) {
         req.end(payload)
       } else {

@@ -1,5 +1,6 @@
 export { DirectoryApi } from './directoryApi'
 export { LockApi } from './lockApi'
+export { AdvisoryLockApi } from './advisoryLockApi'
 export { FileApi } from './fileApi'
 export type { Bytes, ContentAnswer } from './fileApi'
 export { FileServerPool } from './fileServerPool'

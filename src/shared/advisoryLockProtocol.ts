@@ -1,0 +1,99 @@
+/**
+ * Wire types of advisory locks (fcntl byte-range locks and flock) on the lock server: what a
+ * mount asks when a program locks a file through it. Apart from the per-file write leases
+ * (LockRoutes): those order dfs's own writers; these are the programs' own locks, which dfs
+ * only keeps and never enforces on reads or writes.
+ */
+
+export const AdvisoryRoutes = {
+  lock: '/advisory/lock', // POST AdvisoryLockRequest -> AdvisoryLockAnswer | 423 LOCKED (AdvisoryLockedDetails)
+  test: '/advisory/test', // POST AdvisoryTestRequest -> AdvisoryTestAnswer
+  renew: '/advisory/renew', // POST AdvisorySessionRequest -> AdvisorySessionAnswer
+  end: '/advisory/end', // POST AdvisorySessionRequest -> AdvisoryEndAnswer
+  status: '/advisory' // GET ?path= -> AdvisoryStatus
+} as const
+
+/** fcntl locks (byte ranges, one owner per process) or flock locks (whole file, one owner per open file). */
+export type AdvisoryKind = 'posix' | 'flock'
+
+/** read: shared; write: exclusive; unlock gives back (part of) what the owner holds. */
+export type AdvisoryType = 'read' | 'write' | 'unlock'
+
+/** Longest a lock request may wait on the server for a conflicting lock to go (waitMs). */
+export const MAX_ADVISORY_WAIT_MS = 30_000
+
+export interface AdvisorySessionRequest {
+  /** The mount's id (1 to 64 letters, digits, '-' or '_'): its locks live as long as it renews. */
+  session: string
+  /** How long the session lives without a renewal; default: the lock server's lease. */
+  ttlMs?: number
+}
+
+export interface AdvisoryLockRequest extends AdvisorySessionRequest {
+  path: string
+  /** Who holds the lock within the session (the kernel's lock owner), at most 64 characters. */
+  owner: string
+  kind: AdvisoryKind
+  type: AdvisoryType
+  /** posix only: first byte; default 0. */
+  start?: number
+  /** posix only: bytes from start; 0 (the default) means to the end of the file, however far it grows. */
+  length?: number
+  /** How long the server may hold the request while someone else's lock conflicts (0..30000, default 0). */
+  waitMs?: number
+}
+
+export type AdvisoryTestRequest = Omit<AdvisoryLockRequest, 'waitMs'>
+
+/** A lock as others see it: length 0 runs to the end of the file. */
+export interface AdvisoryLock {
+  session: string
+  owner: string
+  kind: AdvisoryKind
+  type: 'read' | 'write'
+  start: number
+  length: number
+}
+
+export interface AdvisoryLockAnswer {
+  path: string
+  granted: true
+  /** How many locks (ranges) the session now holds over all paths: renew while it is not 0. */
+  held: number
+  ttlMs: number
+}
+
+export interface AdvisoryTestAnswer {
+  path: string
+  /** The first lock that conflicts with the one asked about, or null. */
+  conflict: AdvisoryLock | null
+}
+
+export interface AdvisorySessionAnswer {
+  session: string
+  /** False: the server knew no live session of that name (its lease ran out, or the server restarted) and so holds none of its locks. */
+  known: boolean
+  held: number
+  ttlMs: number
+}
+
+export interface AdvisoryEndAnswer {
+  session: string
+  /** Locks given back. */
+  released: number
+}
+
+export interface AdvisoryStatus {
+  path: string
+  locks: AdvisoryLock[]
+}
+
+/** Details of a 423 LOCKED answer to an advisory lock request. */
+export interface AdvisoryLockedDetails {
+  path: string
+  /** The session holding the conflicting lock. */
+  holder: string
+  conflict: AdvisoryLock
+  /** When the holder's session runs out unless renewed. */
+  retryAfterMs: number
+}

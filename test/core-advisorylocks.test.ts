@@ -1,0 +1,87 @@
+import type { Test } from 'tap'
+import t from 'tap'
+import { startLockServer } from '../servers/lock/server'
+import { AdvisoryLocks } from '../src/client/advisoryLocks'
+import { AdvisoryLockApi } from '../src/shared/api'
+import type { AdvisoryLockRequest } from '../src/shared/advisoryLockProtocol'
+import { AdvisoryRoutes } from '../src/shared/advisoryLockProtocol'
+import { InterruptedError, LockedError } from '../src/shared/errors'
+import { Transport } from '../src/shared/transport'
+
+/*
+ * Advisory locks over HTTP against a real lock server: what a mount's AdvisoryLocks asks, and
+ * what the server answers to bad input, waits and sessions that stop renewing.
+ */
+
+async function lockServer (t: Test, leaseMs = 30_000): Promise<{ url: string, api: AdvisoryLockApi }> {
+  const server = await startLockServer({ port: 0, leaseMs })
+  t.teardown(async () => await server.close())
+  return { url: server.url, api: new AdvisoryLockApi(new Transport('lock server', server.url, 5000)) }
+}
+
+const exclusive = (session: string, path = '/f'): AdvisoryLockRequest => ({ path, session, owner: 'o', kind: 'flock', type: 'write' })
+
+t.test('bad input is a 400 with a JSON body naming the field', async (t) => {
+  const { url } = await lockServer(t)
+  const post = async (body: unknown): Promise<{ status: number, body: { error: { code: string, message: string } } }> => {
+    const res = await fetch(url + AdvisoryRoutes.lock, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    return { status: res.status, body: await res.json() as { error: { code: string, message: string } } }
+  }
+  const good = exclusive('m1')
+  for (const [bad, field] of [
+    [{ ...good, kind: 'mandatory' }, 'kind'],
+    [{ ...good, type: 'exclusive' }, 'type'],
+    [{ ...good, session: 'no spaces' }, 'session'],
+    [{ ...good, start: -1, kind: 'posix' }, 'start'],
+    [{ ...good, waitMs: 60_000 }, 'waitMs'],
+    [{ ...good, owner: undefined }, 'owner'],
+    [{ ...good, path: 'relative/../..' }, 'path']
+  ] as const) {
+    const answer = await post(bad)
+    t.equal(answer.status, 400, `${field}: 400`)
+    t.match(answer.body.error.message, field === 'path' ? /./ : field, `${field}: the message names it`)
+  }
+})
+
+t.test('a waiting request is granted when the holder gives its lock back', async (t) => {
+  const { api } = await lockServer(t)
+  await api.lock(exclusive('m1'))
+  await t.rejects(api.lock(exclusive('m2')), LockedError, 'without waiting, refused at once')
+  const waiting = api.lock({ ...exclusive('m2'), waitMs: 20_000 })
+  await api.lock({ ...exclusive('m1'), type: 'unlock' })
+  t.match(await waiting, { granted: true, held: 1 }, 'the waiter gets the lock')
+  t.match((await api.status('/f')).locks, [{ session: 'm2', type: 'write' }])
+  t.same(await api.end('m2'), { session: 'm2', released: 1 }, 'ending the session gives it back')
+  t.same((await api.status('/f')).locks, [])
+})
+
+t.test('a wait that is broken off is never granted', async (t) => {
+  const { api } = await lockServer(t)
+  const holder = new AdvisoryLocks(api, { session: 'm1' })
+  const waiter = new AdvisoryLocks(api, { session: 'm2' })
+  await holder.lock('/f', { owner: 'o', kind: 'flock' }, 'write', { start: 0, length: 0 }, false)
+  const controller = new AbortController()
+  const waiting = waiter.lock('/f', { owner: 'o', kind: 'flock' }, 'write', { start: 0, length: 0 }, true, controller.signal)
+  controller.abort()
+  await t.rejects(waiting, InterruptedError, 'the interrupted wait ends with EINTR')
+  await holder.close()
+  // Had the broken-off wait been granted, this one would wait in vain and be refused.
+  t.match(await api.lock({ ...exclusive('m3'), waitMs: 5000 }), { granted: true }, 'a third mount gets the lock the holder gave back')
+  t.match((await api.status('/f')).locks, [{ session: 'm3' }], 'and only it holds a lock: the broken-off wait took nothing')
+})
+
+t.test('a mount that renews keeps its locks past the lease; one that stops loses them', async (t) => {
+  const { api } = await lockServer(t, 1000)
+  const renewing = new AdvisoryLocks(api, { session: 'live' })
+  t.teardown(async () => await renewing.close())
+  await renewing.lock('/a', { owner: 'o', kind: 'posix' }, 'write', { start: 0, length: 10 }, false)
+  // A session that asks for a lock and then never renews (a mount that died).
+  await api.lock({ path: '/b', session: 'dead', owner: 'o', kind: 'posix', type: 'write' })
+  const other = new AdvisoryLocks(api, { session: 'other' })
+  t.teardown(async () => await other.close())
+  // Waits, on the server, until the dead session's lease ran out.
+  await other.lock('/b', { owner: 'o', kind: 'posix' }, 'write', { start: 0, length: 0 }, true)
+  t.pass('the dead session\'s lock went when its lease ran out')
+  t.match((await api.status('/a')).locks, [{ session: 'live', start: 0, length: 10 }], 'the renewing session still holds its lock, more than a lease later')
+  t.match(await api.renew({ session: 'dead' }), { known: false, held: 0 }, 'the dead session is forgotten')
+})
