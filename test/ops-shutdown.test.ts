@@ -20,26 +20,26 @@ function entriesOf (file: string): LogEntry[] {
   return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as LogEntry)
 }
 
-async function startLockServer (t: Test, extra: string[] = []): Promise<{ url: string, logFile: string, server: Awaited<ReturnType<typeof startNode>> }> {
+async function startLockServer (t: Test, extra: string[] = []): Promise<{ url: string, logFile: string, metricsUrl: string, server: Awaited<ReturnType<typeof startNode>> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-shutdown-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const logFile = path.join(dir, 'logs', 'lock.log')
-  const server = await startNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(dir, 'state'), '--log', logFile, '--metrics', 'off', ...extra], /listening on /)
+  const server = await startNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(dir, 'state'), '--log', logFile, '--metrics', '127.0.0.1:0', ...extra], /listening on /)
   t.teardown(async () => { await stopNode(server, 'SIGKILL') })
   const url = /listening on (http:\/\/\S+)/.exec(server.line)?.[1] as string
-  return { url, logFile, server }
+  const metricsUrl = entriesOf(logFile).map((e) => /metrics for Prometheus at (\S+)/.exec(e.msg)?.[1]).find((u) => u !== undefined) as string
+  return { url, logFile, metricsUrl, server }
 }
 
 t.test('SIGTERM: a request waiting on the lock server gets its answer, then the server exits 0', async (t) => {
-  const { url, logFile, server } = await startLockServer(t)
+  const { url, logFile, metricsUrl, server } = await startLockServer(t)
   const lock = new LockApi(new Transport('lock server', url, 5000))
   await lock.createKeys(['/a.txt'])
   await lock.acquire({ path: '/a.txt', owner: 'first', ttlMs: 60_000 })
   // Waits on the server for up to 20 s: in flight when SIGTERM comes.
   const waiting = lock.acquire({ path: '/a.txt', owner: 'second', ttlMs: 60_000, waitMs: 20_000 })
   const settled = waiting.then(() => 'granted', (err: Error) => err.name)
-  await waitFor('the waiting acquire to reach the server', async () =>
-    entriesOf(logFile).length > 0 && (await fetch(`${url}/locks/held`).then(async (r) => await r.json() as { locks: unknown[] })).locks.length === 1)
+  await waitFor('the acquire to wait on the server', async () => /^dfs_lock_waiters 1$/m.test(await (await fetch(metricsUrl)).text()))
   server.child.kill('SIGTERM')
   t.equal(await settled, 'LockedError', 'the waiter is told "locked" (and may retry elsewhere), not cut off')
   t.same(await server.exited, { code: 0, signal: null }, 'then the server exits 0')

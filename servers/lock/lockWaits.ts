@@ -41,6 +41,13 @@ export class LockWaits {
     }
   }
 
+  /** Acquires parked now, waiting for a key (for operators). */
+  get waiting (): number {
+    let count = 0
+    for (const waiters of this.parked.values()) count += waiters.size
+    return count
+  }
+
   /** The server is closing: waiters get their answer ("locked") at once, so it can finish. */
   stop (): void {
     this.stopped = true
