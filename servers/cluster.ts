@@ -69,8 +69,10 @@ export async function startCluster (opts: ClusterOptions): Promise<RunningCluste
   }
 }
 
+/** One after another, file servers first (their requests in flight may still call the others), within one grace period. */
 async function closeAll (servers: RunningServer[], graceMs?: number): Promise<void> {
-  for (const server of [...servers].reverse()) await server.close(graceMs)
+  const until = graceMs === undefined ? null : Date.now() + graceMs
+  for (const server of [...servers].reverse()) await server.close(until === null ? undefined : Math.max(1, until - Date.now()))
 }
 
 /**

@@ -72,7 +72,7 @@ t.test('the servers\' /metrics parse as Prometheus text and move with what a cli
   t.notMatch(after.text, /todo\.txt|notes/, 'no label carries a path')
   t.notMatch(after.text, /metrics-test/, 'nor a lock holder')
   t.notMatch(after.text, /route="\/[^"]*\?/, 'routes are patterns, never with a query')
-  t.match(after.text, /route="\/servers\/:machineId\/files"/, 'a route with a parameter shows its pattern')
+  t.match(after.text, /route="\/servers\/:machineId\/files"/, 'a route with a parameter (the join\'s report) shows its pattern')
 })
 
 t.test('a request id sent to one server is carried to the servers it calls', async (t) => {

@@ -107,3 +107,10 @@ t.test('the operator\'s view of a cluster, healthy and with a file server stoppe
   })
   await second.cont()
 })
+
+t.test('dfs status without a directory server: one line and exit 1', async (t) => {
+  const status = await runNode(['bin/dfs', 'status', '--directory', 'http://127.0.0.1:1', '--timeout-ms', '2000'], { timeoutMs: 15_000 })
+  t.equal(status.code, 1, 'exit 1: the cluster could not be asked (2 is for a cluster that answered with a server down)')
+  t.match(status.stderr, /^dfs: directory server at 127\.0\.0\.1:1 is not answering[^\n]*\n$/)
+  t.equal(status.stdout, '')
+})

@@ -129,6 +129,9 @@ export const fileServersGauge = new SourcedGauge('dfs_file_servers', 'File serve
 /** Live leases on the lock server. */
 export const leasesHeldGauge = new SourcedGauge('dfs_lock_leases_held', 'Leases the lock server holds now (live, not lapsed)', [])
 
+/** Acquires parked on the lock server, waiting for a key now. */
+export const lockWaitersGauge = new SourcedGauge('dfs_lock_waiters', 'Acquires waiting on the lock server for a key now', [])
+
 /** Free and total space of each file server's root, read at scrape time. */
 export const fileServerFreeBytes = new SourcedGauge('dfs_file_server_free_bytes', 'Free space on the disk of a file server\'s root, by machine id', ['machine_id'])
 export const fileServerSizeBytes = new SourcedGauge('dfs_file_server_size_bytes', 'Size of the disk of a file server\'s root, by machine id', ['machine_id'])

@@ -42,6 +42,11 @@ export class LockWaits {
     }
   }
 
+  /** Acquires parked now, waiting for a key (for operators). */
+  get waiting (): number {
+    return this.parking.waiting
+  }
+
   /** The server is closing: waiters get their answer ("locked") at once, so it can finish. */
   stop (): void {
     this.stopped = true

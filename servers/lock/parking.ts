@@ -14,6 +14,13 @@ export class Parking {
     for (const resume of waiters) resume()
   }
 
+  /** How many requests are parked now. */
+  get waiting (): number {
+    let count = 0
+    for (const waiters of this.parked.values()) count += waiters.size
+    return count
+  }
+
   /** Every parked request asks again (the server is closing). */
   wakeAll (): void {
     for (const key of [...this.parked.keys()]) this.wake(key)

@@ -17,7 +17,7 @@ import { LockTable } from './lockTable'
 import { CallerGoneError, LockWaits } from './lockWaits'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { HeldLocksAnswer } from '../../src/shared/clusterStatus'
-import { lockWaitSeconds } from '../common/metrics'
+import { lockWaitersGauge, lockWaitSeconds } from '../common/metrics'
 import { LeaseClock } from './leaseClock'
 
 /** Longest an acquire may wait on the server for a key (waitMs). */
@@ -78,6 +78,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   const table = new LockTable(opts.store ?? new MemoryLockStore())
   const waits = new LockWaits(table)
   const clock = new LeaseClock(table)
+  const removeWaitersGauge = lockWaitersGauge.add(() => [{ labels: {}, value: waits.waiting }])
 
   const app = newApp('lock')
   app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
@@ -189,6 +190,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
       waits.stop()
       advisory.stop()
       clock.close()
+      removeWaitersGauge()
     }
   }
 }
