@@ -27,7 +27,7 @@ function clientOf (args: ClientArgs): DfsClient {
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
     metaTtlMs: 0,
-    caller: clientCaller(args.tokenFile)
+    caller: clientCaller(args.tokenFile, args.directory)
   })
 }
 

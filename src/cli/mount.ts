@@ -70,7 +70,7 @@ async function main (): Promise<void> {
   try {
     await preflight(mountpoint, args.directory)
     const client = new DfsClient({
-      caller: clientCaller(args.tokenFile),
+      caller: clientCaller(args.tokenFile, args.directory),
       directoryUrl: args.directory,
       lockUrl: args.lock,
       cacheDir: args.cacheDir,
