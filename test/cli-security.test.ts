@@ -3,8 +3,10 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
-import { ClusterKey, verifyToken } from '../servers/common/tokens'
+import { ClusterKey, newClaims, signToken, verifyToken } from '../servers/common/tokens'
+import { isMounted } from '../src/fuse/mount'
 import { startTestCluster } from './helpers/cluster'
+import { dfsMountBin, mountPlace, outcome, runCli } from './helpers/mount'
 import { cleanEnv, runNode, startNode, stopNode } from './helpers/processes'
 import { rawGet } from './helpers/wire'
 
@@ -73,4 +75,17 @@ t.test('dfs without a token, or with a bad one, says so in one line', async (t) 
   t.match(missingFile.stderr, /^dfs: cannot read the token file .*nope: ENOENT\n$/)
   const good = await runNode(args, { env: { ...env, DFS_TOKEN: cluster.credentials.read } })
   t.equal(good.stdout, 'a\n', 'a read-only token reads')
+})
+
+t.test('dfs-mount without a valid token refuses to mount, in one line', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'a\n' }])
+  const place = await mountPlace(t)
+  const args = [place.mountpoint, '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', place.cacheDir]
+  const env = { ...place.env, XDG_CONFIG_HOME: path.join(place.base, 'no-config') }
+  const none = await runCli(dfsMountBin, args, { env })
+  t.not(none.code, 0, outcome(none))
+  t.match(none.stderr, /^dfs-mount: a credential is needed[^\n]*\n$/, 'no token: one line')
+  const expired = await runCli(dfsMountBin, [...args, '--foreground'], { env: { ...env, DFS_TOKEN: signToken(cluster.credentials.key.clientKey, 'client', newClaims('old', 'write', 1000, Date.now() - 60_000)) } })
+  t.match(expired.stderr, /^dfs-mount: the credential of old expired at /, 'an expired token: one line, also in the foreground')
+  t.notOk(await isMounted(place.mountpoint), 'nothing was mounted')
 })
