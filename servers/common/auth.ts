@@ -1,5 +1,5 @@
 import fs from 'node:fs'
-import type { Express, Request, RequestHandler, Response } from 'express'
+import type { Express, RequestHandler, Response } from 'express'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import { ForbiddenError, UnauthorizedError } from '../../src/shared/errors'
 import type { ClusterKey, Role } from './tokens'
@@ -131,11 +131,6 @@ export function callerOf (res: Response): Caller {
 /** Whether the caller is the file server bound to this serverId (any caller on an open server). */
 export function isFileServer (caller: Caller, serverId: string): boolean {
   return caller.open || caller.serverId === serverId
-}
-
-/** Requests whose body was not read when they are answered: the connection closes instead of reading the rest. */
-export function closeUnreadBody (req: Request, res: Response): void {
-  if (!req.complete) res.set('Connection', 'close')
 }
 
 /** The deny list, read again when its file changes (looked at no more than once a second). */

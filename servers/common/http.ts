@@ -2,7 +2,6 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import type { ErrorRequestHandler, Express } from 'express'
-import { closeUnreadBody } from './auth'
 import { asDfsError, BadRequestError, NotFoundError, PayloadTooLargeError, ProtocolMismatchError } from '../../src/shared/errors'
 import { DEFAULT_HOST } from '../../src/shared/defaults'
 import { Headers, PROTOCOL_VERSION } from '../../src/shared/protocol'
@@ -74,8 +73,9 @@ export function finishApp (app: Express, log: Logger): void {
       res.destroy()
       return
     }
-    // A refused upload (no credential, too large) is not read to its end first.
-    closeUnreadBody(req, res)
+    // A refused upload (no credential, too large) is not read to its end first: the
+    // connection closes after the answer instead.
+    if (!req.complete) res.set('Connection', 'close')
     res.status(error.status).json(error.toBody())
   }
   app.use(onError)

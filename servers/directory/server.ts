@@ -42,7 +42,7 @@ export interface DirectoryServerOptions {
 /**
  * Who may call which route: clients read (lookup, list, servers) and place new files; only
  * cluster servers register, and only the file server bound to a machine id reports, claims,
- * drops, renames and heartbeats for it (checked in the routes, see callerIsServer).
+ * drops, renames and heartbeats for it (checked in the routes: requireBoundServer).
  */
 const ROUTE_ROLES: RouteRole[] = [
   ['post', DirectoryRoutes.register, 'server'],

@@ -1,22 +1,23 @@
 import fs from 'node:fs'
-import { DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE } from '../shared/defaults'
+import { DEFAULT_DIRECTORY_URL, DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE } from '../shared/defaults'
 import type { CallerIdentity } from '../shared/transport'
 import { CliError } from './common'
 
 /**
  * A client's credential: the token in DFS_TOKEN, else the one in --token-file (DFS_TOKEN_FILE),
- * else in ~/.config/dfs/token, else the one the demo wrote. Never an argument: `ps` shows
- * every process's command line to every user of the machine.
+ * else in ~/.config/dfs/token, else, for the demo's address, the one the demo wrote. Never an
+ * argument: `ps` shows every process's command line to every user of the machine.
  */
-export function clientCaller (tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
-  const token = readClientToken(tokenFile, env)
+export function clientCaller (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
+  const token = readClientToken(tokenFile, directoryUrl, env)
   return token === undefined ? {} : { credential: () => token }
 }
 
-function readClientToken (tokenFile: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+function readClientToken (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv): string | undefined {
   const fromEnv = env.DFS_TOKEN?.trim()
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv
-  const files = tokenFile !== undefined ? [tokenFile] : [DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE]
+  const defaults = directoryUrl === DEFAULT_DIRECTORY_URL ? [DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE] : [DEFAULT_TOKEN_FILE]
+  const files = tokenFile !== undefined ? [tokenFile] : defaults
   for (const file of files) {
     let text: string
     try {

@@ -30,7 +30,7 @@ function clientOf (args: ClientArgs): DfsClient {
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
     metaTtlMs: 0,
-    caller: clientCaller(args.tokenFile)
+    caller: clientCaller(args.tokenFile, args.directory)
   })
 }
 
@@ -158,7 +158,7 @@ async function main (): Promise<void> {
     .command('status', 'the file servers, locks held and latest problems; exits 2 when a server is down', (y) => y
       .option('json', { type: 'boolean', default: false, describe: 'print the directory server\'s answer as JSON' }),
     async (args) => {
-      const status = await new StatusApi(new Transport('directory server', args.directory, args.timeoutMs, clientCaller(args.tokenFile))).cluster()
+      const status = await new StatusApi(new Transport('directory server', args.directory, args.timeoutMs, clientCaller(args.tokenFile, args.directory))).cluster()
       const { text, problems } = formatStatus(status)
       process.stdout.write(args.json ? JSON.stringify(status, null, 2) + '\n' : text)
       for (const problem of problems) process.stderr.write(`dfs: ${problem}\n`)

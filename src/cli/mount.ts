@@ -6,6 +6,7 @@ import { DfsClient } from '../client/dfsClient'
 import { DEFAULT_PREFLIGHT_TIMEOUT_MS } from '../shared/defaults'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
+import type { CallerIdentity } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
 import { isMounted, mountDfs } from '../fuse/mount'
 import type { MountedDfs } from '../fuse/mount'
@@ -31,7 +32,7 @@ function log (line: string): void {
 }
 
 /** The checks that give a one-line answer before anything is started. */
-async function preflight (mountpoint: string, directoryUrl: string): Promise<void> {
+async function preflight (mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<void> {
   let stats: fs.Stats
   try {
     stats = await fsp.stat(mountpoint)
@@ -49,7 +50,10 @@ async function preflight (mountpoint: string, directoryUrl: string): Promise<voi
     if (err instanceof FuseUnavailableError) throw new CliError(err.message)
     throw err
   }
-  await new DirectoryApi(new Transport('directory server', directoryUrl, DEFAULT_PREFLIGHT_TIMEOUT_MS)).health()
+  const directory = new DirectoryApi(new Transport('directory server', directoryUrl, DEFAULT_PREFLIGHT_TIMEOUT_MS, caller))
+  await directory.health()
+  // A missing, expired or foreign token: said now, in one line, rather than as EACCES on every file.
+  await directory.lookup('/')
 }
 
 async function main (): Promise<void> {
@@ -72,7 +76,7 @@ async function main (): Promise<void> {
   const metricsAddress = metricsAddressOf(args.metrics)
 
   if (!args.foreground) {
-    await preflight(mountpoint, args.directory)
+    await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
     const logFile = args.log ?? state.logFile
     const childArgs = process.argv.slice(2).concat('--foreground', '--log', logFile)
     const pid = await startDetached(childArgs, logFile)
@@ -81,9 +85,10 @@ async function main (): Promise<void> {
   }
 
   try {
-    await preflight(mountpoint, args.directory)
+    const caller = clientCaller(args.tokenFile, args.directory)
+    await preflight(mountpoint, args.directory, caller)
     const client = new DfsClient({
-      caller: clientCaller(args.tokenFile),
+      caller,
       directoryUrl: args.directory,
       lockUrl: args.lock,
       cacheDir: args.cacheDir,

@@ -91,7 +91,8 @@ export const DEFAULT_DEMO_DATA_DIR = path.resolve(__dirname, '..', '..', '..', '
 
 /**
  * The client token the demo writes (beside its data): dfs and dfs-mount read it when there
- * is no DEFAULT_TOKEN_FILE, so the quick start needs no step of its own.
+ * is no DEFAULT_TOKEN_FILE and they call the demo's address (DEFAULT_DIRECTORY_URL), so the
+ * quick start needs no step of its own.
  */
 export const DEMO_TOKEN_FILE = path.resolve(__dirname, '..', '..', '..', '.demo', 'client.token')
 
