@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import path from 'node:path'
 
 /*
@@ -6,8 +7,12 @@ import path from 'node:path'
  * this; the benchmark never imports from test/).
  */
 
-/** The repository, seen from dist/bench where this runs. */
-export const repoRoot = path.resolve(__dirname, '..', '..')
+/**
+ * The repository: this file runs from dist/bench (the benchmark) and from bench/ (the tests,
+ * which tap runs from their TypeScript source), so it is found, not counted up to.
+ */
+export const repoRoot = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')]
+  .find((dir) => fs.existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..', '..')
 
 export interface Finished {
   code: number | null

@@ -47,6 +47,14 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     if (replace) await ctx.leases.check(toToken, to)
     fromVersion = (await store.stat(from)).version
     staged = await store.linkAs(from, to, replace)
+  } else if ((await store.stat(from)).kind === 'symlink') {
+    // A link moves as its target, never as what it points to.
+    const link = await store.stat(from)
+    fromVersion = link.version
+    staged = await ctx.peer(target).incoming(
+      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: link.mtimeMs, target: link.target, replace },
+      Buffer.alloc(0),
+      replace ? toToken as number : fromToken)
   } else {
     const opened = await store.openRead(from)
     fromVersion = opened.meta.version

@@ -31,8 +31,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
-  /** Creates an empty file and opens its (current, empty) local copy. */
-  createAndOpen: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+  /** Creates an empty file (with these permission bits, if given) and opens its (current, empty) local copy. */
+  createAndOpen: (path: string, mode?: number) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
 }
 
 /**
@@ -131,9 +131,9 @@ export class OpenFileTable {
   }
 
   /** create(2): makes the file and opens it for reading and writing, with no request beyond the create. */
-  async create (filePath: string): Promise<number> {
+  async create (filePath: string, mode?: number): Promise<number> {
     const canonical = normalizePath(filePath)
-    const { reader, meta } = await this.client.createAndOpen(canonical)
+    const { reader, meta } = await this.client.createAndOpen(canonical, mode)
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, fs.constants.O_RDWR, reader, null, meta.size)
   }

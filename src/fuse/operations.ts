@@ -21,6 +21,9 @@ export interface FuseStat {
 
 const S_IFREG = 0o100000
 const S_IFDIR = 0o040000
+const S_IFLNK = 0o120000
+/** Permission bits of a mode the kernel hands over (it has already applied the caller's umask). */
+const PERMISSION_BITS = 0o7777
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
@@ -30,7 +33,7 @@ export function statOf (meta: FileMeta): FuseStat {
   const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
   return {
-    mode: (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
+    mode: meta.kind === 'symlink' ? S_IFLNK | 0o777 : (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
     size,
     nlink: isDir ? 2 : 1,
     uid: process.getuid?.() ?? 0,
@@ -71,7 +74,8 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
-    create: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await files.create(path), (id) => [id]),
+    // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
+    create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
@@ -89,7 +93,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
     unlink: (path: string, cb: Callback) => answer(cb, async () => await client.unlink(path)),
     rename: (from: string, to: string, cb: Callback) => answer(cb, async () => await client.rename(from, to)),
-    mkdir: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path)),
+    mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path, mode & PERMISSION_BITS)),
     rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
     // The patched fuse-native (patches/) passes each time as ms, 'now' or 'omit' (UTIME_NOW,
     // UTIME_OMIT: touch -a leaves the mtime alone, touch -m the atime). dfs keeps one mtime
@@ -103,7 +107,9 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
       cb(same ? 0 : EPERM)
     },
-    symlink: refuse(ENOTSUP),
+    // libfuse hands over the link's target first, then where the link goes.
+    symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => await client.symlink(target, path)),
+    readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),
     link: refuse(ENOTSUP),
     mknod: refuse(EROFS),
     setxattr: refuse(ENOTSUP),
