@@ -138,3 +138,89 @@ t.test('the file server never follows a link, however the path reaches it', asyn
   t.match(create.stdout, /NOT_FOUND|NOT_DIRECTORY/, `creating below a link is refused: ${create.stdout}`)
   await t.rejects(fsp.stat('/etc/dfs-escape'), { code: 'ENOENT' }, 'nothing was made outside the root')
 })
+
+t.test('inode numbers stay with a file through writes, stores, renames and a remount; a folder\'s link count is never too low', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'd/a.txt': 'alpha\n', 'd/sub/x.txt': 'x\n', 'd/sub/deeper/y.txt': 'y\n' }])
+  const mount = await mountCluster(t, cluster)
+  const d = quoted(mount.at('/d'))
+  const ino = async (rel: string): Promise<string> => await shOut(t, `stat -c %i ${d}/${rel}`)
+
+  const first = await ino('a.txt')
+  t.not(first, await ino('sub/x.txt'), 'two files have two numbers')
+  t.equal(await shOut(t, `ls -i ${d} | grep a.txt | awk '{print $1}'`), first, 'readdir (ls -i) gives the same number as stat')
+  const other = await mountCluster(t, cluster)
+  t.equal(await shOut(t, `stat -c %i ${quoted(other.at('/d/a.txt'))}`), first, 'another mount gives the path the same number')
+  succeeded(t, await sh(`echo more >> ${d}/a.txt`), 'an append')
+  t.equal(await ino('a.txt'), first, 'an append keeps the number')
+  succeeded(t, await sh(`printf Z | dd of=${d}/a.txt bs=1 seek=1 conv=notrunc status=none`), 'a write in the middle (a store of the whole file)')
+  t.equal(await ino('a.txt'), first, 'a store of the whole file keeps the number')
+  succeeded(t, await sh(`mv ${d}/a.txt ${d}/b.txt && touch ${d}/a.txt`), 'mv, and a new file at the old name')
+  t.equal(await ino('b.txt'), first, 'a renamed file keeps its number')
+  t.not(await ino('a.txt'), first, 'a new file at the old name has another')
+  const x = await ino('sub/x.txt')
+  const y = await ino('sub/deeper/y.txt')
+  succeeded(t, await sh(`mv ${d}/sub ${d}/moved`), 'mv of a folder')
+  t.equal(await ino('moved/x.txt') + ' ' + await ino('moved/deeper/y.txt'), `${x} ${y}`, 'files below a renamed folder keep their numbers')
+
+
+  t.equal(await shOut(t, `stat -c %h ${d}/moved ${d}`), '1\n1', 'a folder\'s link count is 1 (unknown), never fewer than its links')
+  t.equal(await shOut(t, `find ${d} -name '*.txt' | sort | sed 's|.*/d/||'`), 'a.txt\nb.txt\nmoved/deeper/y.txt\nmoved/x.txt', 'find walks every subfolder')
+})
+
+t.test('a file unlinked while open stays readable and writable through its descriptors, and its name is gone for everyone at once', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'd/open.txt': 'hello world\n', 'd/keep.txt': 'kept\n' }])
+  const root = cluster.roots[0]
+  const mount = await mountCluster(t, cluster)
+  const other = await mountCluster(t, cluster)
+  const file = mount.at('/d/open.txt')
+  // One python process holds the descriptors across the unlink and reports each step.
+  const script = `
+import os, subprocess, sys
+path = sys.argv[1]
+other = sys.argv[2]
+fd = os.open(path, os.O_RDWR)
+ap = os.open(path, os.O_WRONLY | os.O_APPEND)
+os.pwrite(fd, b'HELLO', 0)
+os.unlink(path)
+print('listed', sorted(os.listdir(os.path.dirname(path))))
+print('other', sorted(os.listdir(other)))
+print('read', os.pread(fd, 100, 0))
+os.write(ap, b'appended\\n')
+os.pwrite(fd, b'W', 6)
+print('after', os.pread(fd, 100, 0))
+print('size', os.fstat(fd).st_size)
+os.ftruncate(fd, 5)
+print('cut', os.pread(fd, 100, 0))
+os.close(ap)
+print('still', os.pread(fd, 100, 0))
+os.close(fd)
+`
+  const result = await run('python3', ['-c', script, file, other.at('/d')])
+  t.equal(result.code, 0, outcome(result))
+  t.equal(result.stdout, [
+    "listed ['keep.txt']",
+    "other ['keep.txt']",
+    "read b'HELLO world\\n'",
+    "after b'HELLO World\\nappended\\n'",
+    'size 21',
+    "cut b'HELLO'",
+    "still b'HELLO'",
+    ''
+  ].join('\n'), 'reads and writes through both descriptors see one file, after its name went for every mount')
+  t.same(await fsp.readdir(path.join(root, 'd')), ['keep.txt'], 'the file server holds no hidden copy')
+  t.equal(await shOut(t, `ls -A ${quoted(mount.at('/d'))}`), 'keep.txt', 'nor does this mount list one after the close')
+  succeeded(t, await sh(`echo new > ${quoted(file)} && cat ${quoted(file)}`), 'a new file at the same name')
+
+  // A rename over a file open here (an editor's save) takes the old one away the same way.
+  const over = `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+with open(sys.argv[2], 'w') as f: f.write('replacement\\n')
+os.rename(sys.argv[2], sys.argv[1])
+print(os.pread(fd, 100, 0), open(sys.argv[1]).read())
+os.close(fd)
+`
+  const replaced = await run('python3', ['-c', over, mount.at('/d/keep.txt'), mount.at('/d/keep.tmp')])
+  t.equal(replaced.stdout, "b'kept\\n' replacement\n\n", `the old bytes stay readable through the old descriptor: ${outcome(replaced)}`)
+  t.same((await fsp.readdir(path.join(root, 'd'))).sort(), ['keep.txt', 'open.txt'], 'and nothing hidden is left on the server')
+})

@@ -1,8 +1,11 @@
+import fsp from 'node:fs/promises'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
+import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
+import { InodeNumbers } from './inodeNumbers'
 
 type Callback = (code: number, ...values: unknown[]) => void
 
@@ -10,6 +13,7 @@ export interface FuseStat {
   mode: number
   size: number
   nlink: number
+  ino: number
   uid: number
   gid: number
   blocks: number
@@ -28,14 +32,21 @@ const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
 
-export function statOf (meta: FileMeta): FuseStat {
+/**
+ * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
+ * subfolders would cost a listing per stat, a folder may span servers, and 1 is what
+ * find and fts take as "unknown" (as on btrfs), where 2 would be too low and make them
+ * skip subfolders.
+ */
+export function statOf (meta: FileMeta, ino: number): FuseStat {
   const isDir = meta.kind === 'dir'
   const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
   return {
     mode: meta.kind === 'symlink' ? S_IFLNK | 0o777 : (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
     size,
-    nlink: isDir ? 2 : 1,
+    nlink: 1,
+    ino,
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     blocks: Math.ceil(size / 512),
@@ -65,34 +76,61 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
 export function createFuseOperations (client: DfsClient, files: OpenFileTable): Record<string, unknown> {
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+  const inodes = new InodeNumbers()
+  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path))
+  // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
+  const unlinked = new UnlinkedFiles(client.workDir)
+  const hide = async (path: string, hiddenPath: string): Promise<void> => {
+    const meta = await files.attributes(path)
+    const local = await unlinked.newLocalFile()
+    let survivors
+    try {
+      survivors = await files.detach(path, local, async (lease) => await client.unlink(path, { lease }))
+    } catch (err) {
+      await fsp.rm(local, { force: true })
+      throw err
+    }
+    await unlinked.adopt(hiddenPath, meta, local, survivors)
+    inodes.renamed(path, hiddenPath)
+  }
   return {
     init: (cb: Callback) => cb(0),
-    getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(await files.attributes(path)), (stat) => [stat]),
+    getattr: (path: string, cb: Callback) => answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat]),
     readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
-      const self = statOf({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
-      return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => statOf(e))]]
+      const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
+      return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
     // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
     create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
-      files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      const reading = unlinked.has(fd) ? unlinked.read(fd, buffer, length, position) : files.read(fd, buffer, length, position)
+      reading.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
     write: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
-      files.write(fd, buffer.subarray(0, length), position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      const data = buffer.subarray(0, length)
+      const writing = unlinked.has(fd) ? unlinked.write(fd, data, position) : files.write(fd, data, position)
+      writing.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
-    flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
-    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
-    release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.release(fd)),
+    // An unlinked file's bytes are stored nowhere: flush and fsync have nothing to send.
+    flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
+    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
+    release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.release(fd) : await files.release(fd)),
     truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
-    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => await files.truncate(fd, size)),
+    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)),
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
     releasedir: (_path: string, _fd: number, cb: Callback) => cb(0),
     access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.stat(path)),
     statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
-    unlink: (path: string, cb: Callback) => answer(cb, async () => await client.unlink(path)),
-    rename: (from: string, to: string, cb: Callback) => answer(cb, async () => await client.rename(from, to)),
+    // A hidden name is libfuse's: it unlinks it at the last close, when its bytes went already.
+    unlink: (path: string, cb: Callback) => answer(cb, async () => unlinked.forget(path) ? undefined : await client.unlink(path)),
+    // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is.
+    rename: (from: string, to: string, cb: Callback) => answer(cb, async () => {
+      if (isHiddenName(to)) return await hide(from, to)
+      await client.rename(from, to)
+      inodes.renamed(from, to)
+    }),
     mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path, mode & PERMISSION_BITS)),
     rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
     // The patched fuse-native (patches/) passes each time as ms, 'now' or 'omit' (UTIME_NOW,
