@@ -605,8 +605,9 @@ export class FileStore {
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
       throw err
     }
+    // Compared as strings, not joined: a '..' in a path that is not canonical matches nothing.
     const parent = parentOf(path)
-    if (realParent !== null && realParent !== (parent === '/' ? this.realRoot : nodePath.join(this.realRoot, parent))) {
+    if (realParent !== null && realParent !== (parent === '/' ? this.realRoot : this.realRoot + parent)) {
       throw new NotFoundError(`no such file: ${path}`, { path })
     }
     if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) throw new NotFoundError(`not a regular file: ${baseName(path)}`, { path })
