@@ -4,7 +4,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
-import { quoted, restartFileServer, succeeded } from './helpers/mountOps'
+import { localTempDir, quoted, restartFileServer, succeeded } from './helpers/mountOps'
 
 /*
  * File metadata through a real mount (issue #12): modes as create, mkdir and chmod ask,
@@ -223,4 +223,25 @@ os.close(fd)
   const replaced = await run('python3', ['-c', over, mount.at('/d/keep.txt'), mount.at('/d/keep.tmp')])
   t.equal(replaced.stdout, "b'kept\\n' replacement\n\n", `the old bytes stay readable through the old descriptor: ${outcome(replaced)}`)
   t.same((await fsp.readdir(path.join(root, 'd'))).sort(), ['keep.txt', 'open.txt'], 'and nothing hidden is left on the server')
+})
+
+t.test('tar -c | tar -x into the mount keeps modes, link targets and times', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'dst/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const local = await localTempDir(t)
+  const src = path.join(local, 'src')
+  succeeded(t, await sh([
+    `mkdir -p ${quoted(src)}/bin ${quoted(src)}/secret`, `cd ${quoted(src)}`,
+    'printf "#!/bin/sh\\necho hi\\n" > bin/run', 'chmod 0755 bin/run', 'echo key > secret/key', 'chmod 0400 secret/key', 'chmod 0700 secret',
+    'echo plain > plain.txt', 'chmod 0640 plain.txt', 'ln -s bin/run run-link', 'ln -s /nowhere/at/all dangling', 'ln -s secret secret-link',
+    'touch -h -d "2010-01-02 03:04:05 UTC" run-link plain.txt bin/run'
+  ].join(' && ')), 'a local tree with modes, links and times')
+  const dst = quoted(mount.at('/dst'))
+  succeeded(t, await sh(`tar -C ${quoted(src)} -cf - . | tar -C ${dst} -xpf -`), 'tar -c | tar -xp into the mount')
+  // %m mode, %y type, %l link target, %T@ mtime (seconds): for every entry, links included.
+  const describe = "find . -mindepth 1 ! -name .keep -printf '%P %m %y %l %T@\\n' | sed 's/\\.[0-9]*$//' | sort"
+  const here = await shOut(t, `cd ${quoted(src)} && ${describe}`)
+  const there = await shOut(t, `cd ${dst} && ${describe}`)
+  t.equal(there, here, 'the mount shows the same modes, types, link targets and mtimes')
+  t.equal(await shOut(t, `${dst}/run-link`), 'hi', 'the extracted link runs its target')
 })

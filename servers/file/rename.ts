@@ -39,6 +39,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     target = (await directory.placement(to, self.machineId)).server
   }
   const replace = dest !== null
+  const source = await store.stat(from)
 
   // 1. The bytes at `to`, on the server that will hold it, not yet in the directory.
   let staged: FileMeta
@@ -47,12 +48,11 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     if (replace) await ctx.leases.check(toToken, to)
     fromVersion = (await store.stat(from)).version
     staged = await store.linkAs(from, to, replace)
-  } else if ((await store.stat(from)).kind === 'symlink') {
+  } else if (source.kind === 'symlink') {
     // A link moves as its target, never as what it points to.
-    const link = await store.stat(from)
-    fromVersion = link.version
+    fromVersion = source.version
     staged = await ctx.peer(target).incoming(
-      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: link.mtimeMs, target: link.target, replace },
+      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace },
       Buffer.alloc(0),
       replace ? toToken as number : fromToken)
   } else {

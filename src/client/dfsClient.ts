@@ -231,9 +231,11 @@ export class DfsClient {
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
         // that is down must not hide the folder.
+        // Its mode is the first holder's, as statFresh has it (chmod sets it on every holder).
         const seen = await Promise.allSettled(entry.machineIds.map(async (id) => (await listingOf(id))?.get(entry.name)))
-        const mtimeMs = Math.max(0, ...seen.map((s) => (s.status === 'fulfilled' ? s.value?.mtimeMs ?? 0 : 0)))
-        return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs }
+        const found = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== undefined ? [s.value] : []))
+        const mtimeMs = Math.max(0, ...found.map((meta) => meta.mtimeMs))
+        return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs, mode: found[0]?.mode }
       }
       const server = byServer.get(entry.machineIds[0]) as ServerInfo
       const listing = await listingOf(server.machineId)
