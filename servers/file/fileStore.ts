@@ -373,8 +373,8 @@ export class FileStore {
         await fsp.rm(staged, { force: true })
       }
       // The same inode under a new name: its mode record goes along (`from`'s is dropped with it).
-      await this.modes.drop(to)
       if (source.mode !== undefined && source.kind === 'file') await this.modes.set(to, source.mode, false)
+      else await this.modes.drop(to)
       await this.versions.set(to, version)
       return await this.stat(to)
     })
@@ -393,8 +393,8 @@ export class FileStore {
       const stats = await upload.handle.stat()
       await upload.handle.utimes(stats.atime, secondsOf(opts.mtimeMs))
       await this.install(upload, path, previous, version, opts.mode === undefined ? undefined : diskModeOf(opts.mode, false))
-      await this.modes.drop(path)
       if (opts.mode !== undefined) await this.modes.set(path, opts.mode, false)
+      else await this.modes.drop(path)
       return await this.stat(path)
     }))
   }

@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { syncFile } from './versionLog'
+import { readStateFile, writeFileDurably } from '../common/durable'
 
 /** Bits a file server needs on its own disk to serve a file (read, write) or a folder (also search). */
 export function bitsServerNeeds (isFolder: boolean): number {
@@ -27,19 +27,12 @@ interface ModeLine {
  * Keyed by path, as the version log is: renames carry an entry along (see FileStore).
  */
 export class ModeRecord {
-  private constructor (private readonly file: string, private handle: fsp.FileHandle, private readonly modes: Map<string, number>) {}
+  private constructor (private readonly file: string, private readonly handle: fsp.FileHandle, private readonly modes: Map<string, number>) {}
 
   static async open (stateDir: string): Promise<ModeRecord> {
-    await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'modes.log')
     const modes = new Map<string, number>()
-    let text = ''
-    try {
-      text = await fsp.readFile(file, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    }
-    for (const line of text.split('\n')) {
+    for (const line of (await readStateFile(file) ?? '').split('\n')) {
       if (!line) continue
       try {
         const { p, m } = JSON.parse(line) as ModeLine
@@ -49,11 +42,8 @@ export class ModeRecord {
         // A torn last line from a crash mid-write: that change was never acknowledged.
       }
     }
-    const compacted = `${file}.tmp`
-    await fsp.writeFile(compacted, [...modes].map(([p, m]) => JSON.stringify({ p, m }) + '\n').join(''))
-    await syncFile(compacted)
-    await fsp.rename(compacted, file)
-    await syncFile(stateDir)
+    // Compacted to one line per recorded path.
+    await writeFileDurably(file, [...modes].map(([p, m]) => JSON.stringify({ p, m }) + '\n').join(''))
     return new ModeRecord(file, await fsp.open(file, 'a'), modes)
   }
 
