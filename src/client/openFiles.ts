@@ -8,7 +8,6 @@ import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
 import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
-import type { Survivor } from './unlinkedFiles'
 import { WorkingCopy } from './workingCopy'
 import type { WorkingCopyBackend } from './workingCopy'
 
@@ -17,6 +16,12 @@ const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
+
+/** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
+export interface Survivor {
+  id: number
+  append: boolean
+}
 
 /** A time as utimensat gives it: ms since the epoch, or UTIME_NOW / UTIME_OMIT. */
 export type TimeArgument = number | 'now' | 'omit'

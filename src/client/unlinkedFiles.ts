@@ -3,6 +3,8 @@ import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import { BadRequestError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
+import type { HeldLock } from './lockClient'
+import type { OpenFileTable, Survivor } from './openFiles'
 
 /**
  * libfuse 2 does not remove a file this mount holds open: it renames it to
@@ -27,11 +29,6 @@ interface UnlinkedFile {
   users: number
 }
 
-/** A descriptor that lives on after its file was unlinked: whether it was opened with O_APPEND. */
-export interface Survivor {
-  id: number
-  append: boolean
-}
 
 /**
  * Files unlinked while this mount held them open: one local file per unlinked file, shared
@@ -47,14 +44,27 @@ export class UnlinkedFiles {
 
   constructor (private readonly dir: string) {}
 
-  /** A new local file for an unlinked file's bytes. */
-  async newLocalFile (): Promise<string> {
+  /**
+   * libfuse hides `path`, open here, as `hiddenPath`: the unlink that stands for. `unlink`
+   * takes the name away on the servers (under the lease it is given, if any); the open
+   * descriptors of `path` go on with a local copy, known here as `hiddenPath`.
+   */
+  async hide (files: OpenFileTable, path: string, hiddenPath: string, unlink: (lease?: HeldLock) => Promise<void>): Promise<void> {
+    const meta = await files.attributes(path)
     await fsp.mkdir(this.dir, { recursive: true })
-    return nodePath.join(this.dir, `unlinked-${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
+    const local = nodePath.join(this.dir, `unlinked-${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
+    let survivors: Survivor[]
+    try {
+      survivors = await files.detach(path, local, unlink)
+    } catch (err) {
+      await fsp.rm(local, { force: true })
+      throw err
+    }
+    await this.adopt(hiddenPath, meta, local, survivors)
   }
 
   /** The descriptors go on with `file`, known here as `path` (the hidden name) until their last close. */
-  async adopt (path: string, meta: FileMeta, file: string, survivors: Survivor[]): Promise<void> {
+  private async adopt (path: string, meta: FileMeta, file: string, survivors: Survivor[]): Promise<void> {
     this.hiddenNames.add(path)
     if (survivors.length === 0) {
       await fsp.rm(file, { force: true })

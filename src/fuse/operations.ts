@@ -1,4 +1,3 @@
-import fsp from 'node:fs/promises'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
@@ -80,19 +79,6 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
   const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path))
   // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
   const unlinked = new UnlinkedFiles(client.workDir)
-  const hide = async (path: string, hiddenPath: string): Promise<void> => {
-    const meta = await files.attributes(path)
-    const local = await unlinked.newLocalFile()
-    let survivors
-    try {
-      survivors = await files.detach(path, local, async (lease) => await client.unlink(path, { lease }))
-    } catch (err) {
-      await fsp.rm(local, { force: true })
-      throw err
-    }
-    await unlinked.adopt(hiddenPath, meta, local, survivors)
-    inodes.renamed(path, hiddenPath)
-  }
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat]),
@@ -127,8 +113,8 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     unlink: (path: string, cb: Callback) => answer(cb, async () => unlinked.forget(path) ? undefined : await client.unlink(path)),
     // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is.
     rename: (from: string, to: string, cb: Callback) => answer(cb, async () => {
-      if (isHiddenName(to)) return await hide(from, to)
-      await client.rename(from, to)
+      if (isHiddenName(to)) await unlinked.hide(files, from, to, async (lease) => await client.unlink(from, { lease }))
+      else await client.rename(from, to)
       inodes.renamed(from, to)
     }),
     mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path, mode & PERMISSION_BITS)),
