@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process'
-import fs from 'node:fs'
 import path from 'node:path'
 
 /*
@@ -7,12 +6,8 @@ import path from 'node:path'
  * this; the benchmark never imports from test/).
  */
 
-/**
- * The repository: this file runs from dist/bench (the benchmark) and from bench/ (the tests,
- * which tap runs from their TypeScript source), so it is found, not counted up to.
- */
-export const repoRoot = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')]
-  .find((dir) => fs.existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..', '..')
+/** The repository, seen from dist/bench where this runs. */
+export const repoRoot = path.resolve(__dirname, '..', '..')
 
 export interface Finished {
   code: number | null
