@@ -15,7 +15,8 @@ import type { OpenFileTable, Survivor } from './openFiles'
  *
  * (hard_remove would spare the rename, but libfuse 2 then refuses every read and write on
  * the descriptors with ENOENT unless the binding sets flag_nullpath_ok, which fuse-native
- * does not.)
+ * does not.) A program that renames a file to such a name itself is taken the same way:
+ * libfuse's names cannot be told from it, and nothing else makes them.
  */
 export function isHiddenName (path: string): boolean {
   return /^\.fuse_hidden[0-9a-f]{16}$/.test(nodePath.posix.basename(path))
