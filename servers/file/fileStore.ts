@@ -141,7 +141,11 @@ export class FileStore {
           throw err
         })
         if (stats === null || !(stats.isFile() || stats.isDirectory() || stats.isSymbolicLink())) return null
-        return { name: entry.name, ...await this.describe(joinPath(path, entry.name), stats) }
+        const meta = await this.describe(joinPath(path, entry.name), stats).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return null // a link deleted between lstat and readlink
+          throw err
+        })
+        return meta === null ? null : { name: entry.name, ...meta }
       }))
       for (const entry of batch) if (entry !== null) result.push(entry)
     }
