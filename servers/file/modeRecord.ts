@@ -77,8 +77,10 @@ export class ModeRecord {
     await this.handle.close()
   }
 
+  /** The recorded paths at a path (and with `tree`, below it: a folder's rename or removal, rare). */
   private pathsAt (filePath: string, tree: boolean): string[] {
-    return [...this.modes.keys()].filter((known) => known === filePath || (tree && known.startsWith(filePath + '/')))
+    if (!tree) return this.modes.has(filePath) ? [filePath] : []
+    return [...this.modes.keys()].filter((known) => known === filePath || known.startsWith(filePath + '/'))
   }
 
   private async write (filePath: string, mode: number | null): Promise<void> {
