@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
-import { BadPathError, NameTooLongError, NotFoundError, ServerUnavailableError } from '../src/shared/errors'
+import { BadPathError, BadRequestError, NameTooLongError, NotFoundError, ServerUnavailableError } from '../src/shared/errors'
 import { DirectoryRoutes, FileRoutes, LockRoutes } from '../src/shared/protocol'
 import { startFileServer } from '../servers/file/server'
 import { startTestCluster } from './helpers/cluster'
@@ -77,7 +77,7 @@ t.test('other malformed requests are a JSON 400 too', async (t) => {
   checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.content, { path: '/.dfs/versions.log' }), 400, ['BAD_PATH'], 'the server\'s own state folder')
 })
 
-t.test('a symlink inside a root that points outside it is never served', async (t) => {
+t.test('a symlink inside a root that points outside it is served as a link, never followed', async (t) => {
   const cluster = await startTestCluster(t, [{ 'inside.txt': 'fine\n', 'sub/kept.txt': 'kept\n' }])
   const { rawGet } = rawAs(cluster.credentials.server)
   const outside = path.join(cluster.workDir, 'outside')
@@ -89,16 +89,23 @@ t.test('a symlink inside a root that points outside it is never served', async (
   fs.symlinkSync(path.join(root, 'inside.txt'), path.join(root, 'alias.txt')) // inside, but still a symlink
   const file = cluster.fileServers[0]
 
-  for (const target of ['/link.txt', '/sub/escape/secret.txt', '/sub/escape', '/alias.txt']) {
-    for (const route of [FileRoutes.content, FileRoutes.stat, FileRoutes.list]) {
-      const answer = await rawGet(file.url, route, { path: target })
-      checkErrorAnswer(t, answer, 404, ['NOT_FOUND'], `${route} ${target}`)
-      t.notMatch(JSON.stringify(answer.body), 'TOP SECRET')
-    }
+  // Nothing below a link is reachable, and a link's content is never what it points to.
+  for (const route of [FileRoutes.content, FileRoutes.stat, FileRoutes.list]) {
+    const answer = await rawGet(file.url, route, { path: '/sub/escape/secret.txt' })
+    checkErrorAnswer(t, answer, 404, ['NOT_FOUND'], `${route} below a link`)
+    t.notMatch(JSON.stringify(answer.body), 'TOP SECRET')
   }
+  for (const target of ['/link.txt', '/sub/escape', '/alias.txt']) {
+    const content = await rawGet(file.url, FileRoutes.content, { path: target })
+    checkErrorAnswer(t, content, 400, ['BAD_REQUEST'], `content of ${target} is refused: it is a link`)
+    t.notMatch(JSON.stringify(content.body), 'TOP SECRET')
+    const stat = await rawGet(file.url, FileRoutes.stat, { path: target })
+    t.equal(stat.body.kind, 'symlink', `${target} is described as a link`)
+    t.notMatch(JSON.stringify(stat.body), 'TOP SECRET')
+  }
+  checkErrorAnswer(t, await rawGet(file.url, FileRoutes.list, { path: '/sub/escape' }), 409, ['NOT_DIRECTORY'], 'a link to a folder is not listed as one')
   const listing = await rawGet(file.url, FileRoutes.list, { path: '/sub' })
-  t.same(listing.body.entries.map((e: { name: string }) => e.name), ['kept.txt'], 'symlinks are not listed')
-  await t.rejects(cluster.client().readFile('/link.txt'), NotFoundError, 'the directory never heard of it either')
+  t.same(listing.body.entries.map((e: { name: string }) => e.name).sort(), ['escape', 'kept.txt'], 'links are listed as links')
 
   // A file server started on a root holding such links does not report them.
   const other = path.join(cluster.workDir, 'root-with-links')
@@ -108,7 +115,10 @@ t.test('a symlink inside a root that points outside it is never served', async (
   const joined = await startFileServer({ root: other, port: 0, directoryUrl: cluster.directory.url, lockUrl: cluster.lock.url, auth: { key: cluster.credentials.key } })
   t.teardown(joined.close)
   t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/real.txt' })).status, 200)
-  checkErrorAnswer(t, await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/smuggled.txt' }), 404, ['NOT_FOUND'], 'a reported symlink')
+  t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/smuggled.txt' })).body.kind, 'file', 'a link is reported, mapped as a file (one holder)')
+  checkErrorAnswer(t, await rawGet(joined.url, FileRoutes.content, { path: '/smuggled.txt' }), 400, ['BAD_REQUEST'], 'and its content is never served')
+  await t.rejects(cluster.client().readFile('/smuggled.txt'), BadRequestError, 'the client cannot read through it either')
+  t.equal(await cluster.client().readlink('/smuggled.txt'), path.join(outside, 'secret.txt'), 'readlink gives the target as it is')
 })
 
 t.test('a file server that is down is named in the error, and the rest keeps working', async (t) => {

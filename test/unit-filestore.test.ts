@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import { FileStore, STATE_DIR_NAME } from '../servers/file/fileStore'
-import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
+import { BadPathError, BadRequestError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
 
 /* A file server's store on its own, on a temp folder: no HTTP, no leases (no guard). */
 
@@ -159,25 +159,39 @@ t.test('nothing outside the root is reachable', async (t) => {
   await t.rejects(store.stat('/../outside/secret.txt'), NotFoundError, '.. out of the root')
   await t.rejects(store.openRead('/../outside/secret.txt'), NotFoundError)
   await t.rejects(store.create('/../outside/new.txt', 'file'), NotFoundError)
-  await t.rejects(store.stat('/link.txt'), NotFoundError, 'a symlink to a file outside')
-  await t.rejects(store.openRead('/link.txt'), NotFoundError)
-  await t.rejects(store.append('/link.txt', body('x')), NotFoundError)
-  await t.rejects(store.truncate('/link.txt', 0), NotFoundError)
-  await t.rejects(store.overwrite('/link.txt', body('x')), NotFoundError)
-  await t.rejects(store.remove('/link.txt'), NotFoundError)
+  // A link is described as a link; nothing reads, writes or goes through what it points to.
+  t.match(await store.stat('/link.txt'), { kind: 'symlink', target: path.join(outside, 'secret.txt') }, 'a symlink to a file outside is a link')
+  await t.rejects(store.openRead('/link.txt'), BadRequestError)
+  await t.rejects(store.append('/link.txt', body('x')), BadRequestError)
+  await t.rejects(store.truncate('/link.txt', 0), BadRequestError)
+  await t.rejects(store.overwrite('/link.txt', body('x')), BadRequestError)
+  fs.chmodSync(path.join(outside, 'secret.txt'), 0o644)
+  await store.chmod('/link.txt', 0o600)
+  t.equal(fs.statSync(path.join(outside, 'secret.txt')).mode & 0o777, 0o644, 'chmod of a link leaves what it points to alone')
+  await store.setTimes('/link.txt', 1_000_000)
+  t.not(fs.statSync(path.join(outside, 'secret.txt')).mtimeMs, 1_000_000, 'utimes of a link sets the link\'s times only')
   await t.rejects(store.stat('/linkdir/secret.txt'), NotFoundError, 'a file below a symlinked folder')
-  await t.rejects(store.list('/linkdir'), NotFoundError)
-  await t.rejects(store.create('/linkdir/new.txt', 'file'), NotFoundError, 'creating through a symlinked folder')
-  // Even one that stays inside: a symlink is never served, so none can be swapped to point out later.
+  await t.rejects(store.list('/linkdir'), NotDirectoryError)
+  // A link is not a folder here: ENOTDIR, as for any other non-folder on the way.
+  await t.rejects(store.create('/linkdir/new.txt', 'file'), NotDirectoryError, 'creating through a symlinked folder')
+  await t.rejects(store.create('/linkdir/new', 'symlink', { target: '/x' }), NotDirectoryError, 'a link through a symlinked folder')
+  // Even one that stays inside: nothing goes through a link, so none can be swapped to point out later.
   fs.writeFileSync(path.join(root, 'real.txt'), 'inside')
+  fs.mkdirSync(path.join(root, 'realdir'))
+  fs.writeFileSync(path.join(root, 'realdir', 'f.txt'), 'f')
   fs.symlinkSync(path.join(root, 'real.txt'), path.join(root, 'alias.txt'))
-  await t.rejects(store.stat('/alias.txt'), NotFoundError, 'a symlink within the root')
-  t.same((await store.list('/')).map((e) => e.name), ['real.txt'], 'symlinks are not listed')
-  t.same((await store.scan()).map((e) => e.path), ['/real.txt'])
+  fs.symlinkSync('realdir', path.join(root, 'aliasdir'))
+  t.equal((await store.stat('/alias.txt')).kind, 'symlink', 'a symlink within the root')
+  await t.rejects(store.stat('/aliasdir/f.txt'), NotFoundError, 'a file below a link to a folder inside the root')
+  t.same((await store.list('/')).map((e) => e.name).sort(), ['alias.txt', 'aliasdir', 'link.txt', 'linkdir', 'real.txt', 'realdir'], 'links are listed')
+  t.same((await store.scan()).map((e) => `${e.path} ${e.kind}`).sort(),
+    ['/alias.txt symlink', '/aliasdir symlink', '/link.txt symlink', '/linkdir symlink', '/real.txt file', '/realdir dir', '/realdir/f.txt file'], 'scan walks no link')
+  await store.remove('/link.txt')
+  t.ok(fs.existsSync(path.join(outside, 'secret.txt')), 'removing a link leaves its target')
 
   t.equal(fs.readFileSync(path.join(outside, 'secret.txt'), 'utf8'), 'secret', 'the file outside is untouched')
   t.same(fs.readdirSync(outside), ['secret.txt'], 'and nothing was created beside it')
-  t.ok(fs.lstatSync(path.join(root, 'link.txt')).isSymbolicLink(), 'the symlink itself is still there')
+  t.ok(fs.lstatSync(path.join(root, 'linkdir')).isSymbolicLink(), 'the symlink itself is still there')
 })
 
 t.test('an append cut off by a crash leaves the file as before it, and a retry of it then lands once', async (t) => {
@@ -210,4 +224,37 @@ t.test('a completed append is kept at start: only a cut-off one is undone', asyn
   const reopened = await FileStore.open(root)
   t.teardown(async () => await reopened.close())
   t.equal(await contentOf(reopened, '/log.txt'), 'one\ntwo\n')
+})
+
+t.test('the dfs mode is kept where the disk needs other bits: create, chmod, writes, renames, removal and a restart', async (t) => {
+  const { store, root } = await storeIn(t)
+  const diskMode = (rel: string): number => fs.statSync(path.join(root, rel)).mode & 0o7777
+  t.equal((await store.create('/zero.txt', 'file', { mode: 0 })).mode, 0, 'a file created with mode 0')
+  t.equal(diskMode('zero.txt'), 0o600, 'is readable and writable for the server on its disk')
+  t.equal((await store.create('/plain.txt', 'file', { mode: 0o640 })).mode, 0o640, 'a mode the disk holds as is')
+  t.equal(diskMode('plain.txt'), 0o640, 'is the disk\'s mode')
+  t.equal((await store.create('/shut', 'dir', { mode: 0o500 })).mode, 0o500, 'a folder created 0500')
+  t.equal(diskMode('shut'), 0o700, 'is writable and searchable for the server')
+  await store.create('/shut/inside.txt', 'file', { mode: 0o444 })
+  t.equal((await store.append('/zero.txt', body('x'))).mode, 0, 'an append keeps the mode')
+  t.equal((await store.overwrite('/zero.txt', body('y'))).mode, 0, 'a store of the whole file keeps the mode')
+  t.equal(diskMode('zero.txt'), 0o600, 'and the server\'s bits')
+  t.equal((await store.chmod('/plain.txt', 0o4000)).mode, 0o4000, 'chmod to a mode without owner bits')
+  t.equal((await store.chmod('/plain.txt', 0o755)).mode, 0o755, 'and back')
+  t.equal((await store.linkAs('/zero.txt', '/moved.txt', false)).mode, 0, 'a rename on the server keeps the mode')
+  await store.remove('/zero.txt')
+  t.equal((await store.create('/zero.txt', 'file')).mode, 0o644 & ~process.umask(), 'a new file at the old path does not inherit the record')
+  await store.moveFolder('/shut', '/closed')
+  t.equal((await store.stat('/closed')).mode, 0o500, 'a moved folder keeps its mode')
+  t.equal((await store.stat('/closed/inside.txt')).mode, 0o444, 'and so do the files in it')
+  t.equal((await store.receive('/arrived.txt', body('z'), { fromVersion: 1, mtimeMs: 1000, mode: 0o200, replace: false })).mode, 0o200, 'a file received for a rename keeps the sender\'s mode')
+  await t.rejects(store.create('/bad', 'symlink', { target: 'a\0b' }), BadRequestError, 'a link target with NUL')
+  await t.rejects(store.create('/bad', 'symlink', {}), BadRequestError, 'a link without a target')
+
+  await store.close()
+  const reopened = await FileStore.open(root)
+  t.teardown(async () => await reopened.close())
+  const modes = await Promise.all(['/moved.txt', '/plain.txt', '/closed', '/closed/inside.txt', '/arrived.txt'].map(async (p) => (await reopened.stat(p)).mode))
+  t.same(modes, [0, 0o755, 0o500, 0o444, 0o200], 'every mode survives a restart')
+  t.match(fs.readFileSync(path.join(root, STATE_DIR_NAME, 'modes.log'), 'utf8').trim().split('\n').length, 4, 'the record holds only the modes the disk cannot (compacted)')
 })

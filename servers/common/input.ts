@@ -2,7 +2,7 @@ import type { Request } from 'express'
 import { BadPathError, BadRequestError } from '../../src/shared/errors'
 import { normalizePath } from '../../src/shared/paths'
 import { Headers } from '../../src/shared/protocol'
-import type { EntryKind } from '../../src/shared/protocol'
+import type { EntryKind, MetaKind } from '../../src/shared/protocol'
 
 interface Bounds { min?: number, max?: number }
 
@@ -63,6 +63,13 @@ export class Fields {
   kind (name = 'kind', fallback?: EntryKind): EntryKind {
     const value = this.has(name) ? this.values[name] : fallback
     if (value !== 'file' && value !== 'dir') throw new BadRequestError(`${name} must be 'file' or 'dir', not ${String(value).slice(0, 16)}`)
+    return value
+  }
+
+  /** A kind a file server may create: a file, a folder or a symbolic link. */
+  metaKind (name = 'kind', fallback?: MetaKind): MetaKind {
+    const value = this.has(name) ? this.values[name] : fallback
+    if (value !== 'symlink') return this.kind(name, value as EntryKind)
     return value
   }
 

@@ -21,14 +21,14 @@ export class Namespace {
   replaceClaims (machineId: number, entries: FileMeta[]): void {
     const clashes: string[] = []
     for (const entry of entries) {
-      const clash = this.clashOf(machineId, entry.path, entry.kind)
+      const clash = this.clashOf(machineId, entry.path, entryKindOf(entry))
       if (clash) clashes.push(clash)
     }
     if (clashes.length > 0) {
       throw new ConflictError(`file server ${machineId} claims paths that are already taken: ${clashes.slice(0, 5).join(', ')}${clashes.length > 5 ? ', ...' : ''}`, { paths: clashes })
     }
     this.dropClaims(machineId)
-    for (const entry of entries) this.add(machineId, entry.path, entry.kind)
+    for (const entry of entries) this.add(machineId, entry.path, entryKindOf(entry))
   }
 
   /** Adds one entry for a server, refusing a clash. */
@@ -265,4 +265,9 @@ export class Namespace {
       }
     }
   }
+}
+
+/** The directory maps a symbolic link as a file: a name that exactly one file server holds. */
+function entryKindOf (entry: FileMeta): EntryKind {
+  return entry.kind === 'dir' ? 'dir' : 'file'
 }

@@ -3,12 +3,16 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
-import { BadPathError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/shared/errors'
+import { BadPathError, BadRequestError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/shared/errors'
 import { KeyedMutex } from '../../src/shared/keyedMutex'
-import type { EntryKind, FileMeta, StatfsAnswer } from '../../src/shared/protocol'
+import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol'
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
+import { diskModeOf, ModeRecord } from './modeRecord'
 import { syncFile, VersionLog } from './versionLog'
 import { timedSync } from '../common/metrics'
+
+/** Opens never follow a symbolic link at the last step: a link is served as a link, never as what it points to. */
+const { O_NOFOLLOW } = fs.constants
 
 /** Reads of 1 MiB rather than the default 64 KiB: a quarter fewer round trips per byte sent. */
 const READ_CHUNK_BYTES = 1024 * 1024
@@ -28,6 +32,8 @@ export interface ReceiveOptions {
   fromVersion: number
   mtimeMs: number
   mode?: number
+  /** A symbolic link's target: the link is placed, and `body` is empty. */
+  target?: string
   /** Whether an existing file at the path is replaced; otherwise it is a conflict. */
   replace: boolean
 }
@@ -64,7 +70,8 @@ export class FileStore {
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
-    private readonly versions: VersionLog
+    private readonly versions: VersionLog,
+    private readonly modes: ModeRecord
   ) {}
 
   static async open (root: string): Promise<FileStore> {
@@ -73,22 +80,30 @@ export class FileStore {
     const realRoot = await fsp.realpath(absolute)
     // An append a crash cut off leaves the file as before it: cut back to the size recorded first.
     const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME), async (filePath, size) => {
-      const disk = nodePath.join(absolute, filePath)
-      const stats = await fsp.stat(disk).catch(() => null)
-      if (stats?.isFile() === true && stats.size > size) {
-        await fsp.truncate(disk, size)
-        await syncFile(disk)
+      // O_NOFOLLOW: whatever is at the path now, a link is not followed out of the root.
+      const handle = await fsp.open(nodePath.join(absolute, filePath), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
+      if (handle === null) return
+      try {
+        const stats = await handle.stat()
+        if (stats.isFile() && stats.size > size) {
+          await handle.truncate(size)
+          await handle.sync()
+        }
+      } finally {
+        await handle.close()
       }
     })
+    const modes = await ModeRecord.open(nodePath.join(absolute, STATE_DIR_NAME))
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
     const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
     await fsp.rm(uploads, { recursive: true, force: true })
     await fsp.mkdir(uploads)
-    return new FileStore(absolute, realRoot, versions)
+    return new FileStore(absolute, realRoot, versions, modes)
   }
 
   async close (): Promise<void> {
     await this.versions.close()
+    await this.modes.close()
   }
 
   /** Every file and folder below a folder (the root: for the report to the directory server). */
@@ -102,7 +117,7 @@ export class FileStore {
         if (entry.isDirectory()) {
           found.push(await this.stat(child))
           await walk(child)
-        } else if (entry.isFile()) {
+        } else if (entry.isFile() || entry.isSymbolicLink()) {
           found.push(await this.stat(child))
         }
       }
@@ -113,7 +128,7 @@ export class FileStore {
 
   async stat (path: string): Promise<FileMeta> {
     const stats = await this.lstatInside(path)
-    return this.metaOf(path, stats)
+    return await this.describe(path, stats)
   }
 
   async list (path: string): Promise<Array<FileMeta & { name: string }>> {
@@ -121,7 +136,7 @@ export class FileStore {
     if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${path}`, { path })
     const folderOnDisk = this.diskPath(path)
     const names = (await fsp.readdir(folderOnDisk, { withFileTypes: true }))
-      .filter((entry) => !(path === '/' && entry.name === STATE_DIR_NAME) && (entry.isFile() || entry.isDirectory()))
+      .filter((entry) => !(path === '/' && entry.name === STATE_DIR_NAME) && (entry.isFile() || entry.isDirectory() || entry.isSymbolicLink()))
     const result: Array<FileMeta & { name: string }> = []
     // Many stats at once, not one after the other: a folder of 50,000 files lists in a
     // fraction of the time (the thread pool runs them side by side), within a request's timeout.
@@ -133,8 +148,12 @@ export class FileStore {
           if (err.code === 'ENOENT') return null // deleted while listing
           throw err
         })
-        if (stats === null || !(stats.isFile() || stats.isDirectory())) return null
-        return { name: entry.name, ...this.metaOf(joinPath(path, entry.name), stats) }
+        if (stats === null || !(stats.isFile() || stats.isDirectory() || stats.isSymbolicLink())) return null
+        const meta = await this.describe(joinPath(path, entry.name), stats).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return null // a link deleted between lstat and readlink
+          throw err
+        })
+        return meta === null ? null : { name: entry.name, ...meta }
       }))
       for (const entry of batch) if (entry !== null) result.push(entry)
     }
@@ -180,8 +199,7 @@ export class FileStore {
    * A body that fails midway is cut off again, so a failed append leaves the file as before.
    */
   async append (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
-    const before = await this.stat(path)
-    if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    requireFile(await this.stat(path))
     return await this.writes.run(path, async () => {
       if (changeId !== undefined && this.versions.applied(path, changeId)) {
         // A retry of an append whose answer was lost: applied once already.
@@ -213,21 +231,30 @@ export class FileStore {
   }
 
   /**
-   * Creates an empty file or a folder in an existing folder. The file is opened with O_EXCL,
-   * so one that already exists here is a conflict, never truncated. A file starts one
-   * version above any file that had the path before on this server.
+   * Creates an empty file, a folder or a symbolic link in an existing folder. The file is
+   * opened with O_EXCL, so one that already exists here is a conflict, never truncated. A
+   * file or link starts one version above any that had the path before on this server.
+   * `mode` (permission bits; default: what the server's umask gives) is the dfs mode, kept
+   * even where the disk needs more bits (ModeRecord). A link's `target` is stored as given,
+   * never resolved or followed here.
    */
-  async create (path: string, kind: EntryKind): Promise<FileMeta> {
+  async create (path: string, kind: MetaKind, opts: { mode?: number, target?: string } = {}): Promise<FileMeta> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
+    if (kind === 'symlink') checkLinkTarget(path, opts.target)
     await this.requireParentFolder(path)
     return await this.writes.run(path, async () => {
       const disk = this.diskPath(path)
+      const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
       try {
         if (kind === 'dir') {
-          await fsp.mkdir(disk)
+          await fsp.mkdir(disk, { mode: mode === undefined ? undefined : diskModeOf(mode, true) })
+        } else if (kind === 'symlink') {
+          await fsp.symlink(opts.target as string, disk)
         } else {
           const handle = await fsp.open(disk, 'wx')
           try {
+            // The umask of the server process must not cut the mode asked for.
+            if (mode !== undefined) await handle.chmod(diskModeOf(mode, false))
             await timedSync('file', handle.sync())
           } finally {
             await handle.close()
@@ -237,8 +264,10 @@ export class FileStore {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
         throw err
       }
+      if (kind === 'dir' && mode !== undefined) await fsp.chmod(disk, diskModeOf(mode, true))
       await syncFile(nodePath.dirname(disk))
-      if (kind === 'file') await this.versions.set(path, (this.versions.get(path) ?? 0) + 1)
+      if (mode !== undefined && kind !== 'symlink') await this.modes.set(path, mode, kind === 'dir')
+      if (kind !== 'dir') await this.versions.set(path, (this.versions.get(path) ?? 0) + 1)
       return await this.stat(path)
     })
   }
@@ -249,15 +278,14 @@ export class FileStore {
    * and a body that fails midway changes nothing.
    */
   async overwrite (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
-    const before = await this.stat(path)
-    if (before.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    requireFile(await this.stat(path))
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
       // A retry of a store whose answer was lost: placing it again would undo later changes.
       if (changeId !== undefined && this.versions.applied(path, changeId)) return await this.stat(path)
       await guard()
       const current = await this.stat(path)
       await this.keepMtimeGrowing(upload.handle, current)
-      await this.install(upload, path, current, current.version + 1, current.mode, changeId)
+      await this.install(upload, path, current, current.version + 1, diskModeOf(current.mode ?? 0o644, false), changeId)
       return await this.stat(path)
     }))
   }
@@ -265,8 +293,7 @@ export class FileStore {
   async truncate (path: string, size: number, guard: WriteGuard = noGuard): Promise<FileMeta> {
     return await this.writes.run(path, async () => {
       await guard()
-      const current = await this.stat(path)
-      if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+      const current = requireFile(await this.stat(path))
       const handle = await this.openInside(path, fs.constants.O_RDWR)
       try {
         await handle.truncate(size)
@@ -280,15 +307,16 @@ export class FileStore {
     })
   }
 
-  /** Removes a file. Its version stays on record, so a file made later at the path starts above it. */
+  /** Removes a file or symbolic link. Its version stays on record, so a file made later at the path starts above it. */
   async remove (path: string): Promise<void> {
     await this.writes.run(path, async () => {
       const current = await this.stat(path)
-      if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+      if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
       if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
       const disk = this.diskPath(path)
       await fsp.unlink(disk)
       await syncFile(nodePath.dirname(disk))
+      await this.modes.drop(path)
     })
   }
 
@@ -305,25 +333,34 @@ export class FileStore {
       throw err
     }
     await syncFile(nodePath.dirname(disk))
+    await this.modes.drop(path)
   }
 
   async setTimes (path: string, mtimeMs: number, atimeMs?: number): Promise<FileMeta> {
     return await this.writes.run(path, async () => {
       const stats = await this.lstatInside(path)
       const disk = this.diskPath(path)
-      await fsp.utimes(disk, atimeMs === undefined ? stats.atime : secondsOf(atimeMs), secondsOf(mtimeMs))
-      await syncFile(disk)
+      // lutimes: a link's own times (touch -h), never those of what it points to.
+      await fsp.lutimes(disk, atimeMs === undefined ? stats.atime : secondsOf(atimeMs), secondsOf(mtimeMs))
+      if (!stats.isSymbolicLink()) await syncFile(disk)
+      else await syncFile(nodePath.dirname(disk))
       return await this.stat(path)
     })
   }
 
-  /** Sets permission bits, keeping the owner's read and write (and search on a folder) so this server can still serve it. */
+  /**
+   * Sets permission bits. The disk keeps the owner's read and write (and search on a
+   * folder) so this server can still serve the entry; the mode as asked is what stat shows
+   * (ModeRecord). A symbolic link has no mode of its own (Linux has no lchmod): unchanged.
+   */
   async chmod (path: string, mode: number): Promise<FileMeta> {
     return await this.writes.run(path, async () => {
       const stats = await this.lstatInside(path)
+      if (stats.isSymbolicLink()) return await this.stat(path)
       const disk = this.diskPath(path)
-      await fsp.chmod(disk, (mode & 0o7777) | (stats.isDirectory() ? 0o700 : 0o600))
+      await fsp.chmod(disk, diskModeOf(mode, stats.isDirectory()))
       await syncFile(disk)
+      await this.modes.set(path, mode, stats.isDirectory())
       return await this.stat(path)
     })
   }
@@ -337,7 +374,7 @@ export class FileStore {
     await this.requireParentFolder(to)
     return await this.withPaths([from, to], async () => {
       const source = await this.stat(from)
-      if (source.kind !== 'file') throw new IsDirectoryError(`is a folder: ${from}`, { path: from })
+      if (source.kind === 'dir') throw new IsDirectoryError(`is a folder: ${from}`, { path: from })
       const previous = await this.placeableAt(to, replace)
       const version = Math.max(source.version, this.knownVersion(to, previous)) + 1
       const staged = this.uploadPath()
@@ -348,6 +385,9 @@ export class FileStore {
       } finally {
         await fsp.rm(staged, { force: true })
       }
+      // The same inode under a new name: its mode record goes along (`from`'s is dropped with it).
+      if (source.mode !== undefined && source.kind === 'file') await this.modes.set(to, source.mode, false)
+      else await this.modes.drop(to)
       await this.versions.set(to, version)
       return await this.stat(to)
     })
@@ -359,15 +399,37 @@ export class FileStore {
    */
   async receive (path: string, body: Readable, opts: ReceiveOptions): Promise<FileMeta> {
     await this.requireParentFolder(path)
+    if (opts.target !== undefined) return await this.receiveLink(path, body, opts, checkLinkTarget(path, opts.target))
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
       const previous = await this.placeableAt(path, opts.replace)
       const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
       const stats = await upload.handle.stat()
       await upload.handle.utimes(stats.atime, secondsOf(opts.mtimeMs))
-      const mode = opts.mode === undefined ? undefined : (opts.mode & 0o7777) | 0o600
-      await this.install(upload, path, previous, version, mode)
+      await this.install(upload, path, previous, version, opts.mode === undefined ? undefined : diskModeOf(opts.mode, false))
+      if (opts.mode !== undefined) await this.modes.set(path, opts.mode, false)
+      else await this.modes.drop(path)
       return await this.stat(path)
     }))
+  }
+
+  /** receive() of a symbolic link: made beside, then placed as a file would be. */
+  private async receiveLink (path: string, body: Readable, opts: ReceiveOptions, target: string): Promise<FileMeta> {
+    body.resume()
+    return await this.writes.run(path, async () => {
+      const previous = await this.placeableAt(path, opts.replace)
+      const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
+      const staged = this.uploadPath()
+      try {
+        await fsp.symlink(target, staged)
+        await fsp.lutimes(staged, secondsOf(opts.mtimeMs), secondsOf(opts.mtimeMs))
+        await this.place(staged, path, previous)
+      } finally {
+        await fsp.rm(staged, { force: true })
+      }
+      await this.modes.drop(path)
+      await this.versions.set(path, version)
+      return await this.stat(path)
+    })
   }
 
   /**
@@ -379,7 +441,7 @@ export class FileStore {
     const stats = await this.lstatInside(from)
     if (!stats.isDirectory()) throw new NotDirectoryError(`not a folder: ${from}`, { path: from })
     await this.requireParentFolder(to)
-    const files = (await this.scan(from)).filter((entry) => entry.kind === 'file').map((entry) => entry.path)
+    const files = (await this.scan(from)).filter((entry) => entry.kind !== 'dir').map((entry) => entry.path)
     const moved = files.map((path): [string, string] => [path, to + path.slice(from.length)])
     return await this.withPaths([...files, ...moved.map(([, path]) => path)], async () => {
       const target = await this.statOrNull(to)
@@ -387,6 +449,7 @@ export class FileStore {
       const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.get(path) ?? 0) + 1)
       // rename(2) replaces an empty folder and refuses a full one.
       await this.renameOnDisk(from, to)
+      await this.modes.move(from, to, true)
       for (const [i, [, path]] of moved.entries()) await this.versions.set(path, versions[i])
       return moved
     })
@@ -395,6 +458,7 @@ export class FileStore {
   /** Puts a folder moved by moveFolder back, when the directory server refused the move. */
   async unmoveFolder (from: string, to: string): Promise<void> {
     await this.renameOnDisk(to, from)
+    await this.modes.move(to, from, true)
   }
 
   /** Size and free space of the disk the root is on. */
@@ -505,40 +569,56 @@ export class FileStore {
     }
   }
 
+  /** The meta of a file, folder or link whose lstat is `stats`; a link's target is read, never followed. */
+  private async describe (path: string, stats: fs.Stats): Promise<FileMeta> {
+    if (!stats.isSymbolicLink()) return this.metaOf(path, stats)
+    const target = await fsp.readlink(this.diskPath(path))
+    return { ...this.metaOf(path, stats), size: Buffer.byteLength(target), target }
+  }
+
   private metaOf (path: string, stats: fs.Stats): FileMeta {
-    const kind = stats.isDirectory() ? 'dir' : 'file'
+    const kind: MetaKind = stats.isDirectory() ? 'dir' : stats.isSymbolicLink() ? 'symlink' : 'file'
     return {
       path,
       kind,
       version: kind === 'dir' ? 0 : this.versions.get(path) ?? 1,
       size: kind === 'dir' ? 0 : stats.size,
       mtimeMs: Math.floor(stats.mtimeMs),
-      mode: stats.mode & 0o7777
+      // A link's mode means nothing on Linux: 0o777, as lstat shows it everywhere.
+      mode: kind === 'symlink' ? 0o777 : this.modes.modeOf(path, stats.mode)
     }
   }
 
+  /** Opens a file of this store; a symbolic link at the path is refused (ELOOP), never followed. */
   private diskPath (path: string): string {
     if (path.split('/')[1] === STATE_DIR_NAME) throw new BadPathError(`${STATE_DIR_NAME} is reserved`, { path })
     return nodePath.join(this.root, path)
   }
 
-  /** lstat that refuses symlinks and anything whose real location is outside the root. */
+  /**
+   * lstat of an entry of this store: a file, a folder or a symbolic link (the link itself).
+   * Every folder on the way must be a real folder under the root: the real path of the
+   * parent must be exactly where the path says, so no link, of dfs or put on the disk by
+   * hand, leads a request anywhere else, inside the root or out of it.
+   */
   private async lstatInside (path: string): Promise<fs.Stats> {
     const disk = this.diskPath(path)
     let stats: fs.Stats
-    let real: string
+    let realParent: string | null = null
     try {
-      stats = await fsp.lstat(disk)
-      real = await fsp.realpath(disk)
+      stats = path === '/' ? await fsp.stat(disk) : await fsp.lstat(disk)
+      if (path !== '/') realParent = await fsp.realpath(nodePath.dirname(disk))
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
       throw err
     }
-    if (stats.isSymbolicLink() || (real !== this.realRoot && !real.startsWith(this.realRoot + nodePath.sep))) {
+    // Compared as strings, not joined: a '..' in a path that is not canonical matches nothing.
+    const parent = parentOf(path)
+    if (realParent !== null && realParent !== (parent === '/' ? this.realRoot : this.realRoot + parent)) {
       throw new NotFoundError(`no such file: ${path}`, { path })
     }
-    if (!stats.isFile() && !stats.isDirectory()) throw new NotFoundError(`not a regular file: ${baseName(path)}`, { path })
+    if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) throw new NotFoundError(`not a regular file: ${baseName(path)}`, { path })
     if (stats.isFile()) {
       const inode = inodeOf(stats)
       if (stats.nlink === 1) {
@@ -564,6 +644,8 @@ export class FileStore {
       handle = await fsp.open(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
+      // ELOOP: a symbolic link, served as a link, never opened (what it points to may be outside).
+      if (code === 'ELOOP' && checked.isSymbolicLink()) throw new BadRequestError(`is a symbolic link: ${path}`, { path })
       if (code === 'ELOOP' || code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
       throw err
     }
@@ -587,13 +669,35 @@ function inodeOf (stats: fs.Stats): string {
   return `${stats.dev}:${stats.ino}`
 }
 
-/** A hard link where the disk has them, else a copy with the same mtime. */
+/** A link's target as Linux takes it: 1 to 4095 bytes, no NUL. */
+function checkLinkTarget (path: string, target: string | undefined): string {
+  if (target === undefined || target === '') throw new BadRequestError('a symbolic link needs a target', { path })
+  if (target.includes('\0') || Buffer.byteLength(target) > 4095) throw new BadRequestError('a link target must be 1 to 4095 bytes without NUL', { path })
+  return target
+}
+
+/** The file a store operation needs at a path, or the error for a folder or a link there. */
+function requireFile (meta: FileMeta): FileMeta {
+  if (meta.kind === 'dir') throw new IsDirectoryError(`is a folder: ${meta.path}`, { path: meta.path })
+  if (meta.kind === 'symlink') throw new BadRequestError(`is a symbolic link: ${meta.path}`, { path: meta.path })
+  return meta
+}
+
+/**
+ * A hard link where the disk has them (link(2) links a symbolic link itself, never what it
+ * points to), else a copy with the same mtime: of a link, a new link with the same target.
+ */
 async function linkOrCopy (from: string, to: string): Promise<void> {
   try {
     await fsp.link(from, to)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV' && code !== 'EMLINK') throw err
+    const source = await fsp.lstat(from)
+    if (source.isSymbolicLink()) {
+      await fsp.symlink(await fsp.readlink(from), to)
+      return
+    }
     await fsp.copyFile(from, to, fs.constants.COPYFILE_EXCL)
     const stats = await fsp.stat(from)
     await fsp.utimes(to, stats.atime, secondsOf(stats.mtimeMs))

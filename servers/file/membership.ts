@@ -57,8 +57,9 @@ export class ClusterMembership {
     // Heartbeats go on while the (maybe long) scan and report run: registration made this server up.
     this.machineId = machineId
     const files = await this.store.scan()
-    await this.lock.createKeys(files.filter((f) => f.kind === 'file').map((f) => f.path))
-    await this.directory.reportFiles(machineId, files)
+    // Links have keys as files do, and the directory maps them as files (one holder per name).
+    await this.lock.createKeys(files.filter((f) => f.kind !== 'dir').map((f) => f.path))
+    await this.directory.reportFiles(machineId, files.map((f) => f.kind === 'symlink' ? { ...f, kind: 'file' } : f))
     this.seen = boots
     this.log(`file server ${machineId} serves ${this.store.root} at ${this.url} (${files.length} entries)`)
     return machineId

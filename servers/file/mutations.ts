@@ -43,19 +43,23 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   app.post(FileRoutes.create, async (req, res) => {
     const query = queryOf(req)
     const path = query.path()
-    const kind = query.kind('kind', 'file')
+    const kind = query.metaKind('kind', 'file')
+    const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
+    const target = kind === 'symlink' ? query.string('target', 4096) : undefined
     const { machineId } = ctx.self()
-    const meta = await store.create(path, kind)
+    const meta = await store.create(path, kind, { mode, target })
     const undoCreate = async (): Promise<void> => {
-      await tryTo(`remove ${path} again`, async () => kind === 'file' ? await store.remove(path) : await store.removeFolder(path))
+      await tryTo(`remove ${path} again`, async () => kind === 'dir' ? await store.removeFolder(path) : await store.remove(path))
     }
     try {
-      await ctx.directory().claim(machineId, path, kind)
+      // The directory maps a link as a file: a name this one server holds.
+      await ctx.directory().claim(machineId, path, kind === 'dir' ? 'dir' : 'file')
     } catch (err) {
       await undoCreate()
       throw err
     }
-    if (kind === 'file') {
+    // A link has a lock key as a file has: unlink and rename of it go the same way.
+    if (kind !== 'dir') {
       try {
         await lock.createKeys([path])
       } catch (err) {
@@ -64,7 +68,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
         throw err
       }
     }
-    log(`created ${kind === 'dir' ? 'folder' : 'file'} ${path}`)
+    log(`created ${kind === 'dir' ? 'folder' : kind === 'symlink' ? 'symbolic link' : 'file'} ${path}`)
     res.json(meta)
   })
 
@@ -94,7 +98,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     await leases.require(req, path)
     const { machineId } = ctx.self()
     const current = await store.stat(path)
-    if (current.kind !== 'file') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     await ctx.directory().drop(machineId, path)
     try {
       await store.remove(path)
@@ -167,6 +171,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       fromVersion: query.int('fromVersion', { min: 0 }),
       mtimeMs: query.int('mtimeMs', { min: 0 }),
       mode: query.optionalInt('mode', { min: 0, max: 0o7777 }),
+      target: query.has('target') ? query.string('target', 4096) : undefined,
       replace: query.flag('replace')
     })
     stats.incoming++

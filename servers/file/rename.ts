@@ -39,6 +39,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     target = (await directory.placement(to, self.machineId)).server
   }
   const replace = dest !== null
+  const source = await store.stat(from)
 
   // 1. The bytes at `to`, on the server that will hold it, not yet in the directory.
   let staged: FileMeta
@@ -47,6 +48,13 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     if (replace) await ctx.leases.check(toToken, to)
     fromVersion = (await store.stat(from)).version
     staged = await store.linkAs(from, to, replace)
+  } else if (source.kind === 'symlink') {
+    // A link moves as its target, never as what it points to.
+    fromVersion = source.version
+    staged = await ctx.peer(target).incoming(
+      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace },
+      Buffer.alloc(0),
+      replace ? toToken as number : fromToken)
   } else {
     const opened = await store.openRead(from)
     fromVersion = opened.meta.version

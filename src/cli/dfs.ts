@@ -49,7 +49,9 @@ function formatEntry (entry: ListEntry): string {
   // A file whose server is down: the directory knows its name, nothing more.
   const size = entry.kind === 'dir' ? '-' : entry.unavailable === true ? '?' : String(entry.size)
   const version = entry.kind === 'dir' ? '-' : entry.unavailable === true ? '?' : `v${entry.version}`
-  return `${entry.kind === 'dir' ? 'd' : '-'} ${size.padStart(10)} ${version.padStart(6)} ${when} ${entry.name}${entry.kind === 'dir' ? '/' : ''}`
+  const type = entry.kind === 'dir' ? 'd' : entry.kind === 'symlink' ? 'l' : '-'
+  const suffix = entry.kind === 'dir' ? '/' : entry.kind === 'symlink' ? ` -> ${entry.target ?? '?'}` : ''
+  return `${type} ${size.padStart(10)} ${version.padStart(6)} ${when} ${entry.name}${suffix}`
 }
 
 /** TEXT and a newline, or standard input as it is. */

@@ -11,7 +11,7 @@ import {
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
-import type { EntryKind, FileMeta, LockLease, LookupAnswer, RenameAnswer, ServerInfo } from '../shared/protocol'
+import type { FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
@@ -237,9 +237,11 @@ export class DfsClient {
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
         // that is down must not hide the folder.
+        // Its mode is the first holder's, as statFresh has it (chmod sets it on every holder).
         const seen = await Promise.allSettled(entry.machineIds.map(async (id) => (await listingOf(id))?.get(entry.name)))
-        const mtimeMs = Math.max(0, ...seen.map((s) => (s.status === 'fulfilled' ? s.value?.mtimeMs ?? 0 : 0)))
-        return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs }
+        const found = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== undefined ? [s.value] : []))
+        const mtimeMs = Math.max(0, ...found.map((meta) => meta.mtimeMs))
+        return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs, mode: found[0]?.mode }
       }
       const server = byServer.get(entry.machineIds[0]) as ServerInfo
       const listing = await listingOf(server.machineId)
@@ -357,14 +359,29 @@ export class DfsClient {
   // Each starts from a fresh lookup (a remembered one may be up to a second old, and a
   // change made on a stale answer would go to the wrong server) and forgets what it touched.
 
-  /** Creates an empty file; ConflictError (EEXIST) if the path exists as anything. */
-  async create (path: string): Promise<FileMeta> {
-    return await this.createEntry(normalizePath(path), 'file')
+  /**
+   * Creates an empty file; ConflictError (EEXIST) if the path exists as anything. `mode`:
+   * its permission bits (the file server's default without).
+   */
+  async create (path: string, mode?: number): Promise<FileMeta> {
+    return await this.createEntry(normalizePath(path), 'file', { mode })
   }
 
   /** Creates a folder; ConflictError (EEXIST) if the path exists as anything. */
-  async mkdir (path: string): Promise<FileMeta> {
-    return await this.createEntry(normalizePath(path), 'dir')
+  async mkdir (path: string, mode?: number): Promise<FileMeta> {
+    return await this.createEntry(normalizePath(path), 'dir', { mode })
+  }
+
+  /** Creates a symbolic link at `path` to `target`, stored as given (relative or absolute, never resolved). */
+  async symlink (target: string, path: string): Promise<FileMeta> {
+    return await this.createEntry(normalizePath(path), 'symlink', { target })
+  }
+
+  /** A symbolic link's target; BadRequestError (EINVAL) for anything else, as readlink(2). */
+  async readlink (path: string): Promise<string> {
+    const meta = await this.stat(path)
+    if (meta.kind !== 'symlink' || meta.target === undefined) throw new BadRequestError(`not a symbolic link: ${meta.path}`, { path: meta.path })
+    return meta.target
   }
 
   /** Removes a file, its lock key and its directory entry; IsDirectoryError for a folder. */
@@ -593,14 +610,14 @@ export class DfsClient {
    * in the same breath), so the open costs no request. With the folder's placement
    * remembered, a create is one request.
    */
-  async createAndOpen (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
+  async createAndOpen (path: string, mode?: number): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
     const canonical = normalizePath(path)
-    const meta = await this.createEntry(canonical, 'file')
+    const meta = await this.createEntry(canonical, 'file', { mode })
     const copy = await this.cache.store(canonical, meta, Readable.from([]))
     return { reader: await fs.promises.open(copy.file, 'r'), meta }
   }
 
-  private async createEntry (path: string, kind: EntryKind): Promise<FileMeta> {
+  private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {
     this.forget(path)
     const folder = parentOf(path)
     let server = this.placements.get(folder)
@@ -608,14 +625,14 @@ export class DfsClient {
     try {
       try {
         server ??= (await this.directory.placement(path)).server
-        meta = await this.locator.fileServer(server).create(path, kind)
+        meta = await this.locator.fileServer(server).create(path, kind, opts)
       } catch (err) {
         // A remembered placement whose server went down since: the directory places it
         // elsewhere now (it skips servers that are down).
         if (!(err instanceof ServerUnavailableError) || !this.placements.has(folder)) throw err
         this.placements.delete(folder)
         server = (await this.directory.placement(path)).server
-        meta = await this.locator.fileServer(server).create(path, kind)
+        meta = await this.locator.fileServer(server).create(path, kind, opts)
       }
     } catch (err) {
       // The folder may have moved or gone, or its server may be down: ask again next time.
@@ -624,7 +641,7 @@ export class DfsClient {
     }
     this.placements.set(folder, server)
     this.forget(path)
-    if (kind === 'file') {
+    if (kind !== 'dir') {
       await this.cache.invalidate(path)
       this.locator.learned(path, server)
     }

@@ -7,6 +7,7 @@ import { normalizePath } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
 import type { Download } from './localCache'
+import type { HeldLock } from './lockClient'
 import { WorkingCopy } from './workingCopy'
 import type { WorkingCopyBackend } from './workingCopy'
 
@@ -15,6 +16,12 @@ const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
+
+/** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
+export interface Survivor {
+  id: number
+  append: boolean
+}
 
 /** A time as utimensat gives it: ms since the epoch, or UTIME_NOW / UTIME_OMIT. */
 export type TimeArgument = number | 'now' | 'omit'
@@ -31,8 +38,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
-  /** Creates an empty file and opens its (current, empty) local copy. */
-  createAndOpen: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+  /** Creates an empty file (with these permission bits, if given) and opens its (current, empty) local copy. */
+  createAndOpen: (path: string, mode?: number) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
 }
 
 /**
@@ -131,9 +138,9 @@ export class OpenFileTable {
   }
 
   /** create(2): makes the file and opens it for reading and writing, with no request beyond the create. */
-  async create (filePath: string): Promise<number> {
+  async create (filePath: string, mode?: number): Promise<number> {
     const canonical = normalizePath(filePath)
-    const { reader, meta } = await this.client.createAndOpen(canonical)
+    const { reader, meta } = await this.client.createAndOpen(canonical, mode)
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, fs.constants.O_RDWR, reader, null, meta.size)
   }
@@ -308,6 +315,47 @@ export class OpenFileTable {
     return size === meta.size ? meta : { ...meta, size }
   }
 
+  /**
+   * unlink of a path this mount holds open: the bytes as this mount sees them (its working
+   * copy, or the stored file with this mount's appends sent first) are copied to `localFile`,
+   * then `remove` takes the name away on the servers, under the lease of the path's working
+   * copy if there is one. The path's handles then leave this table, their unstored changes
+   * going with the file; answers them (id, and whether opened with O_APPEND), to live on
+   * with the local copy (UnlinkedFiles). If `remove` fails, the handles stay as they were.
+   */
+  async detach (filePath: string, localFile: string, remove: (lease?: HeldLock) => Promise<void>): Promise<Survivor[]> {
+    const canonical = normalizePath(filePath)
+    await this.startingCopies.get(canonical)
+    const working = this.workingCopies.get(canonical)
+    const handles = [...this.handlesOf(canonical)]
+    if (working) {
+      for (const file of handles) if (file.appends.buffer.size > 0) await working.append(file.appends.buffer.take())
+      await working.copyTo(localFile)
+    } else {
+      await this.sendPendingOf(canonical)
+      const { reader, download } = await this.client.openForReading(canonical)
+      try {
+        await download?.waitFor(Number.POSITIVE_INFINITY)
+        await copyWhole(reader, localFile)
+      } finally {
+        await reader.close()
+      }
+    }
+    await remove(working?.lease)
+    for (const file of handles) {
+      this.files.delete(file.id)
+      await file.reader?.close()
+    }
+    this.byPath.delete(canonical)
+    this.appends.delete(canonical)
+    this.lastSeen.delete(canonical)
+    if (working) {
+      this.workingCopies.delete(canonical)
+      await working.close(this.client, { keep: false })
+    }
+    return handles.map((file) => ({ id: file.id, append: (file.flags & O_APPEND) !== 0 }))
+  }
+
   /** Sends everything held back, e.g. before unmounting. */
   async flushAll (): Promise<void> {
     await Promise.allSettled([...this.files.keys()].map(async (id) => await this.flush(id)))
@@ -361,5 +409,21 @@ export class OpenFileTable {
     const file = this.files.get(id)
     if (!file) throw new BadRequestError(`no open file ${id}`)
     return file
+  }
+}
+
+/** Copies everything a handle's file holds to a new file. */
+async function copyWhole (source: fsp.FileHandle, target: string): Promise<void> {
+  const out = await fs.promises.open(target, 'w')
+  try {
+    const chunk = Buffer.alloc(1024 * 1024)
+    for (let position = 0; ;) {
+      const { bytesRead } = await source.read(chunk, 0, chunk.length, position)
+      if (bytesRead === 0) break
+      await out.write(chunk, 0, bytesRead, position)
+      position += bytesRead
+    }
+  } finally {
+    await out.close()
   }
 }

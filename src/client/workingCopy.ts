@@ -113,11 +113,22 @@ export class WorkingCopy {
     }
   }
 
-  /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy. */
-  async close (backend: WorkingCopyBackend): Promise<void> {
+  /** The lease the copy holds on its file. */
+  get lease (): HeldLock {
+    return this.held
+  }
+
+  /** Copies what the copy holds now to another local file. */
+  async copyTo (target: string): Promise<void> {
+    await this.handle.sync()
+    await fsp.copyFile(this.file, target)
+  }
+
+  /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy (unless `keep` is false: the file is gone). */
+  async close (backend: WorkingCopyBackend, opts: { keep?: boolean } = {}): Promise<void> {
     try {
       await this.handle.close()
-      if (!this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
+      if (opts.keep !== false && !this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
     } finally {
       await this.held.release()
       await fsp.rm(this.file, { force: true })

@@ -25,6 +25,8 @@ export interface MountedDfs {
  *   option for it, but joins options with commas, so it rides along in fsname).
  * - nonempty: the repo's mountpoint/ holds a .gitkeep; libfuse 2 refuses a non-empty
  *   mount point without it.
+ * - use_ino: stat shows our inode numbers (src/fuse/inodeNumbers.ts), stable for a file's
+ *   life, instead of libfuse's, which change whenever it forgets a node (git compares them).
  * - auto_cache: the kernel keeps file pages between opens and drops them when an open finds
  *   a new mtime or size; open() always revalidates with the file server, so a changed file
  *   is never served from stale pages, and an unchanged one reads at page-cache speed.
@@ -39,7 +41,7 @@ export interface MountedDfs {
  */
 function kernelOptions (debug: boolean): Record<string, unknown> {
   return {
-    fsname: 'dfs,big_writes,nonempty',
+    fsname: 'dfs,big_writes,nonempty,use_ino',
     subtype: 'dfs',
     autoCache: true,
     attrTimeout: '0',

@@ -1,10 +1,12 @@
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
+import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
 import { FuseLocks } from './fuseLocks'
 import type { FuseFlockRequest, FuseLockRequest } from './loadFuse'
+import { InodeNumbers } from './inodeNumbers'
 
 type Callback = (code: number, ...values: unknown[]) => void
 
@@ -12,6 +14,7 @@ export interface FuseStat {
   mode: number
   size: number
   nlink: number
+  ino: number
   uid: number
   gid: number
   blocks: number
@@ -23,18 +26,28 @@ export interface FuseStat {
 
 const S_IFREG = 0o100000
 const S_IFDIR = 0o040000
+const S_IFLNK = 0o120000
+/** Permission bits of a mode the kernel hands over (it has already applied the caller's umask). */
+const PERMISSION_BITS = 0o7777
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
 
-export function statOf (meta: FileMeta): FuseStat {
+/**
+ * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
+ * subfolders would cost a listing per stat, a folder may span servers, and 1 is what
+ * find and fts take as "unknown" (as on btrfs), where 2 would be too low and make them
+ * skip subfolders.
+ */
+export function statOf (meta: FileMeta, ino: number): FuseStat {
   const isDir = meta.kind === 'dir'
   const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
   return {
-    mode: (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
+    mode: meta.kind === 'symlink' ? S_IFLNK | 0o777 : (isDir ? S_IFDIR : S_IFREG) | (meta.mode ?? (isDir ? 0o755 : 0o644)),
     size,
-    nlink: isDir ? 2 : 1,
+    nlink: 1,
+    ino,
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     blocks: Math.ceil(size / 512),
@@ -65,36 +78,56 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const locks = new FuseLocks(client.advisoryLocks)
+  const inodes = new InodeNumbers()
+  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path))
+  // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
+  const unlinked = new UnlinkedFiles(client.workDir)
   return {
     init: (cb: Callback) => cb(0),
-    getattr: (path: string, cb: Callback) => answer(cb, async () => statOf(await files.attributes(path)), (stat) => [stat]),
+    getattr: (path: string, cb: Callback) => answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat]),
     readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
-      const self = statOf({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
-      return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map((e) => statOf(e))]]
+      const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
+      return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
-    create: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await files.create(path), (id) => [id]),
+    // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
+    create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
-      files.read(fd, buffer, length, position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      const reading = unlinked.has(fd) ? unlinked.read(fd, buffer, length, position) : files.read(fd, buffer, length, position)
+      reading.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
     write: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
-      files.write(fd, buffer.subarray(0, length), position).then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      const data = buffer.subarray(0, length)
+      const writing = unlinked.has(fd) ? unlinked.write(fd, data, position) : files.write(fd, data, position)
+      writing.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
     },
-    flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
-    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => await files.flush(fd)),
+    // An unlinked file's bytes are stored nowhere: flush and fsync have nothing to send.
+    flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
+    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
     release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => {
-      try { await files.release(fd) } finally { await locks.released(fd) }
+      try {
+        if (unlinked.has(fd)) await unlinked.release(fd)
+        else await files.release(fd)
+      } finally {
+        await locks.released(fd)
+      }
     }),
     truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
-    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => await files.truncate(fd, size)),
+    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)),
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
     releasedir: (_path: string, _fd: number, cb: Callback) => cb(0),
     access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.stat(path)),
     statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
-    unlink: (path: string, cb: Callback) => answer(cb, async () => await client.unlink(path)),
-    rename: (from: string, to: string, cb: Callback) => answer(cb, async () => await client.rename(from, to)),
-    mkdir: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path)),
+    // A hidden name is libfuse's: it unlinks it at the last close, when its bytes went already.
+    unlink: (path: string, cb: Callback) => answer(cb, async () => unlinked.forget(path) ? undefined : await client.unlink(path)),
+    // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is.
+    rename: (from: string, to: string, cb: Callback) => answer(cb, async () => {
+      if (isHiddenName(to)) await unlinked.hide(files, from, to, async (lease) => await client.unlink(from, { lease }))
+      else await client.rename(from, to)
+      inodes.renamed(from, to)
+    }),
+    mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path, mode & PERMISSION_BITS)),
     rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
     // The patched fuse-native (patches/) passes each time as ms, 'now' or 'omit' (UTIME_NOW,
     // UTIME_OMIT: touch -a leaves the mtime alone, touch -m the atime). dfs keeps one mtime
@@ -113,7 +146,9 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       answer(cb, async () => await locks.lock(path, request, signal), (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => await locks.flock(path, fd, request, signal)),
-    symlink: refuse(ENOTSUP),
+    // libfuse hands over the link's target first, then where the link goes.
+    symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => await client.symlink(target, path)),
+    readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),
     link: refuse(ENOTSUP),
     mknod: refuse(EROFS),
     setxattr: refuse(ENOTSUP),

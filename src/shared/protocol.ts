@@ -20,15 +20,27 @@ export interface HealthAnswer {
 
 export type EntryKind = 'file' | 'dir'
 
+/**
+ * What a file server holds at a path. The directory server maps a symbolic link as a
+ * 'file' (a name exactly one file server holds); only the file server tells it apart.
+ */
+export type MetaKind = EntryKind | 'symlink'
+
 /** What a file server knows of one of its files (or empty folders). */
 export interface FileMeta {
   path: string
-  kind: EntryKind
+  kind: MetaKind
   version: number
+  /** Bytes; a folder 0; a symbolic link the length of its target in UTF-8 bytes (as lstat says). */
   size: number
   mtimeMs: number
-  /** Permission bits (e.g. 0o644) as the file server's disk has them; absent where unknown. */
+  /**
+   * Permission bits (e.g. 0o644) as dfs keeps them (what chmod or create asked for, even
+   * where the server's disk needs more bits); 0o777 for a link; absent where unknown.
+   */
   mode?: number
+  /** A symbolic link's target, as it was given: never resolved or followed by a server. */
+  target?: string
 }
 
 // ---- directory server -------------------------------------------------------
@@ -287,14 +299,14 @@ export const FileRoutes = {
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
   append: '/append', // POST ?path= bytes, [X-Dfs-Lock-Token], [X-Dfs-Change-Id] -> FileMeta | 423 LOCKED
   // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
-  create: '/create', // POST ?path=&kind=file|dir -> FileMeta
+  create: '/create', // POST ?path=&kind=file|dir|symlink[&mode=][&target=] -> FileMeta
   truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
   unlink: '/unlink', // POST ?path=, X-Dfs-Lock-Token -> RemovedAnswer
   rmdir: '/rmdir', // POST ?path= -> RemovedAnswer
   utimes: '/utimes', // POST ?path=&mtimeMs=[&atimeMs=] -> FileMeta
   chmod: '/chmod', // POST ?path=&mode= -> FileMeta
   rename: '/rename', // POST RenameRequest [X-Dfs-Lock-Token of a file's `from`] -> RenameAnswer
-  incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=[&mode=]&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
+  incoming: '/incoming', // PUT ?path=&lockPath=&fromVersion=&mtimeMs=[&mode=][&target=]&replace= bytes, X-Dfs-Lock-Token -> FileMeta (server to server)
   incomingAbort: '/incoming/abort', // POST ?path=&lockPath=, X-Dfs-Lock-Token -> RemovedAnswer (server to server)
   events: '/events', // GET ?client= -> text/event-stream of CallbackBreak events (callbacks)
   renewCallbacks: '/callbacks/renew', // POST CallbackRenewRequest -> CallbackRenewAnswer
@@ -406,6 +418,8 @@ export interface IncomingRequest {
   fromVersion: number
   mtimeMs: number
   mode?: number
+  /** A symbolic link is renamed: it is made at `path` with this target (the body is empty). */
+  target?: string
   /** Whether an existing file at `path` is replaced. */
   replace: boolean
 }

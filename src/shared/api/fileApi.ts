@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type {
-  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, EntryKind, FileListAnswer, FileMeta, FileServerStats,
+  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, FileListAnswer, FileMeta, FileServerStats, MetaKind,
   HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatfsAnswer
 } from '../protocol'
 import { FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, metaFromContentHeaders } from '../protocol'
@@ -125,8 +125,9 @@ export class FileApi {
     return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
-  async create (path: string, kind: EntryKind): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind } })
+  /** A file, folder or symbolic link (`target`); `mode`: its permission bits, else the server's default. */
+  async create (path: string, kind: MetaKind, opts: { mode?: number, target?: string } = {}): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, mode: opts.mode, target: opts.target } })
   }
 
   async truncate (path: string, size: number, token: number): Promise<FileMeta> {
@@ -158,9 +159,9 @@ export class FileApi {
 
   /** Server to server: a renamed file's bytes arrive at the server that will hold them. */
   async incoming (request: IncomingRequest, bytes: Bytes, token: number): Promise<FileMeta> {
-    const { path, lockPath, fromVersion, mtimeMs, mode, replace } = request
+    const { path, lockPath, fromVersion, mtimeMs, mode, target, replace } = request
     return await this.transport.json({
-      method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, replace }, body: bytes, headers: lockHeader(token)
+      method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, target, replace }, body: bytes, headers: lockHeader(token)
     })
   }
 
