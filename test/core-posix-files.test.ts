@@ -4,7 +4,7 @@ import t from 'tap'
 import { BadRequestError } from '../src/shared/errors'
 import { FileRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
-import { rawGet, rawPost } from './helpers/wire'
+import { rawAs } from './helpers/wire'
 
 /*
  * The protocol of issue #12's file metadata against real servers: POST /create carries the
@@ -14,6 +14,7 @@ import { rawGet, rawPost } from './helpers/wire'
 
 t.test('POST /create keeps the mode asked for, 0 included, and makes symbolic links the directory maps as files', async (t) => {
   const cluster = await startTestCluster(t, [{ 'one/a.txt': 'alpha\n' }])
+  const { rawGet, rawPost } = rawAs(cluster.credentials.write)
   const client = cluster.client()
   const server = cluster.fileServers[0]
 
