@@ -24,8 +24,6 @@ const READS_WHILE_APPENDING = 'KNOWN BUG: reads on a mount whose own writers app
  * read timeouts (2 s each: the kernel's getattr, then the open), about 4 s, before EIO.
  */
 const STOPPED_SERVER_READ = 'KNOWN GAP: a read of a stopped server may take two 2 s read timeouts before EIO'
-/** Known gap: a restarted directory server knows no names until the file servers report again (about 1 s): ENOENT meanwhile. */
-const DIRECTORY_RESTART = 'KNOWN GAP: the directory keeps its namespace in memory; for about a second after its restart, names are missing'
 
 /*
  * The fault suite: two hard mounts, each with three shell writers appending numbered lines
@@ -332,8 +330,7 @@ async function runFault (t: Test, c: ProcessCluster, mounts: MountProcess[], cli
     if (writer.mount !== target) {
       const errors = (await fs.readFile(writer.errLog, 'utf8').catch(() => '')).split('\n').filter((e) => e !== '')
       const wrong = errors.filter((e) => !/Input\/output error/.test(e))
-      t.same(wrong, [], `W${writer.id} (${writer.mount.name}, not faulted): no echo >> failed but with EIO (${errors.length} failed)`,
-        fault.name.startsWith('directory server killed') ? { todo: DIRECTORY_RESTART } : {})
+      t.same(wrong, [], `W${writer.id} (${writer.mount.name}, not faulted): no echo >> failed but with EIO (${errors.length} failed)`)
     }
     // Once a writer has appended again after the heal, it keeps succeeding.
     const after = (await attempts(writer)).slice(atHeal.get(writer.id) ?? 0)

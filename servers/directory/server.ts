@@ -14,6 +14,7 @@ import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
+import { JournaledNamespace } from './namespaceJournal'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
 import { ServerRegistry } from './registry'
 
@@ -38,7 +39,9 @@ export interface DirectoryServerApp {
 
 export async function createDirectoryServer (opts: DirectoryServerOptions = {}): Promise<DirectoryServerApp> {
   const log = opts.log ?? silentLogger
-  const namespace = new Namespace()
+  // With a state folder the namespace is journaled there, so a restart answers for every
+  // name at once; the file servers' reports still replace what each holds when they join.
+  const namespace = (opts.stateDir ?? null) === null ? new Namespace() : JournaledNamespace.open(opts.stateDir as string, log)
   const statfsTimeoutMs = opts.statfsTimeoutMs ?? STATFS_TIMEOUT_MS
   const placement = new Placement(statfsTimeoutMs)
   const downAfterMs = opts.downAfterMs ?? DEFAULT_SERVER_DOWN_AFTER_MS
@@ -51,7 +54,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   const app = newApp()
   app.use(jsonBody)
 
-  // Changes when this server restarts (with an empty namespace): file servers then join again.
+  // Changes when this server restarts: file servers then join again and report their files.
   const bootId = crypto.randomUUID()
 
   app.get(DirectoryRoutes.health, (_req, res) => {
@@ -202,7 +205,13 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     }
   }, Math.max(100, Math.floor(downAfterMs / 5)))
   watch.unref()
-  return { app, stop: () => clearInterval(watch) }
+  return {
+    app,
+    stop: () => {
+      clearInterval(watch)
+      if (namespace instanceof JournaledNamespace) namespace.close()
+    }
+  }
 }
 
 export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
