@@ -30,7 +30,9 @@ export class ClusterMembership {
     private readonly identity: ServerIdentity,
     private readonly url: string,
     private readonly log: Logger,
-    private readonly onJoined: (machineId: number) => void
+    private readonly onJoined: (machineId: number) => void,
+    /** Work to finish before the report (renames a crash cut short), once the machine id is known. */
+    private readonly beforeReport: (machineId: number) => Promise<void> = async () => {}
   ) {}
 
   async join (): Promise<number> {
@@ -52,6 +54,7 @@ export class ClusterMembership {
     this.onJoined(machineId)
     // Heartbeats go on while the (maybe long) scan and report run: registration made this server up.
     this.machineId = machineId
+    await this.beforeReport(machineId)
     const files = await this.store.scan()
     await this.lock.createKeys(files.filter((f) => f.kind === 'file').map((f) => f.path))
     await this.directory.reportFiles(machineId, files)

@@ -1,3 +1,4 @@
+import os from 'node:os'
 import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
@@ -16,6 +17,7 @@ import { ServerIdentity } from './identity'
 import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
+import { recoverRenames, RenameIntents } from './renameIntents'
 
 export interface FileServerOptions {
   store: FileStore
@@ -157,7 +159,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
     }),
     peer: (server) => peers.of(server),
-    callbacks
+    callbacks,
+    renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
   })
 
   finishApp(app, log)
@@ -224,9 +227,15 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
   const url = opts.publicUrl ?? running.url
+  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
   const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
+  }, async (machineId) => {
+    // Renames a crash cut short are ended before this server reports its files.
+    await recoverRenames(RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME)), {
+      store, directory, lock, peer: (server) => peers.of(server), machineId, owner: `${os.hostname()}:${process.pid}:rename-recovery`, log
+    })
   })
   try {
     const machineId = await membership.join()

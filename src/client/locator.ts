@@ -19,7 +19,7 @@ const REMEMBERED_PATHS = 100_000
 export function serverDownError (server: ServerInfo, path?: string): ServerUnavailableError {
   const where = `file server ${server.machineId} at ${new URL(server.url).host}`
   return new ServerUnavailableError(`${where} is down (no heartbeat to the directory server)${path === undefined ? '' : `: ${path} is out of reach`}`,
-    { server: server.url, machineId: server.machineId, ...(path === undefined ? {} : { path }) })
+    { server: server.url, machineId: server.machineId, state: 'down', ...(path === undefined ? {} : { path }) })
 }
 
 /**
