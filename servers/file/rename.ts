@@ -1,5 +1,5 @@
 import {
-  BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
+  BadPathError, BusyError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
 } from '../../src/shared/errors'
 import { parentOf } from '../../src/shared/paths'
 import type { FileMeta, LookupAnswer, RenameAnswer, RenameRequest, RenameSwitchRequest, ServerInfo } from '../../src/shared/protocol'
@@ -150,6 +150,13 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
     throw new CrossServerError(`${parentOf(to)} is not on the file server that holds ${from}`, { path: to })
   }
 
+  // A writer holding a file's lock stores it at close, by its path: moving the folder
+  // under it would make that store fail (EBUSY instead, as for a busy mount point).
+  const { held } = await lock.heldUnder(from)
+  if (held.length > 0) {
+    throw new BusyError(`${from} cannot be renamed while writers hold locks on files in it: ${held.slice(0, 3).map((h) => `${h.path} (${h.owner ?? '?'})`).join(', ')}${held.length > 3 ? ', ...' : ''}`,
+      { path: from, held: held.map((h) => h.path) })
+  }
   const moved = await store.moveFolder(from, to)
   try {
     if (moved.length > 0) await lock.createKeys(moved.map(([, path]) => path))

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
-import { clockToken, sameKeyState } from './lockStore'
+import { clockToken, keysUnder, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
 
 /** The journal's name inside the state folder. */
@@ -89,6 +89,10 @@ export class JournalLockStore implements LockStore {
 
   async get (path: string): Promise<KeyState | undefined> {
     return this.keys.get(path)
+  }
+
+  async keysUnder (folder: string): Promise<Array<[string, KeyState]>> {
+    return keysUnder(this.keys, folder)
   }
 
   async compareAndSet (path: string, expected: KeyState, next: KeyState): Promise<boolean> {

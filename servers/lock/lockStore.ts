@@ -39,7 +39,15 @@ export interface LockStore {
   createKeys: (paths: string[]) => Promise<number>
   /** Removes keys, held or not. How many existed. */
   deleteKeys: (paths: string[]) => Promise<number>
+  /** Every key below a folder (paths starting with `folder/`), with its state: a prefix scan. */
+  keysUnder: (folder: string) => Promise<Array<[string, KeyState]>>
   close: () => Promise<void>
+}
+
+/** The keys of a map below a folder; both stores keep theirs in one. */
+export function keysUnder (keys: Map<string, KeyState>, folder: string): Array<[string, KeyState]> {
+  const prefix = folder === '/' ? '/' : folder + '/'
+  return [...keys].filter(([path]) => path.startsWith(prefix))
 }
 
 /** The same state: both free, or the same lease with the same expiry (a renewal is a change). */
@@ -94,6 +102,10 @@ export class MemoryLockStore implements LockStore {
     let removed = 0
     for (const path of paths) if (this.keys.delete(path)) removed++
     return removed
+  }
+
+  async keysUnder (folder: string): Promise<Array<[string, KeyState]>> {
+    return keysUnder(this.keys, folder)
   }
 
   async close (): Promise<void> {}

@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type { Express } from 'express'
 import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { LockRoutes } from '../../src/shared/protocol'
-import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
+import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
@@ -133,6 +133,12 @@ export function createLockServer (opts: LockServerOptions & { store?: LockStore 
 
   app.get(LockRoutes.status, async (req, res) => {
     res.json(await table.status(queryOf(req).path()))
+  })
+
+  app.get(LockRoutes.heldUnder, async (req, res) => {
+    const path = queryOf(req).path()
+    const answer: HeldUnderAnswer = { path, held: await table.heldUnder(path) }
+    res.json(answer)
   })
 
   finishApp(app, log)

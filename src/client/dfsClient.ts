@@ -144,7 +144,8 @@ export class DfsClient {
     this.memo = new MetadataMemo(metaTtlMs)
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
     this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller))
-    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
+    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000),
+      this.readRetry.forMs === 0 ? this.silence : null)
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockApi = new LockApi(new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller))
     this.locks = new LockClient(lockApi, {

@@ -4,6 +4,7 @@ import { IsDirectoryError, NotFoundError, ServerUnavailableError } from '../shar
 import { normalizePath } from '../shared/paths'
 import type { LookupAnswer, ServerInfo } from '../shared/protocol'
 import type { MetadataMemo } from './metadataMemo'
+import type { SilenceWatch } from './silenceWatch'
 
 /**
  * How long a file's location is trusted. Its server says "not found" if the file has gone
@@ -41,7 +42,13 @@ export class Locator {
     readonly fileServers: FileServerPool,
     readonly readers: FileServerPool,
     private readonly memo: MetadataMemo,
-    private readonly folderTtlMs: number
+    private readonly folderTtlMs: number,
+    /**
+     * Given (a soft mount, the CLI): a read that gets no answer asks the server's /health,
+     * and while that does not answer either, further reads of that server fail at once
+     * instead of each waiting out its own timeout. A server that is only busy answers it.
+     */
+    private readonly silence: SilenceWatch | null = null
   ) {}
 
   /** Which server holds a path. */
@@ -115,12 +122,17 @@ export class Locator {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
     const api = (server: ServerInfo): FileApi => {
       if (server.state === 'down') throw serverDownError(server, path)
+      if (opts.read === true && this.silence?.isSilent(server) === true) {
+        throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(server.url).host} does not answer, not even /health: ${path} is out of reach`,
+          { server: server.url, machineId: server.machineId, path })
+      }
       return opts.read === true ? this.reader(server) : this.fileServer(server)
     }
     try {
       return await call(api(found.server))
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
+      if (err instanceof ServerUnavailableError && opts.read === true && this.silence !== null) await this.silence.confirm(found.server)
       this.forget(path)
       if (!this.rememberedLookups.has(found)) throw err
       // The remembered answer may be stale: the file moved, or its server moved to another

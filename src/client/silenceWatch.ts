@@ -59,6 +59,14 @@ export class SilenceWatch {
     }
   }
 
+  /**
+   * After a call to the server failed for want of an answer: whether the server is silent
+   * (its /health does not answer either), so that the next calls may fail at once.
+   */
+  async confirm (server: ServerInfo): Promise<boolean> {
+    return !(await this.probe(server))
+  }
+
   /** Asks the server's /health once (one question per server at a time); true if it answered. */
   private async probe (server: ServerInfo): Promise<boolean> {
     let probe = this.probing.get(server.url)
