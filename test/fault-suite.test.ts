@@ -35,8 +35,8 @@ const READS_WHILE_APPENDING = 'KNOWN BUG: reads on a mount whose own writers app
  *    reads as it writes: it tries again while the server does not answer and is not marked
  *    down) and succeeds within READ_BOUND_MS of the heal;
  *  - while a file server is stopped or dead, `ls` of the root and a `cat` of the other
- *    server's file do not wait for it: each ends within UNRELATED_BOUND_MS (below one 2 s
- *    read timeout; a listing that waited for the server took 12 s before).
+ *    server's file do not wait for it: each ends within UNRELATED_BOUND_MS (a listing that
+ *    waited for the server took its 12 s list deadline before).
  * Each fault gets a fresh pair of files, so the figures of one do not blur the next.
  */
 
@@ -52,8 +52,12 @@ const STOP_MS = 1500
 const DEAD_MS = 1000
 /** A read of the faulted server's file must succeed within this after the heal. */
 const READ_BOUND_MS = 2500
-/** `ls` of the root, or a read of another server's file, while a file server is stopped or dead. */
-const UNRELATED_BOUND_MS = 1900
+/**
+ * `ls` of the root, or a read of another server's file, while a file server is stopped or
+ * dead: about 1 s (a 300 ms wait, then a 700 ms /health probe of the silent server), where a
+ * listing that waited for it took its 12 s list deadline. Loose for a loaded machine.
+ */
+const UNRELATED_BOUND_MS = 6000
 /** Deadlines that only a hang reaches. */
 const PHASE_DEADLINE_MS = 30_000
 const WRITER_DEADLINE_MS = 150_000
@@ -377,7 +381,7 @@ async function runFault (t: Test, c: ProcessCluster, mounts: MountProcess[], cli
     t.ok(op.ms < UNRELATED_BOUND_MS, `${op.what} with ${target.name} ${state} did not wait for it: ${op.ms} ms`)
   }
 
-  t.comment(`${fault.name}: acknowledged ${figures.acknowledged}, lost ${figures.lost}, doubled ${figures.doubled}, torn ${figures.torn}` +
+  t.comment(`${fault.name} (out for ${healedAt - faultAt} ms): acknowledged ${figures.acknowledged}, lost ${figures.lost}, doubled ${figures.doubled}, torn ${figures.torn}` +
     (fault.how === 'kill' && mounts.includes(target as MountProcess) ? ` (in flight at the kill and lost: ${figures.inFlightLost})` : '') + '; ' +
     `recovered (every writer appended again) after ${figures.recoverMs.map((ms, m) => `${mounts[m].name} ${ms} ms`).join(', ')}; ` +
     `reads ${reads.a.length + reads.b.length} ok / ${readFailures} failed; stat samples ${versions.a.length + versions.b.length} ok / ${statFailures} failed` +

@@ -120,16 +120,16 @@ export class Locator {
    */
   async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
-    const api = (server: ServerInfo): FileApi => {
+    const api = async (server: ServerInfo): Promise<FileApi> => {
       if (server.state === 'down') throw serverDownError(server, path)
-      if (opts.read === true && this.silence?.isSilent(server) === true) {
+      if (opts.read === true && this.silence !== null && await this.silence.stillSilent(server)) {
         throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(server.url).host} does not answer, not even /health: ${path} is out of reach`,
           { server: server.url, machineId: server.machineId, path })
       }
       return opts.read === true ? this.reader(server) : this.fileServer(server)
     }
     try {
-      return await call(api(found.server))
+      return await call(await api(found.server))
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
       if (err instanceof ServerUnavailableError && opts.read === true && this.silence !== null) await this.silence.confirm(found.server)
@@ -140,7 +140,7 @@ export class Locator {
       const fresh = await this.lookup(path)
       if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path)
       if (!fresh.server || fresh.server.url === found.server.url) throw err
-      return await call(api(fresh.server))
+      return await call(await api(fresh.server))
     }
   }
 

@@ -60,6 +60,17 @@ export class SilenceWatch {
   }
 
   /**
+   * Whether the server is silent now, asking its /health again (and waiting for the answer)
+   * if the last probe is older than PROBE_AFTER_MS: a server that is back is used at once.
+   */
+  async stillSilent (server: ServerInfo): Promise<boolean> {
+    const probedAt = this.silent.get(server.url)
+    if (probedAt === undefined) return false
+    if (Date.now() - probedAt < PROBE_AFTER_MS) return true
+    return !(await this.probe(server))
+  }
+
+  /**
    * After a call to the server failed for want of an answer: whether the server is silent
    * (its /health does not answer either), so that the next calls may fail at once.
    */
