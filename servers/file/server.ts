@@ -228,11 +228,16 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const running = await listen(app, opts.port, opts.host)
   const url = opts.publicUrl ?? running.url
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
+  let renamesRecovered = false
   const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
   }, async (machineId) => {
-    // Renames a crash cut short are ended before this server reports its files.
+    // Renames a crash cut short are ended before this server reports its files: at the
+    // first join only, since at a later one (the directory restarted) the intents on disk
+    // are those of renames this process is running.
+    if (renamesRecovered) return
+    renamesRecovered = true
     await recoverRenames(RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME)), {
       store, directory, lock, peer: (server) => peers.of(server), machineId, owner: `${os.hostname()}:${process.pid}:rename-recovery`, log
     })
