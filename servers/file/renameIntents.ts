@@ -107,8 +107,8 @@ async function lookupOrNull (directory: DirectoryApi, path: string): Promise<Loo
  * a lost file. Runs before the server reports its files, so a name it removes is never
  * reported.
  */
-export async function recoverRenames (intents: RenameIntents, ctx: RecoveryContext): Promise<void> {
-  for (const { id, intent } of await intents.pending()) {
+export async function recoverRenames (intents: RenameIntents, cutShort: Array<{ id: string, intent: RenameIntent | null }>, ctx: RecoveryContext): Promise<void> {
+  for (const { id, intent } of cutShort) {
     if (intent === null) {
       ctx.log(`rename intent ${id} cannot be read; removed`)
       await intents.end(id)

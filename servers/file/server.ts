@@ -223,6 +223,9 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
     await store.close()
     throw err
   }
+  // Read before this server answers anything: every intent here is a rename a crash cut short.
+  const renames = RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
+  const cutShort = await renames.pending()
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log })
   app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
@@ -234,11 +237,11 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
     app.locals.stats.machineId = machineId
   }, async (machineId) => {
     // Renames a crash cut short are ended before this server reports its files: at the
-    // first join only, since at a later one (the directory restarted) the intents on disk
-    // are those of renames this process is running.
+    // first join only, and only those found before it listened (the others belong to
+    // renames this process runs).
     if (renamesRecovered) return
     renamesRecovered = true
-    await recoverRenames(RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME)), {
+    await recoverRenames(renames, cutShort, {
       store, directory, lock, peer: (server) => peers.of(server), machineId, owner: `${os.hostname()}:${process.pid}:rename-recovery`, log
     })
   })
