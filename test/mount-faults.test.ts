@@ -2,6 +2,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
+import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../src/shared/defaults'
 import { outcome, sh } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
@@ -15,6 +16,13 @@ import { waitFor, within } from './helpers/waitFor'
 
 /** Long enough that only a hang hits it. */
 const DONE_MS = 30_000
+/** A soft read of a stopped server ends by its own timeout (about 2.7 s: 2 s, then a 700 ms probe), before the server is marked down. */
+const SOFT_READ_BOUND_MS = DEFAULT_SERVER_DOWN_AFTER_MS
+/**
+ * `ls` of the root while a file server is stopped: about 1 s (a 300 ms wait, then a 700 ms
+ * /health probe) where a listing that waited for the server took its 12 s list deadline.
+ */
+const UNRELATED_BOUND_MS = 6000
 
 async function onDisk (server: ServerProcess, file: string): Promise<string> {
   return await fs.readFile(path.join(server.root as string, file), 'utf8')
@@ -102,4 +110,57 @@ t.test('a soft mount gives EIO instead of waiting, to a program that checks fsyn
   t.equal(failed.signal, null, 'no hang')
   t.not(failed.code, 0, 'the append fails')
   t.match(failed.stderr, /Input\/output error/, outcome(failed))
+})
+
+/*
+ * Reads of a file whose server is stopped (SIGSTOP: it accepts connections and answers
+ * nothing; the directory still counts it up for 5 s). A hard mount reads as it writes: the
+ * read waits and succeeds once the server answers. A soft mount gives EIO after its read
+ * timeout (2 s) instead. Neither makes `ls` of the root wait for the stopped server.
+ */
+async function stoppedServerCluster (t: Test): Promise<ProcessCluster> {
+  return await startProcessCluster(t, { trees: [{ 'logs/app.log': 'start\n' }, { 'other/b.log': 'b\n' }] })
+}
+
+/** Changes the file through another client, so the mount's cached copy is stale and the read must ask the server. */
+async function changeBehindTheMount (c: ProcessCluster): Promise<void> {
+  const client = c.client()
+  await client.append('/logs/app.log', 'more\n')
+  client.close()
+}
+
+t.test('a hard mount: a read of a stopped server\'s file waits and succeeds once it runs again; ls of the root does not wait', async (t) => {
+  const c = await stoppedServerCluster(t)
+  const mount = await c.mount()
+  t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
+  await changeBehindTheMount(c)
+  await c.files[0].stop()
+  const pending = sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
+  const listing = sh(`ls '${mount.mountpoint}' && cat '${mount.at('/other/b.log')}'`, { timeoutMs: DONE_MS })
+  t.notOk(await within(pending, 1500), 'the read waits for the server')
+  t.ok(await within(listing, UNRELATED_BOUND_MS), 'ls of the root and a read of the other server\'s file end while it is stopped')
+  t.equal((await listing).stdout, 'logs\nother\nb\n', outcome(await listing))
+  await c.files[0].cont()
+  const done = await pending
+  t.equal(done.code, 0, outcome(done))
+  t.equal(done.stdout, 'start\nmore\n', 'the current content, once the server answers')
+})
+
+t.test('a soft mount: a read of a stopped server\'s file fails with EIO while it is still stopped', async (t) => {
+  const c = await stoppedServerCluster(t)
+  const mount = await c.mount(['--soft'])
+  t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
+  await changeBehindTheMount(c)
+  await c.files[0].stop()
+  try {
+    // Well before the directory marks the server down (5 s): the read's own timeout ends it.
+    const started = Date.now()
+    const failed = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
+    const tookMs = Date.now() - started
+    t.not(failed.code, 0, 'the read fails')
+    t.match(failed.stderr, /Input\/output error/, outcome(failed))
+    t.ok(tookMs < SOFT_READ_BOUND_MS, `by its own timeout, before the server would be marked down: ${tookMs} ms`)
+  } finally {
+    await c.files[0].cont()
+  }
 })

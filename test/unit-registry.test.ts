@@ -29,11 +29,14 @@ t.test('ids are bound to the serverId: the same id back at another URL, and afte
   const moved = await registry.register('server-a', 'http://10.0.0.5:7080')
   t.same([moved.server.machineId, moved.was], [1, 'moved'], 'a server at a new URL keeps its id')
 
-  const reopened = (await registryAt(dir)).registry
+  const { registry: reopened, clock } = await registryAt(dir)
   t.same(reopened.all().map((s) => [s.machineId, s.serverId, s.url, s.state]), [
-    [1, 'server-a', 'http://10.0.0.5:7080', 'down'],
-    [2, 'server-b', 'http://127.0.0.1:7081', 'down']
-  ], 'the assignments survive; nobody is up until it registers again')
+    [1, 'server-a', 'http://10.0.0.5:7080', 'up'],
+    [2, 'server-b', 'http://127.0.0.1:7081', 'up']
+  ], 'the assignments survive, each with a fresh lease: a restart of the directory is no news about the file servers')
+  t.throws(() => reopened.heartbeat(2, 'server-b'), NotFoundError, 'a heartbeat before it registered again is refused: it must report its files')
+  clock.now += DOWN_AFTER_MS + 1
+  t.same(reopened.all().map((s) => s.state), ['down', 'down'], 'one that does not register again within the lease is down')
   t.equal((await reopened.register('server-b', 'http://127.0.0.1:7081')).server.machineId, 2, 'a known server gets its id back')
   t.equal((await reopened.register('server-c', 'http://127.0.0.1:7082')).server.machineId, 3, 'a new one the next id')
 })

@@ -207,6 +207,19 @@ export class Namespace {
     return counts
   }
 
+  /** What each server holds, as its report would say it (files and folders held, not `/`): enough to build the namespace again. */
+  claimsByServer (): Map<number, Array<[string, EntryKind]>> {
+    const claims = new Map<number, Array<[string, EntryKind]>>()
+    const of = (machineId: number): Array<[string, EntryKind]> => {
+      let list = claims.get(machineId)
+      if (!list) claims.set(machineId, list = [])
+      return list
+    }
+    for (const [folder, holders] of this.folders) if (folder !== '/') for (const machineId of holders) of(machineId).push([folder, 'dir'])
+    for (const [path, machineId] of this.files) of(machineId).push([path, 'file'])
+    return claims
+  }
+
   private clashOf (machineId: number, path: string, kind: EntryKind): string | null {
     const owner = this.files.get(path)
     if (kind === 'file') {

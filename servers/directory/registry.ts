@@ -52,12 +52,14 @@ export interface RegistryOptions {
  * The directory's registered file servers: their machine ids, kept in a state file so they
  * survive a restart of the directory, bound to each server's own identity so they survive a
  * restart or a move of the server; and their liveness, a lease renewed by each heartbeat
- * and kept in memory only (after a directory restart every server is down until it joins
- * again and reports its files).
+ * and kept in memory only (after a directory restart each known server has a fresh lease in
+ * which it must register again and report its files; one that does not is then down).
  */
 export class ServerRegistry {
   private readonly assignments = new Map<number, Assignment>()
   private readonly beats = new Map<number, Beat>()
+  /** Servers that registered since this directory started: only their heartbeats are taken. */
+  private readonly joined = new Set<number>()
   private nextMachineId = 1
   /** State file writes, one after another, each writing the state as it is then. */
   private saving: Promise<void> = Promise.resolve()
@@ -71,6 +73,9 @@ export class ServerRegistry {
     const file = opts.stateDir === null ? null : path.join(opts.stateDir, REGISTRY_FILE_NAME)
     const registry = new ServerRegistry(file, opts.downAfterMs, opts.now)
     if (file !== null) registry.load(file, await readStateFile(file))
+    // A restart of the directory is no news about the file servers: each known one keeps a
+    // fresh lease (up for downAfterMs) in which it joins again; one that does not is down.
+    for (const machineId of registry.assignments.keys()) registry.beat(machineId)
     return registry
   }
 
@@ -102,9 +107,13 @@ export class ServerRegistry {
     }
     // Whoever answered at this URL before is not there any more: whoever listens now is this server.
     for (const other of this.assignments.values()) {
-      if (other !== server && other.url === url) this.beats.delete(other.machineId)
+      if (other !== server && other.url === url) {
+        this.beats.delete(other.machineId)
+        this.joined.delete(other.machineId)
+      }
     }
     if (was !== 'known' || bound) await this.save()
+    this.joined.add(server.machineId)
     this.beat(server.machineId)
     return { server, was }
   }
@@ -136,7 +145,7 @@ export class ServerRegistry {
     const server = this.assignments.get(machineId)
     if (!server) throw new NotFoundError(`no file server ${machineId}: register again`, { machineId })
     if (server.serverId !== serverId) throw new ConflictError(`machine id ${machineId} belongs to another file server: register again`, { machineId })
-    if (!this.beats.has(machineId)) throw new NotFoundError(`file server ${machineId} has not registered since the directory server started: register again`, { machineId })
+    if (!this.joined.has(machineId)) throw new NotFoundError(`file server ${machineId} has not registered since the directory server started: register again`, { machineId })
     const cameBack = !this.isUp(machineId)
     this.beat(machineId)
     return { server, cameBack }
@@ -151,6 +160,7 @@ export class ServerRegistry {
     }
     this.assignments.delete(machineId)
     this.beats.delete(machineId)
+    this.joined.delete(machineId)
     await this.save()
   }
 

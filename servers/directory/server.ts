@@ -16,6 +16,7 @@ import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
 import type { Logger, RunningServer } from '../common/http'
 import { Namespace } from './namespace'
+import { JournaledNamespace } from './namespaceJournal'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
 import { ServerRegistry } from './registry'
 import { fileServersGauge } from '../common/metrics'
@@ -66,7 +67,9 @@ export interface DirectoryServerApp {
 
 export async function createDirectoryServer (opts: DirectoryServerOptions = {}): Promise<DirectoryServerApp> {
   const log = opts.log ?? silentLogger
-  const namespace = new Namespace()
+  // With a state folder the namespace is journaled there, so a restart answers for every
+  // name at once; the file servers' reports still replace what each holds when they join.
+  const namespace = (opts.stateDir ?? null) === null ? new Namespace() : JournaledNamespace.open(opts.stateDir as string, log)
   const statfsTimeoutMs = opts.statfsTimeoutMs ?? STATFS_TIMEOUT_MS
   // It asks file servers for their free space and health as a member of the cluster.
   const caller = opts.auth === undefined ? {} : { credential: opts.auth.key.serverCredential('directory') }
@@ -99,7 +102,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   })
   mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller })
 
-  // Changes when this server restarts (with an empty namespace): file servers then join again.
+  // Changes when this server restarts: file servers then join again and report their files.
   const bootId = crypto.randomUUID()
 
   app.get(DirectoryRoutes.health, (_req, res) => {
@@ -269,6 +272,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     stop: () => {
       clearInterval(watch)
       removeGauge()
+      if (namespace instanceof JournaledNamespace) namespace.close()
     }
   }
 }

@@ -5,6 +5,7 @@ import type { Logger } from '../common/http'
 import type { CallbackTable } from './callbacks'
 import type { FileStore } from './fileStore'
 import type { LeaseGuard } from './leaseGuard'
+import type { RenameIntents } from './renameIntents'
 
 /** What the routes that change the namespace or a file's bytes need of their file server. */
 export interface MutationContext {
@@ -20,6 +21,8 @@ export interface MutationContext {
   peer: (server: ServerInfo) => FileApi
   /** Promises to clients that they hear of a change before it is acknowledged. */
   callbacks: CallbackTable
+  /** File renames under way, on disk, so a crash between their steps is ended at the next start. */
+  renames: RenameIntents
 }
 
 /** The context's directory and identity, or 503 before the server has joined a cluster. */

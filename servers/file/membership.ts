@@ -32,7 +32,9 @@ export class ClusterMembership {
     private readonly log: Logger,
     private readonly onJoined: (machineId: number) => void,
     /** Where it registers: the directory, called with the cluster key rather than this server's own secret. */
-    private readonly registrar: DirectoryApi = directory
+    private readonly registrar: DirectoryApi = directory,
+    /** Work to finish before the report (renames a crash cut short), once the machine id is known. */
+    private readonly beforeReport: (machineId: number) => Promise<void> = async () => {}
   ) {}
 
   async join (): Promise<number> {
@@ -56,6 +58,7 @@ export class ClusterMembership {
     this.onJoined(machineId)
     // Heartbeats go on while the (maybe long) scan and report run: registration made this server up.
     this.machineId = machineId
+    await this.beforeReport(machineId)
     const files = await this.store.scan()
     // Links have keys as files do, and the directory maps them as files (one holder per name).
     await this.lock.createKeys(files.filter((f) => f.kind !== 'dir').map((f) => f.path))

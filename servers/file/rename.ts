@@ -1,9 +1,11 @@
 import {
-  BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
+  BadPathError, BusyError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError
 } from '../../src/shared/errors'
 import { parentOf } from '../../src/shared/paths'
 import type { FileMeta, LookupAnswer, RenameAnswer, RenameRequest, RenameSwitchRequest, ServerInfo } from '../../src/shared/protocol'
+import { crashPoint } from '../common/crashPoints'
 import type { MutationContext } from './context'
+import type { RenameIntent } from './renameIntents'
 
 /**
  * A rename, run by the server that holds `from`. Readers find files through the directory,
@@ -22,7 +24,7 @@ export async function renameOnServer (ctx: MutationContext, request: RenameReque
 }
 
 async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
-  const { store, lock, log } = ctx
+  const { store } = ctx
   const directory = ctx.directory()
   const self = ctx.self()
   if (from === to) {
@@ -39,6 +41,22 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     target = (await directory.placement(to, self.machineId)).server
   }
   const replace = dest !== null
+  // Written before the first step and removed after the last: a crash in between is ended
+  // at the next start (renameIntents.ts), so the file is never left under both names.
+  const intent = { from, to, target, replace }
+  const intentId = await ctx.renames.begin(intent)
+  try {
+    return await renameFileSteps(ctx, intentId, intent, fromToken, toToken)
+  } finally {
+    await ctx.renames.end(intentId)
+  }
+}
+
+async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+  const { store, lock, log } = ctx
+  const directory = ctx.directory()
+  const self = ctx.self()
+  const { from, to, target, replace } = intent
   const source = await store.stat(from)
 
   // 1. The bytes at `to`, on the server that will hold it, not yet in the directory.
@@ -67,6 +85,8 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
       opened.stream.destroy()
     }
   }
+  if (replace) await ctx.renames.staged(intentId, intent)
+  crashPoint('rename:copied')
   // A replaced `to` cannot be had back; a new one can.
   const unstage = async (): Promise<void> => {
     if (replace) return
@@ -92,6 +112,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
     }
   }
 
+  crashPoint('rename:switched')
   // 4. `from` goes from this disk and from the lock server.
   try {
     await store.remove(from)
@@ -137,6 +158,13 @@ async function renameFolder (ctx: MutationContext, from: string, to: string, fou
     throw new CrossServerError(`${parentOf(to)} is not on the file server that holds ${from}`, { path: to })
   }
 
+  // A writer holding a file's lock stores it at close, by its path: moving the folder
+  // under it would make that store fail (EBUSY instead, as for a busy mount point).
+  const { held } = await lock.heldUnder(from)
+  if (held.length > 0) {
+    throw new BusyError(`${from} cannot be renamed while writers hold locks on files in it: ${held.slice(0, 3).map((h) => `${h.path} (${h.owner ?? '?'})`).join(', ')}${held.length > 3 ? ', ...' : ''}`,
+      { path: from, held: held.map((h) => h.path) })
+  }
   const moved = await store.moveFolder(from, to)
   try {
     if (moved.length > 0) await lock.createKeys(moved.map(([, path]) => path))

@@ -1,3 +1,4 @@
+import os from 'node:os'
 import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
@@ -23,6 +24,7 @@ import { uploadLimits } from './uploadLimits'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { ClientsAnswer } from '../../src/shared/clusterStatus'
 import { fileServerFreeBytes, fileServerSizeBytes } from '../common/metrics'
+import { recoverRenames, RenameIntents } from './renameIntents'
 
 export interface FileServerOptions {
   store: FileStore
@@ -200,7 +202,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
     }),
     peer: (server) => peers.of(server),
-    callbacks
+    callbacks,
+    renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
   })
 
   finishApp(app, log)
@@ -270,15 +273,29 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const registrar = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs, { credential: serverCredential }))
   const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs, { credential: ownCredential }))
   const lock = new LockApi(new Transport('lock server', opts.lockUrl, opts.timeoutMs, { credential: serverCredential }))
+  // Read before this server answers anything: every intent here is a rename a crash cut short.
+  const renames = RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
+  const cutShort = await renames.pending()
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log, auth: opts.auth })
   app.locals.serverId = identity.serverId
   const running = await listen(app, opts.port, opts.host)
   const removeGauges = watchDiskSpace(store, () => app.locals.stats.machineId)
   const url = opts.publicUrl ?? running.url
+  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, { credential: serverCredential })
+  let renamesRecovered = false
   const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
     app.locals.publicUrl = url
     app.locals.stats.machineId = machineId
-  }, registrar)
+  }, registrar, async (machineId) => {
+    // Renames a crash cut short are ended before this server reports its files: at the
+    // first join only, and only those found before it listened (the others belong to
+    // renames this process runs).
+    if (renamesRecovered) return
+    renamesRecovered = true
+    await recoverRenames(renames, cutShort, {
+      store, directory, lock, peer: (server) => peers.of(server), machineId, owner: `${os.hostname()}:${process.pid}:rename-recovery`, log
+    })
+  })
   try {
     const machineId = await membership.join()
     membership.watch(opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)

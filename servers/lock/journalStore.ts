@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
 import { timedSyncCall } from '../common/metrics'
-import { clockToken, leasesOf, sameKeyState } from './lockStore'
+import { clockToken, keysUnder, leasesOf, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
 
 /** The journal's name inside the state folder. */
@@ -94,6 +94,10 @@ export class JournalLockStore implements LockStore {
 
   async leases (): Promise<Array<{ path: string, lease: StoredLease }>> {
     return leasesOf(this.keys)
+  }
+
+  async keysUnder (folder: string): Promise<Array<[string, KeyState]>> {
+    return keysUnder(this.keys, folder)
   }
 
   async compareAndSet (path: string, expected: KeyState, next: KeyState): Promise<boolean> {

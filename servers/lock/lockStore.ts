@@ -43,7 +43,15 @@ export interface LockStore {
   deleteKeys: (paths: string[]) => Promise<number>
   /** Every key that has a lease stored, live or lapsed (for operators: GET /locks/held). */
   leases: () => Promise<Array<{ path: string, lease: StoredLease }>>
+  /** Every key below a folder (paths starting with `folder/`), with its state: a prefix scan. */
+  keysUnder: (folder: string) => Promise<Array<[string, KeyState]>>
   close: () => Promise<void>
+}
+
+/** The keys of a map below a folder; both stores keep theirs in one. */
+export function keysUnder (keys: Map<string, KeyState>, folder: string): Array<[string, KeyState]> {
+  const prefix = folder === '/' ? '/' : folder + '/'
+  return [...keys].filter(([path]) => path.startsWith(prefix))
 }
 
 /** The same state: both free, or the same lease with the same expiry (a renewal is a change). */
@@ -102,6 +110,10 @@ export class MemoryLockStore implements LockStore {
 
   async leases (): Promise<Array<{ path: string, lease: StoredLease }>> {
     return leasesOf(this.keys)
+  }
+
+  async keysUnder (folder: string): Promise<Array<[string, KeyState]>> {
+    return keysUnder(this.keys, folder)
   }
 
   async close (): Promise<void> {}

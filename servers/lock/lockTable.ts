@@ -89,6 +89,16 @@ export class LockTable {
     return { expiresInMs: lease.expiresAt - this.now(), holder: lease.holder }
   }
 
+  /** The live leases on keys below a folder. */
+  async heldUnder (folder: string): Promise<LockStatus[]> {
+    const held: LockStatus[] = []
+    for (const [path, state] of await this.store.keysUnder(folder)) {
+      const holder = this.live(state)
+      if (holder) held.push({ path, held: true, owner: holder.owner, expiresInMs: holder.expiresAt - this.now() })
+    }
+    return held.sort((a, b) => (a.path < b.path ? -1 : 1))
+  }
+
   async status (path: string): Promise<LockStatus> {
     const holder = this.live(await this.stateOf(path))
     if (!holder) return { path, held: false }

@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type { Express } from 'express'
 import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { LockRoutes } from '../../src/shared/protocol'
-import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
+import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { authenticate, Authenticator, callerOf, guardRoutes } from '../common/auth'
 import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -51,6 +51,7 @@ const ROUTE_ROLES: RouteRole[] = [
   ['post', LockRoutes.renew, 'write'],
   ['post', LockRoutes.release, 'write'],
   ['get', LockRoutes.check, 'server'],
+  ['get', LockRoutes.heldUnder, 'server'],
   ['get', LockRoutes.status, 'read'],
   ...ADVISORY_ROUTE_ROLES
 ]
@@ -182,6 +183,12 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   })
 
   const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs })
+
+  app.get(LockRoutes.heldUnder, async (req, res) => {
+    const path = queryOf(req).path()
+    const answer: HeldUnderAnswer = { path, held: await table.heldUnder(path) }
+    res.json(answer)
+  })
 
   finishApp(app, log)
   return {

@@ -96,6 +96,8 @@ async function main (): Promise<void> {
       lockTimeoutMs: args.lockTimeoutMs,
       // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.
       retryWritesForMs: args.soft ? args.softTimeoutMs : Infinity,
+      // Reads on a hard mount wait for a silent server too, until the directory marks it down.
+      retryReadsForMs: args.soft ? 0 : Infinity,
       // A mount lives long: callbacks save the request of every open and stat of a cached file.
       callbacks: true,
       log

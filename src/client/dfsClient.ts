@@ -19,7 +19,7 @@ import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { monotonicMs } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
-import { retryWhileUnavailable } from './retry'
+import { retryReadWhileUp, retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
 import { AdvisoryLocks } from './advisoryLocks'
@@ -28,6 +28,7 @@ import type { HeldLock } from './lockClient'
 import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
+import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -59,6 +60,12 @@ export interface DfsClientOptions {
    * answer: Infinity waits as a hard NFS mount does (the mount's default), 0 fails at once.
    */
   retryWritesForMs?: number
+  /**
+   * How long a stat or open of a file keeps trying while its server (or the directory) does
+   * not answer: Infinity for a hard mount, as long as the directory does not mark the
+   * server down (then EIO at once); 0 (the default) fails after one read timeout.
+   */
+  retryReadsForMs?: number
   /**
    * Ask file servers for callbacks (a long-lived client such as a mount): while a server has
    * promised to tell this client before a file changes, opening and stat-ing it cost no
@@ -125,18 +132,24 @@ export class DfsClient {
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   private readonly writeRetry: RetryPolicy
+  private readonly readRetry: RetryPolicy
+  /** Servers that do not answer even /health: listings and folder times do not wait for them. */
+  private readonly silence: SilenceWatch
   private readonly callbacks: CallbackRegistry | null
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
     const metaTtlMs = opts.metaTtlMs ?? DEFAULT_META_TTL_MS
     this.writeRetry = { forMs: opts.retryWritesForMs ?? 0, log: opts.log }
+    this.readRetry = { forMs: opts.retryReadsForMs ?? 0, log: opts.log }
     this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log) : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
-    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000))
+    this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller))
+    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000),
+      this.readRetry.forMs === 0 ? this.silence : null)
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
     const lockApi = new LockApi(lockServer)
@@ -172,14 +185,18 @@ export class DfsClient {
   /** Size, version and mtime as the file server has them now. */
   async statFresh (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
+    return await retryReadWhileUp(`stat of ${canonical}`, this.readRetry, async () => await this.statFreshOnce(canonical))
+  }
+
+  private async statFreshOnce (canonical: string): Promise<FileMeta> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') {
       // Its holders give it a time (the latest) and mode, so touch and chmod on a folder
       // show; a holder that is down must not hide the folder (nor be waited for), and no
       // answer at all is 0 (now).
       const up = (found.holders ?? []).filter((holder) => holder.state !== 'down')
-      const seen = await Promise.allSettled(up.map(async (holder) => await this.locator.reader(holder).stat(canonical)))
-      const answers = seen.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
+      const seen = await Promise.allSettled(up.map(async (holder) => await this.silence.unlessSilent(holder, this.locator.reader(holder).stat(canonical))))
+      const answers = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== SILENT ? [s.value] : []))
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
       return this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
     }
@@ -222,9 +239,10 @@ export class DfsClient {
       let listing = listings.get(machineId)
       if (!listing) {
         const server = byServer.get(machineId) as ServerInfo
+        // One that is stopped or cut off is not waited for: listed from the directory's names.
         listing = server.state === 'down'
           ? Promise.resolve(null)
-          : this.locator.reader(server).list(folder).then((l) => new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
+          : this.silence.unlessSilent(server, this.locator.reader(server).list(folder)).then((l) => l === SILENT ? null : new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
             if (err instanceof ServerUnavailableError) return null
             throw err
           })
@@ -293,6 +311,10 @@ export class DfsClient {
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
   private async revalidate (canonical: string, token?: number): Promise<Revalidated> {
+    return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token))
+  }
+
+  private async revalidateOnce (canonical: string, token?: number): Promise<Revalidated> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)

@@ -4,6 +4,7 @@ import { IsDirectoryError, NotFoundError, ServerUnavailableError } from '../shar
 import { normalizePath } from '../shared/paths'
 import type { LookupAnswer, ServerInfo } from '../shared/protocol'
 import type { MetadataMemo } from './metadataMemo'
+import type { SilenceWatch } from './silenceWatch'
 
 /**
  * How long a file's location is trusted. Its server says "not found" if the file has gone
@@ -19,7 +20,7 @@ const REMEMBERED_PATHS = 100_000
 export function serverDownError (server: ServerInfo, path?: string): ServerUnavailableError {
   const where = `file server ${server.machineId} at ${new URL(server.url).host}`
   return new ServerUnavailableError(`${where} is down (no heartbeat to the directory server)${path === undefined ? '' : `: ${path} is out of reach`}`,
-    { server: server.url, machineId: server.machineId, ...(path === undefined ? {} : { path }) })
+    { server: server.url, machineId: server.machineId, state: 'down', ...(path === undefined ? {} : { path }) })
 }
 
 /**
@@ -41,7 +42,13 @@ export class Locator {
     readonly fileServers: FileServerPool,
     readonly readers: FileServerPool,
     private readonly memo: MetadataMemo,
-    private readonly folderTtlMs: number
+    private readonly folderTtlMs: number,
+    /**
+     * Given (a soft mount, the CLI): a read that gets no answer asks the server's /health,
+     * and while that does not answer either, further reads of that server fail at once
+     * instead of each waiting out its own timeout. A server that is only busy answers it.
+     */
+    private readonly silence: SilenceWatch | null = null
   ) {}
 
   /** Which server holds a path. */
@@ -113,14 +120,19 @@ export class Locator {
    */
   async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
-    const api = (server: ServerInfo): FileApi => {
+    const api = async (server: ServerInfo): Promise<FileApi> => {
       if (server.state === 'down') throw serverDownError(server, path)
+      if (opts.read === true && this.silence !== null && await this.silence.stillSilent(server)) {
+        throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(server.url).host} does not answer, not even /health: ${path} is out of reach`,
+          { server: server.url, machineId: server.machineId, path })
+      }
       return opts.read === true ? this.reader(server) : this.fileServer(server)
     }
     try {
-      return await call(api(found.server))
+      return await call(await api(found.server))
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
+      if (err instanceof ServerUnavailableError && opts.read === true && this.silence !== null) await this.silence.confirm(found.server)
       this.forget(path)
       if (!this.rememberedLookups.has(found)) throw err
       // The remembered answer may be stale: the file moved, or its server moved to another
@@ -128,7 +140,7 @@ export class Locator {
       const fresh = await this.lookup(path)
       if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path)
       if (!fresh.server || fresh.server.url === found.server.url) throw err
-      return await call(api(fresh.server))
+      return await call(await api(fresh.server))
     }
   }
 

@@ -13,6 +13,14 @@ export interface RetryPolicy {
 
 const FIRST_DELAY_MS = 100
 const LONGEST_DELAY_MS = 5_000
+/** Reads are small: tried again at least every second, so one is answered soon after its server is back. */
+const LONGEST_READ_DELAY_MS = 1_000
+
+interface RetryOptions {
+  /** Which unavailability is worth waiting for; by default any. */
+  retryable?: (err: ServerUnavailableError) => boolean
+  longestDelayMs?: number
+}
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -22,7 +30,8 @@ const sleep = async (ms: number): Promise<void> => await new Promise((resolve) =
  * lease that was lost) cannot be fixed by waiting and is thrown at once. The task must be
  * safe to run again: each change carries an id the server recognises.
  */
-export async function retryWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
+export async function retryWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS } = opts
   const started = Date.now()
   let delay = FIRST_DELAY_MS
   for (let attempt = 1; ; attempt++) {
@@ -31,13 +40,22 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
       if (attempt > 1) policy.log?.(`${what}: done after ${attempt} tries (${Date.now() - started} ms)`)
       return result
     } catch (err) {
-      if (!(err instanceof ServerUnavailableError)) throw err
+      if (!(err instanceof ServerUnavailableError) || !retryable(err)) throw err
       const waited = Date.now() - started
       if (waited + delay > policy.forMs) throw err
       // The first few failures of an outage are worth a line; then one line per backoff step.
-      if (attempt === 1 || delay === LONGEST_DELAY_MS) policy.log?.(`${what}: ${err.message}; trying again (waited ${waited} ms)`)
+      if (attempt === 1 || delay === longestDelayMs) policy.log?.(`${what}: ${err.message}; trying again (waited ${waited} ms)`)
       await sleep(delay * (0.75 + Math.random() / 2))
-      delay = Math.min(delay * 2, LONGEST_DELAY_MS)
+      delay = Math.min(delay * 2, longestDelayMs)
     }
   }
+}
+
+/**
+ * A read (stat, open) on a hard mount: tried again while a server does not answer, as a
+ * hard NFS mount does, except once the directory has marked that server down, whose files
+ * fail at once (serverDownError).
+ */
+export async function retryReadWhileUp<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
+  return await retryWhileUnavailable(what, policy, task, { retryable: (err) => err.details.state !== 'down', longestDelayMs: LONGEST_READ_DELAY_MS })
 }

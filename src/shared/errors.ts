@@ -7,7 +7,7 @@
 export type ErrnoName =
   | 'ENOENT' | 'EINVAL' | 'EAGAIN' | 'EEXIST' | 'EACCES' | 'EIO' | 'ETIMEDOUT'
   | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'ENOLCK' | 'EROFS' | 'ENOTSUP' | 'EPERM'
-  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO' | 'EINTR'
+  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO' | 'EINTR' | 'EBUSY'
 
 export interface ErrorBody {
   error: {
@@ -64,6 +64,16 @@ export class LockedError extends DfsError {
   override readonly code = 'LOCKED'
   override readonly status = 423
   override readonly errno = 'EAGAIN'
+}
+
+/**
+ * A folder cannot be renamed while writers hold locks on files inside it: their stores at
+ * close would find the files gone. Try again once they have closed.
+ */
+export class BusyError extends DfsError {
+  override readonly code = 'BUSY'
+  override readonly status = 409
+  override readonly errno = 'EBUSY'
 }
 
 /** The caller gave up waiting for a lock. */
@@ -173,6 +183,7 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   NAME_TOO_LONG: NameTooLongError,
   BAD_REQUEST: BadRequestError,
   LOCKED: LockedError,
+  BUSY: BusyError,
   LOCK_TIMEOUT: LockTimeoutError,
   LEASE_INVALID: LeaseError,
   CONFLICT: ConflictError,

@@ -213,6 +213,7 @@ export const LockRoutes = {
   release: '/locks/release', // POST LeaseRequest -> ReleaseAnswer | 409 LEASE_INVALID
   check: '/locks/check', // GET ?path=&token= -> CheckAnswer | 409 LEASE_INVALID
   status: '/locks', // GET ?path= -> LockStatus
+  heldUnder: '/locks/under', // GET ?path= (a folder) -> HeldUnderAnswer
   health: '/health'
 } as const
 
@@ -282,6 +283,12 @@ export interface LockStatus {
   held: boolean
   owner?: string
   expiresInMs?: number
+}
+
+/** The keys below a folder that someone holds a live lease on. */
+export interface HeldUnderAnswer {
+  path: string
+  held: LockStatus[]
 }
 
 /** Details of a 423 LOCKED error body. */

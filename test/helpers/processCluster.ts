@@ -101,8 +101,8 @@ export interface ProcessCluster {
   directory: ServerProcess
   lock: ServerProcess
   files: ServerProcess[]
-  /** Starts one more file server on a new root filled from `tree`. */
-  addFileServer: (tree?: Record<string, string>) => Promise<ServerProcess>
+  /** Starts one more file server on a new root filled from `tree`; `env` is added to its environment (DFS_CRASH_AT). */
+  addFileServer: (tree?: Record<string, string>, env?: NodeJS.ProcessEnv) => Promise<ServerProcess>
   /** A DfsClient of this test process, with a cache folder of its own. Defaults: timeoutMs 2000. */
   client: (opts?: DfsClientOptions) => DfsClient
   /** Mounts the cluster with `dfs-mount --foreground` in a child process on a fresh mount point. */
@@ -250,8 +250,8 @@ async function getHealth (url: string): Promise<Record<string, unknown> | false>
  * printed; restarts reuse that port, so whoever knows the URL (clients, file servers, the
  * directory's map) reaches the new incarnation.
  */
-async function startServer (kind: ServerKind, name: string, args: string[], root: string | null): Promise<{ server: ServerProcess, proc: Supervised }> {
-  const proc = new Supervised(name)
+async function startServer (kind: ServerKind, name: string, args: string[], root: string | null, env: NodeJS.ProcessEnv = {}): Promise<{ server: ServerProcess, proc: Supervised }> {
+  const proc = new Supervised(name, { ...cleanEnv(), ...env })
   const url = await proc.start([dfsServeBin, kind, ...args, '--port', '0'], LISTENING)
   const port = Number(new URL(url).port)
   const server: ServerProcess = {
@@ -312,8 +312,8 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     await fsp.rm(workDir, { recursive: true, force: true })
   })
 
-  const supervisedServer = async (kind: ServerKind, name: string, args: string[], root: string | null): Promise<ServerProcess> => {
-    const { server, proc } = await startServer(kind, name, args, root)
+  const supervisedServer = async (kind: ServerKind, name: string, args: string[], root: string | null, env?: NodeJS.ProcessEnv): Promise<ServerProcess> => {
+    const { server, proc } = await startServer(kind, name, args, root, env)
     // SIGKILL is enough for a server: it keeps nothing in memory worth flushing (file writes
     // are on disk before they are answered), and it is what the tests exercise anyway.
     ends.push(async () => await proc.end('SIGKILL'))
@@ -332,13 +332,13 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   const directory = await supervisedServer('directory', 'directory server', ['--state-dir', path.join(workDir, 'directory-state'), '--lock', lock.url, ...keyArgs], null)
   const files: ServerProcess[] = []
   let fileServersStarted = 0
-  const addFileServer = async (tree: Record<string, string> = {}): Promise<ServerProcess> => {
+  const addFileServer = async (tree: Record<string, string> = {}, env?: NodeJS.ProcessEnv): Promise<ServerProcess> => {
     // Counted apart from `files`, so a start that failed (a clash) never lends its root to the next.
     const n = ++fileServersStarted
     const root = path.join(workDir, `root-${n}`)
     fs.mkdirSync(root, { recursive: true })
     writeTree(root, tree)
-    const server = await supervisedServer('file', `file server ${n}`, ['--root', root, '--directory', directory.url, '--lock', lock.url, ...keyArgs], root)
+    const server = await supervisedServer('file', `file server ${n}`, ['--root', root, '--directory', directory.url, '--lock', lock.url, ...keyArgs], root, env)
     noteCaller(server, credentials.caller)
     files.push(server)
     return server

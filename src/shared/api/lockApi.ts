@@ -1,5 +1,5 @@
 import type {
-  AcquireRequest, CheckAnswer, CreateKeysAnswer, CreateKeysRequest, DeleteKeyAnswer, HealthAnswer, LeaseRequest, LockLease,
+  AcquireRequest, CheckAnswer, CreateKeysAnswer, CreateKeysRequest, DeleteKeyAnswer, HealthAnswer, HeldUnderAnswer, LeaseRequest, LockLease,
   LockStatus, ReleaseAnswer, RemoveKeysAnswer, RemoveKeysRequest
 } from '../protocol'
 import { LockRoutes } from '../protocol'
@@ -54,5 +54,10 @@ export class LockApi {
 
   async status (path: string): Promise<LockStatus> {
     return await this.transport.json({ method: 'GET', route: LockRoutes.status, query: { path } })
+  }
+
+  /** The held keys of the files below a folder (at any depth). */
+  async heldUnder (folder: string): Promise<HeldUnderAnswer> {
+    return await this.transport.json({ method: 'GET', route: LockRoutes.heldUnder, query: { path: folder } })
   }
 }

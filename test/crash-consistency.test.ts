@@ -1,0 +1,133 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import t from 'tap'
+import type { Test } from 'tap'
+import type { DfsClient } from '../src/client/dfsClient'
+import { NotFoundError } from '../src/shared/errors'
+import { startProcessCluster } from './helpers/processCluster'
+import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * A file server killed (SIGKILL) in the middle of a change, then started again: the change
+ * ends as before or as after, never both, never neither. Renames are crashed at exact steps
+ * (DFS_CRASH_AT, servers/common/crashPoints.ts); a store is killed while its body arrives.
+ */
+
+const CONTENT = 'the content\n'
+
+interface Crashed {
+  c: ProcessCluster
+  /** Holds /a (and the file); started with DFS_CRASH_AT. */
+  source: ServerProcess
+  /** Holds /b. */
+  other: ServerProcess
+  client: DfsClient
+}
+
+async function crashCluster (t: Test, crashAt: string): Promise<Crashed> {
+  const c = await startProcessCluster(t, { trees: [{ 'b/old.txt': 'old\n' }] })
+  const source = await c.addFileServer({ 'a/f.txt': CONTENT }, { DFS_CRASH_AT: crashAt })
+  return { c, source, other: c.files[0], client: c.client({ timeoutMs: 2000 }) }
+}
+
+async function existing (client: DfsClient, paths: string[]): Promise<string[]> {
+  const found: string[] = []
+  for (const p of paths) {
+    client.forget(p)
+    try {
+      await client.statFresh(p)
+      found.push(p)
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err
+    }
+  }
+  return found
+}
+
+/** Whether a server's root holds the dfs path on its disk. */
+function onDisk (server: ServerProcess, dfsPath: string): boolean {
+  return fs.existsSync(path.join(server.root as string, dfsPath))
+}
+
+/**
+ * Renames `from` to `to` through a server that kills itself at `crashAt`; restarts it, and
+ * the other server too (so it reports whatever its disk holds), and answers which names
+ * the cluster then has.
+ */
+async function renameThroughCrash (t: Test, crashAt: string, from: string, to: string): Promise<{ names: string[], x: Crashed }> {
+  const x = await crashCluster(t, crashAt)
+  await t.rejects(x.client.rename(from, to), 'the rename fails: its server died')
+  await waitFor('the source server to be dead', async () => !x.source.alive(), 5000, 20)
+  await x.source.restart()
+  await waitFor('the source server to end the rename at its start', async () => /cut short by a crash: (finished|undone)/.test(x.source.output()), 15_000, 50)
+  const reports = (): number => x.c.directory.output().split(' reported ').length - 1
+  const before = reports()
+  await x.other.restart()
+  await waitFor('the other server to report its files again', async () => reports() > before, 15_000, 50)
+  return { names: await existing(x.client, [from, to]), x }
+}
+
+t.test('a cross-server rename killed after the copy, before the switch, is undone: the file only at its old name', async (t) => {
+  const { names, x } = await renameThroughCrash(t, 'rename:copied', '/a/f.txt', '/b/f.txt')
+  t.same(names, ['/a/f.txt'], 'one name: the old one')
+  t.equal((await x.client.readFile('/a/f.txt')).toString(), CONTENT)
+  t.notOk(onDisk(x.other, 'b/f.txt'), 'no copy left on the target server\'s disk')
+})
+
+t.test('a cross-server rename killed after the switch, before the old name goes, is finished: the file only at its new name', async (t) => {
+  const { names, x } = await renameThroughCrash(t, 'rename:switched', '/a/f.txt', '/b/f.txt')
+  t.same(names, ['/b/f.txt'], 'one name: the new one')
+  t.equal((await x.client.readFile('/b/f.txt')).toString(), CONTENT)
+  t.notOk(onDisk(x.source, 'a/f.txt'), 'the old bytes are gone from the source server\'s disk')
+})
+
+t.test('a cross-server rename over an existing file killed after the copy is finished (the old bytes at the target are gone already)', async (t) => {
+  const { names, x } = await renameThroughCrash(t, 'rename:copied', '/a/f.txt', '/b/old.txt')
+  t.same(names, ['/b/old.txt'], 'one name: the new one')
+  t.equal((await x.client.readFile('/b/old.txt')).toString(), CONTENT)
+  t.notOk(onDisk(x.source, 'a/f.txt'))
+})
+
+t.test('a rename within one server killed after the copy is undone', async (t) => {
+  const { names, x } = await renameThroughCrash(t, 'rename:copied', '/a/f.txt', '/a/g.txt')
+  t.same(names, ['/a/f.txt'], 'one name: the old one')
+  t.notOk(onDisk(x.source, 'a/g.txt'), 'no second link left on the disk')
+})
+
+t.test('a store killed while its body arrives leaves the file as before', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'a/f.txt': CONTENT }] })
+  const server = c.files[0]
+  const client = c.client({ timeoutMs: 2000 })
+  const before = await client.statFresh('/a/f.txt')
+  // A body that sends 1 MiB and then nothing: the server is killed while it waits for more.
+  let sent = false
+  const body = new Readable({
+    read () {
+      if (!sent) this.push(Buffer.alloc(1024 * 1024, 'x'))
+      sent = true
+    }
+  })
+  const store = client.writeFile('/a/f.txt', body)
+  store.catch(() => {})
+  const uploads = path.join(server.root as string, '.dfs', 'tmp')
+  await waitFor('the body to be arriving on the server\'s disk', async () => {
+    return fs.readdirSync(uploads).some((name) => fs.statSync(path.join(uploads, name)).size >= 64 * 1024)
+  }, 15_000, 20)
+  await server.kill()
+  await t.rejects(store, 'the store fails')
+  body.destroy()
+  await server.restart()
+  await waitFor('the server to serve the file again', async () => {
+    try {
+      return await client.statFresh('/a/f.txt')
+    } catch {
+      return false
+    }
+  }, 15_000, 100)
+  const after = await client.statFresh('/a/f.txt')
+  t.equal(after.version, before.version, 'the version as before')
+  t.equal((await client.readFile('/a/f.txt')).toString(), CONTENT, 'the bytes as before')
+  t.same(fs.readdirSync(uploads), [], 'no upload left behind')
+})

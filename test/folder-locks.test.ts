@@ -1,0 +1,45 @@
+import t from 'tap'
+import { LockApi } from '../src/shared/api'
+import { BusyError, NotEmptyError } from '../src/shared/errors'
+import { Transport } from '../src/shared/transport'
+import { outcome, sh } from './helpers/mount'
+import { startProcessCluster } from './helpers/processCluster'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * A folder whose files writers hold locks on is not renamed: their stores at close name
+ * the files by path and would find them gone. BUSY (EBUSY) instead; once they are done the
+ * rename works. rmdir needs an empty folder, and only files have lock keys.
+ */
+
+t.test('a folder rename is refused with BUSY while a file inside is locked, and works once it is released', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'docs/deep/a.txt': 'a\n', 'docs/b.txt': 'b\n' }] })
+  const writer = c.client()
+  const other = c.client()
+  const held = await writer.lock('/docs/deep/a.txt')
+  const refused = await other.rename('/docs', '/papers').then(() => null, (err: unknown) => err)
+  t.type(refused, BusyError, 'BUSY')
+  t.match((refused as BusyError).message, /\/docs\/deep\/a\.txt/, 'naming the locked file')
+  t.same((await other.list('/docs')).map((e) => e.name), ['b.txt', 'deep'], 'nothing moved')
+  await held.release()
+  await other.rename('/docs', '/papers')
+  t.equal((await other.readFile('/papers/deep/a.txt')).toString(), 'a\n', 'renamed once the lock is released')
+  await t.rejects(other.rmdir('/papers'), NotEmptyError, 'rmdir of a folder with files is NOT_EMPTY, locked or not')
+})
+
+t.test('through a mount: mv of a folder while a program writes a file in it fails with EBUSY; the write lands', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'docs/a.txt': 'a\n' }] })
+  const mount = await c.mount()
+  // A write that is not an append holds the file's lock from the first write until close.
+  const writing = sh(`exec 3<>'${mount.at('/docs/a.txt')}' && printf 'A' >&3 && while [ ! -e '${c.workDir}/go' ]; do sleep 0.02; done; exec 3>&-; echo closed`, { timeoutMs: 30_000 })
+  const client = c.client()
+  const locks = new LockApi(new Transport('lock server', c.lock.url, 2000))
+  await waitFor('the writer to hold the file\'s lock', async () => (await locks.status('/docs/a.txt')).held, 15_000, 50)
+  const mv = await sh(`mv '${mount.at('/docs')}' '${mount.at('/papers')}'`, { timeoutMs: 30_000 })
+  t.not(mv.code, 0, 'mv fails')
+  t.match(mv.stderr, /Device or resource busy/, outcome(mv))
+  await sh(`touch '${c.workDir}/go'`)
+  const done = await writing
+  t.equal(done.stdout, 'closed\n', outcome(done))
+  t.equal((await client.readFile('/docs/a.txt')).toString(), 'A\n', 'the write landed at its path')
+})
