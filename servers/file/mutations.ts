@@ -38,28 +38,32 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     res.json(answer)
   })
 
-  // Disk first (O_EXCL), then the directory and the lock key side by side: a path is
-  // visible only once its file exists, and a claim the directory refuses (or a key the lock
-  // server does not make) takes the file, and whichever of the two was done, away again.
+  // The file on disk (O_EXCL) and the lock key side by side, then the directory: a path is
+  // visible only once its file exists and has its key, and a claim the directory refuses
+  // takes the file away again. A key made for a create that fails stays: it may be the key
+  // of the file that won the path, and a key without a file harms nothing.
   app.post(FileRoutes.create, async (req, res) => {
     const query = queryOf(req)
     const path = query.path()
     const kind = query.kind('kind', 'file')
     const { machineId } = ctx.self()
-    const meta = await store.create(path, kind)
-    const [claim, key] = await Promise.allSettled([
-      ctx.directory().claim(machineId, path, kind),
-      kind === 'file' ? lock.createKeys([path]) : Promise.resolve({ created: 0 })
-    ])
-    if (claim.status === 'rejected' || key.status === 'rejected') {
-      if (claim.status === 'fulfilled') await tryTo(`drop ${path} from the directory`, async () => await ctx.directory().drop(machineId, path))
-      // Only a key made here goes: one that was there is another file's (the claim's conflict).
-      if (key.status === 'fulfilled' && key.value.created > 0) await tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path))
+    const [made, key] = await Promise.allSettled([store.create(path, kind), kind === 'file' ? lock.createKeys([path]) : undefined])
+    if (made.status === 'rejected') throw made.reason
+    const undoCreate = async (): Promise<void> => {
       await tryTo(`remove ${path} again`, async () => kind === 'file' ? await store.remove(path) : await store.removeFolder(path))
-      throw claim.status === 'rejected' ? claim.reason : (key as PromiseRejectedResult).reason
+    }
+    if (key.status === 'rejected') {
+      await undoCreate()
+      throw key.reason
+    }
+    try {
+      await ctx.directory().claim(machineId, path, kind)
+    } catch (err) {
+      await undoCreate()
+      throw err
     }
     log(`created ${kind === 'dir' ? 'folder' : 'file'} ${path}`)
-    res.json(meta)
+    res.json(made.value)
   })
 
   app.put(FileRoutes.content, async (req, res) => {
