@@ -130,8 +130,9 @@ export class FileApi {
     return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
-  async create (path: string, kind: EntryKind): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind } })
+  /** `deferSync`: the file is made durable by its first write, not now (see docs/protocol.md). */
+  async create (path: string, kind: EntryKind, deferSync = false): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, deferSync: deferSync ? true : undefined } })
   }
 
   async truncate (path: string, size: number, token: number): Promise<FileMeta> {
