@@ -413,33 +413,3 @@ t.test('a sequential write past the pending limit sends full buffers while the n
   t.ok(stats.appends > 10, `sent as appends (${stats.appends}), in several sends`)
   t.equal(stats.overwrites, 0, 'never through a working copy (a write at the right position is an append while a send runs)')
 })
-
-t.test('a created file is made durable by its close: with the data\'s append, or an empty one if nothing was written; one removed meanwhile closes cleanly', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'd/keep.txt': '' }])
-  const client = cluster.client()
-  const table = new OpenFileTable(client)
-  const stats = cluster.fileServers[0].app.locals.stats
-  const appendsNow = (): number => stats.appends
-
-  let before = appendsNow()
-  const written = await table.create('/d/written.txt')
-  await write(table, written, 'data\n', 0)
-  await table.flush(written)
-  await table.release(written)
-  t.equal(appendsNow() - before, 1, 'create+write+close: the data\'s append, nothing more')
-  t.equal(onDisk(cluster, 'd/written.txt'), 'data\n')
-
-  before = appendsNow()
-  const empty = await table.create('/d/empty.txt')
-  await table.flush(empty)
-  t.equal(appendsNow() - before, 1, 'create+close with no write: an empty append at the close')
-  await table.release(empty)
-  t.equal(appendsNow() - before, 1, 'once')
-  t.equal(onDisk(cluster, 'd/empty.txt'), '')
-
-  const gone = await table.create('/d/gone.txt')
-  await client.unlink('/d/gone.txt')
-  await table.flush(gone)
-  await table.release(gone)
-  t.notOk(fs.existsSync(path.join(cluster.roots[0], 'd/gone.txt')), 'removed while open: stays removed, and its close did not fail')
-})

@@ -53,12 +53,6 @@ export interface OpenedFile {
  */
 export class FileStore {
   private readonly writes = new KeyedMutex()
-  /**
-   * Files created with their sync deferred (create's `deferSync`): not durable yet. The
-   * first write to one (an append, a truncate) syncs its folder and version line with its
-   * own data, in the same round; a replace or removal syncs the folder anyway.
-   */
-  private readonly unsyncedNames = new Set<string>()
 
   private constructor (
     readonly root: string,
@@ -209,7 +203,7 @@ export class FileStore {
         const range = { from: current.size, to: current.size + written.bytes, crc: written.crc }
         // fdatasync: the size goes with the data; the mtime may not, but the version that
         // goes up with every append keeps the ETag apart from any before it.
-        await Promise.all([handle.datasync(), this.versions.set(path, current.version + 1, changeId, range), this.syncNameIfNew(path)])
+        await Promise.all([handle.datasync(), this.versions.set(path, current.version + 1, changeId, range)])
         return this.metaOf(path, await handle.stat())
       } finally {
         await handle.close()
@@ -220,11 +214,9 @@ export class FileStore {
   /**
    * Creates an empty file or a folder in an existing folder. The file is opened with O_EXCL,
    * so one that already exists here is a conflict, never truncated. A file starts one
-   * version above any file that had the path before on this server. With `deferSync`, a
-   * file is not synced here: its first write does it (the mount's create, whose close
-   * always writes; see unsyncedNames).
+   * version above any file that had the path before on this server.
    */
-  async create (path: string, kind: EntryKind, deferSync = false): Promise<FileMeta> {
+  async create (path: string, kind: EntryKind): Promise<FileMeta> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
     await this.requireParentFolder(path)
     return await this.writes.run(path, async () => {
@@ -237,20 +229,13 @@ export class FileStore {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
         throw err
       }
-      const version = (this.versions.get(path) ?? 0) + 1
-      if (handle !== null && deferSync) {
-        await handle.close()
-        await this.versions.record(path, version)
-        this.unsyncedNames.add(path)
-        return await this.stat(path)
-      }
       try {
         // The new inode, its name in the folder and the version line, synced side by side:
         // one round of fsyncs (on a journaling file system they share one commit).
         await Promise.all([
           handle?.sync(),
           syncFile(nodePath.dirname(disk)),
-          kind === 'file' ? this.versions.set(path, version) : undefined
+          kind === 'file' ? this.versions.set(path, (this.versions.get(path) ?? 0) + 1) : undefined
         ])
       } finally {
         await handle?.close()
@@ -287,7 +272,7 @@ export class FileStore {
       try {
         await handle.truncate(size)
         await this.keepMtimeGrowing(handle, current)
-        await Promise.all([handle.sync(), this.syncNameIfNew(path)])
+        await handle.sync()
       } finally {
         await handle.close()
       }
@@ -304,7 +289,6 @@ export class FileStore {
       if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
       const disk = this.diskPath(path)
       await fsp.unlink(disk)
-      this.unsyncedNames.delete(path)
       await syncFile(nodePath.dirname(disk))
     })
   }
@@ -480,13 +464,6 @@ export class FileStore {
     await upload.handle.sync()
     await this.place(upload.file, path, previous)
     await this.versions.set(path, version, changeId)
-  }
-
-  /** Syncs the folder of a file created with deferSync, at its first write (beside the write's own syncs). */
-  private async syncNameIfNew (path: string): Promise<void> {
-    if (!this.unsyncedNames.has(path)) return
-    await syncFile(nodePath.dirname(this.diskPath(path)))
-    this.unsyncedNames.delete(path)
   }
 
   /** Renames over the previous file, or links exclusively where there was none (a file that appeared meanwhile is a conflict). */

@@ -46,9 +46,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const query = queryOf(req)
     const path = query.path()
     const kind = query.kind('kind', 'file')
-    const deferSync = query.flag('deferSync')
     const { machineId } = ctx.self()
-    const [made, key] = await Promise.allSettled([store.create(path, kind, deferSync), kind === 'file' ? lock.createKeys([path]) : undefined])
+    const [made, key] = await Promise.allSettled([store.create(path, kind), kind === 'file' ? lock.createKeys([path]) : undefined])
     if (made.status === 'rejected') throw made.reason
     const undoCreate = async (): Promise<void> => {
       await tryTo(`remove ${path} again`, async () => kind === 'file' ? await store.remove(path) : await store.removeFolder(path))

@@ -164,16 +164,6 @@ export class VersionLog {
   }
 
   /**
-   * Records a version without waiting for the disk: the next durable line (set) of any file
-   * takes it along, as the log is one file written in order.
-   */
-  async record (filePath: string, version: number): Promise<void> {
-    const line: LogLine = { p: filePath, v: version }
-    await this.handle.appendFile(JSON.stringify(line) + '\n')
-    this.versions.set(filePath, version)
-  }
-
-  /**
    * Records a version durably, with the id of the change that made it and, for an append,
    * the range it added (checked at start: see the class comment).
    */

@@ -589,18 +589,16 @@ export class DfsClient {
    * Creates a new, empty file and opens the local copy of it for reading: the copy is known
    * to be current (nothing can have changed a file this client just made and holds open
    * in the same breath), so the open costs no request. With the folder's placement
-   * remembered, a create is one request. `deferSync`: the file server makes the file
-   * durable with its first write, not now; the caller must write to it (an empty append
-   * will do) before it tells anyone the file is there to stay.
+   * remembered, a create is one request.
    */
-  async createAndOpen (path: string, deferSync = false): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
+  async createAndOpen (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
     const canonical = normalizePath(path)
-    const meta = await this.createEntry(canonical, 'file', deferSync)
+    const meta = await this.createEntry(canonical, 'file')
     const copy = await this.cache.store(canonical, meta, Readable.from([]))
     return { reader: await fs.promises.open(copy.file, 'r'), meta }
   }
 
-  private async createEntry (path: string, kind: EntryKind, deferSync = false): Promise<FileMeta> {
+  private async createEntry (path: string, kind: EntryKind): Promise<FileMeta> {
     this.forget(path)
     const folder = parentOf(path)
     let server = this.placements.get(folder)
@@ -608,14 +606,14 @@ export class DfsClient {
     try {
       try {
         server ??= (await this.directory.placement(path)).server
-        meta = await this.locator.fileServer(server).create(path, kind, deferSync)
+        meta = await this.locator.fileServer(server).create(path, kind)
       } catch (err) {
         // A remembered placement whose server went down since: the directory places it
         // elsewhere now (it skips servers that are down).
         if (!(err instanceof ServerUnavailableError) || !this.placements.has(folder)) throw err
         this.placements.delete(folder)
         server = (await this.directory.placement(path)).server
-        meta = await this.locator.fileServer(server).create(path, kind, deferSync)
+        meta = await this.locator.fileServer(server).create(path, kind)
       }
     } catch (err) {
       // The folder may have moved or gone, or its server may be down: ask again next time.

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, NotFoundError, ServerUnavailableError } from '../shared/errors'
+import { BadRequestError, ServerUnavailableError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -31,8 +31,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
-  /** Creates an empty file and opens its (current, empty) local copy; `deferSync`: durable with its first write. */
-  createAndOpen: (path: string, deferSync?: boolean) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+  /** Creates an empty file and opens its (current, empty) local copy. */
+  createAndOpen: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
 }
 
 /**
@@ -84,12 +84,6 @@ export class OpenFileTable {
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
   private readonly appends = new Map<string, PathAppends>()
-  /**
-   * Files this table created whose server has not made them durable yet (create with
-   * deferSync): the first flush that sends nothing else sends an empty append for it, so a
-   * created file is on the server's disk when close() returns, whether or not it was written.
-   */
-  private readonly unsyncedCreates = new Set<string>()
   /** Per path, the send of a full append buffer that runs while writes go on (see sendBehind). */
   private readonly sendingBehind = new Map<string, Promise<void>>()
   /** The attributes last seen of each path open here (see attributes()). */
@@ -143,10 +137,7 @@ export class OpenFileTable {
   /** create(2): makes the file and opens it for reading and writing, with no request beyond the create. */
   async create (filePath: string): Promise<number> {
     const canonical = normalizePath(filePath)
-    // One fsync round for create+write+close, not two: the server syncs the new file with
-    // the close's append.
-    const { reader, meta } = await this.client.createAndOpen(canonical, true)
-    this.unsyncedCreates.add(canonical)
+    const { reader, meta } = await this.client.createAndOpen(canonical)
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, fs.constants.O_RDWR, reader, null, meta.size)
   }
@@ -240,25 +231,8 @@ export class OpenFileTable {
           await this.sendPending(file)
         }
       }
-      if (file.working) {
-        await file.working.store(this.client)
-        this.unsyncedCreates.delete(file.path)
-      }
-      if (this.unsyncedCreates.has(file.path) && !this.workingCopies.has(file.path)) await this.makeCreateDurable(file)
+      await file.working?.store(this.client)
     })
-  }
-
-  /** A created file nothing was sent for: an empty append makes the server sync it. */
-  private async makeCreateDurable (file: OpenFile): Promise<void> {
-    try {
-      const meta = await this.client.append(file.path, Buffer.alloc(0))
-      file.appends.base = meta.size
-      this.lastSeen.set(file.path, meta)
-    } catch (err) {
-      // Removed or renamed while open: gone from this path, nothing to make durable here.
-      if (!(err instanceof NotFoundError)) throw err
-    }
-    this.unsyncedCreates.delete(file.path)
   }
 
   /**
@@ -285,7 +259,6 @@ export class OpenFileTable {
       const meta = await this.client.append(file.path, data)
       appends.base = meta.size
       this.lastSeen.set(file.path, meta)
-      this.unsyncedCreates.delete(file.path)
     } catch (err) {
       appends.buffer.putBack(data)
       throw err

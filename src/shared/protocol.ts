@@ -276,7 +276,7 @@ export const FileRoutes = {
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
   append: '/append', // POST ?path= bytes, [X-Dfs-Lock-Token], [X-Dfs-Change-Id] -> FileMeta | 423 LOCKED
   // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
-  create: '/create', // POST ?path=&kind=file|dir[&deferSync=true] -> FileMeta
+  create: '/create', // POST ?path=&kind=file|dir -> FileMeta
   truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
   unlink: '/unlink', // POST ?path=, X-Dfs-Lock-Token -> RemovedAnswer
   rmdir: '/rmdir', // POST ?path= -> RemovedAnswer

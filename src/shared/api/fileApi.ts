@@ -130,9 +130,8 @@ export class FileApi {
     return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
-  /** `deferSync`: the file is made durable by its first write, not now (see docs/protocol.md). */
-  async create (path: string, kind: EntryKind, deferSync = false): Promise<FileMeta> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, deferSync: deferSync ? true : undefined } })
+  async create (path: string, kind: EntryKind): Promise<FileMeta> {
+    return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind } })
   }
 
   async truncate (path: string, size: number, token: number): Promise<FileMeta> {
