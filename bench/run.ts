@@ -10,6 +10,7 @@ import { startCluster } from '../servers/cluster'
 import type { RunningCluster } from '../servers/cluster'
 import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/shared/protocol'
+import { fdatasyncFloorMs } from './fsyncFloor'
 import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import { SshfsMount, sshfsMissing } from './sshfs'
@@ -547,18 +548,22 @@ async function main (argv: string[]): Promise<void> {
       sshfs = new SshfsMount(layout.sshState, layout.sshfsTree, layout.sshfsMountpoint)
       await sshfs.start()
     }
+    // Before the cluster and after the workloads: nothing else of the benchmark's is on the disk then.
+    const fsyncBefore = fdatasyncFloorMs(layout.workDir)
     cluster = await startCluster({ roots: layout.roots, directoryPort: 0, lockPort: 0, firstFilePort: 0 })
     progress(`cluster up: directory ${cluster.directory.url}, lock ${cluster.lock.url}, file servers ${cluster.fileServers.map((s) => s.url).join(' ')}`)
     const loadBefore = loadAverage()
     daemon = await mount(layout, cluster)
     progress(`mounted at ${layout.mountpoint}`)
     const result = await measure(layout, { cluster, requests, sshfs, quick })
+    const fsyncAfter = fdatasyncFloorMs(layout.workDir)
 
     process.stdout.write([
       '',
       `dfs benchmark${quick ? ' (--quick: no 256 MiB write, no large folder)' : ''}, ${new Date().toISOString()}`,
       `machine: ${machine()}`,
       `load average (1, 5, 15 min): ${loadBefore} at the start, ${loadAverage()} at the end; other work on this machine makes the figures noisy`,
+      `fdatasync after a 30-byte append on the data's disk (a durable append's floor), median of 200: ${formatNumber(fsyncBefore)} ms at the start, ${formatNumber(fsyncAfter)} ms at the end`,
       `page cache before the cold reads and the first bytes: ${result.pageCacheDrop === null ? `dropped (sync; echo 3 > ${DROP_CACHES})` : `NOT dropped (${result.pageCacheDrop}): the local cold read is really warm`}`,
       noSshfs ?? 'sshfs: its own copy of the local tree through a loopback sshd, sshfs default options',
       `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the appends, the creates and the write; ` +

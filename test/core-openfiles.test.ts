@@ -394,3 +394,22 @@ t.test('errors: a missing file, an unknown handle, a read on a write-only handle
   await table.release(id)
   t.type(await errorOf(table.read(id, Buffer.alloc(4), 4, 0)), BadRequestError, 'read on a released handle')
 })
+
+t.test('a sequential write past the pending limit sends full buffers while the next fills: every byte in place, as appends, sizes never dip', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'big.bin': '' }])
+  // 64-byte buffers: each write of 40 bytes may start a send that runs while the next is taken.
+  const table = new OpenFileTable(cluster.client(), 64)
+  const id = await table.open('/big.bin', O_WRONLY)
+  let expected = ''
+  for (let i = 0; i < 60; i++) {
+    const chunk = `${String(i).padStart(3, '0')}:${'abcdefghij'.repeat(3)}......\n`
+    await write(table, id, chunk, expected.length) // positions as the kernel passes them (no O_APPEND)
+    expected += chunk
+    t.equal((await table.attributes('/big.bin')).size, expected.length, `size after write ${i}`)
+  }
+  await table.release(id)
+  t.equal(onDisk(cluster, 'big.bin'), expected, 'every byte once, in order')
+  const stats = cluster.fileServers[0].app.locals.stats
+  t.ok(stats.appends > 10, `sent as appends (${stats.appends}), in several sends`)
+  t.equal(stats.overwrites, 0, 'never through a working copy (a write at the right position is an append while a send runs)')
+})

@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import { Readable } from 'node:stream'
+import zlib from 'node:zlib'
 import { BadPathError, BadRequestError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/shared/errors'
 import { KeyedMutex } from '../../src/shared/keyedMutex'
 import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol'
@@ -79,19 +80,22 @@ export class FileStore {
     await fsp.mkdir(absolute, { recursive: true })
     const realRoot = await fsp.realpath(absolute)
     // An append a crash cut off leaves the file as before it: cut back to the size recorded first.
-    const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME), async (filePath, size) => {
-      // O_NOFOLLOW: whatever is at the path now, a link is not followed out of the root.
-      const handle = await fsp.open(nodePath.join(absolute, filePath), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
-      if (handle === null) return
-      try {
-        const stats = await handle.stat()
-        if (stats.isFile() && stats.size > size) {
-          await handle.truncate(size)
-          await handle.sync()
+    const versions = await VersionLog.open(nodePath.join(absolute, STATE_DIR_NAME), {
+      cut: async (filePath, size) => {
+        // O_NOFOLLOW: whatever is at the path now, a link is not followed out of the root.
+        const handle = await fsp.open(nodePath.join(absolute, filePath), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
+        if (handle === null) return
+        try {
+          const stats = await handle.stat()
+          if (stats.isFile() && stats.size > size) {
+            await handle.truncate(size)
+            await handle.sync()
+          }
+        } finally {
+          await handle.close()
         }
-      } finally {
-        await handle.close()
-      }
+      },
+      crcOf: async (filePath, from, to) => await crcOfRange(nodePath.join(absolute, filePath), from, to)
     })
     const modes = await ModeRecord.open(nodePath.join(absolute, STATE_DIR_NAME))
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
@@ -195,8 +199,11 @@ export class FileStore {
   }
 
   /**
-   * Appends a body to a file and makes both data and new version durable before returning.
-   * A body that fails midway is cut off again, so a failed append leaves the file as before.
+   * Appends a body to a file and makes both data and new version durable before returning,
+   * in one round of fsyncs: the intent line is written (not synced) before the first byte,
+   * then the data and the version line, with the range's CRC, are synced side by side (see
+   * VersionLog for why a crash at any point leaves the file as before). A body that fails
+   * midway is cut off again, so a failed append leaves the file as before.
    */
   async append (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     requireFile(await this.stat(path))
@@ -208,25 +215,25 @@ export class FileStore {
       }
       await guard()
       const current = await this.stat(path)
-      // Recorded before the first byte: a crash from here until the version line is undone at start.
       await this.versions.appendStarting(path, current.size)
       const handle = await this.openInside(path, fs.constants.O_WRONLY | fs.constants.O_APPEND)
       try {
+        let written: Written
         try {
-          await writeAll(handle, body)
+          written = await writeAll(handle, body)
         } catch (err) {
           await handle.truncate(current.size)
           throw err
         }
         await this.keepMtimeGrowing(handle, current)
-        // Both on disk before the answer, in either order: a version recorded without its
-        // bytes, or bytes without their version, still changes the ETag (size and mtime are
-        // in it), so no cached copy can pass for current after a crash.
-        await Promise.all([timedSync('file', handle.sync()), this.versions.set(path, current.version + 1, changeId)])
+        const range = { from: current.size, to: current.size + written.bytes, crc: written.crc }
+        // fdatasync: the size goes with the data; the mtime may not, but the version that
+        // goes up with every append keeps the ETag apart from any before it.
+        await Promise.all([timedSync('file', handle.datasync()), this.versions.set(path, current.version + 1, changeId, range)])
+        return this.metaOf(path, await handle.stat())
       } finally {
         await handle.close()
       }
-      return await this.stat(path)
     })
   }
 
@@ -245,29 +252,30 @@ export class FileStore {
     return await this.writes.run(path, async () => {
       const disk = this.diskPath(path)
       const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
+      let handle: fsp.FileHandle | null = null
       try {
-        if (kind === 'dir') {
-          await fsp.mkdir(disk, { mode: mode === undefined ? undefined : diskModeOf(mode, true) })
-        } else if (kind === 'symlink') {
-          await fsp.symlink(opts.target as string, disk)
-        } else {
-          const handle = await fsp.open(disk, 'wx')
-          try {
-            // The umask of the server process must not cut the mode asked for.
-            if (mode !== undefined) await handle.chmod(diskModeOf(mode, false))
-            await timedSync('file', handle.sync())
-          } finally {
-            await handle.close()
-          }
-        }
+        if (kind === 'dir') await fsp.mkdir(disk, { mode: mode === undefined ? undefined : diskModeOf(mode, true) })
+        else if (kind === 'symlink') await fsp.symlink(opts.target as string, disk)
+        else handle = await fsp.open(disk, 'wx')
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
         throw err
       }
-      if (kind === 'dir' && mode !== undefined) await fsp.chmod(disk, diskModeOf(mode, true))
-      await syncFile(nodePath.dirname(disk))
-      if (mode !== undefined && kind !== 'symlink') await this.modes.set(path, mode, kind === 'dir')
-      if (kind !== 'dir') await this.versions.set(path, (this.versions.get(path) ?? 0) + 1)
+      try {
+        // The umask of the server process must not cut the mode asked for.
+        if (mode !== undefined && handle !== null) await handle.chmod(diskModeOf(mode, false))
+        if (kind === 'dir' && mode !== undefined) await fsp.chmod(disk, diskModeOf(mode, true))
+        // The new inode, its name in the folder, its mode record and the version line, synced
+        // side by side: one round of fsyncs (on a journaling file system they share one commit).
+        await Promise.all([
+          handle === null ? undefined : timedSync('file', handle.sync()),
+          syncFile(nodePath.dirname(disk)),
+          mode !== undefined && kind !== 'symlink' ? this.modes.set(path, mode, kind === 'dir') : undefined,
+          kind !== 'dir' ? this.versions.set(path, (this.versions.get(path) ?? 0) + 1) : undefined
+        ])
+      } finally {
+        await handle?.close()
+      }
       return await this.stat(path)
     })
   }
@@ -705,12 +713,47 @@ async function linkOrCopy (from: string, to: string): Promise<void> {
   }
 }
 
+interface Written {
+  bytes: number
+  /** CRC-32 of the bytes written. */
+  crc: number
+}
+
 /** Writes a stream through a handle we keep: a stream made from the handle would pin it open. */
-async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<void> {
+async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<Written> {
+  let bytes = 0
+  let crc = 0
   for await (const chunk of body) {
     const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
     let done = 0
     while (done < buffer.length) done += (await handle.write(buffer, done, buffer.length - done)).bytesWritten
+    bytes += buffer.length
+    crc = zlib.crc32(buffer, crc)
+  }
+  return { bytes, crc }
+}
+
+/** The CRC-32 of a file's bytes in [from, to), or null if it is shorter than `to` or gone. */
+async function crcOfRange (file: string, from: number, to: number): Promise<number | null> {
+  let handle: fsp.FileHandle
+  try {
+    handle = await fsp.open(file, fs.constants.O_RDONLY | O_NOFOLLOW)
+  } catch {
+    return null
+  }
+  try {
+    if ((await handle.stat()).size < to) return null
+    const buffer = Buffer.alloc(Math.min(READ_CHUNK_BYTES, Math.max(0, to - from)))
+    let crc = 0
+    for (let at = from; at < to;) {
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, to - at), at)
+      if (bytesRead === 0) return null
+      crc = zlib.crc32(buffer.subarray(0, bytesRead), crc)
+      at += bytesRead
+    }
+    return crc
+  } finally {
+    await handle.close()
   }
 }
 

@@ -38,8 +38,10 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     res.json(answer)
   })
 
-  // Disk first (O_EXCL), then the directory, then the lock key: a path is visible only
-  // once its file exists, and a claim the directory refuses takes the file away again.
+  // The file on disk (O_EXCL) and the lock key side by side, then the directory: a path is
+  // visible only once its file exists and has its key, and a claim the directory refuses
+  // takes the file away again. A key made for a create that fails stays: it may be the key
+  // of the file that won the path, and a key without a file harms nothing.
   app.post(FileRoutes.create, async (req, res) => {
     const query = queryOf(req)
     const path = query.path()
@@ -47,9 +49,15 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
     const target = kind === 'symlink' ? query.string('target', 4096) : undefined
     const { machineId } = ctx.self()
-    const meta = await store.create(path, kind, { mode, target })
+    // A link has a key as a file has: unlink and rename of it go the same way.
+    const [made, key] = await Promise.allSettled([store.create(path, kind, { mode, target }), kind !== 'dir' ? lock.createKeys([path]) : undefined])
+    if (made.status === 'rejected') throw made.reason
     const undoCreate = async (): Promise<void> => {
       await tryTo(`remove ${path} again`, async () => kind === 'dir' ? await store.removeFolder(path) : await store.remove(path))
+    }
+    if (key.status === 'rejected') {
+      await undoCreate()
+      throw key.reason
     }
     try {
       // The directory maps a link as a file: a name this one server holds.
@@ -58,18 +66,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       await undoCreate()
       throw err
     }
-    // A link has a lock key as a file has: unlink and rename of it go the same way.
-    if (kind !== 'dir') {
-      try {
-        await lock.createKeys([path])
-      } catch (err) {
-        await tryTo(`drop ${path} from the directory`, async () => await ctx.directory().drop(machineId, path))
-        await undoCreate()
-        throw err
-      }
-    }
     log(`created ${kind === 'dir' ? 'folder' : kind === 'symlink' ? 'symbolic link' : 'file'} ${path}`)
-    res.json(meta)
+    res.json(made.value)
   })
 
   app.put(FileRoutes.content, async (req, res) => {

@@ -2,8 +2,8 @@ import os from 'node:os'
 import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
-import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo } from '../../src/shared/protocol'
-import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
+import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
+import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
@@ -108,12 +108,21 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.get(FileRoutes.stat, async (req, res) => {
-    const path = queryOf(req).path()
+    const query = queryOf(req)
+    const path = query.path()
+    const inlineUpTo = query.optionalInt('inline', { min: 0, max: MAX_INLINE_BYTES })
     // Promised before the version is read: a change in between breaks it (see CallbackTable.grant).
     const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path)
     const meta: FileMeta = await store.stat(path)
     if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
-    res.json(meta)
+    const answer: StatAnswer = inlineUpTo !== undefined && meta.kind === 'file' && meta.size <= inlineUpTo
+      ? await inlineStat(store, path, inlineUpTo)
+      : meta
+    if (answer.content !== undefined) {
+      stats.contentTransfers++
+      stats.contentBytes += answer.size
+    }
+    res.json(answer)
   })
 
   // A client's event channel: callback breaks go down it; comments keep it and its idle timer alive.
@@ -208,6 +217,18 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   finishApp(app, log)
   return app
+}
+
+/** A small file's meta and bytes, read together (they may have changed since the stat that chose this). */
+async function inlineStat (store: FileStore, path: string, upTo: number): Promise<StatAnswer> {
+  const { meta, stream } = await store.openRead(path)
+  if (meta.size > upTo) {
+    stream.destroy()
+    return meta
+  }
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  return { ...meta, content: Buffer.concat(chunks).toString('base64') }
 }
 
 function wantsCallback (req: Request): boolean {

@@ -104,6 +104,9 @@ export interface ClusterStatfs {
 /** How long a folder's placement is reused for new entries (the roomiest server may change). */
 const PLACEMENT_TTL_MS = 10_000
 
+/** A file up to this size comes with a stat when there is no copy of it here (GET /stat?inline=). */
+const INLINE_STAT_BYTES = 16 * 1024
+
 /** Slowest server-to-server copy a rename waits for (bytes per ms), on top of the usual timeout. */
 const SLOWEST_COPY_BYTES_PER_MS = 1000
 /** A folder rename records a new version per file it moves: give it time. */
@@ -202,9 +205,14 @@ export class DfsClient {
     }
     const meta = await this.locator.onFileServer(canonical, found, async (server) => {
       if (!this.callbacks?.ready(server)) return await server.stat(canonical)
+      // With no copy here, a small file comes with the stat (the kernel's before an open):
+      // under the callback, the open that follows then costs no request.
+      const inline = await this.cache.get(canonical) === null ? INLINE_STAT_BYTES : undefined
       const askedAt = monotonicMs()
-      const answer = await server.statWithCallback(canonical)
+      const answer = await server.statWithCallback(canonical, inline)
       if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
+      const { content } = answer
+      if (content !== undefined) await this.keepCopy(canonical, async () => await this.cache.store(canonical, answer.meta, Readable.from([content])))
       return answer.meta
     }, { read: true })
     return this.memo.remember(meta)

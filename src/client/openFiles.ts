@@ -50,6 +50,8 @@ interface PathAppends {
   buffer: AppendBuffer
   /** Remote size the pending bytes will be appended to. */
   base: number
+  /** Bytes sent and not answered yet (see sendBehind): they land between `base` and the buffer. */
+  sending: number
 }
 
 interface OpenFile {
@@ -89,6 +91,8 @@ export class OpenFileTable {
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
   private readonly appends = new Map<string, PathAppends>()
+  /** Per path, the send of a full append buffer that runs while writes go on (see sendBehind). */
+  private readonly sendingBehind = new Map<string, Promise<void>>()
   /** The attributes last seen of each path open here (see attributes()). */
   private readonly lastSeen = new Map<string, FileMeta>()
   private nextId = 1
@@ -127,8 +131,8 @@ export class OpenFileTable {
     const id = this.nextId++
     // Other handles' appends were sent before: the path's end is the size just seen.
     let appends = this.appends.get(canonical)
-    if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(), base: appendBase })
-    else if (appends.buffer.size === 0) appends.base = appendBase
+    if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(), base: appendBase, sending: 0 })
+    else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
     const file: OpenFile = { id, path: canonical, flags, reader, download, appends, readerBehind: false, flushFailed: false, working: null }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
@@ -164,11 +168,13 @@ export class OpenFileTable {
     const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
       const { appends } = file
-      if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.buffer.size)) {
+      if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.sending + appends.buffer.size)) {
         appends.buffer.push(data)
-        if (appends.buffer.size >= this.maxPendingBytes) await this.flush(id)
+        if (appends.buffer.size >= this.maxPendingBytes) await this.sendBehind(file)
         return data.length
       }
+      // A send under way lands first: the copy is made from the file as it then is.
+      await this.sendingBehind.get(file.path)
       await this.useWorkingCopy(file)
     }
     const working = file.working as WorkingCopy
@@ -181,7 +187,10 @@ export class OpenFileTable {
     const file = this.get(id)
     file.flushFailed = false
     // Cut to nothing (open(O_TRUNC), cp over a file): the old bytes need not be fetched.
-    if (!file.working) await this.useWorkingCopy(file, size === 0)
+    if (!file.working) {
+      await this.sendingBehind.get(file.path)
+      await this.useWorkingCopy(file, size === 0)
+    }
     await (file.working as WorkingCopy).truncate(size)
   }
 
@@ -233,9 +242,26 @@ export class OpenFileTable {
     })
   }
 
+  /**
+   * A full append buffer leaves while the next one fills: the write waits only for the send
+   * before it, so the kernel's writes, the request and the server's fsync overlap (a large
+   * sequential write runs at the speed of the slowest, not of their sum). A send that fails
+   * has put its bytes back (sendPending): the next flush, at the latest the close's, sends
+   * them again and reports the error, so nothing is lost and nothing goes unreported.
+   */
+  private async sendBehind (file: OpenFile): Promise<void> {
+    await this.sendingBehind.get(file.path)
+    const sending = this.flush(file.id).catch(() => {})
+    this.sendingBehind.set(file.path, sending)
+    void sending.then(() => {
+      if (this.sendingBehind.get(file.path) === sending) this.sendingBehind.delete(file.path)
+    })
+  }
+
   private async sendPending (file: OpenFile): Promise<void> {
     const { appends } = file
     const data = appends.buffer.take()
+    appends.sending += data.length
     try {
       const meta = await this.client.append(file.path, data)
       appends.base = meta.size
@@ -243,6 +269,8 @@ export class OpenFileTable {
     } catch (err) {
       appends.buffer.putBack(data)
       throw err
+    } finally {
+      appends.sending -= data.length
     }
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
   }
@@ -311,7 +339,9 @@ export class OpenFileTable {
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
     let size = this.workingCopies.get(meta.path)?.size ?? meta.size
-    size += this.appends.get(meta.path)?.buffer.size ?? 0
+    const appends = this.appends.get(meta.path)
+    // Bytes under way are counted until the answer: the memo's size has them from then on.
+    if (appends !== undefined) size += appends.buffer.size + appends.sending
     return size === meta.size ? meta : { ...meta, size }
   }
 
@@ -362,6 +392,7 @@ export class OpenFileTable {
   }
 
   private async sendPendingOf (filePath: string): Promise<void> {
+    await this.sendingBehind.get(filePath)
     for (const file of [...this.handlesOf(filePath)]) {
       if (file.appends.buffer.size > 0) await this.flush(file.id)
     }

@@ -301,7 +301,7 @@ export interface LockedDetails {
 // ---- file server ------------------------------------------------------------
 
 export const FileRoutes = {
-  stat: '/stat', // GET ?path= -> FileMeta
+  stat: '/stat', // GET ?path=[&inline=N] -> StatAnswer (FileMeta, with the bytes of a file of at most N bytes)
   list: '/list', // GET ?path= -> FileListAnswer
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
   append: '/append', // POST ?path= bytes, [X-Dfs-Lock-Token], [X-Dfs-Change-Id] -> FileMeta | 423 LOCKED
@@ -354,6 +354,16 @@ export interface CallbackBreak {
   version: number | null
   seq?: number
 }
+
+/**
+ * GET /stat's answer. Asked with `inline=N` (at most MAX_INLINE_BYTES), a file of at most N
+ * bytes comes with its bytes, base64, read together with the meta: a client with no copy
+ * of a small file gets it with the stat the kernel asks for before an open, and the open
+ * costs no request of its own.
+ */
+export type StatAnswer = FileMeta & { content?: string }
+
+export const MAX_INLINE_BYTES = 64 * 1024
 
 /**
  * The longest callback lease a file server gives: also the longest a change waits for a

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream'
 import type {
   CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, FileListAnswer, FileMeta, FileServerStats, MetaKind,
-  HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatfsAnswer
+  HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatAnswer, StatfsAnswer
 } from '../protocol'
 import { FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, metaFromContentHeaders } from '../protocol'
 import { errorFromBody } from '../errors'
@@ -85,11 +85,16 @@ export class FileApi {
     return { current: false, meta: metaFromContentHeaders(path, res.headers as Record<string, unknown>), body, callback }
   }
 
-  /** stat, asking for a callback on the file as well. */
-  async statWithCallback (path: string): Promise<{ meta: FileMeta, callback: boolean }> {
-    const res = await this.transport.send({ method: 'GET', route: FileRoutes.stat, query: { path }, headers: { [Headers.callback]: 'want' } })
+  /**
+   * stat, asking for a callback on the file as well and, with `inlineUpTo`, for the bytes of
+   * a file of at most that many bytes (`content`, read together with `meta`).
+   */
+  async statWithCallback (path: string, inlineUpTo?: number): Promise<{ meta: FileMeta, callback: boolean, content?: Buffer }> {
+    const query = { path, inline: inlineUpTo }
+    const res = await this.transport.send({ method: 'GET', route: FileRoutes.stat, query, headers: { [Headers.callback]: 'want' } })
     if (res.status >= 400) throw errorFromBody(res.status, res.data)
-    return { meta: res.data as FileMeta, callback: res.headers[Headers.callback] === 'granted' }
+    const { content, ...meta } = res.data as StatAnswer
+    return { meta, callback: res.headers[Headers.callback] === 'granted', ...(content === undefined ? {} : { content: Buffer.from(content, 'base64') }) }
   }
 
   /** The client's event channel: `break` events (CallbackBreak) as server-sent events. */

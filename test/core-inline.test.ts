@@ -1,0 +1,76 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import type { DfsClient } from '../src/client/dfsClient'
+import { FileRoutes, MAX_INLINE_BYTES } from '../src/shared/protocol'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { fileApiOf, rawGet, statsOf } from './helpers/wire'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * GET /stat?inline=N: a small file's bytes come with its stat, so a client with no copy of
+ * it (the mount, when the kernel stats a file before opening it) opens it with no request
+ * of its own while it holds the file's callback.
+ */
+
+const small = 'x'.repeat(100)
+const tree = { 'cold/a.txt': small, 'cold/b.txt': 'bee\n', 'cold/big.bin': 'y'.repeat(20_000), 'warm/c.txt': 'sea\n' }
+
+/** Requests that reached the file server for content: transfers (also inline ones) and 304s. */
+async function contentRequests (cluster: TestCluster): Promise<number> {
+  const stats = await statsOf(cluster.fileServers[0])
+  return stats.contentTransfers + stats.notModified
+}
+
+/** A client holding callbacks whose event channel to the file server is up. */
+async function callbackClient (t: Test, cluster: TestCluster): Promise<DfsClient> {
+  const client = cluster.client({ callbacks: true })
+  t.teardown(() => client.close())
+  await waitFor('a callback', async () => {
+    await client.readFile('/warm/c.txt')
+    return client.callbackCount > 0
+  }, 5000, 20)
+  return client
+}
+
+t.test('GET /stat?inline=N answers a file of at most N bytes with its bytes, a bigger one without', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const api = fileApiOf(cluster.fileServers[0])
+  const answer = await api.statWithCallback('/cold/a.txt', 1000)
+  t.equal(answer.content?.toString(), small, 'the bytes')
+  t.match(answer.meta, { path: '/cold/a.txt', size: 100, version: 1 })
+  t.notOk('content' in answer.meta, 'the meta is a plain FileMeta')
+  t.equal((await api.statWithCallback('/cold/a.txt', 99)).content, undefined, 'one byte too big')
+  t.equal((await api.statWithCallback('/cold/a.txt')).content, undefined, 'not asked for')
+  const bad = await rawGet(cluster.fileServers[0].url, FileRoutes.stat, { path: '/cold/a.txt', inline: MAX_INLINE_BYTES + 1 })
+  t.equal(bad.status, 400, 'more than MAX_INLINE_BYTES is refused')
+  t.equal(bad.body.error.code, 'BAD_REQUEST')
+})
+
+t.test('a client with no copy gets a small file with its stat, and the open after it costs no request', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = await callbackClient(t, cluster)
+  const before = await contentRequests(cluster)
+  t.equal((await client.statFresh('/cold/a.txt')).size, 100)
+  t.equal(await contentRequests(cluster), before + 1, 'the stat brought the bytes')
+  t.equal((await client.readFile('/cold/a.txt')).toString(), small)
+  t.equal(await contentRequests(cluster), before + 1, 'the open made no request')
+
+  t.equal((await client.statFresh('/cold/big.bin')).size, 20_000)
+  t.equal(await contentRequests(cluster), before + 1, 'a file over the limit comes without its bytes')
+  t.equal((await client.readFile('/cold/big.bin')).length, 20_000)
+  t.equal(await contentRequests(cluster), before + 2, 'and is fetched on open')
+
+  const again = await contentRequests(cluster)
+  await client.statFresh('/cold/a.txt')
+  t.equal(await contentRequests(cluster), again, 'a file with a copy here comes without its bytes')
+})
+
+t.test('a change after the inline stat is seen by the next open (the callback breaks first)', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = await callbackClient(t, cluster)
+  const writer = cluster.client()
+  await client.statFresh('/cold/b.txt')
+  await writer.append('/cold/b.txt', 'more\n')
+  t.equal((await client.readFile('/cold/b.txt')).toString(), 'bee\nmore\n')
+})
