@@ -4,7 +4,7 @@ import type { DfsClient } from '../src/client/dfsClient'
 import { FileRoutes, MAX_INLINE_BYTES } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { fileApiOf, rawGet, statsOf } from './helpers/wire'
+import { fileApiOf, rawAs, statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
 
 /*
@@ -42,7 +42,7 @@ t.test('GET /stat?inline=N answers a file of at most N bytes with its bytes, a b
   t.notOk('content' in answer.meta, 'the meta is a plain FileMeta')
   t.equal((await api.statWithCallback('/cold/a.txt', 99)).content, undefined, 'one byte too big')
   t.equal((await api.statWithCallback('/cold/a.txt')).content, undefined, 'not asked for')
-  const bad = await rawGet(cluster.fileServers[0].url, FileRoutes.stat, { path: '/cold/a.txt', inline: MAX_INLINE_BYTES + 1 })
+  const bad = await rawAs(cluster.credentials.read).rawGet(cluster.fileServers[0].url, FileRoutes.stat, { path: '/cold/a.txt', inline: MAX_INLINE_BYTES + 1 })
   t.equal(bad.status, 400, 'more than MAX_INLINE_BYTES is refused')
   t.equal(bad.body.error.code, 'BAD_REQUEST')
 })

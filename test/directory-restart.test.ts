@@ -14,7 +14,7 @@ import { waitFor } from './helpers/waitFor'
  */
 
 function directoryOf (cluster: ProcessCluster): DirectoryApi {
-  return new DirectoryApi(new Transport('directory server', cluster.directory.url, 2000))
+  return new DirectoryApi(new Transport('directory server', cluster.directory.url, 2000, cluster.credentials.caller))
 }
 
 /** Every name the directory lists, depth first, as "path@machineId" (folders as "path/"). */

@@ -33,7 +33,7 @@ t.test('through a mount: mv of a folder while a program writes a file in it fail
   // A write that is not an append holds the file's lock from the first write until close.
   const writing = sh(`exec 3<>'${mount.at('/docs/a.txt')}' && printf 'A' >&3 && while [ ! -e '${c.workDir}/go' ]; do sleep 0.02; done; exec 3>&-; echo closed`, { timeoutMs: 30_000 })
   const client = c.client()
-  const locks = new LockApi(new Transport('lock server', c.lock.url, 2000))
+  const locks = new LockApi(new Transport('lock server', c.lock.url, 2000, c.credentials.caller))
   await waitFor('the writer to hold the file\'s lock', async () => (await locks.status('/docs/a.txt')).held, 15_000, 50)
   const mv = await sh(`mv '${mount.at('/docs')}' '${mount.at('/papers')}'`, { timeoutMs: 30_000 })
   t.not(mv.code, 0, 'mv fails')

@@ -374,6 +374,19 @@ export class FileStore {
   }
 
   /**
+   * Takes back, as names this store made, the two names of a rename on this server that a
+   * crash cut between its link and its unlink (renameIntents.ts): their file has two links,
+   * both in the root, and must be served (and cleaned up) rather than refused as a hard link
+   * from outside. Only for paths of the store's own rename intents.
+   */
+  async adoptRenameLinks (paths: string[]): Promise<void> {
+    for (const path of paths) {
+      const stats = await fsp.lstat(this.diskPath(path)).catch(() => null)
+      if (stats?.isFile() === true && stats.nlink > 1) this.ownLinks.add(inodeOf(stats))
+    }
+  }
+
+  /**
    * Gives a file's bytes a second name, `to`, for a rename on this server: a hard link, so
    * nothing is copied. `to` gets a version above both names' before; `from` stays until
    * removed, so a reader always finds the file under one name or the other.

@@ -116,6 +116,7 @@ export async function recoverRenames (intents: RenameIntents, cutShort: Array<{ 
     }
     const { from, to, target, replace } = intent
     try {
+      await ctx.store.adoptRenameLinks([from, to])
       const atTo = await lookupOrNull(ctx.directory, to)
       const atFrom = await lookupOrNull(ctx.directory, from)
       const fromHere = atFrom?.server?.machineId === ctx.machineId

@@ -132,7 +132,12 @@ export class Locator {
       return await call(await api(found.server))
     } catch (err) {
       if (!(err instanceof NotFoundError || err instanceof ServerUnavailableError)) throw err
-      if (err instanceof ServerUnavailableError && opts.read === true && this.silence !== null) await this.silence.confirm(found.server)
+      if (err instanceof ServerUnavailableError && opts.read === true && this.silence !== null) {
+        // A server judged silent a moment ago may be back already (restarted): if its /health
+        // answers now, the read is tried on it once more instead of failing.
+        const silent = await this.silence.confirm(found.server)
+        if (!silent) return await call(this.reader(found.server))
+      }
       this.forget(path)
       if (!this.rememberedLookups.has(found)) throw err
       // The remembered answer may be stale: the file moved, or its server moved to another
