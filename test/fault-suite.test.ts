@@ -19,7 +19,6 @@ import { waitFor } from './helpers/waitFor'
  * the kernel's page cache: an O_APPEND write lands in it at the end the kernel knows, which
  * lags behind the other mount's appends.
  */
-const READS_WHILE_APPENDING = 'KNOWN BUG: reads on a mount whose own writers append beside another mount\'s may show its lines out of place'
 
 /*
  * The fault suite: two hard mounts, each with three shell writers appending numbered lines
@@ -335,9 +334,9 @@ async function runFault (t: Test, c: ProcessCluster, mounts: MountProcess[], cli
     // Reads: whole lines, and a prefix of what the server has in the end (no read saw a
     // line that later went away, or lines in another order).
     const tornReads = reads[file].filter((read) => !(read === '' || read.endsWith('\n')) || read.split('\n').slice(0, -1).some((line) => !LINE.test(line)))
-    t.same(tornReads.slice(0, 1), [], `${file}: no read saw a torn line (${tornReads.length} of ${reads[file].length} did)`, { todo: READS_WHILE_APPENDING })
+    t.same(tornReads.slice(0, 1), [], `${file}: no read saw a torn line (${tornReads.length} of ${reads[file].length} did)`)
     const bad = reads[file].filter((read) => !content[file].startsWith(read))
-    t.equal(bad.length, 0, `${file}: every one of ${reads[file].length} reads is a prefix of the final file${bad.length > 0 ? `; first bad: ${differs(bad[0], content[file])}` : ''}`, { todo: READS_WHILE_APPENDING })
+    t.equal(bad.length, 0, `${file}: every one of ${reads[file].length} reads is a prefix of the final file${bad.length > 0 ? `; first bad: ${differs(bad[0], content[file])}` : ''}`)
   }
   for (const writer of writers) {
     t.equal(finished[writer.id].signal, null, `W${writer.id} ended on the stop file: ${outcome(finished[writer.id])}`)

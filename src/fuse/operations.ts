@@ -1,9 +1,11 @@
+import fs from 'node:fs'
 import os from 'node:os'
 import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
 import { errnoOf } from './errno'
+import { OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
 import type { FuseFlockRequest, FuseLockRequest } from './loadFuse'
 import { InodeNumbers } from './inodeNumbers'
@@ -29,6 +31,19 @@ const S_IFDIR = 0o040000
 const S_IFLNK = 0o120000
 /** Permission bits of a mode the kernel hands over (it has already applied the caller's umask). */
 const PERMISSION_BITS = 0o7777
+const { O_APPEND } = fs.constants
+
+/**
+ * How the kernel is to treat a handle: one opened for appending bypasses the page cache. The
+ * kernel would put each appended write into its cached pages at the end of the file as it
+ * knows it, while the file server puts the bytes at the file's real end, after appends of
+ * other mounts the kernel has not seen; a reader of this mount would then read its own lines
+ * out of place, or zeros. Other handles keep the page cache (auto_cache drops it at open
+ * when the file changed).
+ */
+function cachingOf (flags: number): number {
+  return (flags & O_APPEND) !== 0 ? OPEN_DIRECT_IO : 0
+}
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
@@ -89,7 +104,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
-    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id]),
+    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(flags)]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
     // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
     create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
