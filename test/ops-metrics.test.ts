@@ -123,7 +123,7 @@ t.test('server processes and a mount serve /metrics on their own address', async
 })
 
 t.test('a bad --metrics address is one line and a failure exit', async (t) => {
-  const served = await runNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(t.testdirName, 'lock'), '--metrics', 'nowhere:port'], { timeoutMs: 15_000 })
+  const served = await runNode(['bin/dfs-serve', 'lock', '--port', '0', '--state-dir', path.join(t.testdirName, 'lock'), '--cluster-key', path.join(t.testdirName, 'cluster.key'), '--metrics', 'nowhere:port'], { timeoutMs: 15_000 })
   t.not(served.code, 0)
   t.equal(served.stderr, 'dfs-serve: not a metrics address: "nowhere:port" (give HOST:PORT, PORT or off)\n')
 })
