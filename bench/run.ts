@@ -7,6 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { startCluster } from '../servers/cluster'
+import { ClusterKey } from '../servers/common/tokens'
 import type { RunningCluster } from '../servers/cluster'
 import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/shared/protocol'
@@ -142,9 +143,9 @@ interface MountDaemon {
 }
 
 /** `dfs-mount MOUNTPOINT --foreground` as a child process, once the kernel lists the mount. */
-async function mount (layout: Layout, cluster: RunningCluster): Promise<MountDaemon> {
+async function mount (layout: Layout, cluster: RunningCluster, tokenFile: string): Promise<MountDaemon> {
   const child = spawn(process.execPath, [path.join(repoRoot, 'bin', 'dfs-mount'), layout.mountpoint, '--foreground',
-    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', layout.cacheDir], {
+    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', layout.cacheDir, '--token-file', tokenFile], {
     cwd: repoRoot,
     env: { ...cleanEnv(), XDG_STATE_HOME: layout.stateDir },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -550,10 +551,14 @@ async function main (argv: string[]): Promise<void> {
     }
     // Before the cluster and after the workloads: nothing else of the benchmark's is on the disk then.
     const fsyncBefore = fdatasyncFloorMs(layout.workDir)
-    cluster = await startCluster({ roots: layout.roots, directoryPort: 0, lockPort: 0, firstFilePort: 0 })
+    // Secure, as a real cluster runs: every request's credential is checked, so its cost is in the figures.
+    const key = ClusterKey.generate()
+    const tokenFile = path.join(layout.workDir, 'client.token')
+    fs.writeFileSync(tokenFile, key.clientToken('bench', { ttlMs: 86_400_000 }).token + '\n', { mode: 0o600 })
+    cluster = await startCluster({ roots: layout.roots, directoryPort: 0, lockPort: 0, firstFilePort: 0, auth: { key } })
     progress(`cluster up: directory ${cluster.directory.url}, lock ${cluster.lock.url}, file servers ${cluster.fileServers.map((s) => s.url).join(' ')}`)
     const loadBefore = loadAverage()
-    daemon = await mount(layout, cluster)
+    daemon = await mount(layout, cluster, tokenFile)
     progress(`mounted at ${layout.mountpoint}`)
     const result = await measure(layout, { cluster, requests, sshfs, quick })
     const fsyncAfter = fdatasyncFloorMs(layout.workDir)
