@@ -100,7 +100,23 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const up = all.filter((s) => s.state === 'up').length
     return [{ labels: { state: 'up' }, value: up }, { labels: { state: 'down' }, value: all.length - up }]
   })
-  mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller })
+  // Liveness is computed when asked; this only tells the operator when a server went quiet:
+  // every so often, and before each status answer (which would otherwise show a server down
+  // without the problem, until the next look).
+  const reported = new Set<number>()
+  const noteDownServers = (): void => {
+    for (const server of registry.all()) {
+      if (server.state === 'up' || server.sinceHeartbeatMs === null) {
+        reported.delete(server.machineId)
+      } else if (!reported.has(server.machineId)) {
+        reported.add(server.machineId)
+        const message = `file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`
+        log(message)
+        noteProblem(message)
+      }
+    }
+  }
+  mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller, noteDownServers })
 
   // Changes when this server restarts: file servers then join again and report their files.
   const bootId = crypto.randomUUID()
@@ -252,20 +268,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   finishApp(app, log)
 
-  // Liveness is computed when asked; this only tells the operator when a server went quiet.
-  const reported = new Set<number>()
-  const watch = setInterval(() => {
-    for (const server of registry.all()) {
-      if (server.state === 'up' || server.sinceHeartbeatMs === null) {
-        reported.delete(server.machineId)
-      } else if (!reported.has(server.machineId)) {
-        reported.add(server.machineId)
-        const message = `file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`
-        log(message)
-        noteProblem(message)
-      }
-    }
-  }, Math.max(100, Math.floor(downAfterMs / 5)))
+  const watch = setInterval(noteDownServers, Math.max(100, Math.floor(downAfterMs / 5)))
   watch.unref()
   return {
     app,

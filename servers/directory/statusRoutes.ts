@@ -22,6 +22,8 @@ export interface StatusSources {
   namespace: Namespace
   /** The lock server, asked for the locks held; null: not known to this directory server. */
   lockUrl: string | null
+  /** Notes servers that went down since the last look, so the status lists them as problems at once. */
+  noteDownServers?: () => void
   /** Sent with the calls to the other servers (their credentials, once they ask for one). */
   caller?: CallerIdentity
 }
@@ -44,6 +46,7 @@ export function mountStatusRoutes (app: Express, sources: StatusSources): void {
   })
 
   app.get(StatusRoutes.cluster, async (_req, res) => {
+    sources.noteDownServers?.()
     const servers = sources.registry.all()
     const filesOf = sources.namespace.filesPerServer()
     const [reports, locks] = await Promise.all([
