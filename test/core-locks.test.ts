@@ -2,10 +2,10 @@ import path from 'node:path'
 import t from 'tap'
 import { LockTimeoutError } from '../src/shared/errors'
 import type { LockLease, LockStatus } from '../src/shared/protocol'
-import { FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
+import { LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { cleanEnv, startNode, stopNode } from './helpers/processes'
-import { raw, rawAs, statsOf } from './helpers/wire'
+import { rawAppendWithToken, rawAs, statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
 
 /** A separate process that takes a file's lock through the client proxy, renews it, and never lets go. */
@@ -20,17 +20,6 @@ client.locks.acquire(file).then((held) => {
 }, (err) => { console.error(err.message); process.exit(1) })
 `
 const clientModule = path.resolve(__dirname, '..', 'src', 'client', 'dfsClient.js')
-
-async function appendWithToken (credential: string, fileServerUrl: string, file: string, text: string, token?: string): Promise<{ status: number, body: any }> {
-  return await raw(fileServerUrl, {
-    token: credential,
-    method: 'POST',
-    url: FileRoutes.append,
-    params: { path: file },
-    data: Buffer.from(text),
-    headers: { 'Content-Type': 'application/octet-stream', ...(token === undefined ? {} : { [Headers.lockToken]: token }) }
-  })
-}
 
 t.test('a holder that dies loses its lock when the lease runs out, and its late writes are fenced off', async (t) => {
   const cluster = await startTestCluster(t, [{ 'data.txt': 'start\n' }], { leaseMs: 500 })
@@ -60,26 +49,26 @@ t.test('a holder that dies loses its lock when the lease runs out, and its late 
   t.equal((status.body as LockStatus).owner, 'successor')
 
   const appendsBefore = (await statsOf(fileServer)).appends
-  const late = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
+  const late = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
   t.equal(late.status, 409, 'the dead holder\'s token is refused while another holds the key')
   t.equal(late.body.error.code, 'LEASE_INVALID')
 
-  const good = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
+  const good = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
   t.equal(good.status, 200)
   t.equal(good.body.version, 2)
   await taken.release()
 
-  const superseded = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
+  const superseded = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
   t.equal(superseded.status, 409, 'a superseded token stays refused after the newer holder let go')
   t.equal(superseded.body.error.code, 'LEASE_INVALID')
 
   // An append needs no token: with the key free it goes in (the file server asks the lock
   // server, since it saw a lease on the path lately).
-  const noToken = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'no lock\n')
+  const noToken = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'no lock\n')
   t.equal(noToken.status, 200, 'an append with no token goes in while nobody holds the key')
   t.equal(noToken.body.version, 3)
 
-  const junkToken = await appendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'junk\n', 'not-a-number')
+  const junkToken = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'junk\n', 'not-a-number')
   t.equal(junkToken.status, 409)
   t.equal(junkToken.body.error.code, 'LEASE_INVALID')
 
@@ -94,13 +83,13 @@ t.test('a writer whose lease ran out is refused even when nobody took the key si
   const granted = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/data.txt', owner: 'forgetful', ttlMs: 100 })
   t.equal(granted.status, 200)
   const lease = granted.body as LockLease
-  const ok = await appendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
+  const ok = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
   t.equal(ok.status, 200, 'the token works while the lease lives')
   await waitFor('the unrenewed lease to run out', async () => {
     const status = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/data.txt' })
     return !(status.body as LockStatus).held
   })
-  const late = await appendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
+  const late = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
   t.equal(late.status, 409)
   t.equal(late.body.error.code, 'LEASE_INVALID')
   t.equal((await cluster.client().readFile('/data.txt')).toString(), 'in time\n')

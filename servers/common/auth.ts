@@ -181,3 +181,9 @@ export type RouteRole = [method: 'get' | 'post' | 'put' | 'delete', route: strin
 export function guardRoutes (app: Express, table: RouteRole[]): void {
   for (const [method, route, role] of table) app[method](route, allow(role))
 }
+
+/** What every server does before its routes: check the caller's credential, then each route's least role. */
+export function requireCredentials (app: Express, auth: Authenticator | null, table: RouteRole[]): void {
+  app.use(authenticate(auth))
+  guardRoutes(app, table)
+}

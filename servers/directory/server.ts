@@ -9,7 +9,7 @@ import type {
 import { DirectoryRoutes } from '../../src/shared/protocol'
 import { FileServerPool } from '../../src/shared/api'
 import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../../src/shared/defaults'
-import { authenticate, Authenticator, callerOf, guardRoutes, isFileServer } from '../common/auth'
+import { Authenticator, callerOf, isFileServer, requireCredentials } from '../common/auth'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
@@ -92,8 +92,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   const app = newApp('directory')
   const auth = opts.auth === undefined ? null : new Authenticator({ ...opts.auth, identitySecret: (serverId) => registry.secretOf(serverId) })
-  app.use(authenticate(auth))
-  guardRoutes(app, ROUTE_ROLES)
+  requireCredentials(app, auth, ROUTE_ROLES)
   app.use(jsonBody)
   const removeGauge = fileServersGauge.add(() => {
     const all = registry.all()

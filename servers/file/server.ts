@@ -7,7 +7,7 @@ import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, M
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
-import { authenticate, Authenticator, guardRoutes } from '../common/auth'
+import { Authenticator, requireCredentials } from '../common/auth'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -85,8 +85,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.locals.publicUrl = null
   app.locals.callbacks = callbacks
   app.locals.serverId = null
-  app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
-  guardRoutes(app, ROUTE_ROLES)
+  requireCredentials(app, opts.auth === undefined ? null : new Authenticator(opts.auth), ROUTE_ROLES)
   const limits = uploadLimits(store)
   app.post(FileRoutes.append, limits)
   app.put(FileRoutes.content, limits)

@@ -3,7 +3,7 @@ import type { Express } from 'express'
 import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { LockRoutes } from '../../src/shared/protocol'
 import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
-import { authenticate, Authenticator, callerOf, guardRoutes } from '../common/auth'
+import { Authenticator, callerOf, requireCredentials } from '../common/auth'
 import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
@@ -82,8 +82,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   const removeWaitersGauge = lockWaitersGauge.add(() => [{ labels: {}, value: waits.waiting }])
 
   const app = newApp('lock')
-  app.use(authenticate(opts.auth === undefined ? null : new Authenticator(opts.auth)))
-  guardRoutes(app, ROUTE_ROLES)
+  requireCredentials(app, opts.auth === undefined ? null : new Authenticator(opts.auth), ROUTE_ROLES)
   app.use(jsonBody)
 
   // Changes when this server restarts: file servers then create their keys again, which

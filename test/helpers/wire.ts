@@ -1,6 +1,7 @@
 import axios from 'axios'
 import type { AxiosRequestConfig } from 'axios'
 import { FileApi } from '../../src/shared/api'
+import { FileRoutes, Headers } from '../../src/shared/protocol'
 import type { FileServerStats } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
 import { callerFor } from './credentials'
@@ -36,6 +37,18 @@ export async function rawPost (baseUrl: string, route: string, body: unknown, co
 }
 
 /** raw, rawGet and rawPost that send `token` unless a call names another. */
+/** POST /append with a lock token header (none: without one), as `credential`: to see what a file server does with a lease's token. */
+export async function rawAppendWithToken (credential: string, fileServerUrl: string, file: string, text: string, token?: number | string): Promise<RawAnswer> {
+  return await raw(fileServerUrl, {
+    token: credential,
+    method: 'POST',
+    url: FileRoutes.append,
+    params: { path: file },
+    data: Buffer.from(text),
+    headers: { 'Content-Type': 'application/octet-stream', ...(token === undefined ? {} : { [Headers.lockToken]: String(token) }) }
+  })
+}
+
 export function rawAs (token: string): { raw: typeof raw, rawGet: typeof rawGet, rawPost: typeof rawPost } {
   return {
     raw: async (baseUrl, config) => await raw(baseUrl, { token, ...config }),
