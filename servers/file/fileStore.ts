@@ -206,18 +206,26 @@ export class FileStore {
    * midway is cut off again, so a failed append leaves the file as before.
    */
   async append (path: string, body: Readable, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
-    requireFile(await this.stat(path))
     return await this.writes.run(path, async () => {
+      const checked = await this.lstatInside(path)
+      const current = requireFile(await this.describe(path, checked))
       if (changeId !== undefined && this.versions.applied(path, changeId)) {
         // A retry of an append whose answer was lost: applied once already.
         body.resume()
-        return await this.stat(path)
+        return current
       }
       await guard()
-      const current = await this.stat(path)
-      await this.versions.appendStarting(path, current.size)
-      const handle = await this.openInside(path, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+      // Each step below is a trip through libuv's thread pool, and on a busy machine each
+      // trip waits for a CPU: steps that need not follow each other run side by side. The
+      // intent line only has to be written before the first byte, not before the open.
+      const [intent, opened] = await Promise.allSettled([
+        this.versions.appendStarting(path, current.size),
+        this.openChecked(path, checked, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+      ])
+      if (opened.status === 'rejected') throw opened.reason
+      const handle = opened.value
       try {
+        if (intent.status === 'rejected') throw intent.reason
         let written: Written
         try {
           written = await writeAll(handle, body)
@@ -225,14 +233,15 @@ export class FileStore {
           await handle.truncate(current.size)
           throw err
         }
-        await this.keepMtimeGrowing(handle, current)
+        const after = await this.keepMtimeGrowing(handle, current)
         const range = { from: current.size, to: current.size + written.bytes, crc: written.crc }
         // fdatasync: the size goes with the data; the mtime may not, but the version that
         // goes up with every append keeps the ETag apart from any before it.
         await Promise.all([timedSync('file', handle.datasync()), this.versions.set(path, current.version + 1, changeId, range)])
-        return this.metaOf(path, await handle.stat())
+        return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {
-        await handle.close()
+        // Nothing waits on the close: the bytes are on disk, and the next append opens its own handle.
+        handle.close().catch(() => {})
       }
     })
   }
@@ -583,11 +592,12 @@ export class FileStore {
    * The kernel and clients notice a change by mtime and size; two writes within one
    * millisecond that keep the size would otherwise look like no change at all.
    */
-  private async keepMtimeGrowing (handle: fsp.FileHandle, before: FileMeta): Promise<void> {
-    const after = await handle.stat()
-    if (Math.floor(after.mtimeMs) <= Math.floor(before.mtimeMs)) {
-      await handle.utimes(after.atime, secondsOf(Math.floor(before.mtimeMs) + 1))
-    }
+  private async keepMtimeGrowing (handle: fsp.FileHandle, before: FileMeta): Promise<{ stats: fs.Stats, mtimeMs: number }> {
+    const stats = await handle.stat()
+    if (Math.floor(stats.mtimeMs) > Math.floor(before.mtimeMs)) return { stats, mtimeMs: Math.floor(stats.mtimeMs) }
+    const mtimeMs = Math.floor(before.mtimeMs) + 1
+    await handle.utimes(stats.atime, secondsOf(mtimeMs))
+    return { stats, mtimeMs }
   }
 
   /** The meta of a file, folder or link whose lstat is `stats`; a link's target is read, never followed. */
@@ -627,8 +637,9 @@ export class FileStore {
     let stats: fs.Stats
     let realParent: string | null = null
     try {
-      stats = path === '/' ? await fsp.stat(disk) : await fsp.lstat(disk)
-      if (path !== '/') realParent = await fsp.realpath(nodePath.dirname(disk))
+      // Side by side: two independent trips through the thread pool.
+      if (path === '/') stats = await fsp.stat(disk)
+      else [stats, realParent] = await Promise.all([fsp.lstat(disk), fsp.realpath(nodePath.dirname(disk))])
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
@@ -659,7 +670,11 @@ export class FileStore {
    * path swapped between the check and the open cannot lead outside the root.
    */
   private async openInside (path: string, flags: number): Promise<fsp.FileHandle> {
-    const checked = await this.lstatInside(path)
+    return await this.openChecked(path, await this.lstatInside(path), flags)
+  }
+
+  /** openInside with the path's lstatInside already done (`checked`). */
+  private async openChecked (path: string, checked: fs.Stats, flags: number): Promise<fsp.FileHandle> {
     let handle: fsp.FileHandle
     try {
       handle = await fsp.open(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
