@@ -379,7 +379,7 @@ export class DfsClient {
     }
     // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
     const meta = Buffer.isBuffer(body) ? await retryWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
-    if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
+    if (Buffer.isBuffer(body)) this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
     this.callbacks?.changedHere(canonical)
     return this.memo.remember(meta)
@@ -635,19 +635,20 @@ export class DfsClient {
   }
 
   /**
-   * Creates a new, empty file and opens the local copy of it for reading: the copy is known
-   * to be current (nothing can have changed a file this client just made and holds open
-   * in the same breath), so the open costs no request. With the folder's placement
-   * remembered, a create is one request.
+   * Creates a new, empty file and opens it for reading with no request beyond the create:
+   * nothing can have changed a file this client just made and holds open in the same
+   * breath, so the reader is an empty file, and the local copy (empty, at the new version)
+   * is made behind, where the close's append finds it (LocalCache.storeEmpty). With the
+   * folder's placement remembered, a create is one request.
    */
   async createAndOpen (path: string, mode?: number): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
     const canonical = normalizePath(path)
-    const meta = await this.createEntry(canonical, 'file', { mode })
-    const copy = await this.cache.store(canonical, meta, Readable.from([]))
-    return { reader: await fs.promises.open(copy.file, 'r'), meta }
+    const meta = await this.createEntry(canonical, 'file', { mode }, { copyBehind: true })
+    return { reader: await this.cache.openEmpty(), meta }
   }
 
-  private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {
+  /** copyBehind: the new file's local copy is made behind (storeEmpty), which replaces any copy an earlier file at the path left. */
+  private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }, { copyBehind = false } = {}): Promise<FileMeta> {
     this.forget(path)
     const folder = parentOf(path)
     let server = this.placements.get(folder)
@@ -672,7 +673,8 @@ export class DfsClient {
     this.placements.set(folder, server)
     this.forget(path)
     if (kind !== 'dir') {
-      await this.cache.invalidate(path)
+      if (copyBehind) this.cache.storeEmpty(path, meta)
+      else await this.cache.invalidate(path)
       this.locator.learned(path, server)
     }
     return this.memo.remember(meta)

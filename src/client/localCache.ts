@@ -34,14 +34,19 @@ export { DEFAULT_CACHE_BYTES }
 export class LocalCache {
   private readonly objects: string
   private readonly tmp: string
+  /** Always empty (see openEmpty). */
+  private readonly emptyFile: string
   private readonly index: LRUCache<string, CacheRecord>
   private ready: Promise<void> | null = null
   /** Copies evicted whose files are still being removed: not to be read back from disk. */
   private readonly evicting = new Map<string, Promise<void>>()
+  /** Per path, appends being applied to its copy after the caller was answered (applyAppend): every other use waits for them. */
+  private readonly behind = new Map<string, Promise<void>>()
 
   constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
     this.objects = nodePath.join(dir, 'objects')
     this.tmp = nodePath.join(dir, 'tmp')
+    this.emptyFile = nodePath.join(dir, 'empty')
     this.index = new LRUCache<string, CacheRecord>({
       maxSize: maxBytes,
       sizeCalculation: (record) => Math.max(1, record.meta.size),
@@ -62,6 +67,11 @@ export class LocalCache {
 
   /** The record of a cached copy, from memory or from the record file another process left. */
   async get (path: string): Promise<CachedFile | null> {
+    await this.behind.get(path)
+    return await this.getNow(path)
+  }
+
+  private async getNow (path: string): Promise<CachedFile | null> {
     await this.init()
     let record = this.index.get(path)
     if (!record) {
@@ -75,7 +85,12 @@ export class LocalCache {
 
   /** Stores a fetched body as the copy of `path` at `meta`; a body that comes short is refused. */
   async store (path: string, meta: FileMeta, body: Readable): Promise<CachedFile> {
-    const arriving = await this.storeArriving(path, meta, body)
+    await this.behind.get(path)
+    return await this.storeNow(path, meta, body)
+  }
+
+  private async storeNow (path: string, meta: FileMeta, body: Readable): Promise<CachedFile> {
+    const arriving = await this.storeArrivingNow(path, meta, body)
     await arriving.reader.close()
     await arriving.download.waitFor(Infinity)
     return { file: this.objectFile(path), meta }
@@ -88,6 +103,11 @@ export class LocalCache {
    * when complete; one that fails or comes short is dropped, with `failed` telling why.
    */
   async storeArriving (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
+    await this.behind.get(path)
+    return await this.storeArrivingNow(path, meta, body, failed)
+  }
+
+  private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
     await this.evicting.get(path) // its removal must not take the new copy with it
     const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
@@ -123,13 +143,51 @@ export class LocalCache {
 
   /**
    * Brings a copy forward by the bytes this client itself appended, if the copy is exactly
-   * the version the append was made on; otherwise drops it so the next read fetches.
+   * the version the append was made on; otherwise drops it so the next read fetches. Done
+   * behind: the caller (a close waiting for its append) does not wait for these disk
+   * steps, and every other use of the path's copy here waits for them, in order. A step
+   * that fails drops the copy.
    */
-  async applyAppend (path: string, appended: Buffer, after: FileMeta): Promise<void> {
-    const cached = await this.get(path)
+  applyAppend (path: string, appended: Buffer, after: FileMeta): void {
+    this.runBehind(path, async () => await this.applyAppendNow(path, appended, after))
+  }
+
+  /**
+   * A file this client has just created, empty at `meta`: its copy is made behind, as
+   * applyAppend's steps are, and until then `openEmpty` gives its (empty) bytes to read.
+   */
+  storeEmpty (path: string, meta: FileMeta): void {
+    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([])) })
+  }
+
+  /** A handle on a file that is always empty: what a just-created file holds. */
+  async openEmpty (): Promise<fsp.FileHandle> {
+    await this.init()
+    return await fsp.open(this.emptyFile, 'r')
+  }
+
+  /** Runs a step on `path`'s copy after the ones before it; a step that fails drops the copy. */
+  private runBehind (path: string, step: () => Promise<void>): void {
+    const before = this.behind.get(path)
+    const running = (async () => {
+      await before
+      try {
+        await step()
+      } catch {
+        await this.invalidateNow(path).catch(() => {})
+      }
+    })()
+    this.behind.set(path, running)
+    void running.then(() => {
+      if (this.behind.get(path) === running) this.behind.delete(path)
+    })
+  }
+
+  private async applyAppendNow (path: string, appended: Buffer, after: FileMeta): Promise<void> {
+    const cached = await this.getNow(path)
     if (!cached) return
     if (cached.meta.version !== after.version - 1 || cached.meta.size + appended.length !== after.size) {
-      await this.invalidate(path)
+      await this.invalidateNow(path)
       return
     }
     await fsp.appendFile(cached.file, appended)
@@ -215,6 +273,11 @@ export class LocalCache {
   }
 
   async invalidate (path: string): Promise<void> {
+    await this.behind.get(path)
+    await this.invalidateNow(path)
+  }
+
+  private async invalidateNow (path: string): Promise<void> {
     this.index.delete(path)
     await this.removeFiles(path)
   }
@@ -227,6 +290,7 @@ export class LocalCache {
     this.ready ??= (async () => {
       await fsp.mkdir(this.objects, { recursive: true })
       await fsp.mkdir(this.tmp, { recursive: true })
+      await fsp.appendFile(this.emptyFile, '') // made if missing; never written to
     })()
     await this.ready
   }
