@@ -1,0 +1,123 @@
+import diagnostics from 'node:diagnostics_channel'
+import fs from 'node:fs'
+import type { IncomingMessage } from 'node:http'
+import path from 'node:path'
+import t from 'tap'
+import { Headers } from '../src/shared/protocol'
+import { startTestCluster } from './helpers/cluster'
+import { mountCluster, outcome, sh } from './helpers/mount'
+import { quoted } from './helpers/mountOps'
+
+/**
+ * How many requests one operation on a mount costs, counted where the servers receive them
+ * (the cluster runs in this process): a mount's requests carry its client id, the servers'
+ * own among themselves do not. Background traffic (health probes, heartbeats, callback
+ * renewals, the event channel) is left out. What an operation's own requests are is exact;
+ * how many revalidations (a lookup or stat once a remembered answer is a second old) come
+ * along depends on how long the loop takes, so those are only shown, never counted.
+ */
+const BACKGROUND = new Set(['GET /health', 'GET /events', 'POST /callbacks/renew', 'POST /callbacks/ack'])
+
+class Requests {
+  private readonly seen: Array<{ route: string, fromClient: boolean }> = []
+  private readonly onRequest = (message: unknown): void => {
+    const { request } = message as { request: IncomingMessage }
+    const route = `${request.method ?? '?'} ${(request.url ?? '').split('?')[0]}`
+    if (BACKGROUND.has(route) || route.endsWith('/heartbeat')) return
+    this.seen.push({ route, fromClient: request.headers[Headers.clientId] !== undefined })
+  }
+
+  constructor () {
+    diagnostics.subscribe('http.server.request.start', this.onRequest)
+  }
+
+  stop (): void {
+    diagnostics.unsubscribe('http.server.request.start', this.onRequest)
+  }
+
+  /** Requests by route since `from` (an index from `mark`), from the mount or from the servers. */
+  since (from: number, fromClient: boolean): Map<string, number> {
+    const counts = new Map<string, number>()
+    for (const { route, fromClient: client } of this.seen.slice(from)) {
+      if (client === fromClient) counts.set(route, (counts.get(route) ?? 0) + 1)
+    }
+    return counts
+  }
+
+  mark (): number {
+    return this.seen.length
+  }
+}
+
+function total (counts: Map<string, number>): number {
+  return [...counts.values()].reduce((sum, n) => sum + n, 0)
+}
+
+/** Looking a name up again, which depends on time: the directory's lookup and placement, a file server's stat. */
+const REVALIDATION = new Set(['GET /lookup', 'GET /stat', 'GET /placement'])
+
+/** The routes in `counts` other than `expected` and revalidations. */
+function unexpected (counts: Map<string, number>, expected: string[]): string[] {
+  return [...counts.keys()].filter((route) => !expected.includes(route) && !REVALIDATION.has(route))
+}
+
+const show = (counts: Map<string, number>): string => JSON.stringify(Object.fromEntries(counts))
+
+const ROUNDS = 20
+
+t.test('an append through the mount (open, write, close) is one request; a create with data is three', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'logs/app.log': '', 'made/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const log = mount.at('/logs/app.log')
+  // The first open learns the file (lookup, stat); what follows is what each append costs.
+  const first = await sh(`echo warm >> ${quoted(log)}`)
+  t.equal(first.code, 0, outcome(first))
+
+  let from = requests.mark()
+  const appends = await sh(`for i in $(seq 1 ${ROUNDS}); do echo line-$i >> ${quoted(log)}; done`, { timeoutMs: 60_000 })
+  t.equal(appends.code, 0, outcome(appends))
+  const byAppends = requests.since(from, true)
+  t.equal(byAppends.get('POST /append'), ROUNDS, `one POST /append per append: ${show(byAppends)}`)
+  t.same(unexpected(byAppends, ['POST /append']), [], `and nothing else but revalidations: ${show(byAppends)}`)
+  t.equal(total(requests.since(from, false)), 0, 'and no request among the servers')
+  const lines = fs.readFileSync(path.join(cluster.roots[0], 'logs', 'app.log'), 'utf8').split('\n').filter(Boolean)
+  t.equal(lines.length, ROUNDS + 1, 'every line is on the server\'s disk')
+
+  from = requests.mark()
+  const creates = await sh(`for i in $(seq 1 ${ROUNDS}); do echo data-$i > ${quoted(mount.at('/made'))}/f$i; done`, { timeoutMs: 60_000 })
+  t.equal(creates.code, 0, outcome(creates))
+  const byCreates = requests.since(from, true)
+  // The kernel's lookup of the new name (it finds nothing), the create, and the close's append.
+  t.equal(byCreates.get('POST /create'), ROUNDS, `one POST /create per file: ${show(byCreates)}`)
+  t.equal(byCreates.get('POST /append'), ROUNDS, `one POST /append per file, at its close: ${show(byCreates)}`)
+  t.ok((byCreates.get('GET /lookup') ?? 0) >= ROUNDS, `a lookup per new name, which finds nothing: ${show(byCreates)}`)
+  t.same(unexpected(byCreates, ['POST /create', 'POST /append']), [], `and nothing else but revalidations: ${show(byCreates)}`)
+  const amongServers = requests.since(from, false)
+  t.same(Object.fromEntries(amongServers), { 'POST /keys': ROUNDS, 'POST /servers/1/entries': ROUNDS },
+    'the file server\'s own per create: the lock key and the directory\'s claim')
+  for (let i = 1; i <= ROUNDS; i++) {
+    t.equal(fs.readFileSync(path.join(cluster.roots[0], 'made', `f${i}`), 'utf8'), `data-${i}\n`)
+  }
+})
+
+t.test('an exclusive create (O_EXCL) fails with EEXIST when another mount made the file, also when both race', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'locks/.keep': '' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  // set -C: the shell's > opens with O_CREAT|O_EXCL.
+  const exclusive = async (file: string, text: string): Promise<number | null> => (await sh(`set -C; echo ${text} > ${quoted(file)}`)).code
+  t.equal(await exclusive(a.at('/locks/one'), 'a'), 0, 'A makes the file')
+  t.not(await exclusive(b.at('/locks/one'), 'b'), 0, 'B cannot make it again')
+  t.not(await exclusive(a.at('/locks/one'), 'a2'), 0, 'nor can A')
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'locks', 'one'), 'utf8'), 'a\n', 'A\'s bytes stay')
+
+  for (let round = 0; round < 5; round++) {
+    const name = `/locks/race-${round}`
+    const codes = await Promise.all([exclusive(a.at(name), 'a'), exclusive(b.at(name), 'b')])
+    t.equal(codes.filter((code) => code === 0).length, 1, `exactly one of the two made ${name}: ${codes.join(', ')}`)
+    const winner = codes[0] === 0 ? 'a' : 'b'
+    t.equal(fs.readFileSync(path.join(cluster.roots[0], name), 'utf8'), `${winner}\n`, 'with the winner\'s bytes')
+  }
+})
