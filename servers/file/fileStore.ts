@@ -233,11 +233,15 @@ export class FileStore {
           await handle.truncate(current.size)
           throw err
         }
-        const after = await this.keepMtimeGrowing(handle, current)
         const range = { from: current.size, to: current.size + written.bytes, crc: written.crc }
-        // fdatasync: the size goes with the data; the mtime may not, but the version that
-        // goes up with every append keeps the ETag apart from any before it.
-        await Promise.all([timedSync('file', handle.datasync()), this.versions.set(path, current.version + 1, changeId, range)])
+        // fdatasync: the size goes with the data; the mtime may not (so its check runs beside
+        // the syncs), but the version that goes up with every append keeps the ETag apart
+        // from any before it.
+        const [after] = await Promise.all([
+          this.keepMtimeGrowing(handle, current),
+          timedSync('file', handle.datasync()),
+          this.versions.set(path, current.version + 1, changeId, range)
+        ])
         return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {
         // Nothing waits on the close: the bytes are on disk, and the next append opens its own handle.
@@ -276,12 +280,15 @@ export class FileStore {
         if (kind === 'dir' && mode !== undefined) await fsp.chmod(disk, diskModeOf(mode, true))
         // The new inode, its name in the folder, its mode record and the version line, synced
         // side by side: one round of fsyncs (on a journaling file system they share one commit).
-        await Promise.all([
+        // A file's answer comes from its handle, beside the syncs: no trip to lstat it again.
+        const [stats] = await Promise.all([
+          handle?.stat(),
           handle === null ? undefined : timedSync('file', handle.sync()),
           syncFile(nodePath.dirname(disk)),
           mode !== undefined && kind !== 'symlink' ? this.modes.set(path, mode, kind === 'dir') : undefined,
           kind !== 'dir' ? this.versions.set(path, (this.versions.get(path) ?? 0) + 1) : undefined
         ])
+        if (stats !== undefined) return this.metaOf(path, stats)
       } finally {
         await handle?.close()
       }

@@ -40,7 +40,7 @@ export class LocalCache {
   private ready: Promise<void> | null = null
   /** Copies evicted whose files are still being removed: not to be read back from disk. */
   private readonly evicting = new Map<string, Promise<void>>()
-  /** Per path, appends being applied to its copy after the caller was answered (applyAppend): every other use waits for them. */
+  /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
   private readonly behind = new Map<string, Promise<void>>()
 
   constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
