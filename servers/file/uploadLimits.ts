@@ -41,7 +41,7 @@ export function uploadLimits (store: FileStore, maxBytes = MAX_UPLOAD_BYTES): Re
 /**
  * The disk's free space as last measured, so that a stream of small uploads (one-line
  * appends) does not cost a statfs each: an upload is let through unasked while everything
- * let through so since the last measure, itself included, is under half of what was free
+ * let through since the last measure, itself included, is under half of what was free
  * then, and that measure is under a second old. A larger one, or one after that, measures
  * again. (What gets past it on a disk that fills up fast still fails with ENOSPC.)
  */
