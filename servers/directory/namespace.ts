@@ -49,6 +49,15 @@ export class Namespace {
   }
 
   /**
+   * Another server holds an existing folder too (a drain moves it there before its files,
+   * so new files and the moved ones have a place on that server).
+   */
+  holdFolder (machineId: number, path: string): void {
+    this.requireFolder(path)
+    this.claim(machineId, path, 'dir')
+  }
+
+  /**
    * Drops a server's entry: its file, or its hold on a folder (the folder goes when no
    * server holds it any more). A folder in which the server still holds anything stays.
    */

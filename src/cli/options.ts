@@ -125,6 +125,13 @@ export function forgetServerOptions () {
   return withEnvironment({ directory, 'timeout-ms': timeoutMs, 'cluster-key': clusterKey })
 }
 
+const cancelDrain = { type: 'boolean', default: false, describe: 'put a draining server back in service (its moved files stay where they went)' } as const
+
+/** dfs-serve drain: where the directory server is, with the cluster key, as forget-server. */
+export function drainOptions () {
+  return { ...forgetServerOptions(), cancel: cancelDrain }
+}
+
 export function lockServerOptions () {
   return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir, ...operatorOptions() }), ...securityOptions() }
 }
