@@ -106,7 +106,8 @@ export class Namespace {
     if (owner === undefined) throw new NotFoundError(`no such file: ${from}`, { path: from })
     if (owner !== fromMachineId) throw new ConflictError(`${from} is held by file server ${owner}, not ${fromMachineId}`, { path: from })
     if (this.folders.has(to)) throw new IsDirectoryError(`${to} is a folder`, { path: to })
-    const toOwner = this.files.get(to) ?? null
+    // A drain moves a file to another server at the same path: `to` is `from` then.
+    const toOwner = to === from ? null : this.files.get(to) ?? null
     if (toOwner !== replaces) {
       throw new ConflictError(`${to} changed during the rename (now ${toOwner === null ? 'absent' : `on file server ${toOwner}`})`, { path: to })
     }

@@ -55,13 +55,19 @@ export class FileServerDrain {
   /** Starts the drain, or answers the one under way; CONFLICT unless the directory has marked this server draining. */
   async start (): Promise<DrainProgress> {
     if (this.running) return this.status()
-    const me = this.ctx.self()
-    if (await this.stateAtDirectory(me) !== 'draining') {
-      throw new ConflictError(`file server ${me.machineId} is not marked draining at the directory server: dfs-serve drain marks it first`, { machineId: me.machineId })
-    }
     this.running = true
-    this.progress = { machineId: me.machineId, state: 'moving', moved: 0, remaining: 0, waitingForLocks: [] }
-    const progress = this.progress
+    const me = this.ctx.self()
+    let progress: DrainProgress
+    try {
+      if (await this.stateAtDirectory(me) !== 'draining') {
+        throw new ConflictError(`file server ${me.machineId} is not marked draining at the directory server: dfs-serve drain marks it first`, { machineId: me.machineId })
+      }
+      progress = { machineId: me.machineId, state: 'moving', moved: 0, remaining: (await this.filesHere()).length, waitingForLocks: [] }
+    } catch (err) {
+      this.running = false
+      throw err
+    }
+    this.progress = progress
     this.ctx.log(`draining: moving this server's files to the others`)
     void this.run(me, progress).then(() => {
       progress.state = 'left'
@@ -79,7 +85,7 @@ export class FileServerDrain {
     await this.adoptFolders(me)
     // Files made here after the scan (a create that was placed before the mark) are found by the next one.
     for (let round = 1; ; round++) {
-      const files = (await this.ctx.store.scan()).filter((f) => f.kind !== 'dir').map((f) => f.path)
+      const files = await this.filesHere()
       if (files.length === 0) break
       if (round > 3) throw new ConflictError(`files keep appearing on file server ${me.machineId} while it drains (${files.length} now)`)
       await this.moveAll(me, files, progress)
@@ -190,6 +196,10 @@ export class FileServerDrain {
       const free = await this.ctx.peer(server).statfs().then((s) => s.freeBytes, () => -1)
       this.free.set(server.machineId, free)
     }))
+  }
+
+  private async filesHere (): Promise<string[]> {
+    return (await this.ctx.store.scan()).filter((f) => f.kind !== 'dir').map((f) => f.path)
   }
 
   private async stateAtDirectory (me: ServerInfo): Promise<string | undefined> {
