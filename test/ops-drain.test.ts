@@ -4,14 +4,16 @@ import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { LockApi } from '../src/shared/api'
-import { DrainRoutes } from '../src/shared/drainProtocol'
+import { Locator } from '../src/client/locator'
+import { MetadataMemo } from '../src/client/metadataMemo'
+import { DirectoryApi, FileServerPool, LockApi } from '../src/shared/api'
+import { DrainApi, DrainRoutes } from '../src/shared/drainProtocol'
 import { StatusRoutes } from '../src/shared/clusterStatus'
 import type { ClusterStatus } from '../src/shared/clusterStatus'
 import { DirectoryRoutes } from '../src/shared/protocol'
 import type { LookupAnswer, ServersAnswer } from '../src/shared/protocol'
 import { Transport } from '../src/shared/transport'
-import { writeTree } from './helpers/cluster'
+import { startTestCluster, writeTree } from './helpers/cluster'
 import { sh } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
@@ -204,4 +206,24 @@ t.test('a client token may not drain, at the directory or at the file server', a
   t.same(servers.servers.map((s) => s.state), ['up', 'up'], 'nothing was marked')
   const progress = await rawAs(c.credentials.write).raw(c.files[0].url, { method: 'GET', url: DrainRoutes.drain })
   t.equal(progress.status, 403, 'GET /drain too')
+})
+
+t.test('a read on a lookup made just before its file moved is tried once more where the file is now', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'moving.txt': 'here\n' }, { 'other.txt': 'x\n' }])
+  const [first, second] = cluster.fileServers
+  const { caller } = cluster.credentials
+  const operator = { credential: cluster.credentials.key.serverCredential('operator') }
+  const directory = new DirectoryApi(new Transport('directory server', cluster.directory.url, 2000, caller))
+  const fileServers = new FileServerPool(2000, caller)
+  const locator = new Locator(directory, fileServers, fileServers, new MetadataMemo(1000), 1000)
+  // Asked of the directory itself: a fresh answer, not one the locator remembered.
+  const found = await directory.lookup('/moving.txt')
+  t.equal(found.server?.machineId, first.machineId)
+  await new DrainApi(new Transport('directory server', cluster.directory.url, 2000, operator)).mark(first.machineId, true)
+  const drain = new DrainApi(new Transport('file server', first.url, 2000, operator))
+  await drain.start()
+  await waitFor('the drain to end', async () => (await drain.progress()).state === 'left', 30_000, 20)
+  const meta = await locator.onFileServer('/moving.txt', found, async (server) => await server.stat('/moving.txt'), { read: true })
+  t.equal(meta.size, 5, 'the stat answered, from the server the file is on now')
+  t.equal((await directory.lookup('/moving.txt')).server?.machineId, second.machineId)
 })
