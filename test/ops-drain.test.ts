@@ -206,6 +206,24 @@ t.test('a client token may not drain, at the directory or at the file server', a
   t.same(servers.servers.map((s) => s.state), ['up', 'up'], 'nothing was marked')
   const progress = await rawAs(c.credentials.write).raw(c.files[0].url, { method: 'GET', url: DrainRoutes.drain })
   t.equal(progress.status, 403, 'GET /drain too')
+
+  await t.test('a drain waiting for a lock stops once the server is put back in service', async (t) => {
+    const lock = new LockApi(new Transport('lock server', c.lock.url, undefined, c.credentials.caller))
+    const lease = await lock.acquire({ path: '/a.txt', owner: 'cancel-test', ttlMs: 120_000 })
+    t.teardown(async () => { await lock.release('/a.txt', lease.token).catch(() => {}) })
+    const drain = startCli(drainArgs(c, String(id)))
+    await waitFor('the drain to wait for the held lock', async () => drain.output().includes('waiting for the locks of /a.txt'), 60_000, 50)
+    const cancel = await runNode(drainArgs(c, String(id), ['--cancel']), { timeoutMs: 15_000 })
+    t.equal(cancel.code, 0, cancel.stderr)
+    t.equal(cancel.stdout, `file server ${id} is back in service; files moved before stay where they went\n`)
+    t.equal(await drain.exited, 1, 'the drain command fails...')
+    t.match(drain.output(), new RegExp(`\\ndfs-serve: the drain of file server ${id} stopped after 0 files, 1 left: file server ${id} was put back in service; the drain stopped; .*\\n$`), '...in one line')
+    const servers = (await rawAs(c.credentials.read).rawGet(c.directory.url, DirectoryRoutes.servers)).body as ServersAnswer
+    t.same(servers.servers.map((s) => s.state), ['up', 'up'], 'both in service')
+    const found = (await rawAs(c.credentials.read).rawGet(c.directory.url, DirectoryRoutes.lookup, { path: '/a.txt' })).body as LookupAnswer
+    t.equal(found.server?.machineId, id, 'the locked file stayed')
+    t.equal((await lock.status('/a.txt')).owner?.includes('cancel-test'), true, 'its lock was not broken')
+  })
 })
 
 t.test('a read on a lookup made just before its file moved is tried once more where the file is now', async (t) => {

@@ -123,13 +123,16 @@ export class FileServerDrain {
     let pending = files
     progress.remaining = pending.length
     let sinceMarkCheck = 0
+    const stillDraining = async (): Promise<void> => {
+      sinceMarkCheck = 0
+      if (await this.stateAtDirectory(me) !== 'draining') throw new ConflictError(`file server ${me.machineId} was put back in service; the drain stopped`)
+    }
     while (pending.length > 0) {
       const locked: string[] = []
+      // Each round after the first goes back to files whose lock was held: asked first too.
+      if (pending !== files) await stillDraining()
       for (const path of pending) {
-        if (++sinceMarkCheck >= MARK_CHECK_EVERY) {
-          sinceMarkCheck = 0
-          if (await this.stateAtDirectory(me) !== 'draining') throw new ConflictError(`file server ${me.machineId} was put back in service; the drain stopped`)
-        }
+        if (++sinceMarkCheck >= MARK_CHECK_EVERY) await stillDraining()
         const outcome = await this.moveOne(me, path)
         if (outcome === 'locked') {
           locked.push(path)
