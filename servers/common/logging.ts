@@ -14,6 +14,11 @@ export interface ProcessLogOptions {
   file?: string
   /** debug also logs every request with its route, status and time. Default info. */
   level?: LogLevel
+  /**
+   * Readable lines on standard output (default). Off where standard output is the log file
+   * itself (dfs-mount's background daemon): the JSON lines go there once.
+   */
+  readableLines?: boolean
 }
 
 export interface ProcessLog {
@@ -37,7 +42,7 @@ export function startProcessLog (opts: ProcessLogOptions): ProcessLog {
   const stream = {
     write (line: string): void {
       file?.write(line)
-      process.stdout.write(readable(line))
+      if (opts.readableLines !== false) process.stdout.write(readable(line))
     }
   }
   const logger = pino({

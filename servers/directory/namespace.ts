@@ -49,6 +49,15 @@ export class Namespace {
   }
 
   /**
+   * Another server holds an existing folder too (a drain moves it there before its files,
+   * so new files and the moved ones have a place on that server).
+   */
+  holdFolder (machineId: number, path: string): void {
+    this.requireFolder(path)
+    this.claim(machineId, path, 'dir')
+  }
+
+  /**
    * Drops a server's entry: its file, or its hold on a folder (the folder goes when no
    * server holds it any more). A folder in which the server still holds anything stays.
    */
@@ -97,7 +106,8 @@ export class Namespace {
     if (owner === undefined) throw new NotFoundError(`no such file: ${from}`, { path: from })
     if (owner !== fromMachineId) throw new ConflictError(`${from} is held by file server ${owner}, not ${fromMachineId}`, { path: from })
     if (this.folders.has(to)) throw new IsDirectoryError(`${to} is a folder`, { path: to })
-    const toOwner = this.files.get(to) ?? null
+    // A drain moves a file to another server at the same path: `to` is `from` then.
+    const toOwner = to === from ? null : this.files.get(to) ?? null
     if (toOwner !== replaces) {
       throw new ConflictError(`${to} changed during the rename (now ${toOwner === null ? 'absent' : `on file server ${toOwner}`})`, { path: to })
     }

@@ -17,6 +17,7 @@ type NamespaceRecord =
   | { op: 'file', from: string, fromMachineId: number, to: string, toMachineId: number, replaces: number | null }
   | { op: 'folder', from: string, to: string, machineId: number }
   | { op: 'forget', machineId: number }
+  | { op: 'hold', machineId: number, path: string }
 
 const entry = ([path, kind]: [string, EntryKind]): FileMeta => ({ path, kind, version: 0, size: 0, mtimeMs: 0 })
 
@@ -76,6 +77,11 @@ export class JournaledNamespace extends Namespace {
     return moved
   }
 
+  override holdFolder (machineId: number, path: string): void {
+    super.holdFolder(machineId, path)
+    this.record({ op: 'hold', machineId, path })
+  }
+
   override dropServer (machineId: number): number {
     const entries = super.dropServer(machineId)
     this.record({ op: 'forget', machineId })
@@ -96,6 +102,7 @@ export class JournaledNamespace extends Namespace {
       case 'file': this.switchFile(record.from, record.fromMachineId, record.to, record.toMachineId, record.replaces); break
       case 'folder': this.switchFolder(record.from, record.to, record.machineId); break
       case 'forget': this.dropServer(record.machineId); break
+      case 'hold': this.holdFolder(record.machineId, record.path); break
       default: throw new Error(`unknown record ${JSON.stringify(record).slice(0, 80)}`)
     }
   }

@@ -17,6 +17,8 @@ interface Assignment {
    * server's calls here, and a registration under this serverId must bring it again.
    */
   secret?: string
+  /** Being drained (dfs-serve drain): it gets no new files, and leaves once its files have moved. */
+  draining?: boolean
 }
 
 /** The state file's content. */
@@ -164,6 +166,32 @@ export class ServerRegistry {
     await this.save()
   }
 
+  /**
+   * Marks a server draining (or back in service): kept in the state file, so a restart of
+   * the directory does not put a server half drained back into placement.
+   */
+  async setDraining (machineId: number, draining: boolean): Promise<void> {
+    const server = this.assignments.get(machineId)
+    if (!server) throw new NotFoundError(`no file server ${machineId}`, { machineId })
+    if ((server.draining === true) === draining) return
+    if (draining) server.draining = true
+    else delete server.draining
+    await this.save()
+  }
+
+  isDraining (machineId: number): boolean {
+    return this.assignments.get(machineId)?.draining === true
+  }
+
+  /** A drained server leaves for good, up as it is; it must be draining. */
+  async leave (machineId: number): Promise<void> {
+    if (!this.isDraining(machineId)) throw new ConflictError(`file server ${machineId} is not draining: only a drained server leaves (dfs-serve drain)`, { machineId })
+    this.assignments.delete(machineId)
+    this.beats.delete(machineId)
+    this.joined.delete(machineId)
+    await this.save()
+  }
+
   has (machineId: number): boolean {
     return this.assignments.has(machineId)
   }
@@ -173,8 +201,10 @@ export class ServerRegistry {
     return since !== null && since <= this.downAfterMs
   }
 
+  /** Down wins over draining: a drained server that stopped is out of reach all the same. */
   stateOf (machineId: number): ServerState {
-    return this.isUp(machineId) ? 'up' : 'down'
+    if (!this.isUp(machineId)) return 'down'
+    return this.isDraining(machineId) ? 'draining' : 'up'
   }
 
   /** A server as answers name it: id, URL and state now. NOT_FOUND for an unknown id. */
@@ -234,7 +264,9 @@ export class ServerRegistry {
       throw new RegistryStateError(`cannot read the directory server's state ${file} (${(err as Error).message}); fix or remove it (file servers then keep their ids only if they ask for them again)`)
     }
     for (const s of state.servers) {
-      this.assignments.set(s.machineId, { machineId: s.machineId, serverId: s.serverId, url: s.url, secret: typeof s.secret === 'string' ? s.secret : undefined })
+      this.assignments.set(s.machineId, {
+        machineId: s.machineId, serverId: s.serverId, url: s.url, secret: typeof s.secret === 'string' ? s.secret : undefined, ...(s.draining === true ? { draining: true } : {})
+      })
     }
     this.nextMachineId = Math.max(state.nextMachineId, ...state.servers.map((s) => s.machineId + 1))
   }

@@ -22,6 +22,7 @@ import { ServerRegistry } from './registry'
 import { fileServersGauge } from '../common/metrics'
 import { noteProblem } from '../common/problems'
 import { mountStatusRoutes } from './statusRoutes'
+import { mountDrainRoutes } from './drainRoutes'
 
 export interface DirectoryServerOptions {
   log?: Logger
@@ -96,7 +97,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   app.use(jsonBody)
   const removeGauge = fileServersGauge.add(() => {
     const all = registry.all()
-    const up = all.filter((s) => s.state === 'up').length
+    const up = all.filter((s) => s.state !== 'down').length
     return [{ labels: { state: 'up' }, value: up }, { labels: { state: 'down' }, value: all.length - up }]
   })
   // Liveness is computed when asked; this only tells the operator when a server went quiet:
@@ -105,7 +106,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   const reported = new Set<number>()
   const noteDownServers = (): void => {
     for (const server of registry.all()) {
-      if (server.state === 'up' || server.sinceHeartbeatMs === null) {
+      if (server.state !== 'down' || server.sinceHeartbeatMs === null) {
         reported.delete(server.machineId)
       } else if (!reported.has(server.machineId)) {
         reported.add(server.machineId)
@@ -116,6 +117,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     }
   }
   mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller, noteDownServers })
+  mountDrainRoutes(app, { registry, namespace, log, machineIdParam, requireBoundServer })
 
   // Changes when this server restarts: file servers then join again and report their files.
   const bootId = crypto.randomUUID()
@@ -203,10 +205,11 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     // Every server has a root folder, even one with nothing in it yet.
     const holders = (parent === '/' ? registry.all().map((s) => s.machineId) : namespace.holdersOf(parent)).map(serverInfo)
     if (holders.length === 0) throw new ServerUnavailableError('no file server has registered yet')
-    // A server that is down gets nothing new: the entry would be out of reach until it is back.
+    // A server that is down gets nothing new: the entry would be out of reach until it is
+    // back; nor does one being drained (its folders are held by others too, see drainRoutes).
     const candidates = holders.filter((s) => s.state === 'up')
     if (candidates.length === 0) {
-      throw new ServerUnavailableError(`every file server that holds ${parent} is down (${holders.map((s) => s.machineId).join(', ')})`, { path })
+      throw new ServerUnavailableError(`every file server that holds ${parent} is down or draining (${holders.map((s) => `${s.machineId} ${s.state ?? ''}`.trim()).join(', ')})`, { path })
     }
     const prefer = query.optionalInt('prefer', { min: 1 })
     const answer: PlacementAnswer = { path, server: await placement.choose(candidates, prefer) }

@@ -73,7 +73,7 @@ export function mountStatusRoutes (app: Express, sources: StatusSources): void {
   async function reportOf (server: ServerStatus, files: number): Promise<{ report: ServerReport, clientIds: string[] }> {
     const report: ServerReport = { ...server, freeBytes: null, totalBytes: null, files, clients: null }
     // A server that is down is not asked: it would only cost the deadline.
-    if (server.state !== 'up') return { report, clientIds: [] }
+    if (server.state === 'down') return { report, clientIds: [] }
     const api = pool.of(server)
     const [space, clients] = await Promise.allSettled([api.statfs(), new StatusApi(api.transport).clients()])
     if (space.status === 'fulfilled') {

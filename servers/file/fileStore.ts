@@ -15,6 +15,15 @@ import { timedSync } from '../common/metrics'
 /** Opens never follow a symbolic link at the last step: a link is served as a link, never as what it points to. */
 const { O_NOFOLLOW } = fs.constants
 
+/**
+ * The version a received file gets: above both the sender's and any this server had at the
+ * path (a cached copy of either must not look current); a drain's move keeps the sender's
+ * when that is already above, so clients' copies stay valid across the move.
+ */
+function receivedVersion (opts: ReceiveOptions, known: number): number {
+  return opts.keepVersion === true ? Math.max(opts.fromVersion, known + 1) : Math.max(opts.fromVersion, known) + 1
+}
+
 /** Reads of 1 MiB rather than the default 64 KiB: a quarter fewer round trips per byte sent. */
 const READ_CHUNK_BYTES = 1024 * 1024
 
@@ -37,6 +46,8 @@ export interface ReceiveOptions {
   target?: string
   /** Whether an existing file at the path is replaced; otherwise it is a conflict. */
   replace: boolean
+  /** The same file moved here (a drain): it keeps `fromVersion` unless the path had that or more here. */
+  keepVersion?: boolean
 }
 
 /**
@@ -439,7 +450,7 @@ export class FileStore {
     if (opts.target !== undefined) return await this.receiveLink(path, body, opts, checkLinkTarget(path, opts.target))
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
       const previous = await this.placeableAt(path, opts.replace)
-      const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
+      const version = receivedVersion(opts, this.knownVersion(path, previous))
       const stats = await upload.handle.stat()
       await upload.handle.utimes(stats.atime, secondsOf(opts.mtimeMs))
       await this.install(upload, path, previous, version, opts.mode === undefined ? undefined : diskModeOf(opts.mode, false))
@@ -454,7 +465,7 @@ export class FileStore {
     body.resume()
     return await this.writes.run(path, async () => {
       const previous = await this.placeableAt(path, opts.replace)
-      const version = Math.max(opts.fromVersion, this.knownVersion(path, previous)) + 1
+      const version = receivedVersion(opts, this.knownVersion(path, previous))
       const staged = this.uploadPath()
       try {
         await fsp.symlink(target, staged)

@@ -76,6 +76,7 @@ export class ClusterMembership {
 
   stop (): void {
     if (this.timer) clearInterval(this.timer)
+    this.timer = null
   }
 
   private async tick (): Promise<void> {
@@ -93,7 +94,8 @@ export class ClusterMembership {
         restarted = `directory server does not know this server (${(heartbeat.reason as Error).message})`
       }
       if (lock.status === 'fulfilled' && (lock.value.bootId ?? '') !== this.seen.lock) restarted = 'lock server restarted'
-      if (restarted !== null && this.joins === 0) {
+      // Not once stopped: a heartbeat in flight when a drained server left must not make it join again.
+      if (restarted !== null && this.joins === 0 && this.timer !== null) {
         this.log(`${restarted}: joining again`)
         // A join that fails leaves the old boot ids seen, so the next tick tries again.
         void this.join().catch(() => {})

@@ -170,7 +170,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       mtimeMs: query.int('mtimeMs', { min: 0 }),
       mode: query.optionalInt('mode', { min: 0, max: 0o7777 }),
       target: query.has('target') ? query.string('target', 4096) : undefined,
-      replace: query.flag('replace')
+      replace: query.flag('replace'),
+      keepVersion: query.flag('keepVersion')
     })
     stats.incoming++
     stats.incomingBytes += meta.size

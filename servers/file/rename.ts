@@ -52,6 +52,24 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
   }
 }
 
+/**
+ * A drain's move: the file at `path` goes to another server at the same path, by the same
+ * steps and intent as a rename across servers (crash-consistent: here or there, never
+ * both), under the lease `token` the caller holds on it. It keeps its version and its lock
+ * key, which the same path goes on using.
+ */
+export async function moveFileTo (ctx: MutationContext, path: string, target: ServerInfo, token: number): Promise<RenameAnswer> {
+  if (target.machineId === ctx.self().machineId) throw new BadPathError(`${path} is on this file server already`, { path })
+  await ctx.leases.check(token, path)
+  const intent = { from: path, to: path, target, replace: false }
+  const intentId = await ctx.renames.begin(intent)
+  try {
+    return await renameFileSteps(ctx, intentId, intent, token, undefined)
+  } finally {
+    await ctx.renames.end(intentId)
+  }
+}
+
 async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
   const { store, lock, log } = ctx
   const directory = ctx.directory()
@@ -70,7 +88,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
     // A link moves as its target, never as what it points to.
     fromVersion = source.version
     staged = await ctx.peer(target).incoming(
-      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace },
+      { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace, keepVersion: from === to },
       Buffer.alloc(0),
       replace ? toToken as number : fromToken)
   } else {
@@ -78,7 +96,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
     fromVersion = opened.meta.version
     try {
       staged = await ctx.peer(target).incoming(
-        { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace },
+        { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace, keepVersion: from === to },
         opened.stream,
         replace ? toToken as number : fromToken)
     } finally {
@@ -120,12 +138,15 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
     log(`renamed ${from} but could not remove its old bytes: ${(err as Error).message}`)
   }
   ctx.leases.forget(from)
-  try {
-    await lock.deleteKey(from)
-  } catch (err) {
-    log(`renamed ${from} but could not remove its lock key: ${(err as Error).message}`)
+  // A move to the same path (a drain) keeps the key: the file goes on using it there.
+  if (from !== to) {
+    try {
+      await lock.deleteKey(from)
+    } catch (err) {
+      log(`renamed ${from} but could not remove its lock key: ${(err as Error).message}`)
+    }
   }
-  log(`renamed ${from} to ${to} on file server ${target.machineId}`)
+  log(from === to ? `moved ${from} to file server ${target.machineId}` : `renamed ${from} to ${to} on file server ${target.machineId}`)
   return { from, to, kind: 'file', server: target, meta: staged, fromVersion, files: 1 }
 }
 

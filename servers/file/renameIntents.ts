@@ -121,8 +121,8 @@ export async function recoverRenames (intents: RenameIntents, cutShort: Array<{ 
       const atFrom = await lookupOrNull(ctx.directory, from)
       const fromHere = atFrom?.server?.machineId === ctx.machineId
       if (!fromHere && atTo?.server?.machineId === target.machineId) {
-        // The switch happened: `from` goes.
-        await finish(ctx, from)
+        // The switch happened: `from` goes (a drain's move, to the same path, keeps the key).
+        await finish(ctx, from, from !== to)
         ctx.log(`rename of ${from} to ${to} cut short by a crash: finished`)
       } else if (fromHere && replace && intent.staged === true) {
         // The replaced `to` has the new bytes already, and its old ones are gone: finish it.
@@ -144,10 +144,10 @@ export async function recoverRenames (intents: RenameIntents, cutShort: Array<{ 
   }
 }
 
-/** `from` leaves this disk and the lock server. */
-async function finish (ctx: RecoveryContext, from: string): Promise<void> {
+/** `from` leaves this disk and, unless the file goes on using its key elsewhere, the lock server. */
+async function finish (ctx: RecoveryContext, from: string, dropKey = true): Promise<void> {
   if (await ctx.store.statOrNull(from)) await ctx.store.remove(from)
-  await ctx.lock.deleteKey(from).catch(() => {})
+  if (dropKey) await ctx.lock.deleteKey(from).catch(() => {})
 }
 
 /** The copy at `to` that was never switched to goes, from this disk or the target's (under the lock of `from`). */

@@ -15,6 +15,7 @@ import type { Logger, RunningServer } from '../common/http'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import { CallbackTable } from './callbacks'
 import { joined } from './context'
+import type { MutationContext } from './context'
 import { FileStore, STATE_DIR_NAME } from './fileStore'
 import { ServerIdentity } from './identity'
 import { LeaseGuard } from './leaseGuard'
@@ -25,6 +26,7 @@ import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { ClientsAnswer } from '../../src/shared/clusterStatus'
 import { fileServerFreeBytes, fileServerSizeBytes } from '../common/metrics'
 import { recoverRenames, RenameIntents } from './renameIntents'
+import { FileServerDrain, mountDrainRoutes } from './drain'
 
 export interface FileServerOptions {
   store: FileStore
@@ -62,7 +64,7 @@ const ROUTE_ROLES: RouteRole[] = [
 
 export interface FileServerApp extends Express {
   /** serverId: this server's identity (ROOT/.dfs/identity.json), once it has one. */
-  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, serverId: string | null, callbacks: CallbackTable }
+  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, serverId: string | null, callbacks: CallbackTable, drain: FileServerDrain }
 }
 
 export function createFileServer (opts: FileServerOptions): FileServerApp {
@@ -199,7 +201,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   // Only the rename request is JSON; every other body here is a file's bytes.
   app.use(FileRoutes.rename, jsonBody)
-  mountMutationRoutes(app, {
+  const mutationContext: MutationContext = {
     store,
     lock,
     leases,
@@ -212,7 +214,10 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     peer: (server) => peers.of(server),
     callbacks,
     renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
-  })
+  }
+  mountMutationRoutes(app, mutationContext)
+  app.locals.drain = new FileServerDrain(mutationContext)
+  mountDrainRoutes(app, mutationContext, app.locals.drain)
 
   finishApp(app, log)
   return app
@@ -264,6 +269,8 @@ export interface StartFileServerOptions {
   log?: Logger
   /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
   auth?: ServerAuth
+  /** It was drained and left the cluster (dfs-serve drain): the process may stop it. */
+  onLeft?: () => void
 }
 
 export interface RunningFileServer extends RunningServer {
@@ -318,7 +325,13 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   })
   try {
     const machineId = await membership.join()
-    membership.watch(opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
+    const heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
+    membership.watch(heartbeatMs)
+    app.locals.drain.hooks = {
+      leaving: () => membership.stop(),
+      stayed: () => membership.watch(heartbeatMs),
+      left: () => opts.onLeft?.()
+    }
     return {
       ...running,
       machineId,

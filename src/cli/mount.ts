@@ -15,6 +15,8 @@ import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
 import { clientCaller } from './credentials'
 import { mountOptions } from './options'
+import { startMountLog, tracedOperations } from './mountLog'
+import type { LogLevel } from '../../servers/common/logging'
 import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
 import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
 
@@ -27,7 +29,8 @@ function metricsAddressOf (text: string): MetricsAddress | null {
   }
 }
 
-function log (line: string): void {
+/** Plain lines on standard output until the daemon has started its log (startMountLog). */
+let log = (line: string): void => {
   process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
 }
 
@@ -78,13 +81,16 @@ async function main (): Promise<void> {
   if (!args.foreground) {
     await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
     const logFile = args.log ?? state.logFile
-    const childArgs = process.argv.slice(2).concat('--foreground', '--log', logFile)
+    // The daemon's standard output is its log file too; --log once, or yargs makes it a list.
+    const childArgs = process.argv.slice(2).concat('--foreground', ...(args.log === undefined ? ['--log', logFile] : []))
     const pid = await startDetached(childArgs, logFile)
     process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
     return
   }
 
   try {
+    const mountLog = startMountLog({ file: args.log, level: args.logLevel as LogLevel })
+    log = mountLog.log
     const caller = clientCaller(args.tokenFile, args.directory)
     await preflight(mountpoint, args.directory, caller)
     const client = new DfsClient({
@@ -107,7 +113,7 @@ async function main (): Promise<void> {
     await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
     let mounted: MountedDfs
     try {
-      mounted = await mountDfs({ mountpoint, client, debug: args.debug })
+      mounted = await mountDfs({ mountpoint, client, debug: args.debug, wrapOperations: (operations) => tracedOperations(operations, mountLog.logger) })
     } catch (err) {
       await fsp.rm(state.stateFile, { force: true })
       throw err
@@ -136,6 +142,7 @@ async function main (): Promise<void> {
         .then(() => log('unmounted'), (err: unknown) => log(`unmount failed: ${String(err)}`))
         .finally(() => {
           fs.rmSync(state.stateFile, { force: true })
+          mountLog.flush()
           process.exit(0)
         })
     }

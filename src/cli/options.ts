@@ -36,6 +36,7 @@ const serverLog = { type: 'string', describe: 'also write the log as JSON lines 
 const logLevel = { type: 'string', choices: ['debug', 'info', 'warn', 'error'], default: 'info', describe: 'least level logged; debug adds a line per request' } as const
 const serverMetrics = { type: 'string', describe: 'HOST:PORT (or PORT) to serve GET /metrics on for Prometheus, or off (default: 127.0.0.1 on this server\'s port + 2100; a free one with --port 0)' } as const
 const mountMetrics = { type: 'string', default: 'off', describe: 'HOST:PORT (or PORT, on 127.0.0.1) to serve GET /metrics on for Prometheus; off by default' } as const
+const mountLogLevel = { ...logLevel, describe: 'least level logged; debug adds a line per file system operation (with its request id)' } as const
 const statusLock = { ...lock, describe: 'lock server URL, for the locks on the status page and in dfs status' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -113,7 +114,7 @@ export function tokenOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft }
 }
 
 export function directoryServerOptions () {
@@ -123,6 +124,13 @@ export function directoryServerOptions () {
 /** dfs-serve forget-server: only where the directory server is. */
 export function forgetServerOptions () {
   return withEnvironment({ directory, 'timeout-ms': timeoutMs, 'cluster-key': clusterKey })
+}
+
+const cancelDrain = { type: 'boolean', default: false, describe: 'put a draining server back in service (its moved files stay where they went)' } as const
+
+/** dfs-serve drain: where the directory server is, with the cluster key, as forget-server. */
+export function drainOptions () {
+  return { ...forgetServerOptions(), cancel: cancelDrain }
 }
 
 export function lockServerOptions () {

@@ -18,7 +18,8 @@ import { CliError, logLine, runMain } from './common'
 import { isAlive, notifyParent, startDetached } from './daemon'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
-import { demoOptions, directoryServerOptions, fileServerOptions, forgetServerOptions, lockServerOptions, tokenOptions } from './options'
+import { demoOptions, directoryServerOptions, drainOptions, fileServerOptions, forgetServerOptions, lockServerOptions, tokenOptions } from './options'
+import { drainCommand } from './drain'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
 
@@ -64,7 +65,7 @@ async function startMetrics (args: { metrics?: string }, serverPort: number): Pr
  * connections, requests in flight get SHUTDOWN_GRACE_MS to finish, event channels close;
  * the process exits by then whatever happens. SIGHUP reopens the log file (logrotate).
  */
-function stayUp (close: (graceMs?: number) => Promise<void>, metrics: MetricsEndpoint | null): void {
+function stayUp (close: (graceMs?: number) => Promise<void>, metrics: MetricsEndpoint | null): (why: string) => void {
   let closing = false
   const stop = (signal: string): void => {
     if (closing) return
@@ -92,6 +93,7 @@ function stayUp (close: (graceMs?: number) => Promise<void>, metrics: MetricsEnd
     processLog?.reopen()
     log('SIGHUP: log file reopened')
   })
+  return stop
 }
 
 /** The demo's lock state: beside its data folder, as its pid file and log are. */
@@ -160,12 +162,15 @@ async function main (): Promise<void> {
     .command('file', 'a file server: serves the files under --root', (y) => y.options(fileServerOptions()),
     async (args) => {
       startLogging('file', args)
+      // Drained (dfs-serve drain) and gone from the directory: the process ends, exit 0.
+      let leave = (): void => {}
       const server = await startFileServer({
-        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args)
+        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args), onLeft: () => leave()
       })
       const metrics = await startMetrics(args, args.port)
       listening(`file server ${server.machineId}`, server, args.port)
-      stayUp(server.close, metrics)
+      const stop = stayUp(server.close, metrics)
+      leave = () => stop('drained and left the cluster')
     })
     .command('demo', 'a directory server, a lock server and two file servers with sample data, in one process', (y) => y.options(demoOptions()),
     async (args) => {
@@ -227,6 +232,15 @@ async function main (): Promise<void> {
         const directory = new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, { credential }))
         const answer = await directory.forgetServer(args.machineId)
         process.stdout.write(`forgot file server ${answer.machineId} and its ${answer.entries} entries\n`)
+      })
+    .command('drain <server>', 'move every file of a file server to the others, then let it leave the cluster (it exits)',
+      (y) => y.options(drainOptions()).positional('server', { type: 'string', demandOption: true, describe: 'its machine id or URL (see dfs status)' }),
+      async (args) => {
+        // An operator's call: made with the cluster key, on the machine that has it.
+        const credential = ClusterKey.load(args.clusterKey).serverCredential('operator')
+        await drainCommand({
+          directory: args.directory, timeoutMs: args.timeoutMs, server: args.server, cancel: args.cancel, caller: { credential }, out: (line) => process.stdout.write(line + '\n')
+        })
       })
     .command('token', 'print a client token for dfs and dfs-mount (put it in ~/.config/dfs/token or DFS_TOKEN)', (y) => y.options(tokenOptions()),
       (args) => {

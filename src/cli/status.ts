@@ -38,7 +38,8 @@ function table (header: string[], rows: string[][]): string {
 /** The report, and what is wrong (empty: healthy). */
 export function formatStatus (status: ClusterStatus): { text: string, problems: string[] } {
   const problems: string[] = []
-  let text = `file servers (${status.servers.filter((s) => s.state === 'up').length} of ${status.servers.length} up)\n`
+  const draining = status.servers.filter((s) => s.state === 'draining').length
+  let text = `file servers (${status.servers.filter((s) => s.state === 'up').length} of ${status.servers.length} up${draining > 0 ? `, ${draining} draining` : ''})\n`
   if (status.servers.length === 0) {
     text += '  (none registered)\n'
     problems.push('no file server has registered')
@@ -48,7 +49,8 @@ export function formatStatus (status: ClusterStatus): { text: string, problems: 
       s.sinceHeartbeatMs === null ? 'never' : `${age(s.sinceHeartbeatMs)} ago`
     ]))
   }
-  for (const s of status.servers) if (s.state !== 'up') problems.push(`file server ${s.machineId} at ${s.url} is down`)
+  // A draining server is in service for reads: not a problem.
+  for (const s of status.servers) if (s.state === 'down') problems.push(`file server ${s.machineId} at ${s.url} is down`)
   if (status.locks === null) {
     text += `locks held: unknown (${status.locksError ?? 'the lock server did not answer'})\n`
     problems.push(`the lock server did not answer: ${status.locksError ?? ''}`)

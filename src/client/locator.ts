@@ -115,7 +115,8 @@ export class Locator {
   /**
    * Runs a call on the server that holds a file. If that server no longer has it (the file
    * moved, or the remembered lookup was stale), or does not answer, the lookup is dropped so
-   * the next call asks the directory again; a remembered one is retried once, fresh. A
+   * the next call asks the directory again; the call is retried once on a fresh lookup (for
+   * a server that does not answer, only if the answer was a remembered one). A
    * server marked down is not called: UNAVAILABLE at once. `read` picks the read timeout.
    */
   async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
@@ -139,7 +140,9 @@ export class Locator {
         if (!silent) return await call(this.reader(found.server))
       }
       this.forget(path)
-      if (!this.rememberedLookups.has(found)) throw err
+      // "Not found" from the server a lookup named, even a fresh one, may mean the file moved
+      // since (a drain, a rename): one fresh lookup says where it is now.
+      if (!(err instanceof NotFoundError) && !this.rememberedLookups.has(found)) throw err
       // The remembered answer may be stale: the file moved, or its server moved to another
       // URL (same machine id) or is down by now, which is the better error to give.
       const fresh = await this.lookup(path)

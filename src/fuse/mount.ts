@@ -10,6 +10,8 @@ export interface MountOptions {
   mountpoint: string
   client: DfsClient
   debug?: boolean
+  /** Wraps the FUSE operations before they are handed to the kernel (the mount's log: src/cli/mountLog.ts). */
+  wrapOperations?: (operations: Record<string, unknown>) => Record<string, unknown>
 }
 
 export interface MountedDfs {
@@ -55,7 +57,8 @@ function kernelOptions (debug: boolean): Record<string, unknown> {
 export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   const Fuse = loadFuse()
   const files = new OpenFileTable(opts.client)
-  const fuse: FuseInstance = new Fuse(opts.mountpoint, createFuseOperations(opts.client, files), kernelOptions(opts.debug ?? false))
+  const operations = createFuseOperations(opts.client, files)
+  const fuse: FuseInstance = new Fuse(opts.mountpoint, opts.wrapOperations?.(operations) ?? operations, kernelOptions(opts.debug ?? false))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
   // In the background: the mount serves at once, and the old copies count from when they are found.
   opts.client.cache.loadIndex().catch(() => {})

@@ -84,8 +84,12 @@ export interface RegisterAnswer {
   machineId: number
 }
 
-/** Up: the file server sent a heartbeat within the down-after time (5 s); down: it did not, or has not joined since the directory started. */
-export type ServerState = 'up' | 'down'
+/**
+ * Up: the file server sent a heartbeat within the down-after time (5 s); down: it did not, or
+ * has not joined since the directory started; draining: up, but its files are moving to the
+ * others (dfs-serve drain) and it gets no new ones.
+ */
+export type ServerState = 'up' | 'down' | 'draining'
 
 export interface ServerInfo {
   machineId: number
@@ -439,6 +443,8 @@ export interface IncomingRequest {
   target?: string
   /** Whether an existing file at `path` is replaced. */
   replace: boolean
+  /** A drain moves the file to the same path: it keeps its version unless the path had a higher one here. */
+  keepVersion?: boolean
 }
 
 export interface RenameAnswer {

@@ -164,9 +164,9 @@ export class FileApi {
 
   /** Server to server: a renamed file's bytes arrive at the server that will hold them. */
   async incoming (request: IncomingRequest, bytes: Bytes, token: number): Promise<FileMeta> {
-    const { path, lockPath, fromVersion, mtimeMs, mode, target, replace } = request
+    const { path, lockPath, fromVersion, mtimeMs, mode, target, replace, keepVersion } = request
     return await this.transport.json({
-      method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, target, replace }, body: bytes, headers: lockHeader(token)
+      method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, target, replace, keepVersion }, body: bytes, headers: lockHeader(token)
     })
   }
 
