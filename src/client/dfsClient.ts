@@ -107,6 +107,9 @@ const PLACEMENT_TTL_MS = 10_000
 /** A file up to this size comes with a stat when there is no copy of it here (GET /stat?inline=). */
 const INLINE_STAT_BYTES = 16 * 1024
 
+/** Tries of opening a copy found current that is dropped each time before it opens (see openForReading). */
+const COPY_OPEN_ATTEMPTS = 3
+
 /** Slowest server-to-server copy a rename waits for (bytes per ms), on top of the usual timeout. */
 const SLOWEST_COPY_BYTES_PER_MS = 1000
 /** A folder rename records a new version per file it moves: give it time. */
@@ -310,8 +313,17 @@ export class DfsClient {
    */
   async openForReading (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta, download: Download | null }> {
     const canonical = normalizePath(path)
-    const answer = await this.revalidate(canonical)
-    if ('cached' in answer) return { reader: await fs.promises.open(answer.cached.file, 'r'), meta: answer.cached.meta, download: null }
+    let answer = await this.revalidate(canonical)
+    // The copy found current may be dropped before it is opened (an append of another client
+    // made it old): then the server is asked again, and sends the current one.
+    for (let attempt = 1; 'cached' in answer; attempt++) {
+      const reader = await fs.promises.open(answer.cached.file, 'r').catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' && attempt < COPY_OPEN_ATTEMPTS) return null
+        throw err
+      })
+      if (reader !== null) return { reader, meta: answer.cached.meta, download: null }
+      answer = await this.revalidate(canonical)
+    }
     const { server } = answer
     const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body, (err) => server.unavailable(err))
     return { reader, meta: answer.meta, download }
