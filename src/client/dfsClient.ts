@@ -19,7 +19,7 @@ import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { monotonicMs } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
-import { retryReadWhileUp, retryWhileUnavailable } from './retry'
+import { retryAppendWhileUnavailable, retryReadWhileUp, retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
 import { AdvisoryLocks } from './advisoryLocks'
@@ -390,7 +390,7 @@ export class DfsClient {
       }
     }
     // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
-    const meta = Buffer.isBuffer(body) ? await retryWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
+    const meta = Buffer.isBuffer(body) ? await retryAppendWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) await this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
     this.callbacks?.changedHere(canonical)
