@@ -370,6 +370,14 @@ export class OpenFileTable {
     await this.client.utimes(canonical, mtimeMs, atimeMs)
   }
 
+  /** Whether a handle of this mount has the path open for appending, or its appends are on their way. */
+  isAppendedHere (filePath: string): boolean {
+    const canonical = normalizePath(filePath)
+    const appends = this.appends.get(canonical)
+    if (appends !== undefined && appends.buffer.size + appends.sending > 0) return true
+    return [...this.handlesOf(canonical)].some((file) => (file.flags & O_APPEND) !== 0)
+  }
+
   /** A size that counts what open handles hold back, as a local file system would show it. */
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
