@@ -181,7 +181,13 @@ export class DfsClient {
     if (remembered) return remembered
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
-      const entry = (await this.listShared(folder)).find((e) => e.path === canonical)
+      // A listing that cannot be had now (the directory is down) is no answer: the stat
+      // below waits for it as a hard mount does, or fails as a soft one does.
+      const listing = await this.listShared(folder).catch((err: unknown) => {
+        if (err instanceof ServerUnavailableError) return []
+        throw err
+      })
+      const entry = listing.find((e) => e.path === canonical)
       // One whose server is out of reach is asked for below, and fails as unavailable.
       if (entry && entry.unavailable !== true) return entry
     }
