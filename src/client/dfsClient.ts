@@ -19,7 +19,7 @@ import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { monotonicMs } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
-import { retryReadWhileUp, retryWhileUnavailable } from './retry'
+import { retryAppendWhileUnavailable, retryReadWhileUp, retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
 import { AdvisoryLocks } from './advisoryLocks'
@@ -107,6 +107,9 @@ const PLACEMENT_TTL_MS = 10_000
 /** A file up to this size comes with a stat when there is no copy of it here (GET /stat?inline=). */
 const INLINE_STAT_BYTES = 16 * 1024
 
+/** Tries of opening a copy found current that is dropped each time before it opens (see openForReading). */
+const COPY_OPEN_ATTEMPTS = 3
+
 /** Slowest server-to-server copy a rename waits for (bytes per ms), on top of the usual timeout. */
 const SLOWEST_COPY_BYTES_PER_MS = 1000
 /** A folder rename records a new version per file it moves: give it time. */
@@ -178,7 +181,13 @@ export class DfsClient {
     if (remembered) return remembered
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
-      const entry = (await this.listShared(folder)).find((e) => e.path === canonical)
+      // A listing that cannot be had now (the directory is down) is no answer: the stat
+      // below waits for it as a hard mount does, or fails as a soft one does.
+      const listing = await this.listShared(folder).catch((err: unknown) => {
+        if (err instanceof ServerUnavailableError) return []
+        throw err
+      })
+      const entry = listing.find((e) => e.path === canonical)
       // One whose server is out of reach is asked for below, and fails as unavailable.
       if (entry && entry.unavailable !== true) return entry
     }
@@ -310,8 +319,17 @@ export class DfsClient {
    */
   async openForReading (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta, download: Download | null }> {
     const canonical = normalizePath(path)
-    const answer = await this.revalidate(canonical)
-    if ('cached' in answer) return { reader: await fs.promises.open(answer.cached.file, 'r'), meta: answer.cached.meta, download: null }
+    let answer = await this.revalidate(canonical)
+    // The copy found current may be dropped before it is opened (an append of another client
+    // made it old): then the server is asked again, and sends the current one.
+    for (let attempt = 1; 'cached' in answer; attempt++) {
+      const reader = await fs.promises.open(answer.cached.file, 'r').catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' && attempt < COPY_OPEN_ATTEMPTS) return null
+        throw err
+      })
+      if (reader !== null) return { reader, meta: answer.cached.meta, download: null }
+      answer = await this.revalidate(canonical)
+    }
     const { server } = answer
     const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body, (err) => server.unavailable(err))
     return { reader, meta: answer.meta, download }
@@ -378,7 +396,7 @@ export class DfsClient {
       }
     }
     // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
-    const meta = Buffer.isBuffer(body) ? await retryWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
+    const meta = Buffer.isBuffer(body) ? await retryAppendWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
     this.callbacks?.changedHere(canonical)

@@ -6,6 +6,7 @@ import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
+import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
@@ -38,6 +39,8 @@ export class LocalCache {
   private readonly emptyFile: string
   private readonly index: LRUCache<string, CacheRecord>
   private ready: Promise<void> | null = null
+  /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
+  private readonly changing = new KeyedMutex()
   /** Copies evicted whose files are still being removed: not to be read back from disk. */
   private readonly evicting = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
@@ -130,8 +133,10 @@ export class LocalCache {
           await writer.close()
         }
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
-        await fsp.rename(partial, this.objectFile(path))
-        await this.writeRecord(path, meta)
+        await this.changing.run(path, async () => {
+          await fsp.rename(partial, this.objectFile(path))
+          await this.writeRecord(path, meta)
+        })
         download.finish()
       } catch (err) {
         await fsp.rm(partial, { force: true })
@@ -174,7 +179,7 @@ export class LocalCache {
       try {
         await step()
       } catch {
-        await this.invalidateNow(path).catch(() => {})
+        await this.changing.run(path, async () => await this.invalidateNow(path)).catch(() => {})
       }
     })()
     this.behind.set(path, running)
@@ -184,14 +189,24 @@ export class LocalCache {
   }
 
   private async applyAppendNow (path: string, appended: Buffer, after: FileMeta): Promise<void> {
-    const cached = await this.getNow(path)
-    if (!cached) return
-    if (cached.meta.version !== after.version - 1 || cached.meta.size + appended.length !== after.size) {
-      await this.invalidateNow(path)
-      return
-    }
-    await fsp.appendFile(cached.file, appended)
-    await this.writeRecord(path, after)
+    // One at a time with the copy's replacement and removal: a download of the version this
+    // append made, renamed in between the check and the write, would get the bytes twice,
+    // and a copy removed in between would come back holding only them.
+    await this.changing.run(path, async () => {
+      const cached = await this.getNow(path)
+      if (!cached) return
+      if (cached.meta.version !== after.version - 1 || cached.meta.size + appended.length !== after.size) {
+        await this.invalidateNow(path)
+        return
+      }
+      try {
+        await appendInPlace(cached.file, appended)
+      } catch {
+        await this.invalidateNow(path) // evicted meanwhile
+        return
+      }
+      await this.writeRecord(path, after)
+    })
   }
 
   /**
@@ -274,7 +289,7 @@ export class LocalCache {
 
   async invalidate (path: string): Promise<void> {
     await this.behind.get(path)
-    await this.invalidateNow(path)
+    await this.changing.run(path, async () => await this.invalidateNow(path))
   }
 
   private async invalidateNow (path: string): Promise<void> {
@@ -424,4 +439,14 @@ function asError (err: unknown): Error {
 
 function hashOf (path: string): string {
   return crypto.createHash('sha256').update(path).digest('hex')
+}
+
+/** Appends to a file that must exist: one removed meanwhile is not made anew holding only these bytes. */
+async function appendInPlace (file: string, data: Buffer): Promise<void> {
+  const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+  try {
+    await handle.appendFile(data)
+  } finally {
+    await handle.close()
+  }
 }

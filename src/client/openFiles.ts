@@ -16,6 +16,8 @@ const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
 const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
+/** How often a read tries to deliver what the mount has shown beyond its copy (see readPastCopy). */
+const READ_PAST_COPY_ATTEMPTS = 3
 
 /** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
 export interface Survivor {
@@ -159,7 +161,40 @@ export class OpenFileTable {
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     if (!working && file.download) await file.download.waitFor(position + length)
     const { bytesRead } = await source.read(buffer, 0, length, position)
+    if (working || bytesRead === length) return bytesRead
+    return await this.readPastCopy(file, buffer, length, position, bytesRead)
+  }
+
+  /**
+   * A read that the reader's copy ends short of. The kernel takes the size this mount showed
+   * last (getattr: the server's, plus this mount's appends under way) for the file's length,
+   * and fills what a read does not deliver with zeros that a reader then sees as the file's
+   * end. So while the mount has shown more than the copy holds, the appends under way land
+   * first and the read is answered again from a current copy: read delivers what getattr
+   * promised. Bounded: a mount appending without pause could otherwise keep a read waiting.
+   */
+  private async readPastCopy (file: OpenFile, buffer: Buffer, length: number, position: number, bytesRead: number): Promise<number> {
+    for (let attempt = 0; attempt < READ_PAST_COPY_ATTEMPTS && position + bytesRead < this.shownSize(file.path); attempt++) {
+      await this.sendPendingOf(file.path)
+      await this.sendsUnderWay(file.path)
+      if (this.workingCopies.has(file.path)) break
+      await this.reopenReader(file)
+      if (file.download) await file.download.waitFor(position + length)
+      bytesRead = (await (file.reader as fsp.FileHandle).read(buffer, 0, length, position)).bytesRead
+      if (bytesRead === length) break
+    }
     return bytesRead
+  }
+
+  /** The size getattr shows of a path open here (see attributes()), or 0 when none was seen. */
+  private shownSize (filePath: string): number {
+    const seen = this.lastSeen.get(filePath)
+    return seen === undefined ? 0 : this.localView(seen).size
+  }
+
+  /** Waits for the appends of a path that are on their way to the server (a flush under way). */
+  private async sendsUnderWay (filePath: string): Promise<void> {
+    if ((this.appends.get(filePath)?.sending ?? 0) > 0) await this.flushes.run(filePath, async () => {})
   }
 
   async write (id: number, data: Buffer, position: number): Promise<number> {
@@ -333,6 +368,14 @@ export class OpenFileTable {
     const mtimeMs = mtime === 'omit' ? (await this.client.stat(canonical)).mtimeMs : mtime === 'now' ? Date.now() : mtime
     const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
     await this.client.utimes(canonical, mtimeMs, atimeMs)
+  }
+
+  /** Whether a handle of this mount has the path open for appending, or its appends are on their way. */
+  isAppendedHere (filePath: string): boolean {
+    const canonical = normalizePath(filePath)
+    const appends = this.appends.get(canonical)
+    if (appends !== undefined && appends.buffer.size + appends.sending > 0) return true
+    return [...this.handlesOf(canonical)].some((file) => (file.flags & O_APPEND) !== 0)
   }
 
   /** A size that counts what open handles hold back, as a local file system would show it. */

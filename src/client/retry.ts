@@ -52,6 +52,16 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
 }
 
 /**
+ * An append of bytes held in memory: tried again at least every second, as reads are. It is
+ * cheap to send again (its change id makes it land once), and a read of the file on this
+ * mount waits for it (the mount shows the file with it), so it must not lag seconds behind
+ * its server's return.
+ */
+export async function retryAppendWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
+  return await retryWhileUnavailable(what, policy, task, { longestDelayMs: LONGEST_READ_DELAY_MS })
+}
+
+/**
  * A read (stat, open) on a hard mount: tried again while a server does not answer, as a
  * hard NFS mount does, except once the directory has marked that server down, whose files
  * fail at once (serverDownError).

@@ -38,11 +38,13 @@ const { O_APPEND } = fs.constants
  * kernel would put each appended write into its cached pages at the end of the file as it
  * knows it, while the file server puts the bytes at the file's real end, after appends of
  * other mounts the kernel has not seen; a reader of this mount would then read its own lines
- * out of place, or zeros. Other handles keep the page cache (auto_cache drops it at open
- * when the file changed).
+ * out of place, or zeros. A reader of a file this mount is appending to bypasses it too: the
+ * kernel cuts a cached read at the size it knows, which its own appends have moved on from
+ * a size other mounts' appends have overtaken, so the read would end inside another mount's
+ * line. Other handles keep the page cache (auto_cache drops it at open when the file changed).
  */
-function cachingOf (flags: number): number {
-  return (flags & O_APPEND) !== 0 ? OPEN_DIRECT_IO : 0
+function cachingOf (flags: number, appendedHere: boolean): number {
+  return (flags & O_APPEND) !== 0 || appendedHere ? OPEN_DIRECT_IO : 0
 }
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
@@ -104,7 +106,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
-    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(flags)]),
+    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(flags, files.isAppendedHere(path))]),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
     // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
     create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
