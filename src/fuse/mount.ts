@@ -5,11 +5,16 @@ import { OpenFileTable } from '../client/openFiles'
 import { loadFuse } from './loadFuse'
 import type { FuseInstance } from './loadFuse'
 import { createFuseOperations } from './operations'
+import type { FileOwner } from './operations'
 
 export interface MountOptions {
   mountpoint: string
   client: DfsClient
   debug?: boolean
+  /** More options for libfuse, as dfs-mount -o gives them (allow_other, ro, ...): checked there. */
+  kernelFlags?: string[]
+  /** Who owns every file as the mount shows it; default: the user running the mount. */
+  owner?: FileOwner
 }
 
 export interface MountedDfs {
@@ -39,9 +44,9 @@ export interface MountedDfs {
  *   until written data is stored (the client proxy retries), and a timer answering ETIMEDOUT
  *   there would drop the data while telling the program about it only through close().
  */
-function kernelOptions (debug: boolean): Record<string, unknown> {
+function kernelOptions (debug: boolean, flags: readonly string[]): Record<string, unknown> {
   return {
-    fsname: 'dfs,big_writes,nonempty,use_ino',
+    fsname: ['dfs', 'big_writes', 'nonempty', 'use_ino', ...flags].join(','),
     subtype: 'dfs',
     autoCache: true,
     attrTimeout: '0',
@@ -55,7 +60,8 @@ function kernelOptions (debug: boolean): Record<string, unknown> {
 export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   const Fuse = loadFuse()
   const files = new OpenFileTable(opts.client)
-  const fuse: FuseInstance = new Fuse(opts.mountpoint, createFuseOperations(opts.client, files), kernelOptions(opts.debug ?? false))
+  const fuse: FuseInstance = new Fuse(opts.mountpoint, createFuseOperations(opts.client, files, opts.owner),
+    kernelOptions(opts.debug ?? false, opts.kernelFlags ?? []))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
   // In the background: the mount serves at once, and the old copies count from when they are found.
   opts.client.cache.loadIndex().catch(() => {})

@@ -54,7 +54,7 @@ const ENOTSUP = -os.constants.errno.ENOTSUP
  * find and fts take as "unknown" (as on btrfs), where 2 would be too low and make them
  * skip subfolders.
  */
-export function statOf (meta: FileMeta, ino: number): FuseStat {
+export function statOf (meta: FileMeta, ino: number, owner: FileOwner = mountingUser()): FuseStat {
   const isDir = meta.kind === 'dir'
   const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
@@ -63,14 +63,24 @@ export function statOf (meta: FileMeta, ino: number): FuseStat {
     size,
     nlink: 1,
     ino,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
+    uid: owner.uid,
+    gid: owner.gid,
     blocks: Math.ceil(size / 512),
     blksize: 4096,
     mtime,
     atime: mtime,
     ctime: mtime
   }
+}
+
+/** Who owns every file as the mount shows it (dfs keeps no owners). */
+export interface FileOwner {
+  uid: number
+  gid: number
+}
+
+function mountingUser (): FileOwner {
+  return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
 }
 
 /**
@@ -89,12 +99,11 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
  * The FUSE operations: a thin adapter from syscalls to the client proxy and its open-file
  * table. Nothing here decides anything about caching, locking or versions.
  */
-export function createFuseOperations (client: DfsClient, files: OpenFileTable): Record<string, unknown> {
+export function createFuseOperations (client: DfsClient, files: OpenFileTable, owner: FileOwner = mountingUser()): Record<string, unknown> {
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
-  const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const locks = new FuseLocks(client.advisoryLocks)
   const inodes = new InodeNumbers()
-  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path))
+  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path), owner)
   // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
   const unlinked = new UnlinkedFiles(client.workDir)
   return {
@@ -151,7 +160,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     // stamp the file with the time of the store. (The table flushes only all handles at once.)
     utimens: (path: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => answer(cb, async () => await files.setTimes(path, atime, mtime)),
     chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
-    // Files belong to whoever mounted; tar and cp -p as that user ask for exactly that.
+    // Files belong to whoever mounted (or -o uid=,gid=); tar and cp -p as that user ask for exactly that.
     chown: (_path: string, uid: number, gid: number, cb: Callback) => {
       const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
       cb(same ? 0 : EPERM)
