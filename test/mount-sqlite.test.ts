@@ -58,3 +58,31 @@ t.test('a small change to a large database sends a small range write, not the fi
   t.equal(await sql(t, db, 'pragma integrity_check;'), 'ok')
   t.equal(await sql(t, db, 'select count(*), length(data) from blobs where id = 2000;'), '1|1')
 })
+
+t.test('two mounts share one database in rollback mode through their locks: in turn, then at once', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const dbA = a.at('/db/shared.db')
+  const dbB = b.at('/db/shared.db')
+  await sql(t, dbA, 'create table items (id integer primary key, mount text, n integer);')
+  // In turn: one sqlite3 process per insert, alternating between the mounts.
+  for (let i = 0; i < 50; i++) {
+    await sql(t, dbA, `insert into items (mount, n) values ('a', ${i});`)
+    await sql(t, dbB, `insert into items (mount, n) values ('b', ${i});`)
+  }
+  t.equal(await sql(t, dbB, 'pragma integrity_check;'), 'ok')
+  t.equal(await sql(t, dbA, "select count(*) from items where mount = 'a'; select count(*) from items where mount = 'b';"), '50\n50')
+  // At once: a loop of sqlite3 processes per mount, each waiting for the other's locks.
+  const loop = async (db: string, name: string): Promise<void> => {
+    for (let i = 0; i < 50; i++) {
+      const result = await run('sqlite3', ['-batch', '-cmd', '.timeout 60000', db, `insert into items (mount, n) values ('${name}', ${i});`], { timeoutMs: 120_000 })
+      if (result.code !== 0) throw new Error(`insert ${i} through mount ${name}: ${outcome(result)}`)
+    }
+  }
+  await Promise.all([loop(dbA, 'a2'), loop(dbB, 'b2')])
+  for (const db of [dbA, dbB]) {
+    t.equal(await sql(t, db, 'pragma integrity_check;'), 'ok')
+    t.equal(await sql(t, db, 'select mount, count(*), count(distinct n) from items group by mount order by mount;'), 'a|50|50\na2|50|50\nb|50|50\nb2|50|50')
+  }
+})

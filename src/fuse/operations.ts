@@ -4,6 +4,7 @@ import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
+import { NotFoundError } from '../shared/errors'
 import { errnoOf } from './errno'
 import { OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
@@ -31,22 +32,40 @@ const S_IFDIR = 0o040000
 const S_IFLNK = 0o120000
 /** Permission bits of a mode the kernel hands over (it has already applied the caller's umask). */
 const PERMISSION_BITS = 0o7777
-const { O_APPEND } = fs.constants
+const { O_APPEND, O_RDWR } = fs.constants
 
 /**
- * How the kernel is to treat a handle: one opened for appending bypasses the page cache. The
+ * How the kernel is to treat a handle. One opened for appending bypasses the page cache: the
  * kernel would put each appended write into its cached pages at the end of the file as it
  * knows it, while the file server puts the bytes at the file's real end, after appends of
  * other mounts the kernel has not seen; a reader of this mount would then read its own lines
- * out of place, or zeros. Other handles keep the page cache (auto_cache drops it at open
- * when the file changed).
+ * out of place, or zeros.
+ *
+ * One opened for reading and writing bypasses it too: such a file may be shared through locks
+ * (a database: sqlite keeps it open and reads its pages after each fcntl lock). libfuse 2
+ * cannot drop a file's cached pages while it is open (no inode number for
+ * notify_inval_inode, no auto_inval_data), so pages cached before another mount's change
+ * would be served after the lock; through direct_io every read reaches this mount, whose
+ * lock operation moves the handle to the current version first (OpenFileTable.revalidate),
+ * as NFS revalidates at lock. The price: such reads are not served from the page cache, and
+ * the kernel refuses mmap(MAP_SHARED) of a direct_io handle, which is why sqlite's WAL index
+ * (NAME-shm, mapped shared, used only within one machine) keeps the page cache.
+ * Handles opened read-only keep the page cache (auto_cache drops it at open when the file
+ * changed).
  */
-function cachingOf (flags: number): number {
-  return (flags & O_APPEND) !== 0 ? OPEN_DIRECT_IO : 0
+function cachingOf (path: string, flags: number): number {
+  if ((flags & O_APPEND) !== 0) return OPEN_DIRECT_IO
+  return (flags & O_ACCMODE) === O_RDWR && !path.endsWith(SQLITE_SHARED_MEMORY_SUFFIX) ? OPEN_DIRECT_IO : 0
 }
+
+/** sqlite's WAL index file, NAME-shm: mapped with mmap(MAP_SHARED) (see cachingOf). */
+const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
+/** Linux's mask of the access mode bits; Node does not export it. */
+const O_ACCMODE = 3
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
+const ESTALE = -os.constants.errno.ESTALE
 
 /**
  * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
@@ -113,7 +132,17 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
-    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(flags)]),
+    // A file gone since the kernel looked its name up (another mount removed it: sqlite's
+    // journal, between this mount's stat and its open(O_CREAT)) answers ESTALE, after which
+    // the kernel looks the name up once more, as for NFS: open(O_CREAT) then creates the
+    // file; the kernel strips O_CREAT from what it sends here, so that cannot be done here.
+    open: (path: string, flags: number, cb: Callback) => files.open(path, flags).then(
+      (id) => cb(0, id, cachingOf(path, flags)),
+      (err: unknown) => {
+        if (!(err instanceof NotFoundError)) return cb(errnoOf(err))
+        client.forget(path)
+        cb(ESTALE)
+      }),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
     // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
     create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
@@ -166,10 +195,18 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       cb(same ? 0 : EPERM)
     },
     // fcntl and flock locks, held on the lock server for every mount to see (fuseLocks.ts).
+    // A lock granted: what the program reads next includes what other mounts stored before.
     lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
-      answer(cb, async () => await locks.lock(path, request, signal), (conflict) => [conflict]),
+      answer(cb, async () => {
+        const conflict = await locks.lock(path, request, signal)
+        if (request.cmd !== 'getlk' && request.type !== 'unlock') await files.revalidate(path)
+        return conflict
+      }, (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
-      answer(cb, async () => await locks.flock(path, fd, request, signal)),
+      answer(cb, async () => {
+        await locks.flock(path, fd, request, signal)
+        if (request.op !== 'unlock') await files.revalidate(path)
+      }),
     // libfuse hands over the link's target first, then where the link goes.
     symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => await client.symlink(target, path)),
     readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),
