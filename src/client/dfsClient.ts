@@ -187,6 +187,16 @@ export class DfsClient {
     return await this.statFresh(canonical)
   }
 
+  /**
+   * Size, version and mtime as the file server has them now: from its callback promise while
+   * it holds one (no request; a change is answered only after this client heard of it),
+   * else asked. Never from the memo, which may be a moment old.
+   */
+  async statCurrent (path: string): Promise<FileMeta> {
+    const canonical = normalizePath(path)
+    return this.callbacks?.current(canonical) ?? await this.statFresh(canonical)
+  }
+
   /** Size, version and mtime as the file server has them now. */
   async statFresh (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)

@@ -35,6 +35,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   stat: (path: string) => Promise<FileMeta>
   /** Metadata as the file server has it now. */
   statFresh: (path: string) => Promise<FileMeta>
+  /** The same, from the server's callback promise where it holds one (no request). */
+  statCurrent: (path: string) => Promise<FileMeta>
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
@@ -447,7 +449,7 @@ export class OpenFileTable {
     if (this.workingCopies.has(canonical) || this.startingCopies.has(canonical)) return
     const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null)
     if (readers.length === 0) return
-    const current = await this.client.statFresh(canonical)
+    const current = await this.client.statCurrent(canonical)
     for (const file of readers) if (file.readerVersion !== current.version) await this.reopenReader(file)
   }
 
