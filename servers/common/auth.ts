@@ -172,7 +172,7 @@ export interface ServerAuth {
 }
 
 /** One route's method, path and the least role that may call it. */
-export type RouteRole = [method: 'get' | 'post' | 'put' | 'delete', route: string, role: Role]
+export type RouteRole = [method: 'get' | 'post' | 'put' | 'patch' | 'delete', route: string, role: Role]
 
 /**
  * Puts each route's role check before the route itself (Express runs the guard, then the

@@ -11,6 +11,8 @@ import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { syncFile, VersionLog } from './versionLog'
 import { timedSync } from '../common/metrics'
+import { applyRanges, RangeJournal } from './rangeJournal'
+import { decodeRanges } from '../../src/shared/rangeFrames'
 
 /** Opens never follow a symbolic link at the last step: a link is served as a link, never as what it points to. */
 const { O_NOFOLLOW } = fs.constants
@@ -79,11 +81,15 @@ export class FileStore {
    */
   private readonly ownLinks = new Set<string>()
 
+  /** Per path, the read streams still open (openRead): a range write then leaves their inode alone. */
+  private readonly reading = new Map<string, number>()
+
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
     private readonly versions: VersionLog,
-    private readonly modes: ModeRecord
+    private readonly modes: ModeRecord,
+    private readonly rangeJournal: RangeJournal
   ) {}
 
   static async open (root: string): Promise<FileStore> {
@@ -109,11 +115,28 @@ export class FileStore {
       crcOf: async (filePath, from, to) => await crcOfRange(nodePath.join(absolute, filePath), from, to)
     })
     const modes = await ModeRecord.open(nodePath.join(absolute, STATE_DIR_NAME))
+    const rangeJournal = await RangeJournal.open(nodePath.join(absolute, STATE_DIR_NAME))
+    // A range write a crash cut short before its version line: done again, all of it.
+    for (const { file, intent } of await rangeJournal.pending()) {
+      if ((versions.get(intent.path) ?? 1) === intent.fromVersion) {
+        const handle = await fsp.open(nodePath.join(absolute, intent.path), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
+        if (handle !== null) {
+          try {
+            await applyRanges(handle, decodeRanges(intent.body), intent.size)
+            await handle.sync()
+          } finally {
+            await handle.close()
+          }
+          await versions.set(intent.path, intent.fromVersion + 1)
+        }
+      }
+      await rangeJournal.done(file)
+    }
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
     const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
     await fsp.rm(uploads, { recursive: true, force: true })
     await fsp.mkdir(uploads)
-    return new FileStore(absolute, realRoot, versions, modes)
+    return new FileStore(absolute, realRoot, versions, modes, rangeJournal)
   }
 
   async close (): Promise<void> {
@@ -201,7 +224,14 @@ export class FileStore {
           await handle.close()
           return { meta, stream: Readable.from([]) }
         }
-        return { meta, stream: handle.createReadStream({ start: 0, end: meta.size - 1, autoClose: true, highWaterMark: READ_CHUNK_BYTES }) }
+        const stream = handle.createReadStream({ start: 0, end: meta.size - 1, autoClose: true, highWaterMark: READ_CHUNK_BYTES })
+        this.reading.set(path, (this.reading.get(path) ?? 0) + 1)
+        stream.once('close', () => {
+          const left = (this.reading.get(path) ?? 1) - 1
+          if (left === 0) this.reading.delete(path)
+          else this.reading.set(path, left)
+        })
+        return { meta, stream }
       } catch (err) {
         await handle.close()
         throw err
@@ -323,6 +353,52 @@ export class FileStore {
       await this.install(upload, path, current, current.version + 1, diskModeOf(current.mode ?? 0o644, false), changeId)
       return await this.stat(path)
     }))
+  }
+
+  /**
+   * A range write: the ranges (framed, rangeFrames.ts) placed into the file at
+   * `fromVersion`, then the file cut or grown to `size`, as one new version; all or nothing
+   * across crashes. In place, behind a redo intent (RangeJournal), so the cost is the bytes
+   * changed; while a reader streams the file, into a copy renamed over it instead (the
+   * reader keeps the old inode and its bytes). A file no longer at `fromVersion` is a
+   * conflict: the caller's ranges describe changes to another version.
+   */
+  async writeRanges (path: string, body: Buffer, size: number, fromVersion: number, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
+    const ranges = decodeRanges(body)
+    if (ranges.some(({ offset, data }) => offset + data.length > size)) throw new BadRequestError('a range ends past the size given', { path })
+    requireFile(await this.stat(path))
+    return await this.writes.run(path, async () => {
+      if (changeId !== undefined && this.versions.applied(path, changeId)) return await this.stat(path)
+      await guard()
+      const current = await this.stat(path)
+      if (current.version !== fromVersion) throw new ConflictError(`${path} is at version ${current.version}, not ${fromVersion}`, { path })
+      if (this.reading.has(path)) {
+        const file = this.uploadPath()
+        await fsp.copyFile(this.diskPath(path), file, fs.constants.COPYFILE_EXCL)
+        const handle = await fsp.open(file, 'r+')
+        try {
+          await applyRanges(handle, ranges, size)
+          await this.keepMtimeGrowing(handle, current)
+          await this.install({ file, handle }, path, current, current.version + 1, diskModeOf(current.mode ?? 0o644, false), changeId)
+        } finally {
+          await handle.close()
+          await fsp.rm(file, { force: true })
+        }
+        return await this.stat(path)
+      }
+      const intent = await this.rangeJournal.record({ path, fromVersion, size, body })
+      const handle = await this.openInside(path, fs.constants.O_RDWR)
+      try {
+        await applyRanges(handle, ranges, size)
+        await this.keepMtimeGrowing(handle, current)
+        await timedSync('file', handle.datasync())
+      } finally {
+        await handle.close()
+      }
+      await this.versions.set(path, current.version + 1, changeId)
+      await this.rangeJournal.done(intent)
+      return await this.stat(path)
+    })
   }
 
   async truncate (path: string, size: number, guard: WriteGuard = noGuard): Promise<FileMeta> {

@@ -1,10 +1,25 @@
 import type { Express, Request } from 'express'
-import { IsDirectoryError } from '../../src/shared/errors'
+import { IsDirectoryError, PayloadTooLargeError } from '../../src/shared/errors'
 import type { FileMeta, RemovedAnswer, RenameRequest, StatfsAnswer } from '../../src/shared/protocol'
 import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
 import { renameOnServer } from './rename'
+
+/** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
+export const MAX_RANGE_WRITE_BYTES = 256 * 1024 * 1024
+
+/** A request's whole body, refused (413) past `maxBytes`. */
+async function bodyBytes (req: Request, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let bytes = 0
+  for await (const chunk of req) {
+    bytes += (chunk as Buffer).length
+    if (bytes > maxBytes) throw new PayloadTooLargeError(`a range write of more than ${maxBytes} bytes`, { bytes, maxBytes })
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
 
 /**
  * Creating, replacing, truncating, removing and renaming. Each answers only once the change
@@ -76,6 +91,21 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     await leases.require(req, path)
     const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path), changeIdOf(req))
     stats.overwrites++
+    await changed(req, path, meta.version)
+    res.json(meta)
+  })
+
+  // A range write (rangeFrames.ts): only the bytes a writer changed, under its lease, as one version.
+  app.patch(FileRoutes.content, async (req, res) => {
+    const query = queryOf(req)
+    const path = query.path()
+    const size = query.int('size', { min: 0 })
+    const fromVersion = query.int('fromVersion', { min: 0 })
+    await leases.require(req, path)
+    const body = await bodyBytes(req, MAX_RANGE_WRITE_BYTES)
+    const meta = await store.writeRanges(path, body, size, fromVersion, async () => await leases.require(req, path), changeIdOf(req))
+    stats.rangeWrites++
+    stats.rangeBytes += body.length
     await changed(req, path, meta.version)
     res.json(meta)
   })

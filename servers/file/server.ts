@@ -51,6 +51,7 @@ export interface FileServerOptions {
 const ROUTE_ROLES: RouteRole[] = [
   ['post', FileRoutes.append, 'write'],
   ['put', FileRoutes.content, 'write'],
+  ['patch', FileRoutes.content, 'write'],
   ['post', FileRoutes.create, 'write'],
   ['post', FileRoutes.truncate, 'write'],
   ['post', FileRoutes.unlink, 'write'],
@@ -71,7 +72,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const { store, lock } = opts
   const log = opts.log ?? silentLogger
   const stats: FileServerStats = {
-    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, incoming: 0, incomingBytes: 0,
+    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, rangeWrites: 0, rangeBytes: 0, incoming: 0, incomingBytes: 0,
     callbacksGranted: 0, callbacksBroken: 0
   }
   const leases = new LeaseGuard(lock)
@@ -91,6 +92,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const limits = uploadLimits(store)
   app.post(FileRoutes.append, limits)
   app.put(FileRoutes.content, limits)
+  app.patch(FileRoutes.content, limits)
   app.put(FileRoutes.incoming, limits)
 
   app.get(FileRoutes.health, (_req, res) => {

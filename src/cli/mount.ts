@@ -17,6 +17,8 @@ import { clientCaller } from './credentials'
 import { mountOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
 import type { LogLevel } from '../../servers/common/logging'
+import { fuseConfAllowsOther, parseMountFlags } from './mountFlags'
+import type { MountFlags } from './mountFlags'
 import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
 import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
 
@@ -29,12 +31,22 @@ function metricsAddressOf (text: string): MetricsAddress | null {
   }
 }
 
+/** Where fusermount reads whether users may mount with allow_other. */
+const FUSE_CONF = '/etc/fuse.conf'
+
 /** Plain lines on standard output until the daemon has started its log (startMountLog). */
 let log = (line: string): void => {
   process.stdout.write(`${new Date().toISOString()} ${logLine(line)}\n`)
 }
 
 /** The checks that give a one-line answer before anything is started. */
+/** fusermount would refuse too, but only after the daemon started, and in words of its own. */
+async function checkAllowOther (flags: MountFlags): Promise<void> {
+  if (flags.allowOther && process.getuid?.() !== 0 && !fuseConfAllowsOther(await fsp.readFile(FUSE_CONF, 'utf8').catch(() => null))) {
+    throw new CliError(`-o allow_other needs a line user_allow_other in ${FUSE_CONF} (ask root to add it), or mount as root`)
+  }
+}
+
 async function preflight (mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<void> {
   let stats: fs.Stats
   try {
@@ -77,6 +89,8 @@ async function main (): Promise<void> {
   const state = mountStateOf(mountpoint)
   // Checked before anything starts: a typo is one line, not a daemon that dies later.
   const metricsAddress = metricsAddressOf(args.metrics)
+  const flags = parseMountFlags(args.o)
+  await checkAllowOther(flags)
 
   if (!args.foreground) {
     await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
@@ -113,7 +127,14 @@ async function main (): Promise<void> {
     await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
     let mounted: MountedDfs
     try {
-      mounted = await mountDfs({ mountpoint, client, debug: args.debug, wrapOperations: (operations) => tracedOperations(operations, mountLog.logger) })
+      mounted = await mountDfs({
+        mountpoint,
+        client,
+        debug: args.debug,
+        kernelFlags: flags.kernel,
+        owner: { uid: flags.uid ?? process.getuid?.() ?? 0, gid: flags.gid ?? process.getgid?.() ?? 0 },
+        wrapOperations: (operations) => tracedOperations(operations, mountLog.logger)
+      })
     } catch (err) {
       await fsp.rm(state.stateFile, { force: true })
       throw err

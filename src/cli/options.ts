@@ -4,6 +4,7 @@ import {
   DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
+import { MOUNT_FLAGS_HELP } from './mountFlags'
 
 /*
  * Every option of dfs, dfs-mount and dfs-serve, declared once, and which of them each
@@ -50,6 +51,8 @@ const soft = {
   default: false,
   describe: 'a soft mount: when a server does not answer, close and fsync give up with EIO after --soft-timeout-ms (by default they wait and retry until the data is stored, as a hard NFS mount does)'
 } as const
+/** -o: sshfs' and rclone's mount options (src/cli/mountFlags.ts), repeatable; not from the environment (says what this mount is). */
+const mountFlagLists = { type: 'string', array: true, default: [] as string[], describe: MOUNT_FLAGS_HELP } as const
 const reset = { type: 'boolean', default: false, describe: 'start again from a fresh copy of the sample data' } as const
 const detach = { type: 'boolean', default: false, describe: 'run in the background; returns once the cluster is ready' } as const
 const stop = { type: 'boolean', default: false, describe: 'stop a demo cluster started with --detach' } as const
@@ -114,7 +117,7 @@ export function tokenOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft, o: mountFlagLists }
 }
 
 export function directoryServerOptions () {

@@ -14,6 +14,8 @@ import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
+import { encodeRanges } from '../shared/rangeFrames'
+import type { ByteRange } from '../shared/rangeFrames'
 import type { CallerIdentity } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
@@ -192,6 +194,16 @@ export class DfsClient {
       if (entry && entry.unavailable !== true) return entry
     }
     return await this.statFresh(canonical)
+  }
+
+  /**
+   * Size, version and mtime as the file server has them now: from its callback promise while
+   * it holds one (no request; a change is answered only after this client heard of it),
+   * else asked. Never from the memo, which may be a moment old.
+   */
+  async statCurrent (path: string): Promise<FileMeta> {
+    const canonical = normalizePath(path)
+    return this.callbacks?.current(canonical) ?? await this.statFresh(canonical)
   }
 
   /** Size, version and mtime as the file server has them now. */
@@ -567,6 +579,32 @@ export class DfsClient {
   /** Makes a local file, just stored as `meta`, the cached copy (moved, not copied). */
   async keepAsCached (path: string, meta: FileMeta, localFile: string): Promise<void> {
     await this.cache.adopt(normalizePath(path), meta, localFile)
+  }
+
+  /**
+   * Sends only the ranges a working copy changed since its last store, under its lease, as
+   * one version above `fromVersion` (PATCH /content). Null when the server cannot take them
+   * as such (the lease was lost, or the file moved past `fromVersion`): the caller then
+   * stores the copy whole, which knows what to do in those cases.
+   */
+  async storeRanges (path: string, ranges: readonly ByteRange[], size: number, held: HeldLock, fromVersion: number): Promise<FileMeta | null> {
+    const canonical = normalizePath(path)
+    const changeId = newChangeId()
+    const body = encodeRanges(ranges)
+    let meta: FileMeta
+    try {
+      meta = await retryWhileUnavailable(`range write of ${canonical}`, this.writeRetry, async () => {
+        const found = await this.locator.lookupFile(canonical)
+        return await this.locator.onFileServer(canonical, found, async (server) =>
+          await server.writeRanges(canonical, body, { size, fromVersion, token: held.lease.token, changeId }))
+      })
+    } catch (err) {
+      if (err instanceof LeaseError || err instanceof ConflictError) return null
+      throw err
+    }
+    this.forget(canonical)
+    await this.cache.invalidate(canonical)
+    return this.memo.remember(meta)
   }
 
   /**

@@ -37,6 +37,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   stat: (path: string) => Promise<FileMeta>
   /** Metadata as the file server has it now. */
   statFresh: (path: string) => Promise<FileMeta>
+  /** The same, from the server's callback promise where it holds one (no request). */
+  statCurrent: (path: string) => Promise<FileMeta>
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
@@ -64,6 +66,8 @@ interface OpenFile {
   reader: fsp.FileHandle | null
   /** The reader's copy while it is still arriving; reads wait for their bytes. */
   download: Download | null
+  /** The version `reader` holds. */
+  readerVersion: number
   /** The path's appends not sent yet, shared by its handles on this mount. */
   appends: PathAppends
   /** Appends to the path were sent since `reader` was opened: it may not hold them. */
@@ -125,17 +129,18 @@ export class OpenFileTable {
       meta = await this.client.statFresh(canonical)
     }
     this.lastSeen.set(canonical, meta)
-    return this.register(canonical, flags, reader, download, meta.size)
+    return this.register(canonical, flags, reader, download, meta)
   }
 
-  /** A new handle of a path whose end on the server is `appendBase`. */
-  private register (canonical: string, flags: number, reader: fsp.FileHandle | null, download: Download | null, appendBase: number): number {
+  /** A new handle of a path whose end on the server is `seen.size`. */
+  private register (canonical: string, flags: number, reader: fsp.FileHandle | null, download: Download | null, seen: FileMeta): number {
+    const appendBase = seen.size
     const id = this.nextId++
     // Other handles' appends were sent before: the path's end is the size just seen.
     let appends = this.appends.get(canonical)
     if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(), base: appendBase, sending: 0 })
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
-    const file: OpenFile = { id, path: canonical, flags, reader, download, appends, readerBehind: false, flushFailed: false, working: null }
+    const file: OpenFile = { id, path: canonical, flags, reader, download, readerVersion: seen.version, appends, readerBehind: false, flushFailed: false, working: null }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
@@ -148,7 +153,7 @@ export class OpenFileTable {
     const canonical = normalizePath(filePath)
     const { reader, meta } = await this.client.createAndOpen(canonical, mode)
     this.lastSeen.set(canonical, meta)
-    return this.register(canonical, fs.constants.O_RDWR, reader, null, meta.size)
+    return this.register(canonical, fs.constants.O_RDWR, reader, null, meta)
   }
 
   async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
@@ -471,7 +476,24 @@ export class OpenFileTable {
     await file.reader?.close()
     file.reader = opened.reader
     file.download = opened.download
+    file.readerVersion = opened.meta.version
     file.readerBehind = false
+  }
+
+  /**
+   * A program on this mount was just granted an fcntl lock on the path: what it reads from
+   * now on must include what another mount stored before it let go of its lock (sqlite
+   * reads its pages after taking a shared lock). Handles reading a copy older than the
+   * file's current version move to the current one. A path with a working copy needs
+   * nothing: its lease kept every other writer out.
+   */
+  async revalidate (filePath: string): Promise<void> {
+    const canonical = normalizePath(filePath)
+    if (this.workingCopies.has(canonical) || this.startingCopies.has(canonical)) return
+    const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null)
+    if (readers.length === 0) return
+    const current = await this.client.statCurrent(canonical)
+    for (const file of readers) if (file.readerVersion !== current.version) await this.reopenReader(file)
   }
 
   /** The open handles of a path: getattr and every read ask, so they must not scan all handles. */

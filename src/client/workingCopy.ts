@@ -4,6 +4,15 @@ import path from 'node:path'
 import type { FileMeta } from '../shared/protocol'
 import type { CachedFile } from './localCache'
 import type { HeldLock } from './lockClient'
+import type { ByteRange } from '../shared/rangeFrames'
+import { bytesOf, DirtyRanges } from './dirtyRanges'
+
+/**
+ * Above this, a store sends the copy whole: the range write is held in memory on both ends,
+ * and a copy changed over half its size costs less replaced than patched (a range write puts
+ * its bytes on the server's disk twice: intent, then file).
+ */
+const MAX_RANGE_STORE_BYTES = 64 * 1024 * 1024
 
 /** What a working copy needs of the client core. */
 export interface WorkingCopyBackend {
@@ -18,12 +27,16 @@ export interface WorkingCopyBackend {
    * is kept beside it as a conflict copy instead, and `stored` is null.
    */
   storeWorkingCopy: (path: string, localFile: string, lease: HeldLock, baseVersion: number | null) => Promise<{ stored: FileMeta | null, held: HeldLock }>
+  /** Sends only changed ranges, as one version above `fromVersion`; null if the server could not take them so (store whole then). */
+  storeRanges: (path: string, ranges: readonly ByteRange[], size: number, lease: HeldLock, fromVersion: number) => Promise<FileMeta | null>
   /** Makes a local file the cache's copy of a stored version (moving it there). */
   keepAsCached: (path: string, meta: FileMeta, localFile: string) => Promise<void>
 }
 
 /**
- * A private copy of a file being changed in place, stored whole on flush (store-on-close).
+ * A private copy of a file being changed in place, stored on flush (store-on-close): only
+ * the ranges written since the last store, as a range write, when they are a small part of
+ * it (a database's fsync after changing a few pages), else whole.
  * The open-file table keeps one per path, shared by every handle that writes other than at
  * the end, as a local inode is: handles of one mount see each other's writes, and do not
  * wait for each other's lock. Other clients see the file as it was before or after a
@@ -36,6 +49,8 @@ export class WorkingCopy {
   private changes = 0
   /** What the server answered for the last store, if the copy has not changed since. */
   private stored: FileMeta | null = null
+  /** What changed since the last store that reached the server. */
+  private readonly dirtyRanges = new DirtyRanges()
   /** Handles writing through this copy. */
   users = 0
 
@@ -84,6 +99,7 @@ export class WorkingCopy {
   async write (data: Buffer, position: number): Promise<void> {
     this.size = Math.max(this.size, position + data.length)
     this.changed()
+    this.dirtyRanges.add(position, position + data.length)
     await writeAt(this.handle, data, position)
   }
 
@@ -94,16 +110,32 @@ export class WorkingCopy {
   async truncate (size: number): Promise<void> {
     this.size = size
     this.changed()
+    this.dirtyRanges.truncated(size)
     await this.handle.truncate(size)
   }
 
-  /** Stores the copy whole if it changed; changes made meanwhile keep it dirty for the next store. */
+  /** Stores the copy if it changed; changes made meanwhile keep it dirty for the next store. */
   async store (backend: WorkingCopyBackend): Promise<void> {
     if (!this.dirty) return
     const changes = this.changes
-    await this.handle.sync()
-    const { stored, held } = await backend.storeWorkingCopy(this.path, this.file, this.held, this.baseVersion)
-    this.held = held
+    const size = this.size
+    const ranges = this.dirtyRanges.take(size)
+    let stored: FileMeta | null = null
+    try {
+      const changed = bytesOf(ranges)
+      if (this.baseVersion !== null && changed <= MAX_RANGE_STORE_BYTES && changed <= size / 2) {
+        stored = await backend.storeRanges(this.path, await this.read(ranges), size, this.held, this.baseVersion)
+      }
+      if (stored === null) {
+        await this.handle.sync()
+        const whole = await backend.storeWorkingCopy(this.path, this.file, this.held, this.baseVersion)
+        this.held = whole.held
+        stored = whole.stored
+      }
+    } catch (err) {
+      this.dirtyRanges.give(ranges)
+      throw err
+    }
     // Later stores build on what this one made; a copy set aside as a conflict no longer
     // describes the file, so it is not made the cached copy at close.
     if (stored !== null) this.baseVersion = stored.version
@@ -133,6 +165,21 @@ export class WorkingCopy {
       await this.held.release()
       await fsp.rm(this.file, { force: true })
     }
+  }
+
+  /** The bytes of the ranges as the copy holds them now (zeros where a truncation since cut them off: the next store sends that). */
+  private async read (ranges: ReadonlyArray<[number, number]>): Promise<ByteRange[]> {
+    const read: ByteRange[] = []
+    for (const [start, end] of ranges) {
+      const data = Buffer.alloc(end - start)
+      for (let done = 0; done < data.length;) {
+        const { bytesRead } = await this.handle.read(data, done, data.length - done, start + done)
+        if (bytesRead === 0) break
+        done += bytesRead
+      }
+      read.push({ offset: start, data })
+    }
+    return read
   }
 
   private changed (): void {

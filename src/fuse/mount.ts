@@ -5,6 +5,7 @@ import { OpenFileTable } from '../client/openFiles'
 import { loadFuse } from './loadFuse'
 import type { FuseInstance } from './loadFuse'
 import { createFuseOperations } from './operations'
+import type { FileOwner } from './operations'
 
 export interface MountOptions {
   mountpoint: string
@@ -12,6 +13,10 @@ export interface MountOptions {
   debug?: boolean
   /** Wraps the FUSE operations before they are handed to the kernel (the mount's log: src/cli/mountLog.ts). */
   wrapOperations?: (operations: Record<string, unknown>) => Record<string, unknown>
+  /** More options for libfuse, as dfs-mount -o gives them (allow_other, ro, ...): checked there. */
+  kernelFlags?: string[]
+  /** Who owns every file as the mount shows it; default: the user running the mount. */
+  owner?: FileOwner
 }
 
 export interface MountedDfs {
@@ -32,6 +37,11 @@ export interface MountedDfs {
  * - auto_cache: the kernel keeps file pages between opens and drops them when an open finds
  *   a new mtime or size; open() always revalidates with the file server, so a changed file
  *   is never served from stale pages, and an unchanged one reads at page-cache speed.
+ * - entry_timeout=0: the kernel asks us whether a name exists each time a path is walked,
+ *   instead of trusting for a second (libfuse's default) a name it saw: a file another mount
+ *   removed or made (sqlite's rollback journal, made and removed in every transaction, under
+ *   locks) is gone or there at once; the client proxy remembers attributes, so this too
+ *   costs no network round trip.
  * - attr_timeout=0 and ac_attr_timeout=0: the kernel asks us for attributes instead of
  *   trusting its own copy, so the size another client's append created is seen at the next
  *   open; the client proxy remembers attributes briefly, so this costs no network round trip.
@@ -41,11 +51,12 @@ export interface MountedDfs {
  *   until written data is stored (the client proxy retries), and a timer answering ETIMEDOUT
  *   there would drop the data while telling the program about it only through close().
  */
-function kernelOptions (debug: boolean): Record<string, unknown> {
+function kernelOptions (debug: boolean, flags: readonly string[]): Record<string, unknown> {
   return {
-    fsname: 'dfs,big_writes,nonempty,use_ino',
+    fsname: ['dfs', 'big_writes', 'nonempty', 'use_ino', ...flags].join(','),
     subtype: 'dfs',
     autoCache: true,
+    entryTimeout: '0',
     attrTimeout: '0',
     acAttrTimeout: '0',
     force: true,
@@ -57,8 +68,9 @@ function kernelOptions (debug: boolean): Record<string, unknown> {
 export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   const Fuse = loadFuse()
   const files = new OpenFileTable(opts.client)
-  const operations = createFuseOperations(opts.client, files)
-  const fuse: FuseInstance = new Fuse(opts.mountpoint, opts.wrapOperations?.(operations) ?? operations, kernelOptions(opts.debug ?? false))
+  const operations = createFuseOperations(opts.client, files, opts.owner)
+  const fuse: FuseInstance = new Fuse(opts.mountpoint, opts.wrapOperations?.(operations) ?? operations,
+    kernelOptions(opts.debug ?? false, opts.kernelFlags ?? []))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
   // In the background: the mount serves at once, and the old copies count from when they are found.
   opts.client.cache.loadIndex().catch(() => {})

@@ -4,6 +4,7 @@ import type { DfsClient } from '../client/dfsClient'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
+import { NotFoundError } from '../shared/errors'
 import { errnoOf } from './errno'
 import { OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
@@ -31,24 +32,43 @@ const S_IFDIR = 0o040000
 const S_IFLNK = 0o120000
 /** Permission bits of a mode the kernel hands over (it has already applied the caller's umask). */
 const PERMISSION_BITS = 0o7777
-const { O_APPEND } = fs.constants
+const { O_APPEND, O_RDWR } = fs.constants
 
 /**
- * How the kernel is to treat a handle: one opened for appending bypasses the page cache. The
+ * How the kernel is to treat a handle. One opened for appending bypasses the page cache: the
  * kernel would put each appended write into its cached pages at the end of the file as it
  * knows it, while the file server puts the bytes at the file's real end, after appends of
  * other mounts the kernel has not seen; a reader of this mount would then read its own lines
  * out of place, or zeros. A reader of a file this mount is appending to bypasses it too: the
  * kernel cuts a cached read at the size it knows, which its own appends have moved on from
  * a size other mounts' appends have overtaken, so the read would end inside another mount's
- * line. Other handles keep the page cache (auto_cache drops it at open when the file changed).
+ * line.
+ *
+ * One opened for reading and writing bypasses it too: such a file may be shared through locks
+ * (a database: sqlite keeps it open and reads its pages after each fcntl lock). libfuse 2
+ * cannot drop a file's cached pages while it is open (no inode number for
+ * notify_inval_inode, no auto_inval_data), so pages cached before another mount's change
+ * would be served after the lock; through direct_io every read reaches this mount, whose
+ * lock operation moves the handle to the current version first (OpenFileTable.revalidate),
+ * as NFS revalidates at lock. The price: such reads are not served from the page cache, and
+ * the kernel refuses mmap(MAP_SHARED) of a direct_io handle, which is why sqlite's WAL index
+ * (NAME-shm, mapped shared, used only within one machine) keeps the page cache.
+ * Other handles opened read-only keep the page cache (auto_cache drops it at open when the
+ * file changed).
  */
-function cachingOf (flags: number, appendedHere: boolean): number {
-  return (flags & O_APPEND) !== 0 || appendedHere ? OPEN_DIRECT_IO : 0
+function cachingOf (path: string, flags: number, appendedHere: boolean): number {
+  if ((flags & O_APPEND) !== 0 || appendedHere) return OPEN_DIRECT_IO
+  return (flags & O_ACCMODE) === O_RDWR && !path.endsWith(SQLITE_SHARED_MEMORY_SUFFIX) ? OPEN_DIRECT_IO : 0
 }
+
+/** sqlite's WAL index file, NAME-shm: mapped with mmap(MAP_SHARED) (see cachingOf). */
+const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
+/** Linux's mask of the access mode bits; Node does not export it. */
+const O_ACCMODE = 3
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
+const ESTALE = -os.constants.errno.ESTALE
 
 /**
  * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
@@ -56,7 +76,7 @@ const ENOTSUP = -os.constants.errno.ENOTSUP
  * find and fts take as "unknown" (as on btrfs), where 2 would be too low and make them
  * skip subfolders.
  */
-export function statOf (meta: FileMeta, ino: number): FuseStat {
+export function statOf (meta: FileMeta, ino: number, owner: FileOwner = mountingUser()): FuseStat {
   const isDir = meta.kind === 'dir'
   const size = meta.size
   const mtime = meta.mtimeMs || Date.now()
@@ -65,14 +85,24 @@ export function statOf (meta: FileMeta, ino: number): FuseStat {
     size,
     nlink: 1,
     ino,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
+    uid: owner.uid,
+    gid: owner.gid,
     blocks: Math.ceil(size / 512),
     blksize: 4096,
     mtime,
     atime: mtime,
     ctime: mtime
   }
+}
+
+/** Who owns every file as the mount shows it (dfs keeps no owners). */
+export interface FileOwner {
+  uid: number
+  gid: number
+}
+
+function mountingUser (): FileOwner {
+  return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
 }
 
 /**
@@ -91,12 +121,11 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
  * The FUSE operations: a thin adapter from syscalls to the client proxy and its open-file
  * table. Nothing here decides anything about caching, locking or versions.
  */
-export function createFuseOperations (client: DfsClient, files: OpenFileTable): Record<string, unknown> {
+export function createFuseOperations (client: DfsClient, files: OpenFileTable, owner: FileOwner = mountingUser()): Record<string, unknown> {
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
-  const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const locks = new FuseLocks(client.advisoryLocks)
   const inodes = new InodeNumbers()
-  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path))
+  const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path), owner)
   // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
   const unlinked = new UnlinkedFiles(client.workDir)
   return {
@@ -106,7 +135,17 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
-    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(flags, files.isAppendedHere(path))]),
+    // A file gone since the kernel looked its name up (another mount removed it: sqlite's
+    // journal, between this mount's stat and its open(O_CREAT)) answers ESTALE, after which
+    // the kernel looks the name up once more, as for NFS: open(O_CREAT) then creates the
+    // file; the kernel strips O_CREAT from what it sends here, so that cannot be done here.
+    open: (path: string, flags: number, cb: Callback) => files.open(path, flags).then(
+      (id) => cb(0, id, cachingOf(path, flags, files.isAppendedHere(path))),
+      (err: unknown) => {
+        if (!(err instanceof NotFoundError)) return cb(errnoOf(err))
+        client.forget(path)
+        cb(ESTALE)
+      }),
     // fuse-native passes no open flags with create: the new, empty handle may read and write.
     // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
     create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
@@ -153,16 +192,24 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable): 
     // stamp the file with the time of the store. (The table flushes only all handles at once.)
     utimens: (path: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => answer(cb, async () => await files.setTimes(path, atime, mtime)),
     chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
-    // Files belong to whoever mounted; tar and cp -p as that user ask for exactly that.
+    // Files belong to whoever mounted (or -o uid=,gid=); tar and cp -p as that user ask for exactly that.
     chown: (_path: string, uid: number, gid: number, cb: Callback) => {
       const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
       cb(same ? 0 : EPERM)
     },
     // fcntl and flock locks, held on the lock server for every mount to see (fuseLocks.ts).
+    // A lock granted: what the program reads next includes what other mounts stored before.
     lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
-      answer(cb, async () => await locks.lock(path, request, signal), (conflict) => [conflict]),
+      answer(cb, async () => {
+        const conflict = await locks.lock(path, request, signal)
+        if (request.cmd !== 'getlk' && request.type !== 'unlock') await files.revalidate(path)
+        return conflict
+      }, (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
-      answer(cb, async () => await locks.flock(path, fd, request, signal)),
+      answer(cb, async () => {
+        await locks.flock(path, fd, request, signal)
+        if (request.op !== 'unlock') await files.revalidate(path)
+      }),
     // libfuse hands over the link's target first, then where the link goes.
     symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => await client.symlink(target, path)),
     readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),

@@ -310,6 +310,7 @@ export const FileRoutes = {
   content: '/content', // GET ?path= -> bytes (ETag, X-Dfs-Version); 304 on If-None-Match
   append: '/append', // POST ?path= bytes, [X-Dfs-Lock-Token], [X-Dfs-Change-Id] -> FileMeta | 423 LOCKED
   // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
+  // PATCH /content ?path=&size=&fromVersion= ranges (rangeFrames.ts), X-Dfs-Lock-Token -> FileMeta | 409: a range write
   create: '/create', // POST ?path=&kind=file|dir|symlink[&mode=][&target=] -> FileMeta
   truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
   unlink: '/unlink', // POST ?path=, X-Dfs-Lock-Token -> RemovedAnswer
@@ -406,6 +407,9 @@ export interface FileServerStats {
   appends: number
   /** PUT /content answers: whole files replaced. */
   overwrites: number
+  /** PATCH /content answers (range writes), and the bytes of their bodies. */
+  rangeWrites: number
+  rangeBytes: number
   /** Files received from another server for a rename (PUT /incoming). */
   incoming: number
   incomingBytes: number

@@ -31,7 +31,7 @@ export interface CallerIdentity {
 
 /** One call as the typed service APIs describe it. */
 export interface Call {
-  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE'
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
   route: string
   query?: Record<string, string | number | boolean | undefined>
   /** JSON (any plain value), or bytes: a Buffer or a stream. */

@@ -130,6 +130,18 @@ export class FileApi {
     return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
+  /**
+   * A range write: `body` (rangeFrames.ts) into the file at `fromVersion`, which then has
+   * `size` bytes; a ConflictError if it has moved past that version.
+   */
+  async writeRanges (path: string, body: Buffer, opts: { size: number, fromVersion: number, token: number, changeId?: string }): Promise<FileMeta> {
+    const headers = lockHeader(opts.token)
+    if (opts.changeId !== undefined) headers[Headers.changeId] = opts.changeId
+    return await this.transport.json({
+      method: 'PATCH', route: FileRoutes.content, query: { path, size: opts.size, fromVersion: opts.fromVersion }, body, headers, timeoutMs: this.changeDeadline()
+    })
+  }
+
   /** A file, folder or symbolic link (`target`); `mode`: its permission bits, else the server's default. */
   async create (path: string, kind: MetaKind, opts: { mode?: number, target?: string } = {}): Promise<FileMeta> {
     return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, mode: opts.mode, target: opts.target } })

@@ -1,0 +1,104 @@
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import t from 'tap'
+import type { Test } from 'tap'
+import { FileStore, STATE_DIR_NAME } from '../servers/file/fileStore'
+import { RangeJournal } from '../servers/file/rangeJournal'
+import { BadRequestError, ConflictError } from '../src/shared/errors'
+import { decodeRanges, encodeRanges } from '../src/shared/rangeFrames'
+import { DirtyRanges } from '../src/client/dirtyRanges'
+
+/* Range writes (PATCH /content) in a file server's store, and their crash recovery, on a temp folder. */
+
+async function storeWith (t: Test, content: string): Promise<{ store: FileStore, root: string, reopen: () => Promise<FileStore> }> {
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-rangewrite-'))
+  const root = path.join(base, 'root')
+  let store = await FileStore.open(root)
+  await store.create('/db', 'file')
+  await store.overwrite('/db', Readable.from([Buffer.from(content)]))
+  t.teardown(async () => {
+    await store.close().catch(() => {})
+    await fsp.rm(base, { recursive: true, force: true })
+  })
+  return {
+    store,
+    root,
+    reopen: async () => {
+      await store.close()
+      store = await FileStore.open(root)
+      return store
+    }
+  }
+}
+
+const ranges = (...pairs: Array<[number, string]>): Buffer => encodeRanges(pairs.map(([offset, text]) => ({ offset, data: Buffer.from(text) })))
+
+/** What the store's disk holds for its file /db (a range write in place, or a copy renamed over it). */
+async function onDisk (root: string): Promise<string> {
+  return await fsp.readFile(path.join(root, 'db'), 'utf8')
+}
+
+t.test('ranges land at their offsets, the size is set, one version up; a stale version is a conflict; a retry applies once', async (t) => {
+  const { store, root } = await storeWith(t, 'aaaaaaaaaa')
+  const before = await store.stat('/db')
+  const after = await store.writeRanges('/db', ranges([1, 'XY'], [6, 'Z']), 12, before.version, undefined, 'change-1')
+  t.equal(after.version, before.version + 1)
+  t.equal(await onDisk(root), 'aXYaaaZaaa\0\0')
+  await t.rejects(store.writeRanges('/db', ranges([0, 'Q']), 12, before.version), ConflictError, 'built on an older version')
+  const again = await store.writeRanges('/db', ranges([1, 'XY'], [6, 'Z']), 12, before.version, undefined, 'change-1')
+  t.equal(again.version, after.version, 'the retry of an applied change is not applied again')
+  t.equal((await store.writeRanges('/db', ranges(), 4, after.version)).size, 4, 'a cut alone')
+  t.equal(await onDisk(root), 'aXYa')
+  await t.rejects(store.writeRanges('/db', ranges([3, 'long']), 4, after.version + 1), BadRequestError, 'a range past the size')
+  t.throws(() => decodeRanges(ranges([0, 'abc']).subarray(0, 14)), BadRequestError, 'a body cut short')
+})
+
+t.test('a reader streaming the file keeps the bytes it started with', async (t) => {
+  const { store, root } = await storeWith(t, 'x'.repeat(4 * 1024 * 1024))
+  const current = await store.stat('/db')
+  const { stream } = await store.openRead('/db')
+  await store.writeRanges('/db', ranges([0, 'NEW']), current.size, current.version)
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  t.equal(Buffer.concat(chunks).subarray(0, 3).toString(), 'xxx', 'the old bytes')
+  t.equal((await onDisk(root)).slice(0, 4), 'NEWx')
+})
+
+t.test('an intent a crash left before its version line is done again at start; one already done, or torn, is not', async (t) => {
+  const { store, root, reopen } = await storeWith(t, 'abcdefgh')
+  const { version } = await store.stat('/db')
+  const journal = await RangeJournal.open(path.join(root, STATE_DIR_NAME))
+  // Cut short: the intent is on disk, the file and version untouched.
+  await journal.record({ path: '/db', fromVersion: version, size: 6, body: ranges([0, 'XY']) })
+  let reopened = await reopen()
+  t.equal(await onDisk(root), 'XYcdef', 'replayed whole')
+  t.equal((await reopened.stat('/db')).version, version + 1)
+  // Done, but its removal lost: the version moved on, so it is not replayed over later changes.
+  await reopened.writeRanges('/db', ranges([0, 'LATER']), 6, version + 1)
+  await journal.record({ path: '/db', fromVersion: version + 1, size: 6, body: ranges([0, 'XY']) })
+  // Torn: its bytes never fully reached the disk.
+  const torn = await journal.record({ path: '/db', fromVersion: version + 2, size: 2, body: ranges([0, 'QQ']) })
+  await fsp.truncate(torn, (await fsp.stat(torn)).size - 1)
+  reopened = await reopen()
+  t.equal(await onDisk(root), 'LATERf')
+  t.equal((await reopened.stat('/db')).version, version + 2)
+  t.same(await fsp.readdir(path.join(root, STATE_DIR_NAME, 'ranges')), [], 'no intent left')
+})
+
+t.test('dirty ranges merge, and a truncation makes the whole tail dirty', async (t) => {
+  const dirty = new DirtyRanges()
+  dirty.add(10, 20)
+  dirty.add(30, 40)
+  dirty.add(18, 31)
+  dirty.add(100, 110)
+  t.same(dirty.take(200), [[10, 40], [100, 110]])
+  t.same(dirty.take(200), [], 'taken')
+  dirty.add(0, 5)
+  dirty.truncated(50)
+  dirty.add(60, 70)
+  t.same(dirty.take(70), [[0, 5], [50, 70]])
+  dirty.give([[1, 2]])
+  t.same(dirty.take(10), [[1, 2]])
+})
