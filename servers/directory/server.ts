@@ -222,6 +222,11 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const body = bodyOf(req)
     const path = body.path()
     const kind = body.kind()
+    // A client may still place here from a placement it remembers: refused as unavailable,
+    // it asks the directory for a placement again, which skips a draining server.
+    if (registry.isDraining(server.machineId)) {
+      throw new ServerUnavailableError(`file server ${server.machineId} is draining: new entries go to the other servers`, { path, state: 'draining' })
+    }
     namespace.claimNew(server.machineId, path, kind)
     log(`file server ${server.machineId} created ${path}`)
     const answer: LookupAnswer = kind === 'file' ? { path, kind, server } : { path, kind, holders: namespace.holdersOf(path).map(serverInfo) }
