@@ -148,7 +148,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
 
   app.post(FileRoutes.rename, async (req, res) => {
     const body = bodyOf(req)
-    const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.optionalInt('toToken') }
+    const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.has('toToken') ? body.string('toToken', 128) : undefined }
     const answer = await renameOnServer(ctx, request, req.get(Headers.lockToken))
     if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, req.get(Headers.clientId))
     else if (answer.from !== answer.to) await changed(req, answer.from, null)

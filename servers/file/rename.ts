@@ -6,6 +6,7 @@ import type { FileMeta, LookupAnswer, RenameAnswer, RenameRequest, RenameSwitchR
 import { crashPoint } from '../common/crashPoints'
 import type { MutationContext } from './context'
 import type { RenameIntent } from './renameIntents'
+import type { LeaseCredential } from '../../src/shared/leaseCredential'
 
 /**
  * A rename, run by the server that holds `from`. Readers find files through the directory,
@@ -20,10 +21,12 @@ export async function renameOnServer (ctx: MutationContext, request: RenameReque
   const found = await ctx.directory().lookup(from)
   if (found.kind === 'dir') return await renameFolder(ctx, from, to, found)
   if (found.server?.machineId !== ctx.self().machineId) throw new NotFoundError(`${from} is not on this file server`, { path: from })
-  return await renameFile(ctx, from, to, await ctx.leases.check(fromToken, from), toToken)
+  await ctx.leases.check(fromToken, from)
+  return await renameFile(ctx, from, to, fromToken as LeaseCredential, toToken)
 }
 
-async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+/** The tokens are the caller's lease credentials (leaseCredential.ts): a peer checks them again for PUT /incoming. */
+async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: LeaseCredential, toToken: LeaseCredential | undefined): Promise<RenameAnswer> {
   const { store } = ctx
   const directory = ctx.directory()
   const self = ctx.self()
@@ -52,7 +55,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
   }
 }
 
-async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: LeaseCredential, toToken: LeaseCredential | undefined): Promise<RenameAnswer> {
   const { store, lock, log } = ctx
   const directory = ctx.directory()
   const self = ctx.self()
@@ -72,7 +75,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
     staged = await ctx.peer(target).incoming(
       { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace },
       Buffer.alloc(0),
-      replace ? toToken as number : fromToken)
+      replace ? toToken as LeaseCredential : fromToken)
   } else {
     const opened = await store.openRead(from)
     fromVersion = opened.meta.version
@@ -80,7 +83,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
       staged = await ctx.peer(target).incoming(
         { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace },
         opened.stream,
-        replace ? toToken as number : fromToken)
+        replace ? toToken as LeaseCredential : fromToken)
     } finally {
       opened.stream.destroy()
     }
