@@ -14,7 +14,7 @@ import type { RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { Namespace } from './namespace'
 import { JournaledNamespace } from './namespaceJournal'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
@@ -279,10 +279,10 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   }
 }
 
-export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
+export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string, tls?: ServerTls }): Promise<RunningServer> {
   const { app, stop } = await createDirectoryServer(opts)
   try {
-    const running = await listen(app, opts.port, opts.host)
+    const running = await listen(app, opts.port, opts.host, opts.tls)
     return {
       ...running,
       close: async (graceMs?: number) => {
@@ -313,7 +313,7 @@ function parseServerUrl (value: string): string {
   } catch {
     throw new BadRequestError(`not a URL: ${value}`)
   }
-  if (url.protocol !== 'http:') throw new BadRequestError(`file server URL must be http: ${value}`)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadRequestError(`file server URL must be http or https: ${value}`)
   return url.origin
 }
 

@@ -12,7 +12,7 @@ import { subjectOf, writerOf } from './callerClient'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import { CallbackTable } from './callbacks'
 import { joined } from './context'
@@ -266,6 +266,8 @@ export interface StartFileServerOptions {
   log?: Logger
   /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
   auth?: ServerAuth
+  /** Certificate and key: the server speaks https only. */
+  tls?: ServerTls
 }
 
 export interface RunningFileServer extends RunningServer {
@@ -300,7 +302,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const cutShort = await renames.pending()
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log, auth: opts.auth })
   app.locals.serverId = identity.serverId
-  const running = await listen(app, opts.port, opts.host)
+  const running = await listen(app, opts.port, opts.host, opts.tls)
   const removeGauges = watchDiskSpace(store, () => app.locals.stats.machineId)
   const url = opts.publicUrl ?? running.url
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, { credential: serverCredential })

@@ -11,7 +11,7 @@ import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from 
 import { bodyOf, queryOf } from '../common/input'
 import { addAdvisoryRoutes, ADVISORY_ROUTE_ROLES } from './advisoryRoutes'
 import { watchCaller } from './callerGone'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
 import type { LockStore } from './lockStore'
@@ -208,12 +208,12 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
 }
 
 /** Opens the state (replaying and compacting its journal), then listens; close() closes both. */
-export async function startLockServer (opts: LockServerOptions & { port: number, host?: string }): Promise<RunningServer> {
+export async function startLockServer (opts: LockServerOptions & { port: number, host?: string, tls?: ServerTls }): Promise<RunningServer> {
   const store: LockStore = opts.stateDir === undefined ? new MemoryLockStore() : new JournalLockStore(opts.stateDir)
   await store.load()
   try {
     const { app, stop } = createLockServerApp({ ...opts, store })
-    const running = await listen(app, opts.port, opts.host)
+    const running = await listen(app, opts.port, opts.host, opts.tls)
     return {
       ...running,
       close: async (graceMs?: number) => {

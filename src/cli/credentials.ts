@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import { DEFAULT_DIRECTORY_URL, DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE } from '../shared/defaults'
+import { trustCertificateAuthority } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { CliError } from './common'
 
@@ -31,4 +32,22 @@ function readClientToken (tokenFile: string | undefined, directoryUrl: string, e
     return text
   }
   return undefined
+}
+
+/** --ca (DFS_CA): the cluster's own CA certificate, trusted for https from now on; a bad file is one line. */
+export function trustClusterCa (caFile: string | undefined): void {
+  if (caFile === undefined) return
+  trustCertificateAuthority(readPem(caFile, 'CA certificate', 'CERTIFICATE'))
+}
+
+/** A PEM file, read whole; a missing or unreadable one, or one of something else, is a CliError naming it. */
+export function readPem (file: string, what: string, label: string): string {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new CliError(`cannot read the ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  if (!text.includes(`-----BEGIN `) || !text.includes(label)) throw new CliError(`${file} is not a PEM ${what} (no -----BEGIN ... ${label}-----)`)
+  return text
 }

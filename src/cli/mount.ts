@@ -13,7 +13,7 @@ import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
-import { clientCaller } from './credentials'
+import { clientCaller, trustClusterCa } from './credentials'
 import { mountOptions } from './options'
 import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
 import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
@@ -75,6 +75,7 @@ async function main (): Promise<void> {
   // Checked before anything starts: a typo is one line, not a daemon that dies later.
   const metricsAddress = metricsAddressOf(args.metrics)
 
+  trustClusterCa(args.ca)
   if (!args.foreground) {
     await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
     const logFile = args.log ?? state.logFile
