@@ -12,6 +12,7 @@ import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../src/shared/
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 import { newCredentials } from './helpers/credentials'
+import { diskImage } from './helpers/diskImage'
 import { startProcessCluster } from './helpers/processCluster'
 import type { RawAnswer } from './helpers/wire'
 import { raw, rawGet, rawPost } from './helpers/wire'
@@ -24,20 +25,6 @@ import { leaseCredentialOf } from '../src/shared/leaseCredential'
  */
 
 const DAY_MS = 86_400_000
-
-/** Every file under a folder with its bytes: what "no byte on disk changed" is checked against. */
-function diskImage (root: string): Record<string, string> {
-  const image: Record<string, string> = {}
-  const walk = (dir: string): void => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name)
-      if (entry.isDirectory()) walk(full)
-      else image[path.relative(root, full)] = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex')
-    }
-  }
-  walk(root)
-  return image
-}
 
 function refused (t: Test, answer: RawAnswer, status: 401 | 403, what: string): void {
   t.equal(answer.status, status, `${what}: ${status} (${JSON.stringify(answer.body).slice(0, 200)})`)
