@@ -11,6 +11,7 @@ import { ForbiddenError, LeaseError, UnauthorizedError } from '../src/shared/err
 import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
+import { MAX_REPORT_DEPTH } from '../servers/directory/server'
 import { newCredentials } from './helpers/credentials'
 import { diskImage } from './helpers/diskImage'
 import { startProcessCluster } from './helpers/processCluster'
@@ -79,6 +80,11 @@ t.test('a registered file server cannot speak for another one, and the real one 
   refused(t, await rawPost(cluster.directory.url, DirectoryRoutes.heartbeat(first.machineId), { serverId: secondIdentity.serverId }, { token: asSecond }), 403, 'server 2 beating for server 1')
   const ownReport = await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [{ path: '/b', kind: 'dir' }, { path: '/b/two.txt', kind: 'file', size: 2 }] }, token: asSecond })
   t.equal(ownReport.status, 200, 'its own report is taken')
+  const deep = '/b' + '/d'.repeat(MAX_REPORT_DEPTH) + '/deep.txt'
+  const tooDeep = await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [{ path: '/b/new.txt', kind: 'file' }, { path: deep, kind: 'file' }] }, token: asSecond })
+  t.equal(tooDeep.status, 400, 'a report with a path deeper than the limit is refused')
+  t.match(tooDeep.body.error.message, /names deep/)
+  t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/b/new.txt' }, { token: cluster.credentials.read })).status, 404, 'and none of it is taken')
   const forged = signToken(crypto.randomBytes(32), `file:${secondIdentity.serverId}`, newClaims(`file:${secondIdentity.serverId}`, 'server', 60_000))
   refused(t, await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [] }, token: forged }), 401, 'a report signed with a guessed secret')
   await stillServes(t, cluster, '/a/one.txt', '1\n')

@@ -323,13 +323,23 @@ function machineIdParam (value: string | string[] | undefined): number {
   return machineId
 }
 
+/**
+ * How deep a reported path may be, in names. A report's size is capped by the JSON body
+ * limit (16 MB); its depth here, so a report cannot make the namespace a chain of folders
+ * thousands deep that every walk of the tree then follows.
+ */
+export const MAX_REPORT_DEPTH = 256
+
 function parseFileReport (value: unknown): FileMeta[] {
   if (!Array.isArray(value)) throw new BadRequestError('files must be a list')
   return value.map((item: unknown): FileMeta => {
     if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new BadRequestError('each file must be an object')
     const fields = new Fields(item as Record<string, unknown>, 'body')
+    const path = normalizePath((item as { path?: unknown }).path)
+    const depth = path.split('/').length - 1
+    if (depth > MAX_REPORT_DEPTH) throw new BadRequestError(`a reported path is ${depth} names deep, over the limit of ${MAX_REPORT_DEPTH}`, { depth, maxDepth: MAX_REPORT_DEPTH })
     return {
-      path: normalizePath((item as { path?: unknown }).path),
+      path,
       kind: fields.kind('kind', 'file'),
       version: fields.optionalInt('version', { min: 0 }) ?? 0,
       size: fields.optionalInt('size', { min: 0 }) ?? 0,
