@@ -10,8 +10,39 @@ import { CliError } from './common'
  * argument: `ps` shows every process's command line to every user of the machine.
  */
 export function clientCaller (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
-  const token = readClientToken(tokenFile, directoryUrl, env)
-  return token === undefined ? {} : { credential: () => token }
+  let token = readClientToken(tokenFile, directoryUrl, env)
+  if (token === undefined) return {}
+  const file = env.DFS_TOKEN?.trim() ? undefined : tokenFile
+  if (file === undefined) return { credential: () => token as string }
+  // A long-lived client (the mount) picks up a token file that was replaced (a renewed or
+  // rotated token) without a remount: its mtime is looked at, at most once a second.
+  let checkedAt = Date.now()
+  let mtimeMs = mtimeOf(file)
+  return {
+    credential: () => {
+      if (Date.now() - checkedAt >= 1000) {
+        checkedAt = Date.now()
+        const now = mtimeOf(file)
+        if (now !== mtimeMs) {
+          mtimeMs = now
+          try {
+            token = readClientToken(file, directoryUrl, env) ?? token
+          } catch {
+            // Being rewritten (empty for a moment) or gone: keep the token we have.
+          }
+        }
+      }
+      return token as string
+    }
+  }
+}
+
+function mtimeOf (file: string): number | null {
+  try {
+    return fs.statSync(file).mtimeMs
+  } catch {
+    return null
+  }
 }
 
 function readClientToken (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv): string | undefined {
