@@ -8,6 +8,7 @@ import { fileApiOf, rawAs } from './helpers/wire'
 import { FileRoutes, Headers } from '../src/shared/protocol'
 import { LockApi } from '../src/shared/api'
 import { Transport } from '../src/shared/transport'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /*
  * Appends need no lock, and every change carries an id the file server remembers: a retry
@@ -43,10 +44,10 @@ t.test('a store retried with the same change id does not undo what came after it
   const client = cluster.client()
   const api = fileApiOf(cluster.fileServers[0])
   const held = await client.lock('/logs/app.log')
-  const stored = await api.store('/logs/app.log', Buffer.from('replaced\n'), held.lease.token, 'store-1')
+  const stored = await api.store('/logs/app.log', Buffer.from('replaced\n'), leaseCredentialOf(held.lease), 'store-1')
   t.equal(stored.version, 2)
-  await api.append('/logs/app.log', Buffer.from('later\n'), { token: held.lease.token })
-  const retried = await api.store('/logs/app.log', Buffer.from('replaced\n'), held.lease.token, 'store-1')
+  await api.append('/logs/app.log', Buffer.from('later\n'), { token: leaseCredentialOf(held.lease) })
+  const retried = await api.store('/logs/app.log', Buffer.from('replaced\n'), leaseCredentialOf(held.lease), 'store-1')
   t.equal(retried.version, 3, 'the retry answers the file as it is')
   await held.release()
   t.equal((await client.readFile('/logs/app.log')).toString(), 'replaced\nlater\n', 'the later append is still there')

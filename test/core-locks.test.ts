@@ -7,6 +7,7 @@ import { startTestCluster } from './helpers/cluster'
 import { cleanEnv, startNode, stopNode } from './helpers/processes'
 import { rawAppendWithToken, rawAs, statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /** A separate process that takes a file's lock through the client proxy, renews it, and never lets go. */
 const HOLDER_SCRIPT = `
@@ -49,16 +50,16 @@ t.test('a holder that dies loses its lock when the lease runs out, and its late 
   t.equal((status.body as LockStatus).owner, 'successor')
 
   const appendsBefore = (await statsOf(fileServer)).appends
-  const late = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'late write\n', String(deadLease.token))
+  const late = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'late write\n', leaseCredentialOf(deadLease))
   t.equal(late.status, 409, 'the dead holder\'s token is refused while another holds the key')
   t.equal(late.body.error.code, 'LEASE_INVALID')
 
-  const good = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'successor write\n', String(taken.lease.token))
+  const good = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'successor write\n', leaseCredentialOf(taken.lease))
   t.equal(good.status, 200)
   t.equal(good.body.version, 2)
   await taken.release()
 
-  const superseded = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'later write\n', String(deadLease.token))
+  const superseded = await rawAppendWithToken(cluster.credentials.server, fileServer.url, '/data.txt', 'later write\n', leaseCredentialOf(deadLease))
   t.equal(superseded.status, 409, 'a superseded token stays refused after the newer holder let go')
   t.equal(superseded.body.error.code, 'LEASE_INVALID')
 
@@ -83,13 +84,13 @@ t.test('a writer whose lease ran out is refused even when nobody took the key si
   const granted = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/data.txt', owner: 'forgetful', ttlMs: 100 })
   t.equal(granted.status, 200)
   const lease = granted.body as LockLease
-  const ok = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'in time\n', String(lease.token))
+  const ok = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'in time\n', leaseCredentialOf(lease))
   t.equal(ok.status, 200, 'the token works while the lease lives')
   await waitFor('the unrenewed lease to run out', async () => {
     const status = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/data.txt' })
     return !(status.body as LockStatus).held
   })
-  const late = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'too late\n', String(lease.token))
+  const late = await rawAppendWithToken(cluster.credentials.server, cluster.fileServers[0].url, '/data.txt', 'too late\n', leaseCredentialOf(lease))
   t.equal(late.status, 409)
   t.equal(late.body.error.code, 'LEASE_INVALID')
   t.equal((await cluster.client().readFile('/data.txt')).toString(), 'in time\n')

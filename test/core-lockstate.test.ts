@@ -3,6 +3,7 @@ import type { LockLease } from '../src/shared/protocol'
 import { FileRoutes, LockRoutes } from '../src/shared/protocol'
 import { startProcessCluster } from './helpers/processCluster'
 import { rawAppendWithToken, rawAs } from './helpers/wire'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /*
  * The lock server keeps keys, leases and its fencing counter in its state folder
@@ -26,7 +27,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   const granted = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'writer', ttlMs: 60_000 })
   t.equal(granted.status, 200)
   const lease = granted.body as LockLease
-  t.equal((await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'before\n', lease.token)).status, 200, 'a write under the lease')
+  t.equal((await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'before\n', leaseCredentialOf(lease))).status, 200, 'a write under the lease')
 
   await cluster.lock.kill()
   await cluster.lock.restart()
@@ -38,7 +39,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   t.equal(renewed.status, 200, 'the holder renews with its token')
   t.equal((renewed.body as LockLease).token, lease.token)
   t.ok((renewed.body as LockLease).expiresAt >= lease.expiresAt, 'and its lease runs on')
-  const written = await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'after\n', lease.token)
+  const written = await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'after\n', leaseCredentialOf(lease))
   t.equal(written.status, 200, 'and writes with it: the file server\'s check passes at the new lock server')
 
   t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/data.txt', token: lease.token })).status, 200, 'and releases it')
@@ -46,7 +47,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   const next = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'intruder' })
   t.equal(next.status, 200, 'the intruder gets the key once it is released')
   t.ok((next.body as LockLease).token > Math.max(highest, lease.token), 'the next token is above every token of the old process')
-  t.equal((await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'late\n', lease.token)).status, 409, 'the old token is fenced off')
+  t.equal((await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'late\n', leaseCredentialOf(lease))).status, 409, 'the old token is fenced off')
   const content = await raw(fileUrl, { method: 'GET', url: FileRoutes.content, params: { path: '/data.txt' }, responseType: 'text' })
   t.equal(content.body, 'start\nbefore\nafter\n')
 })

@@ -6,6 +6,7 @@ import { IsDirectoryError, LockTimeoutError } from '../src/shared/errors'
 import { etagOf, FileRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { rawAs, statsOf } from './helpers/wire'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 const trees: Array<Record<string, string>> = [
   { 'docs/a.txt': 'the first version\n' },
@@ -63,7 +64,7 @@ t.test('an overwrite needs the live lease, and waits for another holder', async 
   t.equal(withTheirLease.version, 2)
   await holder.release()
   const stale = await raw(server, {
-    method: 'PUT', url: FileRoutes.content, params: { path: '/docs/a.txt' }, data: Buffer.from('late'), headers: { 'x-dfs-lock-token': String(holder.lease.token) }
+    method: 'PUT', url: FileRoutes.content, params: { path: '/docs/a.txt' }, data: Buffer.from('late'), headers: { 'x-dfs-lock-token': leaseCredentialOf(holder.lease) }
   })
   t.equal(stale.status, 409, 'a released lease writes nothing')
   t.equal((await client.readFile('/docs/a.txt')).toString(), 'theirs\n')

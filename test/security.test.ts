@@ -11,11 +11,14 @@ import { ForbiddenError, LeaseError, UnauthorizedError } from '../src/shared/err
 import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
+import { MAX_REPORT_DEPTH } from '../servers/directory/server'
 import { newCredentials } from './helpers/credentials'
+import { diskImage } from './helpers/diskImage'
 import { startProcessCluster } from './helpers/processCluster'
 import type { RawAnswer } from './helpers/wire'
 import { raw, rawGet, rawPost } from './helpers/wire'
 import { waitFor, within } from './helpers/waitFor'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /*
  * The attacks of issue #10, each performed against a real cluster: every one must be
@@ -23,20 +26,6 @@ import { waitFor, within } from './helpers/waitFor'
  */
 
 const DAY_MS = 86_400_000
-
-/** Every file under a folder with its bytes: what "no byte on disk changed" is checked against. */
-function diskImage (root: string): Record<string, string> {
-  const image: Record<string, string> = {}
-  const walk = (dir: string): void => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name)
-      if (entry.isDirectory()) walk(full)
-      else image[path.relative(root, full)] = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex')
-    }
-  }
-  walk(root)
-  return image
-}
 
 function refused (t: Test, answer: RawAnswer, status: 401 | 403, what: string): void {
   t.equal(answer.status, status, `${what}: ${status} (${JSON.stringify(answer.body).slice(0, 200)})`)
@@ -91,6 +80,11 @@ t.test('a registered file server cannot speak for another one, and the real one 
   refused(t, await rawPost(cluster.directory.url, DirectoryRoutes.heartbeat(first.machineId), { serverId: secondIdentity.serverId }, { token: asSecond }), 403, 'server 2 beating for server 1')
   const ownReport = await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [{ path: '/b', kind: 'dir' }, { path: '/b/two.txt', kind: 'file', size: 2 }] }, token: asSecond })
   t.equal(ownReport.status, 200, 'its own report is taken')
+  const deep = '/b' + '/d'.repeat(MAX_REPORT_DEPTH) + '/deep.txt'
+  const tooDeep = await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [{ path: '/b/new.txt', kind: 'file' }, { path: deep, kind: 'file' }] }, token: asSecond })
+  t.equal(tooDeep.status, 400, 'a report with a path deeper than the limit is refused')
+  t.match(tooDeep.body.error.message, /names deep/)
+  t.equal((await rawGet(cluster.directory.url, DirectoryRoutes.lookup, { path: '/b/new.txt' }, { token: cluster.credentials.read })).status, 404, 'and none of it is taken')
   const forged = signToken(crypto.randomBytes(32), `file:${secondIdentity.serverId}`, newClaims(`file:${secondIdentity.serverId}`, 'server', 60_000))
   refused(t, await raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles(second.machineId), data: { files: [] }, token: forged }), 401, 'a report signed with a guessed secret')
   await stillServes(t, cluster, '/a/one.txt', '1\n')
@@ -112,9 +106,9 @@ t.test('server-only routes of the lock and file servers refuse clients; keys sta
     refused(t, await raw(lock.url, { method: 'DELETE', url: LockRoutes.keys, params: { path: '/held.txt' }, token }), status, `DELETE /keys with ${who}`)
     refused(t, await rawPost(lock.url, LockRoutes.removeKeys, { paths: ['/held.txt'] }, { token }), status, `POST /keys/remove with ${who}`)
     refused(t, await rawPost(lock.url, LockRoutes.keys, { paths: ['/made-up.txt'] }, { token }), status, `POST /keys with ${who}`)
-    refused(t, await rawGet(lock.url, LockRoutes.check, { path: '/held.txt', token: held.lease.token }, { token }), status, `GET /locks/check with ${who}`)
     // A lease on one file must not carry bytes to, or remove, another.
-    const lease = { [Headers.lockToken]: String(held.lease.token), 'Content-Type': 'application/octet-stream' }
+    const lease = { [Headers.lockToken]: leaseCredentialOf(held.lease), 'Content-Type': 'application/octet-stream' }
+    refused(t, await rawGet(lock.url, LockRoutes.check, { path: '/held.txt' }, { token, headers: lease }), status, `GET /locks/check with ${who}`)
     refused(t, await raw(file.url, {
       method: 'PUT', url: FileRoutes.incoming, params: { path: '/other.txt', lockPath: '/held.txt', fromVersion: 1, mtimeMs: 1, replace: true }, data: Buffer.from('replaced'), headers: lease, token
     }), status, `PUT /incoming with ${who}`)
@@ -126,24 +120,42 @@ t.test('server-only routes of the lock and file servers refuse clients; keys sta
   await stillServes(t, cluster, '/other.txt', 'other\n')
 })
 
-t.test('a lease is its holder\'s: a guessed fencing number is worth nothing to another token', async (t) => {
+t.test('a lease is its holder\'s: a guessed fencing number is worth nothing, to another token or to its own subject', async (t) => {
   const cluster = await startTestCluster(t, [{ 'shared.txt': 'start\n' }])
   const mallory = cluster.credentials.key.clientToken('mallory', { ttlMs: DAY_MS }).token
   const alice = cluster.client({ owner: 'alice-laptop' })
   const held = await alice.locks.acquire('/shared.txt')
   t.equal(held.lease.holder, 'tester', 'the holder is the token\'s subject')
+  t.match(held.lease.secret, /^[A-Za-z0-9_-]{22}$/, 'the grant carries a secret of 128 random bits')
   const before = diskImage(cluster.roots[0])
   // The fencing number only grows: the next one is easy to guess, or seen in a status answer.
   const token = held.lease.token
   refused(t, await rawPost(cluster.lock.url, LockRoutes.renew, { path: '/shared.txt', token }, { token: mallory }), 403, 'renewing another\'s lease')
   refused(t, await rawPost(cluster.lock.url, LockRoutes.release, { path: '/shared.txt', token }, { token: mallory }), 403, 'releasing another\'s lease')
-  const put = await raw(cluster.fileServers[0].url, {
+  const putAs = async (credential: string, lockHeader: string): Promise<RawAnswer> => await raw(cluster.fileServers[0].url, {
     method: 'PUT', url: FileRoutes.content, params: { path: '/shared.txt' }, data: Buffer.from('mallory was here\n'),
-    headers: { [Headers.lockToken]: String(token), 'Content-Type': 'application/octet-stream' }, token: mallory
+    headers: { [Headers.lockToken]: lockHeader, 'Content-Type': 'application/octet-stream' }, token: credential
   })
-  t.equal(put.status, 409, 'a write under another\'s lease number is refused')
-  t.equal(put.body.error.code, new LeaseError('').code)
+  const guessedSecret = 'A'.repeat(held.lease.secret.length)
+  // Another subject, even with the grant's own credential (seen on the wire), and the holder's
+  // own subject (another mount of the same user) with the number alone or a made-up secret.
+  for (const [credential, header, what] of [
+    [mallory, String(token), 'another subject with the fencing number'],
+    [mallory, leaseCredentialOf(held.lease), 'another subject with the whole credential'],
+    [cluster.credentials.write, String(token), 'the holder\'s subject with the bare fencing number'],
+    [cluster.credentials.write, `${token}.${guessedSecret}`, 'the holder\'s subject with a guessed secret'],
+    [cluster.credentials.write, `${token + 1}.${held.lease.secret}`, 'the next fencing number with this grant\'s secret']
+  ] as const) {
+    const put = await putAs(credential, header)
+    t.equal(put.status, 409, `a write is refused: ${what}`)
+    t.equal(put.body.error.code, new LeaseError('').code)
+  }
+  // The lock server says no to a guessed secret directly too.
+  const check = await rawGet(cluster.lock.url, LockRoutes.check, { path: '/shared.txt' }, { token: cluster.credentials.server, headers: { [Headers.lockToken]: `${token}.${guessedSecret}` } })
+  t.equal(check.status, 409, 'the lock server refuses a check with a guessed secret')
   t.same(diskImage(cluster.roots[0]), before, 'and wrote nothing')
+  const put = await putAs(cluster.credentials.write, leaseCredentialOf(held.lease))
+  t.equal(put.status, 200, 'the grant\'s own credential writes')
   // The lock holder is the subject, not the owner the client names.
   const impostor = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/shared.txt', owner: 'alice-laptop' }, { token: mallory })
   t.equal(impostor.status, 423, 'naming oneself as the holder gets nothing')

@@ -35,7 +35,7 @@ function crashCopy (t: Test, from: string): string {
   return to
 }
 
-const lease = (token: number, expiresAt = Date.now() + 30_000): StoredLease => ({ owner: 'alice', token, ttlMs: 30_000, expiresAt })
+const lease = (token: number, expiresAt = Date.now() + 30_000): StoredLease => ({ owner: 'alice', token, secret: 'secret-of-' + String(token), ttlMs: 30_000, expiresAt })
 
 const kinds: Array<[string, (t: Test) => LockStore]> = [
   ['memory', () => new MemoryLockStore()],
@@ -207,11 +207,12 @@ t.test('lock table on a journal: a lease outlives a restart of the table', async
   clock.now += 3000 // the restart took 3 s of wall-clock time, which counts against the lease
   const restarted = new LockTable(await opened(t, new JournalLockStore(dir, () => clock.now)), () => clock.now)
   await t.rejects(restarted.acquire('/a', 'bob', 10_000), LockedError, 'bob is refused while alice\'s lease lives')
-  t.equal(await restarted.check('/a', held.token), 7000, 'alice\'s lease has what was left of it')
+  t.equal(await restarted.check('/a', held.token, held.secret), 7000, 'alice\'s lease has what was left of it')
+  await t.rejects(restarted.check('/a', held.token, 'x'.repeat(held.secret.length)), LeaseError, 'its secret was kept with it: another one is refused')
   const renewed = await restarted.renew('/a', held.token)
   t.equal(renewed.expiresAt, clock.now + 10_000, 'alice renews with her token')
   await restarted.release('/a', held.token)
   clock.now += 2000 // bob's place as a waiter lapses
   t.ok((await restarted.acquire('/a', 'carol', 10_000)).token > held.token, 'the next lease is fenced above hers')
-  await t.rejects(restarted.check('/a', held.token), LeaseError)
+  await t.rejects(restarted.check('/a', held.token, held.secret), LeaseError)
 })

@@ -60,17 +60,17 @@ t.test('a lease not renewed expires, and its token stops counting', async (t) =>
   await table.createKeys(['/a'])
   const lease = await table.acquire('/a', 'alice', 1000)
   clock.now += 999
-  await t.resolves(table.check('/a', lease.token), 'live until its end')
+  await t.resolves(table.check('/a', lease.token, lease.secret), 'live until its end')
   t.equal((await table.status('/a')).expiresInMs, 1)
   clock.now += 1
   t.same(await table.status('/a'), { path: '/a', held: false }, 'free at expiresAt')
-  await t.rejects(table.check('/a', lease.token), LeaseError)
+  await t.rejects(table.check('/a', lease.token, lease.secret), LeaseError)
   await t.rejects(table.renew('/a', lease.token), LeaseError, 'too late to renew')
   await t.rejects(table.release('/a', lease.token), LeaseError, 'nothing to release')
 
   const next = await table.acquire('/a', 'bob', 1000)
   t.ok(next.token > lease.token, 'the next holder is fenced above the old one')
-  await t.rejects(table.check('/a', lease.token), LeaseError, 'the old token is refused while bob holds the key')
+  await t.rejects(table.check('/a', lease.token, lease.secret), LeaseError, 'the old token is refused while bob holds the key')
 })
 
 t.test('renew pushes the end of a lease out by its ttl', async (t) => {
@@ -82,7 +82,8 @@ t.test('renew pushes the end of a lease out by its ttl', async (t) => {
   t.equal(renewed.token, lease.token, 'the same token')
   t.equal(renewed.expiresAt, clock.now + 1000)
   clock.now += 900 // 1800 ms after the grant: expired without the renewal
-  await t.resolves(table.check('/a', lease.token))
+  await t.resolves(table.check('/a', lease.token, lease.secret))
+  await t.rejects(table.check('/a', lease.token, 'A'.repeat(lease.secret.length)), LeaseError, 'the right token with a wrong secret is refused')
   await t.rejects(table.acquire('/a', 'bob', 1000), LockedError)
   await t.rejects(table.renew('/a', lease.token + 1), LeaseError, 'a wrong token renews nothing')
 })
@@ -96,7 +97,7 @@ t.test('release frees the key for the next owner; only the holder\'s token relea
   await table.release('/a', lease.token)
   t.same(await table.status('/a'), { path: '/a', held: false })
   await t.rejects(table.release('/a', lease.token), LeaseError, 'twice')
-  await t.rejects(table.check('/a', lease.token), LeaseError)
+  await t.rejects(table.check('/a', lease.token, lease.secret), LeaseError)
   t.equal((await table.acquire('/a', 'bob', 1000)).owner, 'bob')
 })
 

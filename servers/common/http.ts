@@ -1,4 +1,5 @@
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import type { ErrorRequestHandler, Express } from 'express'
@@ -91,9 +92,16 @@ export const HEADERS_TIMEOUT_MS = 10_000
 const IDLE_SOCKET_MS = 120_000
 const MAX_CONNECTIONS = 4096
 
-/** Listens on host:port (0 picks a free port) and reads back the port it got. */
-export async function listen (app: Express, port: number, host = DEFAULT_HOST): Promise<RunningServer> {
-  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, connectionsCheckingInterval: 1000 }, app)
+/** A server's certificate and private key, PEM: it then speaks https only. */
+export interface ServerTls {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+/** Listens on host:port (0 picks a free port) and reads back the port it got; with `tls`, over https. */
+export async function listen (app: Express, port: number, host = DEFAULT_HOST, tls?: ServerTls): Promise<RunningServer> {
+  const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, connectionsCheckingInterval: 1000 }
+  const server: http.Server = tls === undefined ? http.createServer(limits, app) : https.createServer({ ...limits, cert: tls.cert, key: tls.key }, app)
   server.keepAliveTimeout = 65_000
   server.timeout = IDLE_SOCKET_MS
   server.maxConnections = MAX_CONNECTIONS
@@ -119,7 +127,7 @@ export async function listen (app: Express, port: number, host = DEFAULT_HOST): 
   const bound = (server.address() as AddressInfo).port
   const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   return {
-    url: `http://${shownHost}:${bound}`,
+    url: `${tls === undefined ? 'http' : 'https'}://${shownHost}:${bound}`,
     port: bound,
     close: async (graceMs?: number) => {
       closing = true

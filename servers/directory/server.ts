@@ -14,7 +14,7 @@ import type { RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import { Fields } from '../common/input'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { Namespace } from './namespace'
 import { JournaledNamespace } from './namespaceJournal'
 import { Placement, STATFS_TIMEOUT_MS } from './placement'
@@ -287,10 +287,10 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   }
 }
 
-export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string }): Promise<RunningServer> {
+export async function startDirectoryServer (opts: DirectoryServerOptions & { port: number, host?: string, tls?: ServerTls }): Promise<RunningServer> {
   const { app, stop } = await createDirectoryServer(opts)
   try {
-    const running = await listen(app, opts.port, opts.host)
+    const running = await listen(app, opts.port, opts.host, opts.tls)
     return {
       ...running,
       close: async (graceMs?: number) => {
@@ -321,7 +321,7 @@ function parseServerUrl (value: string): string {
   } catch {
     throw new BadRequestError(`not a URL: ${value}`)
   }
-  if (url.protocol !== 'http:') throw new BadRequestError(`file server URL must be http: ${value}`)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadRequestError(`file server URL must be http or https: ${value}`)
   return url.origin
 }
 
@@ -331,13 +331,23 @@ function machineIdParam (value: string | string[] | undefined): number {
   return machineId
 }
 
+/**
+ * How deep a reported path may be, in names. A report's size is capped by the JSON body
+ * limit (16 MB); its depth here, so a report cannot make the namespace a chain of folders
+ * thousands deep that every walk of the tree then follows.
+ */
+export const MAX_REPORT_DEPTH = 256
+
 function parseFileReport (value: unknown): FileMeta[] {
   if (!Array.isArray(value)) throw new BadRequestError('files must be a list')
   return value.map((item: unknown): FileMeta => {
     if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new BadRequestError('each file must be an object')
     const fields = new Fields(item as Record<string, unknown>, 'body')
+    const path = normalizePath((item as { path?: unknown }).path)
+    const depth = path.split('/').length - 1
+    if (depth > MAX_REPORT_DEPTH) throw new BadRequestError(`a reported path is ${depth} names deep, over the limit of ${MAX_REPORT_DEPTH}`, { depth, maxDepth: MAX_REPORT_DEPTH })
     return {
-      path: normalizePath((item as { path?: unknown }).path),
+      path,
       kind: fields.kind('kind', 'file'),
       version: fields.optionalInt('version', { min: 0 }) ?? 0,
       size: fields.optionalInt('size', { min: 0 }) ?? 0,

@@ -1,6 +1,7 @@
 import type { Response } from 'express'
 import type { CallbackBreak, FileServerStats } from '../../src/shared/protocol'
 import { monotonicMs } from '../../src/shared/clock'
+import { ForbiddenError } from '../../src/shared/errors'
 
 /** Entries the table holds at most: past that, no new callbacks are promised (clients revalidate). */
 const MAX_CALLBACKS = 200_000
@@ -13,6 +14,12 @@ interface ClientLease {
   until: number
   /** Breaks sent and not yet acknowledged, by sequence number. */
   waiting: Map<number, () => void>
+  /**
+   * The credential subject that made this client id known (undefined on an open server):
+   * only that subject may renew it, read its channel, acknowledge its breaks, be granted
+   * callbacks under it, or be spared a break as its writer.
+   */
+  subject: string | undefined
 }
 
 /**
@@ -45,18 +52,29 @@ export class CallbackTable {
    * break is not extended: it may not have seen it, and must stop trusting its callbacks
    * when the lease it has runs out, which is when the writer stops waiting for it.
    */
-  renew (clientId: string): { known: boolean, validForMs: number } {
+  renew (clientId: string, subject: string | undefined): { known: boolean, validForMs: number } {
     const now = this.now()
-    const client = this.live(clientId)
+    const client = this.claimed(clientId, subject)
     if (client) {
       if (client.waiting.size === 0) client.until = now + this.leaseMs
       return { known: true, validForMs: client.until - now }
     }
-    this.clients.set(clientId, { channel: null, until: now + this.leaseMs, waiting: new Map() })
+    this.clients.set(clientId, { channel: null, until: now + this.leaseMs, waiting: new Map(), subject })
     return { known: false, validForMs: this.leaseMs }
   }
 
-  /** The client's event channel opened (a second one replaces the first). */
+  /** Refuses (403) a caller whose subject is not the one the live client id belongs to; before its channel opens. */
+  claim (clientId: string, subject: string | undefined): void {
+    this.claimed(clientId, subject)
+  }
+
+  /** `clientId` if it is a live client of this subject: whose writes spare its own callbacks. A client id of another's is nobody. */
+  own (clientId: string | undefined, subject: string | undefined): string | undefined {
+    if (clientId === undefined) return undefined
+    return this.live(clientId)?.subject === subject ? clientId : undefined
+  }
+
+  /** The client's event channel opened (a second one replaces the first); call claim first. */
   attach (clientId: string, channel: Response): void {
     const client = this.live(clientId)
     if (!client) return
@@ -80,9 +98,9 @@ export class CallbackTable {
    * the table has room. Called before the file's version is read for the answer, so a change
    * that lands in between breaks the callback it would otherwise miss.
    */
-  grant (clientId: string, path: string): boolean {
+  grant (clientId: string, path: string, subject: string | undefined): boolean {
     const client = this.live(clientId)
-    if (!client?.channel || this.size >= MAX_CALLBACKS) return false
+    if (!client?.channel || client.subject !== subject || this.size >= MAX_CALLBACKS) return false
     let holders = this.holders.get(path)
     if (!holders) this.holders.set(path, holders = new Set())
     if (!holders.has(clientId)) {
@@ -121,8 +139,8 @@ export class CallbackTable {
   }
 
   /** A client acknowledged the break with this sequence number. */
-  acknowledge (clientId: string, seq: number): void {
-    const client = this.clients.get(clientId)
+  acknowledge (clientId: string, seq: number, subject: string | undefined): void {
+    const client = this.claimed(clientId, subject)
     const done = client?.waiting.get(seq)
     if (done) done()
   }
@@ -158,6 +176,15 @@ export class CallbackTable {
       })
       client.channel?.write(`event: break\ndata: ${JSON.stringify({ ...change, seq })}\n\n`)
     })
+  }
+
+  /** The live client, if any, after checking it is the subject's own (403 if another's). */
+  private claimed (clientId: string, subject: string | undefined): ClientLease | undefined {
+    const client = this.live(clientId)
+    if (client !== undefined && client.subject !== subject) {
+      throw new ForbiddenError(`client id ${clientId} belongs to another credential`, { client: clientId })
+    }
+    return client
   }
 
   /** The client's lease if it still runs; a lapsed one is forgotten on the spot. */

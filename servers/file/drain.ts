@@ -4,6 +4,7 @@ import { DrainApi, DrainRoutes } from '../../src/shared/drainProtocol'
 import type { DrainProgress } from '../../src/shared/drainProtocol'
 import { ConflictError, LockedError, NotDirectoryError, NotFoundError, ServerUnavailableError } from '../../src/shared/errors'
 import { parentOf } from '../../src/shared/paths'
+import { leaseCredentialOf } from '../../src/shared/leaseCredential'
 import type { LockLease, LookupAnswer, ServerInfo } from '../../src/shared/protocol'
 import { allow } from '../common/auth'
 import { queryOf } from '../common/input'
@@ -170,7 +171,7 @@ export class FileServerDrain {
       // Renamed or removed while this drain waited for its lock: not this server's to move.
       if (found?.server?.machineId !== me.machineId) return 'gone'
       const target = await this.targetFor(path, me)
-      const moved = await moveFileTo(this.ctx, path, target, lease.token)
+      const moved = await moveFileTo(this.ctx, path, target, leaseCredentialOf(lease))
       // Clients that were promised this server's copy hear it left; they find it anew.
       await this.ctx.callbacks.breakAll(path, { path, version: null }, undefined)
       this.free.set(target.machineId, (this.free.get(target.machineId) ?? 0) - (moved.meta?.size ?? 0))

@@ -3,6 +3,8 @@ import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockApi } from '../../src/shared/api'
 import { Headers } from '../../src/shared/protocol'
 import type { Caller } from '../common/auth'
+import { parseLeaseCredential } from '../../src/shared/leaseCredential'
+import type { LeaseCredential } from '../../src/shared/leaseCredential'
 
 /** A lease this server has seen checked: no one else can hold the key before `until`. */
 interface KnownLease {
@@ -37,18 +39,20 @@ export class LeaseGuard {
     return await this.check(req.get(Headers.lockToken), lockPath, writer)
   }
 
-  async check (tokenValue: string | number | undefined, lockPath: string, writer?: string): Promise<number> {
-    const token = Number(tokenValue)
-    if (tokenValue === undefined || tokenValue === '' || !Number.isSafeInteger(token)) {
-      throw new LeaseError(`writing ${lockPath} needs its lock: no ${Headers.lockToken} given`, { path: lockPath })
+  /** `credential`: TOKEN.SECRET (leaseCredential.ts); the lock server knows the secret, this server only asks. */
+  async check (credential: LeaseCredential | undefined, lockPath: string, writer?: string): Promise<number> {
+    const parsed = parseLeaseCredential(credential)
+    if (credential === undefined || parsed === null) {
+      throw new LeaseError(`writing ${lockPath} needs its lock: no ${Headers.lockToken} (TOKEN.SECRET) given`, { path: lockPath })
     }
+    const { token } = parsed
     const known = this.known.get(lockPath)
     if (token < (known?.token ?? 0)) {
       throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
     }
     let expiresInMs: number
     try {
-      const answer = await this.lock.check(lockPath, token)
+      const answer = await this.lock.check(lockPath, credential)
       if (writer !== undefined && answer.holder !== undefined && answer.holder !== writer) {
         throw new LeaseError(`lease ${token} on ${lockPath} was not granted to ${writer}`, { path: lockPath, token })
       }

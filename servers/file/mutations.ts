@@ -5,6 +5,7 @@ import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
 import { renameOnServer } from './rename'
+import { writerOf } from './callerClient'
 
 /** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
 export const MAX_RANGE_WRITE_BYTES = 256 * 1024 * 1024
@@ -36,7 +37,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
    * version. `version` null: the file left the path.
    */
   const changed = async (req: Request, path: string, version: number | null): Promise<void> => {
-    await ctx.callbacks.breakAll(path, { path, version }, req.get(Headers.clientId))
+    await ctx.callbacks.breakAll(path, { path, version }, writerOf(ctx.callbacks, req))
   }
 
   /** Runs a clean-up step whose failure must not hide the error that made it necessary. */
@@ -178,9 +179,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
 
   app.post(FileRoutes.rename, async (req, res) => {
     const body = bodyOf(req)
-    const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.optionalInt('toToken') }
+    const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.has('toToken') ? body.string('toToken', 128) : undefined }
     const answer = await renameOnServer(ctx, request, req.get(Headers.lockToken))
-    if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, req.get(Headers.clientId))
+    if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, writerOf(ctx.callbacks, req))
     else if (answer.from !== answer.to) await changed(req, answer.from, null)
     // A file renamed onto this server's own path: its callbacks are broken here; on another
     // server, the receiving server broke them (PUT /incoming).

@@ -6,6 +6,7 @@ import type { FileMeta, LookupAnswer, RenameAnswer, RenameRequest, RenameSwitchR
 import { crashPoint } from '../common/crashPoints'
 import type { MutationContext } from './context'
 import type { RenameIntent } from './renameIntents'
+import type { LeaseCredential } from '../../src/shared/leaseCredential'
 
 /**
  * A rename, run by the server that holds `from`. Readers find files through the directory,
@@ -20,10 +21,12 @@ export async function renameOnServer (ctx: MutationContext, request: RenameReque
   const found = await ctx.directory().lookup(from)
   if (found.kind === 'dir') return await renameFolder(ctx, from, to, found)
   if (found.server?.machineId !== ctx.self().machineId) throw new NotFoundError(`${from} is not on this file server`, { path: from })
-  return await renameFile(ctx, from, to, await ctx.leases.check(fromToken, from), toToken)
+  await ctx.leases.check(fromToken, from)
+  return await renameFile(ctx, from, to, fromToken as LeaseCredential, toToken)
 }
 
-async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+/** The tokens are the caller's lease credentials (leaseCredential.ts): a peer checks them again for PUT /incoming. */
+async function renameFile (ctx: MutationContext, from: string, to: string, fromToken: LeaseCredential, toToken: LeaseCredential | undefined): Promise<RenameAnswer> {
   const { store } = ctx
   const directory = ctx.directory()
   const self = ctx.self()
@@ -58,7 +61,7 @@ async function renameFile (ctx: MutationContext, from: string, to: string, fromT
  * both), under the lease `token` the caller holds on it. It keeps its version and its lock
  * key, which the same path goes on using.
  */
-export async function moveFileTo (ctx: MutationContext, path: string, target: ServerInfo, token: number): Promise<RenameAnswer> {
+export async function moveFileTo (ctx: MutationContext, path: string, target: ServerInfo, token: LeaseCredential): Promise<RenameAnswer> {
   if (target.machineId === ctx.self().machineId) throw new BadPathError(`${path} is on this file server already`, { path })
   await ctx.leases.check(token, path)
   const intent = { from: path, to: path, target, replace: false }
@@ -70,7 +73,7 @@ export async function moveFileTo (ctx: MutationContext, path: string, target: Se
   }
 }
 
-async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: number, toToken: number | undefined): Promise<RenameAnswer> {
+async function renameFileSteps (ctx: MutationContext, intentId: string, intent: RenameIntent, fromToken: LeaseCredential, toToken: LeaseCredential | undefined): Promise<RenameAnswer> {
   const { store, lock, log } = ctx
   const directory = ctx.directory()
   const self = ctx.self()
@@ -90,7 +93,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
     staged = await ctx.peer(target).incoming(
       { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: source.mtimeMs, target: source.target, replace, keepVersion: from === to },
       Buffer.alloc(0),
-      replace ? toToken as number : fromToken)
+      replace ? toToken as LeaseCredential : fromToken)
   } else {
     const opened = await store.openRead(from)
     fromVersion = opened.meta.version
@@ -98,7 +101,7 @@ async function renameFileSteps (ctx: MutationContext, intentId: string, intent: 
       staged = await ctx.peer(target).incoming(
         { path: to, lockPath: replace ? to : from, fromVersion, mtimeMs: opened.meta.mtimeMs, mode: opened.meta.mode, replace, keepVersion: from === to },
         opened.stream,
-        replace ? toToken as number : fromToken)
+        replace ? toToken as LeaseCredential : fromToken)
     } finally {
       opened.stream.destroy()
     }

@@ -4,6 +4,7 @@ import path from 'node:path'
 import type { DirectoryApi, FileApi, LockApi } from '../../src/shared/api'
 import { NotFoundError } from '../../src/shared/errors'
 import type { LookupAnswer, ServerInfo } from '../../src/shared/protocol'
+import { leaseCredentialOf } from '../../src/shared/leaseCredential'
 import { writeFileDurably } from '../common/durable'
 import type { Logger } from '../common/http'
 import type { FileStore } from './fileStore'
@@ -158,7 +159,7 @@ async function unstage (ctx: RecoveryContext, { from, to, target }: RenameIntent
   }
   const lease = await ctx.lock.acquire({ path: from, owner: ctx.owner, waitMs: 5000 })
   try {
-    await ctx.peer(target).incomingAbort(to, from, lease.token)
+    await ctx.peer(target).incomingAbort(to, from, leaseCredentialOf(lease))
   } finally {
     await ctx.lock.release(from, lease.token).catch(() => {})
   }

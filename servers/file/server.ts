@@ -8,10 +8,11 @@ import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { Authenticator, requireCredentials } from '../common/auth'
+import { subjectOf, writerOf } from './callerClient'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import { CallbackTable } from './callbacks'
 import { joined } from './context'
@@ -115,7 +116,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     const path = query.path()
     const inlineUpTo = query.optionalInt('inline', { min: 0, max: MAX_INLINE_BYTES })
     // Promised before the version is read: a change in between breaks it (see CallbackTable.grant).
-    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path)
+    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path, subjectOf(req))
     const meta: FileMeta = await store.stat(path)
     if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
     const answer: StatAnswer = inlineUpTo !== undefined && meta.kind === 'file' && meta.size <= inlineUpTo
@@ -131,6 +132,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   // A client's event channel: callback breaks go down it; comments keep it and its idle timer alive.
   app.get(FileRoutes.events, (req, res) => {
     const client = queryOf(req).string('client', 64)
+    callbacks.claim(client, subjectOf(req))
     res.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' })
     res.flushHeaders()
     res.write(`event: hello\ndata: ${JSON.stringify({ leaseMs: callbacks.leaseMs })}\n\n`)
@@ -143,13 +145,13 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   })
 
   app.post(FileRoutes.renewCallbacks, jsonBody, (req, res) => {
-    const answer: CallbackRenewAnswer = callbacks.renew(bodyOf(req).string('client', 64))
+    const answer: CallbackRenewAnswer = callbacks.renew(bodyOf(req).string('client', 64), subjectOf(req))
     res.json(answer)
   })
 
   app.post(FileRoutes.acknowledgeBreak, jsonBody, (req, res) => {
     const body = bodyOf(req)
-    callbacks.acknowledge(body.string('client', 64), body.int('seq', { min: 1 }))
+    callbacks.acknowledge(body.string('client', 64), body.int('seq', { min: 1 }), subjectOf(req))
     res.json({})
   })
 
@@ -165,7 +167,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     // here first, so appends without a lease wait for it from now on.
     if (req.get(Headers.lockToken) !== undefined) await leases.require(req, path)
     const ifNoneMatch = req.get('if-none-match')
-    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path)
+    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path, subjectOf(req))
     const describe = (meta: FileMeta): boolean => {
       res.set(contentHeadersOf(meta))
       if (granted) res.set(Headers.callback, 'granted')
@@ -197,7 +199,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
       : async () => await leases.admitUnlocked(path)
     const meta = await store.append(path, req, guard, changeIdOf(req))
     stats.appends++
-    await callbacks.breakAll(path, { path, version: meta.version }, req.get(Headers.clientId))
+    await callbacks.breakAll(path, { path, version: meta.version }, writerOf(callbacks, req))
     res.json(meta)
   })
 
@@ -273,6 +275,8 @@ export interface StartFileServerOptions {
   auth?: ServerAuth
   /** It was drained and left the cluster (dfs-serve drain): the process may stop it. */
   onLeft?: () => void
+  /** Certificate and key: the server speaks https only. */
+  tls?: ServerTls
 }
 
 export interface RunningFileServer extends RunningServer {
@@ -307,7 +311,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const cutShort = await renames.pending()
   const app = createFileServer({ store, lock, directory, timeoutMs: opts.timeoutMs, log, auth: opts.auth })
   app.locals.serverId = identity.serverId
-  const running = await listen(app, opts.port, opts.host)
+  const running = await listen(app, opts.port, opts.host, opts.tls)
   const removeGauges = watchDiskSpace(store, () => app.locals.stats.machineId)
   const url = opts.publicUrl ?? running.url
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, { credential: serverCredential })

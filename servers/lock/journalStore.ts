@@ -238,7 +238,8 @@ export class JournalLockStore implements LockStore {
     for (const [p, lease] of this.keys) if (lease !== null) lines.push(JSON.stringify({ set: p, lease }))
     const text = lines.join('\n') + '\n'
     const side = this.file + '.tmp'
-    const fd = fs.openSync(side, 'w')
+    // It holds the grants' secrets: for the lock server's user only.
+    const fd = fs.openSync(side, 'w', 0o600)
     try {
       fs.writeFileSync(fd, text)
       fs.fsyncSync(fd)

@@ -13,6 +13,11 @@ export interface StoredLease {
   /** The subject of the credential it was granted to: only that caller renews, releases or writes under it. */
   holder?: string
   token: number
+  /**
+   * The grant's secret, told only to the caller it was granted to: the file servers take a
+   * write under the lease only with it. Kept with the lease, so a lease outlives a restart.
+   */
+  secret: string
   ttlMs: number
   expiresAt: number
 }

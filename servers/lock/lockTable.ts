@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import { ForbiddenError, LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockLease, LockStatus } from '../../src/shared/protocol'
 import { MemoryLockStore } from './lockStore'
@@ -52,7 +53,7 @@ export class LockTable {
         }
         throw new LockedError(`${path} is promised to ${String(first)}, who asked first; retry later`, { path, holder: first, retryAfterMs: 0 })
       }
-      const granted: StoredLease = { owner, token: await this.store.nextToken(), ttlMs, expiresAt: this.now() + ttlMs }
+      const granted: StoredLease = { owner, token: await this.store.nextToken(), secret: newSecret(), ttlMs, expiresAt: this.now() + ttlMs }
       if (subject !== undefined) granted.holder = subject
       if (await this.store.compareAndSet(path, state, granted)) {
         this.waiters.get(path)?.delete(owner)
@@ -78,14 +79,17 @@ export class LockTable {
     }
   }
 
-  /** Whether `token` is the live lease on the path (LeaseError if not); how long it has left. */
-  async check (path: string, token: number): Promise<number> {
-    return (await this.checkLease(path, token)).expiresInMs
+  /** Whether `token` with `secret` is the live lease on the path (LeaseError if not); how long it has left. */
+  async check (path: string, token: number, secret: string): Promise<number> {
+    return (await this.checkLease(path, token, secret)).expiresInMs
   }
 
-  /** As check, and whose the lease is. */
-  async checkLease (path: string, token: number): Promise<{ expiresInMs: number, holder?: string }> {
+  /** As check, and whose the lease is. A right token with a wrong secret is a guess: refused the same way. */
+  async checkLease (path: string, token: number, secret: string): Promise<{ expiresInMs: number, holder?: string }> {
     const lease = this.withToken(path, await this.stateOf(path), token)
+    if (!sameSecret(lease.secret, secret)) {
+      throw new LeaseError(`lease ${token} on ${path} is not held: it expired or was released`, { path, token })
+    }
     return { expiresInMs: lease.expiresAt - this.now(), holder: lease.holder }
   }
 
@@ -150,4 +154,17 @@ export class LockTable {
     }
     return holder
   }
+}
+
+/** 128 random bits: what a grant's holder shows a file server besides the guessable token. */
+function newSecret (): string {
+  return crypto.randomBytes(16).toString('base64url')
+}
+
+/** Compared in constant time; a lease stored before secrets existed has none and matches nothing. */
+function sameSecret (stored: string | undefined, given: string): boolean {
+  if (typeof stored !== 'string') return false
+  const a = Buffer.from(stored)
+  const b = Buffer.from(given)
+  return a.length === b.length && crypto.timingSafeEqual(a, b)
 }

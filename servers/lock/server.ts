@@ -1,15 +1,17 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
 import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
-import { LockRoutes } from '../../src/shared/protocol'
-import type { CheckAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
+import { Headers, LockRoutes } from '../../src/shared/protocol'
+import { LeaseError } from '../../src/shared/errors'
+import { parseLeaseCredential } from '../../src/shared/leaseCredential'
+import type { CheckAnswer, RenewAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { Authenticator, callerOf, requireCredentials } from '../common/auth'
 import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import { bodyOf, queryOf } from '../common/input'
 import { addAdvisoryRoutes, ADVISORY_ROUTE_ROLES } from './advisoryRoutes'
 import { watchCaller } from './callerGone'
-import type { Logger, RunningServer } from '../common/http'
+import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
 import type { LockStore } from './lockStore'
@@ -146,9 +148,11 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
 
   app.post(LockRoutes.renew, async (req, res) => {
     const body = bodyOf(req)
-    const lease = await table.renew(body.path(), body.int('token'), holderOf(callerOf(res)))
+    const { secret: _secret, ...lease } = await table.renew(body.path(), body.int('token'), holderOf(callerOf(res)))
     clock.renewed(lease.token, lease.expiresAt)
-    res.json(lease)
+    // Not the secret: a renewal needs only the guessable token, so it must not hand the credential out.
+    const answer: RenewAnswer = lease
+    res.json(answer)
   })
 
   app.post(LockRoutes.release, async (req, res) => {
@@ -162,10 +166,12 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     res.json(answer)
   })
 
+  // The credential comes in a header, as to a file server: a query string ends up in logs.
   app.get(LockRoutes.check, async (req, res) => {
-    const query = queryOf(req)
-    const path = query.path()
-    const { expiresInMs, holder } = await table.checkLease(path, query.int('token'))
+    const path = queryOf(req).path()
+    const credential = parseLeaseCredential(req.get(Headers.lockToken))
+    if (credential === null) throw new LeaseError(`checking a lease on ${path} needs its credential (${Headers.lockToken}: TOKEN.SECRET)`, { path })
+    const { expiresInMs, holder } = await table.checkLease(path, credential.token, credential.secret)
     const answer: CheckAnswer = { path, valid: true, expiresInMs }
     if (holder !== undefined) answer.holder = holder
     res.json(answer)
@@ -202,12 +208,12 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
 }
 
 /** Opens the state (replaying and compacting its journal), then listens; close() closes both. */
-export async function startLockServer (opts: LockServerOptions & { port: number, host?: string }): Promise<RunningServer> {
+export async function startLockServer (opts: LockServerOptions & { port: number, host?: string, tls?: ServerTls }): Promise<RunningServer> {
   const store: LockStore = opts.stateDir === undefined ? new MemoryLockStore() : new JournalLockStore(opts.stateDir)
   await store.load()
   try {
     const { app, stop } = createLockServerApp({ ...opts, store })
-    const running = await listen(app, opts.port, opts.host)
+    const running = await listen(app, opts.port, opts.host, opts.tls)
     return {
       ...running,
       close: async (graceMs?: number) => {

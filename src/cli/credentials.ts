@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import { DEFAULT_DIRECTORY_URL, DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE } from '../shared/defaults'
+import { trustCertificateAuthority } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { CliError } from './common'
 
@@ -9,8 +10,39 @@ import { CliError } from './common'
  * argument: `ps` shows every process's command line to every user of the machine.
  */
 export function clientCaller (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
-  const token = readClientToken(tokenFile, directoryUrl, env)
-  return token === undefined ? {} : { credential: () => token }
+  let token = readClientToken(tokenFile, directoryUrl, env)
+  if (token === undefined) return {}
+  const file = env.DFS_TOKEN?.trim() ? undefined : tokenFile
+  if (file === undefined) return { credential: () => token as string }
+  // A long-lived client (the mount) picks up a token file that was replaced (a renewed or
+  // rotated token) without a remount: its mtime is looked at, at most once a second.
+  let checkedAt = Date.now()
+  let mtimeMs = mtimeOf(file)
+  return {
+    credential: () => {
+      if (Date.now() - checkedAt >= 1000) {
+        checkedAt = Date.now()
+        const now = mtimeOf(file)
+        if (now !== mtimeMs) {
+          mtimeMs = now
+          try {
+            token = readClientToken(file, directoryUrl, env) ?? token
+          } catch {
+            // Being rewritten (empty for a moment) or gone: keep the token we have.
+          }
+        }
+      }
+      return token as string
+    }
+  }
+}
+
+function mtimeOf (file: string): number | null {
+  try {
+    return fs.statSync(file).mtimeMs
+  } catch {
+    return null
+  }
 }
 
 function readClientToken (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv): string | undefined {
@@ -31,4 +63,22 @@ function readClientToken (tokenFile: string | undefined, directoryUrl: string, e
     return text
   }
   return undefined
+}
+
+/** --ca (DFS_CA): the cluster's own CA certificate, trusted for https from now on; a bad file is one line. */
+export function trustClusterCa (caFile: string | undefined): void {
+  if (caFile === undefined) return
+  trustCertificateAuthority(readPem(caFile, 'CA certificate', 'CERTIFICATE'))
+}
+
+/** A PEM file, read whole; a missing or unreadable one, or one of something else, is a CliError naming it. */
+export function readPem (file: string, what: string, label: string): string {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new CliError(`cannot read the ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  if (!text.includes(`-----BEGIN `) || !text.includes(label)) throw new CliError(`${file} is not a PEM ${what} (no -----BEGIN ... ${label}-----)`)
+  return text
 }

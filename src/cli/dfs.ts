@@ -7,7 +7,7 @@ import type { ListEntry } from '../client/dfsClient'
 import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
-import { clientCaller } from './credentials'
+import { clientCaller, trustClusterCa } from './credentials'
 import { clientOptions } from './options'
 import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
 import { StatusApi } from '../shared/clusterStatus'
@@ -20,9 +20,11 @@ interface ClientArgs {
   timeoutMs: number
   lockTimeoutMs: number
   tokenFile: string | undefined
+  ca: string | undefined
 }
 
 function clientOf (args: ClientArgs): DfsClient {
+  trustClusterCa(args.ca)
   return new DfsClient({
     directoryUrl: args.directory,
     lockUrl: args.lock,
@@ -160,6 +162,7 @@ async function main (): Promise<void> {
     .command('status', 'the file servers, locks held and latest problems; exits 2 when a server is down', (y) => y
       .option('json', { type: 'boolean', default: false, describe: 'print the directory server\'s answer as JSON' }),
     async (args) => {
+      trustClusterCa(args.ca)
       const status = await new StatusApi(new Transport('directory server', args.directory, args.timeoutMs, clientCaller(args.tokenFile, args.directory))).cluster()
       const { text, problems } = formatStatus(status)
       process.stdout.write(args.json ? JSON.stringify(status, null, 2) + '\n' : text)

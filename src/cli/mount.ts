@@ -13,7 +13,7 @@ import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
-import { clientCaller } from './credentials'
+import { clientCaller, trustClusterCa } from './credentials'
 import { mountOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
 import type { LogLevel } from '../../servers/common/logging'
@@ -92,6 +92,7 @@ async function main (): Promise<void> {
   const flags = parseMountFlags(args.o)
   await checkAllowOther(flags)
 
+  trustClusterCa(args.ca)
   if (!args.foreground) {
     await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
     const logFile = args.log ?? state.logFile

@@ -38,6 +38,9 @@ const logLevel = { type: 'string', choices: ['debug', 'info', 'warn', 'error'], 
 const serverMetrics = { type: 'string', describe: 'HOST:PORT (or PORT) to serve GET /metrics on for Prometheus, or off (default: 127.0.0.1 on this server\'s port + 2100; a free one with --port 0)' } as const
 const mountMetrics = { type: 'string', default: 'off', describe: 'HOST:PORT (or PORT, on 127.0.0.1) to serve GET /metrics on for Prometheus; off by default' } as const
 const mountLogLevel = { ...logLevel, describe: 'least level logged; debug adds a line per file system operation (with its request id)' } as const
+const ca = { type: 'string', describe: 'a CA certificate (PEM) to trust for https server URLs, besides the public ones: a cluster with its own CA' } as const
+const tlsCert = { type: 'string', describe: 'certificate (PEM) to serve https with; needs --tls-key' } as const
+const tlsKey = { type: 'string', describe: 'private key (PEM) of --tls-cert' } as const
 const statusLock = { ...lock, describe: 'lock server URL, for the locks on the status page and in dfs status' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
@@ -103,12 +106,12 @@ function operatorOptions () {
 
 /** Where a client finds the cluster, its credential and how long it waits: dfs and dfs-mount. */
 export function clientOptions () {
-  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile })
+  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile, ca })
 }
 
 /** What every server takes to be a member of the cluster, or to run open. */
 function securityOptions () {
-  return { ...withEnvironment({ 'cluster-key': clusterKey, 'revoked-tokens': revokedTokens }), insecure }
+  return { ...withEnvironment({ 'cluster-key': clusterKey, 'revoked-tokens': revokedTokens, 'tls-cert': tlsCert, 'tls-key': tlsKey, ca }), insecure }
 }
 
 /** dfs-serve token: a client credential, printed on stdout. */
@@ -126,7 +129,7 @@ export function directoryServerOptions () {
 
 /** dfs-serve forget-server: only where the directory server is. */
 export function forgetServerOptions () {
-  return withEnvironment({ directory, 'timeout-ms': timeoutMs, 'cluster-key': clusterKey })
+  return withEnvironment({ directory, 'timeout-ms': timeoutMs, 'cluster-key': clusterKey, ca })
 }
 
 const cancelDrain = { type: 'boolean', default: false, describe: 'put a draining server back in service (its moved files stay where they went)' } as const

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import yargs from 'yargs/yargs'
-import type { Logger, RunningServer } from '../../servers/common/http'
+import type { Logger, RunningServer, ServerTls } from '../../servers/common/http'
 import { startProcessLog } from '../../servers/common/logging'
 import type { LogLevel, ProcessLog } from '../../servers/common/logging'
 import { defaultMetricsAddress, MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
@@ -15,6 +15,7 @@ import type { ServerAuth } from '../../servers/common/auth'
 import { ClusterKey, parseDuration } from '../../servers/common/tokens'
 import { DEMO_TOKEN_FILE, DEFAULT_DEMO_DATA_DIR } from '../shared/defaults'
 import { CliError, logLine, runMain } from './common'
+import { readPem, trustClusterCa } from './credentials'
 import { isAlive, notifyParent, startDetached } from './daemon'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
@@ -125,6 +126,19 @@ function serverAuth (args: { clusterKey: string, revokedTokens?: string, insecur
   return { key, revokedFile: args.revokedTokens }
 }
 
+/**
+ * --tls-cert and --tls-key: the server speaks https with them (both or neither); --ca: the
+ * CA its calls to the other servers trust. Read before anything listens.
+ */
+function serverTls (args: { tlsCert?: string, tlsKey?: string, ca?: string }): ServerTls | undefined {
+  trustClusterCa(args.ca)
+  if (args.tlsCert === undefined && args.tlsKey === undefined) return undefined
+  if (args.tlsCert === undefined || args.tlsKey === undefined) throw new CliError('--tls-cert and --tls-key go together: give both, or neither for plain http')
+  const tls = { cert: readPem(args.tlsCert, 'certificate', 'CERTIFICATE'), key: readPem(args.tlsKey, 'private key', 'PRIVATE KEY') }
+  log(`https with the certificate ${args.tlsCert}`)
+  return tls
+}
+
 /** Writes a client token (mode 0600) where dfs and dfs-mount look for one. */
 function writeToken (file: string, token: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true })
@@ -143,7 +157,7 @@ async function main (): Promise<void> {
     .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
       startLogging('directory', args)
-      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, lockUrl: args.lock, log, auth: serverAuth(args) })
+      const server = await startDirectoryServer({ port: args.port, host: args.host, stateDir: args.stateDir, lockUrl: args.lock, log, auth: serverAuth(args), tls: serverTls(args) })
       log(`directory server state in ${args.stateDir}`)
       // Metrics before the "listening" line: whoever waits for that line may signal at once.
       const metrics = await startMetrics(args, args.port)
@@ -153,7 +167,7 @@ async function main (): Promise<void> {
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
       startLogging('lock', args)
-      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log, auth: serverAuth(args) })
+      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log, auth: serverAuth(args), tls: serverTls(args) })
       log(`lock state in ${args.stateDir}`)
       const metrics = await startMetrics(args, args.port)
       listening('lock server', server, args.port)
@@ -165,7 +179,7 @@ async function main (): Promise<void> {
       // Drained (dfs-serve drain) and gone from the directory: the process ends, exit 0.
       let leave = (): void => {}
       const server = await startFileServer({
-        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args), onLeft: () => leave()
+        root: args.root, port: args.port, host: args.host, directoryUrl: args.directory, lockUrl: args.lock, publicUrl: args.publicUrl, log, auth: serverAuth(args), tls: serverTls(args), onLeft: () => leave()
       })
       const metrics = await startMetrics(args, args.port)
       listening(`file server ${server.machineId}`, server, args.port)
@@ -229,6 +243,7 @@ async function main (): Promise<void> {
         if (!Number.isSafeInteger(args.machineId) || args.machineId < 1) throw new CliError(`not a machine id: ${args.machineId}`)
         // An operator's call: made with the cluster key, on the machine that has it.
         const credential = ClusterKey.load(args.clusterKey).serverCredential('operator')
+        trustClusterCa(args.ca)
         const directory = new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, { credential }))
         const answer = await directory.forgetServer(args.machineId)
         process.stdout.write(`forgot file server ${answer.machineId} and its ${answer.entries} entries\n`)

@@ -31,6 +31,8 @@ import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
 import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
+import { leaseCredentialOf } from '../shared/leaseCredential'
+import type { LeaseCredential } from '../shared/leaseCredential'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -315,7 +317,7 @@ export class DfsClient {
    */
   async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
     const canonical = normalizePath(path)
-    const answer = await this.revalidate(canonical, tokenOf(opts.lease))
+    const answer = await this.revalidate(canonical, credentialOf(opts.lease))
     if ('cached' in answer) return answer.cached
     try {
       return await this.cache.store(canonical, answer.meta, answer.body)
@@ -348,11 +350,11 @@ export class DfsClient {
   }
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
-  private async revalidate (canonical: string, token?: number): Promise<Revalidated> {
+  private async revalidate (canonical: string, token?: LeaseCredential): Promise<Revalidated> {
     return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token))
   }
 
-  private async revalidateOnce (canonical: string, token?: number): Promise<Revalidated> {
+  private async revalidateOnce (canonical: string, token?: LeaseCredential): Promise<Revalidated> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
@@ -396,7 +398,7 @@ export class DfsClient {
     const appendOnce = async (): Promise<FileMeta> => {
       const found = await this.lookup(canonical)
       if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
-      const send = async (token?: number): Promise<FileMeta> =>
+      const send = async (token?: LeaseCredential): Promise<FileMeta> =>
         await this.locator.onFileServer(canonical, found, async (server) => await server.append(canonical, body, { token, changeId }))
       try {
         // One request: the file server puts appends in order itself.
@@ -404,7 +406,7 @@ export class DfsClient {
       } catch (err) {
         // Someone holds the key (a store of the whole file is under way): append under it once it is ours.
         if (!(err instanceof LockedError)) throw err
-        return await this.locks.withLock(canonical, async (lease) => await send(lease.token))
+        return await this.locks.withLock(canonical, async (lease) => await send(leaseCredentialOf(lease)))
       }
     }
     // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
@@ -596,7 +598,7 @@ export class DfsClient {
       meta = await retryWhileUnavailable(`range write of ${canonical}`, this.writeRetry, async () => {
         const found = await this.locator.lookupFile(canonical)
         return await this.locator.onFileServer(canonical, found, async (server) =>
-          await server.writeRanges(canonical, body, { size, fromVersion, token: held.lease.token, changeId }))
+          await server.writeRanges(canonical, body, { size, fromVersion, token: leaseCredentialOf(held.lease), changeId }))
       })
     } catch (err) {
       if (err instanceof LeaseError || err instanceof ConflictError) return null
@@ -626,7 +628,7 @@ export class DfsClient {
       const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
         const found = await this.locator.lookupFile(canonical)
         return await this.locator.onFileServer(canonical, found, async (server) =>
-          await server.store(canonical, fs.createReadStream(localFile), lease.lease.token, changeId))
+          await server.store(canonical, fs.createReadStream(localFile), leaseCredentialOf(lease.lease), changeId))
       })
       this.forget(canonical)
       await this.cache.invalidate(canonical)
@@ -784,18 +786,18 @@ export class DfsClient {
   }
 
   /** Runs a task with the lease the caller holds, or with one taken and given back here. */
-  private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: number) => Promise<T>): Promise<T> {
-    const token = tokenOf(lease)
+  private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: LeaseCredential) => Promise<T>): Promise<T> {
+    const token = credentialOf(lease)
     if (token !== undefined) return await task(token)
-    return await this.locks.withLock(path, async (taken) => await task(taken.token))
+    return await this.locks.withLock(path, async (taken) => await task(leaseCredentialOf(taken)))
   }
 
   /** Several locks, taken in path order so that two renames never wait on each other. */
-  private async underLeases<T> (paths: string[], task: (tokens: Map<string, number>) => Promise<T>): Promise<T> {
+  private async underLeases<T> (paths: string[], task: (tokens: Map<string, LeaseCredential>) => Promise<T>): Promise<T> {
     const held: HeldLock[] = []
     try {
       for (const path of [...new Set(paths)].sort()) held.push(await this.locks.acquire(path))
-      return await task(new Map(held.map((h) => [h.lease.path, h.lease.token])))
+      return await task(new Map(held.map((h) => [h.lease.path, leaseCredentialOf(h.lease)])))
     } finally {
       await Promise.all(held.map(async (h) => await h.release()))
     }
@@ -839,7 +841,7 @@ function newChangeId (): string {
   return crypto.randomBytes(12).toString('base64url')
 }
 
-function tokenOf (lease: LockLease | HeldLock | undefined): number | undefined {
+function credentialOf (lease: LockLease | HeldLock | undefined): LeaseCredential | undefined {
   if (lease === undefined) return undefined
-  return ('lease' in lease ? lease.lease : lease).token
+  return leaseCredentialOf('lease' in lease ? lease.lease : lease)
 }

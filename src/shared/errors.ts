@@ -170,6 +170,13 @@ export class ProtocolMismatchError extends DfsError {
   override readonly errno = 'EPROTO'
 }
 
+/** A server answered over TLS with a certificate the caller does not trust: said at once, never retried. */
+export class UntrustedServerError extends DfsError {
+  override readonly code = 'UNTRUSTED_SERVER'
+  override readonly status = 502
+  override readonly errno = 'EACCES'
+}
+
 /** A server did not answer (refused, reset or timed out). */
 export class ServerUnavailableError extends DfsError {
   override readonly code = 'UNAVAILABLE'
@@ -197,7 +204,8 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   PROTOCOL_MISMATCH: ProtocolMismatchError,
   NO_SPACE: InsufficientStorageError,
   UNAUTHORIZED: UnauthorizedError,
-  FORBIDDEN: ForbiddenError
+  FORBIDDEN: ForbiddenError,
+  UNTRUSTED_SERVER: UntrustedServerError
 }
 
 /** Rebuilds the typed error a server sent, so callers can branch with instanceof. */

@@ -259,9 +259,14 @@ export interface LockLease {
   holder?: string
   /** Fencing token: grows with every grant, so a file server can refuse a superseded holder. */
   token: number
+  /** The grant's secret (128 random bits), told to this caller only: with the token, the write credential (leaseCredential.ts). */
+  secret: string
   ttlMs: number
   expiresAt: number
 }
+
+/** A renewed lease, without its secret (the holder has it; a renewal proves only the token). */
+export type RenewAnswer = Omit<LockLease, 'secret'>
 
 export interface LeaseRequest {
   path: string
@@ -431,8 +436,8 @@ export interface RemovedAnswer {
 export interface RenameRequest {
   from: string
   to: string
-  /** The caller's lease on `to`, needed when `to` is an existing file. */
-  toToken?: number
+  /** The caller's lease credential on `to` (leaseCredential.ts), needed when `to` is an existing file. */
+  toToken?: string
 }
 
 /** Server to server, in the query of PUT /incoming: a renamed file's bytes for its new home. */

@@ -1,16 +1,30 @@
 import crypto from 'node:crypto'
 import http from 'node:http'
 import https from 'node:https'
+import tls from 'node:tls'
 import { pipeline, Transform } from 'node:stream'
 import type { Readable } from 'node:stream'
 import { DEFAULT_TIMEOUT_MS } from './defaults'
-import { DfsError, errorFromBody, ProtocolMismatchError, ServerUnavailableError } from './errors'
+import { DfsError, errorFromBody, ProtocolMismatchError, ServerUnavailableError, UntrustedServerError } from './errors'
 import { Headers, PROTOCOL_VERSION } from './protocol'
 import { currentRequestId } from './requestContext'
 
 /** Keep-alive saves a TCP handshake per call: most dfs calls are small and many. */
 const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
-const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 64 })
+let httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 64 })
+
+/**
+ * Trusts a private certificate authority (PEM) for https calls, besides the usual public
+ * ones: a cluster run with its own CA (--ca). Transports made after this call use it.
+ */
+export function trustCertificateAuthority (pem: string | Buffer): void {
+  httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 64, ca: [...tls.rootCertificates, pem.toString()] })
+}
+
+/** A TLS failure to trust the server's certificate: no retry makes it trusted. */
+function isUntrustedCertificate (code: string | undefined): boolean {
+  return code !== undefined && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)
+}
 
 /** Slowest transfer rate tolerated before a large upload counts as not answering (bytes/ms). */
 const MIN_UPLOAD_BYTES_PER_MS = 1000
@@ -162,6 +176,9 @@ export class Transport {
   unavailable (err: unknown): DfsError {
     if (err instanceof DfsError) return err
     const { code = 'error', timeoutMs = this.timeoutMs } = (err ?? {}) as { code?: string, timeoutMs?: number }
+    if (isUntrustedCertificate(code)) {
+      return new UntrustedServerError(`${this.where} has a certificate this client does not trust (${code}): give the cluster's CA certificate (--ca)`, { server: this.baseUrl }, { cause: err })
+    }
     const why = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || code === IDLE ? `no answer within ${timeoutMs} ms` : code
     return new ServerUnavailableError(`${this.where} is not answering (${why})`, { server: this.baseUrl }, { cause: err })
   }

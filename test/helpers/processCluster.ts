@@ -40,7 +40,7 @@ const EXIT_DEADLINE_MS = 10_000
 /** What output() keeps of a process, so a chatty one cannot grow the test's memory. */
 const OUTPUT_LIMIT = 64 * 1024
 
-const LISTENING = /listening on (http:\/\/\S+)/
+const LISTENING = /listening on (https?:\/\/\S+)/
 const MOUNTED = /\bmounted .* at /
 
 export type ServerKind = 'directory' | 'lock' | 'file'
@@ -89,6 +89,8 @@ export interface ProcessClusterOptions {
   trees?: Array<Record<string, string>>
   /** Extra arguments to `dfs-serve lock`, e.g. ['--lease-ms', '2000']. */
   lockArgs?: string[]
+  /** Extra arguments to every server, e.g. ['--tls-cert', F, '--tls-key', K, '--ca', CA]. */
+  serverArgs?: string[]
 }
 
 export interface ProcessCluster {
@@ -323,7 +325,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   // Their state (machine ids, the lock journal) and the cluster key live in the work folder,
   // kept over their restarts, never in the developer's home.
   const credentials = credentialsWithKeyFile(path.join(workDir, 'secrets'))
-  const keyArgs = ['--cluster-key', credentials.keyFile]
+  const keyArgs = ['--cluster-key', credentials.keyFile, ...opts.serverArgs ?? []]
   const tokenFile = path.join(workDir, 'secrets', 'token')
   fs.writeFileSync(tokenFile, credentials.write + '\n', { mode: 0o600 })
   // The lock server first: the directory server's status (dfs status, /status) asks it for the locks held.

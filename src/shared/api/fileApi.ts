@@ -6,6 +6,7 @@ import type {
 import { FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, metaFromContentHeaders } from '../protocol'
 import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
+import type { LeaseCredential } from '../leaseCredential'
 
 /** A listing may take this many times a request's usual deadline (one stat per entry on the server). */
 const LIST_DEADLINE_FACTOR = 6
@@ -22,8 +23,8 @@ export type ContentAnswer = ({ current: true } | { current: false, meta: FileMet
 export interface ContentOptions {
   /** An ETag: the answer is `current` (no body) while it names the current version. */
   ifNoneMatch?: string
-  /** A writer about to change the file whole: the server holds back appends without a lease from now on. */
-  token?: number
+  /** A writer about to change the file whole (its lease credential): the server holds back appends without a lease from now on. */
+  token?: LeaseCredential
   /** Ask for a callback (the transport must carry a client id, and the client an event channel). */
   callback?: boolean
 }
@@ -117,14 +118,14 @@ export class FileApi {
    * Appends at the file's end. Without a lease token the server serializes the append
    * itself and answers LOCKED while someone holds the key; `changeId` makes a retry safe.
    */
-  async append (path: string, bytes: Bytes, opts: { token?: number, changeId?: string } = {}): Promise<FileMeta> {
+  async append (path: string, bytes: Bytes, opts: { token?: LeaseCredential, changeId?: string } = {}): Promise<FileMeta> {
     const headers: Record<string, string> = opts.token !== undefined ? lockHeader(opts.token) : {}
     if (opts.changeId !== undefined) headers[Headers.changeId] = opts.changeId
     return await this.transport.json({ method: 'POST', route: FileRoutes.append, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
   }
 
   /** Replaces the file's content whole, under its lease; `changeId` makes a retry safe. */
-  async store (path: string, bytes: Bytes, token: number, changeId?: string): Promise<FileMeta> {
+  async store (path: string, bytes: Bytes, token: LeaseCredential, changeId?: string): Promise<FileMeta> {
     const headers = lockHeader(token)
     if (changeId !== undefined) headers[Headers.changeId] = changeId
     return await this.transport.json({ method: 'PUT', route: FileRoutes.content, query: { path }, body: bytes, headers, timeoutMs: this.changeDeadline() })
@@ -134,7 +135,7 @@ export class FileApi {
    * A range write: `body` (rangeFrames.ts) into the file at `fromVersion`, which then has
    * `size` bytes; a ConflictError if it has moved past that version.
    */
-  async writeRanges (path: string, body: Buffer, opts: { size: number, fromVersion: number, token: number, changeId?: string }): Promise<FileMeta> {
+  async writeRanges (path: string, body: Buffer, opts: { size: number, fromVersion: number, token: LeaseCredential, changeId?: string }): Promise<FileMeta> {
     const headers = lockHeader(opts.token)
     if (opts.changeId !== undefined) headers[Headers.changeId] = opts.changeId
     return await this.transport.json({
@@ -147,11 +148,11 @@ export class FileApi {
     return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, mode: opts.mode, target: opts.target } })
   }
 
-  async truncate (path: string, size: number, token: number): Promise<FileMeta> {
+  async truncate (path: string, size: number, token: LeaseCredential): Promise<FileMeta> {
     return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }
 
-  async unlink (path: string, token: number): Promise<RemovedAnswer> {
+  async unlink (path: string, token: LeaseCredential): Promise<RemovedAnswer> {
     return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }
 
@@ -168,14 +169,14 @@ export class FileApi {
   }
 
   /** A file's rename carries its lease (`fromToken`); a folder's none. */
-  async rename (request: RenameRequest, fromToken: number | undefined, timeoutMs: number): Promise<RenameAnswer> {
+  async rename (request: RenameRequest, fromToken: LeaseCredential | undefined, timeoutMs: number): Promise<RenameAnswer> {
     return await this.transport.json({
       method: 'POST', route: FileRoutes.rename, body: request, headers: fromToken === undefined ? {} : lockHeader(fromToken), timeoutMs: timeoutMs + 2 * MAX_CALLBACK_LEASE_MS
     })
   }
 
   /** Server to server: a renamed file's bytes arrive at the server that will hold them. */
-  async incoming (request: IncomingRequest, bytes: Bytes, token: number): Promise<FileMeta> {
+  async incoming (request: IncomingRequest, bytes: Bytes, token: LeaseCredential): Promise<FileMeta> {
     const { path, lockPath, fromVersion, mtimeMs, mode, target, replace, keepVersion } = request
     return await this.transport.json({
       method: 'PUT', route: FileRoutes.incoming, query: { path, lockPath, fromVersion, mtimeMs, mode, target, replace, keepVersion }, body: bytes, headers: lockHeader(token)
@@ -183,11 +184,12 @@ export class FileApi {
   }
 
   /** Server to server: the rename could not be switched, the unclaimed copy goes again. */
-  async incomingAbort (path: string, lockPath: string, token: number): Promise<RemovedAnswer> {
+  async incomingAbort (path: string, lockPath: string, token: LeaseCredential): Promise<RemovedAnswer> {
     return await this.transport.json({ method: 'POST', route: FileRoutes.incomingAbort, query: { path, lockPath }, headers: lockHeader(token) })
   }
 }
 
-function lockHeader (token: number): Record<string, string> {
-  return { [Headers.lockToken]: String(token) }
+/** Tokens here are lease credentials, TOKEN.SECRET (leaseCredential.ts), not bare fencing numbers. */
+function lockHeader (token: LeaseCredential): Record<string, string> {
+  return { [Headers.lockToken]: token }
 }

@@ -1,8 +1,9 @@
 import type {
   AcquireRequest, CheckAnswer, CreateKeysAnswer, CreateKeysRequest, DeleteKeyAnswer, HealthAnswer, HeldUnderAnswer, LeaseRequest, LockLease,
-  LockStatus, ReleaseAnswer, RemoveKeysAnswer, RemoveKeysRequest
+  LockStatus, ReleaseAnswer, RemoveKeysAnswer, RemoveKeysRequest, RenewAnswer
 } from '../protocol'
-import { LockRoutes } from '../protocol'
+import { Headers, LockRoutes } from '../protocol'
+import type { LeaseCredential } from '../leaseCredential'
 import type { Transport } from '../transport'
 
 /** The lock server's API: one writer per file, as a lease with a fencing token. */
@@ -37,7 +38,7 @@ export class LockApi {
     })
   }
 
-  async renew (path: string, token: number): Promise<LockLease> {
+  async renew (path: string, token: number): Promise<RenewAnswer> {
     const body: LeaseRequest = { path, token }
     return await this.transport.json({ method: 'POST', route: LockRoutes.renew, body })
   }
@@ -47,9 +48,9 @@ export class LockApi {
     return await this.transport.json({ method: 'POST', route: LockRoutes.release, body })
   }
 
-  /** Whether `token` is the live lease on the path: LEASE_INVALID if not, NOT_FOUND without a key. */
-  async check (path: string, token: number): Promise<CheckAnswer> {
-    return await this.transport.json({ method: 'GET', route: LockRoutes.check, query: { path, token } })
+  /** Whether the credential (leaseCredential.ts) is the live lease on the path: LEASE_INVALID if not, NOT_FOUND without a key. */
+  async check (path: string, credential: LeaseCredential): Promise<CheckAnswer> {
+    return await this.transport.json({ method: 'GET', route: LockRoutes.check, query: { path }, headers: { [Headers.lockToken]: credential } })
   }
 
   async status (path: string): Promise<LockStatus> {

@@ -1,0 +1,19 @@
+import type { Request } from 'express'
+import { Headers } from '../../src/shared/protocol'
+import type { Caller } from '../common/auth'
+import type { CallbackTable } from './callbacks'
+
+/** The credential subject a client id is bound to: the caller's, or none on an open server. */
+export function subjectOf (req: Request): string | undefined {
+  const caller = req.res?.locals.caller as Caller | undefined
+  return caller === undefined || caller.open ? undefined : caller.subject
+}
+
+/**
+ * The client that made a change, whose own callback is not broken: the X-Dfs-Client-Id only
+ * when it is the caller's. Naming another's id would otherwise spare that client the break
+ * and leave it trusting a stale copy.
+ */
+export function writerOf (callbacks: CallbackTable, req: Request): string | undefined {
+  return callbacks.own(req.get(Headers.clientId), subjectOf(req))
+}
