@@ -109,6 +109,7 @@ t.test('--help names the variables each command reads, and only those', async (t
     t.notMatch(text, /DFS_PORT|DFS_ROOT/, `${command} --help names no server variable`)
   }
   t.match(mount, 'DFS_LOG')
+  t.match(mount, 'DFS_READ_WAIT_MS')
   t.notMatch(mount, 'DFS_FOREGROUND', 'a switch comes from the command line only')
   for (const [command, text] of [['directory', directory], ['lock', lock]]) {
     t.match(text, /DFS_PORT[\s\S]*DFS_HOST/, `dfs-serve ${command} --help names DFS_PORT and DFS_HOST`)
@@ -123,6 +124,16 @@ t.test('--help names the variables each command reads, and only those', async (t
 })
 
 const fuseMissing = !fs.existsSync('/dev/fuse') || !findFusermount()
+
+t.test('dfs-mount refuses a read wait that is no number of milliseconds, in one line, before it mounts', async (t) => {
+  const work = await tempDir(t, 'dfs-cli-readwait-')
+  for (const given of [['--read-wait-ms', 'soon'], ['--read-wait-ms', '-1']]) {
+    const refused = await runNode([dfsMountBin, ...given, path.join(work, 'mnt')], { env: cleanEnv() })
+    assertOneLineError(t, refused, 'dfs-mount', /--read-wait-ms must be a number of milliseconds/)
+  }
+  const fromEnv = await runNode([dfsMountBin, path.join(work, 'mnt')], { env: { ...cleanEnv(), DFS_READ_WAIT_MS: 'later' } })
+  assertOneLineError(t, fromEnv, 'dfs-mount', /DFS_READ_WAIT_MS must be a number, not "later"/)
+})
 
 t.test('dfs-mount finds the cluster through DFS_DIRECTORY, whatever the server variables say', { skip: fuseMissing && 'no FUSE here' }, async (t) => {
   const work = await tempDir(t, 'dfs-cli-options-mount-')

@@ -114,9 +114,11 @@ t.test('a soft mount gives EIO instead of waiting, to a program that checks fsyn
 
 /*
  * Reads of a file whose server is stopped (SIGSTOP: it accepts connections and answers
- * nothing; the directory still counts it up for 5 s). A hard mount reads as it writes: the
- * read waits and succeeds once the server answers. A soft mount gives EIO after its read
- * timeout (2 s) instead. Neither makes `ls` of the root wait for the stopped server.
+ * nothing; the directory still counts it up for 5 s). A hard mount's read tries again for
+ * its read wait (--read-wait-ms, 2 s), then gives EIO: a reader does not hang on it, and
+ * loses nothing; with a longer read wait it waits and succeeds once the server answers. A
+ * soft mount gives EIO after its read timeout (2 s). None makes `ls` of the root wait for
+ * the stopped server.
  */
 async function stoppedServerCluster (t: Test): Promise<ProcessCluster> {
   return await startProcessCluster(t, { trees: [{ 'logs/app.log': 'start\n' }, { 'other/b.log': 'b\n' }] })
@@ -129,9 +131,30 @@ async function changeBehindTheMount (c: ProcessCluster): Promise<void> {
   client.close()
 }
 
-t.test('a hard mount: a read of a stopped server\'s file waits and succeeds once it runs again; ls of the root does not wait', async (t) => {
+t.test('a hard mount: a read of a stopped server\'s file fails with EIO after the read wait, before the server is marked down, and reads the current content once it runs again', async (t) => {
   const c = await stoppedServerCluster(t)
   const mount = await c.mount()
+  t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
+  await changeBehindTheMount(c)
+  await c.files[0].stop()
+  try {
+    const started = Date.now()
+    const failed = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
+    const tookMs = Date.now() - started
+    t.not(failed.code, 0, 'the read fails')
+    t.match(failed.stderr, /Input\/output error/, outcome(failed))
+    t.ok(tookMs < SOFT_READ_BOUND_MS, `after the read wait, before the server would be marked down: ${tookMs} ms`)
+  } finally {
+    await c.files[0].cont()
+  }
+  const done = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
+  t.equal(done.code, 0, outcome(done))
+  t.equal(done.stdout, 'start\nmore\n', 'the current content, once the server answers')
+})
+
+t.test('a hard mount with a long --read-wait-ms: a read of a stopped server\'s file waits and succeeds once it runs again; ls of the root does not wait', async (t) => {
+  const c = await stoppedServerCluster(t)
+  const mount = await c.mount(['--read-wait-ms', '60000'])
   t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
   await changeBehindTheMount(c)
   await c.files[0].stop()

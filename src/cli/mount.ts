@@ -89,6 +89,7 @@ async function main (): Promise<void> {
   const state = mountStateOf(mountpoint)
   // Checked before anything starts: a typo is one line, not a daemon that dies later.
   const metricsAddress = metricsAddressOf(args.metrics)
+  if (!Number.isFinite(args.readWaitMs) || args.readWaitMs < 0) throw new CliError(`--read-wait-ms must be a number of milliseconds, 0 or more, not ${String(args.readWaitMs)}`)
   const flags = parseMountFlags(args.o)
   await checkAllowOther(flags)
 
@@ -117,8 +118,9 @@ async function main (): Promise<void> {
       lockTimeoutMs: args.lockTimeoutMs,
       // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.
       retryWritesForMs: args.soft ? args.softTimeoutMs : Infinity,
-      // Reads on a hard mount wait for a silent server too, until the directory marks it down.
-      retryReadsForMs: args.soft ? 0 : Infinity,
+      // Reads on a hard mount wait out a short outage, but a stopped server must not hang
+      // every reader: after --read-wait-ms (2 s), EIO; a server marked down fails them at once.
+      retryReadsForMs: args.soft ? 0 : args.readWaitMs,
       // A mount lives long: callbacks save the request of every open and stat of a cached file.
       callbacks: true,
       log

@@ -1,7 +1,7 @@
 import type { Options } from 'yargs'
 import {
   DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
-  DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
+  DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_READ_WAIT_MS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
 import { MOUNT_FLAGS_HELP } from './mountFlags'
@@ -28,6 +28,7 @@ const root = { type: 'string', demandOption: true, describe: 'folder whose files
 const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
 const dataDir = { type: 'string', default: DEFAULT_DEMO_DATA_DIR, describe: 'working copy of the sample data (kept between runs; the lock state is kept next to it, in lock-state/)' } as const
 const softTimeoutMs = { type: 'number', default: DEFAULT_SOFT_TIMEOUT_MS, describe: 'with --soft: how long a close or fsync keeps trying to store written data before EIO' } as const
+const readWaitMs = { type: 'number', default: DEFAULT_READ_WAIT_MS, describe: 'how long a read (stat, open) waits for a file server that does not answer before EIO (a server marked down fails reads at once); writes wait until stored' } as const
 const directoryStateDir = { type: 'string', default: DEFAULT_DIRECTORY_STATE_DIR, describe: 'folder where the directory server keeps which machine id is which file server\'s' } as const
 const tokenFile = { type: 'string', describe: 'file holding the client token (dfs-serve token makes one); DFS_TOKEN may hold the token itself instead. Default: ~/.config/dfs/token, else the demo\'s' } as const
 const clusterKey = { type: 'string', default: DEFAULT_CLUSTER_KEY_FILE, describe: 'the cluster key file, made (mode 0600) if there is none; copy it to every server machine, never to clients' } as const
@@ -120,7 +121,7 @@ export function tokenOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, metrics: mountMetrics }), foreground, debug, soft, o: mountFlagLists }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, 'read-wait-ms': readWaitMs, metrics: mountMetrics }), foreground, debug, soft, o: mountFlagLists }
 }
 
 export function directoryServerOptions () {

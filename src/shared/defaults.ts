@@ -41,6 +41,14 @@ export const DEFAULT_SERVER_DOWN_AFTER_MS = 5_000
 /** How long a stat or a listing may be answered from the client's memory (an open always asks). */
 export const DEFAULT_META_TTL_MS = 1000
 
+/**
+ * How long a read (stat, open) on a hard mount waits for a file server that does not answer
+ * and is not marked down, before EIO: a restart or a short hang is waited out, a stopped or
+ * dead server costs a reader at most this (the data written is never given up: writes wait
+ * on). dfs-mount --read-wait-ms changes it; a soft mount waits one read timeout.
+ */
+export const DEFAULT_READ_WAIT_MS = 2_000
+
 /** How long a soft mount (dfs-mount --soft) keeps trying to store written data before EIO. */
 export const DEFAULT_SOFT_TIMEOUT_MS = 60_000
 
