@@ -121,6 +121,8 @@ async function main (): Promise<void> {
       // Reads on a hard mount wait out a short outage, but a stopped server must not hang
       // every reader: after --read-wait-ms (2 s), EIO; a server marked down fails them at once.
       retryReadsForMs: args.soft ? 0 : args.readWaitMs,
+      // ...but the directory is waited for as writes wait: it answers for every name.
+      retryNamespaceReadsForMs: args.soft ? 0 : Infinity,
       // A mount lives long: callbacks save the request of every open and stat of a cached file.
       callbacks: true,
       log

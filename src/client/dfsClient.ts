@@ -65,11 +65,17 @@ export interface DfsClientOptions {
    */
   retryWritesForMs?: number
   /**
-   * How long a stat or open of a file keeps trying while its server (or the directory) does
-   * not answer: Infinity for a hard mount, as long as the directory does not mark the
+   * How long a stat or open tries again while the file server it needs does not answer:
+   * the mount's read wait on a hard mount (2 s), as long as the directory does not mark the
    * server down (then EIO at once); 0 (the default) fails after one read timeout.
    */
   retryReadsForMs?: number
+  /**
+   * The same while the directory server does not answer (default: retryReadsForMs). A hard
+   * mount waits for it as writes do: it answers for every name, and an `echo >>` begun in
+   * its outage (an open of the file) must land once it is back rather than fail.
+   */
+  retryNamespaceReadsForMs?: number
   /**
    * Ask file servers for callbacks (a long-lived client such as a mount): while a server has
    * promised to tell this client before a file changes, opening and stat-ing it cost no
@@ -143,15 +149,22 @@ export class DfsClient {
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   private readonly writeRetry: RetryPolicy
   private readonly readRetry: RetryPolicy
+  private readonly namespaceReadRetryMs: number
   /** Servers that do not answer even /health: listings and folder times do not wait for them. */
   private readonly silence: SilenceWatch
   private readonly callbacks: CallbackRegistry | null
+
+  /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
+  private namespaceWait (): { server: string, forMs: number } {
+    return { server: this.directory.transport.baseUrl, forMs: this.namespaceReadRetryMs }
+  }
 
   constructor (opts: DfsClientOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? defaultClientOptions.timeoutMs
     const metaTtlMs = opts.metaTtlMs ?? DEFAULT_META_TTL_MS
     this.writeRetry = { forMs: opts.retryWritesForMs ?? 0, log: opts.log }
     this.readRetry = { forMs: opts.retryReadsForMs ?? 0, log: opts.log }
+    this.namespaceReadRetryMs = opts.retryNamespaceReadsForMs ?? this.readRetry.forMs
     this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log) : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
@@ -211,7 +224,7 @@ export class DfsClient {
   /** Size, version and mtime as the file server has them now. */
   async statFresh (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    return await retryReadWhileUp(`stat of ${canonical}`, this.readRetry, async () => await this.statFreshOnce(canonical))
+    return await retryReadWhileUp(`stat of ${canonical}`, this.readRetry, async () => await this.statFreshOnce(canonical), this.namespaceWait())
   }
 
   private async statFreshOnce (canonical: string): Promise<FileMeta> {
@@ -351,7 +364,7 @@ export class DfsClient {
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
   private async revalidate (canonical: string, token?: LeaseCredential): Promise<Revalidated> {
-    return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token))
+    return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token), this.namespaceWait())
   }
 
   private async revalidateOnce (canonical: string, token?: LeaseCredential): Promise<Revalidated> {

@@ -19,6 +19,8 @@ const LONGEST_READ_DELAY_MS = 1_000
 interface RetryOptions {
   /** Which unavailability is worth waiting for; by default any. */
   retryable?: (err: ServerUnavailableError) => boolean
+  /** How long to wait for the server that failed, if not policy.forMs. */
+  forMsOf?: (err: ServerUnavailableError) => number
   longestDelayMs?: number
 }
 
@@ -31,7 +33,7 @@ const sleep = async (ms: number): Promise<void> => await new Promise((resolve) =
  * safe to run again: each change carries an id the server recognises.
  */
 export async function retryWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
-  const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS } = opts
+  const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS, forMsOf = () => policy.forMs } = opts
   const started = Date.now()
   let delay = FIRST_DELAY_MS
   for (let attempt = 1; ; attempt++) {
@@ -42,7 +44,7 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
     } catch (err) {
       if (!(err instanceof ServerUnavailableError) || !retryable(err)) throw err
       const waited = Date.now() - started
-      if (waited + delay > policy.forMs) throw err
+      if (waited + delay > forMsOf(err)) throw err
       // The first few failures of an outage are worth a line; then one line per backoff step.
       if (attempt === 1 || delay === longestDelayMs) policy.log?.(`${what}: ${err.message}; trying again (waited ${waited} ms)`)
       await sleep(delay * (0.75 + Math.random() / 2))
@@ -62,10 +64,15 @@ export async function retryAppendWhileUnavailable<T> (what: string, policy: Retr
 }
 
 /**
- * A read (stat, open) on a hard mount: tried again while a server does not answer, as a
- * hard NFS mount does, except once the directory has marked that server down, whose files
- * fail at once (serverDownError).
+ * A read (stat, open) on a hard mount: tried again for policy.forMs (the read wait) while a
+ * server does not answer, except once the directory has marked that server down, whose
+ * files fail at once (serverDownError); `longerFor` names a server waited for longer (the
+ * directory).
  */
-export async function retryReadWhileUp<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
-  return await retryWhileUnavailable(what, policy, task, { retryable: (err) => err.details.state !== 'down', longestDelayMs: LONGEST_READ_DELAY_MS })
+export async function retryReadWhileUp<T> (what: string, policy: RetryPolicy, task: () => Promise<T>, longerFor?: { server: string, forMs: number }): Promise<T> {
+  return await retryWhileUnavailable(what, policy, task, {
+    retryable: (err) => err.details.state !== 'down',
+    longestDelayMs: LONGEST_READ_DELAY_MS,
+    forMsOf: (err) => longerFor !== undefined && err.details.server === longerFor.server ? longerFor.forMs : policy.forMs
+  })
 }
