@@ -100,7 +100,7 @@ t.test('a store whose lease was lost meanwhile is stored under a new one if the 
 
   // The lease is lost behind the writer's back (as when it ran out during an outage).
   let held = await writer.lock('/logs/app.log')
-  await lockApi.release('/logs/app.log', held.lease.token)
+  await lockApi.release('/logs/app.log', leaseCredentialOf(held.lease))
   const unchanged = await writer.storeWorkingCopy('/logs/app.log', await writeLocal(cluster.workDir, 'mine\n'), held, 1)
   t.equal(unchanged.stored?.version, 2, 'nobody changed the file: stored under a new lease')
   t.not(unchanged.held.lease.token, held.lease.token, 'the caller now holds the new lease')
@@ -108,7 +108,7 @@ t.test('a store whose lease was lost meanwhile is stored under a new one if the 
   t.equal((await other.readFile('/logs/app.log')).toString(), 'mine\n')
 
   held = await writer.lock('/logs/app.log')
-  await lockApi.release('/logs/app.log', held.lease.token)
+  await lockApi.release('/logs/app.log', leaseCredentialOf(held.lease))
   await other.append('/logs/app.log', 'theirs\n')
   const moved = await writer.storeWorkingCopy('/logs/app.log', await writeLocal(cluster.workDir, 'mine again\n'), held, 2)
   await moved.held.release()

@@ -121,7 +121,7 @@ t.test('a freed key goes to the writer who has waited longest, not to the one wh
   const acquire = async (owner: string): Promise<{ status: number, body: any }> =>
     await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner })
   const release = async (lease: LockLease): Promise<void> => {
-    t.equal((await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', token: lease.token })).status, 200)
+    t.equal((await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', credential: leaseCredentialOf(lease) })).status, 200)
   }
 
   const busyFirst = await acquire('busy')
@@ -148,7 +148,7 @@ t.test('a waiter that gave up does not keep the key promised for long', async (t
   const holding = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner: 'holder' })
   const quitter = cluster.client({ owner: 'quitter', lockTimeoutMs: 300 })
   await t.rejects(quitter.truncate('/hot.txt', 0), LockTimeoutError)
-  await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', token: holding.body.token })
+  await rawPost(cluster.lock.url, LockRoutes.release, { path: '/hot.txt', credential: leaseCredentialOf(holding.body) })
 
   const promised = await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/hot.txt', owner: 'latecomer' })
   t.equal(promised.status, 423, 'right after the release the key is still promised to the quitter')

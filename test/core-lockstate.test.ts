@@ -21,7 +21,7 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   let highest = 0
   for (let i = 0; i < 3; i++) {
     const earlier = (await rawPost(lockUrl, LockRoutes.acquire, { path: '/other.txt', owner: 'earlier' })).body as LockLease
-    t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/other.txt', token: earlier.token })).status, 200)
+    t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/other.txt', credential: leaseCredentialOf(earlier) })).status, 200)
     highest = Math.max(highest, earlier.token)
   }
   const granted = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'writer', ttlMs: 60_000 })
@@ -35,14 +35,14 @@ t.test('a lease outlives kill -9 and a restart of the lock server; tokens go on 
   const intruder = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'intruder' })
   t.equal(intruder.status, 423, 'someone else is refused while the lease lives')
   t.match(intruder.body, { error: { code: 'LOCKED', holder: 'writer' } })
-  const renewed = await rawPost(lockUrl, LockRoutes.renew, { path: '/data.txt', token: lease.token })
+  const renewed = await rawPost(lockUrl, LockRoutes.renew, { path: '/data.txt', credential: leaseCredentialOf(lease) })
   t.equal(renewed.status, 200, 'the holder renews with its token')
   t.equal((renewed.body as LockLease).token, lease.token)
   t.ok((renewed.body as LockLease).expiresAt >= lease.expiresAt, 'and its lease runs on')
   const written = await rawAppendWithToken(cluster.credentials.server, fileUrl, '/data.txt', 'after\n', leaseCredentialOf(lease))
   t.equal(written.status, 200, 'and writes with it: the file server\'s check passes at the new lock server')
 
-  t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/data.txt', token: lease.token })).status, 200, 'and releases it')
+  t.equal((await rawPost(lockUrl, LockRoutes.release, { path: '/data.txt', credential: leaseCredentialOf(lease) })).status, 200, 'and releases it')
   // The intruder, refused a moment ago, is first in line for the freed key.
   const next = await rawPost(lockUrl, LockRoutes.acquire, { path: '/data.txt', owner: 'intruder' })
   t.equal(next.status, 200, 'the intruder gets the key once it is released')

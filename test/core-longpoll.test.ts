@@ -4,6 +4,7 @@ import { LockRoutes } from '../src/shared/protocol'
 import type { LockLease } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import { rawAs } from './helpers/wire'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 // An acquire with waitMs waits on the lock server: the key reaches it when released, not
 // at its next poll, and a waiter that hangs up never ends up holding a key nobody releases.
@@ -20,7 +21,7 @@ t.test('a waiting acquire gets the key as soon as it is released', async (t) => 
     .finally(() => { answered = true })
   await new Promise((resolve) => setTimeout(resolve, 300))
   t.notOk(answered, 'the second acquire is held while the key is taken')
-  t.equal((await rawPost(url, LockRoutes.release, { path: '/a.txt', token: lease.token })).status, 200)
+  t.equal((await rawPost(url, LockRoutes.release, { path: '/a.txt', credential: leaseCredentialOf(lease) })).status, 200)
   const second = await waiting
   t.equal(second.status, 200, 'and answered with the key once it is released')
   t.equal((second.body as LockLease).owner, 'second')
@@ -46,7 +47,7 @@ t.test('a waiting acquire ends with LOCKED after waitMs, and one that hangs up i
   await new Promise((resolve) => setTimeout(resolve, 200))
   req.destroy()
   await new Promise((resolve) => setTimeout(resolve, 200))
-  t.equal((await rawPost(url, LockRoutes.release, { path: '/a.txt', token: lease.token })).status, 200)
+  t.equal((await rawPost(url, LockRoutes.release, { path: '/a.txt', credential: leaseCredentialOf(lease) })).status, 200)
   const next = await rawPost(url, LockRoutes.acquire, { path: '/a.txt', owner: 'third', waitMs: 2000 })
   t.equal(next.status, 200, 'the key is free for the next one: the quitter did not keep it')
   t.equal((next.body as LockLease).owner, 'third')

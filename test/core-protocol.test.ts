@@ -61,7 +61,7 @@ t.test('bad input is a 4xx that names the field, never a 500', async (t) => {
     ['acquire with a text ttl', rawPost(lock, LockRoutes.acquire, { path: '/a.txt', owner: 'me', ttlMs: 'long' }), 400, /ttlMs must be a whole number/],
     ['acquire with a list as body', rawPost(lock, LockRoutes.acquire, [1, 2]), 400, /must be a JSON object/],
     ['keys without a list', rawPost(lock, LockRoutes.keys, { paths: '/a.txt' }), 400, /paths must be a list/],
-    ['renew with a fractional token', rawPost(lock, LockRoutes.renew, { path: '/a.txt', token: 1.5 }), 400, /token must be a whole number/],
+    ['renew with a number for a credential', rawPost(lock, LockRoutes.renew, { path: '/a.txt', credential: 1.5 }), 400, /credential must be a string/],
     ['rename switch without from', rawPost(cluster.directory.url, DirectoryRoutes.rename, { kind: 'file', to: '/b' }), 400, /from is missing/],
     ['register with no URL', rawPost(cluster.directory.url, DirectoryRoutes.register, { url: 42 }), 400, /url must be a string/],
     ['report for a machine id that is not a number', raw(cluster.directory.url, { method: 'PUT', url: DirectoryRoutes.reportFiles('x'), data: { files: [] } }), 400, /not a machine id/],

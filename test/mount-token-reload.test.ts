@@ -2,20 +2,23 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
+import type { Test } from 'tap'
 import { startProcessCluster } from './helpers/processCluster'
+import type { ProcessCluster } from './helpers/processCluster'
 import { waitFor } from './helpers/waitFor'
 
 /*
- * A mount reads its --token-file again when the file is replaced: a renewed or rotated
+ * A mount reads its token file again when the file is replaced: a renewed or rotated
  * token takes effect without a remount. Here a read-only token is swapped for a read-write
- * one under a running mount, and writes start to go through.
+ * one under a running mount, and writes start to go through: for a --token-file, and for
+ * the default ~/.config/dfs/token (with a HOME of the test's own, never the developer's).
  */
 
-t.test('a replaced token file takes effect on a running mount', async (t) => {
-  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'a\n' }] })
-  const tokenFile = path.join(cluster.workDir, 'secrets', 'token')
+/** Mounts with a read-only token in `tokenFile`, replaces it with a write token, and waits for a write to go through. */
+async function swapUnderMount (t: Test, cluster: ProcessCluster, tokenFile: string, mountOpts: Parameters<ProcessCluster['mount']>[1] = {}): Promise<void> {
+  fs.mkdirSync(path.dirname(tokenFile), { recursive: true })
   fs.writeFileSync(tokenFile, cluster.credentials.read + '\n', { mode: 0o600 })
-  const mount = await cluster.mount()
+  const mount = await cluster.mount([], mountOpts)
   t.equal(await fsp.readFile(mount.at('/notes/a.txt'), 'utf8'), 'a\n', 'the read-only token reads')
   await t.rejects(fsp.appendFile(mount.at('/notes/a.txt'), 'refused\n'), { code: 'EACCES' }, 'and may not write')
 
@@ -33,4 +36,17 @@ t.test('a replaced token file takes effect on a running mount', async (t) => {
   }, 10_000, 200)
   t.equal(await fsp.readFile(mount.at('/notes/a.txt'), 'utf8'), 'a\nwritten\n', 'the new token writes, with no remount')
   await mount.unmount()
+}
+
+t.test('a replaced --token-file takes effect on a running mount', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'a\n' }] })
+  await swapUnderMount(t, cluster, path.join(cluster.workDir, 'secrets', 'token'))
+})
+
+t.test('so does a replaced token in the default place, ~/.config/dfs/token', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'a\n' }] })
+  const home = path.join(cluster.workDir, 'home')
+  // No --token-file and no XDG_CONFIG_HOME: the mount looks in $HOME/.config/dfs/token.
+  const env = { HOME: home, XDG_CONFIG_HOME: undefined }
+  await swapUnderMount(t, cluster, path.join(home, '.config', 'dfs', 'token'), { env, tokenFile: false })
 })

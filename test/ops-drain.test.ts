@@ -20,6 +20,7 @@ import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
 import { cleanEnv, repoRoot, runNode } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
 import { rawAs } from './helpers/wire'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /*
  * Draining a file server (dfs-serve drain), each server its own process and a real mount:
@@ -111,7 +112,7 @@ t.test('draining a file server moves every file while a mount reads them, then t
   const lock = new LockApi(new Transport('lock server', c.lock.url, undefined, c.credentials.caller))
   const lease = await lock.acquire({ path: '/docs/locked.txt', owner: 'drain-test', ttlMs: 120_000 })
   let released = false
-  t.teardown(async () => { if (!released) await lock.release('/docs/locked.txt', lease.token).catch(() => {}) })
+  t.teardown(async () => { if (!released) await lock.release('/docs/locked.txt', leaseCredentialOf(lease)).catch(() => {}) })
 
   const drain = startCli(drainArgs(c, String(firstId)))
   await waitFor('the drain to wait for the held lock', async () => {
@@ -145,7 +146,7 @@ t.test('draining a file server moves every file while a mount reads them, then t
   })
 
   const roundsBeforeRelease = await roundsDone()
-  await lock.release('/docs/locked.txt', lease.token)
+  await lock.release('/docs/locked.txt', leaseCredentialOf(lease))
   released = true
   const code = await drain.exited
   t.equal(code, 0, drain.output())
@@ -210,7 +211,7 @@ t.test('a client token may not drain, at the directory or at the file server', a
   await t.test('a drain waiting for a lock stops once the server is put back in service', async (t) => {
     const lock = new LockApi(new Transport('lock server', c.lock.url, undefined, c.credentials.caller))
     const lease = await lock.acquire({ path: '/a.txt', owner: 'cancel-test', ttlMs: 120_000 })
-    t.teardown(async () => { await lock.release('/a.txt', lease.token).catch(() => {}) })
+    t.teardown(async () => { await lock.release('/a.txt', leaseCredentialOf(lease)).catch(() => {}) })
     const drain = startCli(drainArgs(c, String(id)))
     await waitFor('the drain to wait for the held lock', async () => drain.output().includes('waiting for the locks of /a.txt'), 60_000, 50)
     const cancel = await runNode(drainArgs(c, String(id), ['--cancel']), { timeoutMs: 15_000 })

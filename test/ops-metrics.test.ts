@@ -10,6 +10,7 @@ import { startProcessCluster } from './helpers/processCluster'
 import { run } from './helpers/mount'
 import { runNode } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /** Prometheus text: every sample as `name{labels}` -> value; throws on a line that is not the format. */
 function parseMetrics (text: string): Map<string, number> {
@@ -45,7 +46,7 @@ t.test('the servers\' /metrics parse as Prometheus text and move with what a cli
   const lock = new LockApi(new Transport('lock server', cluster.lock.url, undefined, cluster.credentials.caller))
   const lease = await lock.acquire({ path: '/notes/todo.txt', owner: 'metrics-test', ttlMs: 30_000 })
   const holding = await scrape(metrics.url)
-  await lock.release('/notes/todo.txt', lease.token)
+  await lock.release('/notes/todo.txt', leaseCredentialOf(lease))
   const after = await scrape(metrics.url)
 
   const appends = 'dfs_http_requests_total{service="file",method="POST",route="/append",status="200"}'

@@ -67,7 +67,7 @@ t.test('--log writes JSON lines; SIGHUP reopens the file after logrotate moved i
   t.equal(reopened[0].msg, 'SIGHUP: log file reopened', 'the new file starts with the reopen')
   t.notOk(entriesOf(`${logFile}.1`).some((e) => e.msg.includes('SIGHUP')), 'nothing more goes to the moved file')
   // At debug level each request is a line, with the request id the caller sent.
-  const res = await fetch(`${url}/locks/release`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dfs-request-id': 'trace-7', authorization: `Bearer ${credentials.write}` }, body: '{"path":"/nope","token":1}' })
+  const res = await fetch(`${url}/locks/release`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dfs-request-id': 'trace-7', authorization: `Bearer ${credentials.write}` }, body: '{"path":"/nope","credential":"1.AAAAAAAAAAAAAAAAAAAAAA"}' })
   t.equal(res.status, 404)
   const traced = await waitFor('the request\'s line', async () => entriesOf(logFile).find((e) => e.reqId === 'trace-7'))
   t.match(traced, { msg: 'POST /locks/release 404 ' + String(traced.msg.split(' ')[3]) + ' ms', route: '/locks/release', status: 404, level: 20 }, 'route, status and time, never the path')

@@ -10,6 +10,7 @@ import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
 import { cleanEnv, runNode } from './helpers/processes'
 import type { Finished } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /*
  * The operator's view of a cluster: `dfs status` and the directory server's status page
@@ -45,7 +46,7 @@ t.test('the operator\'s view of a cluster, healthy and with a file server stoppe
   await Promise.all(cluster.files.map(async (f) => await f.waitHealthy()))
   const lock = new LockApi(new Transport('lock server', cluster.lock.url, undefined, cluster.credentials.caller))
   const lease = await lock.acquire({ path: '/notes/todo.txt', owner: 'status-test', ttlMs: 120_000 })
-  t.teardown(async () => { await lock.release('/notes/todo.txt', lease.token).catch(() => {}) })
+  t.teardown(async () => { await lock.release('/notes/todo.txt', leaseCredentialOf(lease)).catch(() => {}) })
   const machineIdOf = async (server: ServerProcess): Promise<number> => Number((await server.waitHealthy()).machineId)
   const secondId = await machineIdOf(second)
   const firstId = await machineIdOf(first)

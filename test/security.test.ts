@@ -130,13 +130,28 @@ t.test('a lease is its holder\'s: a guessed fencing number is worth nothing, to 
   const before = diskImage(cluster.roots[0])
   // The fencing number only grows: the next one is easy to guess, or seen in a status answer.
   const token = held.lease.token
-  refused(t, await rawPost(cluster.lock.url, LockRoutes.renew, { path: '/shared.txt', token }, { token: mallory }), 403, 'renewing another\'s lease')
-  refused(t, await rawPost(cluster.lock.url, LockRoutes.release, { path: '/shared.txt', token }, { token: mallory }), 403, 'releasing another\'s lease')
+  const guessedSecret = 'A'.repeat(held.lease.secret.length)
+  refused(t, await rawPost(cluster.lock.url, LockRoutes.renew, { path: '/shared.txt', credential: leaseCredentialOf(held.lease) }, { token: mallory }), 403, 'renewing another\'s lease')
+  refused(t, await rawPost(cluster.lock.url, LockRoutes.release, { path: '/shared.txt', credential: leaseCredentialOf(held.lease) }, { token: mallory }), 403, 'releasing another\'s lease')
+  // Renewing and releasing need the grant's secret as a write does: another mount of the same
+  // subject (or anyone) that guesses the number gets the answer a wrong number gets.
+  for (const [credential, body, what] of [
+    [mallory, { credential: String(token) }, 'another subject with the fencing number'],
+    [cluster.credentials.write, { credential: String(token) }, 'the holder\'s subject with the bare fencing number'],
+    [cluster.credentials.write, { token }, 'the holder\'s subject with the number and no credential'],
+    [cluster.credentials.write, { credential: `${token}.${guessedSecret}` }, 'the holder\'s subject with a guessed secret']
+  ] as const) {
+    for (const route of [LockRoutes.renew, LockRoutes.release]) {
+      const answer = await rawPost(cluster.lock.url, route, { path: '/shared.txt', ...body }, { token: credential })
+      t.equal(answer.status, 409, `${route} is refused: ${what}`)
+      t.equal(answer.body?.error?.code, new LeaseError('').code, `${route}: LEASE_INVALID, as for a wrong number`)
+    }
+  }
+  t.match((await rawGet(cluster.lock.url, LockRoutes.status, { path: '/shared.txt' }, { token: mallory })).body, { held: true, owner: 'alice-laptop' }, 'the lease is still held by its holder')
   const putAs = async (credential: string, lockHeader: string): Promise<RawAnswer> => await raw(cluster.fileServers[0].url, {
     method: 'PUT', url: FileRoutes.content, params: { path: '/shared.txt' }, data: Buffer.from('mallory was here\n'),
     headers: { [Headers.lockToken]: lockHeader, 'Content-Type': 'application/octet-stream' }, token: credential
   })
-  const guessedSecret = 'A'.repeat(held.lease.secret.length)
   // Another subject, even with the grant's own credential (seen on the wire), and the holder's
   // own subject (another mount of the same user) with the number alone or a made-up secret.
   for (const [credential, header, what] of [

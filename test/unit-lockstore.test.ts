@@ -209,9 +209,9 @@ t.test('lock table on a journal: a lease outlives a restart of the table', async
   await t.rejects(restarted.acquire('/a', 'bob', 10_000), LockedError, 'bob is refused while alice\'s lease lives')
   t.equal(await restarted.check('/a', held.token, held.secret), 7000, 'alice\'s lease has what was left of it')
   await t.rejects(restarted.check('/a', held.token, 'x'.repeat(held.secret.length)), LeaseError, 'its secret was kept with it: another one is refused')
-  const renewed = await restarted.renew('/a', held.token)
-  t.equal(renewed.expiresAt, clock.now + 10_000, 'alice renews with her token')
-  await restarted.release('/a', held.token)
+  const renewed = await restarted.renew('/a', held)
+  t.equal(renewed.expiresAt, clock.now + 10_000, 'alice renews with her credential (the secret was kept)')
+  await restarted.release('/a', held)
   clock.now += 2000 // bob's place as a waiter lapses
   t.ok((await restarted.acquire('/a', 'carol', 10_000)).token > held.token, 'the next lease is fenced above hers')
   await t.rejects(restarted.check('/a', held.token, held.secret), LeaseError)

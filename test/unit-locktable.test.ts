@@ -49,7 +49,7 @@ t.test('a lease goes to one holder at a time, with a fencing token that grows', 
 
   const other = await table.acquire('/b', 'bob', 1000)
   t.ok(other.token > lease.token, 'tokens grow across keys')
-  await table.release('/a', lease.token)
+  await table.release('/a', lease)
   clock.now += 2000 // bob's wait on /a (as a refused waiter) is long forgotten
   const again = await table.acquire('/a', 'carol', 1000)
   t.ok(again.token > other.token, 'and with every grant')
@@ -65,8 +65,8 @@ t.test('a lease not renewed expires, and its token stops counting', async (t) =>
   clock.now += 1
   t.same(await table.status('/a'), { path: '/a', held: false }, 'free at expiresAt')
   await t.rejects(table.check('/a', lease.token, lease.secret), LeaseError)
-  await t.rejects(table.renew('/a', lease.token), LeaseError, 'too late to renew')
-  await t.rejects(table.release('/a', lease.token), LeaseError, 'nothing to release')
+  await t.rejects(table.renew('/a', lease), LeaseError, 'too late to renew')
+  await t.rejects(table.release('/a', lease), LeaseError, 'nothing to release')
 
   const next = await table.acquire('/a', 'bob', 1000)
   t.ok(next.token > lease.token, 'the next holder is fenced above the old one')
@@ -78,25 +78,28 @@ t.test('renew pushes the end of a lease out by its ttl', async (t) => {
   await table.createKeys(['/a'])
   const lease = await table.acquire('/a', 'alice', 1000)
   clock.now += 900
-  const renewed = await table.renew('/a', lease.token)
+  const renewed = await table.renew('/a', lease)
   t.equal(renewed.token, lease.token, 'the same token')
   t.equal(renewed.expiresAt, clock.now + 1000)
   clock.now += 900 // 1800 ms after the grant: expired without the renewal
   await t.resolves(table.check('/a', lease.token, lease.secret))
   await t.rejects(table.check('/a', lease.token, 'A'.repeat(lease.secret.length)), LeaseError, 'the right token with a wrong secret is refused')
   await t.rejects(table.acquire('/a', 'bob', 1000), LockedError)
-  await t.rejects(table.renew('/a', lease.token + 1), LeaseError, 'a wrong token renews nothing')
+  await t.rejects(table.renew('/a', { ...lease, token: lease.token + 1 }), LeaseError, 'a wrong token renews nothing')
 })
 
 t.test('release frees the key for the next owner; only the holder\'s token releases', async (t) => {
   const { table } = tableAt()
   await table.createKeys(['/a'])
   const lease = await table.acquire('/a', 'alice', 1000)
-  await t.rejects(table.release('/a', lease.token - 1), LeaseError, 'a wrong token')
+  await t.rejects(table.release('/a', { ...lease, token: lease.token - 1 }), LeaseError, 'a wrong token')
+  const guessed = { token: lease.token, secret: 'A'.repeat(lease.secret.length) }
+  await t.rejects(table.release('/a', guessed), LeaseError, 'the right token with a wrong secret releases nothing')
+  await t.rejects(table.renew('/a', guessed), LeaseError, 'nor renews')
   t.equal((await table.status('/a')).held, true, 'the refused release changed nothing')
-  await table.release('/a', lease.token)
+  await table.release('/a', lease)
   t.same(await table.status('/a'), { path: '/a', held: false })
-  await t.rejects(table.release('/a', lease.token), LeaseError, 'twice')
+  await t.rejects(table.release('/a', lease), LeaseError, 'twice')
   await t.rejects(table.check('/a', lease.token, lease.secret), LeaseError)
   t.equal((await table.acquire('/a', 'bob', 1000)).owner, 'bob')
 })
@@ -108,14 +111,14 @@ t.test('a freed key goes to the longest waiter still asking', async (t) => {
   await t.rejects(table.acquire('/a', 'bob', 1000), LockedError, 'bob waits')
   clock.now += 10
   await t.rejects(table.acquire('/a', 'carol', 1000), LockedError, 'carol waits after bob')
-  await table.release('/a', lease.token)
+  await table.release('/a', lease)
 
   const promised = await refusal(table.acquire('/a', 'alice', 1000))
   t.equal(promised.details.holder, 'bob')
   await t.rejects(table.acquire('/a', 'carol', 1000), LockedError, 'nor can carol jump the queue')
   const bobs = await table.acquire('/a', 'bob', 1000)
   t.equal(bobs.owner, 'bob')
-  await table.release('/a', bobs.token)
+  await table.release('/a', bobs)
   t.equal((await table.acquire('/a', 'carol', 1000)).owner, 'carol', 'then carol, who asked next')
 })
 
@@ -124,7 +127,7 @@ t.test('a waiter silent for over a second has given up', async (t) => {
   await table.createKeys(['/a'])
   const lease = await table.acquire('/a', 'alice', 5000)
   await t.rejects(table.acquire('/a', 'bob', 1000), LockedError)
-  await table.release('/a', lease.token)
+  await table.release('/a', lease)
   clock.now += 1000
   await t.rejects(table.acquire('/a', 'alice', 1000), LockedError, 'at exactly 1000 ms bob still counts')
   clock.now += 1001 // alice's refusal just now made her a waiter too: let her lapse as well
@@ -137,7 +140,7 @@ t.test('tokens of a new table (a restarted lock server) start above the old one\
   let last = 0
   for (let i = 0; i < 100; i++) {
     const lease = await before.acquire('/a', 'alice', 1000)
-    await before.release('/a', lease.token)
+    await before.release('/a', lease)
     last = lease.token
   }
   // The first token is the clock in microseconds: a table made in a later millisecond is above.

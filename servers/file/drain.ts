@@ -163,7 +163,7 @@ export class FileServerDrain {
       throw err
     }
     // A big file may take longer to send than a lease lasts.
-    const renewal = setInterval(() => { void lock.renew(path, lease.token).catch(() => {}) }, Math.max(100, Math.floor(lease.ttlMs / 3)))
+    const renewal = setInterval(() => { void lock.renew(path, leaseCredentialOf(lease)).catch(() => {}) }, Math.max(100, Math.floor(lease.ttlMs / 3)))
     renewal.unref()
     try {
       if (await store.statOrNull(path) === null) return 'gone'
@@ -181,7 +181,7 @@ export class FileServerDrain {
       throw err
     } finally {
       clearInterval(renewal)
-      await lock.release(path, lease.token).catch(() => {})
+      await lock.release(path, leaseCredentialOf(lease)).catch(() => {})
     }
   }
 

@@ -161,6 +161,6 @@ async function unstage (ctx: RecoveryContext, { from, to, target }: RenameIntent
   try {
     await ctx.peer(target).incomingAbort(to, from, leaseCredentialOf(lease))
   } finally {
-    await ctx.lock.release(from, lease.token).catch(() => {})
+    await ctx.lock.release(from, leaseCredentialOf(lease)).catch(() => {})
   }
 }

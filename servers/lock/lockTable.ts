@@ -62,19 +62,20 @@ export class LockTable {
     }
   }
 
-  async renew (path: string, token: number, caller?: string): Promise<LockLease> {
+  /** Renewing and releasing need the grant's secret, as a write does: the token alone is a guess. */
+  async renew (path: string, { token, secret }: LeaseProof, caller?: string): Promise<LockLease> {
     for (;;) {
       const state = await this.stateOf(path)
-      const holder = this.withToken(path, state, token, caller)
+      const holder = this.withSecret(path, state, token, secret, caller)
       const renewed: StoredLease = { ...holder, expiresAt: this.now() + holder.ttlMs }
       if (await this.store.compareAndSet(path, state, renewed)) return { path, ...renewed }
     }
   }
 
-  async release (path: string, token: number, caller?: string): Promise<void> {
+  async release (path: string, { token, secret }: LeaseProof, caller?: string): Promise<void> {
     for (;;) {
       const state = await this.stateOf(path)
-      this.withToken(path, state, token, caller)
+      this.withSecret(path, state, token, secret, caller)
       if (await this.store.compareAndSet(path, state, null)) return
     }
   }
@@ -86,10 +87,7 @@ export class LockTable {
 
   /** As check, and whose the lease is. A right token with a wrong secret is a guess: refused the same way. */
   async checkLease (path: string, token: number, secret: string): Promise<{ expiresInMs: number, holder?: string }> {
-    const lease = this.withToken(path, await this.stateOf(path), token)
-    if (!sameSecret(lease.secret, secret)) {
-      throw new LeaseError(`lease ${token} on ${path} is not held: it expired or was released`, { path, token })
-    }
+    const lease = this.withSecret(path, await this.stateOf(path), token, secret)
     return { expiresInMs: lease.expiresAt - this.now(), holder: lease.holder }
   }
 
@@ -154,6 +152,21 @@ export class LockTable {
     }
     return holder
   }
+
+  /** As withToken, and the grant's secret must match: a right token with a wrong secret is refused as a wrong token. */
+  private withSecret (path: string, state: KeyState, token: number, secret: string, caller?: string): StoredLease {
+    const holder = this.withToken(path, state, token, caller)
+    if (!sameSecret(holder.secret, secret)) {
+      throw new LeaseError(`lease ${token} on ${path} is not held: it expired or was released`, { path, token })
+    }
+    return holder
+  }
+}
+
+/** What proves a lease: its fencing token and its grant's secret (parseLeaseCredential gives one). */
+export interface LeaseProof {
+  token: number
+  secret: string
 }
 
 /** 128 random bits: what a grant's holder shows a file server besides the guessable token. */

@@ -16,6 +16,7 @@ import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
 import type { LockStore } from './lockStore'
 import { LockTable } from './lockTable'
+import type { LeaseProof } from './lockTable'
 import { CallerGoneError, LockWaits } from './lockWaits'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { HeldLocksAnswer } from '../../src/shared/clusterStatus'
@@ -61,6 +62,16 @@ const ROUTE_ROLES: RouteRole[] = [
 /** The subject a lease is bound to: the credential's, or none on an open server. */
 function holderOf (caller: Caller): string | undefined {
   return caller.open ? undefined : caller.subject
+}
+
+/**
+ * The lease credential (TOKEN.SECRET) a renewal or release names. Missing, a bare token or
+ * not one at all: LEASE_INVALID, as a wrong token is, so a guess learns nothing.
+ */
+function credentialIn (body: ReturnType<typeof bodyOf>, path: string, doing: string): LeaseProof {
+  const credential = parseLeaseCredential(body.has('credential') ? body.string('credential', 128) : undefined)
+  if (credential === null) throw new LeaseError(`${doing} a lease on ${path} needs its credential (TOKEN.SECRET)`, { path })
+  return credential
 }
 
 /** The lock server's app; `stop` ends its waits and its metrics (the server's close calls it). */
@@ -138,7 +149,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     }
     if (hungUp()) {
       // It hung up while the grant was being stored: nobody would ever release it.
-      await table.release(path, lease.token)
+      await table.release(path, lease)
       waits.wake(path)
       return
     }
@@ -148,9 +159,10 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
 
   app.post(LockRoutes.renew, async (req, res) => {
     const body = bodyOf(req)
-    const { secret: _secret, ...lease } = await table.renew(body.path(), body.int('token'), holderOf(callerOf(res)))
+    const path = body.path()
+    const { secret: _secret, ...lease } = await table.renew(path, credentialIn(body, path, 'renewing'), holderOf(callerOf(res)))
     clock.renewed(lease.token, lease.expiresAt)
-    // Not the secret: a renewal needs only the guessable token, so it must not hand the credential out.
+    // The holder has the secret already: an answer need not carry it about again.
     const answer: RenewAnswer = lease
     res.json(answer)
   })
@@ -158,9 +170,9 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   app.post(LockRoutes.release, async (req, res) => {
     const body = bodyOf(req)
     const path = body.path()
-    const token = body.int('token')
-    await table.release(path, token, holderOf(callerOf(res)))
-    clock.released(token)
+    const credential = credentialIn(body, path, 'releasing')
+    await table.release(path, credential, holderOf(callerOf(res)))
+    clock.released(credential.token)
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
     res.json(answer)

@@ -10,12 +10,14 @@ import { CliError } from './common'
  * argument: `ps` shows every process's command line to every user of the machine.
  */
 export function clientCaller (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv = process.env): CallerIdentity {
-  let token = readClientToken(tokenFile, directoryUrl, env)
-  if (token === undefined) return {}
-  const file = env.DFS_TOKEN?.trim() ? undefined : tokenFile
-  if (file === undefined) return { credential: () => token as string }
+  const found = readClientToken(tokenFile, directoryUrl, env)
+  if (found === undefined) return {}
+  let token = found.token
+  const file = found.file
+  if (file === undefined) return { credential: () => token }
   // A long-lived client (the mount) picks up a token file that was replaced (a renewed or
-  // rotated token) without a remount: its mtime is looked at, at most once a second.
+  // rotated token) without a remount: its mtime is looked at, at most once a second. The
+  // file is the one the token came from, named or a default place.
   let checkedAt = Date.now()
   let mtimeMs = mtimeOf(file)
   return {
@@ -26,13 +28,13 @@ export function clientCaller (tokenFile: string | undefined, directoryUrl: strin
         if (now !== mtimeMs) {
           mtimeMs = now
           try {
-            token = readClientToken(file, directoryUrl, env) ?? token
+            token = readClientToken(file, directoryUrl, env)?.token ?? token
           } catch {
             // Being rewritten (empty for a moment) or gone: keep the token we have.
           }
         }
       }
-      return token as string
+      return token
     }
   }
 }
@@ -45,9 +47,10 @@ function mtimeOf (file: string): number | null {
   }
 }
 
-function readClientToken (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv): string | undefined {
+/** The token, and the file it was read from (none when it came from DFS_TOKEN). */
+function readClientToken (tokenFile: string | undefined, directoryUrl: string, env: NodeJS.ProcessEnv): { token: string, file?: string } | undefined {
   const fromEnv = env.DFS_TOKEN?.trim()
-  if (fromEnv !== undefined && fromEnv !== '') return fromEnv
+  if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv }
   const defaults = directoryUrl === DEFAULT_DIRECTORY_URL ? [DEFAULT_TOKEN_FILE, DEMO_TOKEN_FILE] : [DEFAULT_TOKEN_FILE]
   const files = tokenFile !== undefined ? [tokenFile] : defaults
   for (const file of files) {
@@ -60,7 +63,7 @@ function readClientToken (tokenFile: string | undefined, directoryUrl: string, e
       throw new CliError(`cannot read the token file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
     }
     if (text === '') throw new CliError(`the token file ${file} is empty: put a token from dfs-serve token in it`)
-    return text
+    return { token: text, file }
   }
   return undefined
 }

@@ -3,6 +3,7 @@ import os from 'node:os'
 import { LockedError, LockTimeoutError, ServerUnavailableError } from '../shared/errors'
 import type { LockApi } from '../shared/api'
 import type { LockLease } from '../shared/protocol'
+import { leaseCredentialOf } from '../shared/leaseCredential'
 
 export interface LockClientOptions {
   /** Longest wait for a key that others hold. */
@@ -70,7 +71,7 @@ export class LockClient {
 
   private hold (lease: LockLease): HeldLock {
     const renewal = setInterval(() => {
-      this.api.renew(lease.path, lease.token).catch((err: unknown) => {
+      this.api.renew(lease.path, leaseCredentialOf(lease)).catch((err: unknown) => {
         // A lock server that does not answer may come back before the lease ends: keep
         // trying. A lease it says is gone is lost for good (a store under it is refused, and
         // the client proxy takes a new one: DfsClient.storeWorkingCopy).
@@ -83,7 +84,7 @@ export class LockClient {
       release: async () => {
         clearInterval(renewal)
         try {
-          await this.api.release(lease.path, lease.token)
+          await this.api.release(lease.path, leaseCredentialOf(lease))
         } catch {
           // An expired lease or an unreachable lock server: the key frees itself at the lease's end.
         }

@@ -268,9 +268,11 @@ export interface LockLease {
 /** A renewed lease, without its secret (the holder has it; a renewal proves only the token). */
 export type RenewAnswer = Omit<LockLease, 'secret'>
 
+/** Renewing or releasing a lease needs its whole credential, as a write does: the fencing number alone is a guess. */
 export interface LeaseRequest {
   path: string
-  token: number
+  /** `TOKEN.SECRET` (leaseCredential.ts); a bare token or a wrong secret is 409 LEASE_INVALID. */
+  credential: string
 }
 
 export interface ReleaseAnswer {

@@ -107,8 +107,12 @@ export interface ProcessCluster {
   addFileServer: (tree?: Record<string, string>, env?: NodeJS.ProcessEnv) => Promise<ServerProcess>
   /** A DfsClient of this test process, with a cache folder of its own. Defaults: timeoutMs 2000. */
   client: (opts?: DfsClientOptions) => DfsClient
-  /** Mounts the cluster with `dfs-mount --foreground` in a child process on a fresh mount point. */
-  mount: (extraArgs?: string[]) => Promise<MountProcess>
+  /**
+   * Mounts the cluster with `dfs-mount --foreground` in a child process on a fresh mount point.
+   * `env` is added to its environment; `tokenFile: false` leaves out --token-file, so the mount
+   * reads its token from the default places (give it a HOME of the test's own).
+   */
+  mount: (extraArgs?: string[], opts?: { env?: NodeJS.ProcessEnv, tokenFile?: boolean }) => Promise<MountProcess>
 }
 
 /** Everything any test in this process started, so an abrupt exit still leaves nothing behind. */
@@ -347,7 +351,7 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
   }
   for (const tree of opts.trees ?? [{}]) await addFileServer(tree)
 
-  const mount = async (extraArgs: string[] = []): Promise<MountProcess> => {
+  const mount = async (extraArgs: string[] = [], opts: { env?: NodeJS.ProcessEnv, tokenFile?: boolean } = {}): Promise<MountProcess> => {
     requireFuse()
     const n = mounts.length + 1
     const base = path.join(workDir, `mount-${n}`)
@@ -355,8 +359,9 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
     const cacheDir = path.join(base, 'cache')
     await fsp.mkdir(mountpoint, { recursive: true })
     // Its state file and logs stay under base, not in the developer's home.
-    const proc = new Supervised(`mount ${n}`, { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state') })
-    const args = [dfsMountBin, mountpoint, '--foreground', '--directory', directory.url, '--lock', lock.url, '--cache-dir', cacheDir, '--token-file', tokenFile, ...extraArgs]
+    const proc = new Supervised(`mount ${n}`, { ...cleanEnv(), XDG_STATE_HOME: path.join(base, 'state'), ...opts.env })
+    const tokenArgs = opts.tokenFile === false ? [] : ['--token-file', tokenFile]
+    const args = [dfsMountBin, mountpoint, '--foreground', '--directory', directory.url, '--lock', lock.url, '--cache-dir', cacheDir, ...tokenArgs, ...extraArgs]
     const detach = async (): Promise<void> => {
       // A daemon that died leaves the mount point "not connected" until it is detached.
       if (await isMounted(mountpoint)) {

@@ -38,13 +38,13 @@ export class LockApi {
     })
   }
 
-  async renew (path: string, token: number): Promise<RenewAnswer> {
-    const body: LeaseRequest = { path, token }
+  async renew (path: string, credential: LeaseCredential): Promise<RenewAnswer> {
+    const body: LeaseRequest = { path, credential }
     return await this.transport.json({ method: 'POST', route: LockRoutes.renew, body })
   }
 
-  async release (path: string, token: number): Promise<ReleaseAnswer> {
-    const body: LeaseRequest = { path, token }
+  async release (path: string, credential: LeaseCredential): Promise<ReleaseAnswer> {
+    const body: LeaseRequest = { path, credential }
     return await this.transport.json({ method: 'POST', route: LockRoutes.release, body })
   }
 
