@@ -63,7 +63,8 @@ t.test('--log writes JSON lines; SIGHUP reopens the file after logrotate moved i
   t.equal(listening?.level, 30, 'pino\'s info level')
   fs.renameSync(logFile, `${logFile}.1`)
   server.child.kill('SIGHUP')
-  const reopened = await waitFor('the log file to be created again', async () => fs.existsSync(logFile) && entriesOf(logFile))
+  // Not only created (empty) but with its first line: an empty list would end the wait too soon.
+  const reopened = await waitFor('the log file to be created again', async () => { const entries = fs.existsSync(logFile) ? entriesOf(logFile) : []; return entries.length > 0 && entries })
   t.equal(reopened[0].msg, 'SIGHUP: log file reopened', 'the new file starts with the reopen')
   t.notOk(entriesOf(`${logFile}.1`).some((e) => e.msg.includes('SIGHUP')), 'nothing more goes to the moved file')
   // At debug level each request is a line, with the request id the caller sent.
