@@ -132,6 +132,11 @@ t.test('draining a file server moves every file while a mount reads them, then t
     t.equal(dfsStatus.code, 0, `a draining server is no problem for dfs status: ${dfsStatus.stderr}`)
     t.match(dfsStatus.stdout, /^file servers \(1 of 2 up, 1 draining\)/)
     t.match(dfsStatus.stdout, new RegExp(`\\n  ${firstId} +draining +${first.url} `))
+    const metricsUrl = /metrics for Prometheus at (\S+)/.exec(c.directory.output())?.[1]
+    t.ok(metricsUrl, `the directory serves metrics: ${c.directory.output()}`)
+    const metrics = await (await fetch(metricsUrl as string)).text()
+    t.match(metrics, /^dfs_file_servers\{state="draining"\} 1$/m, 'dfs_file_servers counts it as draining...')
+    t.match(metrics, /^dfs_file_servers\{state="up"\} 1$/m, '...not as up')
 
     await client.create('/docs/new-by-client.txt')
     t.equal((await client.lookup('/docs/new-by-client.txt')).server?.machineId, secondId, 'a file created now lands on the other server')

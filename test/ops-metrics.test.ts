@@ -69,6 +69,8 @@ t.test('the servers\' /metrics parse as Prometheus text and move with what a cli
     'the test\'s wait for its lock was observed (an append takes none)')
   t.equal(at(after.samples, 'dfs_file_servers{state="up"}'), 1)
   t.equal(at(after.samples, 'dfs_file_servers{state="down"}'), 0)
+  t.ok(after.samples.has('dfs_file_servers{state="draining"}'), 'draining is a state of its own')
+  t.equal(at(after.samples, 'dfs_file_servers{state="draining"}'), 0)
   t.ok(at(after.samples, `dfs_file_server_free_bytes{machine_id="${cluster.fileServers[0].machineId}"}`) > 0, 'free space per file server')
   t.notMatch(after.text, /todo\.txt|notes/, 'no label carries a path')
   t.notMatch(after.text, /metrics-test/, 'nor a lock holder')

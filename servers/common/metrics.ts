@@ -124,7 +124,7 @@ class SourcedGauge<L extends string> {
 }
 
 /** The directory's view of its file servers. */
-export const fileServersGauge = new SourcedGauge('dfs_file_servers', 'File servers registered with the directory server, by state (up or down)', ['state'])
+export const fileServersGauge = new SourcedGauge('dfs_file_servers', 'File servers registered with the directory server, by state (up, draining or down)', ['state'])
 
 /** Live leases on the lock server. */
 export const leasesHeldGauge = new SourcedGauge('dfs_lock_leases_held', 'Leases the lock server holds now (live, not lapsed)', [])

@@ -4,7 +4,7 @@ import { BadRequestError, ConflictError, ForbiddenError, ServerUnavailableError 
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
   DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
-  RegisterAnswer, RenameSwitchAnswer, ServerInfo, ServersAnswer
+  RegisterAnswer, RenameSwitchAnswer, ServerInfo, ServersAnswer, ServerState
 } from '../../src/shared/protocol'
 import { DirectoryRoutes } from '../../src/shared/protocol'
 import { FileServerPool } from '../../src/shared/api'
@@ -60,6 +60,9 @@ const ROUTE_ROLES: RouteRole[] = [
   ['get', DirectoryRoutes.list, 'read']
 ]
 
+/** Each is a value of dfs_file_servers' `state` label, shown even at 0. */
+const FILE_SERVER_STATES: ServerState[] = ['up', 'draining', 'down']
+
 /** The directory's app; `stop` ends its liveness watch (the server's close calls it). */
 export interface DirectoryServerApp {
   app: Express
@@ -96,9 +99,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   requireCredentials(app, auth, ROUTE_ROLES)
   app.use(jsonBody)
   const removeGauge = fileServersGauge.add(() => {
-    const all = registry.all()
-    const up = all.filter((s) => s.state !== 'down').length
-    return [{ labels: { state: 'up' }, value: up }, { labels: { state: 'down' }, value: all.length - up }]
+    const states = registry.all().map((s) => s.state)
+    return FILE_SERVER_STATES.map((state) => ({ labels: { state }, value: states.filter((s) => s === state).length }))
   })
   // Liveness is computed when asked; this only tells the operator when a server went quiet:
   // every so often, and before each status answer (which would otherwise show a server down

@@ -174,6 +174,11 @@ async function main (): Promise<void> {
     }
     process.on('SIGINT', () => stop('SIGINT'))
     process.on('SIGTERM', () => stop('SIGTERM'))
+    // logrotate renames the --log file and sends SIGHUP: lines from now on go to a new file at its name.
+    process.on('SIGHUP', () => {
+      mountLog.reopen()
+      log('SIGHUP: log file reopened')
+    })
     // Someone ran fusermount -u behind our back: nothing left to serve.
     const watch = setInterval(() => {
       isMounted(mountpoint).then((still) => { if (!still) stop('mount went away') }, () => {})
