@@ -121,8 +121,12 @@ function watchUpload (req: Request, maxBytes: number, minBytesPerWindow: number,
     bytesAtWindowStart = read
   }, Math.min(COUNT_EVERY_MS, windowMs))
   timer.unref()
-  const stop = (): void => clearInterval(timer)
-  // The body has arrived (or the request is over): nothing more to watch.
+  // The body has arrived (or the request is over): nothing more to watch. The socket's
+  // listener goes too: a keep-alive connection carries many uploads, and each would leave one.
+  const stop = (): void => {
+    clearInterval(timer)
+    socket.off('close', stop)
+  }
   req.once('end', stop)
   req.once('close', stop)
   socket.once('close', stop)
