@@ -37,11 +37,14 @@ export interface MountedDfs {
  * - auto_cache: the kernel keeps file pages between opens and drops them when an open finds
  *   a new mtime or size; open() always revalidates with the file server, so a changed file
  *   is never served from stale pages, and an unchanged one reads at page-cache speed.
- * - entry_timeout=0: the kernel asks us whether a name exists each time a path is walked,
- *   instead of trusting for a second (libfuse's default) a name it saw: a file another mount
- *   removed or made (sqlite's rollback journal, made and removed in every transaction, under
- *   locks) is gone or there at once; the client proxy remembers attributes, so this too
- *   costs no network round trip.
+ * - entry_timeout=1 (libfuse's default, said here because it was measured): the kernel
+ *   trusts a name it saw for a second. Names are never cached as absent (negative_timeout
+ *   0), so a file another mount made is found at once; one it removed fails the next
+ *   getattr or open here (attributes are never cached), and an open that finds its file
+ *   gone answers ESTALE, on which the kernel looks the name up again (open(O_CREAT) of
+ *   sqlite's rollback journal, removed and made by another mount, then creates it).
+ *   entry_timeout=0 cost a lookup per path walk: `ls -l` ran at 4,552 entries/s against
+ *   8,256, and cached opens at 0.81x sshfs against 1.04x (npm run bench -- --quick).
  * - attr_timeout=0 and ac_attr_timeout=0: the kernel asks us for attributes instead of
  *   trusting its own copy, so the size another client's append created is seen at the next
  *   open; the client proxy remembers attributes briefly, so this costs no network round trip.
@@ -56,7 +59,7 @@ function kernelOptions (debug: boolean, flags: readonly string[]): Record<string
     fsname: ['dfs', 'big_writes', 'nonempty', 'use_ino', ...flags].join(','),
     subtype: 'dfs',
     autoCache: true,
-    entryTimeout: '0',
+    entryTimeout: '1',
     attrTimeout: '0',
     acAttrTimeout: '0',
     force: true,
