@@ -131,22 +131,27 @@ async function changeBehindTheMount (c: ProcessCluster): Promise<void> {
   client.close()
 }
 
+/** With the first file server stopped, a cat of `file` (one of its files) fails with EIO within SOFT_READ_BOUND_MS. */
+async function readFailsWhileStopped (t: Test, c: ProcessCluster, file: string, when: string): Promise<void> {
+  await c.files[0].stop()
+  try {
+    const started = Date.now()
+    const failed = await sh(`cat '${file}'`, { timeoutMs: DONE_MS })
+    const tookMs = Date.now() - started
+    t.not(failed.code, 0, 'the read fails')
+    t.match(failed.stderr, /Input\/output error/, outcome(failed))
+    t.ok(tookMs < SOFT_READ_BOUND_MS, `${when}: ${tookMs} ms`)
+  } finally {
+    await c.files[0].cont()
+  }
+}
+
 t.test('a hard mount: a read of a stopped server\'s file fails with EIO after the read wait, before the server is marked down, and reads the current content once it runs again', async (t) => {
   const c = await stoppedServerCluster(t)
   const mount = await c.mount()
   t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
   await changeBehindTheMount(c)
-  await c.files[0].stop()
-  try {
-    const started = Date.now()
-    const failed = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
-    const tookMs = Date.now() - started
-    t.not(failed.code, 0, 'the read fails')
-    t.match(failed.stderr, /Input\/output error/, outcome(failed))
-    t.ok(tookMs < SOFT_READ_BOUND_MS, `after the read wait, before the server would be marked down: ${tookMs} ms`)
-  } finally {
-    await c.files[0].cont()
-  }
+  await readFailsWhileStopped(t, c, mount.at('/logs/app.log'), 'after the read wait, before the server would be marked down')
   const done = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
   t.equal(done.code, 0, outcome(done))
   t.equal(done.stdout, 'start\nmore\n', 'the current content, once the server answers')
@@ -174,16 +179,6 @@ t.test('a soft mount: a read of a stopped server\'s file fails with EIO while it
   const mount = await c.mount(['--soft'])
   t.equal((await sh(`cat '${mount.at('/logs/app.log')}'`)).stdout, 'start\n')
   await changeBehindTheMount(c)
-  await c.files[0].stop()
-  try {
-    // Well before the directory marks the server down (5 s): the read's own timeout ends it.
-    const started = Date.now()
-    const failed = await sh(`cat '${mount.at('/logs/app.log')}'`, { timeoutMs: DONE_MS })
-    const tookMs = Date.now() - started
-    t.not(failed.code, 0, 'the read fails')
-    t.match(failed.stderr, /Input\/output error/, outcome(failed))
-    t.ok(tookMs < SOFT_READ_BOUND_MS, `by its own timeout, before the server would be marked down: ${tookMs} ms`)
-  } finally {
-    await c.files[0].cont()
-  }
+  // Well before the directory marks the server down (5 s): the read's own timeout ends it.
+  await readFailsWhileStopped(t, c, mount.at('/logs/app.log'), 'by its own timeout, before the server would be marked down')
 })

@@ -108,6 +108,24 @@ t.test('draining a file server moves every file while a mount reads them, then t
   const roundsDone = async (): Promise<number> => Number((await fsp.readFile(rounds, 'utf8').catch(() => '0')).trim() || 0)
   await waitFor('the reader\'s first round', async () => await roundsDone() >= 1, 60_000, 50)
 
+  // The lister: `ls` of /docs through the mount over and over; every name there before the drain
+  // must be in every listing (names made meanwhile may be added), while its file moves too.
+  const docsNames = path.join(readerDir, 'docs-names')
+  await fsp.writeFile(docsNames, [...expected.keys()].filter((f) => f.startsWith('/docs/')).map((f) => f.slice('/docs/'.length)).concat('empty').join('\n') + '\n')
+  const listings = path.join(readerDir, 'listings')
+  const listErrors = path.join(readerDir, 'list-errors')
+  const lister = sh(`LC_ALL=C; export LC_ALL; sort -o '${docsNames}' '${docsNames}'; n=0
+    while [ ! -e '${stop}' ] && [ -d '${mount.at('/docs')}' ]; do
+      ls -a '${mount.at('/docs')}' > '${readerDir}/listed' 2>> '${listErrors}' || echo "ls failed" >> '${listErrors}'
+      sort '${readerDir}/listed' | comm -13 - '${docsNames}' | sed "s/^/listing $n missed /" >> '${listErrors}'
+      n=$((n+1)); echo $n > '${listings}'
+    done`, { timeoutMs: 240_000 })
+  t.teardown(async () => {
+    await fsp.writeFile(stop, '').catch(() => {})
+    await lister
+  })
+  await waitFor('the lister\'s first listing', async () => fs.existsSync(listings), 60_000, 50)
+
   // A writer holds one file's lock: the drain must wait for it, not break it.
   const lock = new LockApi(new Transport('lock server', c.lock.url, undefined, c.credentials.caller))
   const lease = await lock.acquire({ path: '/docs/locked.txt', owner: 'drain-test', ttlMs: 120_000 })
@@ -165,6 +183,10 @@ t.test('draining a file server moves every file while a mount reads them, then t
   const readerEnd = await reader
   t.equal(readerEnd.code, 0, readerEnd.stderr)
   t.equal(await fsp.readFile(errors, 'utf8').catch(() => ''), '', 'the reader saw no error and no wrong bytes')
+  const listerEnd = await lister
+  t.equal(listerEnd.code, 0, listerEnd.stderr)
+  t.comment(`the lister listed /docs ${(await fsp.readFile(listings, 'utf8')).trim()} times`)
+  t.equal(await fsp.readFile(listErrors, 'utf8').catch(() => ''), '', 'every listing of /docs had every name')
 
   await t.test('afterwards: every file on the other server, same bytes and version; nothing left on the drained root', async (t) => {
     const servers = (await rawAs(c.credentials.read).rawGet(c.directory.url, DirectoryRoutes.servers)).body as ServersAnswer
