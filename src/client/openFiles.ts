@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, ServerUnavailableError } from '../shared/errors'
+import { BadRequestError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -44,6 +44,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
   /** Creates an empty file (with these permission bits, if given) and opens its (current, empty) local copy. */
   createAndOpen: (path: string, mode?: number) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+  /** Drops what is remembered of a path (its server, its metadata). */
+  forget: (path: string) => void
 }
 
 /**
@@ -107,6 +109,17 @@ export class OpenFileTable {
 
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
+    try {
+      return await this.openExisting(canonical, flags)
+    } catch (err) {
+      // The kernel looked the name up before this open; gone now means another mount removed it.
+      if (!(err instanceof NotFoundError)) throw err
+      this.client.forget(canonical)
+      throw new StaleHandleError(`${canonical} was removed after it was looked up`, { path: canonical })
+    }
+  }
+
+  private async openExisting (canonical: string, flags: number): Promise<number> {
     const access = flags & O_ACCMODE
     // What other handles of this mount wrote is there for this one, as on a local disk.
     await this.sendPendingOf(canonical)
