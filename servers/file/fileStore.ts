@@ -11,6 +11,7 @@ import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { syncFile, VersionLog } from './versionLog'
 import { timedSync } from '../common/metrics'
+import { crashPoint } from '../common/crashPoints'
 import { applyRanges, RangeJournal } from './rangeJournal'
 import { decodeRanges } from '../../src/shared/rangeFrames'
 
@@ -116,22 +117,23 @@ export class FileStore {
     })
     const modes = await ModeRecord.open(nodePath.join(absolute, STATE_DIR_NAME))
     const rangeJournal = await RangeJournal.open(nodePath.join(absolute, STATE_DIR_NAME))
-    // A range write a crash cut short before its version line: done again, all of it.
-    for (const { file, intent } of await rangeJournal.pending()) {
-      if ((versions.get(intent.path) ?? 1) === intent.fromVersion) {
-        const handle = await fsp.open(nodePath.join(absolute, intent.path), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
-        if (handle !== null) {
-          try {
-            await applyRanges(handle, decodeRanges(intent.body), intent.size)
-            await handle.sync()
-          } finally {
-            await handle.close()
-          }
-          await versions.set(intent.path, intent.fromVersion + 1)
-        }
+    // A range write a crash cut short before it was answered: done again, all of it (see RangeJournal).
+    for (const intent of await rangeJournal.pending()) {
+      const version = versions.get(intent.path) ?? 1
+      if (version !== intent.fromVersion && version !== intent.fromVersion + 1) continue
+      const handle = await fsp.open(nodePath.join(absolute, intent.path), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
+      if (handle === null) continue
+      try {
+        const stats = await handle.stat()
+        if (!stats.isFile() || (intent.inode !== undefined && intent.inode !== inodeOf(stats))) continue
+        await applyRanges(handle, decodeRanges(intent.body), intent.size)
+        await handle.sync()
+      } finally {
+        await handle.close()
       }
-      await rangeJournal.done(file)
+      if (version === intent.fromVersion) await versions.set(intent.path, intent.fromVersion + 1, intent.changeId)
     }
+    await rangeJournal.clear()
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
     const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
     await fsp.rm(uploads, { recursive: true, force: true })
@@ -140,6 +142,7 @@ export class FileStore {
   }
 
   async close (): Promise<void> {
+    await this.rangeJournal.close()
     await this.versions.close()
     await this.modes.close()
   }
@@ -366,11 +369,11 @@ export class FileStore {
   async writeRanges (path: string, body: Buffer, size: number, fromVersion: number, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     const ranges = decodeRanges(body)
     if (ranges.some(({ offset, data }) => offset + data.length > size)) throw new BadRequestError('a range ends past the size given', { path })
-    requireFile(await this.stat(path))
     return await this.writes.run(path, async () => {
       if (changeId !== undefined && this.versions.applied(path, changeId)) return await this.stat(path)
       await guard()
-      const current = await this.stat(path)
+      const checked = await this.lstatInside(path)
+      const current = requireFile(await this.describe(path, checked))
       if (current.version !== fromVersion) throw new ConflictError(`${path} is at version ${current.version}, not ${fromVersion}`, { path })
       if (this.reading.has(path)) {
         const file = this.uploadPath()
@@ -386,18 +389,35 @@ export class FileStore {
         }
         return await this.stat(path)
       }
-      const intent = await this.rangeJournal.record({ path, fromVersion, size, body })
-      const handle = await this.openInside(path, fs.constants.O_RDWR)
+      // In place, in two rounds of fsyncs: the intent, then the file's bytes beside its version line (RangeJournal).
+      // The open and the intent side by side: the intent only has to be on disk before the first byte.
+      const [opened, recorded] = await Promise.allSettled([
+        this.openChecked(path, checked, fs.constants.O_RDWR),
+        this.rangeJournal.record({ path, fromVersion, size, body, inode: inodeOf(checked), changeId })
+      ])
+      if (opened.status === 'rejected') {
+        if (recorded.status === 'fulfilled') this.rangeJournal.done(recorded.value)
+        throw opened.reason
+      }
+      const handle = opened.value
       try {
-        await applyRanges(handle, ranges, size)
-        await this.keepMtimeGrowing(handle, current)
-        await timedSync('file', handle.datasync())
+        if (recorded.status === 'rejected') throw recorded.reason
+        const slot = recorded.value
+        crashPoint('range:recorded')
+        await applyRanges(handle, ranges, size, current.size)
+        const after = await this.keepMtimeGrowing(handle, current)
+        crashPoint('range:written')
+        await Promise.all([
+          timedSync('file', handle.datasync()),
+          this.versions.set(path, current.version + 1, changeId)
+        ])
+        crashPoint('range:synced')
+        // Only now: a write that failed on the way keeps its slot, so the next start replays it.
+        this.rangeJournal.done(slot)
+        return { ...this.metaOf(path, after.stats), size, mtimeMs: after.mtimeMs }
       } finally {
         await handle.close()
       }
-      await this.versions.set(path, current.version + 1, changeId)
-      await this.rangeJournal.done(intent)
-      return await this.stat(path)
     })
   }
 
