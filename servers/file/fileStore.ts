@@ -12,6 +12,7 @@ import { diskModeOf, ModeRecord } from './modeRecord'
 import { syncFile, VersionLog } from './versionLog'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
+import { AppendHandles } from './appendHandles'
 import { applyRanges, RangeJournal } from './rangeJournal'
 import { decodeRanges } from '../../src/shared/rangeFrames'
 
@@ -85,6 +86,9 @@ export class FileStore {
   /** Per path, the read streams still open (openRead): a range write then leaves their inode alone. */
   private readonly reading = new Map<string, number>()
 
+  /** O_APPEND handles kept between appends to a file. */
+  private readonly appendHandles = new AppendHandles()
+
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
@@ -142,6 +146,7 @@ export class FileStore {
   }
 
   async close (): Promise<void> {
+    await this.appendHandles.closeAll()
     await this.rangeJournal.close()
     await this.versions.close()
     await this.modes.close()
@@ -261,13 +266,19 @@ export class FileStore {
       await guard()
       // Each step below is a trip through libuv's thread pool, and on a busy machine each
       // trip waits for a CPU: steps that need not follow each other run side by side. The
-      // intent line only has to be written before the first byte, not before the open.
+      // intent line only has to be written before the first byte, not before the open. A
+      // handle kept from the file's last append (AppendHandles) saves the open, its fstat and
+      // the close; lstatInside above checked the path as for an open, and the handle is taken
+      // only if the path still names the inode it was opened on.
+      const inode = inodeOf(checked)
+      const kept = this.appendHandles.take(path, inode)
       const [intent, opened] = await Promise.allSettled([
         this.versions.appendStarting(path, current.size),
-        this.openChecked(path, checked, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+        kept?.handle ?? this.openChecked(path, checked, fs.constants.O_WRONLY | fs.constants.O_APPEND)
       ])
       if (opened.status === 'rejected') throw opened.reason
       const handle = opened.value
+      let keep = false
       try {
         if (intent.status === 'rejected') throw intent.reason
         let written: Written
@@ -286,10 +297,12 @@ export class FileStore {
           timedSync('file', handle.datasync()),
           this.versions.set(path, current.version + 1, changeId, range)
         ])
+        keep = true
         return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {
-        // Nothing waits on the close: the bytes are on disk, and the next append opens its own handle.
-        handle.close().catch(() => {})
+        // Kept for the next append; after a failure closed, unwaited (nothing is left to sync).
+        if (keep) this.appendHandles.keep(path, { handle, inode })
+        else handle.close().catch(() => {})
       }
     })
   }
@@ -445,6 +458,7 @@ export class FileStore {
       if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
       if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
       const disk = this.diskPath(path)
+      this.appendHandles.drop(path)
       await fsp.unlink(disk)
       await syncFile(nodePath.dirname(disk))
       await this.modes.drop(path)
@@ -592,6 +606,7 @@ export class FileStore {
       if (target && target.kind !== 'dir') throw new NotDirectoryError(`${to} is a file`, { path: to })
       const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.get(path) ?? 0) + 1)
       // rename(2) replaces an empty folder and refuses a full one.
+      this.appendHandles.dropUnder(from)
       await this.renameOnDisk(from, to)
       await this.modes.move(from, to, true)
       for (const [i, [, path]] of moved.entries()) await this.versions.set(path, versions[i])
@@ -601,6 +616,7 @@ export class FileStore {
 
   /** Puts a folder moved by moveFolder back, when the directory server refused the move. */
   async unmoveFolder (from: string, to: string): Promise<void> {
+    this.appendHandles.dropUnder(to)
     await this.renameOnDisk(to, from)
     await this.modes.move(to, from, true)
   }
@@ -677,6 +693,8 @@ export class FileStore {
   /** Renames over the previous file, or links exclusively where there was none (a file that appeared meanwhile is a conflict). */
   private async place (staged: string, path: string, previous: FileMeta | null): Promise<void> {
     const disk = this.diskPath(path)
+    // The file at the path is replaced: a handle kept for appends would keep its old inode's space.
+    this.appendHandles.drop(path)
     try {
       if (previous) {
         await fsp.rename(staged, disk)
