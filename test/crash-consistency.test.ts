@@ -47,6 +47,17 @@ async function existing (client: DfsClient, paths: string[]): Promise<string[]> 
   return found
 }
 
+/** Waits until a restarted server serves the file again. */
+async function servedAgain (client: DfsClient, file: string): Promise<void> {
+  await waitFor('the server to serve the file again', async () => {
+    try {
+      return await client.statFresh(file)
+    } catch {
+      return false
+    }
+  }, 15_000, 100)
+}
+
 /** Whether a server's root holds the dfs path on its disk. */
 function onDisk (server: ServerProcess, dfsPath: string): boolean {
   return fs.existsSync(path.join(server.root as string, dfsPath))
@@ -120,13 +131,7 @@ t.test('a store killed while its body arrives leaves the file as before', async 
   await t.rejects(store, 'the store fails')
   body.destroy()
   await server.restart()
-  await waitFor('the server to serve the file again', async () => {
-    try {
-      return await client.statFresh('/a/f.txt')
-    } catch {
-      return false
-    }
-  }, 15_000, 100)
+  await servedAgain(client, '/a/f.txt')
   const after = await client.statFresh('/a/f.txt')
   t.equal(after.version, before.version, 'the version as before')
   t.equal((await client.readFile('/a/f.txt')).toString(), CONTENT, 'the bytes as before')
@@ -151,13 +156,7 @@ for (const crashAt of ['range:recorded', 'range:written', 'range:synced']) {
     await server.restart()
     const stored = await write.catch(() => undefined)
     if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
-    await waitFor('the server to serve the file again', async () => {
-      try {
-        return await client.statFresh('/a/db')
-      } catch {
-        return false
-      }
-    }, 15_000, 100)
+    await servedAgain(client, '/a/db')
     client.forget('/a/db')
     t.equal((await client.statFresh('/a/db')).version, before.version + 1, 'one version up')
     t.equal((await client.readFile('/a/db')).toString('hex'), Buffer.from('NEW bytes, NEW bytes\n\0\0\0').toString('hex'), 'every new byte, and the new size')
