@@ -121,6 +121,21 @@ t.test('slots are reused: an intent shorter than the one before it in the slot i
   t.equal((await reopened.stat('/db')).version, version + 5)
 })
 
+t.test('an intent cancelled (its write failed before the first byte) is not replayed, and its slot is reused', async (t) => {
+  const { store, root, reopen } = await storeWith(t, 'abcdefgh')
+  const { version } = await store.stat('/db')
+  const journal = await RangeJournal.open(path.join(root, STATE_DIR_NAME))
+  const slot = await journal.record({ path: '/db', fromVersion: version, size: 8, body: ranges([0, 'XY']) })
+  t.equal((await journal.pending()).length, 1, 'on disk once recorded')
+  await journal.cancel(slot)
+  t.same(await journal.pending(), [], 'gone once cancelled')
+  t.equal(await journal.record({ path: '/db', fromVersion: version, size: 8, body: ranges([0, 'Q']) }), slot, 'the same slot takes the next intent')
+  await slot.handle.close()
+  // That next intent was never cancelled: a start replays it (the store never wrote it, as a crash would leave it).
+  await reopen()
+  t.equal(await onDisk(root), 'Qbcdefgh', 'the cancelled intent is not replayed, the next one is')
+})
+
 t.test('dirty ranges merge, and a truncation makes the whole tail dirty', async (t) => {
   const dirty = new DirtyRanges()
   dirty.add(10, 20)

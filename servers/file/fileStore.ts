@@ -409,7 +409,7 @@ export class FileStore {
         this.rangeJournal.record({ path, fromVersion, size, body, inode: inodeOf(checked), changeId })
       ])
       if (opened.status === 'rejected') {
-        if (recorded.status === 'fulfilled') this.rangeJournal.done(recorded.value)
+        if (recorded.status === 'fulfilled') await this.rangeJournal.cancel(recorded.value)
         throw opened.reason
       }
       const handle = opened.value

@@ -90,6 +90,16 @@ export class RangeJournal {
     return slot
   }
 
+  /**
+   * The write failed before its first byte: its intent is emptied, durably, so no start
+   * replays a write whose client was told it failed; the slot takes the next one.
+   */
+  async cancel (slot: IntentSlot): Promise<void> {
+    await slot.handle.truncate(0)
+    await slot.handle.datasync()
+    this.free.push(slot)
+  }
+
   /** The intent's write is answered (its bytes and version are on disk): the slot takes the next one. */
   done (slot: IntentSlot): void {
     this.free.push(slot)
