@@ -15,6 +15,7 @@ import { fdatasyncFloorMs } from './fsyncFloor'
 import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import { SshfsMount, sshfsMissing } from './sshfs'
+import { createDatabase, databaseRows, SQLITE_ROWS, SQLITE_TRANSACTIONS, sqliteMissing, sqliteTransactions } from './sqlite'
 import { FOLDER_OPS, folderFileName } from './workload'
 import type { WorkloadResult } from './workload'
 
@@ -58,6 +59,7 @@ const WRITTEN_FILE = 'written/new.bin'
 const COLD_DIR = 'cold'
 const LARGE_DIR = 'large'
 const FEW_DIR = 'few'
+const DATABASE = 'db/bench.sqlite'
 
 const execFileAsync = promisify(execFile)
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
@@ -115,10 +117,17 @@ async function writeBigFile (file: string): Promise<void> {
 /**
  * The same tree in the local folder and, split over the two roots, on the file servers: the
  * big file, the listed folder and both large-folder folders on the first, the rest on the
- * second. `quick` leaves out the two large-folder folders.
+ * second. `quick` leaves out the two large-folder folders and the database; `sqlite` is the
+ * database alone.
  */
-async function createData (layout: Layout, quick: boolean): Promise<void> {
+async function createData (layout: Layout, runs: RunKind): Promise<void> {
   const [first, second] = layout.roots
+  if (runs !== 'quick' && sqliteMissing() === null) {
+    await createDatabase(path.join(layout.local, DATABASE))
+    await fsp.mkdir(path.dirname(path.join(second, DATABASE)), { recursive: true })
+    await fsp.copyFile(path.join(layout.local, DATABASE), path.join(second, DATABASE))
+  }
+  if (runs === 'sqlite') return
   for (const [one, two] of [[first, second], [layout.local, layout.local]]) {
     await writeBigFile(path.join(one, BIG_FILE))
     await writeFiles(path.join(two, SMALL_DIR), SMALL_FILES, SMALL_FILE_BYTES, 'file')
@@ -128,7 +137,7 @@ async function createData (layout: Layout, quick: boolean): Promise<void> {
     await fsp.mkdir(path.join(two, CREATE_DIR), { recursive: true })
     await fsp.mkdir(path.dirname(path.join(two, WRITTEN_FILE)), { recursive: true })
     writeNamedFiles(path.join(two, COLD_DIR), COLD_FILES, SMALL_FILE_BYTES)
-    if (!quick) {
+    if (runs === 'full') {
       writeNamedFiles(path.join(one, LARGE_DIR), LARGE_FOLDER_FILES, 100)
       writeNamedFiles(path.join(one, FEW_DIR), FEW_FOLDER_FILES, 100)
     }
@@ -289,11 +298,14 @@ interface Measurement {
   pageCacheDrop: string | null
 }
 
+/** Which workloads run: all, all but the slowest (`--quick`), or the database alone (`--sqlite`). */
+type RunKind = 'full' | 'quick' | 'sqlite'
+
 interface Target {
   cluster: RunningCluster
   requests: RequestCounter
   sshfs: SshfsMount | null
-  quick: boolean
+  runs: RunKind
 }
 
 async function measure (layout: Layout, target: Target): Promise<Measurement> {
@@ -313,7 +325,10 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   const perSide = (runs: Runs, show: (result: WorkloadResult) => string): string =>
     sides.map((side) => `${side} ${show(side === 'sshfs' ? runs.sshfs as WorkloadResult : runs[side])}`).join('; ')
   /** The same workload on the local folder, the dfs mount and the sshfs mount, in that order; `beforeEach` runs before each. */
-  const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> => {
+  const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> =>
+    await eachRun(name, async (dir) => await runWorkload(args(dir)), beforeEach)
+  /** each() with a workload that is not bench/workload.ts (it must still run in a child process). */
+  const eachRun = async (name: string, run: (dir: (rel: string) => string) => Promise<WorkloadResult>, beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> => {
     const results: Partial<Record<Side, WorkloadResult>> = {}
     let before: Activity | null = null
     let after: Activity | null = null
@@ -321,7 +336,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       progress(`${name}: ${side}`)
       await beforeEach()
       if (side === 'dfs') before = activityOf(cluster, requests)
-      results[side] = await runWorkload(args((rel) => path.join(homes[side], rel)))
+      results[side] = await run((rel) => path.join(homes[side], rel))
       if (side === 'dfs') after = activityOf(cluster, requests)
     }
     if (results.local === undefined || results.dfs === undefined || before === null || after === null) throw new Error(`${name}: a side did not run`)
@@ -337,6 +352,23 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     }
   }
   const medianMs = (result: WorkloadResult): number => median(result.runsMs)
+
+  if (target.runs !== 'quick') {
+    const missing = sqliteMissing()
+    if (missing !== null) {
+      details.push(missing)
+    } else {
+      const database = await eachRun('sqlite one-row transactions', async (dir) => await sqliteTransactions(dir(DATABASE)))
+      for (const side of sides) {
+        const rows = await databaseRows(path.join(homes[side], DATABASE))
+        check(rows === SQLITE_ROWS + SQLITE_TRANSACTIONS, `sqlite: ${side}'s database has ${rows} rows, expected ${SQLITE_ROWS + SQLITE_TRANSACTIONS}`)
+      }
+      row(`sqlite, ${SQLITE_TRANSACTIONS} one-row transactions on a 50 MB database`, 'transactions/s', database, (r) => rate(r, false))
+      details.push(`sqlite: ${perSide(database, passes)}; dfs ${formatNumber(median(database.dfs.runsMs) / SQLITE_TRANSACTIONS)} ms a transaction; ` +
+        `dfs servers: ${describeActivity(database.before, database.after, SQLITE_TRANSACTIONS, 'transaction')}`)
+    }
+    if (target.runs === 'sqlite') return { rows, details, folderRatios, pageCacheDrop: null }
+  }
 
   // Cold: the page cache is dropped before each read, and neither mount has ever opened the file.
   let pageCacheDrop: string | null = null
@@ -391,7 +423,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   details.push(`create: ${perSide(created, passes)}; dfs ${formatNumber(median(created.dfs.runsMs) / CREATED_FILES)} ms a file; ` +
     `dfs servers: ${describeActivity(created.before, created.after, CREATED_FILES, 'create')}`)
 
-  if (!target.quick) {
+  if (target.runs === 'full') {
     const written = await each('write+fsync+close of a new file', (dir) => ['write', dir(WRITTEN_FILE), `mib=${WRITE_MIB}`])
     everySide(written, (r) => r.bytes === WRITE_MIB * MiB, `write: wrote ${WRITE_MIB} MiB`)
     for (const file of [path.join(layout.roots[1], WRITTEN_FILE), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, WRITTEN_FILE)])]) {
@@ -483,9 +515,10 @@ function machine (): string {
 const loadAverage = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ')
 
 async function main (argv: string[]): Promise<void> {
-  const unknown = argv.filter((arg) => arg !== '--quick')
-  if (unknown.length > 0) throw new Error(`unknown argument ${unknown.join(' ')}; the only option is --quick`)
-  const quick = argv.includes('--quick')
+  const unknown = argv.filter((arg) => arg !== '--quick' && arg !== '--sqlite')
+  if (unknown.length > 0 || argv.length > 1) throw new Error(`unknown argument ${argv.join(' ')}; the options are --quick or --sqlite`)
+  const runs: RunKind = argv.includes('--quick') ? 'quick' : argv.includes('--sqlite') ? 'sqlite' : 'full'
+  const quick = runs === 'quick'
   const started = Date.now()
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-bench-'))
   const layout: Layout = {
@@ -538,9 +571,11 @@ async function main (argv: string[]): Promise<void> {
   }
 
   try {
-    progress(`creating data in ${workDir} (2 x 256 MiB, small, listed and uncached files${quick ? '' : `, 2 x ${formatNumber(LARGE_FOLDER_FILES)} files in one folder`})`)
+    progress(runs === 'sqlite'
+      ? `creating data in ${workDir} (a 50 MB sqlite database)`
+      : `creating data in ${workDir} (2 x 256 MiB, small, listed and uncached files${quick ? '' : `, 2 x ${formatNumber(LARGE_FOLDER_FILES)} files in one folder and a 50 MB sqlite database`})`)
     await fsp.mkdir(layout.mountpoint, { recursive: true })
-    await createData(layout, quick)
+    await createData(layout, runs)
     if (noSshfs !== null) progress(noSshfs)
     else {
       progress(`copying the local tree for sshfs and starting sshd and sshfs (${layout.sshState})`)
@@ -560,12 +595,12 @@ async function main (argv: string[]): Promise<void> {
     const loadBefore = loadAverage()
     daemon = await mount(layout, cluster, tokenFile)
     progress(`mounted at ${layout.mountpoint}`)
-    const result = await measure(layout, { cluster, requests, sshfs, quick })
+    const result = await measure(layout, { cluster, requests, sshfs, runs })
     const fsyncAfter = fdatasyncFloorMs(layout.workDir)
 
     process.stdout.write([
       '',
-      `dfs benchmark${quick ? ' (--quick: no 256 MiB write, no large folder)' : ''}, ${new Date().toISOString()}`,
+      `dfs benchmark${quick ? ' (--quick: no 256 MiB write, no large folder, no database)' : runs === 'sqlite' ? ' (--sqlite: the database workload alone)' : ''}, ${new Date().toISOString()}`,
       `machine: ${machine()}`,
       `load average (1, 5, 15 min): ${loadBefore} at the start, ${loadAverage()} at the end; other work on this machine makes the figures noisy`,
       `fdatasync after a 30-byte append on the data's disk (a durable append's floor), median of 200: ${formatNumber(fsyncBefore)} ms at the start, ${formatNumber(fsyncAfter)} ms at the end`,

@@ -12,7 +12,8 @@ import path from 'node:path'
  * system rather than libuv's thread pool.
  */
 
-export type WorkloadName = 'read' | 'small' | 'append' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op'
+/** 'sqlite' is run by bench/sqlite.ts, not by this script. */
+export type WorkloadName = 'read' | 'small' | 'append' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op' | 'sqlite'
 
 /** The operations the large-folder workload times, one kind per child process. */
 export const FOLDER_OPS = ['stat', 'read', 'create', 'unlink'] as const

@@ -12,7 +12,8 @@ import { waitFor } from './helpers/waitFor'
 /*
  * A file server killed (SIGKILL) in the middle of a change, then started again: the change
  * ends as before or as after, never both, never neither. Renames are crashed at exact steps
- * (DFS_CRASH_AT, servers/common/crashPoints.ts); a store is killed while its body arrives.
+ * (DFS_CRASH_AT, servers/common/crashPoints.ts), and so are range writes; a store is killed
+ * while its body arrives.
  */
 
 const CONTENT = 'the content\n'
@@ -44,6 +45,17 @@ async function existing (client: DfsClient, paths: string[]): Promise<string[]> 
     }
   }
   return found
+}
+
+/** Waits until a restarted server serves the file again. */
+async function servedAgain (client: DfsClient, file: string): Promise<void> {
+  await waitFor('the server to serve the file again', async () => {
+    try {
+      return await client.statFresh(file)
+    } catch {
+      return false
+    }
+  }, 15_000, 100)
 }
 
 /** Whether a server's root holds the dfs path on its disk. */
@@ -119,15 +131,35 @@ t.test('a store killed while its body arrives leaves the file as before', async 
   await t.rejects(store, 'the store fails')
   body.destroy()
   await server.restart()
-  await waitFor('the server to serve the file again', async () => {
-    try {
-      return await client.statFresh('/a/f.txt')
-    } catch {
-      return false
-    }
-  }, 15_000, 100)
+  await servedAgain(client, '/a/f.txt')
   const after = await client.statFresh('/a/f.txt')
   t.equal(after.version, before.version, 'the version as before')
   t.equal((await client.readFile('/a/f.txt')).toString(), CONTENT, 'the bytes as before')
   t.same(fs.readdirSync(uploads), [], 'no upload left behind')
 })
+
+// A range write (PATCH /content) killed with its intent on disk, with its bytes written but
+// not synced, and once all is synced but before its answer: every time the start finishes
+// it, so the file has all the new bytes at one version up, and the client's retry of the
+// same change is told it is applied rather than refused as built on an old version.
+for (const crashAt of ['range:recorded', 'range:written', 'range:synced']) {
+  t.test(`a range write killed at ${crashAt} is finished at the start, all of it`, async (t) => {
+    const c = await startProcessCluster(t, { trees: [] })
+    const server = await c.addFileServer({ 'a/db': 'old bytes, old bytes\n' }, { DFS_CRASH_AT: crashAt })
+    const client = c.client({ timeoutMs: 2000 })
+    const before = await client.statFresh('/a/db')
+    const held = await client.lock('/a/db')
+    t.teardown(async () => await held.release().catch(() => {}))
+    const write = client.storeRanges('/a/db', [{ offset: 0, data: Buffer.from('NEW') }, { offset: 11, data: Buffer.from('NEW') }], 24, held, before.version)
+    write.catch(() => {})
+    await waitFor('the server to kill itself', async () => !server.alive(), 15_000, 20)
+    await server.restart()
+    const stored = await write.catch(() => undefined)
+    if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
+    await servedAgain(client, '/a/db')
+    client.forget('/a/db')
+    t.equal((await client.statFresh('/a/db')).version, before.version + 1, 'one version up')
+    t.equal((await client.readFile('/a/db')).toString('hex'), Buffer.from('NEW bytes, NEW bytes\n\0\0\0').toString('hex'), 'every new byte, and the new size')
+    t.same(fs.readdirSync(path.join(server.root as string, '.dfs', 'ranges')), [], 'no intent left')
+  })
+}

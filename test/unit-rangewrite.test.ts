@@ -6,6 +6,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { FileStore, STATE_DIR_NAME } from '../servers/file/fileStore'
 import { RangeJournal } from '../servers/file/rangeJournal'
+import type { IntentSlot, RangeIntent } from '../servers/file/rangeJournal'
 import { BadRequestError, ConflictError } from '../src/shared/errors'
 import { decodeRanges, encodeRanges } from '../src/shared/rangeFrames'
 import { DirtyRanges } from '../src/client/dirtyRanges'
@@ -66,25 +67,73 @@ t.test('a reader streaming the file keeps the bytes it started with', async (t) 
   t.equal((await onDisk(root)).slice(0, 4), 'NEWx')
 })
 
-t.test('an intent a crash left before its version line is done again at start; one already done, or torn, is not', async (t) => {
+t.test('an intent a crash left before its write was answered is done again at start; a stale, foreign or torn one is not', async (t) => {
   const { store, root, reopen } = await storeWith(t, 'abcdefgh')
   const { version } = await store.stat('/db')
-  const journal = await RangeJournal.open(path.join(root, STATE_DIR_NAME))
-  // Cut short: the intent is on disk, the file and version untouched.
-  await journal.record({ path: '/db', fromVersion: version, size: 6, body: ranges([0, 'XY']) })
+  // Each in a slot of its own, as writes at once on several files leave them.
+  const record = async (intent: RangeIntent): Promise<IntentSlot> => {
+    const slot = await (await RangeJournal.open(path.join(root, STATE_DIR_NAME))).record(intent)
+    await slot.handle.close()
+    return slot
+  }
+  // Cut short before the version line: the intent is on disk, the file and version untouched.
+  await record({ path: '/db', fromVersion: version, size: 6, body: ranges([0, 'XY']) })
   let reopened = await reopen()
   t.equal(await onDisk(root), 'XYcdef', 'replayed whole')
   t.equal((await reopened.stat('/db')).version, version + 1)
-  // Done, but its removal lost: the version moved on, so it is not replayed over later changes.
-  await reopened.writeRanges('/db', ranges([0, 'LATER']), 6, version + 1)
-  await journal.record({ path: '/db', fromVersion: version + 1, size: 6, body: ranges([0, 'XY']) })
+  t.same(await fsp.readdir(path.join(root, STATE_DIR_NAME, 'ranges')), [], 'the start empties the journal')
+  // Cut short after the version line, before the bytes reached the disk: replayed, the version kept.
+  await reopened.writeRanges('/db', ranges([0, 'QR']), 6, version + 1)
+  await fsp.writeFile(path.join(root, 'db'), 'XYcdef')
+  await record({ path: '/db', fromVersion: version + 1, size: 6, body: ranges([0, 'QR']) })
+  reopened = await reopen()
+  t.equal(await onDisk(root), 'QRcdef', 'replayed over the old bytes')
+  t.equal((await reopened.stat('/db')).version, version + 2, 'no version more')
+  // Answered long ago (a slot keeps its last intent): the version moved past it, so it is not replayed over later changes.
+  await reopened.writeRanges('/db', ranges([0, 'LATER']), 6, version + 2)
+  await record({ path: '/db', fromVersion: version + 1, size: 6, body: ranges([0, 'XY']) })
+  // Made for another file that had the path: not replayed into this one.
+  await record({ path: '/db', fromVersion: version + 3, size: 2, body: ranges([0, 'NO']), inode: '1:2' })
   // Torn: its bytes never fully reached the disk.
-  const torn = await journal.record({ path: '/db', fromVersion: version + 2, size: 2, body: ranges([0, 'QQ']) })
-  await fsp.truncate(torn, (await fsp.stat(torn)).size - 1)
+  const torn = await record({ path: '/db', fromVersion: version + 3, size: 2, body: ranges([0, 'QQ']) })
+  await fsp.truncate(torn.file, (await fsp.stat(torn.file)).size - 1)
   reopened = await reopen()
   t.equal(await onDisk(root), 'LATERf')
-  t.equal((await reopened.stat('/db')).version, version + 2)
+  t.equal((await reopened.stat('/db')).version, version + 3)
   t.same(await fsp.readdir(path.join(root, STATE_DIR_NAME, 'ranges')), [], 'no intent left')
+})
+
+t.test('slots are reused: an intent shorter than the one before it in the slot is read by its own length', async (t) => {
+  const { store, root, reopen } = await storeWith(t, 'abcdefgh')
+  const { version } = await store.stat('/db')
+  // Each write shorter than the one before: the slot holds the older, longer bytes past the newest intent.
+  for (let i = 0; i < 5; i++) await store.writeRanges('/db', ranges([i, String.fromCharCode(65 + i).repeat(8 - i)]), 8, version + i)
+  t.equal(await onDisk(root), 'ABCDEEEE')
+  t.equal((await fsp.readdir(path.join(root, STATE_DIR_NAME, 'ranges'))).length, 1, 'one slot for writes one after the other')
+  const journal = await RangeJournal.open(path.join(root, STATE_DIR_NAME))
+  const pending = await journal.pending()
+  await journal.close()
+  t.same(pending.map(({ fromVersion, body }) => [fromVersion, decodeRanges(body).map(({ offset, data }) => [offset, data.toString()])]),
+    [[version + 4, [[4, 'EEEE']]]], 'the newest intent, by its own length')
+  // Answered, so on disk: replaying it at start changes nothing, and the version stays.
+  const reopened = await reopen()
+  t.equal(await onDisk(root), 'ABCDEEEE')
+  t.equal((await reopened.stat('/db')).version, version + 5)
+})
+
+t.test('an intent cancelled (its write failed before the first byte) is not replayed, and its slot is reused', async (t) => {
+  const { store, root, reopen } = await storeWith(t, 'abcdefgh')
+  const { version } = await store.stat('/db')
+  const journal = await RangeJournal.open(path.join(root, STATE_DIR_NAME))
+  const slot = await journal.record({ path: '/db', fromVersion: version, size: 8, body: ranges([0, 'XY']) })
+  t.equal((await journal.pending()).length, 1, 'on disk once recorded')
+  await journal.cancel(slot)
+  t.same(await journal.pending(), [], 'gone once cancelled')
+  t.equal(await journal.record({ path: '/db', fromVersion: version, size: 8, body: ranges([0, 'Q']) }), slot, 'the same slot takes the next intent')
+  await slot.handle.close()
+  // That next intent was never cancelled: a start replays it (the store never wrote it, as a crash would leave it).
+  await reopen()
+  t.equal(await onDisk(root), 'Qbcdefgh', 'the cancelled intent is not replayed, the next one is')
 })
 
 t.test('dirty ranges merge, and a truncation makes the whole tail dirty', async (t) => {

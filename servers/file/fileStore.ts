@@ -11,6 +11,8 @@ import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { syncFile, VersionLog } from './versionLog'
 import { timedSync } from '../common/metrics'
+import { crashPoint } from '../common/crashPoints'
+import { AppendHandles } from './appendHandles'
 import { applyRanges, RangeJournal } from './rangeJournal'
 import { decodeRanges } from '../../src/shared/rangeFrames'
 
@@ -92,6 +94,9 @@ export class FileStore {
    */
   private readonly beforeAppend = new Map<string, FileMeta>()
 
+  /** O_APPEND handles kept between appends to a file. */
+  private readonly appendHandles = new AppendHandles()
+
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
@@ -124,22 +129,23 @@ export class FileStore {
     })
     const modes = await ModeRecord.open(nodePath.join(absolute, STATE_DIR_NAME))
     const rangeJournal = await RangeJournal.open(nodePath.join(absolute, STATE_DIR_NAME))
-    // A range write a crash cut short before its version line: done again, all of it.
-    for (const { file, intent } of await rangeJournal.pending()) {
-      if ((versions.get(intent.path) ?? 1) === intent.fromVersion) {
-        const handle = await fsp.open(nodePath.join(absolute, intent.path), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
-        if (handle !== null) {
-          try {
-            await applyRanges(handle, decodeRanges(intent.body), intent.size)
-            await handle.sync()
-          } finally {
-            await handle.close()
-          }
-          await versions.set(intent.path, intent.fromVersion + 1)
-        }
+    // A range write a crash cut short before it was answered: done again, all of it (see RangeJournal).
+    for (const intent of await rangeJournal.pending()) {
+      const version = versions.get(intent.path) ?? 1
+      if (version !== intent.fromVersion && version !== intent.fromVersion + 1) continue
+      const handle = await fsp.open(nodePath.join(absolute, intent.path), fs.constants.O_RDWR | O_NOFOLLOW).catch(() => null)
+      if (handle === null) continue
+      try {
+        const stats = await handle.stat()
+        if (!stats.isFile() || (intent.inode !== undefined && intent.inode !== inodeOf(stats))) continue
+        await applyRanges(handle, decodeRanges(intent.body), intent.size)
+        await handle.sync()
+      } finally {
+        await handle.close()
       }
-      await rangeJournal.done(file)
+      if (version === intent.fromVersion) await versions.set(intent.path, intent.fromVersion + 1, intent.changeId)
     }
+    await rangeJournal.clear()
     // Uploads cut off by a crash were never acknowledged: nothing in here is worth keeping.
     const uploads = nodePath.join(absolute, STATE_DIR_NAME, UPLOAD_DIR_NAME)
     await fsp.rm(uploads, { recursive: true, force: true })
@@ -148,6 +154,8 @@ export class FileStore {
   }
 
   async close (): Promise<void> {
+    await this.appendHandles.closeAll()
+    await this.rangeJournal.close()
     await this.versions.close()
     await this.modes.close()
   }
@@ -266,13 +274,19 @@ export class FileStore {
       await guard()
       // Each step below is a trip through libuv's thread pool, and on a busy machine each
       // trip waits for a CPU: steps that need not follow each other run side by side. The
-      // intent line only has to be written before the first byte, not before the open.
+      // intent line only has to be written before the first byte, not before the open. A
+      // handle kept from the file's last append (AppendHandles) saves the open, its fstat and
+      // the close; lstatInside above checked the path as for an open, and the handle is taken
+      // only if the path still names the inode it was opened on.
+      const inode = inodeOf(checked)
+      const kept = this.appendHandles.take(path, inode)
       const [intent, opened] = await Promise.allSettled([
         this.versions.appendStarting(path, current.size),
-        this.openChecked(path, checked, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+        kept?.handle ?? this.openChecked(path, checked, fs.constants.O_WRONLY | fs.constants.O_APPEND)
       ])
       if (opened.status === 'rejected') throw opened.reason
       const handle = opened.value
+      let keep = false
       try {
         if (intent.status === 'rejected') throw intent.reason
         let written: Written
@@ -292,12 +306,14 @@ export class FileStore {
           timedSync('file', handle.datasync()),
           this.versions.set(path, current.version + 1, changeId, range)
         ])
+        keep = true
         this.beforeAppend.delete(path)
         return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {
         this.beforeAppend.delete(path)
-        // Nothing waits on the close: the bytes are on disk, and the next append opens its own handle.
-        handle.close().catch(() => {})
+        // Kept for the next append; after a failure closed, unwaited (nothing is left to sync).
+        if (keep) this.appendHandles.keep(path, { handle, inode })
+        else handle.close().catch(() => {})
       }
     })
   }
@@ -377,11 +393,11 @@ export class FileStore {
   async writeRanges (path: string, body: Buffer, size: number, fromVersion: number, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     const ranges = decodeRanges(body)
     if (ranges.some(({ offset, data }) => offset + data.length > size)) throw new BadRequestError('a range ends past the size given', { path })
-    requireFile(await this.stat(path))
     return await this.writes.run(path, async () => {
       if (changeId !== undefined && this.versions.applied(path, changeId)) return await this.stat(path)
       await guard()
-      const current = await this.stat(path)
+      const checked = await this.lstatInside(path)
+      const current = requireFile(await this.describe(path, checked))
       if (current.version !== fromVersion) throw new ConflictError(`${path} is at version ${current.version}, not ${fromVersion}`, { path })
       if (this.reading.has(path)) {
         const file = this.uploadPath()
@@ -397,18 +413,35 @@ export class FileStore {
         }
         return await this.stat(path)
       }
-      const intent = await this.rangeJournal.record({ path, fromVersion, size, body })
-      const handle = await this.openInside(path, fs.constants.O_RDWR)
+      // In place, in two rounds of fsyncs: the intent, then the file's bytes beside its version line (RangeJournal).
+      // The open and the intent side by side: the intent only has to be on disk before the first byte.
+      const [opened, recorded] = await Promise.allSettled([
+        this.openChecked(path, checked, fs.constants.O_RDWR),
+        this.rangeJournal.record({ path, fromVersion, size, body, inode: inodeOf(checked), changeId })
+      ])
+      if (opened.status === 'rejected') {
+        if (recorded.status === 'fulfilled') await this.rangeJournal.cancel(recorded.value)
+        throw opened.reason
+      }
+      const handle = opened.value
       try {
-        await applyRanges(handle, ranges, size)
-        await this.keepMtimeGrowing(handle, current)
-        await timedSync('file', handle.datasync())
+        if (recorded.status === 'rejected') throw recorded.reason
+        const slot = recorded.value
+        crashPoint('range:recorded')
+        await applyRanges(handle, ranges, size, current.size)
+        const after = await this.keepMtimeGrowing(handle, current)
+        crashPoint('range:written')
+        await Promise.all([
+          timedSync('file', handle.datasync()),
+          this.versions.set(path, current.version + 1, changeId)
+        ])
+        crashPoint('range:synced')
+        // Only now: a write that failed on the way keeps its slot, so the next start replays it.
+        this.rangeJournal.done(slot)
+        return { ...this.metaOf(path, after.stats), size, mtimeMs: after.mtimeMs }
       } finally {
         await handle.close()
       }
-      await this.versions.set(path, current.version + 1, changeId)
-      await this.rangeJournal.done(intent)
-      return await this.stat(path)
     })
   }
 
@@ -436,6 +469,7 @@ export class FileStore {
       if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
       if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
       const disk = this.diskPath(path)
+      this.appendHandles.drop(path)
       await fsp.unlink(disk)
       await syncFile(nodePath.dirname(disk))
       await this.modes.drop(path)
@@ -583,6 +617,7 @@ export class FileStore {
       if (target && target.kind !== 'dir') throw new NotDirectoryError(`${to} is a file`, { path: to })
       const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.get(path) ?? 0) + 1)
       // rename(2) replaces an empty folder and refuses a full one.
+      this.appendHandles.dropUnder(from)
       await this.renameOnDisk(from, to)
       await this.modes.move(from, to, true)
       for (const [i, [, path]] of moved.entries()) await this.versions.set(path, versions[i])
@@ -592,6 +627,7 @@ export class FileStore {
 
   /** Puts a folder moved by moveFolder back, when the directory server refused the move. */
   async unmoveFolder (from: string, to: string): Promise<void> {
+    this.appendHandles.dropUnder(to)
     await this.renameOnDisk(to, from)
     await this.modes.move(to, from, true)
   }
@@ -668,6 +704,8 @@ export class FileStore {
   /** Renames over the previous file, or links exclusively where there was none (a file that appeared meanwhile is a conflict). */
   private async place (staged: string, path: string, previous: FileMeta | null): Promise<void> {
     const disk = this.diskPath(path)
+    // The file at the path is replaced: a handle kept for appends would keep its old inode's space.
+    this.appendHandles.drop(path)
     try {
       if (previous) {
         await fsp.rename(staged, disk)

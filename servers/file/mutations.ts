@@ -10,6 +10,9 @@ import { writerOf } from './callerClient'
 /** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
 export const MAX_RANGE_WRITE_BYTES = 256 * 1024 * 1024
 
+/** A range write body up to this size (Content-Length) is read before its lease is checked, once, in the write lock. */
+const RANGE_WRITE_READ_BEFORE_LEASE_BYTES = 1024 * 1024
+
 /** A request's whole body, refused (413) past `maxBytes`. */
 async function bodyBytes (req: Request, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = []
@@ -102,7 +105,11 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const path = query.path()
     const size = query.int('size', { min: 0 })
     const fromVersion = query.int('fromVersion', { min: 0 })
-    await leases.require(req, path)
+    // The lease is checked inside the file's write lock (the fence); a body that may be large
+    // is refused before it is read as well. A small one (a database's changed pages) is read
+    // first: one question to the lock server per range write instead of two.
+    const declared = Number(req.get('content-length'))
+    if (!(declared <= RANGE_WRITE_READ_BEFORE_LEASE_BYTES)) await leases.require(req, path)
     const body = await bodyBytes(req, MAX_RANGE_WRITE_BYTES)
     const meta = await store.writeRanges(path, body, size, fromVersion, async () => await leases.require(req, path), changeIdOf(req))
     stats.rangeWrites++
