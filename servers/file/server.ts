@@ -157,7 +157,15 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   app.get(FileRoutes.list, async (req, res) => {
     const path = queryOf(req).path()
+    const mark = callbacks.mark()
     const answer: FileListAnswer = { path, entries: await store.list(path) }
+    // Callbacks on the listed files in bulk, so a client's `ls -l` of the folder, and its
+    // stats and opens of them, need no request until one changes (grantUnchanged).
+    if (wantsCallback(req)) {
+      const prefix = path === '/' ? '/' : path + '/'
+      const files = answer.entries.filter((e) => e.kind === 'file').map((e) => prefix + e.name)
+      answer.callbacks = callbacks.grantUnchanged(clientOf(req), files, subjectOf(req), mark).map((p) => p.slice(prefix.length))
+    }
     res.json(answer)
   })
 

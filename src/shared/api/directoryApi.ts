@@ -1,9 +1,11 @@
+import type { Readable } from 'node:stream'
 import type {
-  ClaimRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
+  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
   HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
   RenameSwitchRequest, ServersAnswer
 } from '../protocol'
-import { DirectoryRoutes } from '../protocol'
+import { DirectoryRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../protocol'
+import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
 
 /** The directory server's API: which file server holds which path. */
@@ -46,6 +48,35 @@ export class DirectoryApi {
 
   async list (path: string): Promise<DirectoryListAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.list, query: { path } })
+  }
+
+  /** The folder's names, asking for a folder callback (the transport must carry a client id, and the client an event channel). */
+  async listWithCallback (path: string): Promise<{ listing: DirectoryListAnswer, callback: boolean }> {
+    const res = await this.transport.send({ method: 'GET', route: DirectoryRoutes.list, query: { path }, headers: { [Headers.callback]: 'want' } })
+    if (res.status >= 400) throw errorFromBody(res.status, res.data)
+    return { listing: res.data as DirectoryListAnswer, callback: res.headers[Headers.callback] === 'granted' }
+  }
+
+  /** The client's event channel: `break` events (CallbackBreak, a folder's path) as server-sent events. */
+  async events (clientId: string): Promise<Readable> {
+    const res = await this.transport.send({ method: 'GET', route: DirectoryRoutes.events, query: { client: clientId }, stream: true })
+    return res.data as Readable
+  }
+
+  async renewCallbacks (clientId: string): Promise<CallbackRenewAnswer> {
+    const body: CallbackRenewRequest = { client: clientId }
+    return await this.transport.json({ method: 'POST', route: DirectoryRoutes.renewCallbacks, body })
+  }
+
+  async acknowledgeBreak (clientId: string, seq: number): Promise<void> {
+    const body: CallbackAckRequest = { client: clientId, seq }
+    await this.transport.json({ method: 'POST', route: DirectoryRoutes.acknowledgeBreak, body })
+  }
+
+  /** A client changed a folder's attributes on its file servers: clients holding it, or its parent, under a folder callback hear of it. */
+  async folderChanged (path: string): Promise<void> {
+    const body: FolderChangedRequest = { path }
+    await this.transport.json({ method: 'POST', route: DirectoryRoutes.folderChanged, body, timeoutMs: this.transport.timeoutMs + MAX_CALLBACK_LEASE_MS })
   }
 
   /** Where a new entry goes; `prefer` keeps it on that server when it can hold it. */

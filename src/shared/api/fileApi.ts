@@ -63,8 +63,9 @@ export class FileApi {
   }
 
   /** A folder's entries; a folder of many thousands takes a while, so the deadline is longer. */
-  async list (path: string): Promise<FileListAnswer> {
-    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path }, timeoutMs: this.transport.timeoutMs * LIST_DEADLINE_FACTOR })
+  async list (path: string, opts: { callbacks?: boolean } = {}): Promise<FileListAnswer> {
+    const headers: Record<string, string> = opts.callbacks === true ? { [Headers.callback]: 'want' } : {}
+    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path }, headers, timeoutMs: this.transport.timeoutMs * LIST_DEADLINE_FACTOR })
   }
 
   /**
