@@ -286,7 +286,9 @@ export class DfsClient {
    */
   private async listNow (folder: string): Promise<ListEntry[]> {
     const started = Date.now()
-    const answer = this.folders === null ? await this.directory.list(folder) : await this.folders.list(folder)
+    // Waited for as a stat waits for the directory (a hard mount: a cut connection is asked again).
+    const answer = await retryReadWhileUp(`listing of ${folder}`, this.readRetry,
+      async () => this.folders === null ? await this.directory.list(folder) : await this.folders.list(folder), this.namespaceWait())
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry> | null>>()
     const listingOf = async (machineId: number): Promise<Map<string, ListEntry> | null> => {
