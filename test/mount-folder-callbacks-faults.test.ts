@@ -1,3 +1,4 @@
+import fsp from 'node:fs/promises'
 import t from 'tap'
 import { changesSeenAcross, clusterWithReader } from './helpers/folderChanges'
 import { outcome, run, sh } from './helpers/mount'
@@ -44,4 +45,15 @@ t.test('the same while B\'s event channel is cut and restored, and while a third
   await c.cont()
   const seen = await run('ls', [c.at('/shared')])
   t.equal(seen.stdout, '', `C, running again, lists the folder as it is now: ${outcome(seen)}`)
+})
+
+t.test('a restarted directory server voids the folder callbacks: a mount lists names made after the restart', async (t) => {
+  const { cluster, a, b } = await clusterWithReader(t)
+  t.same(await changesSeenAcross(a, b, '/shared', 3, 'before'), [], 'B holds the folder and sees changes')
+  await cluster.directory.kill()
+  await cluster.directory.restart()
+  t.same(await changesSeenAcross(a, b, '/shared', 3, 'after'), [], 'after the restart too')
+  await fsp.writeFile(a.at('/shared/made-after-restart'), 'x')
+  const seen = await run('ls', [b.at('/shared')])
+  t.equal(seen.stdout, 'made-after-restart\n', `B lists it: ${outcome(seen)}`)
 })
