@@ -1,10 +1,10 @@
 import type { Express, Request, Response } from 'express'
 import { DirectoryRoutes, Headers } from '../../src/shared/protocol'
-import type { CallbackRenewAnswer } from '../../src/shared/protocol'
 import { parentOf } from '../../src/shared/paths'
 import { jsonBody } from '../common/http'
-import { bodyOf, queryOf } from '../common/input'
+import { bodyOf } from '../common/input'
 import { CallbackTable } from '../file/callbacks'
+import { mountCallbackRoutes } from '../file/callbackRoutes'
 import { subjectOf } from '../file/callerClient'
 
 /**
@@ -27,31 +27,10 @@ export class FolderCallbacks {
     this.table = new CallbackTable(leaseMs)
   }
 
-  /** The event channel, lease renewal and break acknowledgement routes. */
+  /** The event channel, lease renewal and break acknowledgement routes (as the file servers have them), and POST /folders/changed. */
   mount (app: Express): void {
     const { table } = this
-    app.get(DirectoryRoutes.events, (req, res) => {
-      const client = queryOf(req).string('client', 64)
-      table.claim(client, subjectOf(req))
-      res.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' })
-      res.flushHeaders()
-      res.write(`event: hello\ndata: ${JSON.stringify({ leaseMs: table.leaseMs })}\n\n`)
-      table.attach(client, res)
-      const heartbeat = setInterval(() => res.write(': alive\n\n'), Math.max(100, Math.floor(table.leaseMs / 3)))
-      res.on('close', () => {
-        clearInterval(heartbeat)
-        table.detach(client, res)
-      })
-    })
-    app.post(DirectoryRoutes.renewCallbacks, jsonBody, (req, res) => {
-      const answer: CallbackRenewAnswer = table.renew(bodyOf(req).string('client', 64), subjectOf(req))
-      res.json(answer)
-    })
-    app.post(DirectoryRoutes.acknowledgeBreak, jsonBody, (req, res) => {
-      const body = bodyOf(req)
-      table.acknowledge(body.string('client', 64), body.int('seq', { min: 1 }), subjectOf(req))
-      res.json({})
-    })
+    mountCallbackRoutes(app, table, DirectoryRoutes)
     // A client changed a folder's own attributes on its file servers (chmod, utimes), which
     // the directory does not see: held copies of it and of its parent show them.
     app.post(DirectoryRoutes.folderChanged, jsonBody, async (req, res) => {

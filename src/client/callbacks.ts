@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream'
 import type { FileApi } from '../shared/api'
 
 /** A server that keeps callbacks: a file server (files) or the directory server (folders). */
-export type CallbackServerApi = Pick<FileApi, 'transport' | 'events' | 'renewCallbacks' | 'acknowledgeBreak'>
+export type CallbackServerApi = Pick<FileApi, 'transport' | 'callbackCalls'>
 import type { CallbackBreak, FileMeta } from '../shared/protocol'
 import { monotonicMs } from '../shared/clock'
 
@@ -151,7 +151,7 @@ export class CallbackRegistry {
     server.state = 'connecting'
     try {
       await this.renew(server)
-      const channel = await server.api.events(this.clientId)
+      const channel = await server.api.callbackCalls.events(this.clientId)
       if (this.closed || server.state !== 'connecting') {
         channel.destroy()
         return
@@ -195,13 +195,13 @@ export class CallbackRegistry {
     if (event !== 'break') return
     const change = JSON.parse(data) as CallbackBreak
     this.changedHere(change.path)
-    if (change.seq !== undefined) server.api.acknowledgeBreak(this.clientId, change.seq).catch(() => {})
+    if (change.seq !== undefined) server.api.callbackCalls.acknowledge(this.clientId, change.seq).catch(() => {})
   }
 
   /** Extends the lease; a server that did not know this client holds none of its callbacks. */
   private async renew (server: ServerCallbacks): Promise<void> {
     const sentAt = this.now()
-    const answer = await server.api.renewCallbacks(this.clientId)
+    const answer = await server.api.callbackCalls.renew(this.clientId)
     if (!answer.known) this.voidAll(server)
     server.validUntil = sentAt + answer.validForMs - LEASE_MARGIN_MS
   }

@@ -1,16 +1,21 @@
-import type { Readable } from 'node:stream'
 import type {
-  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
+  ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
   HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
   RenameSwitchRequest, ServersAnswer
 } from '../protocol'
 import { DirectoryRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../protocol'
 import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
+import { CallbackCalls } from './callbackCalls'
 
 /** The directory server's API: which file server holds which path. */
 export class DirectoryApi {
-  constructor (readonly transport: Transport) {}
+  /** The client's event channel, lease renewal and break acknowledgements for callbacks here. */
+  readonly callbackCalls: CallbackCalls
+
+  constructor (readonly transport: Transport) {
+    this.callbackCalls = new CallbackCalls(transport, DirectoryRoutes)
+  }
 
   async health (): Promise<HealthAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.health })
@@ -55,22 +60,6 @@ export class DirectoryApi {
     const res = await this.transport.send({ method: 'GET', route: DirectoryRoutes.list, query: { path }, headers: { [Headers.callback]: 'want' } })
     if (res.status >= 400) throw errorFromBody(res.status, res.data)
     return { listing: res.data as DirectoryListAnswer, callback: res.headers[Headers.callback] === 'granted' }
-  }
-
-  /** The client's event channel: `break` events (CallbackBreak, a folder's path) as server-sent events. */
-  async events (clientId: string): Promise<Readable> {
-    const res = await this.transport.send({ method: 'GET', route: DirectoryRoutes.events, query: { client: clientId }, stream: true })
-    return res.data as Readable
-  }
-
-  async renewCallbacks (clientId: string): Promise<CallbackRenewAnswer> {
-    const body: CallbackRenewRequest = { client: clientId }
-    return await this.transport.json({ method: 'POST', route: DirectoryRoutes.renewCallbacks, body })
-  }
-
-  async acknowledgeBreak (clientId: string, seq: number): Promise<void> {
-    const body: CallbackAckRequest = { client: clientId, seq }
-    await this.transport.json({ method: 'POST', route: DirectoryRoutes.acknowledgeBreak, body })
   }
 
   /** A client changed a folder's attributes on its file servers: clients holding it, or its parent, under a folder callback hear of it. */
