@@ -13,8 +13,8 @@ import { raw } from './helpers/wire'
  * or write token. Never a 5xx, never a crash; a request that is refused leaves every byte of
  * every root as it was; and the cluster still serves at the end. Server credentials are left
  * out: a cluster member may legitimately forget servers and drop paths.
- * GET /events is left out too: with a valid credential it is a stream that never ends (its
- * binding to a subject is tested in security-callbacks).
+ * GET /events (file and directory servers) is left out too: with a valid credential it is a
+ * stream that never ends (its binding to a subject is tested in security-callbacks).
  */
 
 /** About a minute on a quiet machine; a busy one stops at the time limit, with what it sent by then. */
@@ -25,7 +25,7 @@ const routesOf = (table: Record<string, unknown>): string[] =>
   Object.values(table).map((route) => (typeof route === 'function' ? (route as (id: string) => string)(':id') : route as string))
 
 const SERVERS = {
-  directory: [...routesOf(DirectoryRoutes), StatusRoutes.page, StatusRoutes.cluster],
+  directory: [...routesOf(DirectoryRoutes).filter((route) => route !== DirectoryRoutes.events), StatusRoutes.page, StatusRoutes.cluster],
   lock: [...routesOf(LockRoutes), ...routesOf(AdvisoryRoutes), StatusRoutes.heldLocks],
   file: [...routesOf(FileRoutes).filter((route) => route !== FileRoutes.events), StatusRoutes.clients]
 } as const

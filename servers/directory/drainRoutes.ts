@@ -6,11 +6,14 @@ import { allow, callerOf } from '../common/auth'
 import type { Logger } from '../common/http'
 import { bodyOf } from '../common/input'
 import type { Namespace } from './namespace'
+import type { FolderCallbacks } from './folderCallbacks'
 import type { ServerRegistry } from './registry'
 
 export interface DrainRouteSources {
   registry: ServerRegistry
   namespace: Namespace
+  /** Broken as the server's folder holds change (another takes a folder over, the server leaves). */
+  folders: FolderCallbacks
   log: Logger
   machineIdParam: (value: string | string[] | undefined) => number
   /** 403 unless the caller is the file server bound to this machine id. */
@@ -22,7 +25,7 @@ export interface DrainRouteSources {
  * marks it draining (placement then skips it) or back in service; other servers take its
  * folders over; once it holds no file it leaves, with its folder holds.
  */
-export function mountDrainRoutes (app: Express, { registry, namespace, log, machineIdParam, requireBoundServer }: DrainRouteSources): void {
+export function mountDrainRoutes (app: Express, { registry, namespace, folders, log, machineIdParam, requireBoundServer }: DrainRouteSources): void {
   /** An operator's call (dfs-serve drain, with the cluster key): not a client's, nor one file server's on another. */
   const requireOperator = (res: Response, machineId: number): void => {
     if (callerOf(res).serverId !== null) throw new ForbiddenError('a file server may not drain another', { machineId })
@@ -52,12 +55,13 @@ export function mountDrainRoutes (app: Express, { registry, namespace, log, mach
     res.json(answer)
   })
 
-  app.post(DrainRoutes.holdFolder(':machineId'), allow('server'), (req, res) => {
+  app.post(DrainRoutes.holdFolder(':machineId'), allow('server'), async (req, res) => {
     const machineId = machineIdParam(req.params.machineId)
     requireBoundServer(res, machineId)
     if (registry.stateOf(machineId) !== 'up') throw new ConflictError(`file server ${machineId} is not in service: it takes no folder over`, { machineId })
     const path = bodyOf(req).path()
     namespace.holdFolder(machineId, path)
+    await folders.changed([path])
     log(`file server ${machineId} holds ${path} too`)
     res.json({})
   })
@@ -70,6 +74,7 @@ export function mountDrainRoutes (app: Express, { registry, namespace, log, mach
     const { url } = registry.info(machineId)
     await registry.leave(machineId)
     const entries = namespace.dropServer(machineId)
+    await folders.changedEverywhere()
     log(`file server ${machineId} at ${url} was drained and left (${entries} folder holds dropped)`)
     const answer: LeaveAnswer = { machineId, left: true, entries }
     res.json(answer)

@@ -6,9 +6,9 @@ import type {
   DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
   RegisterAnswer, RenameSwitchAnswer, ServerInfo, ServersAnswer, ServerState
 } from '../../src/shared/protocol'
-import { DirectoryRoutes } from '../../src/shared/protocol'
+import { DirectoryRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { FileServerPool } from '../../src/shared/api'
-import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../../src/shared/defaults'
+import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_SERVER_DOWN_AFTER_MS } from '../../src/shared/defaults'
 import { Authenticator, callerOf, isFileServer, requireCredentials } from '../common/auth'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -23,6 +23,7 @@ import { fileServersGauge } from '../common/metrics'
 import { noteProblem } from '../common/problems'
 import { mountStatusRoutes } from './statusRoutes'
 import { mountDrainRoutes } from './drainRoutes'
+import { FolderCallbacks } from './folderCallbacks'
 
 export interface DirectoryServerOptions {
   log?: Logger
@@ -39,6 +40,8 @@ export interface DirectoryServerOptions {
   auth?: ServerAuth
   /** The lock server, asked for the locks held by the status page and `dfs status`; absent: not shown. */
   lockUrl?: string
+  /** How long a client's folder callbacks count without a renewal (and the longest a change waits for a silent client). */
+  callbackLeaseMs?: number
 }
 
 /**
@@ -57,7 +60,8 @@ const ROUTE_ROLES: RouteRole[] = [
   ['post', DirectoryRoutes.entries(':machineId'), 'server'],
   ['delete', DirectoryRoutes.entries(':machineId'), 'server'],
   ['post', DirectoryRoutes.rename, 'server'],
-  ['get', DirectoryRoutes.list, 'read']
+  ['get', DirectoryRoutes.list, 'read'],
+  ['post', DirectoryRoutes.folderChanged, 'write']
 ]
 
 /** Each is a value of dfs_file_servers' `state` label, shown even at 0. */
@@ -95,9 +99,11 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   }
 
   const app = newApp('directory')
+  const folders = new FolderCallbacks(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS))
   const auth = opts.auth === undefined ? null : new Authenticator({ ...opts.auth, identitySecret: (serverId) => registry.secretOf(serverId) })
   requireCredentials(app, auth, ROUTE_ROLES)
   app.use(jsonBody)
+  folders.mount(app)
   const removeGauge = fileServersGauge.add(() => {
     const states = registry.all().map((s) => s.state)
     return FILE_SERVER_STATES.map((state) => ({ labels: { state }, value: states.filter((s) => s === state).length }))
@@ -112,6 +118,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
         reported.delete(server.machineId)
       } else if (!reported.has(server.machineId)) {
         reported.add(server.machineId)
+        // Listings held under folder callbacks name the server as up: they are asked again.
+        void folders.changedEverywhere()
         const message = `file server ${server.machineId} at ${server.url} is down: no heartbeat for ${server.sinceHeartbeatMs} ms`
         log(message)
         noteProblem(message)
@@ -119,7 +127,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     }
   }
   mountStatusRoutes(app, { registry, namespace, lockUrl: opts.lockUrl ?? null, caller, noteDownServers })
-  mountDrainRoutes(app, { registry, namespace, log, machineIdParam, requireBoundServer })
+  mountDrainRoutes(app, { registry, namespace, folders, log, machineIdParam, requireBoundServer })
 
   // Changes when this server restarts: file servers then join again and report their files.
   const bootId = crypto.randomUUID()
@@ -148,6 +156,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const { server, was } = await registry.register(serverId, url, wanted, secret)
     if (was === 'new') log(`file server ${server.machineId} registered at ${url}`)
     else if (was === 'moved') log(`file server ${server.machineId} moved to ${url}`)
+    // Listings held under folder callbacks name servers by address and state.
+    if (was !== 'new') await folders.changedEverywhere()
     else log(`file server ${server.machineId} joined again at ${url}`)
     const answer: RegisterAnswer = { machineId: server.machineId }
     res.json(answer)
@@ -162,7 +172,10 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const machineId = machineIdParam(req.params.machineId)
     requireBoundServer(res, machineId)
     const { server, cameBack } = registry.heartbeat(machineId, bodyOf(req).identifier('serverId'))
-    if (cameBack) log(`file server ${machineId} at ${server.url} is up again`)
+    if (cameBack) {
+      log(`file server ${machineId} at ${server.url} is up again`)
+      void folders.changedEverywhere()
+    }
     const answer: HeartbeatAnswer = { machineId, state: 'up', bootId }
     res.json(answer)
   })
@@ -175,16 +188,18 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const { url } = serverInfo(machineId)
     await registry.forget(machineId)
     const entries = namespace.dropServer(machineId)
+    await folders.changedEverywhere()
     log(`file server ${machineId} at ${url} forgotten, with ${entries} entries`)
     const answer: ForgetServerAnswer = { machineId, forgotten: true, entries }
     res.json(answer)
   })
 
-  app.put(DirectoryRoutes.reportFiles(':machineId'), (req, res) => {
+  app.put(DirectoryRoutes.reportFiles(':machineId'), async (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
     requireBoundServer(res, server.machineId)
     const files = parseFileReport(bodyOf(req).raw('files'))
     namespace.replaceClaims(server.machineId, files)
+    await folders.changedEverywhere()
     log(`file server ${server.machineId} reported ${files.length} entries`)
     const answer: FileReportAnswer = { machineId: server.machineId, files: files.length }
     res.json(answer)
@@ -218,7 +233,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     res.json(answer)
   })
 
-  app.post(DirectoryRoutes.entries(':machineId'), (req, res) => {
+  app.post(DirectoryRoutes.entries(':machineId'), async (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
     requireBoundServer(res, server.machineId)
     const body = bodyOf(req)
@@ -230,22 +245,24 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
       throw new ServerUnavailableError(`file server ${server.machineId} is draining: new entries go to the other servers`, { path, state: 'draining' })
     }
     namespace.claimNew(server.machineId, path, kind)
+    await folders.changed([path])
     log(`file server ${server.machineId} created ${path}`)
     const answer: LookupAnswer = kind === 'file' ? { path, kind, server } : { path, kind, holders: namespace.holdersOf(path).map(serverInfo) }
     res.json(answer)
   })
 
-  app.delete(DirectoryRoutes.entries(':machineId'), (req, res) => {
+  app.delete(DirectoryRoutes.entries(':machineId'), async (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
     requireBoundServer(res, server.machineId)
     const path = queryOf(req).path()
     namespace.drop(server.machineId, path)
+    await folders.changed([path], true)
     log(`file server ${server.machineId} dropped ${path}`)
     const answer: DropEntryAnswer = { path, machineId: server.machineId, dropped: true }
     res.json(answer)
   })
 
-  app.post(DirectoryRoutes.rename, (req, res) => {
+  app.post(DirectoryRoutes.rename, async (req, res) => {
     const body = bodyOf(req)
     const kind = body.kind()
     const from = body.path('from')
@@ -262,6 +279,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
       if (fromServer.machineId !== toServer.machineId) throw new BadRequestError('a folder is renamed on its own server only', { path: from })
       files = namespace.switchFolder(from, to, fromServer.machineId).length
     }
+    await folders.changed([from, to], kind === 'dir')
     log(`renamed ${from} on file server ${fromServer.machineId} to ${to} on file server ${toServer.machineId}`)
     const answer: RenameSwitchAnswer = { from, to, machineId: toServer.machineId, files }
     res.json(answer)
@@ -269,6 +287,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
 
   app.get(DirectoryRoutes.list, (req, res) => {
     const path = queryOf(req).path()
+    // Promised before the folder is read: a change in between breaks it.
+    folders.grant(req, res, path)
     // A server that left (drained) or was forgotten is out of the registry a moment before its
     // holds are out of the namespace (the registry's state is saved in between): a listing
     // then leaves it out rather than failing for the whole folder.
@@ -290,6 +310,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     stop: () => {
       clearInterval(watch)
       removeGauge()
+      folders.closeAll()
       if (namespace instanceof JournaledNamespace) namespace.close()
     }
   }

@@ -1,10 +1,13 @@
 import type { Response } from 'express'
+import { LRUCache } from 'lru-cache'
 import type { CallbackBreak, FileServerStats } from '../../src/shared/protocol'
 import { monotonicMs } from '../../src/shared/clock'
 import { ForbiddenError } from '../../src/shared/errors'
 
 /** Entries the table holds at most: past that, no new callbacks are promised (clients revalidate). */
 const MAX_CALLBACKS = 200_000
+/** Changes remembered for the grants of listings in flight (see changedSince); past that, such grants are refused. */
+const REMEMBERED_CHANGES = 100_000
 
 /** A client known to this server: its event channel and how long its callbacks count. */
 interface ClientLease {
@@ -42,6 +45,17 @@ export class CallbackTable {
   private readonly holders = new Map<string, Set<string>>()
   private size = 0
   private nextSeq = 1
+  /**
+   * The latest changes (path, or `tree:` and a folder for a whole tree) with the count of
+   * changes at each, so a grant made after its answer's metadata was read (a listing's, in
+   * bulk) can tell whether a change slipped in between: see mark and changedSince.
+   */
+  private changes = 0
+  private forgottenUpTo = 0
+  private readonly recentChanges = new LRUCache<string, number>({
+    max: REMEMBERED_CHANGES,
+    dispose: (seq, _key, reason) => { if (reason === 'evict') this.forgottenUpTo = Math.max(this.forgottenUpTo, seq) }
+  })
 
   constructor (readonly leaseMs: number, private readonly stats?: Pick<FileServerStats, 'callbacksGranted' | 'callbacksBroken'>, private readonly now: () => number = monotonicMs) {}
 
@@ -116,6 +130,7 @@ export class CallbackTable {
    * acknowledged or its lease has run out. `change` is what the holders are told.
    */
   async breakAll (path: string, change: CallbackBreak, writer: string | undefined): Promise<void> {
+    this.recentChanges.set(path, ++this.changes)
     const holders = this.holders.get(path)
     if (!holders) return
     const waits: Array<Promise<void>> = []
@@ -133,9 +148,35 @@ export class CallbackTable {
 
   /** Breaks the callbacks on every file under a folder (it was renamed: the files left their paths). */
   async breakUnder (folder: string, writer: string | undefined): Promise<void> {
+    this.recentChanges.set(`tree:${folder}`, ++this.changes)
     const prefix = folder === '/' ? '/' : folder + '/'
     const paths = [...this.holders.keys()].filter((path) => path.startsWith(prefix))
     await Promise.all(paths.map(async (path) => await this.breakAll(path, { path, version: null }, writer)))
+  }
+
+  /** Taken before reading the metadata of entries to be granted in bulk (see grantUnchanged). */
+  mark (): number {
+    return this.changes
+  }
+
+  /**
+   * Promises callbacks on paths whose metadata was read after `mark` was taken (a folder's
+   * listing): a path that changed since (its break may have gone out before this grant) is
+   * left out, as is every path once the changes since the mark are no longer all known.
+   * Answers the paths granted.
+   */
+  grantUnchanged (clientId: string, paths: string[], subject: string | undefined, mark: number): string[] {
+    if (this.forgottenUpTo > mark) return []
+    return paths.filter((path) => !this.changedSince(path, mark) && this.grant(clientId, path, subject))
+  }
+
+  private changedSince (path: string, mark: number): boolean {
+    if ((this.recentChanges.get(path) ?? 0) > mark) return true
+    for (let folder = path; folder !== '/';) {
+      folder = folder.slice(0, Math.max(1, folder.lastIndexOf('/')))
+      if ((this.recentChanges.get(`tree:${folder}`) ?? 0) > mark) return true
+    }
+    return false
   }
 
   /** A client acknowledged the break with this sequence number. */

@@ -2,7 +2,7 @@ import os from 'node:os'
 import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
-import type { CallbackRenewAnswer, FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
+import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES } from '../../src/shared/protocol'
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
@@ -13,8 +13,9 @@ import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
 import type { Logger, RunningServer, ServerTls } from '../common/http'
-import { bodyOf, changeIdOf, queryOf } from '../common/input'
+import { changeIdOf, queryOf } from '../common/input'
 import { CallbackTable } from './callbacks'
+import { mountCallbackRoutes } from './callbackRoutes'
 import { joined } from './context'
 import type { MutationContext } from './context'
 import { FileStore, STATE_DIR_NAME } from './fileStore'
@@ -129,35 +130,19 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     res.json(answer)
   })
 
-  // A client's event channel: callback breaks go down it; comments keep it and its idle timer alive.
-  app.get(FileRoutes.events, (req, res) => {
-    const client = queryOf(req).string('client', 64)
-    callbacks.claim(client, subjectOf(req))
-    res.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' })
-    res.flushHeaders()
-    res.write(`event: hello\ndata: ${JSON.stringify({ leaseMs: callbacks.leaseMs })}\n\n`)
-    callbacks.attach(client, res)
-    const heartbeat = setInterval(() => res.write(': alive\n\n'), Math.max(100, Math.floor(callbacks.leaseMs / 3)))
-    res.on('close', () => {
-      clearInterval(heartbeat)
-      callbacks.detach(client, res)
-    })
-  })
-
-  app.post(FileRoutes.renewCallbacks, jsonBody, (req, res) => {
-    const answer: CallbackRenewAnswer = callbacks.renew(bodyOf(req).string('client', 64), subjectOf(req))
-    res.json(answer)
-  })
-
-  app.post(FileRoutes.acknowledgeBreak, jsonBody, (req, res) => {
-    const body = bodyOf(req)
-    callbacks.acknowledge(body.string('client', 64), body.int('seq', { min: 1 }), subjectOf(req))
-    res.json({})
-  })
+  mountCallbackRoutes(app, callbacks, FileRoutes)
 
   app.get(FileRoutes.list, async (req, res) => {
     const path = queryOf(req).path()
+    const mark = callbacks.mark()
     const answer: FileListAnswer = { path, entries: await store.list(path) }
+    // Callbacks on the listed files in bulk, so a client's `ls -l` of the folder, and its
+    // stats and opens of them, need no request until one changes (grantUnchanged).
+    if (wantsCallback(req)) {
+      const prefix = path === '/' ? '/' : path + '/'
+      const files = answer.entries.filter((e) => e.kind === 'file').map((e) => prefix + e.name)
+      answer.callbacks = callbacks.grantUnchanged(clientOf(req), files, subjectOf(req), mark).map((p) => p.slice(prefix.length))
+    }
     res.json(answer)
   })
 

@@ -2,6 +2,9 @@ import crypto from 'node:crypto'
 import readline from 'node:readline'
 import type { Readable } from 'node:stream'
 import type { FileApi } from '../shared/api'
+
+/** A server that keeps callbacks: a file server (files) or the directory server (folders). */
+export type CallbackServerApi = Pick<FileApi, 'transport' | 'callbackCalls'>
 import type { CallbackBreak, FileMeta } from '../shared/protocol'
 import { monotonicMs } from '../shared/clock'
 
@@ -23,7 +26,7 @@ class ServerCallbacks {
   channel: Readable | null = null
   renewal: NodeJS.Timeout | null = null
 
-  constructor (readonly api: FileApi) {}
+  constructor (readonly api: CallbackServerApi) {}
 }
 
 interface Promised {
@@ -41,7 +44,7 @@ interface Promised {
  */
 export class CallbackRegistry {
   /** Sent with every call (X-Dfs-Client): how servers know whose callback is whose. */
-  readonly clientId = crypto.randomBytes(12).toString('base64url')
+  readonly clientId: string
   private readonly servers = new Map<string, ServerCallbacks>()
   private readonly promised = new Map<string, Promised>()
   /**
@@ -53,13 +56,16 @@ export class CallbackRegistry {
   private readonly treeChangedAt = new Map<string, number>()
   private closed = false
 
-  constructor (private readonly log: (line: string) => void = () => {}, private readonly now: () => number = monotonicMs) {}
+  /** `clientId`: another registry's, for one client with callbacks of two kinds (files and folders). */
+  constructor (private readonly log: (line: string) => void = () => {}, private readonly now: () => number = monotonicMs, clientId?: string) {
+    this.clientId = clientId ?? crypto.randomBytes(12).toString('base64url')
+  }
 
   /**
    * Whether a callback may be asked of this server now (its channel is open and its lease
    * runs). The first question about a server opens the channel, in the background.
    */
-  ready (api: FileApi): boolean {
+  ready (api: CallbackServerApi): boolean {
     const server = this.serverOf(api)
     if (server.state === 'closed' && !this.closed && this.now() - server.failedAt >= RECONNECT_AFTER_MS) void this.connect(server)
     return this.usable(server)
@@ -75,7 +81,7 @@ export class CallbackRegistry {
   }
 
   /** A server promised a callback in an answer to a request sent at `askedAt` (monotonic). */
-  granted (api: FileApi, path: string, meta: FileMeta, askedAt: number): void {
+  granted (api: CallbackServerApi, path: string, meta: FileMeta, askedAt: number): void {
     const server = this.serverOf(api)
     // A change known after the request left (a break, or one of this client's own, which
     // the server does not break for it) may be one this answer did not see.
@@ -124,7 +130,7 @@ export class CallbackRegistry {
     for (const server of this.servers.values()) this.disconnect(server)
   }
 
-  private serverOf (api: FileApi): ServerCallbacks {
+  private serverOf (api: CallbackServerApi): ServerCallbacks {
     const url = api.transport.baseUrl
     let server = this.servers.get(url)
     // Another name at the same address: the server came back under another machine id.
@@ -145,7 +151,7 @@ export class CallbackRegistry {
     server.state = 'connecting'
     try {
       await this.renew(server)
-      const channel = await server.api.events(this.clientId)
+      const channel = await server.api.callbackCalls.events(this.clientId)
       if (this.closed || server.state !== 'connecting') {
         channel.destroy()
         return
@@ -189,13 +195,13 @@ export class CallbackRegistry {
     if (event !== 'break') return
     const change = JSON.parse(data) as CallbackBreak
     this.changedHere(change.path)
-    if (change.seq !== undefined) server.api.acknowledgeBreak(this.clientId, change.seq).catch(() => {})
+    if (change.seq !== undefined) server.api.callbackCalls.acknowledge(this.clientId, change.seq).catch(() => {})
   }
 
   /** Extends the lease; a server that did not know this client holds none of its callbacks. */
   private async renew (server: ServerCallbacks): Promise<void> {
     const sentAt = this.now()
-    const answer = await server.api.renewCallbacks(this.clientId)
+    const answer = await server.api.callbackCalls.renew(this.clientId)
     if (!answer.known) this.voidAll(server)
     server.validUntil = sentAt + answer.validForMs - LEASE_MARGIN_MS
   }

@@ -11,7 +11,7 @@ import {
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
-import type { FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
+import type { FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
@@ -27,6 +27,7 @@ import type { CachedFile, Download } from './localCache'
 import { AdvisoryLocks } from './advisoryLocks'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
+import { FolderCopies } from './folderCopies'
 import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
@@ -153,6 +154,9 @@ export class DfsClient {
   /** Servers that do not answer even /health: listings and folder times do not wait for them. */
   private readonly silence: SilenceWatch
   private readonly callbacks: CallbackRegistry | null
+  /** Folder callbacks of the directory server, under the same client id, and the folders' names they keep current. */
+  private readonly folderCallbacks: CallbackRegistry | null
+  private readonly folders: FolderCopies | null
 
   /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
   private namespaceWait (): { server: string, forMs: number } {
@@ -169,10 +173,12 @@ export class DfsClient {
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
+    this.folderCallbacks = this.callbacks === null ? null : new CallbackRegistry(opts.log, monotonicMs, this.callbacks.clientId)
+    this.folders = this.folderCallbacks === null ? null : new FolderCopies(this.directory, this.folderCallbacks)
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
     this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller))
     this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000),
-      this.readRetry.forMs === 0 ? this.silence : null)
+      this.readRetry.forMs === 0 ? this.silence : null, this.folders)
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
     const lockApi = new LockApi(lockServer)
@@ -192,9 +198,10 @@ export class DfsClient {
   /** Size, version and mtime of a file or folder, at most metaTtlMs old, or as a callback vouches for it now. */
   async stat (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    const promised = this.callbacks?.current(canonical)
+    const promised = this.callbacks?.current(canonical) ?? this.folders?.attributes(canonical)
     if (promised) return promised
-    const remembered = this.memo.get(canonical)
+    // A folder held without its attributes yet: read them now, under its callback, to keep them.
+    const remembered = this.folders?.copyOf(canonical) === undefined ? this.memo.get(canonical) : undefined
     if (remembered) return remembered
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
@@ -233,11 +240,14 @@ export class DfsClient {
       // Its holders give it a time (the latest) and mode, so touch and chmod on a folder
       // show; a holder that is down must not hide the folder (nor be waited for), and no
       // answer at all is 0 (now).
+      const held = this.folders?.copyOf(canonical)
       const up = (found.holders ?? []).filter((holder) => holder.state !== 'down')
       const seen = await Promise.allSettled(up.map(async (holder) => await this.silence.unlessSilent(holder, this.locator.reader(holder).stat(canonical))))
       const answers = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== SILENT ? [s.value] : []))
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
-      return this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
+      const meta = this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
+      if (answers.length === up.length) this.folders?.keepAttributes(canonical, held, meta)
+      return meta
     }
     const meta = await this.locator.onFileServer(canonical, found, async (server) => {
       if (!this.callbacks?.ready(server)) return await server.stat(canonical)
@@ -276,7 +286,9 @@ export class DfsClient {
    */
   private async listNow (folder: string): Promise<ListEntry[]> {
     const started = Date.now()
-    const answer = await this.directory.list(folder)
+    // Waited for as a stat waits for the directory (a hard mount: a cut connection is asked again).
+    const answer = await retryReadWhileUp(`listing of ${folder}`, this.readRetry,
+      async () => this.folders === null ? await this.directory.list(folder) : await this.folders.list(folder), this.namespaceWait())
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry> | null>>()
     const listingOf = async (machineId: number): Promise<Map<string, ListEntry> | null> => {
@@ -286,7 +298,7 @@ export class DfsClient {
         // One that is stopped or cut off is not waited for: listed from the directory's names.
         listing = server.state === 'down'
           ? Promise.resolve(null)
-          : this.silence.unlessSilent(server, this.locator.reader(server).list(folder)).then((l) => l === SILENT ? null : new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
+          : this.silence.unlessSilent(server, this.listWithCallbacks(server, folder)).then((l) => l === SILENT ? null : new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
             if (err instanceof ServerUnavailableError) return null
             throw err
           })
@@ -296,6 +308,9 @@ export class DfsClient {
     }
     const entries = await Promise.all(answer.entries.map(async (entry): Promise<ListEntry | null> => {
       const childPath = joinPath(folder, entry.name)
+      // A file under a callback, and a folder seen a moment ago, need no listing of their servers.
+      const known = entry.kind === 'file' ? this.callbacks?.current(childPath) : this.memo.get(childPath)
+      if (known?.kind === entry.kind) return { ...known, name: entry.name, path: childPath }
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
         // that is down must not hide the folder.
@@ -322,6 +337,19 @@ export class DfsClient {
     for (const entry of present) if (entry.unavailable !== true) this.memo.remember(entry, ttlMs)
     this.memo.listed(folder)
     return present
+  }
+
+  /** A file server's part of a folder, with callbacks on its files in bulk when the server's channel is open. */
+  private async listWithCallbacks (server: ServerInfo, folder: string): Promise<FileListAnswer> {
+    const reader = this.locator.reader(server)
+    if (!this.callbacks?.ready(reader)) return await reader.list(folder)
+    const askedAt = monotonicMs()
+    const answer = await reader.list(folder, { callbacks: true })
+    const granted = new Set(answer.callbacks ?? [])
+    for (const entry of answer.entries) {
+      if (granted.has(entry.name)) this.callbacks.granted(reader, joinPath(folder, entry.name), { ...entry, path: joinPath(folder, entry.name) }, askedAt)
+    }
+    return answer
   }
 
   /**
@@ -789,6 +817,7 @@ export class DfsClient {
     const found = await this.lookup(path)
     if (found.kind === 'dir') {
       const metas = await this.locator.onEveryHolder(found, async (server) => await change(server, path))
+      await this.directory.folderChanged(path)
       this.forget(path)
       return metas[0] ?? await this.statFresh(path)
     }
@@ -839,6 +868,7 @@ export class DfsClient {
   /** Ends the callback channels; the client still works, revalidating every open. */
   close (): void {
     this.callbacks?.close()
+    this.folderCallbacks?.close()
     this.advisoryLocks.close().catch(() => {}) // unreachable: its locks go when the session's lease runs out
   }
 }

@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache'
 import type { DirectoryApi, FileApi, FileServerPool } from '../shared/api'
 import { IsDirectoryError, NotFoundError, ServerUnavailableError } from '../shared/errors'
-import { normalizePath } from '../shared/paths'
+import { normalizePath, parentOf } from '../shared/paths'
 import type { LookupAnswer, ServerInfo } from '../shared/protocol'
+import type { FolderCopies } from './folderCopies'
 import type { MetadataMemo } from './metadataMemo'
 import type { SilenceWatch } from './silenceWatch'
 
@@ -48,12 +49,19 @@ export class Locator {
      * and while that does not answer either, further reads of that server fail at once
      * instead of each waiting out its own timeout. A server that is only busy answers it.
      */
-    private readonly silence: SilenceWatch | null = null
+    private readonly silence: SilenceWatch | null = null,
+    /** Folders' names held under folder callbacks: a lookup of a name in one needs no request. */
+    private readonly folders: FolderCopies | null = null
   ) {}
 
   /** Which server holds a path. */
   async lookup (path: string): Promise<LookupAnswer> {
     const canonical = normalizePath(path)
+    const held = this.folders?.lookup(canonical)
+    if (held) {
+      this.rememberedLookups.add(held)
+      return held
+    }
     const remembered = this.lookups.get(canonical)
     if (remembered) {
       this.rememberedLookups.add(remembered)
@@ -101,12 +109,17 @@ export class Locator {
 
   /** Forget what is remembered of a path, so the next call asks the servers. */
   forget (path: string): void {
-    this.lookups.delete(normalizePath(path))
+    const canonical = normalizePath(path)
+    this.lookups.delete(canonical)
     this.memo.forget(path)
+    // A server contradicted what the folder's copy says, or this client changed the folder:
+    // its names are asked for again (the directory breaks the callback for a change anyway).
+    this.folders?.drop(parentOf(canonical))
   }
 
   forgetTree (folder: string): void {
     this.forget(folder)
+    this.folders?.drop(normalizePath(folder), true)
     this.memo.forgetTree(folder)
     const prefix = folder === '/' ? '/' : folder + '/'
     for (const path of [...this.lookups.keys()]) if (path.startsWith(prefix)) this.lookups.delete(path)

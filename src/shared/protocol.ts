@@ -52,7 +52,11 @@ export const DirectoryRoutes = {
   heartbeat: (machineId: number | string) => `/servers/${machineId}/heartbeat`, // POST HeartbeatRequest -> HeartbeatAnswer
   reportFiles: (machineId: number | string) => `/servers/${machineId}/files`, // PUT FileReport -> FileReportAnswer
   lookup: '/lookup', // GET ?path= -> LookupAnswer
-  list: '/list', // GET ?path= -> DirectoryListAnswer
+  list: '/list', // GET ?path= -> DirectoryListAnswer; with X-Dfs-Callback: want, a folder callback (X-Dfs-Callback: granted)
+  events: '/events', // GET ?client= -> text/event-stream of CallbackBreak events for folders (folder callbacks)
+  renewCallbacks: '/callbacks/renew', // POST CallbackRenewRequest -> CallbackRenewAnswer
+  acknowledgeBreak: '/callbacks/ack', // POST CallbackAckRequest -> {}
+  folderChanged: '/folders/changed', // POST FolderChangedRequest -> {}: a folder's attributes changed (chmod, utimes): breaks its and its parent's folder callbacks
   placement: '/placement', // GET ?path=&prefer= -> PlacementAnswer
   entries: (machineId: number | string) => `/servers/${machineId}/entries`, // POST ClaimRequest -> LookupAnswer; DELETE ?path= -> DropEntryAnswer
   rename: '/rename', // POST RenameSwitchRequest -> RenameSwitchAnswer
@@ -199,6 +203,10 @@ export interface DirectoryEntry {
   kind: EntryKind
   /** File servers holding this entry (one for a file; every server with content below for a folder). */
   machineIds: number[]
+}
+
+export interface FolderChangedRequest {
+  path: string
 }
 
 export interface DirectoryListAnswer {
@@ -402,6 +410,8 @@ export interface CallbackAckRequest {
 export interface FileListAnswer {
   path: string
   entries: Array<FileMeta & { name: string }>
+  /** Asked with X-Dfs-Callback: want, the names of the files promised a callback in bulk. */
+  callbacks?: string[]
 }
 
 export interface FileServerStats {

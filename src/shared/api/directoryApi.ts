@@ -1,14 +1,21 @@
 import type {
-  ClaimRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
+  ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
   HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
   RenameSwitchRequest, ServersAnswer
 } from '../protocol'
-import { DirectoryRoutes } from '../protocol'
+import { DirectoryRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../protocol'
+import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
+import { CallbackCalls } from './callbackCalls'
 
 /** The directory server's API: which file server holds which path. */
 export class DirectoryApi {
-  constructor (readonly transport: Transport) {}
+  /** The client's event channel, lease renewal and break acknowledgements for callbacks here. */
+  readonly callbackCalls: CallbackCalls
+
+  constructor (readonly transport: Transport) {
+    this.callbackCalls = new CallbackCalls(transport, DirectoryRoutes)
+  }
 
   async health (): Promise<HealthAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.health })
@@ -46,6 +53,19 @@ export class DirectoryApi {
 
   async list (path: string): Promise<DirectoryListAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.list, query: { path } })
+  }
+
+  /** The folder's names, asking for a folder callback (the transport must carry a client id, and the client an event channel). */
+  async listWithCallback (path: string): Promise<{ listing: DirectoryListAnswer, callback: boolean }> {
+    const res = await this.transport.send({ method: 'GET', route: DirectoryRoutes.list, query: { path }, headers: { [Headers.callback]: 'want' } })
+    if (res.status >= 400) throw errorFromBody(res.status, res.data)
+    return { listing: res.data as DirectoryListAnswer, callback: res.headers[Headers.callback] === 'granted' }
+  }
+
+  /** A client changed a folder's attributes on its file servers: clients holding it, or its parent, under a folder callback hear of it. */
+  async folderChanged (path: string): Promise<void> {
+    const body: FolderChangedRequest = { path }
+    await this.transport.json({ method: 'POST', route: DirectoryRoutes.folderChanged, body, timeoutMs: this.transport.timeoutMs + MAX_CALLBACK_LEASE_MS })
   }
 
   /** Where a new entry goes; `prefer` keeps it on that server when it can hold it. */

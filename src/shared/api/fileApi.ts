@@ -1,11 +1,12 @@
 import type { Readable } from 'node:stream'
 import type {
-  CallbackAckRequest, CallbackRenewAnswer, CallbackRenewRequest, FileListAnswer, FileMeta, FileServerStats, MetaKind,
+  FileListAnswer, FileMeta, FileServerStats, MetaKind,
   HealthAnswer, IncomingRequest, RemovedAnswer, RenameAnswer, RenameRequest, StatAnswer, StatfsAnswer
 } from '../protocol'
 import { FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, metaFromContentHeaders } from '../protocol'
 import { errorFromBody } from '../errors'
 import type { Transport } from '../transport'
+import { CallbackCalls } from './callbackCalls'
 import type { LeaseCredential } from '../leaseCredential'
 
 /** A listing may take this many times a request's usual deadline (one stat per entry on the server). */
@@ -31,7 +32,12 @@ export interface ContentOptions {
 
 /** One file server's API: the files and folders under its root. */
 export class FileApi {
-  constructor (readonly transport: Transport) {}
+  /** The client's event channel, lease renewal and break acknowledgements for callbacks here. */
+  readonly callbackCalls: CallbackCalls
+
+  constructor (readonly transport: Transport) {
+    this.callbackCalls = new CallbackCalls(transport, FileRoutes)
+  }
 
   /**
    * A change is answered only once every other client holding a callback on the file has
@@ -63,8 +69,9 @@ export class FileApi {
   }
 
   /** A folder's entries; a folder of many thousands takes a while, so the deadline is longer. */
-  async list (path: string): Promise<FileListAnswer> {
-    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path }, timeoutMs: this.transport.timeoutMs * LIST_DEADLINE_FACTOR })
+  async list (path: string, opts: { callbacks?: boolean } = {}): Promise<FileListAnswer> {
+    const headers: Record<string, string> = opts.callbacks === true ? { [Headers.callback]: 'want' } : {}
+    return await this.transport.json({ method: 'GET', route: FileRoutes.list, query: { path }, headers, timeoutMs: this.transport.timeoutMs * LIST_DEADLINE_FACTOR })
   }
 
   /**
@@ -96,22 +103,6 @@ export class FileApi {
     if (res.status >= 400) throw errorFromBody(res.status, res.data)
     const { content, ...meta } = res.data as StatAnswer
     return { meta, callback: res.headers[Headers.callback] === 'granted', ...(content === undefined ? {} : { content: Buffer.from(content, 'base64') }) }
-  }
-
-  /** The client's event channel: `break` events (CallbackBreak) as server-sent events. */
-  async events (clientId: string): Promise<Readable> {
-    const res = await this.transport.send({ method: 'GET', route: FileRoutes.events, query: { client: clientId }, stream: true })
-    return res.data as Readable
-  }
-
-  async renewCallbacks (clientId: string): Promise<CallbackRenewAnswer> {
-    const body: CallbackRenewRequest = { client: clientId }
-    return await this.transport.json({ method: 'POST', route: FileRoutes.renewCallbacks, body })
-  }
-
-  async acknowledgeBreak (clientId: string, seq: number): Promise<void> {
-    const body: CallbackAckRequest = { client: clientId, seq }
-    await this.transport.json({ method: 'POST', route: FileRoutes.acknowledgeBreak, body })
   }
 
   /**
