@@ -1,0 +1,40 @@
+import type { Express } from 'express'
+import { ConflictError } from '../../src/shared/errors'
+import { FileRoutes } from '../../src/shared/protocol'
+import { changeIdOf, queryOf } from '../common/input'
+import type { MutationContext } from './context'
+
+/**
+ * PUT /create: a new file with its bytes (and mode and mtime) in one request, as a mount
+ * sends it at the close of a file it created: on this disk exclusively and synced, then
+ * claimed with the directory, all before the answer. Its lock key is implicit (the lock
+ * server makes it at the first acquire). A path that exists anywhere is a 409 (EEXIST);
+ * a claim the directory refuses takes the file away again, so the path is left as it was.
+ */
+export function mountCreateWithContentRoute (app: Express, ctx: MutationContext): void {
+  app.put(FileRoutes.create, async (req, res) => {
+    const query = queryOf(req)
+    const path = query.path()
+    const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
+    const mtimeMs = query.optionalInt('mtimeMs', { min: 0 })
+    const { machineId } = ctx.self()
+    const { meta, repeated } = await ctx.store.createWithContent(path, req, { mode, mtimeMs, changeId: changeIdOf(req) })
+    try {
+      await ctx.directory().claim(machineId, path, 'file')
+    } catch (err) {
+      // A retry of a create whose claim went through before its answer was lost: done already.
+      if (!(repeated && err instanceof ConflictError && await claimedHere(ctx, path, machineId))) {
+        await ctx.store.remove(path).catch((undo: unknown) => ctx.log(`could not remove ${path} again: ${undo instanceof Error ? undo.message : String(undo)}`))
+        throw err
+      }
+    }
+    ctx.log(`created file ${path} with ${meta.size} bytes`)
+    res.json(meta)
+  })
+}
+
+/** Whether the directory maps the path to this server. */
+async function claimedHere (ctx: MutationContext, path: string, machineId: number): Promise<boolean> {
+  const found = await ctx.directory().lookup(path).catch(() => null)
+  return found?.server?.machineId === machineId
+}
