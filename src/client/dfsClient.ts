@@ -751,7 +751,7 @@ export class DfsClient {
       }
     })
     this.forget(canonical)
-    await this.keepCopy(canonical, async () => await this.cache.store(canonical, meta, Readable.from([data])))
+    this.cache.storeCreated(canonical, meta, data)
     return this.memo.remember(meta)
   }
 

@@ -242,6 +242,8 @@ export class OpenFileTable {
       } else {
         this.lastSeen.delete(canonical)
       }
+      // Their readers hold the empty file of the create: the stored bytes are in the cache now.
+      for (const other of this.handlesOf(canonical)) if (other.reader) other.readerBehind = true
     } catch (err) {
       appends.buffer.putBack(data)
       throw err
