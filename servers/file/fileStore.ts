@@ -343,10 +343,17 @@ export class FileStore {
    * path exclusively: a path that exists is a ConflictError, and the path never shows part
    * of the bytes. The name in its folder, the mode record and the version line are then
    * synced side by side: two rounds of fsyncs, the bytes before the name that shows them.
+   * `alongside` (the claim with the directory) runs beside that second round, once the
+   * name is in place: a crash before the round ends leaves the file with all its bytes or
+   * no file, and the server's report at its restart replaces its claims either way. If
+   * either fails, the file is removed again and the error thrown; `alongside` undoes its
+   * own part then (`undo`).
    * `repeated`: a retry whose first try placed the file already (`changeId`) is answered
-   * as the file is, so a create whose answer was lost is not refused as a clash with itself.
+   * as the file is, so a create whose answer was lost is not refused as a clash with itself;
+   * `alongside` does not run then (the caller checks what it must).
    */
-  async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {}): Promise<{ meta: FileMeta, repeated: boolean }> {
+  async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {},
+    alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
     await this.requireParentFolder(path)
     const disk = this.diskPath(path)
@@ -367,11 +374,20 @@ export class FileStore {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
         throw err
       }
-      await Promise.all([
-        syncFile(nodePath.dirname(disk)),
-        mode !== undefined ? this.modes.set(path, mode, false) : undefined,
-        this.versions.set(path, (this.versions.get(path) ?? 0) + 1, opts.changeId)
+      const [synced, beside] = await Promise.allSettled([
+        Promise.all([
+          syncFile(nodePath.dirname(disk)),
+          mode !== undefined ? this.modes.set(path, mode, false) : undefined,
+          this.versions.set(path, (this.versions.get(path) ?? 0) + 1, opts.changeId)
+        ]),
+        alongside?.run()
       ])
+      if (synced.status === 'rejected' || beside.status === 'rejected') {
+        if (beside.status === 'fulfilled') await alongside?.undo().catch(() => {})
+        await fsp.rm(disk, { force: true })
+        if (mode !== undefined) await this.modes.drop(path).catch(() => {})
+        throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
+      }
       return { meta: await this.stat(path), repeated: false }
     }))
   }
