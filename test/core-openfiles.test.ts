@@ -4,7 +4,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import { OpenFileTable } from '../src/client/openFiles'
-import { BadRequestError, LockTimeoutError, NotFoundError } from '../src/shared/errors'
+import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shared/errors'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 
@@ -380,7 +380,9 @@ t.test('errors: a missing file, an unknown handle, a read on a write-only handle
   const table = tableFor(t, cluster.client())
   for (const [name, flags] of [['O_RDONLY', O_RDONLY], ['O_WRONLY', O_WRONLY], ['O_RDWR', O_RDWR], ['O_WRONLY|O_APPEND', O_WRONLY | O_APPEND]] as const) {
     const err = await errorOf(table.open('/missing.txt', flags))
-    t.type(err, NotFoundError, `open(${name}) of a missing file: NotFoundError (${String(err)})`)
+    // Only the kernel opens, after a lookup: a file gone by then is stale, and the kernel looks again.
+    t.type(err, StaleHandleError, `open(${name}) of a missing file: StaleHandleError (${String(err)})`)
+    t.equal((err as StaleHandleError).errno, 'ESTALE')
   }
 
   const unknown = 4242

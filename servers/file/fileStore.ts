@@ -84,6 +84,14 @@ export class FileStore {
   /** Per path, the read streams still open (openRead): a range write then leaves their inode alone. */
   private readonly reading = new Map<string, number>()
 
+  /**
+   * Per path, the file as it was before the append under way: its bytes reach the disk as
+   * they arrive, and until the append is done a stat or listing shows this, not a size that
+   * counts half an append under the old version (a reader would take it as the end of the
+   * file and read a line cut in two).
+   */
+  private readonly beforeAppend = new Map<string, FileMeta>()
+
   private constructor (
     readonly root: string,
     private readonly realRoot: string,
@@ -268,6 +276,7 @@ export class FileStore {
       try {
         if (intent.status === 'rejected') throw intent.reason
         let written: Written
+        this.beforeAppend.set(path, current)
         try {
           written = await writeAll(handle, body)
         } catch (err) {
@@ -283,8 +292,10 @@ export class FileStore {
           timedSync('file', handle.datasync()),
           this.versions.set(path, current.version + 1, changeId, range)
         ])
+        this.beforeAppend.delete(path)
         return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {
+        this.beforeAppend.delete(path)
         // Nothing waits on the close: the bytes are on disk, and the next append opens its own handle.
         handle.close().catch(() => {})
       }
@@ -757,6 +768,8 @@ export class FileStore {
   }
 
   private metaOf (path: string, stats: fs.Stats): FileMeta {
+    const before = this.beforeAppend.get(path)
+    if (before !== undefined && stats.isFile()) return before
     const kind: MetaKind = stats.isDirectory() ? 'dir' : stats.isSymbolicLink() ? 'symlink' : 'file'
     return {
       path,

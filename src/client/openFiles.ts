@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, ServerUnavailableError } from '../shared/errors'
+import { BadRequestError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -46,6 +46,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   openEmpty: () => Promise<fsp.FileHandle>
   /** A new file with its bytes in one request (see DfsClient.createWithContent). */
   createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
+  /** Drops what is remembered of a path (its server, its metadata). */
+  forget: (path: string) => void
 }
 
 /**
@@ -123,9 +125,20 @@ export class OpenFileTable {
 
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
-    const access = flags & O_ACCMODE
     // A file created here goes to its server first: the open reads it from there.
     await this.settle(canonical)
+    try {
+      return await this.openExisting(canonical, flags)
+    } catch (err) {
+      // The kernel looked the name up before this open; gone now means another mount removed it.
+      if (!(err instanceof NotFoundError)) throw err
+      this.client.forget(canonical)
+      throw new StaleHandleError(`${canonical} was removed after it was looked up`, { path: canonical })
+    }
+  }
+
+  private async openExisting (canonical: string, flags: number): Promise<number> {
+    const access = flags & O_ACCMODE
     // What other handles of this mount wrote is there for this one, as on a local disk.
     await this.sendPendingOf(canonical)
     let reader: fsp.FileHandle | null = null

@@ -5,7 +5,6 @@ import { baseName } from '../shared/paths'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
-import { NotFoundError } from '../shared/errors'
 import { errnoOf } from './errno'
 import { OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
@@ -69,7 +68,6 @@ const O_ACCMODE = 3
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
-const ESTALE = -os.constants.errno.ESTALE
 
 /**
  * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
@@ -137,17 +135,9 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
-    // A file gone since the kernel looked its name up (another mount removed it: sqlite's
-    // journal, between this mount's stat and its open(O_CREAT)) answers ESTALE, after which
-    // the kernel looks the name up once more, as for NFS: open(O_CREAT) then creates the
-    // file; the kernel strips O_CREAT from what it sends here, so that cannot be done here.
-    open: (path: string, flags: number, cb: Callback) => files.open(path, flags).then(
-      (id) => cb(0, id, cachingOf(path, flags, files.isAppendedHere(path))),
-      (err: unknown) => {
-        if (!(err instanceof NotFoundError)) return cb(errnoOf(err))
-        client.forget(path)
-        cb(ESTALE)
-      }),
+    // A file gone since the kernel looked its name up answers ESTALE (StaleHandleError), after
+    // which the kernel looks the name up once more: see src/shared/errors.ts.
+    open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(path, flags, files.isAppendedHere(path))]),
     // The patched fuse-native (level 4) passes the open flags: O_EXCL decides what a name
     // taken meanwhile means at the close (OpenFileTable.create). The new handle may read and
     // write. The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.

@@ -7,7 +7,7 @@
 export type ErrnoName =
   | 'ENOENT' | 'EINVAL' | 'EAGAIN' | 'EEXIST' | 'EACCES' | 'EIO' | 'ETIMEDOUT'
   | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'ENOLCK' | 'EROFS' | 'ENOTSUP' | 'EPERM'
-  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO' | 'EINTR' | 'EBUSY'
+  | 'ENOSPC' | 'EXDEV' | 'EFBIG' | 'EPROTO' | 'EINTR' | 'EBUSY' | 'ESTALE'
 
 export interface ErrorBody {
   error: {
@@ -184,6 +184,19 @@ export class ServerUnavailableError extends DfsError {
   override readonly errno = 'EIO'
 }
 
+/**
+ * A name the caller looked up a moment ago is gone by the time it opens it (another mount
+ * removed it). The mount answers ESTALE, after which the kernel looks the name up once more,
+ * as it does for NFS: an open(O_CREAT) then creates the file, which the open itself cannot do
+ * (the kernel strips O_CREAT from what it sends for a name it has looked up). The client core
+ * raises it; a server has no use for it, and would answer 404.
+ */
+export class StaleHandleError extends DfsError {
+  override readonly code = 'STALE'
+  override readonly status = 404
+  override readonly errno = 'ESTALE'
+}
+
 const byCode: Record<string, new (message: string, details?: Record<string, unknown>) => DfsError> = {
   NOT_FOUND: NotFoundError,
   BAD_PATH: BadPathError,
@@ -205,7 +218,8 @@ const byCode: Record<string, new (message: string, details?: Record<string, unkn
   NO_SPACE: InsufficientStorageError,
   UNAUTHORIZED: UnauthorizedError,
   FORBIDDEN: ForbiddenError,
-  UNTRUSTED_SERVER: UntrustedServerError
+  UNTRUSTED_SERVER: UntrustedServerError,
+  STALE: StaleHandleError
 }
 
 /** Rebuilds the typed error a server sent, so callers can branch with instanceof. */
