@@ -1,8 +1,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import type { Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
+import type { TestMount } from './helpers/mount'
+import type { Finished } from './helpers/processes'
 import { quoted } from './helpers/mountOps'
 import { startProcessCluster } from './helpers/processCluster'
 import { waitFor } from './helpers/waitFor'
@@ -39,22 +43,26 @@ fs.closeSync(fd)
 console.log('closed')
 `
 
-function createAndHold (file: string, go: string, line: string, exclusive = false): ReturnType<typeof run> {
-  return run(process.execPath, ['-e', HOLDER, file, go, line, exclusive ? 'excl' : ''], { timeoutMs: DONE_MS })
+async function createAndHold (t: Test, file: string, line: string, exclusive = false): Promise<{ release: () => void, done: Promise<Finished> }> {
+  const go = path.join(t.testdir(), `go-${path.basename(file)}`)
+  const done = run(process.execPath, ['-e', HOLDER, file, go, line, exclusive ? 'excl' : ''], { timeoutMs: DONE_MS })
+  await waitFor(`the create of ${file}`, async () => fs.existsSync(go + '.ready') || undefined, DONE_MS)
+  return { release: () => fs.writeFileSync(go, ''), done }
+}
+
+async function twoMounts (t: Test): Promise<{ cluster: TestCluster, a: TestMount, b: TestMount }> {
+  const cluster = await startTestCluster(t, [{ 'made/.keep': '' }])
+  return { cluster, a: await mountCluster(t, cluster), b: await mountCluster(t, cluster) }
 }
 
 t.test('a file being created is on its mount at once (ls, stat, mode), and on the servers and other mounts once closed', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'made/.keep': '' }])
-  const a = await mountCluster(t, cluster)
-  const b = await mountCluster(t, cluster)
-  const go = path.join(t.testdir(), 'go')
-  const holding = createAndHold(a.at('/made/new.txt'), go, 'hello')
-  await waitFor('the create', async () => fs.existsSync(go + '.ready') || undefined, DONE_MS)
+  const { cluster, a, b } = await twoMounts(t)
+  const holding = await createAndHold(t, a.at('/made/new.txt'), 'hello')
   t.notOk(fs.existsSync(path.join(cluster.roots[0], 'made', 'new.txt')), 'not on the server before its close: the create rides in it')
   const elsewhere = await sh(`ls ${quoted(b.at('/made'))}`)
   t.notMatch(elsewhere.stdout, /new\.txt/, 'nor on another mount')
-  fs.writeFileSync(go, '')
-  const held = await holding
+  holding.release()
+  const held = await holding.done
   t.equal(held.code, 0, outcome(held))
   t.match(held.stdout, /new\.txt/, 'ls on the creating mount lists it at once')
   t.match(held.stdout, /mode=644 size=0/, 'stat shows it with the mode the umask gave')
@@ -66,16 +74,12 @@ t.test('a file being created is on its mount at once (ls, stat, mode), and on th
 })
 
 t.test('a name another mount takes between the create and its close (no O_EXCL): both keep their bytes', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'made/.keep': '' }])
-  const a = await mountCluster(t, cluster)
-  const b = await mountCluster(t, cluster)
-  const go = path.join(t.testdir(), 'go')
-  const holding = createAndHold(a.at('/made/both.txt'), go, 'from-a')
-  await waitFor('the create', async () => fs.existsSync(go + '.ready') || undefined, DONE_MS)
+  const { cluster, a, b } = await twoMounts(t)
+  const holding = await createAndHold(t, a.at('/made/both.txt'), 'from-a')
   const other = await sh(`echo from-b > ${quoted(b.at('/made/both.txt'))}`)
   t.equal(other.code, 0, outcome(other))
-  fs.writeFileSync(go, '')
-  const held = await holding
+  holding.release()
+  const held = await holding.done
   t.equal(held.code, 0, `the close succeeds: its bytes are on disk, beside the file: ${outcome(held)}`)
   const folder = path.join(cluster.roots[0], 'made')
   t.equal(fs.readFileSync(path.join(folder, 'both.txt'), 'utf8'), 'from-b\n', 'the mount that closed first keeps the name')
@@ -85,13 +89,11 @@ t.test('a name another mount takes between the create and its close (no O_EXCL):
   t.match(a.output(), /another client made the file meanwhile/, 'and the mount says so in its log')
 
   // With O_EXCL the one that closes second is told, and nothing of it is kept.
-  const goExclusive = go + '-excl'
-  const exclusive = createAndHold(a.at('/made/excl.txt'), goExclusive, 'from-a', true)
-  await waitFor('the exclusive create', async () => fs.existsSync(goExclusive + '.ready') || undefined, DONE_MS)
+  const exclusive = await createAndHold(t, a.at('/made/excl.txt'), 'from-a', true)
   const winner = await sh(`set -C; echo from-b > ${quoted(b.at('/made/excl.txt'))}`)
   t.equal(winner.code, 0, outcome(winner))
-  fs.writeFileSync(goExclusive, '')
-  const lost = await exclusive
+  exclusive.release()
+  const lost = await exclusive.done
   t.not(lost.code, 0, 'the exclusive create that closes second fails')
   t.match(lost.stderr, /EEXIST/, `with EEXIST from its close: ${outcome(lost)}`)
   t.notMatch(lost.stdout, /closed/)
@@ -136,15 +138,13 @@ t.test('mkdir -p and many creates: tar -x and cp -r of a tree arrive whole, with
 t.test('a create whose file server is killed before the close waits for it, and the file lands whole', async (t) => {
   const c = await startProcessCluster(t, { trees: [{ 'made/.keep': '' }] })
   const mount = await c.mount()
-  const go = path.join(t.testdir(), 'go')
-  const holding = createAndHold(mount.at('/made/crash.txt'), go, 'survives')
-  await waitFor('the create', async () => fs.existsSync(go + '.ready') || undefined, DONE_MS)
+  const holding = await createAndHold(t, mount.at('/made/crash.txt'), 'survives')
   await c.files[0].kill()
-  fs.writeFileSync(go, '')
+  holding.release()
   // The close waits for the server (a hard mount): it returns only once the file is stored.
   await c.files[0].restart()
   await c.files[0].waitHealthy()
-  const held = await holding
+  const held = await holding.done
   t.equal(held.code, 0, outcome(held))
   t.match(held.stdout, /closed/)
   t.equal(fs.readFileSync(path.join(c.files[0].root as string, 'made', 'crash.txt'), 'utf8'), 'survives\n', 'the file is on the server\'s disk, once')
