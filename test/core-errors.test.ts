@@ -20,7 +20,7 @@ function checkErrorAnswer (t: Test, answer: RawAnswer, status: number, codes: st
 
 t.test('an unknown path is NotFoundError for the client and a JSON 404 from the servers', async (t) => {
   const cluster = await startTestCluster(t, [{ 'here.txt': 'x\n' }])
-  const { rawGet, rawPost } = rawAs(cluster.credentials.server)
+  const { rawGet } = rawAs(cluster.credentials.server)
   const client = cluster.client()
   await t.rejects(client.readFile('/nope.txt'), NotFoundError)
   await t.rejects(client.stat('/nope.txt'), NotFoundError)
@@ -32,7 +32,6 @@ t.test('an unknown path is NotFoundError for the client and a JSON 404 from the 
   t.match(lookup.body.error.message, '/nope.txt', 'the message names the path')
   checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.stat, { path: '/nope.txt' }), 404, ['NOT_FOUND'], 'file /stat')
   checkErrorAnswer(t, await rawGet(cluster.fileServers[0].url, FileRoutes.content, { path: '/nope.txt' }), 404, ['NOT_FOUND'], 'file /content')
-  checkErrorAnswer(t, await rawPost(cluster.lock.url, LockRoutes.acquire, { path: '/nope.txt', owner: 'me' }), 404, ['NOT_FOUND'], 'lock for a file nobody has')
   checkErrorAnswer(t, await rawGet(cluster.directory.url, '/no/such/route'), 404, ['NOT_FOUND'], 'an unknown route')
 })
 

@@ -65,7 +65,7 @@ const show = (counts: Map<string, number>): string => JSON.stringify(Object.from
 
 const ROUNDS = 20
 
-t.test('an append through the mount (open, write, close) is one request; a create with data is three', async (t) => {
+t.test('an append through the mount (open, write, close) is one request; a create with data is two, and one among the servers', async (t) => {
   const cluster = await startTestCluster(t, [{ 'logs/app.log': '', 'made/.keep': '' }])
   const mount = await mountCluster(t, cluster)
   const requests = new Requests()
@@ -85,20 +85,34 @@ t.test('an append through the mount (open, write, close) is one request; a creat
   const lines = fs.readFileSync(path.join(cluster.roots[0], 'logs', 'app.log'), 'utf8').split('\n').filter(Boolean)
   t.equal(lines.length, ROUNDS + 1, 'every line is on the server\'s disk')
 
+  // cp of a local file: create (O_EXCL), write, close, as tar -x and cp -r do.
+  const sources = t.testdir(Object.fromEntries(Array.from({ length: ROUNDS }, (_, i) => [`f${i + 1}`, `data-${i + 1}`])))
   from = requests.mark()
-  const creates = await sh(`for i in $(seq 1 ${ROUNDS}); do echo data-$i > ${quoted(mount.at('/made'))}/f$i; done`, { timeoutMs: 60_000 })
+  const creates = await sh(`for i in $(seq 1 ${ROUNDS}); do cp ${quoted(sources)}/f$i ${quoted(mount.at('/made'))}/f$i || exit 1; done`, { timeoutMs: 60_000 })
   t.equal(creates.code, 0, outcome(creates))
   const byCreates = requests.since(from, true)
-  // The kernel's lookup of the new name (it finds nothing), the create, and the close's append.
-  t.equal(byCreates.get('POST /create'), ROUNDS, `one POST /create per file: ${show(byCreates)}`)
-  t.equal(byCreates.get('POST /append'), ROUNDS, `one POST /append per file, at its close: ${show(byCreates)}`)
+  // The kernel's lookup of the new name (it finds nothing), then the create with its bytes at the close.
+  t.equal(byCreates.get('PUT /create'), ROUNDS, `one PUT /create per file, at its close: ${show(byCreates)}`)
   t.ok((byCreates.get('GET /lookup') ?? 0) >= ROUNDS, `a lookup per new name, which finds nothing: ${show(byCreates)}`)
-  t.same(unexpected(byCreates, ['POST /create', 'POST /append']), [], `and nothing else but revalidations: ${show(byCreates)}`)
+  t.same(unexpected(byCreates, ['PUT /create']), [], `and nothing else but revalidations (no POST /create, no POST /append): ${show(byCreates)}`)
   const amongServers = requests.since(from, false)
-  t.same(Object.fromEntries(amongServers), { 'POST /keys': ROUNDS, 'POST /servers/1/entries': ROUNDS },
-    'the file server\'s own per create: the lock key and the directory\'s claim')
+  t.same(Object.fromEntries(amongServers), { 'POST /servers/1/entries': ROUNDS },
+    'the file server\'s own per create: the directory\'s claim, and no lock key (keys are implicit)')
   for (let i = 1; i <= ROUNDS; i++) {
-    t.equal(fs.readFileSync(path.join(cluster.roots[0], 'made', `f${i}`), 'utf8'), `data-${i}\n`)
+    t.equal(fs.readFileSync(path.join(cluster.roots[0], 'made', `f${i}`), 'utf8'), `data-${i}`)
+  }
+
+  // A shell's > closes the file once before it writes (it moves the descriptor to 1 with
+  // dup2): that first close must make the file, so the bytes follow as an append.
+  from = requests.mark()
+  const shells = await sh(`for i in $(seq 1 ${ROUNDS}); do echo text-$i > ${quoted(mount.at('/made'))}/s$i; done`, { timeoutMs: 60_000 })
+  t.equal(shells.code, 0, outcome(shells))
+  const byShells = requests.since(from, true)
+  t.equal(byShells.get('PUT /create'), ROUNDS, `one PUT /create per file, at the first close: ${show(byShells)}`)
+  t.equal(byShells.get('POST /append'), ROUNDS, `one POST /append per file, at the last: ${show(byShells)}`)
+  t.same(unexpected(byShells, ['PUT /create', 'POST /append']), [], `and nothing else but revalidations: ${show(byShells)}`)
+  for (let i = 1; i <= ROUNDS; i++) {
+    t.equal(fs.readFileSync(path.join(cluster.roots[0], 'made', `s${i}`), 'utf8'), `text-${i}\n`)
   }
 })
 
@@ -113,11 +127,20 @@ t.test('an exclusive create (O_EXCL) fails with EEXIST when another mount made t
   t.not(await exclusive(a.at('/locks/one'), 'a2'), 0, 'nor can A')
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'locks', 'one'), 'utf8'), 'a\n', 'A\'s bytes stay')
 
+  // Both look the name up and find nothing; their creates ride in their closes, and the one
+  // that comes second fails there with EEXIST. dd reports an error of its close, as tar and
+  // cp do (a shell does not: it ignores errors of close).
+  const racer = async (file: string, text: string): Promise<{ code: number | null, stderr: string }> =>
+    await sh(`printf ${text} | dd of=${quoted(file)} conv=excl status=none`)
   for (let round = 0; round < 5; round++) {
     const name = `/locks/race-${round}`
-    const codes = await Promise.all([exclusive(a.at(name), 'a'), exclusive(b.at(name), 'b')])
+    const outcomes = await Promise.all([racer(a.at(name), 'a'), racer(b.at(name), 'b')])
+    const codes = outcomes.map((o) => o.code)
     t.equal(codes.filter((code) => code === 0).length, 1, `exactly one of the two made ${name}: ${codes.join(', ')}`)
+    const loser = outcomes.find((o) => o.code !== 0)
+    t.match(loser?.stderr, /File exists/, 'the other is told EEXIST')
     const winner = codes[0] === 0 ? 'a' : 'b'
-    t.equal(fs.readFileSync(path.join(cluster.roots[0], name), 'utf8'), `${winner}\n`, 'with the winner\'s bytes')
+    t.equal(fs.readFileSync(path.join(cluster.roots[0], name), 'utf8'), winner, 'with the winner\'s bytes')
   }
+  t.same(fs.readdirSync(path.join(cluster.roots[0], 'locks')).filter((n) => n.includes('conflict')), [], 'and no copy of the loser\'s bytes: it was told')
 })

@@ -388,3 +388,24 @@ t.test('past the cap the least lately used handle is closed', async (t) => {
   t.equal(handles.take('/c', c.inode), c)
   await c.handle.close()
 })
+
+t.test('createWithContent places a new file with its bytes, mode and mtime, exclusively, once per change id', async (t) => {
+  const { store, root } = await storeIn(t)
+  const made = await store.createWithContent('/new.txt', body('hello\n'), { mode: 0o600, mtimeMs: 1_580_608_922_000, changeId: 'c1' })
+  t.match(made, { repeated: false, meta: { path: '/new.txt', kind: 'file', version: 1, size: 6, mode: 0o600, mtimeMs: 1_580_608_922_000 } })
+  t.equal(fs.readFileSync(path.join(root, 'new.txt'), 'utf8'), 'hello\n', 'on disk')
+  t.same(fs.readdirSync(path.join(root, STATE_DIR_NAME, 'tmp')), [], 'no upload file left beside')
+  const again = await store.createWithContent('/new.txt', body('hello\n'), { changeId: 'c1' })
+  t.match(again, { repeated: true, meta: { version: 1, size: 6 } }, 'a retry of the same change is answered as the file is')
+  await t.rejects(store.createWithContent('/new.txt', body('other\n'), { changeId: 'c2' }), ConflictError, 'another change at an existing path is a conflict')
+  await t.rejects(store.createWithContent('/missing/x.txt', body('x')), NotFoundError, 'the folder must exist')
+  t.equal(await contentOf(store, '/new.txt'), 'hello\n', 'the file is untouched')
+
+  // What runs alongside (the directory's claim) failing takes the file away again.
+  let undone = 0
+  const refused = store.createWithContent('/refused.txt', body('x'), {}, { run: async () => { throw new ConflictError('taken') }, undo: async () => { undone++ } })
+  await t.rejects(refused, ConflictError)
+  t.notOk(fs.existsSync(path.join(root, 'refused.txt')), 'the file is removed again')
+  t.equal(undone, 0, 'nothing to undo of a claim that failed')
+  t.match(await store.createWithContent('/refused.txt', body('y')), { repeated: false, meta: { size: 1 } }, 'and the path can be created later')
+})

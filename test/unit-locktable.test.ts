@@ -20,17 +20,19 @@ function tableAt (start = 1_000_000): { table: LockTable, clock: { now: number }
   return { table: new LockTable(new MemoryLockStore(), () => clock.now), clock }
 }
 
-t.test('only created keys can be locked; creating is idempotent', async (t) => {
+t.test('keys are implicit: a path\'s key is made free at its first acquire; creating is idempotent', async (t) => {
   const { table } = tableAt()
-  await t.rejects(table.acquire('/a', 'alice', 1000), NotFoundError)
-  await t.rejects(table.status('/a'), NotFoundError)
+  t.same(await table.status('/a'), { path: '/a', held: false }, 'a path never asked about is free')
   t.equal(await table.createKeys(['/a', '/b']), 2)
   t.equal(await table.createKeys(['/a', '/c']), 1, 'only /c is new')
   t.same(await table.status('/a'), { path: '/a', held: false })
-  await table.deleteKey('/a')
-  await t.rejects(table.acquire('/a', 'alice', 1000), NotFoundError, 'a deleted key is gone')
+  const implicit = await table.acquire('/new', 'alice', 1000)
+  t.match(implicit, { path: '/new', owner: 'alice' }, 'a path without a key is granted: its key is made')
+  await t.rejects(table.acquire('/new', 'bob', 1000), LockedError, 'and held like any other')
+  await table.deleteKey('/new')
+  t.same(await table.status('/new'), { path: '/new', held: false }, 'a deleted key takes its lease with it')
+  await t.rejects(table.renew('/new', implicit), NotFoundError, 'the old holder cannot renew it')
   t.equal(await table.deleteKeys(['/b', '/c', '/never']), 2, 'counts only keys that existed')
-  await t.rejects(table.status('/b'), NotFoundError)
 })
 
 t.test('a lease goes to one holder at a time, with a fencing token that grows', async (t) => {

@@ -365,6 +365,61 @@ export class FileStore {
   }
 
   /**
+   * A new file with its bytes, mode and mtime in one step (a create that rides in a
+   * client's close). The body goes to an upload file, which is synced, then linked at the
+   * path exclusively: a path that exists is a ConflictError, and the path never shows part
+   * of the bytes. The name in its folder, the mode record and the version line are then
+   * synced side by side: two rounds of fsyncs, the bytes before the name that shows them.
+   * `alongside` (the claim with the directory) runs beside that second round, once the
+   * name is in place: a crash before the round ends leaves the file with all its bytes or
+   * no file, and the server's report at its restart replaces its claims either way. If
+   * either fails, the file is removed again and the error thrown; `alongside` undoes its
+   * own part then (`undo`).
+   * `repeated`: a retry whose first try placed the file already (`changeId`) is answered
+   * as the file is, so a create whose answer was lost is not refused as a clash with itself;
+   * `alongside` does not run then (the caller checks what it must).
+   */
+  async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {},
+    alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
+    if (path === '/') throw new ConflictError('the root folder always exists', { path })
+    await this.requireParentFolder(path)
+    const disk = this.diskPath(path)
+    return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      if (opts.changeId !== undefined && this.versions.applied(path, opts.changeId)) {
+        const placed = await this.statOrNull(path)
+        if (placed !== null) return { meta: placed, repeated: true }
+      }
+      const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
+      // The umask of the server process must not cut the mode asked for.
+      if (mode !== undefined) await upload.handle.chmod(diskModeOf(mode, false))
+      if (opts.mtimeMs !== undefined) await upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs))
+      await timedSync('file', upload.handle.sync())
+      this.ownLinks.add(inodeOf(await upload.handle.stat()))
+      try {
+        await fsp.link(upload.file, disk)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
+        throw err
+      }
+      const [synced, beside] = await Promise.allSettled([
+        Promise.all([
+          syncFile(nodePath.dirname(disk)),
+          mode !== undefined ? this.modes.set(path, mode, false) : undefined,
+          this.versions.set(path, (this.versions.get(path) ?? 0) + 1, opts.changeId)
+        ]),
+        alongside?.run()
+      ])
+      if (synced.status === 'rejected' || beside.status === 'rejected') {
+        if (beside.status === 'fulfilled') await alongside?.undo().catch(() => {})
+        await fsp.rm(disk, { force: true })
+        if (mode !== undefined) await this.modes.drop(path).catch(() => {})
+        throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
+      }
+      return { meta: await this.stat(path), repeated: false }
+    }))
+  }
+
+  /**
    * Replaces a file's bytes whole. The body goes to a temp file first, which is renamed over
    * the file once it is on disk, so a reader sees the old bytes or the new, never a mix,
    * and a body that fails midway changes nothing.

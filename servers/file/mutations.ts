@@ -57,10 +57,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     res.json(answer)
   })
 
-  // The file on disk (O_EXCL) and the lock key side by side, then the directory: a path is
-  // visible only once its file exists and has its key, and a claim the directory refuses
-  // takes the file away again. A key made for a create that fails stays: it may be the key
-  // of the file that won the path, and a key without a file harms nothing.
+  // The file on disk (O_EXCL), then the directory: a path is visible only once its file
+  // exists, and a claim the directory refuses takes the file away again. Its lock key is
+  // implicit (the lock server makes it at the first acquire): no request for it here.
   app.post(FileRoutes.create, async (req, res) => {
     const query = queryOf(req)
     const path = query.path()
@@ -68,25 +67,16 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
     const target = kind === 'symlink' ? query.string('target', 4096) : undefined
     const { machineId } = ctx.self()
-    // A link has a key as a file has: unlink and rename of it go the same way.
-    const [made, key] = await Promise.allSettled([store.create(path, kind, { mode, target }), kind !== 'dir' ? lock.createKeys([path]) : undefined])
-    if (made.status === 'rejected') throw made.reason
-    const undoCreate = async (): Promise<void> => {
-      await tryTo(`remove ${path} again`, async () => kind === 'dir' ? await store.removeFolder(path) : await store.remove(path))
-    }
-    if (key.status === 'rejected') {
-      await undoCreate()
-      throw key.reason
-    }
+    const made = await store.create(path, kind, { mode, target })
     try {
       // The directory maps a link as a file: a name this one server holds.
       await ctx.directory().claim(machineId, path, kind === 'dir' ? 'dir' : 'file')
     } catch (err) {
-      await undoCreate()
+      await tryTo(`remove ${path} again`, async () => kind === 'dir' ? await store.removeFolder(path) : await store.remove(path))
       throw err
     }
     log(`created ${kind === 'dir' ? 'folder' : kind === 'symlink' ? 'symbolic link' : 'file'} ${path}`)
-    res.json(made.value)
+    res.json(made)
   })
 
   app.put(FileRoutes.content, async (req, res) => {

@@ -23,6 +23,7 @@ import { ServerIdentity } from './identity'
 import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
+import { mountCreateWithContentRoute } from './createWithContent'
 import { uploadLimits } from './uploadLimits'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { ClientsAnswer } from '../../src/shared/clusterStatus'
@@ -55,6 +56,7 @@ const ROUTE_ROLES: RouteRole[] = [
   ['put', FileRoutes.content, 'write'],
   ['patch', FileRoutes.content, 'write'],
   ['post', FileRoutes.create, 'write'],
+  ['put', FileRoutes.create, 'write'],
   ['post', FileRoutes.truncate, 'write'],
   ['post', FileRoutes.unlink, 'write'],
   ['post', FileRoutes.rmdir, 'write'],
@@ -94,6 +96,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const limits = uploadLimits(store)
   app.post(FileRoutes.append, limits)
   app.put(FileRoutes.content, limits)
+  app.put(FileRoutes.create, limits)
   app.patch(FileRoutes.content, limits)
   app.put(FileRoutes.incoming, limits)
 
@@ -205,6 +208,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
   }
   mountMutationRoutes(app, mutationContext)
+  mountCreateWithContentRoute(app, mutationContext)
   app.locals.drain = new FileServerDrain(mutationContext)
   mountDrainRoutes(app, mutationContext, app.locals.drain)
 

@@ -8,7 +8,7 @@ import type { KeyState, LockStore, StoredLease } from './lockStore'
 const WAITER_GONE_MS = 1000
 
 /**
- * One key per file; at most one live holder per key. A lease that is not renewed in time
+ * One key per file (made at its first acquire, see implicitStateOf); at most one live holder per key. A lease that is not renewed in time
  * simply stops counting, so a holder that died frees its key without anyone cleaning up.
  * Keys, leases and the fencing counter are in a LockStore (kept over restarts, or in
  * memory); who waits for a key is this process's business and starts empty.
@@ -41,7 +41,7 @@ export class LockTable {
     // Each pass decides on the key as stored; a pass whose write finds the key changed in
     // between (another request got there first) decides again on the new state.
     for (;;) {
-      const state = await this.stateOf(path)
+      const state = await this.implicitStateOf(path)
       const holder = this.live(state)
       const first = this.firstWaiter(path)
       if (holder || (first !== undefined && first !== owner)) {
@@ -102,7 +102,7 @@ export class LockTable {
   }
 
   async status (path: string): Promise<LockStatus> {
-    const holder = this.live(await this.stateOf(path))
+    const holder = this.live(await this.store.get(path) ?? null)
     if (!holder) return { path, held: false }
     return { path, held: true, owner: holder.owner, expiresInMs: holder.expiresAt - this.now() }
   }
@@ -128,6 +128,20 @@ export class LockTable {
     }
     this.waiters.delete(path)
     return undefined
+  }
+
+  /**
+   * Keys are implicit: a path nobody asked about before has a free key, made at its first
+   * acquire, so a file server needs no request to the lock server per file it creates. What
+   * a key guards is a file's writes, and every write is checked by the file server holding
+   * the file, so a lease on a path that has no file guards nothing and harms nothing; the
+   * file's unlink removes its key as before (and with it any lease on it).
+   */
+  private async implicitStateOf (path: string): Promise<KeyState> {
+    const state = await this.store.get(path)
+    if (state !== undefined) return state
+    await this.store.createKeys([path])
+    return await this.stateOf(path)
   }
 
   private async stateOf (path: string): Promise<KeyState> {

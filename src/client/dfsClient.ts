@@ -733,21 +733,57 @@ export class DfsClient {
     return result
   }
 
-  /**
-   * Creates a new, empty file and opens it for reading with no request beyond the create:
-   * nothing can have changed a file this client just made and holds open in the same
-   * breath, so the reader is an empty file, and the local copy (empty, at the new version)
-   * is made behind, where the close's append finds it (LocalCache.storeEmpty). With the
-   * folder's placement remembered, a create is one request.
-   */
-  async createAndOpen (path: string, mode?: number): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta }> {
-    const canonical = normalizePath(path)
-    const meta = await this.createEntry(canonical, 'file', { mode }, { copyBehind: true })
-    return { reader: await this.cache.openEmpty(), meta }
+  /** A handle on an always empty local file: what a file created on a mount holds until its first write. */
+  async openEmpty (): Promise<fs.promises.FileHandle> {
+    return await this.cache.openEmpty()
   }
 
-  /** copyBehind: the new file's local copy is made behind (storeEmpty), which replaces any copy an earlier file at the path left. */
-  private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }, { copyBehind = false } = {}): Promise<FileMeta> {
+  /**
+   * A new file with its bytes (and mode and mtime) in one request, as a mount sends it at the
+   * close of a file it created: placed where the folder's placement says (remembered per
+   * folder), on the server's disk and claimed with the directory before the answer. Tried
+   * again while the server does not answer, as an append is (one change id: a retry after a
+   * lost answer lands once). A name another client took meanwhile: ConflictError when
+   * `exclusive` (O_EXCL: the caller's close fails with EEXIST); otherwise the bytes are kept
+   * beside it as NAME.conflict-HOST-TIME, logged, and `storedAs` names that copy (see
+   * OpenFileTable.create for why).
+   */
+  async createWithContent (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean }): Promise<{ meta: FileMeta, storedAs: string }> {
+    const canonical = normalizePath(path)
+    try {
+      return { meta: await this.placeNewFile(canonical, data, opts), storedAs: canonical }
+    } catch (err) {
+      if (!(err instanceof ConflictError) || opts.exclusive) throw err
+    }
+    const conflict = conflictPathOf(canonical)
+    const meta = await this.placeNewFile(conflict, data, opts)
+    this.writeRetry.log?.(`create of ${canonical}: another client made the file meanwhile; this mount's bytes are kept as ${conflict}`)
+    return { meta, storedAs: conflict }
+  }
+
+  private async placeNewFile (canonical: string, data: Buffer, opts: { mode?: number, mtimeMs?: number }): Promise<FileMeta> {
+    const folder = parentOf(canonical)
+    const changeId = newChangeId()
+    const mtimeMs = opts.mtimeMs === undefined ? undefined : Math.max(0, Math.floor(opts.mtimeMs))
+    const meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
+      const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
+      try {
+        const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
+        this.placements.set(folder, server)
+        this.locator.learned(canonical, server)
+        return made
+      } catch (err) {
+        // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
+        this.placements.delete(folder)
+        throw err
+      }
+    })
+    this.forget(canonical)
+    this.cache.storeCreated(canonical, meta, data)
+    return this.memo.remember(meta)
+  }
+
+  private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {
     this.forget(path)
     const folder = parentOf(path)
     let server = this.placements.get(folder)
@@ -772,8 +808,7 @@ export class DfsClient {
     this.placements.set(folder, server)
     this.forget(path)
     if (kind !== 'dir') {
-      if (copyBehind) this.cache.storeEmpty(path, meta)
-      else await this.cache.invalidate(path)
+      await this.cache.invalidate(path)
       this.locator.learned(path, server)
     }
     return this.memo.remember(meta)

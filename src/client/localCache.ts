@@ -158,11 +158,11 @@ export class LocalCache {
   }
 
   /**
-   * A file this client has just created, empty at `meta`: its copy is made behind, as
-   * applyAppend's steps are, and until then `openEmpty` gives its (empty) bytes to read.
+   * A file this client has just created with these bytes, at `meta`: its copy is made
+   * behind, as applyAppend's steps are (the close that created it does not wait for it).
    */
-  storeEmpty (path: string, meta: FileMeta): void {
-    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([])) })
+  storeCreated (path: string, meta: FileMeta, data: Buffer): void {
+    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
   }
 
   /** A handle on a file that is always empty: what a just-created file holds. */

@@ -3,7 +3,7 @@ import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
-import { normalizePath } from '../shared/paths'
+import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
 import type { Download } from './localCache'
@@ -11,7 +11,7 @@ import type { HeldLock } from './lockClient'
 import { WorkingCopy } from './workingCopy'
 import type { WorkingCopyBackend } from './workingCopy'
 
-const { O_RDONLY, O_WRONLY, O_APPEND } = fs.constants
+const { O_RDONLY, O_WRONLY, O_RDWR, O_APPEND, O_EXCL } = fs.constants
 /** Linux's mask of the access mode bits; Node does not export it. */
 const O_ACCMODE = 3
 
@@ -42,10 +42,24 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
-  /** Creates an empty file (with these permission bits, if given) and opens its (current, empty) local copy. */
-  createAndOpen: (path: string, mode?: number) => Promise<{ reader: fsp.FileHandle, meta: FileMeta }>
+  /** A handle on an always empty local file: what a file created here holds until its first write. */
+  openEmpty: () => Promise<fsp.FileHandle>
+  /** A new file with its bytes in one request (see DfsClient.createWithContent). */
+  createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
+}
+
+/**
+ * A file created on this mount whose create rides in its first flush (see OpenFileTable.create):
+ * until then it exists only here, with these attributes.
+ */
+interface UnbornFile {
+  meta: FileMeta
+  /** O_EXCL: a name another mount took meanwhile fails the close (EEXIST). */
+  exclusive: boolean
+  /** A time set before the first flush (cp -p, tar): sent with the create. */
+  mtimeMs?: number
 }
 
 /**
@@ -103,12 +117,16 @@ export class OpenFileTable {
   private readonly sendingBehind = new Map<string, Promise<void>>()
   /** The attributes last seen of each path open here (see attributes()). */
   private readonly lastSeen = new Map<string, FileMeta>()
+  /** Files created here and not sent yet (see create()). */
+  private readonly unborn = new Map<string, UnbornFile>()
   private nextId = 1
 
   constructor (private readonly client: OpenFileBackend, private readonly maxPendingBytes = DEFAULT_MAX_PENDING_BYTES) {}
 
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
+    // A file created here goes to its server first: the open reads it from there.
+    await this.settle(canonical)
     try {
       return await this.openExisting(canonical, flags)
     } catch (err) {
@@ -161,12 +179,90 @@ export class OpenFileTable {
     return id
   }
 
-  /** create(2): makes the file and opens it for reading and writing, with no request beyond the create. */
-  async create (filePath: string, mode?: number): Promise<number> {
+  /**
+   * create(2) with no request: the file exists on this mount at once (attributes(),
+   * unbornIn() for listings) and its create rides in its first flush, the close's at the
+   * latest, with the bytes written by then, as one request (DfsClient.createWithContent):
+   * on the server's disk and claimed with the directory before the close returns. The
+   * kernel looked the name up just before (a lookup that found nothing, which is never
+   * remembered): that is the check of the namespace. A name another mount takes between
+   * that lookup and the close: with O_EXCL the close fails with EEXIST (the one that lost
+   * is told, the one that won keeps its file). Without O_EXCL the caller asked for the name
+   * whether it existed or not, and either outcome of the race could be right, so neither
+   * side's bytes are dropped: the other mount's file keeps the name, this one's bytes are
+   * kept beside it as NAME.conflict-HOST-TIME and the mount logs it, as a store that lost
+   * its lease does; the close succeeds, since the bytes are on disk.
+   */
+  async create (filePath: string, mode?: number, flags: number = O_RDWR): Promise<number> {
     const canonical = normalizePath(filePath)
-    const { reader, meta } = await this.client.createAndOpen(canonical, mode)
+    const meta: FileMeta = { path: canonical, kind: 'file', version: 0, size: 0, mtimeMs: Date.now(), mode }
+    const reader = await this.client.openEmpty()
+    this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0 })
     this.lastSeen.set(canonical, meta)
-    return this.register(canonical, fs.constants.O_RDWR, reader, null, meta)
+    return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, reader, null, meta)
+  }
+
+  /** Whether a path is a file created here whose create was not sent yet. */
+  isUnborn (filePath: string): boolean {
+    return this.unborn.has(normalizePath(filePath))
+  }
+
+  /** The files created in a folder on this mount and not sent yet, for its listing. */
+  unbornIn (folder: string): FileMeta[] {
+    const canonical = normalizePath(folder)
+    return [...this.unborn.values()].filter((u) => parentOf(u.meta.path) === canonical).map((u) => this.localView(u.meta))
+  }
+
+  /**
+   * Sends the create of a file made here (with what was written so far) before an operation
+   * that needs the file on its server: another open of it, a rename, an unlink, a lock.
+   */
+  async settle (filePath: string): Promise<void> {
+    const canonical = normalizePath(filePath)
+    if (!this.unborn.has(canonical)) return
+    await this.flushes.run(canonical, async () => {
+      const appends = this.appends.get(canonical)
+      if (appends !== undefined) await this.bear(canonical, appends)
+    })
+  }
+
+  /** settle() for every file made here below a folder (before an rmdir or a rename of it). */
+  async settleUnder (folder: string): Promise<void> {
+    const prefix = normalizePath(folder) + '/'
+    for (const path of [...this.unborn.keys()]) if (path.startsWith(prefix)) await this.settle(path)
+  }
+
+  /** permission bits of a file made here and not sent yet: sent with its create. False when the path is not such a file. */
+  setUnbornMode (filePath: string, mode: number): boolean {
+    const unborn = this.unborn.get(normalizePath(filePath))
+    if (unborn === undefined) return false
+    unborn.meta = { ...unborn.meta, mode: mode & 0o7777 }
+    return true
+  }
+
+  /** Runs inside the path's flush turn: the create with the bytes held back, then the path is an ordinary file. */
+  private async bear (canonical: string, appends: PathAppends): Promise<void> {
+    const unborn = this.unborn.get(canonical)
+    if (unborn === undefined) return
+    const data = appends.buffer.take()
+    appends.sending += data.length
+    try {
+      const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive })
+      this.unborn.delete(canonical)
+      if (storedAs === canonical) {
+        appends.base = meta.size
+        this.lastSeen.set(canonical, meta)
+      } else {
+        this.lastSeen.delete(canonical)
+      }
+      // Their readers hold the empty file of the create: the stored bytes are in the cache now.
+      for (const other of this.handlesOf(canonical)) if (other.reader) other.readerBehind = true
+    } catch (err) {
+      appends.buffer.putBack(data)
+      throw err
+    } finally {
+      appends.sending -= data.length
+    }
   }
 
   async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
@@ -218,6 +314,8 @@ export class OpenFileTable {
   async write (id: number, data: Buffer, position: number): Promise<number> {
     const file = this.get(id)
     file.flushFailed = false
+    const unborn = this.unborn.get(file.path)
+    if (unborn !== undefined) unborn.mtimeMs = undefined // a write moves the time, as on a local disk
     const appending = (file.flags & O_APPEND) !== 0
     if (!file.working) {
       const { appends } = file
@@ -228,6 +326,7 @@ export class OpenFileTable {
       }
       // A send under way lands first: the copy is made from the file as it then is.
       await this.sendingBehind.get(file.path)
+      await this.settle(file.path)
       await this.useWorkingCopy(file)
     }
     const working = file.working as WorkingCopy
@@ -239,9 +338,16 @@ export class OpenFileTable {
   async truncate (id: number, size: number): Promise<void> {
     const file = this.get(id)
     file.flushFailed = false
+    // A file made here and not sent yet: its bytes are all in the append buffer.
+    if (!file.working && this.unborn.has(file.path) && file.appends.sending === 0 && size <= file.appends.buffer.size) {
+      const kept = file.appends.buffer.take().subarray(0, size)
+      if (kept.length > 0) file.appends.buffer.putBack(kept)
+      return
+    }
     // Cut to nothing (open(O_TRUNC), cp over a file): the old bytes need not be fetched.
     if (!file.working) {
       await this.sendingBehind.get(file.path)
+      await this.settle(file.path)
       await this.useWorkingCopy(file, size === 0)
     }
     await (file.working as WorkingCopy).truncate(size)
@@ -282,6 +388,7 @@ export class OpenFileTable {
 
   private async flushNow (file: OpenFile): Promise<void> {
     await this.flushes.run(file.path, async () => {
+      if (this.unborn.has(file.path)) await this.bear(file.path, file.appends)
       if (file.appends.buffer.size > 0) {
         if (file.working) {
           await file.working.append(file.appends.buffer.take()) // stored with the copy
@@ -350,6 +457,8 @@ export class OpenFileTable {
     try {
       if (!file.flushFailed) await this.flushNow(file)
     } finally {
+      // A create that failed (the close was told) goes with the file's last handle here.
+      if (handles === undefined || handles.size === 0) this.unborn.delete(file.path)
       await file.reader?.close()
       if (lastUser) await working.close(this.client)
     }
@@ -363,6 +472,8 @@ export class OpenFileTable {
    */
   async attributes (filePath: string): Promise<FileMeta> {
     const canonical = normalizePath(filePath)
+    const unborn = this.unborn.get(canonical)
+    if (unborn !== undefined) return this.localView(unborn.mtimeMs === undefined ? unborn.meta : { ...unborn.meta, mtimeMs: unborn.mtimeMs })
     try {
       const meta = await this.client.stat(canonical)
       if (this.byPath.has(canonical)) this.lastSeen.set(canonical, meta)
@@ -382,6 +493,12 @@ export class OpenFileTable {
   async setTimes (filePath: string, atime: TimeArgument, mtime: TimeArgument): Promise<void> {
     if (atime === 'omit' && mtime === 'omit') return
     const canonical = normalizePath(filePath)
+    const unborn = this.unborn.get(canonical)
+    if (unborn !== undefined) {
+      // Sent with the create, unless a write comes after (it moves the time).
+      if (mtime !== 'omit') unborn.mtimeMs = mtime === 'now' ? Date.now() : mtime
+      return
+    }
     if (mtime !== 'omit') for (const file of [...this.handlesOf(canonical)]) await this.flush(file.id)
     const mtimeMs = mtime === 'omit' ? (await this.client.stat(canonical)).mtimeMs : mtime === 'now' ? Date.now() : mtime
     const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
@@ -416,6 +533,7 @@ export class OpenFileTable {
    */
   async detach (filePath: string, localFile: string, remove: (lease?: HeldLock) => Promise<void>): Promise<Survivor[]> {
     const canonical = normalizePath(filePath)
+    await this.settle(canonical)
     await this.startingCopies.get(canonical)
     const working = this.workingCopies.get(canonical)
     const handles = [...this.handlesOf(canonical)]

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
-import type { DfsClient } from '../client/dfsClient'
+import type { DfsClient, ListEntry } from '../client/dfsClient'
+import { baseName } from '../shared/paths'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
@@ -129,16 +130,18 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat]),
-    readdir: (path: string, cb: Callback) => answer(cb, async () => await client.list(path), (entries) => {
+    // Files created here whose create rides in their close are listed here at once.
+    readdir: (path: string, cb: Callback) => answer(cb, async () => withUnborn(await client.list(path), files.unbornIn(path)), (entries) => {
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
       return [['.', '..', ...entries.map((e) => e.name)], [self, self, ...entries.map(described)]]
     }),
     // A file gone since the kernel looked its name up answers ESTALE (StaleHandleError), after
     // which the kernel looks the name up once more: see src/shared/errors.ts.
     open: (path: string, flags: number, cb: Callback) => answer(cb, async () => await files.open(path, flags), (id) => [id, cachingOf(path, flags, files.isAppendedHere(path))]),
-    // fuse-native passes no open flags with create: the new, empty handle may read and write.
-    // The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
-    create: (path: string, mode: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS), (id) => [id]),
+    // The patched fuse-native (level 4) passes the open flags: O_EXCL decides what a name
+    // taken meanwhile means at the close (OpenFileTable.create). The new handle may read and
+    // write. The mode is the caller's, after its umask (the kernel applies it): the file server keeps it.
+    create: (path: string, mode: number, flags: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS, flags), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       const reading = unlinked.has(fd) ? unlinked.read(fd, buffer, length, position) : files.read(fd, buffer, length, position)
       reading.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
@@ -163,25 +166,38 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)),
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
     releasedir: (_path: string, _fd: number, cb: Callback) => cb(0),
-    access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => await client.stat(path)),
+    access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => files.isUnborn(path) ? undefined : await client.stat(path)),
     statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
     // A hidden name is libfuse's: it unlinks it at the last close, when its bytes went already.
-    unlink: (path: string, cb: Callback) => answer(cb, async () => unlinked.forget(path) ? undefined : await client.unlink(path)),
+    // A file created here and not sent yet is sent first (OpenFileTable.settle): the servers decide.
+    unlink: (path: string, cb: Callback) => answer(cb, async () => {
+      if (unlinked.forget(path)) return
+      await files.settle(path)
+      await client.unlink(path)
+    }),
     // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is.
     rename: (from: string, to: string, cb: Callback) => answer(cb, async () => {
+      for (const path of [from, to]) await files.settle(path)
+      await files.settleUnder(from)
       if (isHiddenName(to)) await unlinked.hide(files, from, to, async (lease) => await client.unlink(from, { lease }))
       else await client.rename(from, to)
       inodes.renamed(from, to)
     }),
-    mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.mkdir(path, mode & PERMISSION_BITS)),
-    rmdir: (path: string, cb: Callback) => answer(cb, async () => await client.rmdir(path)),
+    mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => {
+      await files.settle(path)
+      await client.mkdir(path, mode & PERMISSION_BITS)
+    }),
+    rmdir: (path: string, cb: Callback) => answer(cb, async () => {
+      await files.settleUnder(path)
+      await client.rmdir(path)
+    }),
     // The patched fuse-native (patches/) passes each time as ms, 'now' or 'omit' (UTIME_NOW,
     // UTIME_OMIT: touch -a leaves the mtime alone, touch -m the atime). dfs keeps one mtime
     // per file, so an omitted mtime is the one it has now. Bytes still held back by open
     // handles are sent first: cp -p sets the times before close, and a store at close would
     // stamp the file with the time of the store. (The table flushes only all handles at once.)
     utimens: (path: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => answer(cb, async () => await files.setTimes(path, atime, mtime)),
-    chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => await client.chmod(path, mode)),
+    chmod: (path: string, mode: number, cb: Callback) => answer(cb, async () => files.setUnbornMode(path, mode) ? undefined : await client.chmod(path, mode)),
     // Files belong to whoever mounted (or -o uid=,gid=); tar and cp -p as that user ask for exactly that.
     chown: (_path: string, uid: number, gid: number, cb: Callback) => {
       const same = (uid === owner.uid || uid === 0xffffffff) && (gid === owner.gid || gid === 0xffffffff)
@@ -191,23 +207,35 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     // A lock granted: what the program reads next includes what other mounts stored before.
     lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
+        await files.settle(path)
         const conflict = await locks.lock(path, request, signal)
         if (request.cmd !== 'getlk' && request.type !== 'unlock') await files.revalidate(path)
         return conflict
       }, (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
+        await files.settle(path)
         await locks.flock(path, fd, request, signal)
         if (request.op !== 'unlock') await files.revalidate(path)
       }),
     // libfuse hands over the link's target first, then where the link goes.
-    symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => await client.symlink(target, path)),
+    symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => {
+      await files.settle(path)
+      return await client.symlink(target, path)
+    }),
     readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),
     link: refuse(ENOTSUP),
     mknod: refuse(EROFS),
     setxattr: refuse(ENOTSUP),
     removexattr: refuse(ENOTSUP)
   }
+}
+
+/** A folder's listing with the files created in it on this mount and not sent yet. */
+function withUnborn (listed: ListEntry[], unborn: FileMeta[]): ListEntry[] {
+  if (unborn.length === 0) return listed
+  const names = new Set(listed.map((entry) => entry.path))
+  return [...listed, ...unborn.filter((meta) => !names.has(meta.path)).map((meta) => ({ ...meta, name: baseName(meta.path) }))]
 }
 
 /** statfs in 4 KiB blocks, or larger ones where the count would not fit fuse-native's 32 bits. */

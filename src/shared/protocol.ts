@@ -327,6 +327,7 @@ export const FileRoutes = {
   // PUT /content ?path= bytes, X-Dfs-Lock-Token -> FileMeta: replaces the whole file
   // PATCH /content ?path=&size=&fromVersion= ranges (rangeFrames.ts), X-Dfs-Lock-Token -> FileMeta | 409: a range write
   create: '/create', // POST ?path=&kind=file|dir|symlink[&mode=][&target=] -> FileMeta
+  // PUT /create ?path=[&mode=][&mtimeMs=] bytes, [X-Dfs-Change-Id] -> FileMeta | 409: a new file with its bytes, claimed with the directory
   truncate: '/truncate', // POST ?path=&size=, X-Dfs-Lock-Token -> FileMeta
   unlink: '/unlink', // POST ?path=, X-Dfs-Lock-Token -> RemovedAnswer
   rmdir: '/rmdir', // POST ?path= -> RemovedAnswer

@@ -139,6 +139,17 @@ export class FileApi {
     return await this.transport.json({ method: 'POST', route: FileRoutes.create, query: { path, kind, mode: opts.mode, target: opts.target } })
   }
 
+  /**
+   * A new file with its bytes, mode and mtime in one request (PUT /create): ConflictError if
+   * the path exists anywhere. `changeId` makes a retry after a lost answer safe.
+   */
+  async createWithContent (path: string, bytes: Buffer, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {}): Promise<FileMeta> {
+    const headers: Record<string, string> = opts.changeId !== undefined ? { [Headers.changeId]: opts.changeId } : {}
+    return await this.transport.json({
+      method: 'PUT', route: FileRoutes.create, query: { path, mode: opts.mode, mtimeMs: opts.mtimeMs }, body: bytes, headers, timeoutMs: this.changeDeadline()
+    })
+  }
+
   async truncate (path: string, size: number, token: LeaseCredential): Promise<FileMeta> {
     return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }

@@ -1,0 +1,45 @@
+import type { Express } from 'express'
+import { FileRoutes } from '../../src/shared/protocol'
+import { changeIdOf, queryOf } from '../common/input'
+import type { MutationContext } from './context'
+
+/**
+ * PUT /create: a new file with its bytes (and mode and mtime) in one request, as a mount
+ * sends it at the close of a file it created: on this disk exclusively and synced, then
+ * claimed with the directory (beside the last fsyncs), all before the answer. Its lock key
+ * is implicit (the lock server makes it at the first acquire). A path that exists anywhere
+ * is a 409 (EEXIST); a claim the directory refuses takes the file away again, so the path
+ * is left as it was.
+ */
+export function mountCreateWithContentRoute (app: Express, ctx: MutationContext): void {
+  app.put(FileRoutes.create, async (req, res) => {
+    const query = queryOf(req)
+    const path = query.path()
+    const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
+    const mtimeMs = query.optionalInt('mtimeMs', { min: 0 })
+    const { machineId } = ctx.self()
+    // The claim goes beside the server's last round of fsyncs (FileStore.createWithContent).
+    const claim = {
+      run: async () => await ctx.directory().claim(machineId, path, 'file'),
+      undo: async () => await ctx.directory().drop(machineId, path)
+    }
+    const { meta, repeated } = await ctx.store.createWithContent(path, req, { mode, mtimeMs, changeId: changeIdOf(req) }, claim)
+    // A retry of a create whose first try placed the file: its claim may have gone through too.
+    if (repeated && !(await claimedHere(ctx, path, machineId))) {
+      try {
+        await claim.run()
+      } catch (err) {
+        await ctx.store.remove(path).catch((undo: unknown) => ctx.log(`could not remove ${path} again: ${undo instanceof Error ? undo.message : String(undo)}`))
+        throw err
+      }
+    }
+    ctx.log(`created file ${path} with ${meta.size} bytes`)
+    res.json(meta)
+  })
+}
+
+/** Whether the directory maps the path to this server. */
+async function claimedHere (ctx: MutationContext, path: string, machineId: number): Promise<boolean> {
+  const found = await ctx.directory().lookup(path).catch(() => null)
+  return found?.server?.machineId === machineId
+}
