@@ -87,7 +87,18 @@ t.test('a request id sent to one server is carried to the servers it calls', asy
   t.equal(res.status, 200, await res.clone().text())
   t.equal(res.headers.get(Headers.requestId), 'trace-42', 'the answer names the request id')
   const routes = seen.filter((s) => s.requestId === 'trace-42').map((s) => s.route).sort()
-  t.same(routes, ['/create', '/keys', '/servers/:machineId/entries'], 'the directory and lock server saw the same id')
+  t.same(routes, ['/create', '/servers/:machineId/entries'], 'the directory saw the same id (a create makes no lock key: keys are implicit)')
+  // A write under a lease: the file server checks the lease with the lock server under the same id.
+  const held = await cluster.client().locks.acquire('/notes/new.txt')
+  t.teardown(async () => await held.release().catch(() => {}))
+  const stored = await fetch(`${cluster.fileServers[0].url}/content?path=/notes/new.txt`, {
+    method: 'PUT',
+    body: 'stored\n',
+    headers: { [Headers.requestId]: 'trace-43', authorization: `Bearer ${cluster.credentials.write}`, [Headers.lockToken]: leaseCredentialOf(held.lease), 'content-type': 'application/octet-stream' }
+  })
+  t.equal(stored.status, 200, await stored.clone().text())
+  const storeRoutes = seen.filter((s) => s.requestId === 'trace-43').map((s) => s.route).sort()
+  t.ok(storeRoutes.includes('/content') && storeRoutes.includes('/locks/check'), `the lock server saw the store's id: ${storeRoutes.join(', ')}`)
   const forged = await fetch(`${cluster.fileServers[0].url}/stats`, { headers: { [Headers.requestId]: 'bad id with spaces', authorization: `Bearer ${cluster.credentials.read}` } })
   t.match(forged.headers.get(Headers.requestId), /^[0-9a-f]{16}$/, 'an id that is not plain is replaced')
 })

@@ -27,7 +27,7 @@ t.test('a created file is on a server holding its folder, lockable, and another 
   t.same((await reader.list('/two')).map((e) => e.name), ['b.txt', 'new.txt'])
   t.equal((await reader.readFile('/two/new.txt')).length, 0)
   const lock = await rawGet(cluster.lock.url, LockRoutes.status, { path: '/two/new.txt' })
-  t.equal(lock.status, 200, 'the lock key exists at once')
+  t.equal(lock.status, 200, 'the lock server answers for the new path (keys are implicit)')
   t.equal(lock.body.held, false)
 })
 
@@ -95,7 +95,7 @@ t.test('utimes on a folder held by several servers sets it on each', async (t) =
   t.equal((await client.list('/')).find((e) => e.name === 'shared')?.mtimeMs, when)
 })
 
-t.test('unlink removes the file, its directory entry and its lock key', async (t) => {
+t.test('unlink removes the file, its directory entry and any lease on it', async (t) => {
   const cluster = await startTestCluster(t, trees)
   const { rawGet } = rawAs(cluster.credentials.server)
   const client = cluster.client()
@@ -105,7 +105,7 @@ t.test('unlink removes the file, its directory entry and its lock key', async (t
   await t.rejects(cluster.client().lookup('/one/a.txt'), NotFoundError, 'the directory has forgotten it')
   await t.rejects(other.readFile('/one/a.txt'), NotFoundError, 'a client that remembered it finds it gone')
   t.notOk(fs.existsSync(path.join(cluster.roots[0], 'one/a.txt')))
-  t.equal((await rawGet(cluster.lock.url, LockRoutes.status, { path: '/one/a.txt' })).status, 404, 'the lock key is gone')
+  t.match((await rawGet(cluster.lock.url, LockRoutes.status, { path: '/one/a.txt' })).body, { held: false }, 'no lease is left on it')
   t.same((await other.list('/one')).map((e) => e.name), [], 'the folder stays, empty')
   await t.rejects(client.unlink('/one/a.txt'), NotFoundError)
   await t.rejects(client.unlink('/one'), IsDirectoryError)

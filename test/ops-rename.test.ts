@@ -14,13 +14,14 @@ const trees: Array<Record<string, string>> = [
   { 'logs/b.log': 'beta\n', 'shared/s2.txt': 'second\n' }
 ]
 
-async function lockKeyExists (cluster: TestCluster, file: string): Promise<boolean> {
+/** Whether no lease is held on a path (lock keys are implicit: a path without one is free). */
+async function lockFree (cluster: TestCluster, file: string): Promise<boolean> {
   const answer = await rawGet(cluster.lock.url, LockRoutes.status, { path: file }, { token: cluster.credentials.read })
-  if (answer.status !== 200 && answer.status !== 404) throw new Error(`lock server answered ${answer.status}`)
-  return answer.status === 200
+  if (answer.status !== 200) throw new Error(`lock server answered ${answer.status}`)
+  return answer.body.held === false
 }
 
-t.test('a rename within one server keeps the bytes, moves the lock key, and copies nothing', async (t) => {
+t.test('a rename within one server keeps the bytes, leaves no lease behind, and copies nothing', async (t) => {
   const cluster = await startTestCluster(t, trees)
   const client = cluster.client()
   const reader = cluster.client()
@@ -35,8 +36,8 @@ t.test('a rename within one server keeps the bytes, moves the lock key, and copi
   await t.rejects(reader.readFile('/docs/a.txt'), NotFoundError)
   t.notOk(fs.existsSync(path.join(cluster.roots[0], 'docs/a.txt')))
   t.ok(fs.existsSync(path.join(cluster.roots[0], 'docs/c.txt')))
-  t.notOk(await lockKeyExists(cluster, '/docs/a.txt'), 'the old lock key is gone')
-  t.ok(await lockKeyExists(cluster, '/docs/c.txt'), 'the new path has a key')
+  t.ok(await lockFree(cluster, '/docs/a.txt'), 'no lease is left on the old path')
+  t.ok(await lockFree(cluster, '/docs/c.txt'), 'the new path is free to lock')
   const held = await client.locks.acquire('/docs/c.txt')
   await held.release()
   t.equal((await statsOf(cluster.fileServers[0])).incoming, 0)
@@ -68,8 +69,8 @@ t.test('a rename across servers copies the bytes to the server holding the new f
   await t.rejects(cluster.client().lookup('/docs/a.txt'), NotFoundError)
   t.notOk(fs.existsSync(path.join(cluster.roots[0], 'docs/a.txt')), 'gone from the first server')
   t.equal(fs.readFileSync(path.join(cluster.roots[1], 'logs/a.txt'), 'utf8'), 'alpha v2\n')
-  t.notOk(await lockKeyExists(cluster, '/docs/a.txt'))
-  t.ok(await lockKeyExists(cluster, '/logs/a.txt'))
+  t.ok(await lockFree(cluster, '/docs/a.txt'), 'no lease is left on the old path')
+  t.ok(await lockFree(cluster, '/logs/a.txt'), 'the new path is free to lock')
   t.equal((await statsOf(cluster.fileServers[1])).incoming, 1, 'one copy went to the second server')
   t.same((await reader.list('/docs')).map((e) => e.name), ['deep'], 'the old folder no longer lists it')
 
@@ -93,8 +94,8 @@ t.test('a rename over an existing file replaces it, with a version above both', 
   t.equal((await reader.lookup('/logs/b.log')).server?.machineId, cluster.fileServers[1].machineId, 'the destination stays where it was')
   t.equal((await reader.readFile('/logs/b.log')).toString(), 'alpha\n', 'the reader\'s old copy is not taken for current')
   await t.rejects(cluster.client().lookup('/docs/a.txt'), NotFoundError)
-  t.notOk(await lockKeyExists(cluster, '/docs/a.txt'))
-  t.ok(await lockKeyExists(cluster, '/logs/b.log'))
+  t.ok(await lockFree(cluster, '/docs/a.txt'), 'no lease is left on the old path')
+  t.ok(await lockFree(cluster, '/logs/b.log'), 'the new path is free to lock')
 
   // within a server: /logs/b.log (v4) over a new /logs/c.log (v1, made twice: v2)
   await client.create('/logs/c.log')
@@ -118,8 +119,8 @@ t.test('a folder is renamed within its server; one spanning servers is EXDEV', a
   t.equal((await reader.stat('/papers/deep/n.txt')).version, 2, 'moved files get a new version')
   await t.rejects(cluster.client().lookup('/docs'), NotFoundError)
   await t.rejects(cluster.client().lookup('/docs/deep/n.txt'), NotFoundError)
-  t.notOk(await lockKeyExists(cluster, '/docs/deep/n.txt'))
-  t.ok(await lockKeyExists(cluster, '/papers/deep/n.txt'))
+  t.ok(await lockFree(cluster, '/docs/deep/n.txt'), 'no lease is left on the old path')
+  t.ok(await lockFree(cluster, '/papers/deep/n.txt'), 'the new path is free to lock')
   t.ok(fs.existsSync(path.join(cluster.roots[0], 'papers/deep/n.txt')))
 
   const spanning = await client.rename('/shared', '/common').catch((err: unknown) => err)
@@ -159,8 +160,8 @@ t.test('a rename across servers whose target server is down leaves the source as
   t.same(await fresh.statFresh('/docs/a.txt'), before, 'same version, size and mtime')
   t.equal((await fresh.readFile('/docs/a.txt')).toString(), 'alpha\n')
   t.equal((await fresh.lookup('/docs/a.txt')).server?.machineId, cluster.fileServers[0].machineId)
-  t.ok(await lockKeyExists(cluster, '/docs/a.txt'), 'the lock key stays')
-  t.notOk(await lockKeyExists(cluster, '/logs/a.txt'), 'no key was made for the destination')
+  t.ok(await lockFree(cluster, '/docs/a.txt'), 'no lease is left on the source')
+  t.ok(await lockFree(cluster, '/logs/a.txt'), 'nor on the destination')
   const held = await fresh.locks.acquire('/docs/a.txt')
   await held.release()
   t.equal(fs.readdirSync(path.join(cluster.roots[0], '.dfs/tmp')).length, 0)

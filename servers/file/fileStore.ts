@@ -837,9 +837,16 @@ export class FileStore {
     let stats: fs.Stats
     let realParent: string | null = null
     try {
-      // Side by side: two independent trips through the thread pool.
       if (path === '/') stats = await fsp.stat(disk)
-      else [stats, realParent] = await Promise.all([fsp.lstat(disk), fsp.realpath(nodePath.dirname(disk))])
+      else {
+        // Side by side: two independent trips through the thread pool. The path's own error
+        // goes first whichever ends first (a path too long is ENAMETOOLONG, not its missing folder's ENOENT).
+        const [own, folder] = await Promise.allSettled([fsp.lstat(disk), fsp.realpath(nodePath.dirname(disk))])
+        if (own.status === 'rejected') throw own.reason
+        if (folder.status === 'rejected') throw folder.reason
+        stats = own.value
+        realParent = folder.value
+      }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
