@@ -16,7 +16,7 @@ import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import { SshfsMount, sshfsMissing } from './sshfs'
 import { createDatabase, databaseRows, SQLITE_ROWS, SQLITE_TRANSACTIONS, sqliteMissing, sqliteTransactions } from './sqlite'
-import { FOLDER_OPS, folderFileName } from './workload'
+import { FOLDER_OPS, folderFileName, overwriteLine } from './workload'
 import type { WorkloadResult } from './workload'
 
 /*
@@ -35,6 +35,7 @@ const SMALL_FILES = 1000
 const SMALL_FILE_BYTES = 4096
 const LISTED_FILES = 2000
 const APPENDS = 2000
+const OVERWRITES = 300
 const CREATED_FILES = 1000
 const WRITE_MIB = 256
 const COLD_FILES = 200
@@ -54,6 +55,7 @@ const BIG_FILE = 'seq/big.bin'
 const SMALL_DIR = 'small'
 const LISTED_DIR = 'listing'
 const APPEND_FILE = 'appends/log.txt'
+const OVERWRITTEN_FILE = 'overwrites/file.txt'
 const CREATE_DIR = 'create'
 const WRITTEN_FILE = 'written/new.bin'
 const COLD_DIR = 'cold'
@@ -134,6 +136,8 @@ async function createData (layout: Layout, runs: RunKind): Promise<void> {
     await writeFiles(path.join(one, LISTED_DIR), LISTED_FILES, 100, 'entry')
     await fsp.mkdir(path.dirname(path.join(two, APPEND_FILE)), { recursive: true })
     await fsp.writeFile(path.join(two, APPEND_FILE), '')
+    await fsp.mkdir(path.dirname(path.join(two, OVERWRITTEN_FILE)), { recursive: true })
+    await fsp.writeFile(path.join(two, OVERWRITTEN_FILE), 'first\n')
     await fsp.mkdir(path.join(two, CREATE_DIR), { recursive: true })
     await fsp.mkdir(path.dirname(path.join(two, WRITTEN_FILE)), { recursive: true })
     writeNamedFiles(path.join(two, COLD_DIR), COLD_FILES, SMALL_FILE_BYTES)
@@ -411,6 +415,14 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   details.push(`appends: ${perSide(appended, passes)}; dfs ${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append; ` +
     `dfs servers: ${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
 
+  const overwritten = await each('overwrites of a small file', (dir) => ['overwrite', dir(OVERWRITTEN_FILE), `count=${OVERWRITES}`])
+  const lastLine = overwriteLine(OVERWRITES - 1)
+  const heldNow = await fsp.readFile(path.join(layout.roots[1], OVERWRITTEN_FILE), 'utf8')
+  check(overwritten.dfs.ops === OVERWRITES && heldNow === lastLine, `overwrites: the file server's copy holds ${JSON.stringify(heldNow)}, the last overwrite wrote ${JSON.stringify(lastLine)}`)
+  row(`${OVERWRITES} overwrites of a small file (O_TRUNC+write+close)`, 'overwrites/s', overwritten, (r) => rate(r, false))
+  details.push(`overwrites: ${perSide(overwritten, passes)}; dfs ${formatNumber(median(overwritten.dfs.runsMs) / OVERWRITES)} ms an overwrite; ` +
+    `dfs servers: ${describeActivity(overwritten.before, overwritten.after, OVERWRITES, 'overwrite')}`)
+
   const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
   everySide(created, (r) => r.ops === CREATED_FILES && r.bytes === CREATED_FILES * SMALL_FILE_BYTES, `create: wrote ${CREATED_FILES} files of ${SMALL_FILE_BYTES} bytes`)
   // What the file server and sshd's side hold, not what the mounts said they wrote.
@@ -606,7 +618,7 @@ async function main (argv: string[]): Promise<void> {
       `fdatasync after a 30-byte append on the data's disk (a durable append's floor), median of 200: ${formatNumber(fsyncBefore)} ms at the start, ${formatNumber(fsyncAfter)} ms at the end`,
       `page cache before the cold reads and the first bytes: ${result.pageCacheDrop === null ? `dropped (sync; echo 3 > ${DROP_CACHES})` : `NOT dropped (${result.pageCacheDrop}): the local cold read is really warm`}`,
       noSshfs ?? 'sshfs: its own copy of the local tree through a loopback sshd, sshfs default options',
-      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the appends, the creates and the write; ` +
+      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the appends, the overwrites, the creates and the write; ` +
         'ms rows: median of single operations; MB = 10^6 bytes; ratios compare speed (for ms rows other/dfs), below 1 means dfs is slower',
       '',
       table(result.rows, sshfs !== null),

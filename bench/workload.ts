@@ -13,7 +13,7 @@ import path from 'node:path'
  */
 
 /** 'sqlite' is run by bench/sqlite.ts, not by this script. */
-export type WorkloadName = 'read' | 'small' | 'append' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op' | 'sqlite'
+export type WorkloadName = 'read' | 'small' | 'append' | 'overwrite' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op' | 'sqlite'
 
 /** The operations the large-folder workload times, one kind per child process. */
 export const FOLDER_OPS = ['stat', 'read', 'create', 'unlink'] as const
@@ -123,6 +123,30 @@ function appends (file: string, count: number): WorkloadResult {
   return { workload: 'append', runsMs: [elapsedMs(start)], ops: count, bytes }
 }
 
+/**
+ * `count` overwrites of one small file, as a shell's `echo line > file` or a program that
+ * saves in place: open with 'w' (O_TRUNC), write one line, close. The file ends holding
+ * overwriteLine(count - 1).
+ */
+function overwrites (file: string, count: number): WorkloadResult {
+  let bytes = 0
+  const start = process.hrtime.bigint()
+  for (let i = 0; i < count; i++) {
+    const fd = fs.openSync(file, 'w')
+    try {
+      bytes += fs.writeSync(fd, overwriteLine(i))
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+  return { workload: 'overwrite', runsMs: [elapsedMs(start)], ops: count, bytes }
+}
+
+/** The line the i-th overwrite writes (the bench checks the last one on the file server). */
+export function overwriteLine (i: number): string {
+  return `bench overwrite ${String(i).padStart(6, '0')}\n`
+}
+
 /** What `ls -l` asks of the file system: the names of a folder, then lstat of each, `runs` times. */
 function longListing (folder: string, runs: number): WorkloadResult {
   const runsMs: number[] = []
@@ -226,7 +250,7 @@ function folderOp (folder: string, op: FolderOp, count: number): WorkloadResult 
 
 function main (argv: string[]): WorkloadResult {
   const [workload, target, ...rest] = argv
-  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|ls|create|write|first-byte|folder-op> <path> [runs=N] [count=N] [bytes=N] [mib=N] [op=NAME]')
+  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|overwrite|ls|create|write|first-byte|folder-op> <path> [runs=N] [count=N] [bytes=N] [mib=N] [op=NAME]')
   const options = new Map(rest.map((arg) => arg.split('=') as [string, string]))
   const numberOption = (name: string, fallback: number): number => {
     const value = Number(options.get(name) ?? fallback)
@@ -237,6 +261,7 @@ function main (argv: string[]): WorkloadResult {
     case 'read': return sequentialRead(target, numberOption('runs', 1))
     case 'small': return smallFiles(target, numberOption('runs', 3))
     case 'append': return appends(target, numberOption('count', 2000))
+    case 'overwrite': return overwrites(target, numberOption('count', 300))
     case 'ls': return longListing(target, numberOption('runs', 3))
     case 'create': return createFiles(target, numberOption('count', 1000), numberOption('bytes', 4096))
     case 'write': return writeFsync(target, numberOption('mib', 256))
