@@ -2,7 +2,7 @@ import t from 'tap'
 import { DEFAULT_CALLBACK_LEASE_MS } from '../src/shared/defaults'
 import { outcome, run } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
-import { waitFor } from './helpers/waitFor'
+import { readUntilCallbackGranted } from './helpers/mountOps'
 
 /*
  * Callbacks through real mounts, each its own process: a stopped mount that holds a
@@ -15,13 +15,7 @@ t.test('a stopped mount holding a callback delays a writer by at most its lease,
   const holder = await cluster.mount()
   const file = holder.at('/notes/a.txt')
   const client = cluster.client()
-  // Read until the server has promised the mount a callback (its channel opens at its first request).
-  await waitFor('a callback promised to the mount', async () => {
-    const cat = await run('cat', [file])
-    if (cat.stdout !== 'one\n') throw new Error(outcome(cat))
-    const stats = await (await fetch(`${cluster.files[0].url}/stats`, { headers: { Authorization: `Bearer ${cluster.credentials.read}` } })).json() as { callbacksGranted: number }
-    return stats.callbacksGranted > 0
-  }, 10_000, 100)
+  await readUntilCallbackGranted(file, cluster.files[0], 'one\n')
 
   await holder.stop()
   const started = Date.now()

@@ -4,8 +4,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { outcome, run } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
-import type { MountProcess, ServerProcess } from './helpers/processCluster'
-import { waitFor } from './helpers/waitFor'
+import { readUntilCallbackGranted } from './helpers/mountOps'
 
 /*
  * Close-to-open through real mounts, each its own process: once a close has returned on one
@@ -37,21 +36,11 @@ async function cutConnections (pid: number, port: number): Promise<number> {
   return locals.length
 }
 
-/** Reads until the file server has promised a callback; `mount` must be the first to read anything there. */
-async function holdCallback (mount: MountProcess, server: ServerProcess, readToken: string, expected: string): Promise<void> {
-  await waitFor('a callback promised to the mount', async () => {
-    const cat = await run('cat', [mount.at(FILE)])
-    if (cat.stdout !== expected) throw new Error(outcome(cat))
-    const stats = await (await fetch(`${server.url}/stats`, { headers: { Authorization: `Bearer ${readToken}` } })).json() as { callbacksGranted: number }
-    return stats.callbacksGranted > 0
-  }, 10_000, 100)
-}
-
 t.test(`close-to-open through mounts: ${ROUNDS} appends and overwrites closed on one mount, each seen by the next open on another, while connections are cut and a holder is stopped`, async (t) => {
   const cluster = await startProcessCluster(t, { trees: [{ [FILE.slice(1)]: '0\n' }] })
   const server = cluster.files[0]
   const [writer, reader, holder] = [await cluster.mount(), await cluster.mount(), await cluster.mount()]
-  await holdCallback(holder, server, cluster.credentials.read, '0\n')
+  await readUntilCallbackGranted(holder.at(FILE), server, '0\n')
 
   const stale: string[] = []
   let cut = 0

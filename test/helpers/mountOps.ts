@@ -8,8 +8,10 @@ import { startFileServer } from '../../servers/file/server'
 import { noteCaller } from './credentials'
 import type { RunningFileServer } from '../../servers/file/server'
 import type { TestCluster } from './cluster'
-import { outcome } from './mount'
+import { outcome, run } from './mount'
 import type { Finished } from './processes'
+import { waitFor } from './waitFor'
+import { statsOf } from './wire'
 
 /** Quotes a path for sh -c. */
 export const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
@@ -43,4 +45,17 @@ export async function restartFileServer (t: Test, cluster: TestCluster, index: n
   noteCaller(restarted, cluster.credentials.caller)
   t.teardown(async () => await restarted.close())
   return restarted
+}
+
+/**
+ * Reads `file` (through a mount) until it holds `expected` and the file server has promised
+ * a callback: the mount's event channel opens at its first request, so the first reads may
+ * come before it. The mount must be the first to read anything on that server.
+ */
+export async function readUntilCallbackGranted (file: string, server: { url: string }, expected: string): Promise<void> {
+  await waitFor('a callback promised to the mount', async () => {
+    const cat = await run('cat', [file])
+    if (cat.stdout !== expected) throw new Error(outcome(cat))
+    return (await statsOf(server)).callbacksGranted > 0
+  }, 10_000, 100)
 }
