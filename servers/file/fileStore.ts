@@ -226,10 +226,39 @@ export class FileStore {
     return this.writes.busy(path) || this.writes.started !== started ? null : meta
   }
 
+  /**
+   * The meta of a file, folder or link, with the bytes of a file of at most `upTo` bytes read
+   * in the same step (GET /stat?inline=): one check of the path, one open, one read, under the
+   * write lock so size, version and bytes belong together. A first read of a small file is
+   * this one request, so each trip through the thread pool saved here is one the reader waits for.
+   */
+  async statWithContent (path: string, upTo: number): Promise<{ meta: FileMeta, content?: Buffer }> {
+    return await this.writes.run(path, async () => {
+      const checked = await this.lstatInside(path)
+      if (!checked.isFile() || checked.size > upTo) return { meta: await this.describe(path, checked) }
+      const handle = await this.openChecked(path, checked, fs.constants.O_RDONLY)
+      try {
+        const stats = await handle.stat()
+        const meta = this.metaOf(path, stats)
+        if (meta.size > upTo) return { meta }
+        const content = Buffer.allocUnsafe(meta.size)
+        let filled = 0
+        while (filled < content.length) {
+          const { bytesRead } = await handle.read(content, filled, content.length - filled, filled)
+          if (bytesRead === 0) break
+          filled += bytesRead
+        }
+        return { meta: { ...meta, size: filled }, content: content.subarray(0, filled) }
+      } finally {
+        await handle.close()
+      }
+    })
+  }
+
   /** Opens a file for reading and pins the version, size and bytes that belong together. */
   async openRead (path: string): Promise<OpenedFile> {
-    await this.lstatInside(path)
-    // Under the write lock, so no append is half done between fstat and version read.
+    // Under the write lock, so no append is half done between fstat and version read
+    // (openInside checks the path there: a check before it would be a second trip for nothing).
     return await this.writes.run(path, async () => {
       const handle = await this.openInside(path, fs.constants.O_RDONLY)
       try {
