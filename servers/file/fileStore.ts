@@ -411,19 +411,27 @@ export class FileStore {
   async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {},
     alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
-    await this.requireParentFolder(path)
     const disk = this.diskPath(path)
+    // A create is a mount's close, waited for by the program: each step below is a trip
+    // through the thread pool, so the ones that need not follow each other run side by side
+    // (the folder's check beside the upload; mode beside mtime; the inode's fstat beside the fsync).
+    const parentChecked = this.requireParentFolder(path)
+    // Its failure is thrown where it is awaited, after the upload; until then it is not unhandled.
+    parentChecked.catch(() => {})
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      await parentChecked
       if (opts.changeId !== undefined && this.versions.applied(path, opts.changeId)) {
         const placed = await this.statOrNull(path)
         if (placed !== null) return { meta: placed, repeated: true }
       }
       const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
-      // The umask of the server process must not cut the mode asked for.
-      if (mode !== undefined) await upload.handle.chmod(diskModeOf(mode, false))
-      if (opts.mtimeMs !== undefined) await upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs))
-      await timedSync('file', upload.handle.sync())
-      this.ownLinks.add(inodeOf(await upload.handle.stat()))
+      await Promise.all([
+        // The umask of the server process must not cut the mode asked for.
+        mode !== undefined ? upload.handle.chmod(diskModeOf(mode, false)) : undefined,
+        opts.mtimeMs !== undefined ? upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs)) : undefined
+      ])
+      const [stats] = await Promise.all([upload.handle.stat(), timedSync('file', upload.handle.sync())])
+      this.ownLinks.add(inodeOf(stats))
       try {
         await fsp.link(upload.file, disk)
       } catch (err) {
@@ -444,7 +452,8 @@ export class FileStore {
         if (mode !== undefined) await this.modes.drop(path).catch(() => {})
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
       }
-      return { meta: await this.stat(path), repeated: false }
+      // The fstat above is the linked file's: bytes, mode and mtime were set before it.
+      return { meta: this.metaOf(path, stats), repeated: false }
     }))
   }
 
@@ -772,8 +781,8 @@ export class FileStore {
       await writeAll(handle, body)
       return await task({ file, handle })
     } finally {
-      await handle.close()
-      await fsp.rm(file, { force: true })
+      // Side by side: removing the name of an open file is fine, and a placed upload has its own name by now.
+      await Promise.all([handle.close(), fsp.rm(file, { force: true })])
     }
   }
 
