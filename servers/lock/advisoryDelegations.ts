@@ -1,0 +1,82 @@
+import { advisoryCallbackKey } from '../../src/shared/advisoryLockProtocol'
+import type { CallbackBreak } from '../../src/shared/protocol'
+
+/** What delegation needs of the lock server's callback table (servers/file/callbacks.ts CallbackTable). */
+export interface DelegationChannel {
+  /** Promises the client a callback on the key; false when it has no live lease and open channel. */
+  grant: (clientId: string, key: string, subject: string | undefined) => boolean
+  /** Breaks every callback on the key; resolves once each holder acknowledged or its callback lease ran out. */
+  breakAll: (key: string, change: CallbackBreak, writer: string | undefined) => Promise<void>
+}
+
+interface Delegation {
+  /** The session (as the table scopes it) that answers the path's locks itself. */
+  session: string
+  /** The recall went out: the holder is to hand the locks back. */
+  recalling: boolean
+}
+
+/**
+ * Which paths' advisory locks are delegated, and to whom. A delegated path's locks are the
+ * holder's business until it hands them back (POST /advisory/return): the server decides
+ * nothing on that path meanwhile, for anybody. A request of any session about the path starts
+ * the recall (a break of `advisory:PATH` over the holder's callback channel, and the path in
+ * the answers to its renewals) and waits for the hand-back.
+ *
+ * The rule for a holder that does not answer: its delegation, and the locks under it, end only
+ * with its advisory session, never with its callback lease. A mount that is alive but whose
+ * channel is cut off still renews its session, sees the recall in the renewal's answer and
+ * hands back; one that stopped renewing has lost all its locks anyway, as a dead mount does
+ * without delegation. Ending the delegation at the callback lease would instead drop locks a
+ * live program believes it holds, and let another mount into a database mid-transaction.
+ */
+export class AdvisoryDelegations {
+  private readonly byPath = new Map<string, Delegation>()
+
+  constructor (private readonly channel: DelegationChannel | undefined) {}
+
+  /** The session a path is delegated to, if any. */
+  holderOf (path: string): string | undefined {
+    return this.byPath.get(path)?.session
+  }
+
+  /** Delegates the path to the session when its client has a callback channel to be recalled over. */
+  grant (path: string, session: string, clientId: string, subject: string | undefined): boolean {
+    if (this.channel === undefined || !this.channel.grant(clientId, advisoryCallbackKey(path), subject)) return false
+    this.byPath.set(path, { session, recalling: false })
+    return true
+  }
+
+  /** Sends the recall, once per delegation; the holder answers with a hand-back. */
+  recall (path: string): void {
+    const delegation = this.byPath.get(path)
+    if (delegation === undefined || delegation.recalling) return
+    delegation.recalling = true
+    const key = advisoryCallbackKey(path)
+    // Not awaited: the hand-back, not the acknowledgement, ends the wait (see the class comment).
+    this.channel?.breakAll(key, { path: key, version: null }, undefined).catch(() => {})
+  }
+
+  /** The holder handed the path back: whether it was the session's to hand back. */
+  end (path: string, session: string): boolean {
+    if (this.byPath.get(path)?.session !== session) return false
+    this.byPath.delete(path)
+    return true
+  }
+
+  /** Paths the server is recalling from the session. */
+  recalledFrom (session: string): string[] {
+    return [...this.byPath].filter(([, d]) => d.session === session && d.recalling).map(([path]) => path)
+  }
+
+  /** Forgets the delegations of sessions that are gone (ended, or ran out); the paths they held. */
+  dropUnless (alive: (session: string) => boolean): string[] {
+    const dropped: string[] = []
+    for (const [path, delegation] of this.byPath) {
+      if (alive(delegation.session)) continue
+      this.byPath.delete(path)
+      dropped.push(path)
+    }
+    return dropped
+  }
+}
