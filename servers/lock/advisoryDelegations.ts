@@ -1,13 +1,6 @@
-import { advisoryCallbackKey } from '../../src/shared/advisoryLockProtocol'
-import type { CallbackBreak } from '../../src/shared/protocol'
-
-/** What delegation needs of the lock server's callback table (servers/file/callbacks.ts CallbackTable). */
-export interface DelegationChannel {
-  /** Promises the client a callback on the key; false when it has no live lease and open channel. */
-  grant: (clientId: string, key: string, subject: string | undefined) => boolean
-  /** Breaks every callback on the key; resolves once each holder acknowledged or its callback lease ran out. */
-  breakAll: (key: string, change: CallbackBreak, writer: string | undefined) => Promise<void>
-}
+import type { Request } from 'express'
+import { delegationKey } from '../../src/shared/protocol'
+import type { Delegations } from './delegations'
 
 interface Delegation {
   /** The session (as the table scopes it) that answers the path's locks itself. */
@@ -33,16 +26,16 @@ interface Delegation {
 export class AdvisoryDelegations {
   private readonly byPath = new Map<string, Delegation>()
 
-  constructor (private readonly channel: DelegationChannel | undefined) {}
+  constructor (private readonly channel: Pick<Delegations, 'grant' | 'recall'> | undefined) {}
 
   /** The session a path is delegated to, if any. */
   holderOf (path: string): string | undefined {
     return this.byPath.get(path)?.session
   }
 
-  /** Delegates the path to the session when its client has a callback channel to be recalled over. */
-  grant (path: string, session: string, clientId: string, subject: string | undefined): boolean {
-    if (this.channel === undefined || !this.channel.grant(clientId, advisoryCallbackKey(path), subject)) return false
+  /** Delegates the path to the session when the caller's client has a channel to be recalled over. */
+  grant (req: Request, path: string, session: string): boolean {
+    if (this.channel === undefined || !this.channel.grant(req, delegationKey('advisory', path))) return false
     this.byPath.set(path, { session, recalling: false })
     return true
   }
@@ -52,9 +45,9 @@ export class AdvisoryDelegations {
     const delegation = this.byPath.get(path)
     if (delegation === undefined || delegation.recalling) return
     delegation.recalling = true
-    const key = advisoryCallbackKey(path)
     // Not awaited: the hand-back, not the acknowledgement, ends the wait (see the class comment).
-    this.channel?.breakAll(key, { path: key, version: null }, undefined).catch(() => {})
+    // Nobody is spared: a request of the holder's own session that reaches the server recalls too.
+    this.channel?.recall(delegationKey('advisory', path), undefined).catch(() => {})
   }
 
   /** The holder handed the path back: whether it was the session's to hand back. */

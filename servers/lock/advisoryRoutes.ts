@@ -12,7 +12,7 @@ import { bodyOf, Fields, queryOf } from '../common/input'
 import { AdvisoryLockTable } from '../../src/shared/advisoryTable'
 import type { AdvisoryClaim } from '../../src/shared/advisoryTable'
 import { AdvisoryDelegations } from './advisoryDelegations'
-import type { DelegationChannel } from './advisoryDelegations'
+import type { Delegations } from './delegations'
 import { watchCaller } from './callerGone'
 import { Parking } from './parking'
 
@@ -49,8 +49,8 @@ function scoped (res: Response, session: string): string {
 export interface AdvisoryRouteOptions {
   defaultLeaseMs: number
   maxLeaseMs: number
-  /** The lock server's callback table: without one, no path is ever delegated. */
-  channel?: DelegationChannel
+  /** The lock server's delegations (its event channels): without them, no path is ever delegated. */
+  channel?: Pick<Delegations, 'grant' | 'recall'>
 }
 
 /**
@@ -103,13 +103,12 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     }
   }
   /** Whether the caller may be delegated the path: it asked, names its own client id, and nobody else holds or waits. */
-  const delegable = (req: Request, res: Response, fields: Fields, path: string, session: string): boolean => {
+  const delegable = (req: Request, fields: Fields, path: string, session: string): boolean => {
     if (!fields.flag('delegate')) return false
     const clientId = req.get(Headers.clientId)
     if (clientId === undefined || clientId !== fields.identifier('session')) return false
     if (table.othersHold(path, session) || othersWait(path, session)) return false
-    const caller = callerOf(res)
-    return delegations.grant(path, session, clientId, caller.open ? undefined : caller.subject)
+    return delegations.grant(req, path, session)
   }
   const sessionOf = (fields: Fields, res: Response): { session: string, ttlMs: number } => ({
     session: scoped(res, fields.identifier('session')),
@@ -148,7 +147,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
         // A lock given back, or one made shared, may let waiters in.
         parking.wake(path)
         const answer: AdvisoryLockAnswer = { path, granted: true, held: table.held(session), ttlMs }
-        if (delegable(req, res, body, path, session)) answer.delegated = table.sessionLocksOn(path, session)
+        if (delegable(req, body, path, session)) answer.delegated = table.sessionLocksOn(path, session)
         res.json(answer)
         return
       }

@@ -206,7 +206,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     res.json(answer)
   })
 
-  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs })
+  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations })
   delegations.mount(app)
 
   app.get(LockRoutes.heldUnder, async (req, res) => {

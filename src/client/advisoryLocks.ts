@@ -1,10 +1,10 @@
 import type { AdvisoryLockApi } from '../shared/api'
-import { advisoryPathOf } from '../shared/advisoryLockProtocol'
 import type { AdvisoryKind, AdvisoryLock, AdvisoryLockAnswer, AdvisoryLockRequest } from '../shared/advisoryLockProtocol'
 import type { AdvisoryClaim } from '../shared/advisoryTable'
 import { DEFAULT_LEASE_MS } from '../shared/defaults'
 import { InterruptedError, LockedError } from '../shared/errors'
 import { DelegatedPath } from './delegatedLocks'
+import type { DelegationChannel } from './delegationChannel'
 
 /** Longest single wait on the lock server; a longer wait asks again. */
 const LONG_POLL_MS = 5000
@@ -16,11 +16,10 @@ export interface AdvisoryLocksOptions {
   leaseMs?: number
   log?: (line: string) => void
   /**
-   * Whether the lock server can recall a delegation from this mount now (its callback
-   * channel is open and its lease runs): only then is one asked for or used. Without it,
-   * every lock is asked of the server.
+   * The lock server's event channel, over which it recalls a delegation: one is asked for
+   * and used only while the channel is ready. Without it, every lock is asked of the server.
    */
-  recallChannel?: () => boolean
+  channel?: DelegationChannel | null
 }
 
 /** Bytes of a file: length 0 runs to its end. */
@@ -67,6 +66,11 @@ export class AdvisoryLocks {
 
   constructor (private readonly api: AdvisoryLockApi, private readonly opts: AdvisoryLocksOptions) {
     this.ttlMs = opts.leaseMs ?? DEFAULT_LEASE_MS
+    opts.channel?.handle('advisory', {
+      recall: async (path) => await this.recalled(path),
+      // No recall can reach this mount now: whatever it decides itself goes back.
+      lost: () => { for (const path of this.delegated.keys()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err)) }
+    })
   }
 
   get session (): string {
@@ -145,13 +149,11 @@ export class AdvisoryLocks {
   }
 
   /**
-   * The lock server recalls a callback key (the channel's break, awaited before it is
-   * acknowledged): a delegated path's locks go back to it, after the answer to a request
-   * that asked for the delegation, if one is under way.
+   * The lock server recalls a path (the channel's break, awaited before it is acknowledged):
+   * its locks go back to the server, after the answer to a request that asked for the
+   * delegation, if one is under way.
    */
-  async recalled (key: string): Promise<void> {
-    const path = advisoryPathOf(key)
-    if (path === null) return
+  async recalled (path: string): Promise<void> {
     await this.asking.get(path)?.catch(() => {})
     await this.handBack(path)
   }
@@ -188,14 +190,14 @@ export class AdvisoryLocks {
       }
       const local = this.delegated.get(path)
       if (local === undefined) return undefined
-      if (local.handingBack === null && this.opts.recallChannel?.() === true) return { answer: decide(local) }
+      if (local.handingBack === null && this.opts.channel?.ready() === true) return { answer: decide(local) }
       await this.handBack(path)
     }
   }
 
   /** Whether a request on the path may ask for its delegation: the channel is up and nothing else of this mount is under way there. */
   private mayAskDelegation (path: string): boolean {
-    return this.opts.recallChannel?.() === true && (this.inFlight.get(path) ?? 0) === 0 && !this.delegated.has(path)
+    return this.opts.channel?.ready() === true && (this.inFlight.get(path) ?? 0) === 0 && !this.delegated.has(path)
   }
 
   /** Hands a delegated path's locks back to the server; the path's operations then ask it again. */
@@ -261,7 +263,7 @@ export class AdvisoryLocks {
       const local = new DelegatedPath(path, answer.delegated)
       this.delegated.set(path, local)
       // Granted just as the channel went: the server could not recall it, so it goes back now.
-      if (this.opts.recallChannel?.() !== true) void this.handBack(path).catch(() => {})
+      if (this.opts.channel?.ready() !== true) void this.handBack(path).catch(() => {})
       this.keepRenewing()
       return
     }
@@ -282,6 +284,10 @@ export class AdvisoryLocks {
     else this.stopRenewal()
   }
 
+  private logHandBack (path: string, err: unknown): void {
+    this.opts.log?.(`handing back the advisory locks on ${path} failed (the lock server recalls them again, or they go with the session): ${err instanceof Error ? err.message : String(err)}`)
+  }
+
   private startRenewal (): void {
     if (this.renewal !== null || this.closing.signal.aborted) return
     this.renewal = setInterval(() => { void this.renew() }, Math.max(50, this.ttlMs / 3))
@@ -297,9 +303,7 @@ export class AdvisoryLocks {
     try {
       const answer = await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs })
       // The channel may have missed a recall (it was cut off, or this mount was too slow for the callback lease).
-      for (const path of answer.recalled ?? []) {
-        this.handBack(path).catch((err: unknown) => this.opts.log?.(`handing back the advisory locks on ${path} failed: ${err instanceof Error ? err.message : String(err)}`))
-      }
+      for (const path of answer.recalled ?? []) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
       if (answer.known && (answer.held > 0 || this.delegated.size > 0)) return
       if (!answer.known && (this.holding.size > 0 || [...this.delegated.values()].some((d) => d.locks().length > 0))) {
         this.opts.log?.(`advisory locks of this mount are lost: the lock server no longer knows session ${this.opts.session} (its lease ran out, or the server restarted)`)

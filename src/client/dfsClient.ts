@@ -186,7 +186,9 @@ export class DfsClient {
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
     const lockApi = new LockApi(lockServer)
     this.delegations = this.callbacks === null ? null : new DelegationChannel(lockApi, this.callbacks.clientId, opts.log)
-    this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), { session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log })
+    this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), {
+      session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log, channel: this.delegations
+    })
     this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
       leaseMs: opts.leaseMs,
@@ -908,8 +910,9 @@ export class DfsClient {
   close (): void {
     this.callbacks?.close()
     this.folderCallbacks?.close()
-    this.delegations?.close()
+    // Before the channel closes: its close would hand every delegated path back, just before the session ends anyway.
     this.advisoryLocks.close().catch(() => {}) // unreachable: its locks go when the session's lease runs out
+    this.delegations?.close()
   }
 }
 

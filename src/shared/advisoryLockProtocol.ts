@@ -20,19 +20,6 @@ export type AdvisoryKind = 'posix' | 'flock'
 /** read: shared; write: exclusive; unlock gives back (part of) what the owner holds. */
 export type AdvisoryType = 'read' | 'write' | 'unlock'
 
-/**
- * The callback key under which the lock server delegates a path's advisory locks to one mount
- * (its callback channel carries the recall): `advisory:` and the path.
- */
-export function advisoryCallbackKey (path: string): string {
-  return `advisory:${path}`
-}
-
-/** The path of an advisory callback key, or null for a key of another kind. */
-export function advisoryPathOf (key: string): string | null {
-  return key.startsWith('advisory:') ? key.slice('advisory:'.length) : null
-}
-
 /** Longest a lock request may wait on the server for a conflicting lock to go (waitMs). */
 export const MAX_ADVISORY_WAIT_MS = 30_000
 
