@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import t from 'tap'
 import { startLockServer } from '../servers/lock/server'
+import { AdvisoryLocks } from '../src/client/advisoryLocks'
 import { DelegationChannel } from '../src/client/delegationChannel'
 import { AdvisoryLockApi, LockApi } from '../src/shared/api'
 import type { AdvisoryLockRequest } from '../src/shared/advisoryLockProtocol'
@@ -23,6 +24,19 @@ async function lockServer (t: Test, leaseMs = 30_000): Promise<Server> {
   const server = await startLockServer({ port: 0, leaseMs })
   t.teardown(async () => await server.close())
   return { url: server.url }
+}
+
+/** A mount's AdvisoryLocks with its channel, as DfsClient makes them. */
+async function mountLocksOf (t: Test, server: Server, id: string, leaseMs?: number): Promise<AdvisoryLocks> {
+  const transport = new Transport('lock server', server.url, 5000, { clientId: id })
+  const channel = new DelegationChannel(new LockApi(transport), id)
+  const locks = new AdvisoryLocks(new AdvisoryLockApi(transport), { session: id, leaseMs, channel })
+  t.teardown(async () => {
+    await locks.close()
+    channel.close()
+  })
+  await waitFor('the channel to the lock server', async () => channel.ready())
+  return locks
 }
 
 /** A session whose calls carry its own id as client id (as a mount's do), and optionally its event channel. */
@@ -130,4 +144,17 @@ t.test('POST /advisory/return checks its locks as a lock request\'s fields', asy
     t.equal(answer.code, 'BAD_REQUEST')
     t.match(answer.message, field, `the message names ${field}`)
   }
+})
+
+t.test('a mount hands back a delegated path nobody has locked for a renewal period', async (t) => {
+  const server = await lockServer(t, 30_000)
+  const a = await mountLocksOf(t, server, 'mount-a', 300)
+  const who = { owner: 'p1', kind: 'posix' } as const
+  await a.lock('/db/f', who, 'write', { start: 0, length: 0 }, false)
+  t.same(a.delegatedPaths, ['/db/f'], 'the first lock brought the delegation')
+  await a.lock('/db/f', who, 'unlock', { start: 0, length: 0 }, false)
+  t.same(a.delegatedPaths, ['/db/f'], 'an unlock is answered locally, and the path stays delegated')
+  await waitFor('the idle path handed back', async () => a.delegatedPaths.length === 0, 10_000)
+  const b = await sessionOf(t, server, 'mount-b', false)
+  t.equal((await b.api.lock({ ...posix(b, 'write'), waitMs: 0 })).granted, true, 'another session is granted the file at once: nothing was kept')
 })

@@ -304,6 +304,9 @@ export class AdvisoryLocks {
       const answer = await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs })
       // The channel may have missed a recall (it was cut off, or this mount was too slow for the callback lease).
       for (const path of answer.recalled ?? []) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
+      // A path nobody has locked for a whole renewal period goes back: the session need not be
+      // renewed for ever, nor the server keep a delegation per file this mount ever locked.
+      for (const [path, local] of this.delegated) if (local.idle()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
       if (answer.known && (answer.held > 0 || this.delegated.size > 0)) return
       if (!answer.known && (this.holding.size > 0 || [...this.delegated.values()].some((d) => d.locks().length > 0))) {
         this.opts.log?.(`advisory locks of this mount are lost: the lock server no longer knows session ${this.opts.session} (its lease ran out, or the server restarted)`)

@@ -17,6 +17,8 @@ export class DelegatedPath {
   private readonly waiters = new Set<() => void>()
   /** The hand-back under way, if any: operations on the path wait for it, then ask the server. */
   handingBack: Promise<void> | null = null
+  /** A program locked, unlocked or tested here since the last look (idle()). */
+  private used = true
 
   constructor (readonly path: string, locks: AdvisoryLock[]) {
     this.table.touch(HERE, Infinity)
@@ -25,6 +27,7 @@ export class DelegatedPath {
 
   /** Grants the claim (null), or answers the lock of another owner of this mount in its way. */
   lock (claim: Omit<AdvisoryClaim, 'session'>): AdvisoryHeldLock | null {
+    this.used = true
     const full = { ...claim, session: HERE }
     const conflict = this.table.conflict(this.path, full)
     if (conflict !== null) return held(conflict)
@@ -35,12 +38,14 @@ export class DelegatedPath {
 
   /** The lock of another owner of this mount that the claim conflicts with, or null (F_GETLK). */
   test (claim: Omit<AdvisoryClaim, 'session'>): AdvisoryHeldLock | null {
+    this.used = true
     const conflict = this.table.conflict(this.path, { ...claim, session: HERE })
     return conflict === null ? null : held(conflict)
   }
 
   /** Gives back an owner's lock (flock's conversion: the old lock goes before a wait). */
   unlock (owner: string, kind: AdvisoryClaim['kind']): void {
+    this.used = true
     this.table.set(this.path, { session: HERE, owner, kind, type: 'unlock', start: 0, end: Infinity })
     this.wake()
   }
@@ -48,6 +53,13 @@ export class DelegatedPath {
   /** Whether the owner holds any lock here. */
   holds (owner: string, kind: AdvisoryClaim['kind']): boolean {
     return this.locks().some((l) => l.owner === owner && l.kind === kind)
+  }
+
+  /** Whether nothing is held here and nobody used the path since the last call: then it may as well go back. */
+  idle (): boolean {
+    const idle = !this.used && this.waiters.size === 0 && this.locks().length === 0
+    this.used = false
+    return idle
   }
 
   /** Every lock held here, as the hand-back sends them. */
