@@ -1,14 +1,10 @@
 import { spawn } from 'node:child_process'
-import fs from 'node:fs'
-import fsp from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import type { TestMount } from './helpers/mount'
-import { blockedOnMount, holdLock, tryLocks } from './helpers/advisoryLocks'
+import { blockedOnMount, fcntlWaiter, holdLock, tryLocks, waitingForLock } from './helpers/advisoryLocks'
 import { cleanEnv } from './helpers/processes'
 
 /*
@@ -32,19 +28,12 @@ t.test('a flock held through one mount keeps the other mount out until it is giv
   const tryA = await run('flock', ['-n', a.at('/shared/guard'), 'true'])
   t.equal(tryA.code, 1, `so does another open file on mount A (${outcome(tryA)})`)
 
-  // A blocking flock on B waits; it reads a local file that is written only just before A lets go.
-  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
-  fs.writeFileSync(flag, 'A still holds the lock\n')
-  const waiter = spawn('flock', [b.at('/shared/guard'), 'cat', flag], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { waiter.kill('SIGKILL') })
-  let waiterOut = ''
-  waiter.stdout.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  const waiterExit = new Promise<number | null>((resolve) => waiter.once('exit', (code) => resolve(code)))
-  await blockedOnMount(waiter.pid ?? 0)
-  fs.writeFileSync(flag, 'A gave the lock back\n')
+  // A blocking flock on B waits; what it prints is written only just before A lets go.
+  const waiter = await waitingForLock(t, (flag) => ['flock', b.at('/shared/guard'), 'cat', flag])
+  waiter.say('A gave the lock back\n')
   t.equal(await holder.release(), 0, 'the holder closes its file')
-  t.equal(await waiterExit, 0, 'the blocking flock on B gets the lock')
-  t.equal(waiterOut, 'A gave the lock back\n', 'only after A gave it back')
+  t.equal(await waiter.exited, 0, 'the blocking flock on B gets the lock')
+  t.equal(waiter.output(), 'A gave the lock back\n', 'only after A gave it back')
 
   const again = await run('flock', ['-n', a.at('/shared/guard'), 'true'])
   t.equal(again.code, 0, `with both done, the lock is free on A (${outcome(again)})`)
@@ -104,20 +93,11 @@ t.test('a blocking fcntl lock through one mount waits for the other mount\'s clo
   const { a, b } = await twoMounts(t)
   const holder = holdLock(t, a.at('/shared/data.bin'), 'fcntl.lockf(f, fcntl.LOCK_EX, 0, 0)')
   await holder.holding
-  const script = `import fcntl\nf = open(${JSON.stringify(b.at('/shared/data.bin'))}, 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX, 4, 0)\nprint(open(${JSON.stringify('FLAG')}).read(), end='')\n`
-  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
-  fs.writeFileSync(flag, 'A still holds the lock\n')
-  const waiter = spawn('python3', ['-c', script.replace('"FLAG"', JSON.stringify(flag))], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { waiter.kill('SIGKILL') })
-  let waiterOut = ''
-  waiter.stdout.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  waiter.stderr.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  const waiterExit = new Promise<number | null>((resolve) => waiter.once('exit', (code) => resolve(code)))
-  await blockedOnMount(waiter.pid ?? 0)
-  fs.writeFileSync(flag, 'A gave the lock back\n')
+  const waiter = await waitingForLock(t, (flag) => ['python3', '-c', fcntlWaiter(b.at('/shared/data.bin'), flag)])
+  waiter.say('A gave the lock back\n')
   t.equal(await holder.release(), 0, 'A closes its file')
-  t.equal(await waiterExit, 0, `B's F_SETLKW returns (${waiterOut})`)
-  t.equal(waiterOut, 'A gave the lock back\n', 'only after A closed')
+  t.equal(await waiter.exited, 0, `B's F_SETLKW returns (${waiter.output()})`)
+  t.equal(waiter.output(), 'A gave the lock back\n', 'only after A closed')
 })
 
 t.test('the locks of a mount that dies are freed when its lease runs out', async (t) => {

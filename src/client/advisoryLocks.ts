@@ -1,6 +1,7 @@
 import type { AdvisoryLockApi } from '../shared/api'
 import type { AdvisoryKind, AdvisoryLock, AdvisoryLockAnswer, AdvisoryLockRequest } from '../shared/advisoryLockProtocol'
 import type { AdvisoryClaim } from '../shared/advisoryTable'
+import { monotonicMs } from '../shared/clock'
 import { DEFAULT_LEASE_MS } from '../shared/defaults'
 import { InterruptedError, LockedError } from '../shared/errors'
 import { DelegatedPath } from './delegatedLocks'
@@ -8,6 +9,8 @@ import type { DelegationChannel } from './delegationChannel'
 
 /** Longest single wait on the lock server; a longer wait asks again. */
 const LONG_POLL_MS = 5000
+/** The session's lease as an answer states it is trusted this much less: the request took time to get there. */
+const LEASE_MARGIN_MS = 100
 
 export interface AdvisoryLocksOptions {
   /** This mount's session id on the lock server: its locks live as long as it renews. */
@@ -47,8 +50,9 @@ const WHOLE_FILE: ByteRange = { start: 0, length: 0 }
  * mount (asked for with a lock request that has no other request on the path beside it), and
  * the mount then answers lock, unlock and test there from its own table with no request,
  * until the server recalls the path (recalled(), from the callback channel, or a renewal's
- * answer) and the mount hands its locks back. A mount that can no longer hear a recall (its
- * channel closed) hands back before it answers anything more on the path.
+ * answer) and the mount hands its locks back. A mount whose channel is gone hands every
+ * path back; one whose session may have run out (no answer renewed it in time) hands a path
+ * back before it answers anything more there; an idle path goes back by itself.
  */
 export class AdvisoryLocks {
   /** Per path, the owners (kind:owner) that may hold a lock there: a close of anyone else's costs no request. */
@@ -60,6 +64,8 @@ export class AdvisoryLocks {
   /** Per path, the request under way that asked for a delegation: others on the path wait for its answer. */
   private readonly asking = new Map<string, Promise<unknown>>()
   private ttlMs: number
+  /** Until when (monotonic) the lock server keeps this session alive, as far as its last answer says. */
+  private sessionUntil = 0
   private renewal: NodeJS.Timeout | null = null
   /** Fires at close: waits still under way end, rather than be granted to a mount that is gone. */
   private readonly closing = new AbortController()
@@ -178,8 +184,14 @@ export class AdvisoryLocks {
    * Runs `decide` on the path's delegation if this mount decides its locks now, in the same
    * turn as the check (a hand-back takes its copy of the locks at once: nothing may change
    * them after); undefined: ask the server. Waits for a request that asked for the
-   * delegation, and for a hand-back, to finish; hands back first if the channel that would
-   * carry a recall is gone.
+   * delegation, and for a hand-back, to finish.
+   *
+   * A delegation is used only while the session's lease runs as the lock server last stated
+   * it: past that, the server may have ended the session and let another mount in, so the
+   * path is handed back first (which fails, as any request would, if the server cannot be
+   * reached). A channel that is late with a renewal is no reason to stop: the server decides
+   * nothing on the path without the hand-back, and recalls through the renewals too; a
+   * channel that is gone hands everything back (the channel's `lost`).
    */
   private async decideHere<T> (path: string, decide: (local: DelegatedPath) => T): Promise<{ answer: T } | undefined> {
     for (;;) {
@@ -190,7 +202,7 @@ export class AdvisoryLocks {
       }
       const local = this.delegated.get(path)
       if (local === undefined) return undefined
-      if (local.handingBack === null && this.opts.channel?.ready() === true) return { answer: decide(local) }
+      if (local.handingBack === null && monotonicMs() < this.sessionUntil - LEASE_MARGIN_MS) return { answer: decide(local) }
       await this.handBack(path)
     }
   }
@@ -211,7 +223,9 @@ export class AdvisoryLocks {
     local.handingBack = (async () => {
       try {
         const locks = local.locks()
+        const sentAt = monotonicMs()
         const answer = await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks })
+        if (answer.returned) this.sessionUntil = Math.max(this.sessionUntil, sentAt + this.ttlMs)
         if (!answer.returned && locks.length > 0) {
           this.opts.log?.(`advisory locks of this mount on ${path} are lost: the lock server no longer held its delegation (the session ${this.opts.session} ran out)`)
         }
@@ -240,12 +254,13 @@ export class AdvisoryLocks {
 
   private async send (request: AdvisoryLockRequest, signal?: AbortSignal): Promise<void> {
     const path = request.path
+    const sentAt = monotonicMs()
     if (request.waitMs !== undefined || !this.mayAskDelegation(path)) {
-      this.record(request, await this.onServer(path, async () => await this.api.lock(request, signal)))
+      this.record(request, await this.onServer(path, async () => await this.api.lock(request, signal)), sentAt)
       return
     }
     // Recorded before `asking` settles: a recall waits for this and then finds the delegation.
-    const asked = this.onServer(path, async () => await this.api.lock({ ...request, delegate: true }, signal)).then((answer) => this.record(request, answer))
+    const asked = this.onServer(path, async () => await this.api.lock({ ...request, delegate: true }, signal)).then((answer) => this.record(request, answer, sentAt))
     this.asking.set(path, asked)
     try {
       await asked
@@ -255,9 +270,11 @@ export class AdvisoryLocks {
   }
 
   /** What the server's answer to a lock request means for this mount's bookkeeping. */
-  private record (request: AdvisoryLockRequest, answer: AdvisoryLockAnswer): void {
+  private record (request: AdvisoryLockRequest, answer: AdvisoryLockAnswer, sentAt: number): void {
     const path = request.path
     this.ttlMs = answer.ttlMs
+    // The server touched the session at some time after sentAt: it runs out at sentAt + ttlMs at the earliest.
+    this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
     if (answer.delegated !== undefined) {
       this.holding.delete(path)
       const local = new DelegatedPath(path, answer.delegated)
@@ -301,7 +318,9 @@ export class AdvisoryLocks {
 
   private async renew (): Promise<void> {
     try {
+      const sentAt = monotonicMs()
       const answer = await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs })
+      if (answer.known) this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
       // The channel may have missed a recall (it was cut off, or this mount was too slow for the callback lease).
       for (const path of answer.recalled ?? []) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
       // A path nobody has locked for a whole renewal period goes back: the session need not be

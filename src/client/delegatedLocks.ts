@@ -1,9 +1,12 @@
 import type { AdvisoryHeldLock, AdvisoryLock } from '../shared/advisoryLockProtocol'
 import { AdvisoryLockTable } from '../shared/advisoryTable'
 import type { AdvisoryClaim } from '../shared/advisoryTable'
+import { monotonicMs } from '../shared/clock'
 
 /** The one session of a mount's own table: only this mount's owners are in it. */
 const HERE = 'here'
+/** A delegated path with no lock that nobody used for this long goes back to the lock server (see idle). */
+const IDLE_MS = 5_000
 
 /**
  * The advisory locks of one path while the lock server has delegated them to this mount:
@@ -17,8 +20,8 @@ export class DelegatedPath {
   private readonly waiters = new Set<() => void>()
   /** The hand-back under way, if any: operations on the path wait for it, then ask the server. */
   handingBack: Promise<void> | null = null
-  /** A program locked, unlocked or tested here since the last look (idle()). */
-  private used = true
+  /** When a program last locked, unlocked or tested here (monotonic). */
+  private usedAt = monotonicMs()
 
   constructor (readonly path: string, locks: AdvisoryLock[]) {
     this.table.touch(HERE, Infinity)
@@ -27,7 +30,7 @@ export class DelegatedPath {
 
   /** Grants the claim (null), or answers the lock of another owner of this mount in its way. */
   lock (claim: Omit<AdvisoryClaim, 'session'>): AdvisoryHeldLock | null {
-    this.used = true
+    this.usedAt = monotonicMs()
     const full = { ...claim, session: HERE }
     const conflict = this.table.conflict(this.path, full)
     if (conflict !== null) return held(conflict)
@@ -38,14 +41,14 @@ export class DelegatedPath {
 
   /** The lock of another owner of this mount that the claim conflicts with, or null (F_GETLK). */
   test (claim: Omit<AdvisoryClaim, 'session'>): AdvisoryHeldLock | null {
-    this.used = true
+    this.usedAt = monotonicMs()
     const conflict = this.table.conflict(this.path, { ...claim, session: HERE })
     return conflict === null ? null : held(conflict)
   }
 
   /** Gives back an owner's lock (flock's conversion: the old lock goes before a wait). */
   unlock (owner: string, kind: AdvisoryClaim['kind']): void {
-    this.used = true
+    this.usedAt = monotonicMs()
     this.table.set(this.path, { session: HERE, owner, kind, type: 'unlock', start: 0, end: Infinity })
     this.wake()
   }
@@ -55,11 +58,13 @@ export class DelegatedPath {
     return this.locks().some((l) => l.owner === owner && l.kind === kind)
   }
 
-  /** Whether nothing is held here and nobody used the path since the last call: then it may as well go back. */
+  /**
+   * Whether nothing is held or awaited here and nobody used the path for a while: then it may
+   * as well go back (the session need not be renewed for ever after one lock, nor the server
+   * keep a delegation per file the mount ever locked).
+   */
   idle (): boolean {
-    const idle = !this.used && this.waiters.size === 0 && this.locks().length === 0
-    this.used = false
-    return idle
+    return monotonicMs() - this.usedAt >= IDLE_MS && this.waiters.size === 0 && this.locks().length === 0
   }
 
   /** Every lock held here, as the hand-back sends them. */

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import type { Test } from 'tap'
 import { outcome, run } from './mount'
 import { cleanEnv } from './processes'
@@ -60,4 +63,37 @@ export async function tryLocks (file: string, tries: Array<{ name: string, code:
   const result = await run('python3', ['-c', script], { timeoutMs: 20_000 })
   if (result.code !== 0) throw new Error(`python3 failed: ${outcome(result)}`)
   return result.stdout.trim().split('\n')
+}
+
+/** python3 that waits for an fcntl lock on the first 4 bytes of `file` (F_SETLKW), then prints the file `flag`. */
+export function fcntlWaiter (file: string, flag: string): string {
+  return `import fcntl\nf = open(${JSON.stringify(file)}, 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX, 4, 0)\nprint(open(${JSON.stringify(flag)}).read(), end='')\n`
+}
+
+export interface LockWaiter {
+  /** Rewrites the local file the program prints once it has its lock (say, just before the holder lets go). */
+  say: (text: string) => void
+  /** Resolves with the program's exit code. */
+  exited: Promise<number | null>
+  /** What it printed (stdout and stderr). */
+  output: () => string
+}
+
+/**
+ * Starts a program that waits for a lock through a mount and then prints a local file
+ * (`command(flag)` names it), and resolves once it sleeps in the kernel on the mount. What
+ * it prints shows when it got the lock: the test rewrites the file (say) before letting go.
+ */
+export async function waitingForLock (t: Test, command: (flag: string) => string[]): Promise<LockWaiter> {
+  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
+  fs.writeFileSync(flag, 'the lock is still held\n')
+  const [file, ...args] = command(flag)
+  const waiter = spawn(file, args, { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { waiter.kill('SIGKILL') })
+  let output = ''
+  waiter.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  waiter.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const exited = new Promise<number | null>((resolve) => waiter.once('exit', (code) => resolve(code)))
+  await blockedOnMount(waiter.pid ?? 0)
+  return { say: (text) => fs.writeFileSync(flag, text), exited, output: () => output }
 }
