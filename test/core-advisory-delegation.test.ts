@@ -146,7 +146,7 @@ t.test('POST /advisory/return checks its locks as a lock request\'s fields', asy
   }
 })
 
-t.test('a mount hands back a delegated path nobody has locked for a renewal period', async (t) => {
+t.test('a mount hands back a delegated path nobody has locked for a while', async (t) => {
   const server = await lockServer(t, 30_000)
   const a = await mountLocksOf(t, server, 'mount-a', 300)
   const who = { owner: 'p1', kind: 'posix' } as const
