@@ -111,15 +111,17 @@ t.test('a recall waits for the hand-back while the holder lives, and no longer t
   await a.api.giveBack({ path: '/db/f', session: a.id, locks: [{ owner: 'o1', kind: 'posix', type: 'write', start: 0, length: 0 }] })
   await a.api.lock(posix(a, 'unlock'))
   t.equal((await waiting).granted, true, 'B is granted once A handed back and unlocked')
-
-  // Delegated again to B; B stops renewing: A's wait ends with B's session, and B's lock with it.
   await b.api.lock(posix(b, 'unlock'))
   const c = await sessionOf(t, server, 'mount-c', true)
-  t.ok((await c.api.lock({ ...posix(c, 'write'), delegate: true })).delegated, 'C holds the delegation, with a write lock')
-  const late = await a.api.lock({ ...posix(a, 'write'), waitMs: 20_000 })
+  t.equal((await c.api.lock({ ...posix(c, 'read', 50, 1), delegate: true })).delegated, undefined,
+    'a path just recalled is not delegated again at once, though only C would hold a lock there now')
+
+  // On another path C holds a delegation and stops renewing: A's wait ends with C's session, and C's lock with it.
+  t.ok((await c.api.lock({ ...posix(c, 'write', 0, 0, '/db/g'), delegate: true })).delegated, 'C holds the delegation of /db/g, with a write lock')
+  const late = await a.api.lock({ ...posix(a, 'write', 0, 0, '/db/g'), waitMs: 20_000 })
   t.equal(late.granted, true, 'A is granted once C\'s session (1.5 s, never renewed) ran out, without a hand-back')
-  t.same(c.recalled, ['/db/f'], 'C was sent the recall')
-  t.same((await c.api.giveBack({ path: '/db/f', session: c.id, locks: [{ owner: 'o1', kind: 'posix', type: 'write', start: 0, length: 0 }] })).returned, false,
+  t.same(c.recalled, ['/db/g'], 'C was sent the recall')
+  t.same((await c.api.giveBack({ path: '/db/g', session: c.id, locks: [{ owner: 'o1', kind: 'posix', type: 'write', start: 0, length: 0 }] })).returned, false,
     'C\'s late hand-back is not taken: its session and its locks are gone')
 })
 

@@ -2,6 +2,15 @@ import type { Request } from 'express'
 import { delegationKey } from '../../src/shared/protocol'
 import type { Delegations } from './delegations'
 
+/**
+ * A path recalled this recently is not delegated again: two mounts taking turns on a file
+ * (a shared database) would otherwise hand it to and fro at every lock, a break and a
+ * hand-back each time, and a waiting request could find it delegated anew before its turn.
+ */
+const CONTENDED_MS = 2_000
+/** Recalls remembered for that at most (past it, the oldest are forgotten first). */
+const REMEMBERED_RECALLS = 10_000
+
 interface Delegation {
   /** The session (as the table scopes it) that answers the path's locks itself. */
   session: string
@@ -25,6 +34,8 @@ interface Delegation {
  */
 export class AdvisoryDelegations {
   private readonly byPath = new Map<string, Delegation>()
+  /** When each path was last recalled (Date.now()), oldest first. */
+  private readonly recalledAt = new Map<string, number>()
 
   constructor (private readonly channel: Pick<Delegations, 'grant' | 'recall'> | undefined) {}
 
@@ -35,6 +46,7 @@ export class AdvisoryDelegations {
 
   /** Delegates the path to the session when the caller's client has a channel to be recalled over. */
   grant (req: Request, path: string, session: string): boolean {
+    if (Date.now() - (this.recalledAt.get(path) ?? -Infinity) < CONTENDED_MS) return false
     if (this.channel === undefined || !this.channel.grant(req, delegationKey('advisory', path))) return false
     this.byPath.set(path, { session, recalling: false })
     return true
@@ -45,6 +57,12 @@ export class AdvisoryDelegations {
     const delegation = this.byPath.get(path)
     if (delegation === undefined || delegation.recalling) return
     delegation.recalling = true
+    this.recalledAt.delete(path)
+    this.recalledAt.set(path, Date.now())
+    for (const [old, at] of this.recalledAt) {
+      if (this.recalledAt.size <= REMEMBERED_RECALLS && Date.now() - at < CONTENDED_MS) break
+      this.recalledAt.delete(old)
+    }
     // Not awaited: the hand-back, not the acknowledgement, ends the wait (see the class comment).
     // Nobody is spared: a request of the holder's own session that reaches the server recalls too.
     this.channel?.recall(delegationKey('advisory', path), undefined).catch(() => {})
