@@ -202,7 +202,7 @@ export class AdvisoryLocks {
       }
       const local = this.delegated.get(path)
       if (local === undefined) return undefined
-      if (local.handingBack === null && monotonicMs() < this.sessionUntil - LEASE_MARGIN_MS) return { answer: decide(local) }
+      if (local.handingBack === null && !local.handedBackMaybe && monotonicMs() < this.sessionUntil - LEASE_MARGIN_MS) return { answer: decide(local) }
       await this.handBack(path)
     }
   }
@@ -224,13 +224,18 @@ export class AdvisoryLocks {
       try {
         const locks = local.locks()
         const sentAt = monotonicMs()
-        const answer = await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks })
+        const answer = await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks }).catch((err: unknown) => {
+          // The server may have taken the locks and ended the delegation all the same.
+          local.handedBackMaybe = true
+          throw err
+        })
         if (answer.returned) this.sessionUntil = Math.max(this.sessionUntil, sentAt + this.ttlMs)
-        if (!answer.returned && locks.length > 0) {
+        if (!answer.returned && locks.length > 0 && !local.handedBackMaybe) {
           this.opts.log?.(`advisory locks of this mount on ${path} are lost: the lock server no longer held its delegation (the session ${this.opts.session} ran out)`)
         }
         this.delegated.delete(path)
-        if (answer.returned && locks.length > 0) this.holding.set(path, new Set(locks.map(keyOf)))
+        // Also when not returned after a hand-back without an answer: that one may have put them on the server, and an unlock of nothing is harmless.
+        if (locks.length > 0) this.holding.set(path, new Set(locks.map(keyOf)))
         this.keepRenewing()
       } finally {
         local.handingBack = null

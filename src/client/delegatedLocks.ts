@@ -20,6 +20,8 @@ export class DelegatedPath {
   private readonly waiters = new Set<() => void>()
   /** The hand-back under way, if any: operations on the path wait for it, then ask the server. */
   handingBack: Promise<void> | null = null
+  /** A hand-back failed with no answer: it may have reached the server, so nothing more is decided here, only handed back again. */
+  handedBackMaybe = false
   /** When a program last locked, unlocked or tested here (monotonic). */
   private usedAt = monotonicMs()
 
