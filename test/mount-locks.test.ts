@@ -1,73 +1,17 @@
 import { spawn } from 'node:child_process'
-import fs from 'node:fs'
-import fsp from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import type { TestMount } from './helpers/mount'
+import { blockedOnMount, fcntlWaiter, holdLock, tryLocks, waitingForLock } from './helpers/advisoryLocks'
 import { cleanEnv } from './helpers/processes'
-import { waitFor } from './helpers/waitFor'
 
 /*
  * fcntl and flock locks through two mounts of one cluster: each mount is its own daemon
  * process, as two machines would be, and every lock is taken by a program (flock(1), python3's
  * fcntl module) in a child process, so the locks go through the kernel and the binding.
  */
-
-interface Holder {
-  /** Resolves once the holder has its lock. */
-  holding: Promise<void>
-  /** Tells the holder to close its file (giving its lock back); resolves with its exit code. */
-  release: () => Promise<number | null>
-  pid: number
-}
-
-/**
- * A python3 program that opens `file`, runs `lockCode` (with `f` the open file and fcntl
- * imported), says so, and keeps the lock until told to let go on its stdin.
- */
-function holdLock (t: Test, file: string, lockCode: string): Holder {
-  const script = `import fcntl, sys\nf = open(${JSON.stringify(file)}, 'r+')\n${lockCode}\nprint('holding', flush=True)\nsys.stdin.readline()\nf.close()\n`
-  const child = spawn('python3', ['-c', script], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.teardown(() => { child.kill('SIGKILL') })
-  const holding = waitFor(`the holder's lock on ${file}`, async () => {
-    if (child.exitCode !== null) throw new Error(`the holder exited before it held its lock: ${output}`)
-    return output.includes('holding') ? true : undefined
-  }, 20_000).then(() => {})
-  return {
-    holding,
-    pid: child.pid ?? 0,
-    release: async () => {
-      child.stdin.end('\n')
-      return await exited
-    }
-  }
-}
-
-/** Waits until a process sleeps in the kernel on a FUSE request (a lock wait), as /proc shows it. */
-async function blockedOnMount (pid: number): Promise<void> {
-  await waitFor(`process ${pid} waiting on the mount`, async () => {
-    const wchan = await fsp.readFile(`/proc/${pid}/wchan`, 'utf8').catch(() => '')
-    return /fuse|request_wait_answer/.test(wchan) ? true : undefined
-  }, 20_000)
-}
-
-/** python3 that tries each fcntl lock without waiting and prints one word per try. */
-async function tryLocks (file: string, tries: Array<{ name: string, code: string }>): Promise<string[]> {
-  const lines = tries.map(({ name, code }) =>
-    `try:\n    ${code}\n    print(${JSON.stringify(name)} + ':granted', flush=True)\nexcept OSError as e:\n    print(${JSON.stringify(name)} + ':' + errno.errorcode[e.errno], flush=True)`)
-  const script = `import errno, fcntl, struct\nf = open(${JSON.stringify(file)}, 'r+')\n${lines.join('\n')}\n`
-  const result = await run('python3', ['-c', script], { timeoutMs: 20_000 })
-  if (result.code !== 0) throw new Error(`python3 failed: ${outcome(result)}`)
-  return result.stdout.trim().split('\n')
-}
 
 async function twoMounts (t: Test, opts: { leaseMs?: number } = {}): Promise<{ a: TestMount, b: TestMount }> {
   const cluster = await startTestCluster(t, [{ 'shared/guard': 'guard\n', 'shared/data.bin': 'x'.repeat(100) }], opts)
@@ -84,19 +28,12 @@ t.test('a flock held through one mount keeps the other mount out until it is giv
   const tryA = await run('flock', ['-n', a.at('/shared/guard'), 'true'])
   t.equal(tryA.code, 1, `so does another open file on mount A (${outcome(tryA)})`)
 
-  // A blocking flock on B waits; it reads a local file that is written only just before A lets go.
-  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
-  fs.writeFileSync(flag, 'A still holds the lock\n')
-  const waiter = spawn('flock', [b.at('/shared/guard'), 'cat', flag], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { waiter.kill('SIGKILL') })
-  let waiterOut = ''
-  waiter.stdout.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  const waiterExit = new Promise<number | null>((resolve) => waiter.once('exit', (code) => resolve(code)))
-  await blockedOnMount(waiter.pid ?? 0)
-  fs.writeFileSync(flag, 'A gave the lock back\n')
+  // A blocking flock on B waits; what it prints is written only just before A lets go.
+  const waiter = await waitingForLock(t, (flag) => ['flock', b.at('/shared/guard'), 'cat', flag])
+  waiter.say('A gave the lock back\n')
   t.equal(await holder.release(), 0, 'the holder closes its file')
-  t.equal(await waiterExit, 0, 'the blocking flock on B gets the lock')
-  t.equal(waiterOut, 'A gave the lock back\n', 'only after A gave it back')
+  t.equal(await waiter.exited, 0, 'the blocking flock on B gets the lock')
+  t.equal(waiter.output(), 'A gave the lock back\n', 'only after A gave it back')
 
   const again = await run('flock', ['-n', a.at('/shared/guard'), 'true'])
   t.equal(again.code, 0, `with both done, the lock is free on A (${outcome(again)})`)
@@ -156,20 +93,11 @@ t.test('a blocking fcntl lock through one mount waits for the other mount\'s clo
   const { a, b } = await twoMounts(t)
   const holder = holdLock(t, a.at('/shared/data.bin'), 'fcntl.lockf(f, fcntl.LOCK_EX, 0, 0)')
   await holder.holding
-  const script = `import fcntl\nf = open(${JSON.stringify(b.at('/shared/data.bin'))}, 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX, 4, 0)\nprint(open(${JSON.stringify('FLAG')}).read(), end='')\n`
-  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
-  fs.writeFileSync(flag, 'A still holds the lock\n')
-  const waiter = spawn('python3', ['-c', script.replace('"FLAG"', JSON.stringify(flag))], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { waiter.kill('SIGKILL') })
-  let waiterOut = ''
-  waiter.stdout.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  waiter.stderr.setEncoding('utf8').on('data', (chunk: string) => { waiterOut += chunk })
-  const waiterExit = new Promise<number | null>((resolve) => waiter.once('exit', (code) => resolve(code)))
-  await blockedOnMount(waiter.pid ?? 0)
-  fs.writeFileSync(flag, 'A gave the lock back\n')
+  const waiter = await waitingForLock(t, (flag) => ['python3', '-c', fcntlWaiter(b.at('/shared/data.bin'), flag)])
+  waiter.say('A gave the lock back\n')
   t.equal(await holder.release(), 0, 'A closes its file')
-  t.equal(await waiterExit, 0, `B's F_SETLKW returns (${waiterOut})`)
-  t.equal(waiterOut, 'A gave the lock back\n', 'only after A closed')
+  t.equal(await waiter.exited, 0, `B's F_SETLKW returns (${waiter.output()})`)
+  t.equal(waiter.output(), 'A gave the lock back\n', 'only after A closed')
 })
 
 t.test('the locks of a mount that dies are freed when its lease runs out', async (t) => {

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { AdvisoryLockTable } from '../servers/lock/advisoryTable'
-import type { AdvisoryClaim } from '../servers/lock/advisoryTable'
+import { AdvisoryLockTable } from '../src/shared/advisoryTable'
+import type { AdvisoryClaim } from '../src/shared/advisoryTable'
 
 /*
  * The advisory lock table on its own, on a clock the test moves by hand: fcntl's split and

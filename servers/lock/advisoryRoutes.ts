@@ -1,21 +1,30 @@
-import type { Express, Response } from 'express'
+import type { Express, Request, Response } from 'express'
 import { AdvisoryRoutes, MAX_ADVISORY_WAIT_MS } from '../../src/shared/advisoryLockProtocol'
 import type {
-  AdvisoryEndAnswer, AdvisoryKind, AdvisoryLockAnswer, AdvisoryLockedDetails, AdvisorySessionAnswer, AdvisoryStatus,
-  AdvisoryTestAnswer, AdvisoryType
+  AdvisoryEndAnswer, AdvisoryHeldLock, AdvisoryKind, AdvisoryLockAnswer, AdvisoryLockedDetails, AdvisoryReturnAnswer,
+  AdvisorySessionAnswer, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryType
 } from '../../src/shared/advisoryLockProtocol'
 import { BadRequestError, LockedError } from '../../src/shared/errors'
+import { Headers } from '../../src/shared/protocol'
 import { callerOf } from '../common/auth'
 import type { RouteRole } from '../common/auth'
-import type { Fields } from '../common/input'
-import { bodyOf, queryOf } from '../common/input'
-import { AdvisoryLockTable } from './advisoryTable'
-import type { AdvisoryClaim } from './advisoryTable'
+import { bodyOf, Fields, queryOf } from '../common/input'
+import { AdvisoryLockTable } from '../../src/shared/advisoryTable'
+import type { AdvisoryClaim } from '../../src/shared/advisoryTable'
+import { AdvisoryDelegations } from './advisoryDelegations'
+import type { Delegations } from './delegations'
 import { watchCaller } from './callerGone'
 import { Parking } from './parking'
 
 /** A parked request asks again at least this often (a holder's lease may have run out). */
 const REASK_MS = 400
+/**
+ * How long any request waits for a delegation's holder to hand the path back, even one that
+ * may not wait (waitMs 0): a holder that answers does so in a round trip. Past it, a lock is
+ * refused (423, `delegated`) and a test or a status answers what it can; under the transport's
+ * timeout, so the caller hears that rather than nothing.
+ */
+const RECALL_WAIT_MS = 2_000
 
 /** Taking, renewing and ending locks needs a write credential (a reader must not block writers); looking, a read one. */
 export const ADVISORY_ROUTE_ROLES: RouteRole[] = [
@@ -23,6 +32,7 @@ export const ADVISORY_ROUTE_ROLES: RouteRole[] = [
   ['post', AdvisoryRoutes.test, 'read'],
   ['post', AdvisoryRoutes.renew, 'write'],
   ['post', AdvisoryRoutes.end, 'write'],
+  ['post', AdvisoryRoutes.return, 'write'],
   ['get', AdvisoryRoutes.status, 'read']
 ]
 
@@ -39,6 +49,8 @@ function scoped (res: Response, session: string): string {
 export interface AdvisoryRouteOptions {
   defaultLeaseMs: number
   maxLeaseMs: number
+  /** The lock server's delegations (its event channels): without them, no path is ever delegated. */
+  channel?: Pick<Delegations, 'grant' | 'recall'>
 }
 
 /**
@@ -50,12 +62,53 @@ export interface AdvisoryRouteOptions {
 export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { stop: () => void } {
   const table = new AdvisoryLockTable()
   const parking = new Parking()
+  const delegations = new AdvisoryDelegations(opts.channel)
+  /** Per path, how many requests of each session wait there: a path others wait on is not delegated. */
+  const waiting = new Map<string, Map<string, number>>()
   /** Closing: waiters are answered "locked" at once, so the server can finish. */
   let stopped = false
 
-  /** Drops the sessions that ran out, and wakes whoever waited on their locks. */
+  /** Drops the sessions that ran out, and wakes whoever waited on their locks or their delegations. */
   const expire = (): void => {
     for (const path of table.expire()) parking.wake(path)
+    for (const path of delegations.dropUnless((session) => table.alive(session))) parking.wake(path)
+  }
+  const parkOn = async (path: string, session: string, ms: number): Promise<void> => {
+    const counts = waiting.get(path) ?? new Map<string, number>()
+    waiting.set(path, counts)
+    counts.set(session, (counts.get(session) ?? 0) + 1)
+    try {
+      await parking.park(path, ms)
+    } finally {
+      const left = (counts.get(session) ?? 1) - 1
+      if (left > 0) counts.set(session, left)
+      else counts.delete(session)
+      if (counts.size === 0 && waiting.get(path) === counts) waiting.delete(path)
+    }
+  }
+  const othersWait = (path: string, session: string): boolean => [...(waiting.get(path)?.keys() ?? [])].some((s) => s !== session)
+  /**
+   * Recalls the path's delegation and waits (parked) for the hand-back, until `deadline`:
+   * whether the path is free of delegations now. Call expire() first.
+   */
+  const undelegated = async (path: string, session: string, deadline: number): Promise<boolean> => {
+    for (;;) {
+      const holder = delegations.holderOf(path)
+      if (holder === undefined) return true
+      const left = deadline - Date.now()
+      if (left <= 0 || stopped) return false
+      delegations.recall(path)
+      await parkOn(path, session, Math.min(left, REASK_MS, table.expiresInMs(holder) + 1))
+      expire()
+    }
+  }
+  /** Whether the caller may be delegated the path: it asked, names its own client id, and nobody else holds or waits. */
+  const delegable = (req: Request, fields: Fields, path: string, session: string): boolean => {
+    if (!fields.flag('delegate')) return false
+    const clientId = req.get(Headers.clientId)
+    if (clientId === undefined || clientId !== fields.identifier('session')) return false
+    if (table.othersHold(path, session) || othersWait(path, session)) return false
+    return delegations.grant(req, path, session)
   }
   const sessionOf = (fields: Fields, res: Response): { session: string, ttlMs: number } => ({
     session: scoped(res, fields.identifier('session')),
@@ -70,6 +123,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const waitMs = body.optionalInt('waitMs', { min: 0, max: MAX_ADVISORY_WAIT_MS }) ?? 0
     const { gone } = watchCaller(req, res)
     const deadline = Date.now() + waitMs
+    const recallDeadline = Date.now() + Math.max(waitMs, RECALL_WAIT_MS)
     let first = true
     for (;;) {
       // Nothing is granted to a caller that gave up: it would hold a lock it never learns of.
@@ -77,8 +131,15 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
         res.destroy()
         return
       }
-      // From here to the grant nothing awaits: no other request runs in between.
       expire()
+      const holder = delegations.holderOf(path)
+      if (holder !== undefined) {
+        // The holder's locks are not in the table yet: nothing can be decided before it hands them back.
+        if (await undelegated(path, session, recallDeadline)) continue
+        const details: AdvisoryLockedDetails = { path, holder, delegated: true, retryAfterMs: table.expiresInMs(holder) }
+        throw new LockedError(`${path}'s locks are delegated to mount ${holder}, which has not handed them back`, { ...details })
+      }
+      // From here to the grant nothing awaits: no other request runs in between.
       table.touch(session, ttlMs)
       const conflict = table.conflict(path, claim)
       if (conflict === null) {
@@ -86,6 +147,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
         // A lock given back, or one made shared, may let waiters in.
         parking.wake(path)
         const answer: AdvisoryLockAnswer = { path, granted: true, held: table.held(session), ttlMs }
+        if (delegable(req, body, path, session)) answer.delegated = table.sessionLocksOn(path, session)
         res.json(answer)
         return
       }
@@ -101,16 +163,39 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
         const details: AdvisoryLockedDetails = { path, holder: conflict.session, conflict, retryAfterMs }
         throw new LockedError(`${path} has a conflicting ${conflict.kind} ${conflict.type} lock of mount ${conflict.session}`, { ...details })
       }
-      await parking.park(path, Math.min(left, REASK_MS, retryAfterMs + 1))
+      await parkOn(path, session, Math.min(left, REASK_MS, retryAfterMs + 1))
     }
   })
 
-  app.post(AdvisoryRoutes.test, (req, res) => {
+  app.post(AdvisoryRoutes.test, async (req, res) => {
     const body = bodyOf(req)
     const path = body.path()
     const session = scoped(res, body.identifier('session'))
+    const claim = claimOf(body, session)
     expire()
-    const answer: AdvisoryTestAnswer = { path, conflict: table.conflict(path, claimOf(body, session)) }
+    if (!await undelegated(path, session, Date.now() + RECALL_WAIT_MS)) {
+      // Whether the holder's locks conflict is not known: saying "none" could let a program in.
+      const holder = delegations.holderOf(path) ?? ''
+      const details: AdvisoryLockedDetails = { path, holder, delegated: true, retryAfterMs: table.expiresInMs(holder) }
+      throw new LockedError(`${path}'s locks are delegated to mount ${holder}, which has not handed them back`, { ...details })
+    }
+    const answer: AdvisoryTestAnswer = { path, conflict: table.conflict(path, claim) }
+    res.json(answer)
+  })
+
+  app.post(AdvisoryRoutes.return, (req, res) => {
+    const body = bodyOf(req)
+    const path = body.path()
+    const { session, ttlMs } = sessionOf(body, res)
+    const locks = heldLocksOf(body)
+    expire()
+    const returned = delegations.end(path, session)
+    if (returned) {
+      table.touch(session, ttlMs)
+      table.replace(path, session, locks)
+      parking.wake(path)
+    }
+    const answer: AdvisoryReturnAnswer = { path, returned, held: table.held(session) }
     res.json(answer)
   })
 
@@ -120,6 +205,8 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     expire()
     const known = table.renew(session, ttlMs)
     const answer: AdvisorySessionAnswer = { session: body.identifier('session'), known, held: known ? table.held(session) : 0, ttlMs }
+    const recalled = delegations.recalledFrom(session)
+    if (recalled.length > 0) answer.recalled = recalled
     res.json(answer)
   })
 
@@ -128,14 +215,18 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const session = scoped(res, sent)
     const released = table.held(session)
     for (const path of table.end(session)) parking.wake(path)
+    expire()
     const answer: AdvisoryEndAnswer = { session: sent, released }
     res.json(answer)
   })
 
-  app.get(AdvisoryRoutes.status, (req, res) => {
+  app.get(AdvisoryRoutes.status, async (req, res) => {
     const path = queryOf(req).path()
     expire()
+    await undelegated(path, '', Date.now() + RECALL_WAIT_MS)
     const answer: AdvisoryStatus = { path, locks: table.locksOn(path) }
+    const holder = delegations.holderOf(path)
+    if (holder !== undefined) answer.delegatedTo = holder
     res.json(answer)
   })
 
@@ -159,6 +250,23 @@ function claimOf (body: Fields, session: string): AdvisoryClaim {
   const start = body.optionalInt('start', { min: 0 }) ?? 0
   const length = body.optionalInt('length', { min: 0 }) ?? 0
   return { session, owner, kind, type, start, end: length === 0 ? Infinity : start + length - 1 }
+}
+
+/** Most locks a hand-back may carry (one mount's locks on one file). */
+const MAX_RETURNED_LOCKS = 10_000
+
+/** The locks of a hand-back (POST /advisory/return), each checked as a lock request's fields are. */
+function heldLocksOf (body: Fields): AdvisoryHeldLock[] {
+  const raw = body.raw('locks')
+  if (!Array.isArray(raw) || raw.length > MAX_RETURNED_LOCKS) throw new BadRequestError(`locks must be a list of at most ${MAX_RETURNED_LOCKS} locks`)
+  return raw.map((item: unknown) => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new BadRequestError('each of locks must be an object')
+    const fields = new Fields(item as Record<string, unknown>, 'body')
+    const type = oneOf(fields, 'type', TYPES)
+    if (type === 'unlock') throw new BadRequestError('a returned lock is read or write', { type })
+    const claim = claimOf(fields, '')
+    return { owner: claim.owner, kind: claim.kind, type, start: claim.start, length: claim.end === Infinity ? 0 : claim.end - claim.start + 1 }
+  })
 }
 
 function oneOf<T extends string> (body: Fields, name: string, allowed: readonly T[]): T {

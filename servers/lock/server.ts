@@ -1,7 +1,7 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
-import { DEFAULT_LEASE_MS } from '../../src/shared/defaults'
-import { Headers, LockRoutes } from '../../src/shared/protocol'
+import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_LEASE_MS } from '../../src/shared/defaults'
+import { Headers, LockRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { LeaseError } from '../../src/shared/errors'
 import { parseLeaseCredential } from '../../src/shared/leaseCredential'
 import type { CheckAnswer, RenewAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
@@ -11,6 +11,7 @@ import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from 
 import { bodyOf, queryOf } from '../common/input'
 import { addAdvisoryRoutes, ADVISORY_ROUTE_ROLES } from './advisoryRoutes'
 import { watchCaller } from './callerGone'
+import { Delegations } from './delegations'
 import type { Logger, RunningServer, ServerTls } from '../common/http'
 import { JournalLockStore } from './journalStore'
 import { MemoryLockStore } from './lockStore'
@@ -39,6 +40,8 @@ export interface LockServerOptions {
   stateDir?: string
   /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
   auth?: ServerAuth
+  /** How long a client's delegations count without a renewal (and the longest a recall waits for a silent holder). */
+  callbackLeaseMs?: number
 }
 
 /**
@@ -78,6 +81,8 @@ function credentialIn (body: ReturnType<typeof bodyOf>, path: string, doing: str
 export interface LockServerApp {
   app: Express
   stop: () => void
+  /** What this server has delegated to clients, and their event channels. */
+  delegations: Delegations
 }
 
 /** `store` must be loaded already (startLockServer does that). */
@@ -93,6 +98,8 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   const waits = new LockWaits(table)
   const clock = new LeaseClock(table)
   const removeWaitersGauge = lockWaitersGauge.add(() => [{ labels: {}, value: waits.waiting }])
+  // Clients allow MAX_CALLBACK_LEASE_MS on top of a request's deadline for a recall's wait.
+  const delegations = new Delegations(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS))
 
   const app = newApp('lock')
   requireCredentials(app, opts.auth === undefined ? null : new Authenticator(opts.auth), ROUTE_ROLES)
@@ -199,7 +206,8 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     res.json(answer)
   })
 
-  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs })
+  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations })
+  delegations.mount(app)
 
   app.get(LockRoutes.heldUnder, async (req, res) => {
     const path = queryOf(req).path()
@@ -210,7 +218,9 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   finishApp(app, log)
   return {
     app,
+    delegations,
     stop: () => {
+      delegations.closeAll()
       waits.stop()
       advisory.stop()
       clock.close()

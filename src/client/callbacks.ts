@@ -29,6 +29,14 @@ class ServerCallbacks {
   constructor (readonly api: CallbackServerApi) {}
 }
 
+/** What a registry's owner runs when a server takes back what it promised (delegations: src/client/delegationChannel.ts). */
+export interface CallbackHooks {
+  /** Runs on a break before it is acknowledged (a holder gives back what it held first); an error is logged, then acknowledged anyway. */
+  onBreak?: (path: string) => Promise<void>
+  /** A server's promises all stopped counting at once: its channel closed or failed, or it forgot this client. */
+  onVoid?: (api: CallbackServerApi) => void
+}
+
 interface Promised {
   server: ServerCallbacks
   meta: FileMeta
@@ -56,8 +64,9 @@ export class CallbackRegistry {
   private readonly treeChangedAt = new Map<string, number>()
   private closed = false
 
-  /** `clientId`: another registry's, for one client with callbacks of two kinds (files and folders). */
-  constructor (private readonly log: (line: string) => void = () => {}, private readonly now: () => number = monotonicMs, clientId?: string) {
+  /** `clientId`: another registry's, for one client with callbacks of several kinds (files, folders, delegations). */
+  constructor (private readonly log: (line: string) => void = () => {}, private readonly now: () => number = monotonicMs, clientId?: string,
+    private readonly hooks: CallbackHooks = {}) {
     this.clientId = clientId ?? crypto.randomBytes(12).toString('base64url')
   }
 
@@ -205,6 +214,16 @@ export class CallbackRegistry {
     if (event !== 'break') return
     const change = JSON.parse(data) as CallbackBreak
     this.changedHere(change.path)
+    void this.acknowledge(server, change)
+  }
+
+  /** Acknowledges a break once the owner's onBreak has run: the server waits for that. */
+  private async acknowledge (server: ServerCallbacks, change: CallbackBreak): Promise<void> {
+    try {
+      await this.hooks.onBreak?.(change.path)
+    } catch (err) {
+      this.log(`${server.api.transport.where}: giving back ${change.path} on its break failed: ${err instanceof Error ? err.message : String(err)}`)
+    }
     if (change.seq !== undefined) server.api.callbackCalls.acknowledge(this.clientId, change.seq).catch(() => {})
   }
 
@@ -235,6 +254,8 @@ export class CallbackRegistry {
 
   private voidAll (server: ServerCallbacks): void {
     for (const path of [...server.paths]) this.drop(path)
+    // While connecting, nothing was promised yet (a first renewal is always `unknown`).
+    if (server.state !== 'connecting') this.hooks.onVoid?.(server.api)
   }
 
   private changedSince (path: string, askedAt: number): boolean {

@@ -21,6 +21,7 @@ import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { monotonicMs } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
+import { DelegationChannel } from './delegationChannel'
 import { retryAppendWhileUnavailable, retryReadWhileUp, retryWhileUnavailable } from './retry'
 import type { RetryPolicy } from './retry'
 import type { CachedFile, Download } from './localCache'
@@ -157,6 +158,8 @@ export class DfsClient {
   /** Folder callbacks of the directory server, under the same client id, and the folders' names they keep current. */
   private readonly folderCallbacks: CallbackRegistry | null
   private readonly folders: FolderCopies | null
+  /** The lock server's event channel, under the same client id: it recalls what it delegated here (null without callbacks). */
+  readonly delegations: DelegationChannel | null
 
   /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
   private namespaceWait (): { server: string, forMs: number } {
@@ -182,7 +185,10 @@ export class DfsClient {
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
     const lockApi = new LockApi(lockServer)
-    this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), { session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log })
+    this.delegations = this.callbacks === null ? null : new DelegationChannel(lockApi, this.callbacks.clientId, opts.log)
+    this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), {
+      session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log, channel: this.delegations
+    })
     this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
       leaseMs: opts.leaseMs,
@@ -926,7 +932,9 @@ export class DfsClient {
   close (): void {
     this.callbacks?.close()
     this.folderCallbacks?.close()
+    // Before the channel closes: its close would hand every delegated path back, just before the session ends anyway.
     this.advisoryLocks.close().catch(() => {}) // unreachable: its locks go when the session's lease runs out
+    this.delegations?.close()
   }
 }
 

@@ -10,6 +10,7 @@ export const AdvisoryRoutes = {
   test: '/advisory/test', // POST AdvisoryTestRequest -> AdvisoryTestAnswer
   renew: '/advisory/renew', // POST AdvisorySessionRequest -> AdvisorySessionAnswer
   end: '/advisory/end', // POST AdvisorySessionRequest -> AdvisoryEndAnswer
+  return: '/advisory/return', // POST AdvisoryReturnRequest -> AdvisoryReturnAnswer
   status: '/advisory' // GET ?path= -> AdvisoryStatus
 } as const
 
@@ -41,9 +42,16 @@ export interface AdvisoryLockRequest extends AdvisorySessionRequest {
   length?: number
   /** How long the server may hold the request while someone else's lock conflicts (0..30000, default 0). */
   waitMs?: number
+  /**
+   * Asks for the path's locks to be delegated to this session if the grant leaves nobody
+   * else holding or waiting for one there: the mount then answers them itself until the
+   * server recalls them. Needs `session` to be the caller's client id (X-Dfs-Client) with an
+   * open callback channel to the lock server.
+   */
+  delegate?: boolean
 }
 
-export type AdvisoryTestRequest = Omit<AdvisoryLockRequest, 'waitMs'>
+export type AdvisoryTestRequest = Omit<AdvisoryLockRequest, 'waitMs' | 'delegate'>
 
 /** A lock as others see it: length 0 runs to the end of the file. */
 export interface AdvisoryLock {
@@ -61,6 +69,24 @@ export interface AdvisoryLockAnswer {
   /** How many locks (ranges) the session now holds over all paths: renew while it is not 0. */
   held: number
   ttlMs: number
+  /** Present when the path's locks are now delegated to the session: its locks there, which the mount then keeps. */
+  delegated?: AdvisoryLock[]
+}
+
+/** A lock as a delegation's holder hands it back: the server puts it under the caller's session. */
+export type AdvisoryHeldLock = Omit<AdvisoryLock, 'session'>
+
+export interface AdvisoryReturnRequest extends AdvisorySessionRequest {
+  path: string
+  /** Every lock the session holds on the path now (replacing what the server had for it there). */
+  locks: AdvisoryHeldLock[]
+}
+
+export interface AdvisoryReturnAnswer {
+  path: string
+  /** False: the server had no delegation of the path to this session (its session ran out, or it was never granted): the locks were not taken. */
+  returned: boolean
+  held: number
 }
 
 export interface AdvisoryTestAnswer {
@@ -75,6 +101,8 @@ export interface AdvisorySessionAnswer {
   known: boolean
   held: number
   ttlMs: number
+  /** Paths delegated to the session that the server is recalling: hand them back (the callback channel may have missed the recall). */
+  recalled?: string[]
 }
 
 export interface AdvisoryEndAnswer {
@@ -86,6 +114,8 @@ export interface AdvisoryEndAnswer {
 export interface AdvisoryStatus {
   path: string
   locks: AdvisoryLock[]
+  /** The session the path's locks are delegated to, if its holder did not hand them back when asked. */
+  delegatedTo?: string
 }
 
 /** Details of a 423 LOCKED answer to an advisory lock request. */
@@ -93,7 +123,9 @@ export interface AdvisoryLockedDetails {
   path: string
   /** The session holding the conflicting lock. */
   holder: string
-  conflict: AdvisoryLock
+  /** Absent when the path's locks are delegated to a holder that did not hand them back in time (`delegated`). */
+  conflict?: AdvisoryLock
+  delegated?: true
   /** When the holder's session runs out unless renewed. */
   retryAfterMs: number
 }

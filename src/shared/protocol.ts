@@ -226,8 +226,30 @@ export const LockRoutes = {
   check: '/locks/check', // GET ?path=&token= -> CheckAnswer | 409 LEASE_INVALID
   status: '/locks', // GET ?path= -> LockStatus
   heldUnder: '/locks/under', // GET ?path= (a folder) -> HeldUnderAnswer
+  // Delegations (servers/lock/delegations.ts): the file servers' callback routes, on delegation keys (delegationKey).
+  events: '/events', // GET ?client= -> text/event-stream of CallbackBreak events whose `path` is a delegation key
+  renewCallbacks: '/callbacks/renew', // POST CallbackRenewRequest -> CallbackRenewAnswer
+  acknowledgeBreak: '/callbacks/ack', // POST CallbackAckRequest -> {}
   health: '/health'
 } as const
+
+/**
+ * What the lock server delegates to a client, as a callback on a key: `lease:PATH` a file's
+ * write lease kept after use, `advisory:PATH` a file's advisory locks. A break of the key
+ * (a CallbackBreak with the key as its `path`) recalls it: the holder gives it back, then
+ * acknowledges.
+ */
+export type DelegationKind = 'lease' | 'advisory'
+
+export function delegationKey (kind: DelegationKind, path: string): string {
+  return `${kind}:${path}`
+}
+
+/** The kind and path of a delegation key; null for anything else. */
+export function parseDelegationKey (key: string): { kind: DelegationKind, path: string } | null {
+  const match = /^(lease|advisory):(\/.*)$/s.exec(key)
+  return match === null ? null : { kind: match[1] as DelegationKind, path: match[2] }
+}
 
 export interface CreateKeysRequest {
   paths: string[]

@@ -1,6 +1,6 @@
 import type {
-  AdvisoryEndAnswer, AdvisoryLockAnswer, AdvisoryLockRequest, AdvisorySessionAnswer, AdvisorySessionRequest, AdvisoryStatus,
-  AdvisoryTestAnswer, AdvisoryTestRequest
+  AdvisoryEndAnswer, AdvisoryLockAnswer, AdvisoryLockRequest, AdvisoryReturnAnswer, AdvisoryReturnRequest, AdvisorySessionAnswer,
+  AdvisorySessionRequest, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryTestRequest
 } from '../advisoryLockProtocol'
 import { AdvisoryRoutes } from '../advisoryLockProtocol'
 import type { Transport } from '../transport'
@@ -33,6 +33,11 @@ export class AdvisoryLockApi {
   async end (session: string): Promise<AdvisoryEndAnswer> {
     const body: AdvisorySessionRequest = { session }
     return await this.transport.json({ method: 'POST', route: AdvisoryRoutes.end, body })
+  }
+
+  /** Hands a delegated path's locks back to the server (its recall, or the mount can no longer hear one). */
+  async giveBack (request: AdvisoryReturnRequest): Promise<AdvisoryReturnAnswer> {
+    return await this.transport.json({ method: 'POST', route: AdvisoryRoutes.return, body: request })
   }
 
   async status (path: string): Promise<AdvisoryStatus> {

@@ -5,10 +5,16 @@ import type {
 import { Headers, LockRoutes } from '../protocol'
 import type { LeaseCredential } from '../leaseCredential'
 import type { Transport } from '../transport'
+import { CallbackCalls } from './callbackCalls'
 
 /** The lock server's API: one writer per file, as a lease with a fencing token. */
 export class LockApi {
-  constructor (readonly transport: Transport) {}
+  /** The client's event channel, lease renewal and break acknowledgements for delegations (delegationKey) here. */
+  readonly callbackCalls: CallbackCalls
+
+  constructor (readonly transport: Transport) {
+    this.callbackCalls = new CallbackCalls(transport, LockRoutes)
+  }
 
   async health (): Promise<HealthAnswer> {
     return await this.transport.json({ method: 'GET', route: LockRoutes.health })

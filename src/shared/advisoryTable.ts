@@ -1,4 +1,4 @@
-import type { AdvisoryKind, AdvisoryLock, AdvisoryType } from '../../src/shared/advisoryLockProtocol'
+import type { AdvisoryKind, AdvisoryLock, AdvisoryType } from './advisoryLockProtocol'
 
 /** A lock as the table keeps it: `end` is the last byte, Infinity for "to the end of the file". */
 interface HeldRange {
@@ -137,6 +137,34 @@ export class AdvisoryLockTable {
 
   locksOn (path: string): AdvisoryLock[] {
     return (this.locks.get(path) ?? []).map(exported)
+  }
+
+  /** The session's own locks on the path. */
+  sessionLocksOn (path: string, session: string): AdvisoryLock[] {
+    return (this.locks.get(path) ?? []).filter((l) => l.session === session).map(exported)
+  }
+
+  /** Whether any session but this one holds a lock on the path. */
+  othersHold (path: string, session: string): boolean {
+    return (this.locks.get(path) ?? []).some((l) => l.session !== session)
+  }
+
+  /**
+   * Puts the session's locks on the path to exactly `locks` (their own session fields are
+   * ignored): a delegation's holder handing back what it holds. No conflict is checked: while
+   * a path is delegated nobody else is granted a lock on it. The session must be alive.
+   */
+  replace (path: string, session: string, locks: ReadonlyArray<Omit<AdvisoryLock, 'session'>>): void {
+    const others = (this.locks.get(path) ?? []).filter((l) => l.session !== session)
+    const mine = locks.map((l) => ({ session, owner: l.owner, kind: l.kind, type: l.type, start: l.start, end: l.length === 0 ? Infinity : l.start + l.length - 1 }))
+    this.store(path, [...others, ...mine])
+    if (mine.length > 0) this.sessions.get(session)?.paths.add(path)
+  }
+
+  /** Whether the session is alive now. */
+  alive (session: string): boolean {
+    const known = this.sessions.get(session)
+    return known !== undefined && known.expiresAt > this.now()
   }
 
   private store (path: string, locks: HeldRange[]): void {

@@ -1,0 +1,59 @@
+import type { Express, Request } from 'express'
+import { Headers, LockRoutes } from '../../src/shared/protocol'
+import { CallbackTable } from '../file/callbacks'
+import { mountCallbackRoutes } from '../file/callbackRoutes'
+import { subjectOf } from '../file/callerClient'
+
+/**
+ * Delegations, on the lock server: something this server would otherwise decide on every
+ * request (a file's write lease, its advisory locks) left with one client for a while, as a
+ * callback on a key (delegationKey in protocol.ts: `lease:PATH`, `advisory:PATH`). When
+ * someone else needs the key, the server recalls it: it breaks the callback over the
+ * holder's event channel and waits until the holder has given back what it held and
+ * acknowledged, or until the holder's callback lease has run out.
+ *
+ * The leases, channel, breaks and acknowledgements are the file servers' own
+ * (servers/file/callbacks.ts, as the directory's folder callbacks use them), under the same
+ * routes (LockRoutes.events, renewCallbacks, acknowledgeBreak). A client id is bound to the
+ * credential subject that first used it: one client cannot hold or acknowledge another's.
+ */
+export class Delegations {
+  readonly table: CallbackTable
+
+  constructor (leaseMs: number) {
+    this.table = new CallbackTable(leaseMs)
+  }
+
+  /** The event channel, lease renewal and break acknowledgement routes. */
+  mount (app: Express): void {
+    mountCallbackRoutes(app, this.table, LockRoutes)
+  }
+
+  /**
+   * Delegates the key to the caller's client (X-Dfs-Client), if that client has a live lease
+   * and an open channel here, and says whether it did. Grant before deciding what the
+   * delegation covers, so a recall that comes in between is not missed.
+   */
+  grant (req: Request, key: string): boolean {
+    const client = req.get(Headers.clientId)
+    return client !== undefined && this.table.grant(client, key, subjectOf(req))
+  }
+
+  /** The caller's client id when it is a live client of the caller's own (a recall spares it), else undefined. */
+  requester (req: Request): string | undefined {
+    return this.table.own(req.get(Headers.clientId), subjectOf(req))
+  }
+
+  /**
+   * Recalls every delegation of the key but the requester's own, and waits until each
+   * holder has acknowledged (having given back what it held) or its callback lease has run
+   * out (a holder that died or was cut off delays the caller by at most that).
+   */
+  async recall (key: string, requester: string | undefined): Promise<void> {
+    await this.table.breakAll(key, { path: key, version: null }, requester)
+  }
+
+  closeAll (): void {
+    this.table.closeAll()
+  }
+}
