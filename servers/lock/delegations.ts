@@ -1,5 +1,6 @@
 import type { Express, Request } from 'express'
-import { Headers, LockRoutes } from '../../src/shared/protocol'
+import { delegationKey, Headers, LockRoutes } from '../../src/shared/protocol'
+import type { DelegationKind } from '../../src/shared/protocol'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
 import { subjectOf } from '../file/callerClient'
@@ -51,6 +52,12 @@ export class Delegations {
    */
   async recall (key: string, requester: string | undefined): Promise<void> {
     await this.table.breakAll(key, { path: key, version: null }, requester)
+  }
+
+  /** Recalls every delegation of the kind on a path below the folder (at any depth), from every holder. */
+  async recallUnder (kind: DelegationKind, folder: string): Promise<void> {
+    // breakUnder takes the keys that start with its folder and '/': the root's is the kind's prefix alone.
+    await this.table.breakUnder(folder === '/' ? `${kind}:` : delegationKey(kind, folder), undefined)
   }
 
   closeAll (): void {

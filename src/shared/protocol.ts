@@ -279,6 +279,11 @@ export interface AcquireRequest {
   ttlMs?: number
   /** How long the server may hold the request for a key someone else has (0..30000, default 0). */
   waitMs?: number
+  /**
+   * Ask for the lease's delegation (`lease:PATH`) to the caller's X-Dfs-Client: the caller may
+   * keep the lease after use, and gives it back when the lock server recalls it.
+   */
+  delegate?: boolean
 }
 
 export interface LockLease {
@@ -293,10 +298,12 @@ export interface LockLease {
   secret: string
   ttlMs: number
   expiresAt: number
+  /** Asked with `delegate`: the lease is delegated to the caller's client, which may keep it until recalled. */
+  delegated?: true
 }
 
 /** A renewed lease, without its secret (the holder has it; a renewal proves only the token). */
-export type RenewAnswer = Omit<LockLease, 'secret'>
+export type RenewAnswer = Omit<LockLease, 'secret' | 'delegated'>
 
 /** Renewing or releasing a lease needs its whole credential, as a write does: the fencing number alone is a guess. */
 export interface LeaseRequest {
