@@ -62,6 +62,7 @@ export class LeaseGuard {
     }
     let expiresInMs: number
     let holder: string | undefined
+    let delegated = false
     // Taken before the question: the lease ran at least until sentAt + expiresInMs.
     const sentAt = this.now()
     try {
@@ -69,28 +70,31 @@ export class LeaseGuard {
       holder = answer.holder
       refuseOthers(holder, writer, lockPath, token)
       expiresInMs = answer.expiresInMs
+      delegated = answer.delegated === true
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err
     }
     /*
-     * The answer is trusted, for this exact credential (TOKEN.SECRET), until sentAt +
+     * The answer about a delegated lease (one its client keeps after use: servers/lock/
+     * delegations.ts) is trusted, for this exact credential (TOKEN.SECRET), until sentAt +
      * expiresInMs: never later than the lease's real end, as the lock server counted it when
-     * it answered after sentAt. So the next writes under a lease a client keeps (a delegated
-     * lease: servers/lock/delegations.ts) cost no question to the lock server. This is safe:
+     * it answered after sentAt. So the next writes under a kept lease cost no question to
+     * the lock server. Other leases are asked about at every write, as before. This is safe:
      * - a lease that ran out (the holder died, or its renewals stopped) is asked about again,
      *   and refused; the holder's renewals move the lock server's end, not this one, so a
      *   long-kept lease is asked about once per expiresInMs;
      * - a lease given back early and the key granted again gives the new holder a higher
      *   token (tokens only grow), which raises this path's floor at its first write here:
-     *   from then on the former holder is refused without a question, as today. Its holder
-     *   gives a lease back only once its writes under it were answered, so what could still
-     *   come under the old credential in between is only a write its client gave up on;
+     *   from then on the former holder is refused without a question, as today. A delegated
+     *   lease's client gives it back only once its writes under it were answered, so what
+     *   could still come under the old credential in between is only a write its client
+     *   gave up on (timed out) before it released;
      * - a renewal never changes the token, and another secret is never trusted (compared in
      *   constant time, as the lock server does).
      */
     const until = this.now() + expiresInMs
-    this.known.set(lockPath, { token, until, checked: { credential, holder, trustedUntil: sentAt + expiresInMs } })
+    this.known.set(lockPath, { token, until, checked: delegated ? { credential, holder, trustedUntil: sentAt + expiresInMs } : undefined })
     return token
   }
 

@@ -121,6 +121,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   app.delete(LockRoutes.keys, async (req, res) => {
     const path = queryOf(req).path()
     await table.deleteKey(path)
+    delegations.leaseEnded(path)
     waits.wake(path)
     const answer: DeleteKeyAnswer = { path, deleted: true }
     res.json(answer)
@@ -130,6 +131,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   app.post(LockRoutes.removeKeys, async (req, res) => {
     const removed = bodyOf(req).paths('paths')
     const answer: RemoveKeysAnswer = { removed: await table.deleteKeys(removed) }
+    for (const path of removed) delegations.leaseEnded(path)
     for (const path of removed) waits.wake(path)
     res.json(answer)
   })
@@ -166,7 +168,10 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     clock.grantedNow(lease.token, lease.expiresAt)
     // Granted after the lease: a recall from here on reaches the new holder. The grant of an
     // earlier lease of this client on the key (given back since) is the same callback.
-    if (delegate && delegations.grant(req, key)) lease.delegated = true
+    if (delegate && delegations.grant(req, key)) {
+      lease.delegated = true
+      delegations.leaseDelegated(path, lease.token)
+    }
     res.json(lease)
   })
 
@@ -185,6 +190,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const path = body.path()
     const credential = credentialIn(body, path, 'releasing')
     await table.release(path, credential, holderOf(callerOf(res)))
+    delegations.leaseEnded(path)
     clock.released(credential.token)
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
@@ -199,6 +205,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const { expiresInMs, holder } = await table.checkLease(path, credential.token, credential.secret)
     const answer: CheckAnswer = { path, valid: true, expiresInMs }
     if (holder !== undefined) answer.holder = holder
+    if (delegations.isLeaseDelegated(path, credential.token)) answer.delegated = true
     res.json(answer)
   })
 

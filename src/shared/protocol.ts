@@ -324,6 +324,12 @@ export interface CheckAnswer {
   expiresInMs: number
   /** The credential subject the lease was granted to (absent on an open cluster): only it may write under the lease. */
   holder?: string
+  /**
+   * The lease is delegated to its holder's client (AcquireRequest.delegate), which releases
+   * it only once its writes under it were answered: a file server may trust this answer
+   * until the lease's end (servers/file/leaseGuard.ts).
+   */
+  delegated?: true
 }
 
 export interface LockStatus {
