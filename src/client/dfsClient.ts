@@ -263,7 +263,8 @@ export class DfsClient {
       const answer = await server.statWithCallback(canonical, inline)
       if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
       const { content } = answer
-      if (content !== undefined) await this.keepCopy(canonical, async () => await this.cache.store(canonical, answer.meta, Readable.from([content])))
+      // Behind the answer: the kernel's open follows at once and finds the copy (or waits for it).
+      if (content !== undefined) this.cache.storeBehind(canonical, answer.meta, content)
       return answer.meta
     }, { read: true })
     return this.memo.remember(meta)
@@ -789,7 +790,7 @@ export class DfsClient {
       }
     })
     this.forget(canonical)
-    this.cache.storeCreated(canonical, meta, data)
+    this.cache.storeBehind(canonical, meta, data)
     return this.memo.remember(meta)
   }
 
