@@ -94,6 +94,18 @@ export class KeptLeases implements DelegationHandler {
     kept.idle.unref()
   }
 
+  /**
+   * Waits, at most `ms`, while the kept lease on the path is in use here (a close's release
+   * still under way when the next open asks for the lease): then take() may hand it over.
+   */
+  async inUseEnded (path: string, ms: number): Promise<void> {
+    const kept = this.kept.get(path)
+    if (kept === undefined || kept.ending || kept.users === 0) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([kept.unused, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
+    clearTimeout(timer)
+  }
+
   /** Whether a lease on the path is kept and may be handed out now (a write may go straight under it). */
   keeps (path: string): boolean {
     const kept = this.kept.get(path)

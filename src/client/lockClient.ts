@@ -40,6 +40,9 @@ export function defaultOwner (): string {
   return `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`
 }
 
+/** How long an acquire waits for this client's own use of a kept lease to end before it asks the lock server. */
+const HANDOFF_WAIT_MS = 1_000
+
 /** Longest single wait on the lock server; a longer lock timeout asks again. */
 const LONG_POLL_MS = 5000
 
@@ -64,9 +67,12 @@ export class LockClient {
 
   /** A kept lease of this client on the path if there is one (no request), else a new one from the lock server. */
   async acquire (path: string): Promise<HeldLock> {
-    const kept = this.kept?.take(path) as Holding | undefined
-    if (kept !== undefined) return this.use(path, kept)
     if (this.kept === null) return await this.acquireNew(path)
+    // The last use here may still be giving the lease back (a close's release runs after
+    // the close returned): it is handed over here, not through the lock server.
+    await this.kept.inUseEnded(path, HANDOFF_WAIT_MS)
+    const kept = this.kept.take(path) as Holding | undefined
+    if (kept !== undefined) return this.use(path, kept)
     return await this.kept.asked(path, async () => await this.acquireNew(path))
   }
 
