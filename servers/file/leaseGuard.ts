@@ -1,7 +1,9 @@
+import crypto from 'node:crypto'
 import type { Request } from 'express'
 import { LeaseError, LockedError, NotFoundError } from '../../src/shared/errors'
 import type { LockApi } from '../../src/shared/api'
 import { Headers } from '../../src/shared/protocol'
+import { monotonicMs } from '../../src/shared/clock'
 import type { Caller } from '../common/auth'
 import { parseLeaseCredential } from '../../src/shared/leaseCredential'
 import type { LeaseCredential } from '../../src/shared/leaseCredential'
@@ -10,6 +12,8 @@ import type { LeaseCredential } from '../../src/shared/leaseCredential'
 interface KnownLease {
   token: number
   until: number
+  /** The credential the lock server last vouched for, whom it was granted to, and until when that answer is trusted. */
+  checked?: { credential: string, holder: string | undefined, trustedUntil: number }
 }
 
 /**
@@ -25,7 +29,8 @@ interface KnownLease {
 export class LeaseGuard {
   private readonly known = new Map<string, KnownLease>()
 
-  constructor (private readonly lock: LockApi, private readonly now: () => number = Date.now) {}
+  /** `now`: a clock that never jumps, so a trusted answer is never stretched by a change of the wall clock. */
+  constructor (private readonly lock: LockApi, private readonly now: () => number = monotonicMs) {}
 
   /**
    * The request's X-Dfs-Lock-Token must be the live lease on `lockPath`, and a client's
@@ -50,18 +55,46 @@ export class LeaseGuard {
     if (token < (known?.token ?? 0)) {
       throw new LeaseError(`lease ${token} on ${lockPath} was superseded by a newer writer`, { path: lockPath, token })
     }
+    const checked = known?.token === token ? known.checked : undefined
+    if (checked !== undefined && this.now() < checked.trustedUntil && sameCredential(checked.credential, credential)) {
+      refuseOthers(checked.holder, writer, lockPath, token)
+      return token
+    }
     let expiresInMs: number
+    let holder: string | undefined
+    let delegated = false
+    // Taken before the question: the lease ran at least until sentAt + expiresInMs.
+    const sentAt = this.now()
     try {
       const answer = await this.lock.check(lockPath, credential)
-      if (writer !== undefined && answer.holder !== undefined && answer.holder !== writer) {
-        throw new LeaseError(`lease ${token} on ${lockPath} was not granted to ${writer}`, { path: lockPath, token })
-      }
+      holder = answer.holder
+      refuseOthers(holder, writer, lockPath, token)
       expiresInMs = answer.expiresInMs
+      delegated = answer.delegated === true
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err
     }
-    this.known.set(lockPath, { token, until: this.now() + expiresInMs })
+    /*
+     * The answer about a delegated lease (one its client keeps after use: servers/lock/
+     * delegations.ts) is trusted, for this exact credential (TOKEN.SECRET), until sentAt +
+     * expiresInMs: never later than the lease's real end, as the lock server counted it when
+     * it answered after sentAt. So the next writes under a kept lease cost no question to
+     * the lock server. Other leases are asked about at every write, as before. This is safe:
+     * - a lease that ran out (the holder died, or its renewals stopped) is asked about again,
+     *   and refused; the holder's renewals move the lock server's end, not this one, so a
+     *   long-kept lease is asked about once per expiresInMs;
+     * - a lease given back early and the key granted again gives the new holder a higher
+     *   token (tokens only grow), which raises this path's floor at its first write here:
+     *   from then on the former holder is refused without a question, as today. A delegated
+     *   lease's client gives it back only once its writes under it were answered, so what
+     *   could still come under the old credential in between is only a write its client
+     *   gave up on (timed out) before it released;
+     * - a renewal never changes the token, and another secret is never trusted (compared in
+     *   constant time, as the lock server does).
+     */
+    const until = this.now() + expiresInMs
+    this.known.set(lockPath, { token, until, checked: delegated ? { credential, holder, trustedUntil: sentAt + expiresInMs } : undefined })
     return token
   }
 
@@ -89,4 +122,18 @@ export class LeaseGuard {
   forget (path: string): void {
     this.known.delete(path)
   }
+}
+
+/** A lease granted to another credential's subject is refused to this writer. */
+function refuseOthers (holder: string | undefined, writer: string | undefined, lockPath: string, token: number): void {
+  if (writer !== undefined && holder !== undefined && holder !== writer) {
+    throw new LeaseError(`lease ${token} on ${lockPath} was not granted to ${writer}`, { path: lockPath, token })
+  }
+}
+
+/** Compared in constant time: a guessed secret learns nothing from how long a refusal took. */
+function sameCredential (known: string, given: string): boolean {
+  const a = Buffer.from(known)
+  const b = Buffer.from(given)
+  return a.length === b.length && crypto.timingSafeEqual(a, b)
 }

@@ -1,5 +1,7 @@
 import type { Express, Request } from 'express'
-import { Headers, LockRoutes } from '../../src/shared/protocol'
+import { LRUCache } from 'lru-cache'
+import { delegationKey, Headers, LockRoutes } from '../../src/shared/protocol'
+import type { DelegationKind } from '../../src/shared/protocol'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
 import { subjectOf } from '../file/callerClient'
@@ -17,8 +19,13 @@ import { subjectOf } from '../file/callerClient'
  * routes (LockRoutes.events, renewCallbacks, acknowledgeBreak). A client id is bound to the
  * credential subject that first used it: one client cannot hold or acknowledge another's.
  */
+/** Delegated leases remembered (by path, the token); one forgotten is only asked about again by file servers. */
+const REMEMBERED_LEASES = 100_000
+
 export class Delegations {
   readonly table: CallbackTable
+  /** Per path, the token of the lease last granted with its delegation (until released or the key removed). */
+  private readonly delegatedLeases = new LRUCache<string, number>({ max: REMEMBERED_LEASES })
 
   constructor (leaseMs: number) {
     this.table = new CallbackTable(leaseMs)
@@ -51,6 +58,27 @@ export class Delegations {
    */
   async recall (key: string, requester: string | undefined): Promise<void> {
     await this.table.breakAll(key, { path: key, version: null }, requester)
+  }
+
+  /** Recalls every delegation of the kind on a path below the folder (at any depth), from every holder. */
+  async recallUnder (kind: DelegationKind, folder: string): Promise<void> {
+    // breakUnder takes the keys that start with its folder and '/': the root's is the kind's prefix alone.
+    await this.table.breakUnder(folder === '/' ? `${kind}:` : delegationKey(kind, folder), undefined)
+  }
+
+  /** The lease with this token on the path was granted with its delegation. */
+  leaseDelegated (path: string, token: number): void {
+    this.delegatedLeases.set(path, token)
+  }
+
+  /** Whether the lease with this token on the path was granted with its delegation (GET /locks/check says so). */
+  isLeaseDelegated (path: string, token: number): boolean {
+    return this.delegatedLeases.get(path) === token
+  }
+
+  /** The path's lease was released, or its key removed. */
+  leaseEnded (path: string): void {
+    this.delegatedLeases.delete(path)
   }
 
   closeAll (): void {

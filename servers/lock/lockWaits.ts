@@ -27,17 +27,28 @@ export class LockWaits {
    * before every try and gives up with CallerGoneError when the caller hung up: a key granted
    * to nobody would stay taken for a whole lease.
    */
-  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => Promise<boolean>, holder?: string): Promise<LockLease> {
+  async acquire (path: string, owner: string, ttlMs: number, waitMs: number, gone: () => Promise<boolean>, holder?: string,
+    recall: () => Promise<void> = async () => {}): Promise<LockLease> {
     const deadline = Date.now() + waitMs
+    // A refusal first recalls the key's delegation, if a holder keeps it (see Delegations),
+    // and asks again at once: the holder released before it acknowledged.
+    let recalled = false
     for (;;) {
       if (await gone()) throw new CallerGoneError(`the caller asking for ${path} hung up`, { path, owner })
       try {
         return await this.table.acquire(path, owner, ttlMs, holder)
       } catch (err) {
+        if (!(err instanceof LockedError) || this.stopped) throw err
+        if (!recalled) {
+          recalled = true
+          await recall()
+          continue
+        }
         const left = deadline - Date.now()
-        if (!(err instanceof LockedError) || left <= 0 || this.stopped) throw err
+        if (left <= 0) throw err
         const untilExpiry = Number(err.details.retryAfterMs)
         await this.parking.park(path, Math.min(left, REASK_MS, untilExpiry > 0 ? untilExpiry + 1 : REASK_MS))
+        recalled = false
       }
     }
   }

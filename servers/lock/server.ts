@@ -1,10 +1,10 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_LEASE_MS } from '../../src/shared/defaults'
-import { Headers, LockRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
+import { delegationKey, Headers, LockRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { LeaseError } from '../../src/shared/errors'
 import { parseLeaseCredential } from '../../src/shared/leaseCredential'
-import type { CheckAnswer, RenewAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
+import type { CheckAnswer, LockLease, RenewAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { Authenticator, callerOf, requireCredentials } from '../common/auth'
 import type { Caller, RouteRole, ServerAuth } from '../common/auth'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -121,6 +121,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   app.delete(LockRoutes.keys, async (req, res) => {
     const path = queryOf(req).path()
     await table.deleteKey(path)
+    delegations.leaseEnded(path)
     waits.wake(path)
     const answer: DeleteKeyAnswer = { path, deleted: true }
     res.json(answer)
@@ -130,6 +131,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   app.post(LockRoutes.removeKeys, async (req, res) => {
     const removed = bodyOf(req).paths('paths')
     const answer: RemoveKeysAnswer = { removed: await table.deleteKeys(removed) }
+    for (const path of removed) delegations.leaseEnded(path)
     for (const path of removed) waits.wake(path)
     res.json(answer)
   })
@@ -140,11 +142,14 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const owner = body.string('owner', 256)
     const ttlMs = body.optionalInt('ttlMs', { min: 1, max: maxLeaseMs }) ?? defaultLeaseMs
     const waitMs = body.optionalInt('waitMs', { min: 0, max: MAX_WAIT_MS }) ?? 0
+    const delegate = body.flag('delegate')
     const { gone, hungUp } = watchCaller(req, res)
-    let lease
+    const key = delegationKey('lease', path)
+    const requester = delegations.requester(req)
+    let lease: LockLease
     const waited = lockWaitSeconds.startTimer()
     try {
-      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)))
+      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)), async () => await delegations.recall(key, requester))
       waited({ outcome: 'granted' })
     } catch (err) {
       waited({ outcome: 'refused' })
@@ -161,6 +166,12 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
       return
     }
     clock.grantedNow(lease.token, lease.expiresAt)
+    // Granted after the lease: a recall from here on reaches the new holder. The grant of an
+    // earlier lease of this client on the key (given back since) is the same callback.
+    if (delegate && delegations.grant(req, key)) {
+      lease.delegated = true
+      delegations.leaseDelegated(path, lease.token)
+    }
     res.json(lease)
   })
 
@@ -179,6 +190,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const path = body.path()
     const credential = credentialIn(body, path, 'releasing')
     await table.release(path, credential, holderOf(callerOf(res)))
+    delegations.leaseEnded(path)
     clock.released(credential.token)
     waits.wake(path)
     const answer: ReleaseAnswer = { path, released: true }
@@ -193,6 +205,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const { expiresInMs, holder } = await table.checkLease(path, credential.token, credential.secret)
     const answer: CheckAnswer = { path, valid: true, expiresInMs }
     if (holder !== undefined) answer.holder = holder
+    if (delegations.isLeaseDelegated(path, credential.token)) answer.delegated = true
     res.json(answer)
   })
 
@@ -211,6 +224,8 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
 
   app.get(LockRoutes.heldUnder, async (req, res) => {
     const path = queryOf(req).path()
+    // A file server asks before it moves a folder: leases kept idle below it are given back first.
+    await delegations.recallUnder('lease', path)
     const answer: HeldUnderAnswer = { path, held: await table.heldUnder(path) }
     res.json(answer)
   })

@@ -192,7 +192,8 @@ export class DfsClient {
     this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
       leaseMs: opts.leaseMs,
-      owner: opts.owner
+      owner: opts.owner,
+      delegations: this.delegations
     })
   }
 
@@ -469,6 +470,8 @@ export class DfsClient {
       if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
       const send = async (token?: LeaseCredential): Promise<FileMeta> =>
         await this.locator.onFileServer(canonical, found, async (server) => await server.append(canonical, body, { token, changeId }))
+      // A lease kept here: the file server would refuse an append without it (LOCKED).
+      if (this.locks.kept?.keeps(canonical) === true) return await this.locks.withLock(canonical, async (lease) => await send(leaseCredentialOf(lease)))
       try {
         // One request: the file server puts appends in order itself.
         return await send()
@@ -519,9 +522,12 @@ export class DfsClient {
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
+    // The key goes with the file: a lease taken here is not kept.
     await this.underLease(canonical, opts.lease, async (token) => {
       await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
-    })
+    }, false)
+    // A lease kept on the path (taken by a handle still open, which gave it for this unlink) goes too.
+    await this.locks.kept?.giveBack(canonical)
     this.forget(canonical)
     await this.cache.invalidate(canonical)
   }
@@ -709,7 +715,7 @@ export class DfsClient {
       if (!(err instanceof LeaseError)) throw err
     }
     this.writeRetry.log?.(`store of ${canonical}: the lease was lost meanwhile; taking a new one`)
-    await held.release()
+    await held.release({ keep: false })
     const renewed = await retryWhileUnavailable(`lock of ${canonical}`, this.writeRetry, async () => await this.locks.acquire(canonical))
     try {
       const current = await retryWhileUnavailable(`stat of ${canonical}`, this.writeRetry, async () => await this.statFresh(canonical))
@@ -847,6 +853,8 @@ export class DfsClient {
     if (holders.length !== 1) {
       throw new CrossServerError(`${source} spans ${holders.length} file servers: it cannot be renamed in one step`, { path: source })
     }
+    // A folder is not moved while a lease is held below it (EBUSY): leases kept idle here go first.
+    await this.locks.kept?.giveBackUnder(source)
     try {
       await this.locator.fileServer(holders[0]).rename({ from: source, to: target }, undefined, Math.max(SLOW_FOLDER_RENAME_MS, this.timeoutMs * 3))
     } finally {
@@ -890,21 +898,27 @@ export class DfsClient {
     return this.memo.remember(meta)
   }
 
-  /** Runs a task with the lease the caller holds, or with one taken and given back here. */
-  private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: LeaseCredential) => Promise<T>): Promise<T> {
+  /**
+   * Runs a task with the lease the caller holds, or with one taken and given back here
+   * (kept, if delegated, unless `keep` is false: the task removes the file).
+   */
+  private async underLease<T> (path: string, lease: LockLease | HeldLock | undefined, task: (token: LeaseCredential) => Promise<T>, keep = true): Promise<T> {
     const token = credentialOf(lease)
     if (token !== undefined) return await task(token)
-    return await this.locks.withLock(path, async (taken) => await task(leaseCredentialOf(taken)))
+    return await this.locks.withLock(path, async (taken) => await task(leaseCredentialOf(taken)), { keep })
   }
 
-  /** Several locks, taken in path order so that two renames never wait on each other. */
+  /**
+   * Several locks, taken in path order so that two renames never wait on each other; given
+   * back after, not kept (a rename moves the files away from their keys).
+   */
   private async underLeases<T> (paths: string[], task: (tokens: Map<string, LeaseCredential>) => Promise<T>): Promise<T> {
     const held: HeldLock[] = []
     try {
       for (const path of [...new Set(paths)].sort()) held.push(await this.locks.acquire(path))
       return await task(new Map(held.map((h) => [h.lease.path, leaseCredentialOf(h.lease)])))
     } finally {
-      await Promise.all(held.map(async (h) => await h.release()))
+      await Promise.all(held.map(async (h) => await h.release({ keep: false })))
     }
   }
 
@@ -928,7 +942,10 @@ export class DfsClient {
     return this.callbacks?.count ?? 0
   }
 
-  /** Ends the callback channels; the client still works, revalidating every open. */
+  /**
+   * Ends the callback channels; the client still works, revalidating every open. Leases it
+   * kept are given back in the background (giveBackKept, awaited, is surer: a mount calls it).
+   */
   close (): void {
     this.callbacks?.close()
     this.folderCallbacks?.close()

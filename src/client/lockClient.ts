@@ -4,6 +4,9 @@ import { LockedError, LockTimeoutError, ServerUnavailableError } from '../shared
 import type { LockApi } from '../shared/api'
 import type { LockLease } from '../shared/protocol'
 import { leaseCredentialOf } from '../shared/leaseCredential'
+import type { DelegationChannel } from './delegationChannel'
+import { KeptLeases } from './keptLeases'
+import type { Keepable } from './keptLeases'
 
 export interface LockClientOptions {
   /** Longest wait for a key that others hold. */
@@ -11,17 +14,34 @@ export interface LockClientOptions {
   /** Lease asked for; undefined takes the lock server's default. */
   leaseMs?: number
   owner?: string
+  /**
+   * The client's channel to the lock server: with one, leases are asked for with their
+   * delegation and kept after use until recalled (keptLeases.ts).
+   */
+  delegations?: DelegationChannel | null
 }
 
 /** A lease this client holds, renewed in the background until released. */
 export interface HeldLock {
   lease: LockLease
-  release: () => Promise<void>
+  /**
+   * Ends this use of the lease. A delegated lease is kept for the next use (see KeptLeases)
+   * unless `keep` is false (it is lost, or its file went away): then it is given back.
+   */
+  release: (opts?: { keep?: boolean }) => Promise<void>
+}
+
+/** A lease as held: renewed until given back, and whether a renewal found it gone. */
+interface Holding extends Keepable {
+  lease: LockLease
 }
 
 export function defaultOwner (): string {
   return `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`
 }
+
+/** How long an acquire waits for this client's own use of a kept lease to end before it asks the lock server. */
+const HANDOFF_WAIT_MS = 1_000
 
 /** Longest single wait on the lock server; a longer lock timeout asks again. */
 const LONG_POLL_MS = 5000
@@ -35,19 +55,42 @@ const sleep = async (ms: number): Promise<void> => await new Promise((resolve) =
  */
 export class LockClient {
   readonly owner: string
+  /** Delegated leases kept after use (null without a channel to the lock server). */
+  readonly kept: KeptLeases | null
 
   constructor (private readonly api: LockApi, private readonly opts: LockClientOptions) {
     this.owner = opts.owner ?? defaultOwner()
+    const channel = opts.delegations ?? null
+    this.kept = channel === null ? null : new KeptLeases(() => channel.ready())
+    if (channel !== null && this.kept !== null) channel.handle('lease', this.kept)
   }
 
+  /** A kept lease of this client on the path if there is one (no request), else a new one from the lock server. */
   async acquire (path: string): Promise<HeldLock> {
+    if (this.kept === null) return await this.acquireNew(path)
+    // The last use here may still be giving the lease back (a close's release runs after
+    // the close returned): it is handed over here, not through the lock server.
+    await this.kept.inUseEnded(path, HANDOFF_WAIT_MS)
+    const kept = this.kept.take(path) as Holding | undefined
+    if (kept !== undefined) return this.use(path, kept)
+    return await this.kept.asked(path, async () => await this.acquireNew(path))
+  }
+
+  /** Gives back what is kept (the client closes); answers once the lock server has it. */
+  async giveBackKept (): Promise<void> {
+    await this.kept?.giveBackAll()
+  }
+
+  private async acquireNew (path: string): Promise<HeldLock> {
     const deadline = Date.now() + this.opts.lockTimeoutMs
     let delay = 5
     for (;;) {
       try {
         // The server holds the request until the key is ours or waitMs has passed.
         const waitMs = Math.max(0, Math.min(deadline - Date.now(), LONG_POLL_MS))
-        return this.hold(await this.api.acquire({ path, owner: this.owner, ttlMs: this.opts.leaseMs, waitMs }))
+        // A delegation is asked for only while a recall can reach this client.
+        const delegate = this.opts.delegations?.ready() === true ? true : undefined
+        return this.hold(await this.api.acquire({ path, owner: this.owner, ttlMs: this.opts.leaseMs, waitMs, delegate }))
       } catch (err) {
         if (!(err instanceof LockedError)) throw err
         const remaining = deadline - Date.now()
@@ -60,34 +103,60 @@ export class LockClient {
     }
   }
 
-  async withLock<T> (path: string, task: (lease: LockLease) => Promise<T>): Promise<T> {
+  async withLock<T> (path: string, task: (lease: LockLease) => Promise<T>, opts: { keep?: boolean } = {}): Promise<T> {
     const held = await this.acquire(path)
     try {
       return await task(held.lease)
     } finally {
-      await held.release()
+      await held.release(opts)
     }
   }
 
   private hold (lease: LockLease): HeldLock {
+    let lost = false
     const renewal = setInterval(() => {
       this.api.renew(lease.path, leaseCredentialOf(lease)).catch((err: unknown) => {
         // A lock server that does not answer may come back before the lease ends: keep
         // trying. A lease it says is gone is lost for good (a store under it is refused, and
         // the client proxy takes a new one: DfsClient.storeWorkingCopy).
-        if (!(err instanceof ServerUnavailableError)) clearInterval(renewal)
+        if (!(err instanceof ServerUnavailableError)) {
+          lost = true
+          clearInterval(renewal)
+        }
       })
     }, Math.max(50, lease.ttlMs / 3))
     renewal.unref()
-    return {
+    const holding: Holding = {
       lease,
-      release: async () => {
+      valid: () => !lost,
+      giveBack: async () => {
+        lost = true
         clearInterval(renewal)
         try {
           await this.api.release(lease.path, leaseCredentialOf(lease))
         } catch {
           // An expired lease or an unreachable lock server: the key frees itself at the lease's end.
         }
+      }
+    }
+    this.kept?.granted(lease.path, holding, lease.delegated === true)
+    return this.use(lease.path, holding)
+  }
+
+  /** One use of a lease: its release ends that use (once), which keeps or gives back the lease. */
+  private use (path: string, holding: Holding): HeldLock {
+    let released = false
+    return {
+      lease: holding.lease,
+      release: async (opts = {}) => {
+        if (released) return
+        released = true
+        if (this.kept === null) {
+          await holding.giveBack()
+          return
+        }
+        if (opts.keep === false) await this.kept.giveBack(path)
+        await this.kept.returned(path, holding)
       }
     }
   }

@@ -89,6 +89,8 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
         } catch {
           await lazyUnmount(opts.mountpoint)
         }
+        // Leases kept for this mount's next writes go back now, not when they run out.
+        await opts.client.locks.giveBackKept()
         opts.client.close()
       })()
       await unmounted

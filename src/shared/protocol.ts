@@ -279,6 +279,11 @@ export interface AcquireRequest {
   ttlMs?: number
   /** How long the server may hold the request for a key someone else has (0..30000, default 0). */
   waitMs?: number
+  /**
+   * Ask for the lease's delegation (`lease:PATH`) to the caller's X-Dfs-Client: the caller may
+   * keep the lease after use, and gives it back when the lock server recalls it.
+   */
+  delegate?: boolean
 }
 
 export interface LockLease {
@@ -293,10 +298,12 @@ export interface LockLease {
   secret: string
   ttlMs: number
   expiresAt: number
+  /** Asked with `delegate`: the lease is delegated to the caller's client, which may keep it until recalled. */
+  delegated?: true
 }
 
 /** A renewed lease, without its secret (the holder has it; a renewal proves only the token). */
-export type RenewAnswer = Omit<LockLease, 'secret'>
+export type RenewAnswer = Omit<LockLease, 'secret' | 'delegated'>
 
 /** Renewing or releasing a lease needs its whole credential, as a write does: the fencing number alone is a guess. */
 export interface LeaseRequest {
@@ -317,6 +324,12 @@ export interface CheckAnswer {
   expiresInMs: number
   /** The credential subject the lease was granted to (absent on an open cluster): only it may write under the lease. */
   holder?: string
+  /**
+   * The lease is delegated to its holder's client (AcquireRequest.delegate), which releases
+   * it only once its writes under it were answered: a file server may trust this answer
+   * until the lease's end (servers/file/leaseGuard.ts).
+   */
+  delegated?: true
 }
 
 export interface LockStatus {
