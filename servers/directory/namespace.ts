@@ -180,7 +180,9 @@ export class Namespace {
     const owner = this.files.get(path)
     if (owner !== undefined) return { kind: 'file', machineId: owner }
     if (this.folders.has(path)) return { kind: 'dir' }
-    throw new NotFoundError(`no such file or folder: ${path}`, { path })
+    // How many names the folder holds (absent when there is no such folder): a client may
+    // then hold a small folder's names and answer its next misses there itself (FolderCopies).
+    throw new NotFoundError(`no such file or folder: ${path}`, { path, folderEntries: path === '/' ? undefined : this.children.get(parentOf(path))?.size })
   }
 
   list (path: string): DirectoryEntry[] {

@@ -167,6 +167,22 @@ export interface PlacementAnswer {
 export interface ClaimRequest {
   path: string
   kind: EntryKind
+  /** See Changer: whose change this is (a file server's PUT /create on a client's behalf). */
+  changerClient?: string
+  changerSubject?: string
+}
+
+/**
+ * The client on whose behalf a file server changes the namespace (claim, drop): its
+ * X-Dfs-Client and credential subject as the file server saw them. The directory spares
+ * that client's folder callback when it breaks the folder (as a file server spares a
+ * writer's), if the client id is live there under that subject; the client applies its own
+ * change to its copy of the folder instead (src/client/folderCopies.ts). Sent as
+ * `changerClient` and `changerSubject` (body or query).
+ */
+export interface Changer {
+  client: string
+  subject?: string
 }
 
 export interface DropEntryAnswer {
