@@ -55,6 +55,8 @@ export class CallbackRegistry {
   /** The same for folders whose whole tree moved. */
   private readonly treeChangedAt = new Map<string, number>()
   private closed = false
+  /** Told of each break after its promise is dropped: what else the client remembers of the path is stale too. */
+  onBreak: (path: string) => void = () => {}
 
   /** `clientId`: another registry's, for one client with callbacks of two kinds (files and folders). */
   constructor (private readonly log: (line: string) => void = () => {}, private readonly now: () => number = monotonicMs, clientId?: string) {
@@ -105,6 +107,25 @@ export class CallbackRegistry {
       this.drop(path)
     }
     this.forgetOldChanges()
+  }
+
+  /**
+   * This client made a change to the path and has the server's answer, `meta`. The server
+   * did not break this client's own callback for it (servers/file/callbacks.ts breakAll's
+   * writer; the directory's changer), so the promise may go on vouching for the path, as
+   * `meta`, provided no break came after the request left at `askedAt`: another client's
+   * change may have landed after ours, and this answer would not show it. Otherwise (or
+   * without `meta`) the promise ends, as with changedHere. Either way a grant asked for
+   * before now no longer counts. Answers whether the promise was kept.
+   */
+  changedByMe (path: string, askedAt: number, meta?: FileMeta): boolean {
+    const promise = this.promised.get(path)
+    const keep = meta !== undefined && promise !== undefined && this.usable(promise.server) && !this.changedSince(path, askedAt)
+    if (keep) promise.meta = meta
+    else this.drop(path)
+    this.changedAt.set(path, this.now())
+    this.forgetOldChanges()
+    return keep
   }
 
   drop (path: string): void {
@@ -195,6 +216,7 @@ export class CallbackRegistry {
     if (event !== 'break') return
     const change = JSON.parse(data) as CallbackBreak
     this.changedHere(change.path)
+    this.onBreak(change.path)
     if (change.seq !== undefined) server.api.callbackCalls.acknowledge(this.clientId, change.seq).catch(() => {})
   }
 

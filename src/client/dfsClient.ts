@@ -173,6 +173,9 @@ export class DfsClient {
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
+    // A file changed elsewhere: the brief memory of its stat must not answer for it either
+    // (else a stat on this mount shows a file another removed a moment ago).
+    if (this.callbacks !== null) this.callbacks.onBreak = (path) => this.memo.forget(path)
     this.folderCallbacks = this.callbacks === null ? null : new CallbackRegistry(opts.log, monotonicMs, this.callbacks.clientId)
     this.folders = this.folderCallbacks === null ? null : new FolderCopies(this.directory, this.folderCallbacks)
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
@@ -200,6 +203,9 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const promised = this.callbacks?.current(canonical) ?? this.folders?.attributes(canonical)
     if (promised) return promised
+    // A name that the held copy of its folder no longer has is gone (NotFoundError here),
+    // whatever the memo below still remembers of it: another mount removed it a moment ago.
+    this.folders?.lookup(canonical)
     // A folder held without its attributes yet: read them now, under its callback, to keep them.
     const remembered = this.folders?.copyOf(canonical) === undefined ? this.memo.get(canonical) : undefined
     if (remembered) return remembered
@@ -436,6 +442,7 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const body = typeof data === 'string' ? Buffer.from(data) : data
     const changeId = newChangeId()
+    const askedAt = monotonicMs()
     const appendOnce = async (): Promise<FileMeta> => {
       const found = await this.lookup(canonical)
       if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
@@ -454,8 +461,7 @@ export class DfsClient {
     const meta = Buffer.isBuffer(body) ? await retryAppendWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
-    this.callbacks?.changedHere(canonical)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   // ---- changes to the namespace and whole files --------------------------------------
@@ -491,10 +497,17 @@ export class DfsClient {
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
-    await this.underLease(canonical, opts.lease, async (token) => {
-      await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
-    })
-    this.forget(canonical)
+    const askedAt = monotonicMs()
+    try {
+      await this.underLease(canonical, opts.lease, async (token) => {
+        await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
+      })
+    } catch (err) {
+      // It may have happened all the same (the answer was lost): the folder's copy cannot say.
+      this.forget(canonical)
+      throw err
+    }
+    this.changedName(canonical, askedAt, null)
     await this.cache.invalidate(canonical)
   }
 
@@ -560,12 +573,12 @@ export class DfsClient {
     if (!Number.isSafeInteger(size) || size < 0) throw new BadRequestError(`size must be a whole number of at least 0, not ${size}`)
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
+    const askedAt = monotonicMs()
     const meta = await this.underLease(canonical, opts.lease, async (token) => {
       return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
     })
-    this.forget(canonical)
     await this.cache.applyTruncate(canonical, meta)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   /**
@@ -634,6 +647,7 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const changeId = newChangeId()
     const body = encodeRanges(ranges)
+    const askedAt = monotonicMs()
     let meta: FileMeta
     try {
       meta = await retryWhileUnavailable(`range write of ${canonical}`, this.writeRetry, async () => {
@@ -645,9 +659,8 @@ export class DfsClient {
       if (err instanceof LeaseError || err instanceof ConflictError) return null
       throw err
     }
-    this.forget(canonical)
     await this.cache.invalidate(canonical)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   /**
@@ -666,14 +679,14 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const store = async (lease: HeldLock): Promise<FileMeta> => {
       const changeId = newChangeId()
+      const askedAt = monotonicMs()
       const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
         const found = await this.locator.lookupFile(canonical)
         return await this.locator.onFileServer(canonical, found, async (server) =>
           await server.store(canonical, fs.createReadStream(localFile), leaseCredentialOf(lease.lease), changeId))
       })
-      this.forget(canonical)
       await this.cache.invalidate(canonical)
-      return this.memo.remember(meta)
+      return this.changedBytes(canonical, askedAt, meta)
     }
     try {
       return { stored: await store(held), held }
@@ -765,20 +778,31 @@ export class DfsClient {
     const folder = parentOf(canonical)
     const changeId = newChangeId()
     const mtimeMs = opts.mtimeMs === undefined ? undefined : Math.max(0, Math.floor(opts.mtimeMs))
-    const meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
-      const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
-      try {
-        const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
-        this.placements.set(folder, server)
-        this.locator.learned(canonical, server)
-        return made
-      } catch (err) {
-        // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
-        this.placements.delete(folder)
-        throw err
-      }
-    })
-    this.forget(canonical)
+    const askedAt = monotonicMs()
+    let placedOn: ServerInfo | undefined
+    let meta: FileMeta
+    try {
+      meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
+        const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
+        try {
+          const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
+          this.placements.set(folder, server)
+          placedOn = server
+          return made
+        } catch (err) {
+          // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
+          this.placements.delete(folder)
+          throw err
+        }
+      })
+    } catch (err) {
+      // It may have been made all the same (the answer was lost): the folder's copy cannot say.
+      this.forget(canonical)
+      throw err
+    }
+    const server = placedOn as ServerInfo
+    this.changedName(canonical, askedAt, server)
+    this.locator.learned(canonical, server)
     this.cache.storeCreated(canonical, meta, data)
     return this.memo.remember(meta)
   }
@@ -830,11 +854,11 @@ export class DfsClient {
   }
 
   private async putContent (path: string, found: LookupAnswer, body: Bytes, lease: LockLease | HeldLock | undefined): Promise<FileMeta> {
+    const askedAt = monotonicMs()
     const meta = await this.underLease(path, lease, async (token) => {
       return await this.locator.onFileServer(path, found, async (server) => await server.store(path, body, token))
     })
-    this.forget(path)
-    return this.memo.remember(meta)
+    return this.changedBytes(path, askedAt, meta)
   }
 
   /** Makes the cache hold what was just written; if that fails the copy is dropped, never left stale. */
@@ -878,6 +902,28 @@ export class DfsClient {
     } finally {
       await Promise.all(held.map(async (h) => await h.release()))
     }
+  }
+
+  /**
+   * This client changed a file's bytes (or size) and has the answer `meta`: where it lives
+   * and its folder's names stand. Its file server did not break this client's callback on
+   * it, which goes on vouching for `meta` unless another change may have come after ours
+   * (CallbackRegistry.changedByMe): the next stat needs no request.
+   */
+  private changedBytes (path: string, askedAt: number, meta: FileMeta): FileMeta {
+    this.callbacks?.changedByMe(path, askedAt, meta)
+    return this.memo.remember(meta)
+  }
+
+  /**
+   * This client made the file `path` on `server`, or removed it (null), and has the answer:
+   * the copy of its folder, which the directory did not break for this client, takes the
+   * change (FolderCopies.changedByMe), so the next lookups in the folder need no request.
+   */
+  private changedName (path: string, askedAt: number, server: ServerInfo | null): void {
+    this.locator.forgetRemembered(path)
+    this.callbacks?.changedHere(path)
+    this.folders?.changedByMe(path, askedAt, server)
   }
 
   private forgetTree (folder: string): void {

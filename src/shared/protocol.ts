@@ -155,6 +155,13 @@ export interface LookupAnswer {
   server?: ServerInfo
   /** For a folder: every file server that holds it (none for an empty root). */
   holders?: ServerInfo[]
+  /**
+   * For a folder (not the root): how many names its parent folder holds, as a miss's 404
+   * says of the missed name's folder (detail `folderEntries`). A client may hold a small
+   * parent's names under a folder callback rather than ask for the folder again each time
+   * it trusts the answer no longer.
+   */
+  folderEntries?: number
 }
 
 /** Where a new file or folder goes: a server holding the parent folder, the roomiest of them. */
