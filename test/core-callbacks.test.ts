@@ -1,9 +1,14 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { startFileServer } from '../servers/file/server'
+import { CallbackRegistry } from '../src/client/callbacks'
 import type { DfsClient } from '../src/client/dfsClient'
+import { FileApi } from '../src/shared/api'
+import { monotonicMs } from '../src/shared/clock'
+import { Transport } from '../src/shared/transport'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
+import { callerFor } from './helpers/credentials'
 import { statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
 
@@ -74,6 +79,33 @@ t.test('close-to-open under load: 1000 appends by one client, each seen by the o
   }
   t.equal(stale, 0, 'no open after a returned append saw old bytes')
   t.ok(reader.callbackCount <= 1, 'at most the one file is promised')
+})
+
+t.test('a lease that lapses on the client (a late renewal) vouches for nothing meanwhile, and counts again once renewed unless a break came', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  // The registry's clock jumps ahead: its lease runs out here while the server still counts it.
+  let skewMs = 0
+  const registry = new CallbackRegistry(() => {}, () => monotonicMs() + skewMs)
+  t.teardown(() => registry.close())
+  const server = cluster.fileServers[0]
+  const api = new FileApi(new Transport('file server under test', server.url, 5000, { ...callerFor(server), clientId: registry.clientId }))
+  await waitFor('the callback channel', async () => registry.ready(api), 5000, 20)
+  for (const path of ['/notes/a.txt', '/notes/b.txt']) {
+    const askedAt = monotonicMs() + skewMs
+    const answer = await api.statWithCallback(path)
+    t.ok(answer.callback, `${path} is promised`)
+    registry.granted(api, path, answer.meta, askedAt)
+  }
+  t.equal(registry.current('/notes/a.txt')?.size, 4)
+
+  skewMs += 10_000
+  t.equal(registry.current('/notes/a.txt'), undefined, 'a lapsed lease vouches for nothing')
+  const writer = cluster.client()
+  await writer.append('/notes/b.txt', 'two\n')
+  await waitFor('a renewal after the lapse', async () => registry.current('/notes/a.txt') !== undefined, 5000, 20)
+  t.equal(registry.current('/notes/a.txt')?.size, 4, 'the untouched file is promised again, with no new stat')
+  t.equal(registry.current('/notes/b.txt'), undefined, 'the file another client changed meanwhile is not')
+  t.notOk(registry.holds('/notes/b.txt'), 'its promise ended with the break')
 })
 
 t.test('the holder\'s own change keeps its promise with the answer: its next stat and open need no request', async (t) => {

@@ -1,8 +1,7 @@
-import crypto from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { Request, RequestHandler } from 'express'
 import { Headers } from '../../src/shared/protocol'
-import { withRequestId } from '../../src/shared/requestContext'
+import { newRequestId, withRequestId } from '../../src/shared/requestContext'
 import { recordRequest } from './metrics'
 import type { ServiceName } from './metrics'
 
@@ -28,7 +27,7 @@ export function onEveryRequest (heard: RequestListener | null): void {
 export function observeRequests (service: ServiceName): RequestHandler {
   return (req, res, next) => {
     const sent = req.get(Headers.requestId)
-    const requestId = sent !== undefined && REQUEST_ID.test(sent) ? sent : crypto.randomBytes(8).toString('hex')
+    const requestId = sent !== undefined && REQUEST_ID.test(sent) ? sent : newRequestId()
     res.set(Headers.requestId, requestId)
     const started = process.hrtime.bigint()
     const socket = req.socket

@@ -226,10 +226,39 @@ export class FileStore {
     return this.writes.busy(path) || this.writes.started !== started ? null : meta
   }
 
+  /**
+   * The meta of a file, folder or link, with the bytes of a file of at most `upTo` bytes read
+   * in the same step (GET /stat?inline=): one check of the path, one open, one read, under the
+   * write lock so size, version and bytes belong together. A first read of a small file is
+   * this one request, so each trip through the thread pool saved here is one the reader waits for.
+   */
+  async statWithContent (path: string, upTo: number): Promise<{ meta: FileMeta, content?: Buffer }> {
+    return await this.writes.run(path, async () => {
+      const checked = await this.lstatInside(path)
+      if (!checked.isFile() || checked.size > upTo) return { meta: await this.describe(path, checked) }
+      const handle = await this.openChecked(path, checked, fs.constants.O_RDONLY)
+      try {
+        const stats = await handle.stat()
+        const meta = this.metaOf(path, stats)
+        if (meta.size > upTo) return { meta }
+        const content = Buffer.allocUnsafe(meta.size)
+        let filled = 0
+        while (filled < content.length) {
+          const { bytesRead } = await handle.read(content, filled, content.length - filled, filled)
+          if (bytesRead === 0) break
+          filled += bytesRead
+        }
+        return { meta: { ...meta, size: filled }, content: content.subarray(0, filled) }
+      } finally {
+        await handle.close()
+      }
+    })
+  }
+
   /** Opens a file for reading and pins the version, size and bytes that belong together. */
   async openRead (path: string): Promise<OpenedFile> {
-    await this.lstatInside(path)
-    // Under the write lock, so no append is half done between fstat and version read.
+    // Under the write lock, so no append is half done between fstat and version read
+    // (openInside checks the path there: a check before it would be a second trip for nothing).
     return await this.writes.run(path, async () => {
       const handle = await this.openInside(path, fs.constants.O_RDONLY)
       try {
@@ -382,19 +411,27 @@ export class FileStore {
   async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {},
     alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
-    await this.requireParentFolder(path)
     const disk = this.diskPath(path)
+    // A create is a mount's close, waited for by the program: each step below is a trip
+    // through the thread pool, so the ones that need not follow each other run side by side
+    // (the folder's check beside the upload; mode beside mtime; the inode's fstat beside the fsync).
+    const parentChecked = this.requireParentFolder(path)
+    // Its failure is thrown where it is awaited, after the upload; until then it is not unhandled.
+    parentChecked.catch(() => {})
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
+      await parentChecked
       if (opts.changeId !== undefined && this.versions.applied(path, opts.changeId)) {
         const placed = await this.statOrNull(path)
         if (placed !== null) return { meta: placed, repeated: true }
       }
       const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
-      // The umask of the server process must not cut the mode asked for.
-      if (mode !== undefined) await upload.handle.chmod(diskModeOf(mode, false))
-      if (opts.mtimeMs !== undefined) await upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs))
-      await timedSync('file', upload.handle.sync())
-      this.ownLinks.add(inodeOf(await upload.handle.stat()))
+      await Promise.all([
+        // The umask of the server process must not cut the mode asked for.
+        mode !== undefined ? upload.handle.chmod(diskModeOf(mode, false)) : undefined,
+        opts.mtimeMs !== undefined ? upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs)) : undefined
+      ])
+      const [stats] = await Promise.all([upload.handle.stat(), timedSync('file', upload.handle.sync())])
+      this.ownLinks.add(inodeOf(stats))
       try {
         await fsp.link(upload.file, disk)
       } catch (err) {
@@ -415,7 +452,8 @@ export class FileStore {
         if (mode !== undefined) await this.modes.drop(path).catch(() => {})
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
       }
-      return { meta: await this.stat(path), repeated: false }
+      // The fstat above is the linked file's: bytes, mode and mtime were set before it.
+      return { meta: this.metaOf(path, stats), repeated: false }
     }))
   }
 
@@ -743,8 +781,8 @@ export class FileStore {
       await writeAll(handle, body)
       return await task({ file, handle })
     } finally {
-      await handle.close()
-      await fsp.rm(file, { force: true })
+      // Side by side: removing the name of an open file is fine, and a placed upload has its own name by now.
+      await Promise.all([handle.close(), fsp.rm(file, { force: true })])
     }
   }
 

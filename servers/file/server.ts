@@ -121,15 +121,19 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     const inlineUpTo = query.optionalInt('inline', { min: 0, max: MAX_INLINE_BYTES })
     // Promised before the version is read: a change in between breaks it (see CallbackTable.grant).
     const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path, subjectOf(req))
-    const meta: FileMeta = await store.stat(path)
-    if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
-    const answer: StatAnswer = inlineUpTo !== undefined && meta.kind === 'file' && meta.size <= inlineUpTo
-      ? await inlineStat(store, path, inlineUpTo)
-      : meta
-    if (answer.content !== undefined) {
-      stats.contentTransfers++
-      stats.contentBytes += answer.size
+    if (inlineUpTo === undefined) {
+      const meta: FileMeta = await store.stat(path)
+      if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
+      res.json(meta)
+      return
     }
+    const { meta, content } = await store.statWithContent(path, inlineUpTo)
+    if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
+    if (content !== undefined) {
+      stats.contentTransfers++
+      stats.contentBytes += content.length
+    }
+    const answer: StatAnswer = content === undefined ? meta : { ...meta, content: content.toString('base64') }
     res.json(answer)
   })
 
@@ -214,18 +218,6 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   finishApp(app, log)
   return app
-}
-
-/** A small file's meta and bytes, read together (they may have changed since the stat that chose this). */
-async function inlineStat (store: FileStore, path: string, upTo: number): Promise<StatAnswer> {
-  const { meta, stream } = await store.openRead(path)
-  if (meta.size > upTo) {
-    stream.destroy()
-    return meta
-  }
-  const chunks: Buffer[] = []
-  for await (const chunk of stream) chunks.push(chunk as Buffer)
-  return { ...meta, content: Buffer.concat(chunks).toString('base64') }
 }
 
 function wantsCallback (req: Request): boolean {

@@ -1,11 +1,10 @@
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type pino from 'pino'
 import { startProcessLog } from '../../servers/common/logging'
 import type { LogLevel, ProcessLog } from '../../servers/common/logging'
-import { withRequestId } from '../shared/requestContext'
+import { newRequestId, withRequestId } from '../shared/requestContext'
 
 /*
  * The mount's log, with pino as the servers' (servers/common/logging.ts): JSON lines to the
@@ -50,7 +49,7 @@ export function tracedOperations (operations: Record<string, unknown>, logger: p
     traced[name] = (...args: unknown[]) => {
       const callback = args[args.length - 1]
       if (typeof callback !== 'function') return run(...args)
-      const reqId = crypto.randomBytes(8).toString('hex')
+      const reqId = newRequestId()
       const started = performance.now()
       const done = (code: number, ...values: unknown[]): void => {
         const result = code < 0 ? errnoNames.get(code) ?? String(code) : String(code)

@@ -73,13 +73,23 @@ export class CallbackRegistry {
     return this.usable(server)
   }
 
-  /** The file as a callback vouches for it now, or undefined. */
+  /**
+   * The file as a callback vouches for it now, or undefined. A promise whose server's lease
+   * has lapsed here (a renewal late on a busy machine) vouches for nothing meanwhile, but is
+   * kept: a renewal the server answers as `known` proves it never forgot this client, so
+   * every break it sent came down the channel, and the server extends no lease while one is
+   * unacknowledged. A break, a closed channel or a forgotten lease is what ends a promise.
+   * (Dropping promises at a lapse made a mount that was slow once relist and revalidate
+   * everything, which made it slower still: a 50,000-file folder never settled.)
+   */
   current (path: string): FileMeta | undefined {
     const promise = this.promised.get(path)
-    if (!promise) return undefined
-    if (this.usable(promise.server)) return promise.meta
-    this.drop(path)
-    return undefined
+    return promise !== undefined && this.usable(promise.server) ? promise.meta : undefined
+  }
+
+  /** Whether a promise on the path is kept, vouching now or not (see current). */
+  holds (path: string): boolean {
+    return this.promised.has(path)
   }
 
   /** A server promised a callback in an answer to a request sent at `askedAt` (monotonic). */

@@ -264,7 +264,8 @@ export class DfsClient {
       const answer = await server.statWithCallback(canonical, inline)
       if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
       const { content } = answer
-      if (content !== undefined) await this.keepCopy(canonical, async () => await this.cache.store(canonical, answer.meta, Readable.from([content])))
+      // Behind the answer: the kernel's open follows at once and finds the copy (or waits for it).
+      if (content !== undefined) this.cache.storeBehind(canonical, answer.meta, content)
       return answer.meta
     }, { read: true })
     return this.memo.remember(meta)
@@ -803,7 +804,7 @@ export class DfsClient {
     const server = placedOn as ServerInfo
     this.changedName(canonical, askedAt, server)
     this.locator.learned(canonical, server)
-    this.cache.storeCreated(canonical, meta, data)
+    this.cache.storeBehind(canonical, meta, data)
     return this.memo.remember(meta)
   }
 

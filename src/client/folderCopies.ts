@@ -175,7 +175,8 @@ export class FolderCopies {
     const held = this.held.get(folder)
     if (!held) return undefined
     if (this.callbacks.current(folder) !== undefined) return held
-    this.held.delete(folder)
+    // A lease that lapsed for a moment keeps the copy for when it is renewed (CallbackRegistry.current).
+    if (!this.callbacks.holds(folder)) this.held.delete(folder)
     return undefined
   }
 }

@@ -158,10 +158,11 @@ export class LocalCache {
   }
 
   /**
-   * A file this client has just created with these bytes, at `meta`: its copy is made
-   * behind, as applyAppend's steps are (the close that created it does not wait for it).
+   * Bytes this client already holds in memory, at `meta` (a file it has just created, or a
+   * small file that came inline with a stat): the copy is made behind, as applyAppend's steps
+   * are, so the caller does not wait for the disk; every other use of the copy waits for it.
    */
-  storeCreated (path: string, meta: FileMeta, data: Buffer): void {
+  storeBehind (path: string, meta: FileMeta, data: Buffer): void {
     this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
   }
 

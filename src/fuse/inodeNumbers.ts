@@ -5,6 +5,8 @@ const ROOT_INO = 1
 
 /** Renames remembered at most (two records each): about 20 MB. */
 const MAX_RECORDS = 200_000
+/** Numbers remembered at most (see InodeNumbers.numbers); past that, they are worked out again. */
+const MAX_NUMBERS_KEPT = 100_000
 
 /**
  * Inode numbers for the mount (`-o use_ino`), stable for a file's life.
@@ -35,19 +37,30 @@ export class InodeNumbers {
   /** How many of those lie below each folder, so a rename looks below only where there is something. */
   private readonly below = new Map<string, number>()
   private freed = 0
+  /**
+   * Numbers handed out, by path, until the next rename: a getattr answered from memory is
+   * a few µs of work, and a sha1 per call was a tenth of it (`ls -l` asks once per entry).
+   */
+  private readonly numbers = new Map<string, number>()
 
   constructor (private readonly maxRecords = MAX_RECORDS) {}
 
   of (path: string): number {
     if (path === '/') return ROOT_INO
+    const known = this.numbers.get(path)
+    if (known !== undefined) return known
     const digest = crypto.createHash('sha1').update(this.identityOf(path)).digest()
-    const ino = digest.readUInt32BE(0)
-    return ino <= ROOT_INO ? ino + 2 : ino
+    const hashed = digest.readUInt32BE(0)
+    const ino = hashed <= ROOT_INO ? hashed + 2 : hashed
+    if (this.numbers.size >= MAX_NUMBERS_KEPT) this.numbers.clear()
+    this.numbers.set(path, ino)
+    return ino
   }
 
   /** A rename through this mount succeeded: `to`, and all below it, keep the numbers `from` had. */
   renamed (from: string, to: string): void {
     if (from === to) return
+    this.numbers.clear()
     // Bounded memory for a mount that lives long and renames much (rsync renames every file
     // it copies): past the limit, the records start afresh, and renamed files get the
     // numbers of their paths.

@@ -1,4 +1,3 @@
-import crypto from 'node:crypto'
 import http from 'node:http'
 import https from 'node:https'
 import tls from 'node:tls'
@@ -7,7 +6,7 @@ import type { Readable } from 'node:stream'
 import { DEFAULT_TIMEOUT_MS } from './defaults'
 import { DfsError, errorFromBody, ProtocolMismatchError, ServerUnavailableError, UntrustedServerError } from './errors'
 import { Headers, PROTOCOL_VERSION } from './protocol'
-import { currentRequestId } from './requestContext'
+import { currentRequestId, newRequestId } from './requestContext'
 
 /** Keep-alive saves a TCP handshake per call: most dfs calls are small and many. */
 const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
@@ -252,7 +251,7 @@ export class Transport {
     const headers: Record<string, string> = {
       [Headers.protocol]: String(PROTOCOL_VERSION),
       // A call made while serving a request carries that request's id on.
-      [Headers.requestId]: currentRequestId() ?? requestId(),
+      [Headers.requestId]: currentRequestId() ?? newRequestId(),
       ...call.headers
     }
     if (Buffer.isBuffer(call.body) || isReadable(call.body)) headers['Content-Type'] ??= 'application/octet-stream'
@@ -276,21 +275,6 @@ export class Transport {
 }
 
 const IDLE = 'IDLE_TIMEOUT'
-
-/**
- * Request ids: 8 random bytes as hex, cut from a pool filled 4 KiB at a time. A
- * crypto.randomBytes(8) per call cost 8 µs here, a twentieth of a whole call.
- */
-let idPool = Buffer.alloc(0)
-let idAt = 0
-function requestId (): string {
-  if (idAt + 8 > idPool.length) {
-    idPool = crypto.randomFillSync(Buffer.allocUnsafe(4096))
-    idAt = 0
-  }
-  idAt += 8
-  return idPool.toString('hex', idAt - 8, idAt)
-}
 
 /** The base URL parsed once; a bad one is kept as the error every call then throws, naming the service. */
 function targetOf (name: string, baseUrl: string): Target | Error {
