@@ -211,9 +211,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const answer: LookupAnswer = { path, kind: found.kind }
     if (found.machineId !== undefined) answer.server = serverInfo(found.machineId)
     else answer.holders = namespace.holdersOf(path).map(serverInfo)
-    // A folder's answer is trusted briefly (nothing else would say it went away): the client
-    // may rather hold its small parent's names, under a callback (see LookupAnswer).
-    if (found.kind === 'dir') answer.folderEntries = namespace.namesBeside(path)
+    // The client may rather hold the small folder's names, under a callback (see LookupAnswer).
+    answer.folderEntries = namespace.namesBeside(path)
     res.json(answer)
   })
 

@@ -9,10 +9,11 @@ import type { CallbackRegistry } from './callbacks'
 /** Folders whose names are held at most (the least recently used go first). */
 const HELD_FOLDERS = 10_000
 /**
- * A lookup that misses in a folder of at most this many names lists the folder (one
- * request, once) to hold its names: later misses there (sqlite's journal, editors' swap
- * files, a create's lookup) cost no request. A larger folder is not listed for a miss, so
- * no miss costs more with the folder's size.
+ * A lookup the directory answers in a folder of at most this many names lists the folder
+ * (one request, once) to hold its names: later lookups there (sqlite's journal, editors'
+ * swap files, a create's lookup, the fresh lookup before each change, the next file opened)
+ * cost no request. A larger folder is not listed for a lookup, so no lookup costs more with
+ * the folder's size.
  */
 export const SMALL_FOLDER_NAMES = 1000
 
@@ -89,10 +90,9 @@ export class FolderCopies {
   }
 
   /**
-   * A lookup of `path` missed, or found a folder (an answer trusted only briefly), and the
-   * directory said its folder holds `folderEntries` names: a small folder not held yet is
-   * listed now under a callback (see SMALL_FOLDER_NAMES), so the next lookups of names in
-   * it need no request.
+   * The directory answered a lookup of `path` (found or missed) and said its folder holds
+   * `folderEntries` names: a small folder not held yet is listed now under a callback (see
+   * SMALL_FOLDER_NAMES), so the next lookups of names in it need no request.
    */
   async holdIfSmall (path: string, folderEntries: unknown): Promise<void> {
     const folder = parentOf(path)

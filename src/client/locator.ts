@@ -75,8 +75,10 @@ export class Locator {
       if (err instanceof NotFoundError) await this.folders?.holdIfSmall(canonical, err.details.folderEntries).catch(() => {})
       throw err
     }
-    // The same for a folder found, which would be asked for again within a second (behind the answer).
-    if (answer.kind === 'dir') void this.folders?.holdIfSmall(canonical, answer.folderEntries).catch(() => {})
+    // The same for a name found (behind the answer): a folder's answer is trusted only for a
+    // second, a file's is asked for again before each change, and the folder's other names
+    // (the next file to open, `ls -l`'s lstats) need no lookup either.
+    void this.folders?.holdIfSmall(canonical, answer.folderEntries).catch(() => {})
     // Asked again each time, so the file is back in service as soon as its server is.
     if (answer.server?.state === 'down') return answer
     // A folder is trusted only briefly: nothing else would notice that it went away.

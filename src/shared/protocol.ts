@@ -156,10 +156,9 @@ export interface LookupAnswer {
   /** For a folder: every file server that holds it (none for an empty root). */
   holders?: ServerInfo[]
   /**
-   * For a folder (not the root): how many names its parent folder holds, as a miss's 404
-   * says of the missed name's folder (detail `folderEntries`). A client may hold a small
-   * parent's names under a folder callback rather than ask for the folder again each time
-   * it trusts the answer no longer.
+   * How many names the path's folder holds (absent for the root), as a miss's 404 says of
+   * the missed name's folder (detail `folderEntries`). A client may hold a small folder's
+   * names under a folder callback rather than ask for names in it again and again.
    */
   folderEntries?: number
 }
