@@ -11,7 +11,7 @@ import {
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
-import type { FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
+import type { DirectoryEntry, FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
@@ -201,14 +201,10 @@ export class DfsClient {
   /** Size, version and mtime of a file or folder, at most metaTtlMs old, or as a callback vouches for it now. */
   async stat (path: string): Promise<FileMeta> {
     const canonical = normalizePath(path)
-    const promised = this.callbacks?.current(canonical) ?? this.folders?.attributes(canonical)
-    if (promised) return promised
-    // A name that the held copy of its folder no longer has is gone (NotFoundError here),
-    // whatever the memo below still remembers of it: another mount removed it a moment ago.
+    const known = this.knownAttributes(canonical)
+    if (known) return known
+    // A name that the held copy of its folder no longer has is gone (NotFoundError here).
     this.folders?.lookup(canonical)
-    // A folder held without its attributes yet: read them now, under its callback, to keep them.
-    const remembered = this.folders?.copyOf(canonical) === undefined ? this.memo.get(canonical) : undefined
-    if (remembered) return remembered
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
       // A listing that cannot be had now (the directory is down) is no answer: the stat
@@ -222,6 +218,25 @@ export class DfsClient {
       if (entry && entry.unavailable !== true) return entry
     }
     return await this.statFresh(canonical)
+  }
+
+  /**
+   * What stat would answer with no request (a callback's promise, a held folder's
+   * attributes, the memo), or undefined: the mount answers a getattr from it at once, with
+   * no promise made (`ls -l` asks once per entry).
+   */
+  statKnown (path: string): FileMeta | undefined {
+    return this.knownAttributes(normalizePath(path))
+  }
+
+  private knownAttributes (canonical: string): FileMeta | undefined {
+    const promised = this.callbacks?.current(canonical) ?? this.folders?.attributes(canonical)
+    if (promised) return promised
+    // A folder held without its attributes yet: read them now, under its callback, to keep them.
+    if (this.folders?.copyOf(canonical) !== undefined) return undefined
+    // Nor is a name missing from the held copy of its folder answered from the memo: another
+    // mount removed it a moment ago (stat then says so).
+    return this.folders?.lacks(canonical) === true ? undefined : this.memo.get(canonical)
   }
 
   /**
@@ -313,11 +328,7 @@ export class DfsClient {
       }
       return await listing
     }
-    const entries = await Promise.all(answer.entries.map(async (entry): Promise<ListEntry | null> => {
-      const childPath = joinPath(folder, entry.name)
-      // A file under a callback, and a folder seen a moment ago, need no listing of their servers.
-      const known = entry.kind === 'file' ? this.callbacks?.current(childPath) : this.memo.get(childPath)
-      if (known?.kind === entry.kind) return { ...known, name: entry.name, path: childPath }
+    const fromServers = async (entry: DirectoryEntry, childPath: string): Promise<ListEntry | null> => {
       if (entry.kind === 'dir') {
         // A folder may span servers; any one that answers gives it a time, and a server
         // that is down must not hide the folder.
@@ -335,7 +346,19 @@ export class DfsClient {
       if (!found) return null
       this.locator.learned(childPath, server)
       return { ...found, name: entry.name, path: childPath }
-    }))
+    }
+    // Entries known here are filled in at once; only the others wait (a promise each costs,
+    // and a repeated `ls -l` of a held folder under callbacks knows every entry).
+    const entries: Array<ListEntry | null> = new Array(answer.entries.length).fill(null)
+    const waiting: Array<Promise<void>> = []
+    answer.entries.forEach((entry, at) => {
+      const childPath = joinPath(folder, entry.name)
+      // A file under a callback, and a folder seen a moment ago, need no listing of their servers.
+      const known = entry.kind === 'file' ? this.callbacks?.current(childPath) : this.memo.get(childPath)
+      if (known?.kind === entry.kind) entries[at] = { ...known, name: entry.name, path: childPath }
+      else waiting.push(fromServers(entry, childPath).then((listed) => { entries[at] = listed }))
+    })
+    await Promise.all(waiting)
     const present = entries.filter((e): e is ListEntry => e !== null)
     // A listing that took long (a folder of tens of thousands of files) is trusted for twice
     // as long as it took: else an `ls -l` walk of it lists it again every second, and the walk

@@ -135,6 +135,13 @@ export class FolderCopies {
     delete held.attributes
   }
 
+  /** Whether the held copy of the path's folder says there is no such name (false when no copy is held). */
+  lacks (path: string): boolean {
+    if (path === '/') return false
+    const held = this.current(parentOf(path))
+    return held !== undefined && !held.entries.has(path.slice(path.lastIndexOf('/') + 1))
+  }
+
   /** The held copy of a folder, if any: pass it to keepAttributes after reading the folder's attributes. */
   copyOf (folder: string): HeldFolder | undefined {
     return this.current(folder)

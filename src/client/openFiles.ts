@@ -35,6 +35,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   openForReading: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta, download: Download | null }>
   /** Metadata, possibly remembered for a moment. */
   stat: (path: string) => Promise<FileMeta>
+  /** What stat would answer with no request, or undefined. */
+  statKnown: (path: string) => FileMeta | undefined
   /** Metadata as the file server has it now. */
   statFresh: (path: string) => Promise<FileMeta>
   /** The same, from the server's callback promise where it holds one (no request). */
@@ -474,17 +476,33 @@ export class OpenFileTable {
    */
   async attributes (filePath: string): Promise<FileMeta> {
     const canonical = normalizePath(filePath)
-    const unborn = this.unborn.get(canonical)
-    if (unborn !== undefined) return this.localView(unborn.mtimeMs === undefined ? unborn.meta : { ...unborn.meta, mtimeMs: unborn.mtimeMs })
+    const known = this.attributesKnownOf(canonical)
+    if (known !== undefined) return known
     try {
-      const meta = await this.client.stat(canonical)
-      if (this.byPath.has(canonical)) this.lastSeen.set(canonical, meta)
-      return this.localView(meta)
+      return this.seen(canonical, await this.client.stat(canonical))
     } catch (err) {
       const known = this.lastSeen.get(canonical)
       if (!(err instanceof ServerUnavailableError) || known === undefined) throw err
       return this.localView(known)
     }
+  }
+
+  /** The attributes as `attributes` answers them, when that needs no request; else undefined. */
+  attributesKnown (filePath: string): FileMeta | undefined {
+    return this.attributesKnownOf(normalizePath(filePath))
+  }
+
+  private attributesKnownOf (canonical: string): FileMeta | undefined {
+    const unborn = this.unborn.get(canonical)
+    if (unborn !== undefined) return this.localView(unborn.mtimeMs === undefined ? unborn.meta : { ...unborn.meta, mtimeMs: unborn.mtimeMs })
+    const known = this.client.statKnown(canonical)
+    return known === undefined ? undefined : this.seen(canonical, known)
+  }
+
+  /** The server's attributes of a path, remembered while it is open here, as this mount shows them. */
+  private seen (canonical: string, meta: FileMeta): FileMeta {
+    if (this.byPath.has(canonical)) this.lastSeen.set(canonical, meta)
+    return this.localView(meta)
   }
 
   /**

@@ -88,6 +88,11 @@ export class UnlinkedFiles {
     return this.byId.has(id)
   }
 
+  /** Whether the path is a hidden name of an unlinked file still open here. */
+  holds (path: string): boolean {
+    return this.byPath.has(path)
+  }
+
   /** The attributes of a hidden name (fstat on a descriptor of an unlinked file), or null for any other path. */
   async attributes (path: string): Promise<FileMeta | null> {
     const unlinked = this.byPath.get(path)

@@ -116,6 +116,15 @@ function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => u
   )
 }
 
+/** A synchronous answer, or undefined when there is none (a bad path: the asynchronous way reports it). */
+function knownOrUndefined<T> (known: () => T | undefined): T | undefined {
+  try {
+    return known()
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The FUSE operations: a thin adapter from syscalls to the client proxy and its open-file
  * table. Nothing here decides anything about caching, locking or versions.
@@ -129,7 +138,13 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
   const unlinked = new UnlinkedFiles(client.workDir)
   return {
     init: (cb: Callback) => cb(0),
-    getattr: (path: string, cb: Callback) => answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat]),
+    getattr: (path: string, cb: Callback) => {
+      // What the mount knows with no request (a callback, a held folder, the memo) is answered
+      // at once, with no promise made: `ls -l` asks once per entry, each a FUSE round trip.
+      const known = unlinked.holds(path) ? undefined : knownOrUndefined(() => files.attributesKnown(path))
+      if (known !== undefined) cb(0, described(known))
+      else answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat])
+    },
     // Files created here whose create rides in their close are listed here at once.
     readdir: (path: string, cb: Callback) => answer(cb, async () => withUnborn(await client.list(path), files.unbornIn(path)), (entries) => {
       const self = described({ path, kind: 'dir', version: 0, size: 0, mtimeMs: 0 })
