@@ -1,7 +1,7 @@
 import fsp from 'node:fs/promises'
 import t from 'tap'
-import { changesSeenAcross, clusterWithReader } from './helpers/folderChanges'
-import { outcome, run, sh } from './helpers/mount'
+import { changesSeenAcross, clusterWithReader, cutDirectoryConnections } from './helpers/folderChanges'
+import { outcome, run } from './helpers/mount'
 
 /** Rounds of create, rename and unlink in each loop: 300 changes, each followed by an ls. */
 const ROUNDS = 100
@@ -14,26 +14,9 @@ const ROUNDS = 100
 
 t.test('the same while B\'s event channel is cut and restored, and while a third mount holding the folder is stopped', async (t) => {
   const { cluster, a, b } = await clusterWithReader(t)
-  const port = cluster.directory.port
-  // Cuts B's connections to the directory server (its event channel among them) every 200 ms.
-  const cut = `for p in $(ss -tnpH state established '( dport = :${port} )' | grep 'pid=${b.pid},' | awk '{print $3}' | sed 's/.*://'); do
-    ss -K -tn state established "( dport = :${port} and sport = :$p )" > /dev/null && echo cut; done`
-  let cutting = true
-  let cuts = 0
-  const cutter = (async () => {
-    while (cutting) {
-      const killed = await sh(cut)
-      cuts += killed.stdout.split('\n').filter((line) => line === 'cut').length
-      await new Promise((resolve) => setTimeout(resolve, 200))
-    }
-  })()
-  t.teardown(async () => {
-    cutting = false
-    await cutter
-  })
+  const stopCutting = cutDirectoryConnections(t, cluster, b)
   t.same(await changesSeenAcross(a, b, '/shared', ROUNDS, 'c'), [], 'B never listed old names while its channel was cut')
-  cutting = false
-  await cutter
+  const cuts = await stopCutting()
   t.ok(cuts > 0, `connections to the directory were cut (${cuts})`)
 
   const c = await cluster.mount()

@@ -3,6 +3,7 @@ import { DirectoryRoutes, Headers } from '../../src/shared/protocol'
 import { parentOf } from '../../src/shared/paths'
 import { jsonBody } from '../common/http'
 import { bodyOf } from '../common/input'
+import type { Fields } from '../common/input'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
 import { subjectOf } from '../file/callerClient'
@@ -51,16 +52,29 @@ export class FolderCallbacks {
   }
 
   /**
-   * The names of these paths' folders changed (each path's parent), and with `tree` the
-   * folders at and under the paths themselves (a folder renamed or dropped): breaks them.
+   * The client a file server names as the maker of a change (changerClient and
+   * changerSubject, see Changer in protocol.ts), if that client id is live here under that
+   * subject: its callback on the folder is spared, and it applies the change to its copy
+   * itself. Anyone else (an id of another subject, an unknown one) is nobody: broken as usual.
    */
-  async changed (paths: string[], tree = false): Promise<void> {
+  changerOf (fields: Fields): string | undefined {
+    if (!fields.has('changerClient')) return undefined
+    const subject = fields.has('changerSubject') ? fields.string('changerSubject', 1024) : undefined
+    return this.table.own(fields.string('changerClient', 128), subject)
+  }
+
+  /**
+   * The names of these paths' folders changed (each path's parent), and with `tree` the
+   * folders at and under the paths themselves (a folder renamed or dropped): breaks them,
+   * all but `changer`'s own callbacks (see changerOf).
+   */
+  async changed (paths: string[], tree = false, changer?: string): Promise<void> {
     const folders = new Set(paths.map(parentOf))
-    const breaks = [...folders].map(async (folder) => await this.table.breakAll(folder, { path: folder, version: null }, undefined))
+    const breaks = [...folders].map(async (folder) => await this.table.breakAll(folder, { path: folder, version: null }, changer))
     if (tree) {
       for (const path of paths) {
-        breaks.push(this.table.breakAll(path, { path, version: null }, undefined))
-        breaks.push(this.table.breakUnder(path, undefined))
+        breaks.push(this.table.breakAll(path, { path, version: null }, changer))
+        breaks.push(this.table.breakUnder(path, changer))
       }
     }
     await Promise.all(breaks)

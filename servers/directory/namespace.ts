@@ -180,7 +180,13 @@ export class Namespace {
     const owner = this.files.get(path)
     if (owner !== undefined) return { kind: 'file', machineId: owner }
     if (this.folders.has(path)) return { kind: 'dir' }
-    throw new NotFoundError(`no such file or folder: ${path}`, { path })
+    // A client may then hold a small folder's names and answer its next misses there itself (FolderCopies).
+    throw new NotFoundError(`no such file or folder: ${path}`, { path, folderEntries: this.namesBeside(path) })
+  }
+
+  /** How many names the folder of `path` holds (undefined for the root, or no such folder): O(1). */
+  namesBeside (path: string): number | undefined {
+    return path === '/' ? undefined : this.children.get(parentOf(path))?.size
   }
 
   list (path: string): DirectoryEntry[] {

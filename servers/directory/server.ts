@@ -211,6 +211,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     const answer: LookupAnswer = { path, kind: found.kind }
     if (found.machineId !== undefined) answer.server = serverInfo(found.machineId)
     else answer.holders = namespace.holdersOf(path).map(serverInfo)
+    // The client may rather hold the small folder's names, under a callback (see LookupAnswer).
+    answer.folderEntries = namespace.namesBeside(path)
     res.json(answer)
   })
 
@@ -245,7 +247,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
       throw new ServerUnavailableError(`file server ${server.machineId} is draining: new entries go to the other servers`, { path, state: 'draining' })
     }
     namespace.claimNew(server.machineId, path, kind)
-    await folders.changed([path])
+    await folders.changed([path], false, folders.changerOf(body))
     log(`file server ${server.machineId} created ${path}`)
     const answer: LookupAnswer = kind === 'file' ? { path, kind, server } : { path, kind, holders: namespace.holdersOf(path).map(serverInfo) }
     res.json(answer)
@@ -254,9 +256,10 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   app.delete(DirectoryRoutes.entries(':machineId'), async (req, res) => {
     const server = serverInfo(machineIdParam(req.params.machineId))
     requireBoundServer(res, server.machineId)
-    const path = queryOf(req).path()
+    const query = queryOf(req)
+    const path = query.path()
     namespace.drop(server.machineId, path)
-    await folders.changed([path], true)
+    await folders.changed([path], true, folders.changerOf(query))
     log(`file server ${server.machineId} dropped ${path}`)
     const answer: DropEntryAnswer = { path, machineId: server.machineId, dropped: true }
     res.json(answer)

@@ -1,5 +1,6 @@
 import type { Request } from 'express'
 import { Headers } from '../../src/shared/protocol'
+import type { Changer } from '../../src/shared/protocol'
 import type { Caller } from '../common/auth'
 import type { CallbackTable } from './callbacks'
 
@@ -16,4 +17,13 @@ export function subjectOf (req: Request): string | undefined {
  */
 export function writerOf (callbacks: CallbackTable, req: Request): string | undefined {
   return callbacks.own(req.get(Headers.clientId), subjectOf(req))
+}
+
+/**
+ * Whose change this is, as the directory is told when a claim or drop is made on the
+ * caller's behalf (see Changer): the directory checks the id against the subject itself.
+ */
+export function changerOf (req: Request): Changer | undefined {
+  const client = req.get(Headers.clientId)
+  return client === undefined ? undefined : { client, subject: subjectOf(req) }
 }

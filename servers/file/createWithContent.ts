@@ -2,6 +2,7 @@ import type { Express } from 'express'
 import { FileRoutes } from '../../src/shared/protocol'
 import { changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
+import { changerOf } from './callerClient'
 
 /**
  * PUT /create: a new file with its bytes (and mode and mtime) in one request, as a mount
@@ -19,8 +20,9 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
     const mtimeMs = query.optionalInt('mtimeMs', { min: 0 })
     const { machineId } = ctx.self()
     // The claim goes beside the server's last round of fsyncs (FileStore.createWithContent).
+    // The client's own copy of the folder takes the new name from the answer (changerOf).
     const claim = {
-      run: async () => await ctx.directory().claim(machineId, path, 'file'),
+      run: async () => await ctx.directory().claim(machineId, path, 'file', changerOf(req)),
       undo: async () => await ctx.directory().drop(machineId, path)
     }
     const { meta, repeated } = await ctx.store.createWithContent(path, req, { mode, mtimeMs, changeId: changeIdOf(req) }, claim)

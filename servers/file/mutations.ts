@@ -5,7 +5,7 @@ import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
 import { renameOnServer } from './rename'
-import { writerOf } from './callerClient'
+import { changerOf, writerOf } from './callerClient'
 
 /** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
 export const MAX_RANGE_WRITE_BYTES = 256 * 1024 * 1024
@@ -125,7 +125,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const { machineId } = ctx.self()
     const current = await store.stat(path)
     if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
-    await ctx.directory().drop(machineId, path)
+    // The client's own copy of the folder drops the name from the answer (changerOf).
+    await ctx.directory().drop(machineId, path, changerOf(req))
     try {
       await store.remove(path)
     } catch (err) {

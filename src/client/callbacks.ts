@@ -126,6 +126,25 @@ export class CallbackRegistry {
     this.forgetOldChanges()
   }
 
+  /**
+   * This client made a change to the path and has the server's answer, `meta`. The server
+   * did not break this client's own callback for it (servers/file/callbacks.ts breakAll's
+   * writer; the directory's changer), so the promise may go on vouching for the path, as
+   * `meta`, provided no break came after the request left at `askedAt`: another client's
+   * change may have landed after ours, and this answer would not show it. Otherwise (or
+   * without `meta`) the promise ends, as with changedHere. Either way a grant asked for
+   * before now no longer counts. Answers whether the promise was kept.
+   */
+  changedByMe (path: string, askedAt: number, meta?: FileMeta): boolean {
+    const promise = this.promised.get(path)
+    const keep = meta !== undefined && promise !== undefined && this.usable(promise.server) && !this.changedSince(path, askedAt)
+    if (keep) promise.meta = meta
+    else this.drop(path)
+    this.changedAt.set(path, this.now())
+    this.forgetOldChanges()
+    return keep
+  }
+
   drop (path: string): void {
     const promise = this.promised.get(path)
     if (!promise) return

@@ -172,7 +172,9 @@ export class DfsClient {
     this.writeRetry = { forMs: opts.retryWritesForMs ?? 0, log: opts.log }
     this.readRetry = { forMs: opts.retryReadsForMs ?? 0, log: opts.log }
     this.namespaceReadRetryMs = opts.retryNamespaceReadsForMs ?? this.readRetry.forMs
-    this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log) : null
+    // A file changed elsewhere: the brief memory of its stat must not answer for it either
+    // (else a stat on this mount shows a file another removed a moment ago).
+    this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log, monotonicMs, undefined, { onBreak: async (path) => { this.memo.forget(path) } }) : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
@@ -207,6 +209,8 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const known = this.knownAttributes(canonical)
     if (known) return known
+    // A name that the held copy of its folder no longer has is gone (NotFoundError here).
+    this.folders?.lookup(canonical)
     const folder = parentOf(canonical)
     if (canonical !== '/' && this.memo.wasListed(folder)) {
       // A listing that cannot be had now (the directory is down) is no answer: the stat
@@ -235,7 +239,10 @@ export class DfsClient {
     const promised = this.callbacks?.current(canonical) ?? this.folders?.attributes(canonical)
     if (promised) return promised
     // A folder held without its attributes yet: read them now, under its callback, to keep them.
-    return this.folders?.copyOf(canonical) === undefined ? this.memo.get(canonical) : undefined
+    if (this.folders?.copyOf(canonical) !== undefined) return undefined
+    // Nor is a name missing from the held copy of its folder answered from the memo: another
+    // mount removed it a moment ago (stat then says so).
+    return this.folders?.lacks(canonical) === true ? undefined : this.memo.get(canonical)
   }
 
   /**
@@ -465,6 +472,7 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const body = typeof data === 'string' ? Buffer.from(data) : data
     const changeId = newChangeId()
+    const askedAt = monotonicMs()
     const appendOnce = async (): Promise<FileMeta> => {
       const found = await this.lookup(canonical)
       if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
@@ -485,8 +493,7 @@ export class DfsClient {
     const meta = Buffer.isBuffer(body) ? await retryAppendWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
     if (Buffer.isBuffer(body)) this.cache.applyAppend(canonical, body, meta)
     else await this.cache.invalidate(canonical)
-    this.callbacks?.changedHere(canonical)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   // ---- changes to the namespace and whole files --------------------------------------
@@ -522,13 +529,20 @@ export class DfsClient {
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
-    // The key goes with the file: a lease taken here is not kept.
-    await this.underLease(canonical, opts.lease, async (token) => {
-      await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
-    }, false)
+    const askedAt = monotonicMs()
+    try {
+      // The key goes with the file: a lease taken here is not kept.
+      await this.underLease(canonical, opts.lease, async (token) => {
+        await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
+      }, false)
+    } catch (err) {
+      // It may have happened all the same (the answer was lost): the folder's copy cannot say.
+      this.forget(canonical)
+      throw err
+    }
     // A lease kept on the path (taken by a handle still open, which gave it for this unlink) goes too.
     await this.locks.kept?.giveBack(canonical)
-    this.forget(canonical)
+    this.changedName(canonical, askedAt, null)
     await this.cache.invalidate(canonical)
   }
 
@@ -594,12 +608,12 @@ export class DfsClient {
     if (!Number.isSafeInteger(size) || size < 0) throw new BadRequestError(`size must be a whole number of at least 0, not ${size}`)
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
+    const askedAt = monotonicMs()
     const meta = await this.underLease(canonical, opts.lease, async (token) => {
       return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
     })
-    this.forget(canonical)
     await this.cache.applyTruncate(canonical, meta)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   /**
@@ -668,6 +682,7 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const changeId = newChangeId()
     const body = encodeRanges(ranges)
+    const askedAt = monotonicMs()
     let meta: FileMeta
     try {
       meta = await retryWhileUnavailable(`range write of ${canonical}`, this.writeRetry, async () => {
@@ -679,9 +694,8 @@ export class DfsClient {
       if (err instanceof LeaseError || err instanceof ConflictError) return null
       throw err
     }
-    this.forget(canonical)
     await this.cache.invalidate(canonical)
-    return this.memo.remember(meta)
+    return this.changedBytes(canonical, askedAt, meta)
   }
 
   /**
@@ -700,14 +714,14 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const store = async (lease: HeldLock): Promise<FileMeta> => {
       const changeId = newChangeId()
+      const askedAt = monotonicMs()
       const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
         const found = await this.locator.lookupFile(canonical)
         return await this.locator.onFileServer(canonical, found, async (server) =>
           await server.store(canonical, fs.createReadStream(localFile), leaseCredentialOf(lease.lease), changeId))
       })
-      this.forget(canonical)
       await this.cache.invalidate(canonical)
-      return this.memo.remember(meta)
+      return this.changedBytes(canonical, askedAt, meta)
     }
     try {
       return { stored: await store(held), held }
@@ -799,20 +813,31 @@ export class DfsClient {
     const folder = parentOf(canonical)
     const changeId = newChangeId()
     const mtimeMs = opts.mtimeMs === undefined ? undefined : Math.max(0, Math.floor(opts.mtimeMs))
-    const meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
-      const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
-      try {
-        const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
-        this.placements.set(folder, server)
-        this.locator.learned(canonical, server)
-        return made
-      } catch (err) {
-        // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
-        this.placements.delete(folder)
-        throw err
-      }
-    })
-    this.forget(canonical)
+    const askedAt = monotonicMs()
+    let placedOn: ServerInfo | undefined
+    let meta: FileMeta
+    try {
+      meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
+        const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
+        try {
+          const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
+          this.placements.set(folder, server)
+          placedOn = server
+          return made
+        } catch (err) {
+          // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
+          this.placements.delete(folder)
+          throw err
+        }
+      })
+    } catch (err) {
+      // It may have been made all the same (the answer was lost): the folder's copy cannot say.
+      this.forget(canonical)
+      throw err
+    }
+    const server = placedOn as ServerInfo
+    this.changedName(canonical, askedAt, server)
+    this.locator.learned(canonical, server)
     this.cache.storeBehind(canonical, meta, data)
     return this.memo.remember(meta)
   }
@@ -866,11 +891,11 @@ export class DfsClient {
   }
 
   private async putContent (path: string, found: LookupAnswer, body: Bytes, lease: LockLease | HeldLock | undefined): Promise<FileMeta> {
+    const askedAt = monotonicMs()
     const meta = await this.underLease(path, lease, async (token) => {
       return await this.locator.onFileServer(path, found, async (server) => await server.store(path, body, token))
     })
-    this.forget(path)
-    return this.memo.remember(meta)
+    return this.changedBytes(path, askedAt, meta)
   }
 
   /** Makes the cache hold what was just written; if that fails the copy is dropped, never left stale. */
@@ -920,6 +945,28 @@ export class DfsClient {
     } finally {
       await Promise.all(held.map(async (h) => await h.release({ keep: false })))
     }
+  }
+
+  /**
+   * This client changed a file's bytes (or size) and has the answer `meta`: where it lives
+   * and its folder's names stand. Its file server did not break this client's callback on
+   * it, which goes on vouching for `meta` unless another change may have come after ours
+   * (CallbackRegistry.changedByMe): the next stat needs no request.
+   */
+  private changedBytes (path: string, askedAt: number, meta: FileMeta): FileMeta {
+    this.callbacks?.changedByMe(path, askedAt, meta)
+    return this.memo.remember(meta)
+  }
+
+  /**
+   * This client made the file `path` on `server`, or removed it (null), and has the answer:
+   * the copy of its folder, which the directory did not break for this client, takes the
+   * change (FolderCopies.changedByMe), so the next lookups in the folder need no request.
+   */
+  private changedName (path: string, askedAt: number, server: ServerInfo | null): void {
+    this.locator.forgetRemembered(path)
+    this.callbacks?.changedHere(path)
+    this.folders?.changedByMe(path, askedAt, server)
   }
 
   private forgetTree (folder: string): void {

@@ -67,7 +67,18 @@ export class Locator {
       this.rememberedLookups.add(remembered)
       return remembered
     }
-    const answer = await this.directory.lookup(canonical)
+    let answer: LookupAnswer
+    try {
+      answer = await this.directory.lookup(canonical)
+    } catch (err) {
+      // A miss in a small folder: its names are held from now on, and the next miss there is answered here.
+      if (err instanceof NotFoundError) await this.folders?.holdIfSmall(canonical, err.details.folderEntries).catch(() => {})
+      throw err
+    }
+    // The same for a name found (behind the answer): a folder's answer is trusted only for a
+    // second, a file's is asked for again before each change, and the folder's other names
+    // (the next file to open, `ls -l`'s lstats) need no lookup either.
+    void this.folders?.holdIfSmall(canonical, answer.folderEntries).catch(() => {})
     // Asked again each time, so the file is back in service as soon as its server is.
     if (answer.server?.state === 'down') return answer
     // A folder is trusted only briefly: nothing else would notice that it went away.
@@ -81,9 +92,13 @@ export class Locator {
     this.lookups.set(path, { path, kind: 'file', server }, { ttl: FILE_LOOKUP_TTL_MS })
   }
 
-  /** A fresh lookup that must find a file. */
+  /**
+   * A fresh lookup that must find a file: not a remembered answer, which may be old, but the
+   * copy of its folder while held under its callback is current (and a server that
+   * contradicts it drops it: see onFileServer).
+   */
   async lookupFile (path: string): Promise<LookupAnswer> {
-    this.forget(path)
+    this.forgetRemembered(path)
     const found = await this.lookup(path)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     return found
@@ -110,11 +125,20 @@ export class Locator {
   /** Forget what is remembered of a path, so the next call asks the servers. */
   forget (path: string): void {
     const canonical = normalizePath(path)
-    this.lookups.delete(canonical)
-    this.memo.forget(path)
+    this.forgetRemembered(canonical)
     // A server contradicted what the folder's copy says, or this client changed the folder:
     // its names are asked for again (the directory breaks the callback for a change anyway).
     this.folders?.drop(parentOf(canonical))
+  }
+
+  /**
+   * Forget the remembered lookup and metadata of a path, but not its folder's copy: for a
+   * change of this client's that the copy takes itself (FolderCopies.changedByMe), or none
+   * of the folder's names at all (the file's bytes).
+   */
+  forgetRemembered (path: string): void {
+    this.lookups.delete(normalizePath(path))
+    this.memo.forget(path)
   }
 
   forgetTree (folder: string): void {

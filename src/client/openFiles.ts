@@ -158,8 +158,10 @@ export class OpenFileTable {
       // just before the open has usually refreshed it.
       meta = await this.client.stat(canonical)
     } else {
-      // Tells an append (a write at the end) from an overwrite: this size must be current.
-      meta = await this.client.statFresh(canonical)
+      // Tells an append (a write at the end) from an overwrite: this size must be current,
+      // as the server has it or as its callback vouches for it (no change is answered before
+      // this mount heard of it; after this mount's own store, the store's answer).
+      meta = await this.client.statCurrent(canonical)
     }
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, flags, reader, download, meta)

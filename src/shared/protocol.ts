@@ -155,6 +155,12 @@ export interface LookupAnswer {
   server?: ServerInfo
   /** For a folder: every file server that holds it (none for an empty root). */
   holders?: ServerInfo[]
+  /**
+   * How many names the path's folder holds (absent for the root), as a miss's 404 says of
+   * the missed name's folder (detail `folderEntries`). A client may hold a small folder's
+   * names under a folder callback rather than ask for names in it again and again.
+   */
+  folderEntries?: number
 }
 
 /** Where a new file or folder goes: a server holding the parent folder, the roomiest of them. */
@@ -167,6 +173,22 @@ export interface PlacementAnswer {
 export interface ClaimRequest {
   path: string
   kind: EntryKind
+  /** See Changer: whose change this is (a file server's PUT /create on a client's behalf). */
+  changerClient?: string
+  changerSubject?: string
+}
+
+/**
+ * The client on whose behalf a file server changes the namespace (claim, drop): its
+ * X-Dfs-Client and credential subject as the file server saw them. The directory spares
+ * that client's folder callback when it breaks the folder (as a file server spares a
+ * writer's), if the client id is live there under that subject; the client applies its own
+ * change to its copy of the folder instead (src/client/folderCopies.ts). Sent as
+ * `changerClient` and `changerSubject` (body or query).
+ */
+export interface Changer {
+  client: string
+  subject?: string
 }
 
 export interface DropEntryAnswer {

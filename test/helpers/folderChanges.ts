@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises'
 import type { Test } from 'tap'
-import { run } from './mount'
+import { run, sh } from './mount'
 import { startProcessCluster } from './processCluster'
 import type { MountProcess, ProcessCluster } from './processCluster'
 
@@ -37,4 +37,31 @@ export async function clusterWithReader (t: Test): Promise<{ cluster: ProcessClu
   // Its channel opens with its first request: a few listings, and B holds the folder.
   for (let i = 0; i < 5; i++) t.equal((await run('ls', [b.at('/shared')])).code, 0)
   return { cluster, a, b }
+}
+
+/**
+ * Cuts the mount's connections to the directory server (its event channel among them) with
+ * `ss -K` every 200 ms until the returned function is called (also at teardown), which
+ * answers how many were cut.
+ */
+export function cutDirectoryConnections (t: Test, cluster: ProcessCluster, mount: MountProcess): () => Promise<number> {
+  const port = cluster.directory.port
+  const cut = `for p in $(ss -tnpH state established '( dport = :${port} )' | grep 'pid=${mount.pid},' | awk '{print $3}' | sed 's/.*://'); do
+    ss -K -tn state established "( dport = :${port} and sport = :$p )" > /dev/null && echo cut; done`
+  let cutting = true
+  let cuts = 0
+  const cutter = (async () => {
+    while (cutting) {
+      const killed = await sh(cut)
+      cuts += killed.stdout.split('\n').filter((line) => line === 'cut').length
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  })()
+  const stop = async (): Promise<number> => {
+    cutting = false
+    await cutter
+    return cuts
+  }
+  t.teardown(stop)
+  return stop
 }

@@ -1,5 +1,5 @@
 import type {
-  ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
+  Changer, ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
   HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
   RenameSwitchRequest, ServersAnswer
 } from '../protocol'
@@ -73,14 +73,16 @@ export class DirectoryApi {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.placement, query: { path, prefer } })
   }
 
-  /** A file server just created a path; CONFLICT if it exists. */
-  async claim (machineId: number, path: string, kind: EntryKind): Promise<LookupAnswer> {
-    const body: ClaimRequest = { path, kind }
+  /** A file server just created a path (for `changer`, see Changer); CONFLICT if it exists. */
+  async claim (machineId: number, path: string, kind: EntryKind, changer?: Changer): Promise<LookupAnswer> {
+    const body: ClaimRequest = { path, kind, changerClient: changer?.client, changerSubject: changer?.subject }
     return await this.transport.json({ method: 'POST', route: DirectoryRoutes.entries(machineId), body })
   }
 
-  async drop (machineId: number, path: string): Promise<DropEntryAnswer> {
-    return await this.transport.json({ method: 'DELETE', route: DirectoryRoutes.entries(machineId), query: { path } })
+  /** A file server removed a path (for `changer`, see Changer). */
+  async drop (machineId: number, path: string, changer?: Changer): Promise<DropEntryAnswer> {
+    const query = { path, changerClient: changer?.client, changerSubject: changer?.subject }
+    return await this.transport.json({ method: 'DELETE', route: DirectoryRoutes.entries(machineId), query })
   }
 
   /** The commit point of a rename. */
