@@ -6,7 +6,7 @@ import { bodyOf } from '../common/input'
 import type { Fields } from '../common/input'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
-import { subjectOf } from '../file/callerClient'
+import { grantCaller } from '../file/callerClient'
 
 /**
  * Folder callbacks, as AFS has them, on the directory server: a client that listed a folder
@@ -46,9 +46,7 @@ export class FolderCallbacks {
    * folder is read for the answer, so a change in between breaks it), and says so.
    */
   grant (req: Request, res: Response, folder: string): void {
-    const client = req.get(Headers.clientId)
-    if (req.get(Headers.callback) !== 'want' || client === undefined) return
-    if (this.table.grant(client, folder, subjectOf(req))) res.set(Headers.callback, 'granted')
+    if (req.get(Headers.callback) === 'want' && grantCaller(this.table, req, folder)) res.set(Headers.callback, 'granted')
   }
 
   /**

@@ -19,6 +19,12 @@ export function writerOf (callbacks: CallbackTable, req: Request): string | unde
   return callbacks.own(req.get(Headers.clientId), subjectOf(req))
 }
 
+/** Promises the calling client (X-Dfs-Client) a callback on the key, under its credential's subject; false with no client id, or no promise made. */
+export function grantCaller (callbacks: CallbackTable, req: Request, key: string): boolean {
+  const client = req.get(Headers.clientId)
+  return client !== undefined && callbacks.grant(client, key, subjectOf(req))
+}
+
 /**
  * Whose change this is, as the directory is told when a claim or drop is made on the
  * caller's behalf (see Changer): the directory checks the id against the subject itself.

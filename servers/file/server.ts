@@ -8,7 +8,7 @@ import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { Authenticator, requireCredentials } from '../common/auth'
-import { subjectOf, writerOf } from './callerClient'
+import { grantCaller, subjectOf, writerOf } from './callerClient'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -120,7 +120,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     const path = query.path()
     const inlineUpTo = query.optionalInt('inline', { min: 0, max: MAX_INLINE_BYTES })
     // Promised before the version is read: a change in between breaks it (see CallbackTable.grant).
-    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path, subjectOf(req))
+    const granted = wantsCallback(req) && grantCaller(callbacks, req, path)
     if (inlineUpTo === undefined) {
       const meta: FileMeta = await store.stat(path)
       if (granted && meta.kind === 'file') res.set(Headers.callback, 'granted')
@@ -159,7 +159,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     // here first, so appends without a lease wait for it from now on.
     if (req.get(Headers.lockToken) !== undefined) await leases.require(req, path)
     const ifNoneMatch = req.get('if-none-match')
-    const granted = wantsCallback(req) && callbacks.grant(clientOf(req), path, subjectOf(req))
+    const granted = wantsCallback(req) && grantCaller(callbacks, req, path)
     const describe = (meta: FileMeta): boolean => {
       res.set(contentHeadersOf(meta))
       if (granted) res.set(Headers.callback, 'granted')

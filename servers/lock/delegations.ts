@@ -1,10 +1,10 @@
 import type { Express, Request } from 'express'
 import { LRUCache } from 'lru-cache'
-import { delegationKey, Headers, LockRoutes } from '../../src/shared/protocol'
+import { delegationKey, LockRoutes } from '../../src/shared/protocol'
 import type { DelegationKind } from '../../src/shared/protocol'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
-import { subjectOf } from '../file/callerClient'
+import { grantCaller, writerOf } from '../file/callerClient'
 
 /**
  * Delegations, on the lock server: something this server would otherwise decide on every
@@ -42,13 +42,12 @@ export class Delegations {
    * delegation covers, so a recall that comes in between is not missed.
    */
   grant (req: Request, key: string): boolean {
-    const client = req.get(Headers.clientId)
-    return client !== undefined && this.table.grant(client, key, subjectOf(req))
+    return grantCaller(this.table, req, key)
   }
 
   /** The caller's client id when it is a live client of the caller's own (a recall spares it), else undefined. */
   requester (req: Request): string | undefined {
-    return this.table.own(req.get(Headers.clientId), subjectOf(req))
+    return writerOf(this.table, req)
   }
 
   /**
