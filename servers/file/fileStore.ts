@@ -9,7 +9,8 @@ import { KeyedMutex } from '../../src/shared/keyedMutex'
 import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol'
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
-import { syncFile, VersionLog } from './versionLog'
+import { VersionLog } from './versionLog'
+import { QUICK_WRITE_BYTES, syncFile } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
 import { AppendHandles } from './appendHandles'
@@ -238,7 +239,7 @@ export class FileStore {
       if (!checked.isFile() || checked.size > upTo) return { meta: await this.describe(path, checked) }
       const handle = await this.openChecked(path, checked, fs.constants.O_RDONLY)
       try {
-        const stats = await handle.stat()
+        const stats = fs.fstatSync(handle.fd)
         const meta = this.metaOf(path, stats)
         if (meta.size > upTo) return { meta }
         const content = Buffer.allocUnsafe(meta.size)
@@ -301,9 +302,9 @@ export class FileStore {
         return current
       }
       await guard()
-      // Each step below is a trip through libuv's thread pool, and on a busy machine each
-      // trip waits for a CPU: steps that need not follow each other run side by side. The
-      // intent line only has to be written before the first byte, not before the open. A
+      // The quick steps run on the event loop (servers/common/diskSteps.ts); an open and the
+      // syncs wait for the thread pool, side by side where they need not follow each other.
+      // The intent line only has to be written before the first byte, not before the open. A
       // handle kept from the file's last append (AppendHandles) saves the open, its fstat and
       // the close; lstatInside above checked the path as for an open, and the handle is taken
       // only if the path still names the inode it was opened on.
@@ -412,9 +413,9 @@ export class FileStore {
     alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
     const disk = this.diskPath(path)
-    // A create is a mount's close, waited for by the program: each step below is a trip
-    // through the thread pool, so the ones that need not follow each other run side by side
-    // (the folder's check beside the upload; mode beside mtime; the inode's fstat beside the fsync).
+    // A create is a mount's close, waited for by the program: the quick steps run on the event
+    // loop (servers/common/diskSteps.ts), and the waits for the disk side by side where they
+    // need not follow each other.
     const parentChecked = this.requireParentFolder(path)
     // Its failure is thrown where it is awaited, after the upload; until then it is not unhandled.
     parentChecked.catch(() => {})
@@ -425,15 +426,13 @@ export class FileStore {
         if (placed !== null) return { meta: placed, repeated: true }
       }
       const mode = opts.mode === undefined ? undefined : opts.mode & 0o7777
-      await Promise.all([
-        // The umask of the server process must not cut the mode asked for.
-        mode !== undefined ? upload.handle.chmod(diskModeOf(mode, false)) : undefined,
-        opts.mtimeMs !== undefined ? upload.handle.utimes(new Date(), secondsOf(opts.mtimeMs)) : undefined
-      ])
-      const [stats] = await Promise.all([upload.handle.stat(), timedSync('file', upload.handle.sync())])
+      if (mode !== undefined) fs.fchmodSync(upload.handle.fd, diskModeOf(mode, false))
+      if (opts.mtimeMs !== undefined) fs.futimesSync(upload.handle.fd, new Date(), secondsOf(opts.mtimeMs))
+      const stats = fs.fstatSync(upload.handle.fd)
+      await timedSync('file', upload.handle.sync())
       this.ownLinks.add(inodeOf(stats))
       try {
-        await fsp.link(upload.file, disk)
+        fs.linkSync(upload.file, disk)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ConflictError(`${path} already exists`, { path })
         throw err
@@ -563,7 +562,7 @@ export class FileStore {
       if (this.versions.get(path) === undefined) await this.versions.set(path, current.version)
       const disk = this.diskPath(path)
       this.appendHandles.drop(path)
-      await fsp.unlink(disk)
+      fs.unlinkSync(disk)
       await syncFile(nodePath.dirname(disk))
       await this.modes.drop(path)
     })
@@ -781,8 +780,9 @@ export class FileStore {
       await writeAll(handle, body)
       return await task({ file, handle })
     } finally {
-      // Side by side: removing the name of an open file is fine, and a placed upload has its own name by now.
-      await Promise.all([handle.close(), fsp.rm(file, { force: true })])
+      // Removing the name of an open file is fine, and a placed upload has its own name by now.
+      fs.rmSync(file, { force: true })
+      await handle.close()
     }
   }
 
@@ -829,10 +829,10 @@ export class FileStore {
    * millisecond that keep the size would otherwise look like no change at all.
    */
   private async keepMtimeGrowing (handle: fsp.FileHandle, before: FileMeta): Promise<{ stats: fs.Stats, mtimeMs: number }> {
-    const stats = await handle.stat()
+    const stats = fs.fstatSync(handle.fd)
     if (Math.floor(stats.mtimeMs) > Math.floor(before.mtimeMs)) return { stats, mtimeMs: Math.floor(stats.mtimeMs) }
     const mtimeMs = Math.floor(before.mtimeMs) + 1
-    await handle.utimes(stats.atime, secondsOf(mtimeMs))
+    fs.futimesSync(handle.fd, stats.atime, secondsOf(mtimeMs))
     return { stats, mtimeMs }
   }
 
@@ -877,13 +877,10 @@ export class FileStore {
     try {
       if (path === '/') stats = await fsp.stat(disk)
       else {
-        // Side by side: two independent trips through the thread pool. The path's own error
-        // goes first whichever ends first (a path too long is ENAMETOOLONG, not its missing folder's ENOENT).
-        const [own, folder] = await Promise.allSettled([fsp.lstat(disk), fsp.realpath(nodePath.dirname(disk))])
-        if (own.status === 'rejected') throw own.reason
-        if (folder.status === 'rejected') throw folder.reason
-        stats = own.value
-        realParent = folder.value
+        // On the event loop (servers/common/diskSteps.ts). The path's own error goes first (a
+        // path too long is ENAMETOOLONG, not its missing folder's ENOENT).
+        stats = fs.lstatSync(disk)
+        realParent = fs.realpathSync.native(nodePath.dirname(disk))
       }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
@@ -931,7 +928,7 @@ export class FileStore {
       throw err
     }
     try {
-      const opened = await handle.stat()
+      const opened = fs.fstatSync(handle.fd)
       if (inodeOf(opened) !== inodeOf(checked)) throw new NotFoundError(`no such file: ${path} (it changed while it was opened)`, { path })
     } catch (err) {
       await handle.close()
@@ -999,7 +996,12 @@ async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<Writte
   for await (const chunk of body) {
     const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
     let done = 0
-    while (done < buffer.length) done += (await handle.write(buffer, done, buffer.length - done)).bytesWritten
+    // The first bytes on the event loop (servers/common/diskSteps.ts): a small body is one quick step.
+    if (bytes + buffer.length <= QUICK_WRITE_BYTES) {
+      while (done < buffer.length) done += fs.writeSync(handle.fd, buffer, done, buffer.length - done)
+    } else {
+      while (done < buffer.length) done += (await handle.write(buffer, done, buffer.length - done)).bytesWritten
+    }
     bytes += buffer.length
     crc = zlib.crc32(buffer, crc)
   }

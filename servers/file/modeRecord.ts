@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { readStateFile, writeFileDurably } from '../common/durable'
@@ -87,7 +88,8 @@ export class ModeRecord {
     if (mode === null && !this.modes.has(filePath)) return
     if (mode !== null && this.modes.get(filePath) === mode) return
     const line: ModeLine = { p: filePath, m: mode }
-    await this.handle.appendFile(JSON.stringify(line) + '\n')
+    // The line on the event loop, its sync in the thread pool (servers/common/diskSteps.ts).
+    fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
     await this.handle.datasync()
     if (mode === null) this.modes.delete(filePath)
     else this.modes.set(filePath, mode)

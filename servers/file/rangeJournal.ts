@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises'
 import nodePath from 'node:path'
 import zlib from 'node:zlib'
 import type { ByteRange } from '../../src/shared/rangeFrames'
-import { syncFile } from './versionLog'
+import { syncFile, writeFully } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 
 /** A range write about to be applied in place: its ranges and the size the file then has. */
@@ -80,7 +80,7 @@ export class RangeJournal {
     const slot = reused ?? await this.newSlot()
     try {
       // Past its end a reused slot may still hold an older, longer intent: the header's length and CRC say where this one ends.
-      for (let done = 0; done < bytes.length;) done += (await slot.handle.write(bytes, done, bytes.length - done, done)).bytesWritten
+      await writeFully(slot.handle, bytes, 0)
       // A new slot's name must be on disk too, to be found at start.
       await Promise.all([timedSync('file', slot.handle.datasync()), reused === undefined ? syncFile(this.dir) : undefined])
     } catch (err) {
@@ -150,10 +150,7 @@ function parseIntent (bytes: Buffer): RangeIntent | null {
  * the caller knows it, saves a trip to fstat the file for its size after the writes.
  */
 export async function applyRanges (handle: fsp.FileHandle, ranges: readonly ByteRange[], size: number, sizeBefore?: number): Promise<void> {
-  for (const { offset, data } of ranges) {
-    let done = 0
-    while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten
-  }
+  for (const { offset, data } of ranges) await writeFully(handle, data, offset)
   const written = sizeBefore === undefined
     ? (await handle.stat()).size
     : ranges.reduce((end, { offset, data }) => data.length === 0 ? end : Math.max(end, offset + data.length), sizeBefore)

@@ -3,6 +3,7 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { timedSync } from '../common/metrics'
 import { GroupSync } from './groupSync'
+import { syncFile } from '../common/diskSteps'
 
 /** Change ids remembered per file: enough for every client's retries in flight. */
 const CHANGES_KEPT_PER_FILE = 64
@@ -161,7 +162,8 @@ export class VersionLog {
    */
   async appendStarting (filePath: string, sizeBefore: number): Promise<void> {
     const line: LogLine = { p: filePath, a: sizeBefore }
-    await this.handle.appendFile(JSON.stringify(line) + '\n')
+    // On the event loop: a line into the page cache (servers/common/diskSteps.ts).
+    fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
   }
 
   /**
@@ -172,7 +174,7 @@ export class VersionLog {
     const line: LogLine = { p: filePath, v: version }
     if (changeId !== undefined) line.c = changeId
     if (appended !== undefined) Object.assign(line, { a: appended.from, s: appended.to, h: appended.crc })
-    await this.handle.appendFile(JSON.stringify(line) + '\n')
+    fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
     await timedSync('versions', this.syncs.durable())
     if (version === null) {
       this.versions.delete(filePath)
@@ -197,13 +199,4 @@ function remember (changes: Map<string, string[]>, filePath: string, changeId: s
   if (!ids) changes.set(filePath, ids = [])
   ids.push(changeId)
   if (ids.length > CHANGES_KEPT_PER_FILE) ids.shift()
-}
-
-export async function syncFile (file: string): Promise<void> {
-  const handle = await fsp.open(file, fs.constants.O_RDONLY)
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
 }

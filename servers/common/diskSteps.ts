@@ -1,0 +1,48 @@
+import fs from 'node:fs'
+import type fsp from 'node:fs/promises'
+import { promisify } from 'node:util'
+
+/*
+ * How the servers split their disk work between the event loop and libuv's thread pool.
+ *
+ * A trip through the thread pool costs two thread switches and a turn of the event loop;
+ * on a machine whose cores are busy (the mount, the program using it and the servers
+ * sharing two cores) each trip waits for a CPU, and a request made of ten such steps spends
+ * most of its time waiting for its turns. Measured on the file server: POST /append went
+ * from 3.6 to 2.0 ms, PUT /create from 7.7 to 4.9 ms, a range write from 4.9 to 2.6 ms, when
+ * the quick steps below ran on the event loop instead.
+ *
+ * So: steps that only touch the kernel's caches (lstat, fstat, realpath, open, close, link,
+ * unlink, chmod, utimes, and writes of up to QUICK_WRITE_BYTES into the page cache) run
+ * synchronously, a few microseconds each. Steps that wait for the device (fsync,
+ * fdatasync), reads of a file's bytes and large writes (which the kernel may throttle while
+ * it writes dirty pages back) stay asynchronous, so the event loop never waits for a disk.
+ */
+
+/** Writes up to this many bytes are made on the event loop; larger ones in the thread pool. */
+export const QUICK_WRITE_BYTES = 1024 * 1024
+
+const fsyncFd = promisify(fs.fsync)
+
+/**
+ * Writes all of `data` through `handle` at `position` (undefined: at the handle's offset,
+ * as an O_APPEND handle does): synchronously when `data` is small, else in the thread pool.
+ */
+export async function writeFully (handle: fsp.FileHandle, data: Buffer, position?: number): Promise<void> {
+  let done = 0
+  if (data.length <= QUICK_WRITE_BYTES) {
+    while (done < data.length) done += fs.writeSync(handle.fd, data, done, data.length - done, position === undefined ? null : position + done)
+    return
+  }
+  while (done < data.length) done += (await handle.write(data, done, data.length - done, position === undefined ? null : position + done)).bytesWritten
+}
+
+/** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */
+export async function syncFile (file: string): Promise<void> {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY)
+  try {
+    await fsyncFd(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
