@@ -76,6 +76,21 @@ t.test('dfs-mount on a missing mount point: one-line error, nothing mounted', as
   t.notOk(await isMounted(missing))
 })
 
+t.test('dfs-mount with its cache inside the mount point: one-line error, nothing mounted', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const args = clusterArgs(cluster, place)
+  const cacheAt = args.indexOf('--cache-dir') + 1
+  for (const inside of [place.mountpoint, path.join(place.mountpoint, 'cache')]) {
+    args[cacheAt] = inside
+    for (const mode of [[], ['--foreground']]) {
+      const result = await runCli(dfsMountBin, [place.mountpoint, ...args, ...mode], { env: place.env })
+      assertOneLineError(t, result, 'dfs-mount', /--cache-dir .* is inside the mount point/)
+      t.notOk(await isMounted(place.mountpoint), 'nothing mounted')
+    }
+  }
+})
+
 t.test('dfs-mount on a point that is already mounted: one-line error, the first mount keeps serving', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'alpha\n' }])
   const mount = await mountCluster(t, cluster)

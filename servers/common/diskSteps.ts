@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
 import { promisify } from 'node:util'
+import { QUICK_WRITE_BYTES } from '../../src/shared/defaults'
 
 /*
  * How the servers split their disk work between the event loop and libuv's thread pool.
@@ -19,8 +20,7 @@ import { promisify } from 'node:util'
  * it writes dirty pages back) stay asynchronous, so the event loop never waits for a disk.
  */
 
-/** Writes up to this many bytes are made on the event loop; larger ones in the thread pool. */
-export const QUICK_WRITE_BYTES = 1024 * 1024
+export { QUICK_WRITE_BYTES }
 
 const fsyncFd = promisify(fs.fsync)
 

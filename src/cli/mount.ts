@@ -92,6 +92,12 @@ async function main (): Promise<void> {
   if (!Number.isFinite(args.readWaitMs) || args.readWaitMs < 0) throw new CliError(`--read-wait-ms must be a number of milliseconds, 0 or more, not ${String(args.readWaitMs)}`)
   const flags = parseMountFlags(args.o)
   await checkAllowOther(flags)
+  // The mount's own disk steps on its cache are synchronous (src/client/localCache.ts): one on
+  // the mount itself would wait for this very process, for ever.
+  const cacheDir = path.resolve(args.cacheDir)
+  if (cacheDir === mountpoint || cacheDir.startsWith(mountpoint + path.sep)) {
+    throw new CliError(`--cache-dir ${cacheDir} is inside the mount point ${mountpoint}: put the cache on a local disk`)
+  }
 
   trustClusterCa(args.ca)
   if (!args.foreground) {

@@ -5,7 +5,7 @@ import nodePath from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
-import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
+import { DEFAULT_CACHE_BYTES, QUICK_WRITE_BYTES } from '../shared/defaults'
 import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
@@ -31,6 +31,13 @@ export { DEFAULT_CACHE_BYTES }
  * old copy open keeps reading a consistent old version, and a crash never leaves a record
  * that vouches for the wrong bytes. The least recently used copies go when the cache
  * outgrows its byte budget. Several processes may share one cache folder.
+ *
+ * The quick steps on a copy (a record written and renamed, a small copy or append written,
+ * a removal) are made synchronously, as the servers' are (servers/common/diskSteps.ts): each
+ * is a few microseconds in the kernel's caches, where a trip through libuv's thread pool
+ * costs thread switches that a mount on a busy machine waits for after every close. The
+ * cache folder is never on the mount itself (dfs-mount refuses one there), so such a step
+ * can never wait on this process's own file system.
  */
 export class LocalCache {
   private readonly objects: string
@@ -41,8 +48,6 @@ export class LocalCache {
   private ready: Promise<void> | null = null
   /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
   private readonly changing = new KeyedMutex()
-  /** Copies evicted whose files are still being removed: not to be read back from disk. */
-  private readonly evicting = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
   private readonly behind = new Map<string, Promise<void>>()
 
@@ -56,8 +61,12 @@ export class LocalCache {
       dispose: (_record, path, reason) => {
         if (reason !== 'evict') return
         countCacheEviction()
-        const removed = this.removeFiles(path).finally(() => this.evicting.delete(path))
-        this.evicting.set(path, removed)
+        // At once: a copy evicted must not be read back from disk, nor its removal take a newer copy with it.
+        try {
+          this.removeFiles(path)
+        } catch {
+          // Gone already, or another process's: its record no longer vouches for it once either file is gone.
+        }
       }
     })
     trackCacheBytes(this)
@@ -78,8 +87,7 @@ export class LocalCache {
     await this.init()
     let record = this.index.get(path)
     if (!record) {
-      await this.evicting.get(path)
-      record = await this.readRecord(path) ?? undefined
+      record = this.readRecord(path) ?? undefined
       if (!record) return null
       this.index.set(path, record)
     }
@@ -112,8 +120,7 @@ export class LocalCache {
 
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
-    await this.evicting.get(path) // its removal must not take the new copy with it
-    const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    const partial = this.partialFile(path)
     const writer = await fsp.open(partial, 'w')
     let reader: fsp.FileHandle
     try {
@@ -134,8 +141,8 @@ export class LocalCache {
         }
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
         await this.changing.run(path, async () => {
-          await fsp.rename(partial, this.objectFile(path))
-          await this.writeRecord(path, meta)
+          fs.renameSync(partial, this.objectFile(path))
+          this.writeRecord(path, meta)
         })
         download.finish()
       } catch (err) {
@@ -163,7 +170,24 @@ export class LocalCache {
    * are, so the caller does not wait for the disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
-    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+    if (data.length > QUICK_WRITE_BYTES) {
+      this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+      return
+    }
+    this.runBehind(path, async () => {
+      await this.init()
+      const partial = this.partialFile(path)
+      try {
+        fs.writeFileSync(partial, data)
+        await this.changing.run(path, async () => {
+          fs.renameSync(partial, this.objectFile(path))
+          this.writeRecord(path, meta)
+        })
+      } catch (err) {
+        fs.rmSync(partial, { force: true })
+        throw err
+      }
+    })
   }
 
   /** A handle on a file that is always empty: what a just-created file holds. */
@@ -206,7 +230,7 @@ export class LocalCache {
         await this.invalidateNow(path) // evicted meanwhile
         return
       }
-      await this.writeRecord(path, after)
+      this.writeRecord(path, after)
     })
   }
 
@@ -217,17 +241,16 @@ export class LocalCache {
    */
   async adopt (path: string, meta: FileMeta, file: string): Promise<CachedFile> {
     await this.init()
-    await this.evicting.get(path)
-    const { size } = await fsp.stat(file)
+    const { size } = fs.statSync(file)
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
     try {
-      await fsp.rename(file, this.objectFile(path))
+      fs.renameSync(file, this.objectFile(path))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
       return await this.store(path, meta, fs.createReadStream(file))
     }
-    await this.writeRecord(path, meta)
+    this.writeRecord(path, meta)
     return { file: this.objectFile(path), meta }
   }
 
@@ -259,14 +282,14 @@ export class LocalCache {
       return
     }
     this.index.delete(from)
-    await fsp.rm(this.recordFile(from), { force: true })
+    fs.rmSync(this.recordFile(from), { force: true })
     try {
-      await fsp.rename(this.objectFile(from), this.objectFile(to))
+      fs.renameSync(this.objectFile(from), this.objectFile(to))
     } catch {
-      await this.removeFiles(from)
+      this.removeFiles(from)
       return
     }
-    await this.writeRecord(to, after)
+    this.writeRecord(to, after)
   }
 
   /** After a change of metadata only (mtime, mode): same version and size keep the copy under the new meta. */
@@ -277,7 +300,7 @@ export class LocalCache {
       await this.invalidate(path)
       return
     }
-    await this.writeRecord(path, after)
+    this.writeRecord(path, after)
   }
 
   /** Drops the copies this process knows of below a folder (a folder renamed or removed). */
@@ -295,7 +318,7 @@ export class LocalCache {
 
   private async invalidateNow (path: string): Promise<void> {
     this.index.delete(path)
-    await this.removeFiles(path)
+    this.removeFiles(path)
   }
 
   etagOf (cached: CachedFile | null): string | undefined {
@@ -346,28 +369,33 @@ export class LocalCache {
     return found.length
   }
 
-  private async readRecord (path: string): Promise<CacheRecord | null> {
+  private readRecord (path: string): CacheRecord | null {
     try {
-      const record = JSON.parse(await fsp.readFile(this.recordFile(path), 'utf8')) as CacheRecord
+      const record = JSON.parse(fs.readFileSync(this.recordFile(path), 'utf8')) as CacheRecord
       if (record.path !== path) return null
-      const { size } = await fsp.stat(this.objectFile(path))
+      const { size } = fs.statSync(this.objectFile(path))
       return size === record.meta.size ? record : null
     } catch {
       return null
     }
   }
 
-  private async writeRecord (path: string, meta: FileMeta): Promise<void> {
+  private writeRecord (path: string, meta: FileMeta): void {
     const record: CacheRecord = { path, meta }
     const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
-    await fsp.writeFile(partial, JSON.stringify(record))
-    await fsp.rename(partial, this.recordFile(path))
+    fs.writeFileSync(partial, JSON.stringify(record))
+    fs.renameSync(partial, this.recordFile(path))
     this.index.set(path, record)
   }
 
-  private async removeFiles (path: string): Promise<void> {
-    await fsp.rm(this.recordFile(path), { force: true })
-    await fsp.rm(this.objectFile(path), { force: true })
+  private removeFiles (path: string): void {
+    fs.rmSync(this.recordFile(path), { force: true })
+    fs.rmSync(this.objectFile(path), { force: true })
+  }
+
+  /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
+  private partialFile (path: string): string {
+    return nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
   }
 }
 
@@ -444,10 +472,19 @@ function hashOf (path: string): string {
 
 /** Appends to a file that must exist: one removed meanwhile is not made anew holding only these bytes. */
 async function appendInPlace (file: string, data: Buffer): Promise<void> {
-  const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+  if (data.length > QUICK_WRITE_BYTES) {
+    const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+    try {
+      await handle.appendFile(data)
+    } finally {
+      await handle.close()
+    }
+    return
+  }
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
   try {
-    await handle.appendFile(data)
+    for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done)
   } finally {
-    await handle.close()
+    fs.closeSync(fd)
   }
 }
