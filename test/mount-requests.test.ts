@@ -82,6 +82,51 @@ t.test('an append through the mount (open, write, close) is one request; a creat
   }
 })
 
+t.test('a journal\'s life, as sqlite\'s (create, write, fsync, rewrite its head, fsync, close, unlink): the lease rides with the create, nothing is fetched, nothing released', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const journal = mount.at('/db/test.db-journal')
+  // One process, so the mount sees one program's calls in order, as sqlite makes them; the last journal stays.
+  const script = (rounds: number): string => `
+    const fs = require('fs')
+    const file = ${JSON.stringify(journal)}
+    for (let i = 0; i < ${rounds}; i++) {
+      const fd = fs.openSync(file, 'w+')
+      fs.writeSync(fd, Buffer.alloc(4096, 97 + (i % 26)), 0, 4096, 0)
+      fs.fsyncSync(fd)
+      fs.writeSync(fd, Buffer.from('head-' + i), 0, 5 + String(i).length, 0)
+      fs.fsyncSync(fd)
+      fs.closeSync(fd)
+      if (i === ${rounds} - 1) break
+      fs.unlinkSync(file)
+    }`
+  // The first round learns the folder; the rounds after are what each journal costs.
+  const warm = await sh(`node -e ${quoted(script(1))} && rm ${quoted(journal)}`, { timeoutMs: 30_000 })
+  t.equal(warm.code, 0, outcome(warm))
+  const from = requests.mark()
+  const run = await sh(`node -e ${quoted(script(ROUNDS))}`, { timeoutMs: 120_000 })
+  t.equal(run.code, 0, outcome(run))
+  const byClient = requests.since(from, true)
+  const unlinks = ROUNDS - 1
+  t.equal(byClient.get('PUT /create'), ROUNDS, `one PUT /create per journal: ${show(byClient)}`)
+  t.equal(byClient.get('POST /locks/acquire'), ROUNDS, `one acquire per journal, before its create: ${show(byClient)}`)
+  t.equal(byClient.get('PATCH /content'), ROUNDS, `the rewrite of its head is one range write: ${show(byClient)}`)
+  t.equal(byClient.get('POST /unlink'), unlinks, `one unlink: ${show(byClient)}`)
+  t.notOk(byClient.has('GET /content'), `the rewrite fetches nothing: the create's callback vouches for the copy: ${show(byClient)}`)
+  t.notOk(byClient.has('POST /locks/release'), `and nothing is released: the lease went with the key at the unlink: ${show(byClient)}`)
+  t.same(unexpected(byClient, ['PUT /create', 'POST /locks/acquire', 'PATCH /content', 'POST /unlink']), [], `and nothing else but revalidations: ${show(byClient)}`)
+  const amongServers = requests.since(from, false)
+  t.equal(amongServers.get('GET /locks/check'), ROUNDS, `the lease is checked once, at the create: ${show(amongServers)}`)
+  t.equal(amongServers.get('DELETE /keys'), unlinks, `each unlink removes the key: ${show(amongServers)}`)
+  const last = fs.readFileSync(path.join(cluster.roots[0], 'db', 'test.db-journal'))
+  const i = ROUNDS - 1
+  t.equal(last.subarray(0, 5 + String(i).length).toString(), 'head-' + i, 'the last head is on the server\'s disk')
+  t.equal(last.length, 4096, 'over the bytes of the create')
+  t.equal(last[4095], 97 + (i % 26))
+})
+
 t.test('an exclusive create (O_EXCL) fails with EEXIST when another mount made the file, also when both race', async (t) => {
   const cluster = await startTestCluster(t, [{ 'locks/.keep': '' }])
   const a = await mountCluster(t, cluster)

@@ -19,6 +19,11 @@ export function writerOf (callbacks: CallbackTable, req: Request): string | unde
   return callbacks.own(req.get(Headers.clientId), subjectOf(req))
 }
 
+/** Whether the request asks for a callback (X-Dfs-Callback: want) and names its client. */
+export function wantsCallback (req: Request): boolean {
+  return req.get(Headers.callback) === 'want' && req.get(Headers.clientId) !== undefined
+}
+
 /** Promises the calling client (X-Dfs-Client) a callback on the key, under its credential's subject; false with no client id, or no promise made. */
 export function grantCaller (callbacks: CallbackTable, req: Request, key: string): boolean {
   const client = req.get(Headers.clientId)

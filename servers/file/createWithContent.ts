@@ -1,8 +1,8 @@
 import type { Express } from 'express'
-import { FileRoutes } from '../../src/shared/protocol'
+import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
-import { changerOf } from './callerClient'
+import { changerOf, grantCaller, wantsCallback } from './callerClient'
 
 /**
  * PUT /create: a new file with its bytes (and mode and mtime) in one request, as a mount
@@ -11,6 +11,11 @@ import { changerOf } from './callerClient'
  * is implicit (the lock server makes it at the first acquire). A path that exists anywhere
  * is a 409 (EEXIST); a claim the directory refuses takes the file away again, so the path
  * is left as it was.
+ *
+ * The creator may ask for a callback on the new file (its bytes are the creator's copy) and
+ * send the path's lease (X-Dfs-Lock-Token), when it goes on writing to the file: the lease is
+ * checked here, so from now on appends without it wait, and the creator's next write under it
+ * needs no fetch of what it just sent.
  */
 export function mountCreateWithContentRoute (app: Express, ctx: MutationContext): void {
   app.put(FileRoutes.create, async (req, res) => {
@@ -19,6 +24,9 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
     const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
     const mtimeMs = query.optionalInt('mtimeMs', { min: 0 })
     const { machineId } = ctx.self()
+    if (req.get(Headers.lockToken) !== undefined) await ctx.leases.require(req, path)
+    // Promised before the file exists: any change after the create breaks it.
+    const granted = wantsCallback(req) && grantCaller(ctx.callbacks, req, path)
     // The claim goes beside the server's last round of fsyncs (FileStore.createWithContent).
     // The client's own copy of the folder takes the new name from the answer (changerOf).
     const claim = {
@@ -36,6 +44,7 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
       }
     }
     ctx.log(`created file ${path} with ${meta.size} bytes`)
+    if (granted) res.set(Headers.callback, 'granted')
     res.json(meta)
   })
 }

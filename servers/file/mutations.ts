@@ -43,12 +43,14 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     await ctx.callbacks.breakAll(path, { path, version }, writerOf(ctx.callbacks, req))
   }
 
-  /** Runs a clean-up step whose failure must not hide the error that made it necessary. */
-  const tryTo = async (what: string, step: () => Promise<unknown>): Promise<void> => {
+  /** Runs a clean-up step whose failure must not hide the error that made it necessary; says whether it succeeded. */
+  const tryTo = async (what: string, step: () => Promise<unknown>): Promise<boolean> => {
     try {
       await step()
+      return true
     } catch (err) {
       log(`could not ${what}: ${err instanceof Error ? err.message : String(err)}`)
+      return false
     }
   }
 
@@ -134,9 +136,14 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       throw err
     }
     leases.forget(path)
-    await tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path))
-    await changed(req, path, null)
-    const answer: RemovedAnswer = { path, removed: true }
+    // Side by side: the key's removal and the other holders' breaks need not wait for each other.
+    let keyRemoved = true
+    await Promise.all([
+      tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path)).then((done) => { keyRemoved = done }),
+      changed(req, path, null)
+    ])
+    // keyRemoved: the lease the unlink came under went with its key, so its holder need not give it back.
+    const answer: RemovedAnswer = { path, removed: true, keyRemoved }
     res.json(answer)
   })
 

@@ -8,7 +8,7 @@ import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { Authenticator, requireCredentials } from '../common/auth'
-import { grantCaller, subjectOf, writerOf } from './callerClient'
+import { grantCaller, subjectOf, wantsCallback, writerOf } from './callerClient'
 import type { RouteRole, ServerAuth } from '../common/auth'
 import { fileServerCredential } from '../common/tokens'
 import { finishApp, healthAnswer, jsonBody, listen, newApp, silentLogger } from '../common/http'
@@ -218,10 +218,6 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
   finishApp(app, log)
   return app
-}
-
-function wantsCallback (req: Request): boolean {
-  return req.get(Headers.callback) === 'want' && req.get(Headers.clientId) !== undefined
 }
 
 function clientOf (req: Request): string {

@@ -34,6 +34,7 @@ import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
 import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
 import { leaseCredentialOf } from '../shared/leaseCredential'
+import { ShownLeases } from './shownLeases'
 import type { LeaseCredential } from '../shared/leaseCredential'
 
 export interface DfsClientOptions {
@@ -160,6 +161,8 @@ export class DfsClient {
   private readonly folders: FolderCopies | null
   /** The lock server's event channel, under the same client id: it recalls what it delegated here (null without callbacks). */
   readonly delegations: DelegationChannel | null
+  /** Leases file servers have seen with a create of this client (a fetch under one may trust the file's callback). */
+  private readonly shownLeases = new ShownLeases()
 
   /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
   private namespaceWait (): { server: string, forMs: number } {
@@ -437,7 +440,9 @@ export class DfsClient {
     const cached = await this.cache.get(canonical)
     const etag = this.cache.etagOf(cached) ?? undefined
     // The file's server promised to say before it changes, and has not: the copy is current.
-    const promised = token === undefined ? this.callbacks?.current(canonical) : undefined
+    // Under a lease only once the server has seen that lease (ShownLeases): a fetch under a
+    // lease is also what tells the server to hold back appends made without it.
+    const promised = token === undefined || this.shownLeases.holdsBackFor(canonical, token) ? this.callbacks?.current(canonical) : undefined
     if (promised && cached && etag === etagOf(promised)) {
       countCacheLookup(true)
       return { cached }
@@ -530,18 +535,32 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
     const askedAt = monotonicMs()
+    this.shownLeases.forget(canonical)
+    // The key goes with the file (the server says so): the lease it came under ends with it, with no release.
+    let keyGone = false
+    const remove = async (token: LeaseCredential): Promise<void> => {
+      const answer = await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
+      keyGone = answer.keyRemoved === true
+    }
     try {
-      // The key goes with the file: a lease taken here is not kept.
-      await this.underLease(canonical, opts.lease, async (token) => {
-        await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
-      }, false)
+      const given = credentialOf(opts.lease)
+      if (given !== undefined) {
+        await remove(given)
+      } else {
+        const held = await this.locks.acquire(canonical)
+        try {
+          await remove(leaseCredentialOf(held.lease))
+        } finally {
+          await held.release({ keep: false, keyGone })
+        }
+      }
     } catch (err) {
       // It may have happened all the same (the answer was lost): the folder's copy cannot say.
       this.forget(canonical)
       throw err
     }
     // A lease kept on the path (taken by a handle still open, which gave it for this unlink) goes too.
-    await this.locks.kept?.giveBack(canonical)
+    await this.locks.kept?.giveBack(canonical, { keyGone })
     this.changedName(canonical, askedAt, null)
     await this.cache.invalidate(canonical)
   }
@@ -576,6 +595,8 @@ export class DfsClient {
     const target = normalizePath(to)
     this.forget(source)
     this.forget(target)
+    this.shownLeases.forget(source)
+    this.shownLeases.forget(target)
     const found = await this.lookup(source)
     if (source === target) return await this.statFresh(source)
     if (found.kind === 'dir') return await this.renameFolder(source, target, found)
@@ -795,8 +816,12 @@ export class DfsClient {
    * `exclusive` (O_EXCL: the caller's close fails with EEXIST); otherwise the bytes are kept
    * beside it as NAME.conflict-HOST-TIME, logged, and `storedAs` names that copy (see
    * OpenFileTable.create for why).
+   * `keepWriting`: the caller goes on writing to the file (an fsync of a file it holds open,
+   * as a database's journal): the path's lease is taken first and sent with the create, and
+   * the server promises a callback on the file, so the next write here finds the lease kept
+   * and the copy vouched for, and asks nothing (see ShownLeases).
    */
-  async createWithContent (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean }): Promise<{ meta: FileMeta, storedAs: string }> {
+  async createWithContent (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }): Promise<{ meta: FileMeta, storedAs: string }> {
     const canonical = normalizePath(path)
     try {
       return { meta: await this.placeNewFile(canonical, data, opts), storedAs: canonical }
@@ -804,39 +829,51 @@ export class DfsClient {
       if (!(err instanceof ConflictError) || opts.exclusive) throw err
     }
     const conflict = conflictPathOf(canonical)
-    const meta = await this.placeNewFile(conflict, data, opts)
+    const meta = await this.placeNewFile(conflict, data, { mode: opts.mode, mtimeMs: opts.mtimeMs })
     this.writeRetry.log?.(`create of ${canonical}: another client made the file meanwhile; this mount's bytes are kept as ${conflict}`)
     return { meta, storedAs: conflict }
   }
 
-  private async placeNewFile (canonical: string, data: Buffer, opts: { mode?: number, mtimeMs?: number }): Promise<FileMeta> {
+  private async placeNewFile (canonical: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, keepWriting?: boolean }): Promise<FileMeta> {
     const folder = parentOf(canonical)
     const changeId = newChangeId()
     const mtimeMs = opts.mtimeMs === undefined ? undefined : Math.max(0, Math.floor(opts.mtimeMs))
     const askedAt = monotonicMs()
     let placedOn: ServerInfo | undefined
     let meta: FileMeta
+    // Only a lease this client can keep is worth taking before the create (else it would go back at once).
+    const held = opts.keepWriting === true && this.locks.kept?.canKeep() === true ? await this.locks.acquire(canonical) : undefined
+    const token = held === undefined ? undefined : leaseCredentialOf(held.lease)
+    let made = false
     try {
       meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
         const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
+        const api = this.locator.fileServer(server)
         try {
-          const made = await this.locator.fileServer(server).createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId })
+          const callback = token !== undefined && this.callbacks?.ready(api) === true
+          const answer = await api.createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId, token, callback })
           this.placements.set(folder, server)
           placedOn = server
-          return made
+          if (answer.callback) this.callbacks?.granted(api, canonical, answer.meta, askedAt)
+          if (held !== undefined && token !== undefined) this.shownLeases.remember(canonical, token, held.lease.ttlMs, askedAt)
+          return answer.meta
         } catch (err) {
           // Its server may be down (the directory places it elsewhere once it knows), or the folder gone: ask again next time.
           this.placements.delete(folder)
           throw err
         }
       })
+      made = true
     } catch (err) {
       // It may have been made all the same (the answer was lost): the folder's copy cannot say.
       this.forget(canonical)
       throw err
+    } finally {
+      // Kept for the writes that follow (a delegated lease); given back if the create failed.
+      await held?.release({ keep: made })
     }
     const server = placedOn as ServerInfo
-    this.changedName(canonical, askedAt, server)
+    this.changedName(canonical, askedAt, server, meta)
     this.locator.learned(canonical, server)
     this.cache.storeBehind(canonical, meta, data)
     return this.memo.remember(meta)
@@ -963,9 +1000,11 @@ export class DfsClient {
    * the copy of its folder, which the directory did not break for this client, takes the
    * change (FolderCopies.changedByMe), so the next lookups in the folder need no request.
    */
-  private changedName (path: string, askedAt: number, server: ServerInfo | null): void {
+  private changedName (path: string, askedAt: number, server: ServerInfo | null, made?: FileMeta): void {
     this.locator.forgetRemembered(path)
-    this.callbacks?.changedHere(path)
+    // A create that came with a callback (`made`): the promise stands for the answer.
+    if (made !== undefined) this.callbacks?.changedByMe(path, askedAt, made)
+    else this.callbacks?.changedHere(path)
     this.folders?.changedByMe(path, askedAt, server)
   }
 

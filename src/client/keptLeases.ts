@@ -15,6 +15,13 @@ export interface Keepable {
   valid: () => boolean
   /** Gives the lease back to the lock server (stops its renewal); never throws. */
   giveBack: () => Promise<void>
+  /** Stops its renewal with no request: its key is gone from the lock server (the file was removed), and the lease with it. */
+  drop: () => void
+}
+
+/** How a use of a lease ends: `keyGone` when the lock server removed the key (and so the lease) already. */
+export interface UseEnd {
+  keyGone?: boolean
 }
 
 interface Kept {
@@ -29,6 +36,8 @@ interface Kept {
   markUnused: () => void
   /** The giving back, once begun. */
   given: Promise<void> | null
+  /** The key went with its file: the lease ends with no request. */
+  keyGone: boolean
 }
 
 /**
@@ -47,6 +56,11 @@ export class KeptLeases implements DelegationHandler {
 
   /** `usable`: whether the channel to the lock server is open now (a recall can reach this client). */
   constructor (private readonly usable: () => boolean) {}
+
+  /** Whether a lease granted now could be kept (the channel to the lock server is open). */
+  canKeep (): boolean {
+    return this.usable()
+  }
 
   /** A lease just granted, in use by its taker: kept after use if it came with its delegation. */
   granted (path: string, lease: Keepable, delegated: boolean): void {
@@ -77,12 +91,14 @@ export class KeptLeases implements DelegationHandler {
    * A use of the lease ended: keeps it if it may be kept (delegated, valid, the channel
    * open, nobody here waiting for the key, not recalled), else gives it back.
    */
-  async returned (path: string, lease: Keepable): Promise<void> {
+  async returned (path: string, lease: Keepable, end: UseEnd = {}): Promise<void> {
     const kept = this.kept.get(path)
     if (kept === undefined || kept.lease !== lease) {
-      await lease.giveBack()
+      if (end.keyGone === true) lease.drop()
+      else await lease.giveBack()
       return
     }
+    if (end.keyGone === true) kept.keyGone = true
     kept.users = Math.max(0, kept.users - 1)
     if (kept.users > 0) return
     kept.markUnused()
@@ -147,10 +163,11 @@ export class KeptLeases implements DelegationHandler {
   }
 
   /** Gives back the kept lease on the path (the file was removed or renamed here), or marks it to go when its use ends. */
-  async giveBack (path: string): Promise<void> {
+  async giveBack (path: string, end: UseEnd = {}): Promise<void> {
     const kept = this.kept.get(path)
     if (kept === undefined) return
     kept.ending = true
+    if (end.keyGone === true) kept.keyGone = true
     if (kept.users === 0) await this.finish(path, kept)
   }
 
@@ -171,7 +188,7 @@ export class KeptLeases implements DelegationHandler {
   }
 
   private newKept (lease: Keepable): Kept {
-    const kept: Kept = { lease, users: 0, ending: false, idle: null, unused: Promise.resolve(), markUnused: () => {}, given: null }
+    const kept: Kept = { lease, users: 0, ending: false, idle: null, unused: Promise.resolve(), markUnused: () => {}, given: null, keyGone: false }
     kept.unused = new Promise<void>((resolve) => { kept.markUnused = resolve })
     return kept
   }
@@ -182,6 +199,10 @@ export class KeptLeases implements DelegationHandler {
     kept.idle = null
     kept.ending = true
     if (this.kept.get(path) === kept) this.kept.delete(path)
+    if (kept.given === null && kept.keyGone) {
+      kept.lease.drop()
+      kept.given = Promise.resolve()
+    }
     kept.given ??= kept.lease.giveBack()
     await kept.given
   }

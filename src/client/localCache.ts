@@ -5,7 +5,7 @@ import nodePath from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
-import { DEFAULT_CACHE_BYTES, QUICK_WRITE_BYTES } from '../shared/defaults'
+import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
 import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
@@ -32,12 +32,13 @@ export { DEFAULT_CACHE_BYTES }
  * that vouches for the wrong bytes. The least recently used copies go when the cache
  * outgrows its byte budget. Several processes may share one cache folder.
  *
- * The quick steps on a copy (a record written and renamed, a small copy or append written,
- * a removal) are made synchronously, as the servers' are (servers/common/diskSteps.ts): each
- * is a few microseconds in the kernel's caches, where a trip through libuv's thread pool
- * costs thread switches that a mount on a busy machine waits for after every close. The
- * cache folder is never on the mount itself (dfs-mount refuses one there), so such a step
- * can never wait on this process's own file system.
+ * A copy's files are removed behind (the index forgets it at once): on some disks an unlink
+ * is a slow step (ext4 with online discard: about half a millisecond here), and nothing
+ * waits for it but the next copy of the same path and a read of its record from disk.
+ * A record is read synchronously (an open's revalidation waits for it, and it is a few
+ * microseconds in the kernel's caches, where a trip through libuv's thread pool costs
+ * thread switches the open waits for); the cache folder is never on the mount itself
+ * (dfs-mount refuses one there), so that read can never wait on this process's own file system.
  */
 export class LocalCache {
   private readonly objects: string
@@ -48,6 +49,8 @@ export class LocalCache {
   private ready: Promise<void> | null = null
   /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
   private readonly changing = new KeyedMutex()
+  /** Per path, the removal of its copy's files under way (removeBehind): not to be read back from disk, nor to take a newer copy with it. */
+  private readonly removing = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
   private readonly behind = new Map<string, Promise<void>>()
 
@@ -61,12 +64,7 @@ export class LocalCache {
       dispose: (_record, path, reason) => {
         if (reason !== 'evict') return
         countCacheEviction()
-        // At once: a copy evicted must not be read back from disk, nor its removal take a newer copy with it.
-        try {
-          this.removeFiles(path)
-        } catch {
-          // Gone already, or another process's: its record no longer vouches for it once either file is gone.
-        }
+        this.removeBehind(path)
       }
     })
     trackCacheBytes(this)
@@ -87,6 +85,7 @@ export class LocalCache {
     await this.init()
     let record = this.index.get(path)
     if (!record) {
+      await this.removing.get(path)
       record = this.readRecord(path) ?? undefined
       if (!record) return null
       this.index.set(path, record)
@@ -120,7 +119,7 @@ export class LocalCache {
 
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
-    const partial = this.partialFile(path)
+    const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
     const writer = await fsp.open(partial, 'w')
     let reader: fsp.FileHandle
     try {
@@ -141,8 +140,9 @@ export class LocalCache {
         }
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
         await this.changing.run(path, async () => {
-          fs.renameSync(partial, this.objectFile(path))
-          this.writeRecord(path, meta)
+          await this.removing.get(path) // the removal of an older copy must not take this one with it
+          await fsp.rename(partial, this.objectFile(path))
+          await this.writeRecord(path, meta)
         })
         download.finish()
       } catch (err) {
@@ -170,24 +170,7 @@ export class LocalCache {
    * are, so the caller does not wait for the disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
-    if (data.length > QUICK_WRITE_BYTES) {
-      this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
-      return
-    }
-    this.runBehind(path, async () => {
-      await this.init()
-      const partial = this.partialFile(path)
-      try {
-        fs.writeFileSync(partial, data)
-        await this.changing.run(path, async () => {
-          fs.renameSync(partial, this.objectFile(path))
-          this.writeRecord(path, meta)
-        })
-      } catch (err) {
-        fs.rmSync(partial, { force: true })
-        throw err
-      }
-    })
+    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
   }
 
   /** A handle on a file that is always empty: what a just-created file holds. */
@@ -230,7 +213,7 @@ export class LocalCache {
         await this.invalidateNow(path) // evicted meanwhile
         return
       }
-      this.writeRecord(path, after)
+      await this.writeRecord(path, after)
     })
   }
 
@@ -241,16 +224,17 @@ export class LocalCache {
    */
   async adopt (path: string, meta: FileMeta, file: string): Promise<CachedFile> {
     await this.init()
-    const { size } = fs.statSync(file)
+    const { size } = await fsp.stat(file)
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
+    await this.removing.get(path)
     try {
-      fs.renameSync(file, this.objectFile(path))
+      await fsp.rename(file, this.objectFile(path))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
       return await this.store(path, meta, fs.createReadStream(file))
     }
-    this.writeRecord(path, meta)
+    await this.writeRecord(path, meta)
     return { file: this.objectFile(path), meta }
   }
 
@@ -282,14 +266,15 @@ export class LocalCache {
       return
     }
     this.index.delete(from)
-    fs.rmSync(this.recordFile(from), { force: true })
+    await this.removing.get(to)
+    await fsp.rm(this.recordFile(from), { force: true })
     try {
-      fs.renameSync(this.objectFile(from), this.objectFile(to))
+      await fsp.rename(this.objectFile(from), this.objectFile(to))
     } catch {
-      this.removeFiles(from)
+      this.removeBehind(from)
       return
     }
-    this.writeRecord(to, after)
+    await this.writeRecord(to, after)
   }
 
   /** After a change of metadata only (mtime, mode): same version and size keep the copy under the new meta. */
@@ -300,7 +285,7 @@ export class LocalCache {
       await this.invalidate(path)
       return
     }
-    this.writeRecord(path, after)
+    await this.writeRecord(path, after)
   }
 
   /** Drops the copies this process knows of below a folder (a folder renamed or removed). */
@@ -318,7 +303,7 @@ export class LocalCache {
 
   private async invalidateNow (path: string): Promise<void> {
     this.index.delete(path)
-    this.removeFiles(path)
+    this.removeBehind(path)
   }
 
   etagOf (cached: CachedFile | null): string | undefined {
@@ -380,22 +365,26 @@ export class LocalCache {
     }
   }
 
-  private writeRecord (path: string, meta: FileMeta): void {
+  private async writeRecord (path: string, meta: FileMeta): Promise<void> {
     const record: CacheRecord = { path, meta }
     const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
-    fs.writeFileSync(partial, JSON.stringify(record))
-    fs.renameSync(partial, this.recordFile(path))
+    await fsp.writeFile(partial, JSON.stringify(record))
+    await fsp.rename(partial, this.recordFile(path))
     this.index.set(path, record)
   }
 
-  private removeFiles (path: string): void {
-    fs.rmSync(this.recordFile(path), { force: true })
-    fs.rmSync(this.objectFile(path), { force: true })
-  }
-
-  /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
-  private partialFile (path: string): string {
-    return nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+  /** Removes the path's record, then its copy, after any removal of them under way; nothing waits for it but the path's next copy. */
+  private removeBehind (path: string): void {
+    const before = this.removing.get(path)
+    const removal = (async () => {
+      await before
+      await fsp.rm(this.recordFile(path), { force: true })
+      await fsp.rm(this.objectFile(path), { force: true })
+    })().catch(() => {}) // a file another process removed meanwhile: gone either way
+    this.removing.set(path, removal)
+    void removal.then(() => {
+      if (this.removing.get(path) === removal) this.removing.delete(path)
+    })
   }
 }
 
@@ -472,19 +461,10 @@ function hashOf (path: string): string {
 
 /** Appends to a file that must exist: one removed meanwhile is not made anew holding only these bytes. */
 async function appendInPlace (file: string, data: Buffer): Promise<void> {
-  if (data.length > QUICK_WRITE_BYTES) {
-    const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
-    try {
-      await handle.appendFile(data)
-    } finally {
-      await handle.close()
-    }
-    return
-  }
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
+  const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
   try {
-    for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done)
+    await handle.appendFile(data)
   } finally {
-    fs.closeSync(fd)
+    await handle.close()
   }
 }

@@ -6,7 +6,7 @@ import type { LockLease } from '../shared/protocol'
 import { leaseCredentialOf } from '../shared/leaseCredential'
 import type { DelegationChannel } from './delegationChannel'
 import { KeptLeases } from './keptLeases'
-import type { Keepable } from './keptLeases'
+import type { Keepable, UseEnd } from './keptLeases'
 
 export interface LockClientOptions {
   /** Longest wait for a key that others hold. */
@@ -27,8 +27,10 @@ export interface HeldLock {
   /**
    * Ends this use of the lease. A delegated lease is kept for the next use (see KeptLeases)
    * unless `keep` is false (it is lost, or its file went away): then it is given back.
+   * `keyGone`: the lock server removed the key with its file, and the lease with it: it
+   * ends here with no request.
    */
-  release: (opts?: { keep?: boolean }) => Promise<void>
+  release: (opts?: { keep?: boolean } & UseEnd) => Promise<void>
 }
 
 /** A lease as held: renewed until given back, and whether a renewal found it gone. */
@@ -129,6 +131,10 @@ export class LockClient {
     const holding: Holding = {
       lease,
       valid: () => !lost,
+      drop: () => {
+        lost = true
+        clearInterval(renewal)
+      },
       giveBack: async () => {
         lost = true
         clearInterval(renewal)
@@ -151,12 +157,14 @@ export class LockClient {
       release: async (opts = {}) => {
         if (released) return
         released = true
+        const end: UseEnd = { keyGone: opts.keyGone }
         if (this.kept === null) {
-          await holding.giveBack()
+          if (end.keyGone === true) holding.drop()
+          else await holding.giveBack()
           return
         }
-        if (opts.keep === false) await this.kept.giveBack(path)
-        await this.kept.returned(path, holding)
+        if (opts.keep === false || end.keyGone === true) await this.kept.giveBack(path, end)
+        await this.kept.returned(path, holding, end)
       }
     }
   }

@@ -47,7 +47,7 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   /** A handle on an always empty local file: what a file created here holds until its first write. */
   openEmpty: () => Promise<fsp.FileHandle>
   /** A new file with its bytes in one request (see DfsClient.createWithContent). */
-  createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
+  createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
 }
@@ -244,14 +244,17 @@ export class OpenFileTable {
     return true
   }
 
-  /** Runs inside the path's flush turn: the create with the bytes held back, then the path is an ordinary file. */
-  private async bear (canonical: string, appends: PathAppends): Promise<void> {
+  /**
+   * Runs inside the path's flush turn: the create with the bytes held back, then the path is
+   * an ordinary file. `keepWriting`: an fsync of a file that stays open (DfsClient.createWithContent).
+   */
+  private async bear (canonical: string, appends: PathAppends, keepWriting = false): Promise<void> {
     const unborn = this.unborn.get(canonical)
     if (unborn === undefined) return
     const data = appends.buffer.take()
     appends.sending += data.length
     try {
-      const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive })
+      const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive, keepWriting })
       this.unborn.delete(canonical)
       if (storedAs === canonical) {
         appends.base = meta.size
@@ -379,10 +382,10 @@ export class OpenFileTable {
    * path run one at a time (appends keep their order), and writes that arrive meanwhile,
    * from this handle or another, are kept for the next flush.
    */
-  async flush (id: number): Promise<void> {
+  async flush (id: number, opts: { staysOpen?: boolean } = {}): Promise<void> {
     const file = this.get(id)
     try {
-      await this.flushNow(file)
+      await this.flushNow(file, opts.staysOpen === true)
       file.flushFailed = false
     } catch (err) {
       file.flushFailed = true
@@ -390,9 +393,10 @@ export class OpenFileTable {
     }
   }
 
-  private async flushNow (file: OpenFile): Promise<void> {
+  /** `staysOpen`: an fsync, after which the program goes on writing to the file (a database's journal). */
+  private async flushNow (file: OpenFile, staysOpen = false): Promise<void> {
     await this.flushes.run(file.path, async () => {
-      if (this.unborn.has(file.path)) await this.bear(file.path, file.appends)
+      if (this.unborn.has(file.path)) await this.bear(file.path, file.appends, staysOpen && (file.flags & O_ACCMODE) !== O_RDONLY)
       if (file.appends.buffer.size > 0) {
         if (file.working) {
           await file.working.append(file.appends.buffer.take()) // stored with the copy

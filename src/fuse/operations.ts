@@ -168,7 +168,8 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     },
     // An unlinked file's bytes are stored nowhere: flush and fsync have nothing to send.
     flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
-    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),
+    // The file stays open after an fsync: a file made here may keep its lease for the writes that follow.
+    fsync: (_path: string, _datasync: number, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd, { staysOpen: true })),
     release: (_path: string, fd: number, cb: Callback) => answer(cb, async () => {
       try {
         if (unlinked.has(fd)) await unlinked.release(fd)

@@ -501,6 +501,8 @@ export interface StatfsAnswer {
 export interface RemovedAnswer {
   path: string
   removed: boolean
+  /** POST /unlink: the file's lock key went with it (and the lease the unlink came under), so that lease needs no release. */
+  keyRemoved?: boolean
 }
 
 export interface RenameRequest {

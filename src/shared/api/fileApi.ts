@@ -141,13 +141,21 @@ export class FileApi {
 
   /**
    * A new file with its bytes, mode and mtime in one request (PUT /create): ConflictError if
-   * the path exists anywhere. `changeId` makes a retry after a lost answer safe.
+   * the path exists anywhere. `changeId` makes a retry after a lost answer safe. A creator
+   * that goes on writing sends the path's lease (`token`) and asks for a callback on the file
+   * (`callback`): `callback` in the answer says whether it was promised.
    */
-  async createWithContent (path: string, bytes: Buffer, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {}): Promise<FileMeta> {
-    const headers: Record<string, string> = opts.changeId !== undefined ? { [Headers.changeId]: opts.changeId } : {}
-    return await this.transport.json({
+  async createWithContent (path: string, bytes: Buffer, opts: { mode?: number, mtimeMs?: number, changeId?: string, token?: LeaseCredential, callback?: boolean } = {}): Promise<{ meta: FileMeta, callback: boolean }> {
+    const headers: Record<string, string> = {
+      ...(opts.changeId !== undefined ? { [Headers.changeId]: opts.changeId } : {}),
+      ...(opts.token !== undefined ? lockHeader(opts.token) : {}),
+      ...(opts.callback === true ? { [Headers.callback]: 'want' } : {})
+    }
+    const res = await this.transport.send({
       method: 'PUT', route: FileRoutes.create, query: { path, mode: opts.mode, mtimeMs: opts.mtimeMs }, body: bytes, headers, timeoutMs: this.changeDeadline()
     })
+    if (res.status >= 400) throw errorFromBody(res.status, res.data)
+    return { meta: res.data as FileMeta, callback: res.headers[Headers.callback] === 'granted' }
   }
 
   async truncate (path: string, size: number, token: LeaseCredential): Promise<FileMeta> {
