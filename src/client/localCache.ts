@@ -10,6 +10,15 @@ import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
+import { CopyAppends } from './copyAppends'
+
+/**
+ * A copy brought forward by this client's own appends has its record file rewritten this
+ * long after the last of them, not after each: until then the index in memory vouches for
+ * it, and the record on disk, whose size no longer matches the copy, vouches for nothing
+ * (readRecord refuses it), so a crash in between costs a refetch, never wrong bytes.
+ */
+const RECORD_AFTER_APPENDS_MS = 1_000
 
 export interface CachedFile {
   /** The local copy: read it, never write it (it is replaced whole on the next fetch). */
@@ -49,6 +58,10 @@ export class LocalCache {
   private ready: Promise<void> | null = null
   /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
   private readonly changing = new KeyedMutex()
+  /** Descriptors of copies this client appends to (see applyAppend). */
+  private readonly appends = new CopyAppends()
+  /** Per path, the record file's rewrite after appends (RECORD_AFTER_APPENDS_MS). */
+  private readonly recordTimers = new Map<string, NodeJS.Timeout>()
   /** Per path, the removal of its copy's files under way (removeBehind): not to be read back from disk, nor to take a newer copy with it. */
   private readonly removing = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
@@ -141,6 +154,7 @@ export class LocalCache {
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
         await this.changing.run(path, async () => {
           await this.removing.get(path) // the removal of an older copy must not take this one with it
+          this.appends.drop(path)
           await fsp.rename(partial, this.objectFile(path))
           await this.writeRecord(path, meta)
         })
@@ -208,13 +222,29 @@ export class LocalCache {
         return
       }
       try {
-        await appendInPlace(cached.file, appended)
+        await this.appends.appendTo(path, cached.file, appended)
       } catch {
         await this.invalidateNow(path) // evicted meanwhile
         return
       }
-      await this.writeRecord(path, after)
+      this.recordLater(path, after)
     })
+  }
+
+  /** The index vouches for the copy at `meta` now; its record file follows a little later (RECORD_AFTER_APPENDS_MS). */
+  private recordLater (path: string, meta: FileMeta): void {
+    this.index.set(path, { path, meta })
+    if (this.recordTimers.has(path)) return
+    const timer = setTimeout(() => {
+      this.recordTimers.delete(path)
+      // Under the copy's lock, so it never lands between a replacement's rename and its record.
+      void this.changing.run(path, async () => {
+        const record = this.index.peek(path)
+        if (record !== undefined) await this.writeRecord(path, record.meta)
+      }).catch(() => {}) // the copy went meanwhile; its next store writes a record of its own
+    }, RECORD_AFTER_APPENDS_MS)
+    timer.unref()
+    this.recordTimers.set(path, timer)
   }
 
   /**
@@ -228,6 +258,7 @@ export class LocalCache {
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
     await this.removing.get(path)
+    this.appends.drop(path)
     try {
       await fsp.rename(file, this.objectFile(path))
     } catch (err) {
@@ -266,6 +297,8 @@ export class LocalCache {
       return
     }
     this.index.delete(from)
+    this.appends.drop(from)
+    this.appends.drop(to)
     await this.removing.get(to)
     await fsp.rm(this.recordFile(from), { force: true })
     try {
@@ -375,6 +408,7 @@ export class LocalCache {
 
   /** Removes the path's record, then its copy, after any removal of them under way; nothing waits for it but the path's next copy. */
   private removeBehind (path: string): void {
+    this.appends.drop(path)
     const before = this.removing.get(path)
     const removal = (async () => {
       await before
@@ -455,16 +489,14 @@ function asError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
 }
 
-function hashOf (path: string): string {
-  return crypto.createHash('sha256').update(path).digest('hex')
-}
+/** Names of copies lately used: every step on a copy names its files, and a sha256 each time is not free. */
+const hashes = new LRUCache<string, string>({ max: 10_000 })
 
-/** Appends to a file that must exist: one removed meanwhile is not made anew holding only these bytes. */
-async function appendInPlace (file: string, data: Buffer): Promise<void> {
-  const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
-  try {
-    await handle.appendFile(data)
-  } finally {
-    await handle.close()
+function hashOf (path: string): string {
+  let hash = hashes.get(path)
+  if (hash === undefined) {
+    hash = crypto.createHash('sha256').update(path).digest('hex')
+    hashes.set(path, hash)
   }
+  return hash
 }
