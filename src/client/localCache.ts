@@ -20,6 +20,9 @@ import { CopyAppends } from './copyAppends'
  */
 const RECORD_AFTER_APPENDS_MS = 1_000
 
+/** Copies up to this size that the client holds in memory are written synchronously (see storeBehind). */
+const SMALL_COPY_BYTES = 64 * 1024
+
 export interface CachedFile {
   /** The local copy: read it, never write it (it is replaced whole on the next fetch). */
   file: string
@@ -44,9 +47,10 @@ export { DEFAULT_CACHE_BYTES }
  * A copy's files are removed behind (the index forgets it at once): on some disks an unlink
  * is a slow step (ext4 with online discard: about half a millisecond here), and nothing
  * waits for it but the next copy of the same path and a read of its record from disk.
- * A record is read synchronously (an open's revalidation waits for it, and it is a few
- * microseconds in the kernel's caches, where a trip through libuv's thread pool costs
- * thread switches the open waits for); the cache folder is never on the mount itself
+ * Records are read and written synchronously, and so are small copies the client holds in
+ * memory (an open's revalidation waits for them, and each is a few microseconds in the
+ * kernel's caches, where a trip through libuv's thread pool costs thread switches the open
+ * waits for); large copies stream through the thread pool. The cache folder is never on the mount itself
  * (dfs-mount refuses one there), so that read can never wait on this process's own file system.
  */
 export class LocalCache {
@@ -132,7 +136,7 @@ export class LocalCache {
 
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
-    const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    const partial = this.partialFile(path)
     const writer = await fsp.open(partial, 'w')
     let reader: fsp.FileHandle
     try {
@@ -156,7 +160,7 @@ export class LocalCache {
           await this.removing.get(path) // the removal of an older copy must not take this one with it
           this.appends.drop(path)
           await fsp.rename(partial, this.objectFile(path))
-          await this.writeRecord(path, meta)
+          this.writeRecord(path, meta)
         })
         download.finish()
       } catch (err) {
@@ -184,7 +188,29 @@ export class LocalCache {
    * are, so the caller does not wait for the disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
-    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+    if (data.length > SMALL_COPY_BYTES) {
+      this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+      return
+    }
+    // Small (a stat's inline bytes, a file just created): written synchronously, a few
+    // microseconds into the page cache, where the open that follows at once would otherwise
+    // wait for about eight trips through the thread pool.
+    this.runBehind(path, async () => {
+      await this.init()
+      const partial = this.partialFile(path)
+      await this.changing.run(path, async () => {
+        await this.removing.get(path) // the removal of an older copy must not take this one with it
+        this.appends.drop(path)
+        try {
+          fs.writeFileSync(partial, data)
+          fs.renameSync(partial, this.objectFile(path))
+        } catch (err) {
+          fs.rmSync(partial, { force: true })
+          throw err
+        }
+        this.writeRecord(path, meta)
+      })
+    })
   }
 
   /** A handle on a file that is always empty: what a just-created file holds. */
@@ -240,7 +266,7 @@ export class LocalCache {
       // Under the copy's lock, so it never lands between a replacement's rename and its record.
       void this.changing.run(path, async () => {
         const record = this.index.peek(path)
-        if (record !== undefined) await this.writeRecord(path, record.meta)
+        if (record !== undefined) this.writeRecord(path, record.meta)
       }).catch(() => {}) // the copy went meanwhile; its next store writes a record of its own
     }, RECORD_AFTER_APPENDS_MS)
     timer.unref()
@@ -265,7 +291,7 @@ export class LocalCache {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
       return await this.store(path, meta, fs.createReadStream(file))
     }
-    await this.writeRecord(path, meta)
+    this.writeRecord(path, meta)
     return { file: this.objectFile(path), meta }
   }
 
@@ -307,7 +333,7 @@ export class LocalCache {
       this.removeBehind(from)
       return
     }
-    await this.writeRecord(to, after)
+    this.writeRecord(to, after)
   }
 
   /** After a change of metadata only (mtime, mode): same version and size keep the copy under the new meta. */
@@ -318,7 +344,7 @@ export class LocalCache {
       await this.invalidate(path)
       return
     }
-    await this.writeRecord(path, after)
+    this.writeRecord(path, after)
   }
 
   /** Drops the copies this process knows of below a folder (a folder renamed or removed). */
@@ -398,13 +424,23 @@ export class LocalCache {
     }
   }
 
-  private async writeRecord (path: string, meta: FileMeta): Promise<void> {
+  /**
+   * The record that vouches for a copy: written beside it and renamed over the old one, so a
+   * crash never leaves half a record. Synchronously: a few microseconds into the page cache.
+   */
+  private writeRecord (path: string, meta: FileMeta): void {
     const record: CacheRecord = { path, meta }
     const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
-    await fsp.writeFile(partial, JSON.stringify(record))
-    await fsp.rename(partial, this.recordFile(path))
+    fs.writeFileSync(partial, JSON.stringify(record))
+    fs.renameSync(partial, this.recordFile(path))
     this.index.set(path, record)
   }
+
+  /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
+  private partialFile (path: string): string {
+    return nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+  }
+
 
   /** Removes the path's record, then its copy, after any removal of them under way; nothing waits for it but the path's next copy. */
   private removeBehind (path: string): void {
