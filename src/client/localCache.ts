@@ -50,8 +50,9 @@ export { DEFAULT_CACHE_BYTES }
  * Records are read and written synchronously, and so are small copies the client holds in
  * memory (an open's revalidation waits for them, and each is a few microseconds in the
  * kernel's caches, where a trip through libuv's thread pool costs thread switches the open
- * waits for); large copies stream through the thread pool. The cache folder is never on the mount itself
- * (dfs-mount refuses one there), so that read can never wait on this process's own file system.
+ * waits for); large copies stream through the thread pool. The cache folder is never on the
+ * mount itself (dfs-mount refuses one there), so no such step can wait on this process's
+ * own file system.
  */
 export class LocalCache {
   private readonly objects: string
