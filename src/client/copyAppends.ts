@@ -4,8 +4,8 @@ import { LRUCache } from 'lru-cache'
 /** Copies kept open for appends at most: a log appended to line by line keeps its one. */
 const HANDLES_KEPT = 64
 
-/** Above this, an append to a copy goes through the thread pool (see appendTo). */
-const QUICK_APPEND_BYTES = 1024 * 1024
+/** Above this, an append to a copy goes through the thread pool: the kernel may hold up a large write while it writes dirty pages back. */
+const QUICK_APPEND_BYTES = 64 * 1024
 
 interface Kept {
   fd: number
