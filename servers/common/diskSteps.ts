@@ -42,6 +42,29 @@ export async function writeFully (handle: fsp.FileHandle, data: Buffer, position
   while (done < data.length) done += (await handle.write(data, done, data.length - done, position === undefined ? null : position + done)).bytesWritten
 }
 
+/**
+ * Writes `buffers` (`total` bytes in all) one after the other at the handle's offset (an
+ * O_APPEND handle's end, a new file's next byte): on the event loop when they are small,
+ * else as one writev in the thread pool.
+ */
+export async function writeGathered (handle: fsp.FileHandle, buffers: Buffer[], total: number): Promise<void> {
+  if (total <= QUICK_WRITE_BYTES) {
+    for (const buffer of buffers) await writeFully(handle, buffer)
+    return
+  }
+  let skip = (await handle.writev(buffers)).bytesWritten
+  if (skip === total) return
+  // A short writev (rare on a local disk): the rest, buffer by buffer.
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length
+      continue
+    }
+    await writeFully(handle, buffer.subarray(skip))
+    skip = 0
+  }
+}
+
 /** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */
 export async function syncFile (file: string): Promise<void> {
   const fd = fs.openSync(file, fs.constants.O_RDONLY)
