@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import t from 'tap'
-import { LocalCache } from '../src/client/localCache'
+import { Download, LocalCache } from '../src/client/localCache'
 import type { FileMeta } from '../src/shared/protocol'
 
 const metaOf = (p: string, size: number): FileMeta => ({ path: p, kind: 'file', version: 1, size, mtimeMs: 1 })
@@ -82,4 +82,20 @@ t.test('a copy brought forward by appends: served at once here, its record on di
   const replaced = await cache.get('/log')
   t.same(replaced?.meta, at(8, 8))
   t.equal(fs.readFileSync(replaced?.file as string, 'utf8'), 'new+more', 'the append went to the new copy')
+})
+
+t.test('a download keeps its last bytes in memory for readers that follow it, exactly as written', async (t) => {
+  const download = new Download()
+  const chunk = (n: number): Buffer => Buffer.alloc(1024 * 1024, n)
+  download.advance(2 * 1024 * 1024, [chunk(1), chunk(2)])
+  const target = Buffer.alloc(4096)
+  t.equal(download.copyRecent(target, 4096, 1024 * 1024 - 2048), 4096, 'a read across two chunks is served from memory')
+  t.same([target[0], target[2047], target[2048], target[4095]], [1, 1, 2, 2], 'with the bytes of each')
+  t.equal(download.copyRecent(target, 4096, 2 * 1024 * 1024 - 100), 0, 'not a read past what arrived')
+  for (let i = 3; i <= 12; i++) download.advance(1024 * 1024, [chunk(i)])
+  t.equal(download.copyRecent(target, 4096, 0), 0, 'not bytes older than the window (the copy on disk has them)')
+  t.equal(download.copyRecent(target, 4096, 11 * 1024 * 1024), 4096, 'the newest are')
+  t.equal(target[0], 12)
+  download.finish()
+  t.equal(download.copyRecent(target, 4096, 11 * 1024 * 1024), 0, 'a finished download keeps nothing in memory')
 })

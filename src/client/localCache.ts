@@ -459,9 +459,19 @@ export class LocalCache {
   }
 }
 
+/** Bytes of a download kept in memory after they are on disk (see Download.copyRecent). */
+const RECENT_BYTES = 8 * 1024 * 1024
+
 /** The progress of a copy being stored: how many bytes are on disk, and whether it ended well. */
 export class Download {
   received = 0
+  /**
+   * The last bytes that arrived (at most RECENT_BYTES), as written: a reader that follows the
+   * download, as a sequential read of a large file does, copies them from here instead of
+   * reading them back from the copy (one trip through the thread pool per read saved).
+   */
+  private recent: Array<{ at: number, data: Buffer }> = []
+  private recentBytes = 0
   private outcome: { error: Error | null } | null = null
   private readonly waiting = new Set<{ until: number, resolve: () => void, reject: (err: Error) => void }>()
 
@@ -476,7 +486,32 @@ export class Download {
     return this.outcome !== null && this.outcome.error === null
   }
 
-  advance (bytes: number): void {
+  /**
+   * Copies [position, position + length) into `target` if it is all among the recent bytes;
+   * answers the bytes copied (0 when not: the caller reads the copy).
+   */
+  copyRecent (target: Buffer, length: number, position: number): number {
+    const first = this.recent[0]
+    if (first === undefined || position < first.at || position + length > this.received) return 0
+    let copied = 0
+    for (const { at, data } of this.recent) {
+      const end = at + data.length
+      if (end <= position + copied) continue
+      copied += data.copy(target, copied, position + copied - at, Math.min(data.length, position + length - at))
+      if (copied === length) break
+    }
+    return copied
+  }
+
+  /** `chunks` are on disk now, right after what was before. */
+  advance (bytes: number, chunks: Buffer[] = []): void {
+    let at = this.received
+    for (const data of chunks) {
+      this.recent.push({ at, data })
+      this.recentBytes += data.length
+      at += data.length
+    }
+    while (this.recentBytes > RECENT_BYTES && this.recent.length > 1) this.recentBytes -= (this.recent.shift() as { data: Buffer }).data.length
     this.received += bytes
     for (const waiter of this.waiting) {
       if (this.received >= waiter.until) {
@@ -487,12 +522,17 @@ export class Download {
   }
 
   finish (): void {
+    // Complete: readers read the copy from now on, and the memory goes.
+    this.recent = []
+    this.recentBytes = 0
     this.outcome = { error: null }
     for (const waiter of this.waiting) waiter.resolve()
     this.waiting.clear()
   }
 
   fail (error: Error): void {
+    this.recent = []
+    this.recentBytes = 0
     this.outcome = { error }
     for (const waiter of this.waiting) waiter.reject(error)
     this.waiting.clear()
@@ -504,21 +544,28 @@ export class Download {
  * come while a write is under way go down together in the next one: fewer, larger writes.
  */
 function progressSink (writer: fsp.FileHandle, download: Download): Writable {
-  const put = (data: Buffer, done: (err?: Error | null) => void): void => {
+  // Chunks that came together go down in one writev: no copy into one buffer first.
+  const put = (data: Buffer[], done: (err?: Error | null) => void): void => {
     const at = download.received
+    const length = data.reduce((sum, chunk) => sum + chunk.length, 0)
     const loop = async (): Promise<void> => {
-      let written = 0
-      while (written < data.length) written += (await writer.write(data, written, data.length - written, at + written)).bytesWritten
+      let written = (await writer.writev(data, at)).bytesWritten
+      // A short writev (rare on a local disk): the rest as one buffer.
+      if (written < length) {
+        const rest = Buffer.concat(data).subarray(written)
+        for (let done = 0; done < rest.length;) done += (await writer.write(rest, done, rest.length - done, at + written + done)).bytesWritten
+        written = length
+      }
     }
     loop().then(() => {
-      download.advance(data.length)
+      download.advance(length, data)
       done()
     }, done)
   }
   return new Writable({
     highWaterMark: 4 * 1024 * 1024,
-    write: (chunk: Buffer, _encoding, done) => put(chunk, done),
-    writev: (chunks, done) => put(Buffer.concat(chunks.map((c) => c.chunk as Buffer)), done)
+    write: (chunk: Buffer, _encoding, done) => put([chunk], done),
+    writev: (chunks, done) => put(chunks.map((c) => c.chunk as Buffer), done)
   })
 }
 

@@ -280,7 +280,12 @@ export class OpenFileTable {
     if (!working && file.readerBehind) await this.reopenReader(file)
     const source = working?.handle ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
-    if (!working && file.download) await file.download.waitFor(position + length)
+    if (!working && file.download) {
+      await file.download.waitFor(position + length)
+      // Bytes that just arrived are still in memory: no read of the copy for them.
+      const copied = file.download.copyRecent(buffer, length, position)
+      if (copied === length) return copied
+    }
     const { bytesRead } = await source.read(buffer, 0, length, position)
     if (working || bytesRead === length) return bytesRead
     return await this.readPastCopy(file, buffer, length, position, bytesRead)
