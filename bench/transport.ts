@@ -1,5 +1,7 @@
+import fs from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
+import path from 'node:path'
 import type { Request, Response } from 'express'
 import { Agent, request as undiciRequest } from 'undici'
 import { finishApp, jsonBody, listen, newApp, silentLogger } from '../servers/common/http'
@@ -20,12 +22,18 @@ const N = Number(process.argv[2] ?? 2000)
 const WARMUP = 300
 const ROUNDS = 8
 const BYTES = Buffer.alloc(4096, 7)
+/** A line, as one append of a log: the durable row's body. */
+const LINE = Buffer.alloc(100, 7)
 const SMALL_JSON = { path: '/some/folder/file.txt', owner: 'bench', ttlMs: 30_000 }
 
 type Client = (shape: Shape) => Promise<unknown>
-type Shape = 'get' | 'postJson' | 'postBytes'
+type Shape = 'get' | 'postJson' | 'postBytes' | 'postDurable'
 
-function app (): ReturnType<typeof newApp> {
+/**
+ * `durableFile`: where POST /durable appends its body and fdatasyncs before it answers, as the
+ * file server does an append: the floor of a durable request (one round trip and one sync).
+ */
+function app (durableFile: fs.promises.FileHandle): ReturnType<typeof newApp> {
   const server = newApp()
   server.get('/health', (_req, res) => { res.json({ service: 'lock', protocol: 1, bootId: 'x' }) })
   server.post('/json', jsonBody, (req: Request, res: Response) => { res.json({ got: Object.keys(req.body as object).length }) })
@@ -34,6 +42,14 @@ function app (): ReturnType<typeof newApp> {
     let size = 0
     req.on('data', (chunk: Buffer) => { size += chunk.length })
     req.on('end', () => { res.json({ size }) })
+  })
+  server.post('/durable', (req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      durableFile.write(body).then(async () => await durableFile.datasync()).then(() => res.json({ size: body.length }), (err: Error) => res.status(500).json({ error: err.message }))
+    })
   })
   finishApp(server, silentLogger)
   return server
@@ -44,13 +60,13 @@ function bareClient (base: string): Client {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
   const url = new URL(base)
   return async (shape) => await new Promise((resolve, reject) => {
-    const body = shape === 'postJson' ? Buffer.from(JSON.stringify(SMALL_JSON)) : shape === 'postBytes' ? BYTES : undefined
+    const body = shape === 'postJson' ? Buffer.from(JSON.stringify(SMALL_JSON)) : shape === 'postBytes' ? BYTES : shape === 'postDurable' ? LINE : undefined
     const req = http.request({
       host: url.hostname,
       port: url.port,
       agent,
       method: shape === 'get' ? 'GET' : 'POST',
-      path: shape === 'get' ? '/health' : shape === 'postJson' ? '/json' : '/bytes',
+      path: shape === 'get' ? '/health' : shape === 'postJson' ? '/json' : shape === 'postDurable' ? '/durable' : '/bytes',
       headers: body === undefined
         ? {}
         : { 'Content-Type': shape === 'postJson' ? 'application/json' : 'application/octet-stream', 'Content-Length': body.length }
@@ -70,6 +86,7 @@ function transportClient (base: string): Client {
   return async (shape) => {
     if (shape === 'get') return await transport.json({ method: 'GET', route: '/health' })
     if (shape === 'postJson') return await transport.json({ method: 'POST', route: '/json', body: SMALL_JSON })
+    if (shape === 'postDurable') return await transport.json({ method: 'POST', route: '/durable', body: LINE })
     return await transport.json({ method: 'POST', route: '/bytes', body: BYTES })
   }
 }
@@ -81,7 +98,7 @@ function undiciClient (base: string): Client {
       ? await undiciRequest(`${base}/health`, { dispatcher })
       : shape === 'postJson'
         ? await undiciRequest(`${base}/json`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(SMALL_JSON) })
-        : await undiciRequest(`${base}/bytes`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: BYTES })
+        : await undiciRequest(`${base}/${shape === 'postDurable' ? 'durable' : 'bytes'}`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: shape === 'postDurable' ? LINE : BYTES })
     return await body.json()
   }
 }
@@ -92,13 +109,15 @@ function median (values: number[]): number {
 }
 
 async function main (): Promise<void> {
-  const server = await listen(app(), 0, '127.0.0.1')
+  const durableDir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'dfs-transport-bench-'))
+  const durableFile = await fs.promises.open(path.join(durableDir, 'appends'), 'a')
+  const server = await listen(app(durableFile), 0, '127.0.0.1')
   const clients: Array<[string, Client]> = [
     ['bare http.request', bareClient(server.url)],
     ['dfs Transport', transportClient(server.url)],
     ['undici request', undiciClient(server.url)]
   ]
-  const shapes: Array<[Shape, string]> = [['get', 'GET /health'], ['postJson', 'POST small JSON'], ['postBytes', 'POST 4 KiB Buffer']]
+  const shapes: Array<[Shape, string]> = [['get', 'GET /health'], ['postJson', 'POST small JSON'], ['postBytes', 'POST 4 KiB Buffer'], ['postDurable', 'POST 100 B, synced']]
   console.log(`transport micro-benchmark: ${N} sequential keep-alive calls per row, Node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
   console.log('')
   console.log(`${'call'.padEnd(20)}${'client'.padEnd(20)}${'median µs'.padStart(10)}${'x bare'.padStart(8)}`)
@@ -123,6 +142,8 @@ async function main (): Promise<void> {
   }
   console.log(`load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`)
   await server.close()
+  await durableFile.close()
+  await fs.promises.rm(durableDir, { recursive: true, force: true })
 }
 
 main().then(() => process.exit(0), (err: unknown) => {
