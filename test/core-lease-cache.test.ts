@@ -67,3 +67,20 @@ t.test('writes under a checked delegated lease ask the lock server once; a super
   await t.rejects(file.store('/f.txt', Buffer.from('too late\n'), leaseCredentialOf(short)), LeaseError, 'a write under a lapsed lease is refused')
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'f.txt'), 'utf8'), 'short\n')
 })
+
+t.test('a create sent with a lease (PUT /create, X-Dfs-Lock-Token): checked before the file takes its name; a wrong one creates nothing', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const file = fileApiOf(cluster.fileServers[0])
+  const lock = new LockApi(new Transport('lock server', cluster.lock.url, 2000, cluster.credentials.caller))
+  const lease = await lock.acquire({ path: '/db/j', owner: 'creator' })
+
+  const wrong = `${lease.token}.${'0'.repeat(lease.secret.length)}`
+  await t.rejects(file.createWithContent('/db/j', Buffer.from('bytes'), { token: wrong }), LeaseError, 'a wrong secret is refused')
+  t.notOk(fs.existsSync(path.join(cluster.roots[0], 'db', 'j')), 'and nothing was created')
+
+  const made = await file.createWithContent('/db/j', Buffer.from('bytes'), { token: leaseCredentialOf(lease) })
+  t.equal(made.meta.size, 5, 'the right one creates the file')
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'db', 'j'), 'utf8'), 'bytes')
+  // The file server now knows the lease: an append without it waits for it (LOCKED).
+  await t.rejects(file.append('/db/j', Buffer.from('x')), { code: 'LOCKED' }, 'an append without the lease is held back')
+})

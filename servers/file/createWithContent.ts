@@ -24,7 +24,9 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
     const mode = query.optionalInt('mode', { min: 0, max: 0o7777 })
     const mtimeMs = query.optionalInt('mtimeMs', { min: 0 })
     const { machineId } = ctx.self()
-    if (req.get(Headers.lockToken) !== undefined) await ctx.leases.require(req, path)
+    // Checked while the body arrives, and waited for before the file takes its name.
+    const leaseChecked = req.get(Headers.lockToken) !== undefined ? ctx.leases.require(req, path) : undefined
+    leaseChecked?.catch(() => {}) // thrown where it is awaited (guard), not unhandled meanwhile
     // Promised before the file exists: any change after the create breaks it.
     const granted = wantsCallback(req) && grantCaller(ctx.callbacks, req, path)
     // The claim goes beside the server's last round of fsyncs (FileStore.createWithContent).
@@ -33,7 +35,8 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
       run: async () => await ctx.directory().claim(machineId, path, 'file', changerOf(req)),
       undo: async () => await ctx.directory().drop(machineId, path)
     }
-    const { meta, repeated } = await ctx.store.createWithContent(path, req, { mode, mtimeMs, changeId: changeIdOf(req) }, claim)
+    const guard = async (): Promise<void> => { await leaseChecked }
+    const { meta, repeated } = await ctx.store.createWithContent(path, req, { mode, mtimeMs, changeId: changeIdOf(req), guard }, claim)
     // A retry of a create whose first try placed the file: its claim may have gone through too.
     if (repeated && !(await claimedHere(ctx, path, machineId))) {
       try {

@@ -408,8 +408,10 @@ export class FileStore {
    * `repeated`: a retry whose first try placed the file already (`changeId`) is answered
    * as the file is, so a create whose answer was lost is not refused as a clash with itself;
    * `alongside` does not run then (the caller checks what it must).
+   * `guard` (the creator's lease, checked while the body arrives) must pass before anything
+   * takes the path.
    */
-  async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string } = {},
+  async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string, guard?: WriteGuard } = {},
     alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
     const disk = this.diskPath(path)
@@ -421,6 +423,7 @@ export class FileStore {
     parentChecked.catch(() => {})
     return await this.withUpload(body, async (upload) => await this.writes.run(path, async () => {
       await parentChecked
+      await opts.guard?.()
       if (opts.changeId !== undefined && this.versions.applied(path, opts.changeId)) {
         const placed = await this.statOrNull(path)
         if (placed !== null) return { meta: placed, repeated: true }

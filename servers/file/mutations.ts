@@ -129,19 +129,21 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     // The client's own copy of the folder drops the name from the answer (changerOf).
     await ctx.directory().drop(machineId, path, changerOf(req))
-    try {
-      await store.remove(path)
-    } catch (err) {
-      await tryTo(`give ${path} back to the directory`, async () => await ctx.directory().claim(machineId, path, 'file'))
-      throw err
-    }
-    leases.forget(path)
-    // Side by side: the key's removal and the other holders' breaks need not wait for each other.
+    // Side by side once no reader finds the path: the file's removal from the disk, its key's
+    // from the lock server (keys are implicit: one removed early is made again by the next
+    // acquire) and the other holders' breaks need not wait for each other.
     let keyRemoved = true
-    await Promise.all([
+    const [removed, , broken] = await Promise.allSettled([
+      store.remove(path),
       tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path)).then((done) => { keyRemoved = done }),
       changed(req, path, null)
     ])
+    if (removed.status === 'rejected') {
+      await tryTo(`give ${path} back to the directory`, async () => await ctx.directory().claim(machineId, path, 'file'))
+      throw removed.reason
+    }
+    if (broken.status === 'rejected') throw broken.reason
+    leases.forget(path)
     // keyRemoved: the lease the unlink came under went with its key, so its holder need not give it back.
     const answer: RemovedAnswer = { path, removed: true, keyRemoved }
     res.json(answer)
