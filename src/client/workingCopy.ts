@@ -156,13 +156,19 @@ export class WorkingCopy {
     await fsp.copyFile(this.file, target)
   }
 
-  /** Gives the lock back; a copy that is exactly what was stored becomes the cached copy (unless `keep` is false: the file is gone). */
+  /**
+   * Gives the lock back; a copy that is exactly what was stored becomes the cached copy
+   * (unless `keep` is false: the file is gone). The lock goes first: the copy is of a stored
+   * version, which needs no lock to be cached, and the program's next step on the file (an
+   * unlink of sqlite's journal right after its close) waits for the lock, not for the cache.
+   */
   async close (backend: WorkingCopyBackend, opts: { keep?: boolean } = {}): Promise<void> {
     try {
       await this.handle.close()
+      await this.held.release()
       if (opts.keep !== false && !this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
     } finally {
-      await this.held.release()
+      await this.held.release() // once only: a no-op if given back above
       await fsp.rm(this.file, { force: true })
     }
   }
