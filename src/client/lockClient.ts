@@ -116,7 +116,8 @@ export class LockClient {
 
   private hold (lease: LockLease): HeldLock {
     let lost = false
-    const renewal = setInterval(() => {
+    const renew = (): void => {
+      if (lost) return
       this.api.renew(lease.path, leaseCredentialOf(lease)).catch((err: unknown) => {
         // A lock server that does not answer may come back before the lease ends: keep
         // trying. A lease it says is gone is lost for good (a store under it is refused, and
@@ -126,11 +127,13 @@ export class LockClient {
           clearInterval(renewal)
         }
       })
-    }, Math.max(50, lease.ttlMs / 3))
+    }
+    const renewal = setInterval(renew, Math.max(50, lease.ttlMs / 3))
     renewal.unref()
     const holding: Holding = {
       lease,
       valid: () => !lost,
+      renewNow: renew,
       drop: () => {
         lost = true
         clearInterval(renewal)
