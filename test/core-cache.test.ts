@@ -57,3 +57,29 @@ t.test('a copy being stored can be read as it arrives, and only a whole one is k
   t.equal(await cache.get('/short'), null, 'and is not kept')
   t.same((await fsp.readdir(path.join(dir, 'tmp'))), [], 'nor left behind')
 })
+
+t.test('a copy brought forward by appends: served at once here, its record on disk follows, and a replaced copy is appended to afresh', async (t) => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-cache-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const cache = new LocalCache(dir)
+  const at = (version: number, size: number): FileMeta => ({ path: '/log', kind: 'file', version, size, mtimeMs: 1 })
+  await cache.store('/log', at(1, 3), Readable.from([Buffer.from('one')]))
+  cache.applyAppend('/log', Buffer.from('-two'), at(2, 7))
+  cache.applyAppend('/log', Buffer.from('-three'), at(3, 13))
+  const here = await cache.get('/log')
+  t.same(here?.meta, at(3, 13), 'this process serves the copy at the appends\' version at once')
+  t.equal(fs.readFileSync(here?.file as string, 'utf8'), 'one-two-three')
+
+  // Another process sharing the folder: the record on disk still names version 1 and 3 bytes,
+  // which the copy no longer has, so it vouches for nothing until it is rewritten.
+  t.equal(await new LocalCache(dir).get('/log'), null, 'another process does not trust the old record')
+  await new Promise((resolve) => setTimeout(resolve, 1_500))
+  t.same((await new LocalCache(dir).get('/log'))?.meta, at(3, 13), 'once rewritten, the record vouches for the copy as it is')
+
+  // A new copy of the path replaces the file the kept descriptor was open on.
+  await cache.store('/log', at(7, 3), Readable.from([Buffer.from('new')]))
+  cache.applyAppend('/log', Buffer.from('+more'), at(8, 8))
+  const replaced = await cache.get('/log')
+  t.same(replaced?.meta, at(8, 8))
+  t.equal(fs.readFileSync(replaced?.file as string, 'utf8'), 'new+more', 'the append went to the new copy')
+})

@@ -10,7 +10,7 @@ import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { VersionLog } from './versionLog'
-import { QUICK_WRITE_BYTES, syncFile } from '../common/diskSteps'
+import { syncFile, writeGathered } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
 import { AppendHandles } from './appendHandles'
@@ -989,22 +989,28 @@ interface Written {
   crc: number
 }
 
+/** A body's chunks (64 KiB each from HTTP) are gathered up to this many bytes per write: one trip through the thread pool per MiB, not per chunk. */
+const GATHERED_WRITE_BYTES = 1024 * 1024
+
 /** Writes a stream through a handle we keep: a stream made from the handle would pin it open. */
 async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<Written> {
   let bytes = 0
   let crc = 0
+  let gathered: Buffer[] = []
+  let gatheredBytes = 0
   for await (const chunk of body) {
     const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
-    let done = 0
-    // The first bytes on the event loop (servers/common/diskSteps.ts): a small body is one quick step.
-    if (bytes + buffer.length <= QUICK_WRITE_BYTES) {
-      while (done < buffer.length) done += fs.writeSync(handle.fd, buffer, done, buffer.length - done)
-    } else {
-      while (done < buffer.length) done += (await handle.write(buffer, done, buffer.length - done)).bytesWritten
-    }
+    gathered.push(buffer)
+    gatheredBytes += buffer.length
     bytes += buffer.length
     crc = zlib.crc32(buffer, crc)
+    if (gatheredBytes >= GATHERED_WRITE_BYTES) {
+      await writeGathered(handle, gathered, gatheredBytes)
+      gathered = []
+      gatheredBytes = 0
+    }
   }
+  await writeGathered(handle, gathered, gatheredBytes)
   return { bytes, crc }
 }
 

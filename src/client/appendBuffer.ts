@@ -1,33 +1,57 @@
+/** The first slab's size; each next one is twice the last, up to MAX_SLAB_BYTES. */
+const FIRST_SLAB_BYTES = 16 * 1024
+const MAX_SLAB_BYTES = 1024 * 1024
+
+interface Slab {
+  buffer: Buffer
+  /** Bytes of `buffer` holding data. */
+  used: number
+}
+
 /**
  * Bytes a handle wrote at the end of its file and has not sent yet: many small write()
  * calls leave as one append. A send that fails puts its bytes back in front, so a retry
  * sends them again in order.
+ *
+ * Writes are copied (the kernel reuses its buffer once a write is answered) into slabs that
+ * grow from 16 KiB to 1 MiB, not each into a buffer of its own: a large file arrives in
+ * 128 KiB writes, and allocating each one cost the mount more than copying it.
  */
 export class AppendBuffer {
-  private chunks: Buffer[] = []
+  private slabs: Slab[] = []
   private bytes = 0
 
   get size (): number {
     return this.bytes
   }
 
-  /** Keeps a copy: the kernel reuses its buffer once the write is answered. */
   push (data: Buffer): void {
-    this.chunks.push(Buffer.from(data))
+    let at = 0
+    while (at < data.length) {
+      let last = this.slabs[this.slabs.length - 1]
+      if (last === undefined || last.used === last.buffer.length) {
+        const size = Math.min(MAX_SLAB_BYTES, last === undefined ? FIRST_SLAB_BYTES : last.buffer.length * 2)
+        last = { buffer: Buffer.allocUnsafeSlow(Math.max(size, Math.min(MAX_SLAB_BYTES, data.length - at))), used: 0 }
+        this.slabs.push(last)
+      }
+      const copied = data.copy(last.buffer, last.used, at)
+      last.used += copied
+      at += copied
+    }
     this.bytes += data.length
   }
 
   /** Everything held, as one buffer, leaving the buffer empty. */
   take (): Buffer {
-    const data = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
-    this.chunks = []
+    const parts = this.slabs.map((slab) => slab.buffer.subarray(0, slab.used))
+    this.slabs = []
     this.bytes = 0
-    return data
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts)
   }
 
   /** Bytes that could not be sent go back in front of anything written since. */
   putBack (data: Buffer): void {
-    this.chunks.unshift(data)
+    this.slabs.unshift({ buffer: data, used: data.length })
     this.bytes += data.length
   }
 }

@@ -10,6 +10,18 @@ import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
+import { CopyAppends } from './copyAppends'
+
+/**
+ * A copy brought forward by this client's own appends has its record file rewritten this
+ * long after the last of them, not after each: until then the index in memory vouches for
+ * it, and the record on disk, whose size no longer matches the copy, vouches for nothing
+ * (readRecord refuses it), so a crash in between costs a refetch, never wrong bytes.
+ */
+const RECORD_AFTER_APPENDS_MS = 1_000
+
+/** Copies up to this size that the client holds in memory are written synchronously (see storeBehind). */
+const SMALL_COPY_BYTES = 64 * 1024
 
 export interface CachedFile {
   /** The local copy: read it, never write it (it is replaced whole on the next fetch). */
@@ -35,10 +47,12 @@ export { DEFAULT_CACHE_BYTES }
  * A copy's files are removed behind (the index forgets it at once): on some disks an unlink
  * is a slow step (ext4 with online discard: about half a millisecond here), and nothing
  * waits for it but the next copy of the same path and a read of its record from disk.
- * A record is read synchronously (an open's revalidation waits for it, and it is a few
- * microseconds in the kernel's caches, where a trip through libuv's thread pool costs
- * thread switches the open waits for); the cache folder is never on the mount itself
- * (dfs-mount refuses one there), so that read can never wait on this process's own file system.
+ * Records are read and written synchronously, and so are small copies the client holds in
+ * memory (an open's revalidation waits for them, and each is a few microseconds in the
+ * kernel's caches, where a trip through libuv's thread pool costs thread switches the open
+ * waits for); large copies stream through the thread pool. The cache folder is never on the
+ * mount itself (dfs-mount refuses one there), so no such step can wait on this process's
+ * own file system.
  */
 export class LocalCache {
   private readonly objects: string
@@ -49,6 +63,10 @@ export class LocalCache {
   private ready: Promise<void> | null = null
   /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
   private readonly changing = new KeyedMutex()
+  /** Descriptors of copies this client appends to (see applyAppend). */
+  private readonly appends = new CopyAppends()
+  /** Per path, the record file's rewrite after appends (RECORD_AFTER_APPENDS_MS). */
+  private readonly recordTimers = new Map<string, NodeJS.Timeout>()
   /** Per path, the removal of its copy's files under way (removeBehind): not to be read back from disk, nor to take a newer copy with it. */
   private readonly removing = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
@@ -119,7 +137,7 @@ export class LocalCache {
 
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
     await this.init()
-    const partial = nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    const partial = this.partialFile(path)
     const writer = await fsp.open(partial, 'w')
     let reader: fsp.FileHandle
     try {
@@ -141,8 +159,9 @@ export class LocalCache {
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
         await this.changing.run(path, async () => {
           await this.removing.get(path) // the removal of an older copy must not take this one with it
+          this.appends.drop(path)
           await fsp.rename(partial, this.objectFile(path))
-          await this.writeRecord(path, meta)
+          this.writeRecord(path, meta)
         })
         download.finish()
       } catch (err) {
@@ -170,7 +189,29 @@ export class LocalCache {
    * are, so the caller does not wait for the disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
-    this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+    if (data.length > SMALL_COPY_BYTES) {
+      this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
+      return
+    }
+    // Small (a stat's inline bytes, a file just created): written synchronously, a few
+    // microseconds into the page cache, where the open that follows at once would otherwise
+    // wait for about eight trips through the thread pool.
+    this.runBehind(path, async () => {
+      await this.init()
+      const partial = this.partialFile(path)
+      await this.changing.run(path, async () => {
+        await this.removing.get(path) // the removal of an older copy must not take this one with it
+        this.appends.drop(path)
+        try {
+          fs.writeFileSync(partial, data)
+          fs.renameSync(partial, this.objectFile(path))
+        } catch (err) {
+          fs.rmSync(partial, { force: true })
+          throw err
+        }
+        this.writeRecord(path, meta)
+      })
+    })
   }
 
   /** A handle on a file that is always empty: what a just-created file holds. */
@@ -208,13 +249,29 @@ export class LocalCache {
         return
       }
       try {
-        await appendInPlace(cached.file, appended)
+        await this.appends.appendTo(path, cached.file, appended)
       } catch {
         await this.invalidateNow(path) // evicted meanwhile
         return
       }
-      await this.writeRecord(path, after)
+      this.recordLater(path, after)
     })
+  }
+
+  /** The index vouches for the copy at `meta` now; its record file follows a little later (RECORD_AFTER_APPENDS_MS). */
+  private recordLater (path: string, meta: FileMeta): void {
+    this.index.set(path, { path, meta })
+    if (this.recordTimers.has(path)) return
+    const timer = setTimeout(() => {
+      this.recordTimers.delete(path)
+      // Under the copy's lock, so it never lands between a replacement's rename and its record.
+      void this.changing.run(path, async () => {
+        const record = this.index.peek(path)
+        if (record !== undefined) this.writeRecord(path, record.meta)
+      }).catch(() => {}) // the copy went meanwhile; its next store writes a record of its own
+    }, RECORD_AFTER_APPENDS_MS)
+    timer.unref()
+    this.recordTimers.set(path, timer)
   }
 
   /**
@@ -228,13 +285,14 @@ export class LocalCache {
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
     await this.removing.get(path)
+    this.appends.drop(path)
     try {
       await fsp.rename(file, this.objectFile(path))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
       return await this.store(path, meta, fs.createReadStream(file))
     }
-    await this.writeRecord(path, meta)
+    this.writeRecord(path, meta)
     return { file: this.objectFile(path), meta }
   }
 
@@ -266,6 +324,8 @@ export class LocalCache {
       return
     }
     this.index.delete(from)
+    this.appends.drop(from)
+    this.appends.drop(to)
     await this.removing.get(to)
     await fsp.rm(this.recordFile(from), { force: true })
     try {
@@ -274,7 +334,7 @@ export class LocalCache {
       this.removeBehind(from)
       return
     }
-    await this.writeRecord(to, after)
+    this.writeRecord(to, after)
   }
 
   /** After a change of metadata only (mtime, mode): same version and size keep the copy under the new meta. */
@@ -285,7 +345,7 @@ export class LocalCache {
       await this.invalidate(path)
       return
     }
-    await this.writeRecord(path, after)
+    this.writeRecord(path, after)
   }
 
   /** Drops the copies this process knows of below a folder (a folder renamed or removed). */
@@ -365,16 +425,27 @@ export class LocalCache {
     }
   }
 
-  private async writeRecord (path: string, meta: FileMeta): Promise<void> {
+  /**
+   * The record that vouches for a copy: written beside it and renamed over the old one, so a
+   * crash never leaves half a record. Synchronously: a few microseconds into the page cache.
+   */
+  private writeRecord (path: string, meta: FileMeta): void {
     const record: CacheRecord = { path, meta }
     const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
-    await fsp.writeFile(partial, JSON.stringify(record))
-    await fsp.rename(partial, this.recordFile(path))
+    fs.writeFileSync(partial, JSON.stringify(record))
+    fs.renameSync(partial, this.recordFile(path))
     this.index.set(path, record)
   }
 
+  /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
+  private partialFile (path: string): string {
+    return nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+  }
+
+
   /** Removes the path's record, then its copy, after any removal of them under way; nothing waits for it but the path's next copy. */
   private removeBehind (path: string): void {
+    this.appends.drop(path)
     const before = this.removing.get(path)
     const removal = (async () => {
       await before
@@ -455,16 +526,14 @@ function asError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
 }
 
-function hashOf (path: string): string {
-  return crypto.createHash('sha256').update(path).digest('hex')
-}
+/** Names of copies lately used: every step on a copy names its files, and a sha256 each time is not free. */
+const hashes = new LRUCache<string, string>({ max: 10_000 })
 
-/** Appends to a file that must exist: one removed meanwhile is not made anew holding only these bytes. */
-async function appendInPlace (file: string, data: Buffer): Promise<void> {
-  const handle = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND)
-  try {
-    await handle.appendFile(data)
-  } finally {
-    await handle.close()
+function hashOf (path: string): string {
+  let hash = hashes.get(path)
+  if (hash === undefined) {
+    hash = crypto.createHash('sha256').update(path).digest('hex')
+    hashes.set(path, hash)
   }
+  return hash
 }

@@ -115,10 +115,3 @@ export const defaultClientOptions = {
   timeoutMs: DEFAULT_TIMEOUT_MS,
   lockTimeoutMs: DEFAULT_LOCK_TIMEOUT_MS
 }
-
-/**
- * Writes of up to this many bytes into a local disk's page cache are made synchronously, on
- * the event loop, by the servers and the mount's cache; larger ones in libuv's thread pool
- * (see servers/common/diskSteps.ts for why).
- */
-export const QUICK_WRITE_BYTES = 1024 * 1024
