@@ -5,7 +5,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import type { Test } from 'tap'
 import { LockApi } from '../src/shared/api'
-import { LeaseError, LockedError } from '../src/shared/errors'
+import { BusyError, LeaseError, LockedError } from '../src/shared/errors'
 import { leaseCredentialOf } from '../src/shared/leaseCredential'
 import type { LockLease } from '../src/shared/protocol'
 import { Transport } from '../src/shared/transport'
@@ -146,4 +146,29 @@ t.test('a client whose connections to the lock server are cut while it uses a de
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'f.txt'), 'utf8'), 'holder\n', 'a store under the lease is taken')
   await held.release()
   t.ok(await acquireWithin(taker, '/f.txt', 'taker', FREED_WITHIN_MS), 'once its use ended, the key goes to the other client (the channel is gone: not kept)')
+})
+
+t.test('a folder whose file\'s delegated lease belongs to a gone client can be renamed once the lease is ended', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'dir/f.txt': 'old\n' }], { leaseMs: LEASE_MS })
+  const gone = await delegatingClient(t, cluster, 'gone-holder')
+  const held = await gone.lock.acquire({ path: '/dir/f.txt', owner: 'gone', delegate: true })
+  t.equal(held.delegated, true)
+  const client = cluster.client()
+  t.teardown(() => client.close())
+  await t.rejects(client.rename('/dir', '/moved'), BusyError, 'busy while the holder\'s client is live')
+
+  gone.channel.close()
+  let busy = 0
+  await waitFor('the rename to go through', async () => {
+    try {
+      await client.rename('/dir', '/moved')
+      return true
+    } catch (err) {
+      if (!(err instanceof BusyError)) throw err
+      busy++
+      return false
+    }
+  }, FREED_WITHIN_MS, 200)
+  t.pass(`renamed (busy ${busy} times first), though the lease had ${LEASE_MS} ms to run`)
+  t.equal((await client.readFile('/moved/f.txt')).toString(), 'old\n')
 })
