@@ -146,7 +146,7 @@ export const lockWaitSeconds = new Histogram({
 
 export const lockHoldSeconds = new Histogram({
   name: 'dfs_lock_hold_seconds',
-  help: 'Time a lease was held, from its grant to its release (outcome released) or its lapse (outcome expired)',
+  help: 'Time a lease was held, from its grant to its release (outcome released), its lapse (outcome expired) or its end by the server, its delegated holder gone (outcome abandoned)',
   labelNames: ['outcome'] as const,
   buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
   registers

@@ -26,6 +26,12 @@ interface ClientLease {
 }
 
 /**
+ * Told that a client was forgotten at `now`: its lease ran until `until` (later than `now`
+ * when its channel closed first), both on the table's clock.
+ */
+export type ForgetListener = (clientId: string, until: number, now: number) => void
+
+/**
  * Callbacks, as AFS has them: a promise from this file server to a client that it will be
  * told before a file it has cached changes, so that until then the client may open and stat
  * the file with no request at all.
@@ -57,7 +63,15 @@ export class CallbackTable {
     dispose: (seq, _key, reason) => { if (reason === 'evict') this.forgottenUpTo = Math.max(this.forgottenUpTo, seq) }
   })
 
+  /** Told of every client forgotten (see whenForgotten). */
+  private forgotten: ForgetListener | undefined
+
   constructor (readonly leaseMs: number, private readonly stats?: Pick<FileServerStats, 'callbacksGranted' | 'callbacksBroken'>, private readonly now: () => number = monotonicMs) {}
+
+  /** Tells `listener` of each client forgotten from now on (its channel closed, or its lease ran out): the lock server's delegated leases follow it. */
+  whenForgotten (listener: ForgetListener): void {
+    this.forgotten = listener
+  }
 
   /**
    * Extends a client's lease and says for how long it runs from now. `known` is false when
@@ -249,5 +263,6 @@ export class CallbackTable {
         if (holders.size === 0) this.holders.delete(path)
       }
     }
+    this.forgotten?.(clientId, client.until, this.now())
   }
 }

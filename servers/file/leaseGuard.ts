@@ -62,7 +62,7 @@ export class LeaseGuard {
     }
     let expiresInMs: number
     let holder: string | undefined
-    let delegated = false
+    let trustForMs: number | undefined
     // Taken before the question: the lease ran at least until sentAt + expiresInMs.
     const sentAt = this.now()
     try {
@@ -70,7 +70,7 @@ export class LeaseGuard {
       holder = answer.holder
       refuseOthers(holder, writer, lockPath, token)
       expiresInMs = answer.expiresInMs
-      delegated = answer.delegated === true
+      if (answer.delegated === true) trustForMs = Math.min(expiresInMs, answer.trustForMs ?? expiresInMs)
     } catch (err) {
       if (err instanceof NotFoundError) throw new LeaseError(`the lock server has no key for ${lockPath}`, { path: lockPath, token })
       throw err
@@ -78,12 +78,14 @@ export class LeaseGuard {
     /*
      * The answer about a delegated lease (one its client keeps after use: servers/lock/
      * delegations.ts) is trusted, for this exact credential (TOKEN.SECRET), until sentAt +
-     * expiresInMs: never later than the lease's real end, as the lock server counted it when
-     * it answered after sentAt. So the next writes under a kept lease cost no question to
-     * the lock server. Other leases are asked about at every write, as before. This is safe:
-     * - a lease that ran out (the holder died, or its renewals stopped) is asked about again,
-     *   and refused; the holder's renewals move the lock server's end, not this one, so a
-     *   long-kept lease is asked about once per expiresInMs;
+     * trustForMs: never later than the lease's real end, as the lock server counted it when
+     * it answered after sentAt, nor than the lock server may end it early because its client
+     * is gone (servers/lock/delegatedLeases.ts: it waits for every trust it gave to run out).
+     * So the next writes under a kept lease cost no question to the lock server. Other
+     * leases are asked about at every write, as before. This is safe:
+     * - a lease that ran out (the holder died, or its renewals stopped) or was ended is asked
+     *   about again, and refused; the holder's renewals move the lock server's end, not this
+     *   one, so a long-kept lease is asked about once per trustForMs;
      * - a lease given back early and the key granted again gives the new holder a higher
      *   token (tokens only grow), which raises this path's floor at its first write here:
      *   from then on the former holder is refused without a question, as today. A delegated
@@ -94,7 +96,7 @@ export class LeaseGuard {
      *   constant time, as the lock server does).
      */
     const until = this.now() + expiresInMs
-    this.known.set(lockPath, { token, until, checked: delegated ? { credential, holder, trustedUntil: sentAt + expiresInMs } : undefined })
+    this.known.set(lockPath, { token, until, checked: trustForMs === undefined ? undefined : { credential, holder, trustedUntil: sentAt + trustForMs } })
     return token
   }
 

@@ -1,10 +1,11 @@
 import type { Express, Request } from 'express'
-import { LRUCache } from 'lru-cache'
-import { delegationKey, LockRoutes } from '../../src/shared/protocol'
+import { delegationKey, Headers, LockRoutes } from '../../src/shared/protocol'
 import type { DelegationKind } from '../../src/shared/protocol'
 import { CallbackTable } from '../file/callbacks'
 import { mountCallbackRoutes } from '../file/callbackRoutes'
-import { grantCaller, writerOf } from '../file/callerClient'
+import { grantCaller, subjectOf, writerOf } from '../file/callerClient'
+import { DelegatedLeases } from './delegatedLeases'
+import type { AbandonedLease } from './delegatedLeases'
 
 /**
  * Delegations, on the lock server: something this server would otherwise decide on every
@@ -19,16 +20,14 @@ import { grantCaller, writerOf } from '../file/callerClient'
  * routes (LockRoutes.events, renewCallbacks, acknowledgeBreak). A client id is bound to the
  * credential subject that first used it: one client cannot hold or acknowledge another's.
  */
-/** Delegated leases remembered (by path, the token); one forgotten is only asked about again by file servers. */
-const REMEMBERED_LEASES = 100_000
-
 export class Delegations {
   readonly table: CallbackTable
-  /** Per path, the token of the lease last granted with its delegation (until released or the key removed). */
-  private readonly delegatedLeases = new LRUCache<string, number>({ max: REMEMBERED_LEASES })
+  /** Per path, the lease last granted with its delegation (until released, ended or the key removed), and its client. */
+  private readonly leases: DelegatedLeases
 
   constructor (leaseMs: number) {
     this.table = new CallbackTable(leaseMs)
+    this.leases = new DelegatedLeases(this.table)
   }
 
   /** The event channel, lease renewal and break acknowledgement routes. */
@@ -65,19 +64,30 @@ export class Delegations {
     await this.table.breakUnder(folder === '/' ? `${kind}:` : delegationKey(kind, folder), undefined)
   }
 
-  /** The lease with this token on the path was granted with its delegation. */
-  leaseDelegated (path: string, token: number): void {
-    this.delegatedLeases.set(path, token)
+  /** The lease with this token on the path was granted with its delegation, to the caller's client (grant said yes). */
+  leaseDelegated (req: Request, path: string, token: number): void {
+    const client = req.get(Headers.clientId)
+    if (client !== undefined) this.leases.granted(path, token, client, subjectOf(req))
   }
 
   /** Whether the lease with this token on the path was granted with its delegation (GET /locks/check says so). */
   isLeaseDelegated (path: string, token: number): boolean {
-    return this.delegatedLeases.get(path) === token
+    return this.leases.isDelegated(path, token)
   }
 
-  /** The path's lease was released, or its key removed. */
+  /** How long a file server may trust a check of this delegated lease that found it `expiresInMs` from its end (CheckAnswer.trustForMs). */
+  vouchFor (path: string, token: number, expiresInMs: number): number {
+    return this.leases.vouch(path, token, expiresInMs)
+  }
+
+  /** The path's delegated lease, if its client is gone and it may be ended now (delegatedLeases.ts). */
+  abandonedLease (path: string): AbandonedLease | undefined {
+    return this.leases.abandoned(path)
+  }
+
+  /** The path's lease was released or ended, or its key removed. */
   leaseEnded (path: string): void {
-    this.delegatedLeases.delete(path)
+    this.leases.ended(path)
   }
 
   closeAll (): void {

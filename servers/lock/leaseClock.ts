@@ -26,11 +26,12 @@ export class LeaseClock {
     if (lease) lease.expiresAt = expiresAt
   }
 
-  released (token: number): void {
+  /** `outcome` abandoned: the server ended it, its holder being gone (delegatedLeases.ts). */
+  released (token: number, outcome: 'released' | 'abandoned' = 'released'): void {
     const lease = this.granted.get(token)
     if (!lease) return
     this.granted.delete(token)
-    lockHoldSeconds.observe({ outcome: 'released' }, (this.now() - lease.at) / 1000)
+    lockHoldSeconds.observe({ outcome }, (this.now() - lease.at) / 1000)
   }
 
   /** The live leases, with their age where it is known. */

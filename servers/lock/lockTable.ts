@@ -80,6 +80,21 @@ export class LockTable {
     }
   }
 
+  /**
+   * Ends the live lease with this token, with no word from its holder, if it was granted or
+   * last renewed before `silentSince` (wall-clock ms): a delegated lease whose client is gone
+   * (servers/lock/delegatedLeases.ts). A renewal since then proves the holder alive, and the
+   * compare-and-set makes one that lands meanwhile win. Whether it ended the lease.
+   */
+  async endUnrenewed (path: string, token: number, silentSince: number): Promise<boolean> {
+    for (;;) {
+      const state = await this.store.get(path)
+      const holder = state === undefined ? null : this.live(state)
+      if (holder === null || holder.token !== token || holder.expiresAt - holder.ttlMs >= silentSince) return false
+      if (await this.store.compareAndSet(path, holder, null)) return true
+    }
+  }
+
   /** Whether `token` with `secret` is the live lease on the path (LeaseError if not); how long it has left. */
   async check (path: string, token: number, secret: string): Promise<number> {
     return (await this.checkLease(path, token, secret)).expiresInMs

@@ -105,6 +105,21 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   requireCredentials(app, opts.auth === undefined ? null : new Authenticator(opts.auth), ROUTE_ROLES)
   app.use(jsonBody)
 
+  /**
+   * Ends the path's delegated lease when its client is gone (delegatedLeases.ts says when that
+   * is safe), and wakes the key's waiters; whether it did. Asked whenever someone is refused
+   * the key, so a dead holder's file is free within seconds, not at its lease's end.
+   */
+  const endAbandoned = async (path: string): Promise<boolean> => {
+    const abandoned = delegations.abandonedLease(path)
+    if (abandoned === undefined || !(await table.endUnrenewed(path, abandoned.token, abandoned.silentSince))) return false
+    delegations.leaseEnded(path)
+    clock.released(abandoned.token, 'abandoned')
+    waits.wake(path)
+    log(`ended lease ${abandoned.token} on ${path}: the client it was delegated to is gone`)
+    return true
+  }
+
   // Changes when this server restarts: file servers then create their keys again, which
   // the keys kept in the state folder make harmless (a key that exists is left alone).
   const bootId = crypto.randomUUID()
@@ -149,7 +164,10 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     let lease: LockLease
     const waited = lockWaitSeconds.startTimer()
     try {
-      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)), async () => await delegations.recall(key, requester))
+      lease = await waits.acquire(path, owner, ttlMs, waitMs, gone, holderOf(callerOf(res)), async () => {
+        await delegations.recall(key, requester)
+        await endAbandoned(path)
+      })
       waited({ outcome: 'granted' })
     } catch (err) {
       waited({ outcome: 'refused' })
@@ -170,7 +188,7 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     // earlier lease of this client on the key (given back since) is the same callback.
     if (delegate && delegations.grant(req, key)) {
       lease.delegated = true
-      delegations.leaseDelegated(path, lease.token)
+      delegations.leaseDelegated(req, path, lease.token)
     }
     res.json(lease)
   })
@@ -205,7 +223,10 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const { expiresInMs, holder } = await table.checkLease(path, credential.token, credential.secret)
     const answer: CheckAnswer = { path, valid: true, expiresInMs }
     if (holder !== undefined) answer.holder = holder
-    if (delegations.isLeaseDelegated(path, credential.token)) answer.delegated = true
+    if (delegations.isLeaseDelegated(path, credential.token)) {
+      answer.delegated = true
+      answer.trustForMs = delegations.vouchFor(path, credential.token, expiresInMs)
+    }
     res.json(answer)
   })
 
@@ -226,7 +247,11 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const path = queryOf(req).path()
     // A file server asks before it moves a folder: leases kept idle below it are given back first.
     await delegations.recallUnder('lease', path)
-    const answer: HeldUnderAnswer = { path, held: await table.heldUnder(path) }
+    let held = await table.heldUnder(path)
+    // A lease below it delegated to a client that is gone would make the move wait for its end.
+    const ended = await Promise.all(held.map(async (lease) => await endAbandoned(lease.path)))
+    if (ended.includes(true)) held = await table.heldUnder(path)
+    const answer: HeldUnderAnswer = { path, held }
     res.json(answer)
   })
 

@@ -3,6 +3,15 @@ import type { DelegationKind } from '../shared/protocol'
 import { parseDelegationKey } from '../shared/protocol'
 import { CallbackRegistry } from './callbacks'
 
+/**
+ * After the channel was lost, it is opened again this soon even if nothing asks for a
+ * delegation: the lock server ends the delegated leases of a client it has not heard from
+ * for a callback lease or two (servers/lock/delegatedLeases.ts), and a lease still in use
+ * here (a store under way) must not be one of them. A little later than CallbackRegistry's
+ * own wait between attempts (1 s), which makes an earlier try a no-op.
+ */
+const REOPEN_AFTER_MS = 1_200
+
 /** What a kind of delegation does when the lock server takes it back. */
 export interface DelegationHandler {
   /** The lock server recalls the delegation on this path: give back what is held, then return (the recall is acknowledged after). */
@@ -21,12 +30,16 @@ export interface DelegationHandler {
 export class DelegationChannel {
   private readonly registry: CallbackRegistry
   private readonly handlers = new Map<DelegationKind, DelegationHandler>()
+  private closed = false
 
   /** `clientId`: the client's other registries' (the lock server grants to the X-Dfs-Client its calls carry). */
   constructor (private readonly api: LockApi, clientId: string, private readonly log: (line: string) => void = () => {}) {
     this.registry = new CallbackRegistry(log, undefined, clientId, {
       onBreak: async (key) => await this.recalled(key),
-      onVoid: () => { for (const handler of this.handlers.values()) handler.lost() }
+      onVoid: () => {
+        for (const handler of this.handlers.values()) handler.lost()
+        this.reopenSoon()
+      }
     })
   }
 
@@ -45,7 +58,14 @@ export class DelegationChannel {
 
   /** Ends the channel: every handler is told its delegations are lost. */
   close (): void {
+    this.closed = true
     this.registry.close()
+  }
+
+  /** Opens the channel again after a loss, so the lock server knows this client is alive (each failed try is a loss too). */
+  private reopenSoon (): void {
+    if (this.closed) return
+    setTimeout(() => { if (!this.closed) this.ready() }, REOPEN_AFTER_MS).unref()
   }
 
   private async recalled (key: string): Promise<void> {

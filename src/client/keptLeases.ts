@@ -17,6 +17,8 @@ export interface Keepable {
   giveBack: () => Promise<void>
   /** Stops its renewal with no request: its key is gone from the lock server (the file was removed), and the lease with it. */
   drop: () => void
+  /** Renews it now, in the background (the lock server is to see that its holder is alive); never throws. */
+  renewNow: () => void
 }
 
 /** How a use of a lease ends: `keyGone` when the lock server removed the key (and so the lease) already. */
@@ -157,8 +159,14 @@ export class KeptLeases implements DelegationHandler {
     await this.finish(path, kept)
   }
 
-  /** The channel to the lock server is gone: no recall can reach this client, so nothing is kept. */
+  /**
+   * The channel to the lock server is gone: no recall can reach this client, so nothing is
+   * kept. A lease in use stays held until its use ends, and is renewed at once: the lock
+   * server ends a delegated lease whose client went silent unless it was renewed since
+   * (servers/lock/delegatedLeases.ts), and this one is still needed.
+   */
   lost (): void {
+    for (const kept of this.kept.values()) if (kept.users > 0) kept.lease.renewNow()
     void this.giveBackAll()
   }
 

@@ -45,6 +45,15 @@ export function defaultOwner (): string {
 /** How long an acquire waits for this client's own use of a kept lease to end before it asks the lock server. */
 const HANDOFF_WAIT_MS = 1_000
 
+/**
+ * A renewal asked for at once (the channel was lost: KeptLeases.lost) is tried again this
+ * often, this many times, while the lock server does not answer: the loss that closed the
+ * channel (a cut connection) often fails the first try on a pooled connection too, and the
+ * lock server ends a delegated lease of a silent client after a few seconds.
+ */
+const RENEW_NOW_RETRY_MS = 300
+const RENEW_NOW_RETRIES = 10
+
 /** Longest single wait on the lock server; a longer lock timeout asks again. */
 const LONG_POLL_MS = 5000
 
@@ -116,7 +125,9 @@ export class LockClient {
 
   private hold (lease: LockLease): HeldLock {
     let lost = false
-    const renewal = setInterval(() => {
+    /** `retriesLeft`: tries after this one, RENEW_NOW_RETRY_MS apart, while the lock server does not answer. */
+    const renew = (retriesLeft = 0): void => {
+      if (lost) return
       this.api.renew(lease.path, leaseCredentialOf(lease)).catch((err: unknown) => {
         // A lock server that does not answer may come back before the lease ends: keep
         // trying. A lease it says is gone is lost for good (a store under it is refused, and
@@ -124,13 +135,17 @@ export class LockClient {
         if (!(err instanceof ServerUnavailableError)) {
           lost = true
           clearInterval(renewal)
+        } else if (retriesLeft > 0) {
+          setTimeout(() => renew(retriesLeft - 1), RENEW_NOW_RETRY_MS).unref()
         }
       })
-    }, Math.max(50, lease.ttlMs / 3))
+    }
+    const renewal = setInterval(() => renew(), Math.max(50, lease.ttlMs / 3))
     renewal.unref()
     const holding: Holding = {
       lease,
       valid: () => !lost,
+      renewNow: () => renew(RENEW_NOW_RETRIES),
       drop: () => {
         lost = true
         clearInterval(renewal)

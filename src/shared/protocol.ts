@@ -349,9 +349,15 @@ export interface CheckAnswer {
   /**
    * The lease is delegated to its holder's client (AcquireRequest.delegate), which releases
    * it only once its writes under it were answered: a file server may trust this answer
-   * until the lease's end (servers/file/leaseGuard.ts).
+   * for trustForMs (servers/file/leaseGuard.ts).
    */
   delegated?: true
+  /**
+   * With `delegated`: how long from when the question was sent the answer may be trusted
+   * without asking again (at most expiresInMs). The lock server ends a delegated lease early
+   * when its client is gone, but never before every such trust has run out.
+   */
+  trustForMs?: number
 }
 
 export interface LockStatus {
