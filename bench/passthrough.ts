@@ -55,11 +55,11 @@ export function passthroughOperations (root: string): Record<string, unknown> {
     mkdir: (p: string, mode: number, cb: Callback) => fs.mkdir(backing(p), { mode }, done(cb)),
     rmdir: (p: string, cb: Callback) => fs.rmdir(backing(p), done(cb)),
     chmod: (p: string, mode: number, cb: Callback) => fs.chmod(backing(p), mode, done(cb)),
-    // UTIME_OMIT keeps the time the file has, which fs.utimes needs spelled out.
+    // UTIME_OMIT keeps the time the file has, which fs.utimes needs spelled out (in seconds).
     utimens: (p: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => fs.lstat(backing(p), (err, stat) => {
       if (err !== null) return cb(errnoOf(err))
-      const timeOf = (value: TimeArgument, current: Date): Date => value === 'now' ? new Date() : value === 'omit' ? current : new Date(value)
-      fs.utimes(backing(p), timeOf(atime, stat.atime), timeOf(mtime, stat.mtime), done(cb))
+      const secondsOf = (value: TimeArgument, currentMs: number): number => (value === 'now' ? Date.now() : value === 'omit' ? currentMs : value) / 1000
+      fs.utimes(backing(p), secondsOf(atime, stat.atimeMs), secondsOf(mtime, stat.mtimeMs), done(cb))
     }),
     statfs: (p: string, cb: Callback) => fs.statfs(backing(p), (err, space) => err === null
       ? cb(0, { bsize: space.bsize, frsize: space.bsize, blocks: space.blocks, bfree: space.bfree, bavail: space.bavail, files: space.files, ffree: space.ffree, favail: space.ffree, namemax: 255 })

@@ -637,7 +637,7 @@ async function main (argv: string[]): Promise<void> {
       '',
       table(result.rows, sshfs !== null),
       '',
-      'floor: a fuse-native passthrough of a local folder with dfs\'s kernel options (bench/passthrough.ts), the same workloads; it has no network, so dfs/passthrough is what dfs costs over FUSE into Node',
+      'floor: the same workloads on a fuse-native passthrough of a local folder with dfs\'s kernel options (bench/passthrough.ts: no network, no fsync at close)',
       '',
       floorTable(result.rows),
       ...(result.folderRatios.length === 0
