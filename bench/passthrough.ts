@@ -54,7 +54,7 @@ export function synchronousCalls (): FsCalls {
       cb(err)
       return
     }
-    // Calls with no result answer (err) alone, as their callback forms do.
+    // A call with no result passes undefined after the null, which its callback ignores.
     cb(null, value)
   }
   return {
