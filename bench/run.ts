@@ -1,5 +1,4 @@
-import { execFile, spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -9,9 +8,10 @@ import { promisify } from 'node:util'
 import { startCluster } from '../servers/cluster'
 import { ClusterKey } from '../servers/common/tokens'
 import type { RunningCluster } from '../servers/cluster'
-import { isMounted, lazyUnmount } from '../src/fuse/mount'
 import type { FileServerStats } from '../src/shared/protocol'
 import { fdatasyncFloorMs } from './fsyncFloor'
+import { startMountDaemon, stopMountDaemon } from './mountDaemon'
+import type { MountDaemon } from './mountDaemon'
 import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import { SshfsMount, sshfsMissing } from './sshfs'
@@ -22,8 +22,10 @@ import type { WorkloadResult } from './workload'
 /*
  * The dfs benchmark: a demo-like cluster (directory, lock and two file servers) in this
  * process, mounted with the real dfs-mount CLI in a child process, and the same workloads
- * run on a plain local folder, on the mount and, where sshfs and sshd are installed, on an
- * sshfs mount of a copy of the local tree through a throwaway loopback sshd (bench/sshfs.ts).
+ * run on a plain local folder, on the mount, where sshfs and sshd are installed on an sshfs
+ * mount of a copy of the local tree through a throwaway loopback sshd (bench/sshfs.ts), and
+ * on a minimal fuse-native passthrough of another copy with dfs's kernel options
+ * (bench/passthrough.ts), the floor for any Node FUSE file system.
  * Every workload runs in a child process of its own (bench/workload.ts): this process serves
  * the cluster and must never block on the mount. See bench/README.md for what each figure
  * means.
@@ -45,8 +47,6 @@ const FOLDER_OP_COUNT = 50
 /** One pass: on dfs a pass over 50,000 entries takes seconds, and the 2000-entry row has the medians. */
 const LARGE_LS_RUNS = 1
 const REPEATS = 3
-const MOUNT_DEADLINE_MS = 20_000
-const STOP_DEADLINE_MS = 15_000
 const WORKLOAD_DEADLINE_MS = 180_000
 const DROP_CACHES = '/proc/sys/vm/drop_caches'
 
@@ -64,7 +64,6 @@ const FEW_DIR = 'few'
 const DATABASE = 'db/bench.sqlite'
 
 const execFileAsync = promisify(execFile)
-const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
 const benchStarted = Date.now()
 
@@ -85,6 +84,9 @@ interface Layout {
   sshfsTree: string
   sshfsMountpoint: string
   sshState: string
+  /** The passthrough's own copy of the local tree and its mountpoint. */
+  passthroughTree: string
+  passthroughMountpoint: string
 }
 
 async function writeFiles (folder: string, count: number, bytes: number, prefix: string): Promise<void> {
@@ -148,47 +150,17 @@ async function createData (layout: Layout, runs: RunKind): Promise<void> {
   }
 }
 
-interface MountDaemon {
-  child: ChildProcess
-  exited: Promise<void>
-  alive: () => boolean
-  output: () => string
-}
-
 /** `dfs-mount MOUNTPOINT --foreground` as a child process, once the kernel lists the mount. */
 async function mount (layout: Layout, cluster: RunningCluster, tokenFile: string): Promise<MountDaemon> {
-  const child = spawn(process.execPath, [path.join(repoRoot, 'bin', 'dfs-mount'), layout.mountpoint, '--foreground',
-    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', layout.cacheDir, '--token-file', tokenFile], {
-    cwd: repoRoot,
-    env: { ...cleanEnv(), XDG_STATE_HOME: layout.stateDir },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const daemon = { child, exited, alive: () => child.exitCode === null && child.signalCode === null, output: () => output }
-  const deadline = Date.now() + MOUNT_DEADLINE_MS
-  while (!(await isMounted(layout.mountpoint))) {
-    if (!daemon.alive()) throw new Error(`dfs-mount exited (${child.exitCode ?? child.signalCode}) before mounting: ${output.trim()}`)
-    if (Date.now() > deadline) throw new Error(`not mounted within ${MOUNT_DEADLINE_MS} ms; dfs-mount printed: ${output.trim()}`)
-    await sleep(50)
-  }
-  return daemon
+  return await startMountDaemon('dfs-mount', layout.mountpoint, [path.join(repoRoot, 'bin', 'dfs-mount'), layout.mountpoint, '--foreground',
+    '--directory', cluster.directory.url, '--lock', cluster.lock.url, '--cache-dir', layout.cacheDir, '--token-file', tokenFile],
+  { ...cleanEnv(), XDG_STATE_HOME: layout.stateDir })
 }
 
-/** SIGTERM to the daemon (it unmounts itself), then a lazy unmount if the mount is still there. */
-async function unmount (layout: Layout, daemon: MountDaemon | null): Promise<boolean> {
-  if (daemon?.alive() === true) {
-    daemon.child.kill('SIGTERM')
-    const stopped = await Promise.race([daemon.exited.then(() => true), sleep(STOP_DEADLINE_MS).then(() => false)])
-    if (!stopped) {
-      daemon.child.kill('SIGKILL')
-      await daemon.exited
-    }
-  }
-  if (await isMounted(layout.mountpoint)) await lazyUnmount(layout.mountpoint)
-  return !(await isMounted(layout.mountpoint))
+/** The passthrough (bench/passthrough.ts) of its own copy of the local tree, as a child process. */
+async function mountPassthrough (layout: Layout): Promise<MountDaemon> {
+  await fsp.mkdir(layout.passthroughMountpoint, { recursive: true })
+  return await startMountDaemon('passthrough', layout.passthroughMountpoint, [path.join(__dirname, 'passthrough.js'), layout.passthroughTree, layout.passthroughMountpoint])
 }
 
 /** Empties the kernel's page cache so the next read comes from disk; null when done, else why not. */
@@ -259,6 +231,8 @@ interface Row {
   local: number | string
   dfs: number | string
   sshfs: number | string | null
+  /** The fuse-native passthrough with dfs's kernel options: the floor for a Node FUSE file system. */
+  passthrough: number | string
   /** A time (ms): the ratios are then other/dfs, so that below 1 still means dfs is slower. */
   lowerIsBetter?: boolean
 }
@@ -283,15 +257,23 @@ function check (condition: boolean, what: string): void {
   if (!condition) throw new Error(`check failed: ${what}`)
 }
 
-type Side = 'local' | 'dfs' | 'sshfs'
+type Side = 'local' | 'dfs' | 'sshfs' | 'passthrough'
 
 /** One workload on each side; sshfs is null where it is not compared. before/after: the servers around the dfs run. */
 interface Runs {
   local: WorkloadResult
   dfs: WorkloadResult
   sshfs: WorkloadResult | null
+  passthrough: WorkloadResult
   before: Activity
   after: Activity
+}
+
+/** A side's result; only sshfs may be missing, and only where it was not run (sides leaves it out). */
+function resultOf (runs: Runs, side: Side): WorkloadResult {
+  const result = runs[side]
+  if (result === null) throw new Error(`no ${side} result`)
+  return result
 }
 
 interface Measurement {
@@ -317,8 +299,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   const rows: Row[] = []
   const details: string[] = []
   const folderRatios: string[] = []
-  const homes: Record<Side, string> = { local: layout.local, dfs: layout.mountpoint, sshfs: layout.sshfsMountpoint }
-  const sides: Side[] = target.sshfs === null ? ['local', 'dfs'] : ['local', 'dfs', 'sshfs']
+  const homes: Record<Side, string> = { local: layout.local, dfs: layout.mountpoint, sshfs: layout.sshfsMountpoint, passthrough: layout.passthroughMountpoint }
+  const sides: Side[] = target.sshfs === null ? ['local', 'dfs', 'passthrough'] : ['local', 'dfs', 'sshfs', 'passthrough']
   const passes = (result: WorkloadResult): string => result.runsMs.map((ms, i) => {
     const opened = result.openMs?.[i]
     return `${formatNumber(ms)} ms${opened === undefined ? '' : ` (${formatNumber(opened)} in open)`}`
@@ -327,8 +309,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   const spread = (result: WorkloadResult): string =>
     `median ${formatFigure(median(result.runsMs))} ms, mean ${formatFigure(mean(result.runsMs))}, max ${formatFigure(Math.max(...result.runsMs))} over ${result.runsMs.length}`
   const perSide = (runs: Runs, show: (result: WorkloadResult) => string): string =>
-    sides.map((side) => `${side} ${show(side === 'sshfs' ? runs.sshfs as WorkloadResult : runs[side])}`).join('; ')
-  /** The same workload on the local folder, the dfs mount and the sshfs mount, in that order; `beforeEach` runs before each. */
+    sides.map((side) => `${side} ${show(resultOf(runs, side))}`).join('; ')
+  /** The same workload on the local folder, the dfs mount, the sshfs mount and the passthrough, in that order; `beforeEach` runs before each. */
   const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> =>
     await eachRun(name, async (dir) => await runWorkload(args(dir)), beforeEach)
   /** each() with a workload that is not bench/workload.ts (it must still run in a child process). */
@@ -343,15 +325,15 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       results[side] = await run((rel) => path.join(homes[side], rel))
       if (side === 'dfs') after = activityOf(cluster, requests)
     }
-    if (results.local === undefined || results.dfs === undefined || before === null || after === null) throw new Error(`${name}: a side did not run`)
-    return { local: results.local, dfs: results.dfs, sshfs: results.sshfs ?? null, before, after }
+    if (results.local === undefined || results.dfs === undefined || results.passthrough === undefined || before === null || after === null) throw new Error(`${name}: a side did not run`)
+    return { local: results.local, dfs: results.dfs, sshfs: results.sshfs ?? null, passthrough: results.passthrough, before, after }
   }
   const row = (workload: string, unit: string, runs: Runs, figure: (result: WorkloadResult) => number, lowerIsBetter = false): void => {
-    rows.push({ workload, unit, local: figure(runs.local), dfs: figure(runs.dfs), sshfs: runs.sshfs === null ? null : figure(runs.sshfs), lowerIsBetter })
+    rows.push({ workload, unit, local: figure(runs.local), dfs: figure(runs.dfs), sshfs: runs.sshfs === null ? null : figure(runs.sshfs), passthrough: figure(runs.passthrough), lowerIsBetter })
   }
   const everySide = (runs: Runs, condition: (result: WorkloadResult) => boolean, what: string): void => {
     for (const side of sides) {
-      const result = side === 'sshfs' ? runs.sshfs : runs[side]
+      const result = runs[side]
       check(result !== null && condition(result), `${what} (${side}: ${JSON.stringify({ ops: result?.ops, bytes: result?.bytes })})`)
     }
   }
@@ -411,6 +393,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     `appends: the file server's copy has ${onServer.size} bytes, the workload wrote ${appended.dfs.bytes}`)
   const serverAppends = appended.after.counts.appends - appended.before.counts.appends
   check(serverAppends === APPENDS, `appends: the file servers counted ${serverAppends}, expected ${APPENDS}`)
+  const behindPassthrough = (await fsp.stat(path.join(layout.passthroughTree, APPEND_FILE))).size
+  check(behindPassthrough === appended.passthrough.bytes, `appends: the passthrough's folder has ${behindPassthrough} bytes, the workload wrote ${appended.passthrough.bytes}`)
   row(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, (r) => rate(r, false))
   details.push(`appends: ${perSide(appended, passes)}; dfs ${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append; ` +
     `dfs servers: ${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
@@ -425,8 +409,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
 
   const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
   everySide(created, (r) => r.ops === CREATED_FILES && r.bytes === CREATED_FILES * SMALL_FILE_BYTES, `create: wrote ${CREATED_FILES} files of ${SMALL_FILE_BYTES} bytes`)
-  // What the file server and sshd's side hold, not what the mounts said they wrote.
-  for (const folder of [path.join(layout.roots[1], CREATE_DIR), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, CREATE_DIR)])]) {
+  // What the file server and the folders behind the passthrough and sshd hold, not what the mounts said they wrote.
+  for (const folder of [path.join(layout.roots[1], CREATE_DIR), path.join(layout.passthroughTree, CREATE_DIR), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, CREATE_DIR)])]) {
     const names = await fsp.readdir(folder)
     const sizes = await Promise.all(names.map(async (name) => (await fsp.stat(path.join(folder, name))).size))
     check(names.length === CREATED_FILES && sizes.every((size) => size === SMALL_FILE_BYTES), `create: ${folder} holds ${names.length} files, ${sizes.filter((size) => size === SMALL_FILE_BYTES).length} of ${SMALL_FILE_BYTES} bytes`)
@@ -438,7 +422,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   if (target.runs === 'full') {
     const written = await each('write+fsync+close of a new file', (dir) => ['write', dir(WRITTEN_FILE), `mib=${WRITE_MIB}`])
     everySide(written, (r) => r.bytes === WRITE_MIB * MiB, `write: wrote ${WRITE_MIB} MiB`)
-    for (const file of [path.join(layout.roots[1], WRITTEN_FILE), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, WRITTEN_FILE)])]) {
+    for (const file of [path.join(layout.roots[1], WRITTEN_FILE), path.join(layout.passthroughTree, WRITTEN_FILE), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, WRITTEN_FILE)])]) {
       const size = (await fsp.stat(file)).size
       check(size === WRITE_MIB * MiB, `write: ${file} has ${size} bytes, expected ${WRITE_MIB * MiB}`)
     }
@@ -458,7 +442,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       }
       ops[op] = { few: await run(FEW_DIR, FEW_FOLDER_FILES), large: await run(LARGE_DIR, LARGE_FOLDER_FILES) }
       const ratio = (side: Side, of: (values: number[]) => number): string => {
-        const pick = (runs: Runs): number[] => (side === 'sshfs' ? runs.sshfs as WorkloadResult : runs[side]).runsMs
+        const pick = (runs: Runs): number[] => resultOf(runs, side).runsMs
         return (of(pick(ops[op].large)) / of(pick(ops[op].few))).toFixed(2)
       }
       folderRatios.push(`${name.padEnd(16)}${sides.map((side) => `${side} ${ratio(side, median)} (${ratio(side, mean)})`).join(', ')}`)
@@ -486,7 +470,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       const result = large[side]
       return result === undefined ? 'not run' : typeof result === 'string' ? result : rate(result, false)
     }
-    rows.push({ workload: `ls -l (readdir + lstat), ${formatNumber(LARGE_FOLDER_FILES)} files`, unit: 'entries/s', local: figure('local'), dfs: figure('dfs'), sshfs: target.sshfs === null ? null : figure('sshfs') })
+    rows.push({ workload: `ls -l (readdir + lstat), ${formatNumber(LARGE_FOLDER_FILES)} files`, unit: 'entries/s', local: figure('local'), dfs: figure('dfs'), sshfs: target.sshfs === null ? null : figure('sshfs'), passthrough: figure('passthrough') })
     const shown = (side: Side): string => {
       const result = large[side]
       return `${side} ${result === undefined ? 'not run' : typeof result === 'string' ? `failed (${result})` : passes(result)}`
@@ -511,6 +495,21 @@ function table (rows: Row[], withSshfs: boolean): string {
       ? [row.workload, row.unit, formatFigure(row.local), formatFigure(row.dfs), formatFigure(row.sshfs), speedRatio(row, row.local), speedRatio(row, row.sshfs)]
       : [row.workload, row.unit, formatFigure(row.local), formatFigure(row.dfs), speedRatio(row, row.local)])
   }
+  return aligned(lines)
+}
+
+/**
+ * dfs against the floor: the same workloads on a fuse-native passthrough of a local folder with
+ * dfs's kernel options, in this run. What dfs loses here is its own: its requests, its cache
+ * and its promise turns, not the kernel's round trips into a Node process.
+ */
+function floorTable (rows: Row[]): string {
+  return aligned([['workload', 'unit', 'passthrough', 'dfs', 'dfs/passthrough'],
+    ...rows.map((row) => [row.workload, row.unit, formatFigure(row.passthrough), formatFigure(row.dfs), speedRatio(row, row.passthrough)])])
+}
+
+/** Text columns under a header and a rule: the first two to the left, the figures to the right. */
+function aligned (lines: string[][]): string {
   const widths = lines[0].map((_, col) => Math.max(...lines.map((line) => line[col].length)))
   return lines.map((line, i) => {
     const text = line.map((cell, col) => (col < 2 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ')
@@ -542,7 +541,9 @@ async function main (argv: string[]): Promise<void> {
     stateDir: path.join(workDir, 'state'),
     sshfsTree: path.join(workDir, 'sshfs-tree'),
     sshfsMountpoint: path.join(workDir, 'sshfs-mnt'),
-    sshState: path.join(workDir, 'sshd')
+    sshState: path.join(workDir, 'sshd'),
+    passthroughTree: path.join(workDir, 'passthrough-tree'),
+    passthroughMountpoint: path.join(workDir, 'passthrough-mnt')
   }
   const noSshfs = sshfsMissing()
   const requests = new RequestCounter()
@@ -550,11 +551,13 @@ async function main (argv: string[]): Promise<void> {
   let cluster: RunningCluster | null = null
   let daemon: MountDaemon | null = null
   let sshfs: SshfsMount | null = null
+  let passthrough: MountDaemon | null = null
   let cleaning: Promise<void> | null = null
   const cleanUp = async (): Promise<void> => {
     cleaning ??= (async () => {
       let unmounted = false
       let sshfsUnmounted = true
+      let passthroughUnmounted = false
       progress('cleaning up')
       try {
         if (sshfs !== null) sshfsUnmounted = await sshfs.stop()
@@ -563,15 +566,22 @@ async function main (argv: string[]): Promise<void> {
         progress(`stopping sshfs and sshd failed: ${String(err)}`)
       }
       try {
-        unmounted = await unmount(layout, daemon)
+        unmounted = await stopMountDaemon(layout.mountpoint, daemon)
       } catch (err) {
         progress(`unmounting ${layout.mountpoint} failed: ${String(err)}`)
+      }
+      try {
+        passthroughUnmounted = await stopMountDaemon(layout.passthroughMountpoint, passthrough)
+      } catch (err) {
+        progress(`unmounting ${layout.passthroughMountpoint} failed: ${String(err)}`)
       }
       await cluster?.close().catch((err: unknown) => progress(`stopping the cluster failed: ${String(err)}`))
       // Never walk into a mount that is still there: that would hang on the stopped servers.
       progress('unmounted; removing the temp folder')
-      if (unmounted && sshfsUnmounted) await fsp.rm(workDir, { recursive: true, force: true })
-      else progress(`LEFTOVER MOUNT in ${workDir}: run fusermount -u -z on ${unmounted ? '' : layout.mountpoint} ${sshfsUnmounted ? '' : layout.sshfsMountpoint}, then rm -rf ${workDir}`)
+      const leftover = [unmounted ? null : layout.mountpoint, sshfsUnmounted ? null : layout.sshfsMountpoint, passthroughUnmounted ? null : layout.passthroughMountpoint]
+        .filter((mountpoint) => mountpoint !== null)
+      if (leftover.length === 0) await fsp.rm(workDir, { recursive: true, force: true })
+      else progress(`LEFTOVER MOUNT in ${workDir}: run fusermount -u -z on ${leftover.join(' ')}, then rm -rf ${workDir}`)
     })()
     await cleaning
   }
@@ -596,6 +606,10 @@ async function main (argv: string[]): Promise<void> {
       sshfs = new SshfsMount(layout.sshState, layout.sshfsTree, layout.sshfsMountpoint)
       await sshfs.start()
     }
+    progress(`copying the local tree for the passthrough and mounting it at ${layout.passthroughMountpoint}`)
+    // Its own copy too, for the same reason.
+    await execFileAsync('cp', ['-a', layout.local, layout.passthroughTree], { timeout: 300_000 })
+    passthrough = await mountPassthrough(layout)
     // Before the cluster and after the workloads: nothing else of the benchmark's is on the disk then.
     const fsyncBefore = fdatasyncFloorMs(layout.workDir)
     // Secure, as a real cluster runs: every request's credential is checked, so its cost is in the figures.
@@ -622,6 +636,10 @@ async function main (argv: string[]): Promise<void> {
         'ms rows: median of single operations; MB = 10^6 bytes; ratios compare speed (for ms rows other/dfs), below 1 means dfs is slower',
       '',
       table(result.rows, sshfs !== null),
+      '',
+      'floor: the same workloads on a fuse-native passthrough of a local folder with dfs\'s kernel options (bench/passthrough.ts: no network, no fsync at close)',
+      '',
+      floorTable(result.rows),
       ...(result.folderRatios.length === 0
         ? []
         : ['', `large folder, ${formatNumber(LARGE_FOLDER_FILES)} files against ${FEW_FOLDER_FILES}: time of one operation in the large folder / in the small one, median (mean) of ${FOLDER_OP_COUNT}`,
@@ -634,7 +652,9 @@ async function main (argv: string[]): Promise<void> {
       ''
     ].join('\n'))
   } catch (err) {
-    if (daemon !== null) progress(`dfs-mount output:\n${daemon.output().trim()}`)
+    for (const running of [daemon, passthrough]) {
+      if (running !== null) progress(`${running.name} output:\n${running.output().trim()}`)
+    }
     throw err
   } finally {
     await cleanUp()

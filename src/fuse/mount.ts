@@ -53,8 +53,10 @@ export interface MountedDfs {
  *   own timeout anyway. flush, fsync and release have none at all: on a hard mount they wait
  *   until written data is stored (the client proxy retries), and a timer answering ETIMEDOUT
  *   there would drop the data while telling the program about it only through close().
+ * Exported for the benchmark's passthrough (bench/passthrough.ts), whose floor is measured
+ * with these same options.
  */
-function kernelOptions (debug: boolean, flags: readonly string[]): Record<string, unknown> {
+export function kernelOptions (debug: boolean, flags: readonly string[]): Record<string, unknown> {
   return {
     fsname: ['dfs', 'big_writes', 'nonempty', 'use_ino', ...flags].join(','),
     subtype: 'dfs',

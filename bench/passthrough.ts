@@ -1,0 +1,157 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { errnoOf } from '../src/fuse/errno'
+import { FuseUnavailableError, loadFuse } from '../src/fuse/loadFuse'
+import { kernelOptions } from '../src/fuse/mount'
+
+/*
+ * A minimal passthrough FUSE file system over a local folder, on the project's patched
+ * fuse-native and with dfs's kernel options: the floor for any Node FUSE file system, which
+ * the benchmark measures in the same run as dfs (bench/README.md). Every operation is one fs
+ * call on the backing folder, answered as fuse-native wants (a number first: 0, a byte count,
+ * or a negative errno). It is a measuring tool, not a product: no caching,
+ * no permissions of its own (the backing folder's apply to whoever runs it), no locks (libfuse
+ * then leaves fcntl and flock locks to the kernel), nothing but what the workloads need.
+ *
+ *   node dist/bench/passthrough.js BACKING_FOLDER MOUNTPOINT [--async]
+ *
+ * The calls are synchronous unless --async is given: a trip through libuv's thread pool and
+ * back costs two threads' wake-ups per operation, and on a busy machine that made the
+ * asynchronous passthrough no floor at all (`ls -l` at 1,500 entries/s against 7,700, 1000
+ * cached 4 KiB files at 608/s against 3,193, interleaved at load 7-11; dfs answers a getattr
+ * from memory and passed it). The backing folder is a local one, never this mount, so
+ * blocking on it cannot wait on ourselves; one request at a time is what the workloads send.
+ *
+ * It runs in a process of its own, so the benchmark can read the mount with synchronous calls.
+ * It prints "mounted" once the kernel serves the mount, and unmounts on SIGTERM or SIGINT.
+ */
+
+type Callback = (code: number, ...values: unknown[]) => void
+/** What the patched fuse-native (patch level 1) passes for each time of utimens. */
+type TimeArgument = number | 'now' | 'omit'
+
+/** Node's callback for an fs call with no result, answered as 0 or a negative errno. */
+const done = (cb: Callback) => (err: NodeJS.ErrnoException | null): void => cb(err === null ? 0 : errnoOf(err))
+
+/** A count (bytes read or written) or a negative errno. */
+const counted = (cb: Callback) => (err: NodeJS.ErrnoException | null, n: number): void => cb(err === null ? n : errnoOf(err))
+
+/** The fs calls the passthrough makes, in Node's callback form. */
+type FsCalls = Pick<typeof fs, 'lstat' | 'readdir' | 'open' | 'read' | 'write' | 'fsync' | 'fdatasync' | 'close' | 'truncate' | 'ftruncate' |
+'unlink' | 'rename' | 'mkdir' | 'rmdir' | 'chmod' | 'utimes' | 'statfs'>
+
+/**
+ * The same calls made synchronously, each answered before the operation returns: one syscall
+ * on the event loop's thread instead of a trip through libuv's thread pool and back.
+ */
+export function synchronousCalls (): FsCalls {
+  const now = (call: (...args: never[]) => unknown) => (...args: unknown[]): void => {
+    const cb = args.pop() as (err: unknown, value?: unknown) => void
+    let value: unknown
+    try {
+      value = call(...(args as never[]))
+    } catch (err) {
+      cb(err)
+      return
+    }
+    // A call with no result passes undefined after the null, which its callback ignores.
+    cb(null, value)
+  }
+  return {
+    lstat: now(fs.lstatSync),
+    readdir: now(fs.readdirSync),
+    open: now(fs.openSync),
+    read: now(fs.readSync),
+    write: now(fs.writeSync),
+    fsync: now(fs.fsyncSync),
+    fdatasync: now(fs.fdatasyncSync),
+    close: now(fs.closeSync),
+    truncate: now(fs.truncateSync),
+    ftruncate: now(fs.ftruncateSync),
+    unlink: now(fs.unlinkSync),
+    rename: now(fs.renameSync),
+    mkdir: now(fs.mkdirSync),
+    rmdir: now(fs.rmdirSync),
+    chmod: now(fs.chmodSync),
+    utimes: now(fs.utimesSync),
+    statfs: now(fs.statfsSync)
+  } as unknown as FsCalls
+}
+
+/** @param calls how each fs call is made: Node's asynchronous ones (the default) or synchronousCalls(). */
+export function passthroughOperations (root: string, calls: FsCalls = fs): Record<string, unknown> {
+  // libfuse hands over paths from the mount's root, starting with '/'.
+  const backing = (p: string): string => root + p
+  return {
+    init: (cb: Callback) => cb(0),
+    getattr: (p: string, cb: Callback) => calls.lstat(backing(p), (err, stat) => err === null ? cb(0, stat) : cb(errnoOf(err))),
+    // Names only: libfuse 2 keeps nothing of a listing's attributes, so each lstat that
+    // follows is a getattr of its own whatever this hands over.
+    readdir: (p: string, cb: Callback) => calls.readdir(backing(p), (err, names) => err === null ? cb(0, ['.', '..', ...names]) : cb(errnoOf(err))),
+    open: (p: string, flags: number, cb: Callback) => calls.open(backing(p), flags, (err, fd) => err === null ? cb(0, fd) : cb(errnoOf(err))),
+    // The patched fuse-native (patch level 4) passes the open flags after the mode.
+    create: (p: string, mode: number, flags: number, cb: Callback) =>
+      calls.open(backing(p), flags | fs.constants.O_CREAT, mode, (err, fd) => err === null ? cb(0, fd) : cb(errnoOf(err))),
+    read: (_p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => calls.read(fd, buffer, 0, length, position, counted(cb)),
+    write: (_p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => calls.write(fd, buffer, 0, length, position, counted(cb)),
+    // Writes went to the backing file as they came: nothing is held back until close.
+    flush: (_p: string, _fd: number, cb: Callback) => cb(0),
+    fsync: (_p: string, datasync: number, fd: number, cb: Callback) => datasync !== 0 ? calls.fdatasync(fd, done(cb)) : calls.fsync(fd, done(cb)),
+    release: (_p: string, fd: number, cb: Callback) => calls.close(fd, done(cb)),
+    truncate: (p: string, size: number, cb: Callback) => calls.truncate(backing(p), size, done(cb)),
+    ftruncate: (_p: string, fd: number, size: number, cb: Callback) => calls.ftruncate(fd, size, done(cb)),
+    unlink: (p: string, cb: Callback) => calls.unlink(backing(p), done(cb)),
+    rename: (from: string, to: string, cb: Callback) => calls.rename(backing(from), backing(to), done(cb)),
+    mkdir: (p: string, mode: number, cb: Callback) => calls.mkdir(backing(p), { mode }, done(cb)),
+    rmdir: (p: string, cb: Callback) => calls.rmdir(backing(p), done(cb)),
+    chmod: (p: string, mode: number, cb: Callback) => calls.chmod(backing(p), mode, done(cb)),
+    // UTIME_OMIT keeps the time the file has, which utimes needs spelled out (in seconds).
+    utimens: (p: string, atime: TimeArgument, mtime: TimeArgument, cb: Callback) => calls.lstat(backing(p), (err, stat) => {
+      if (err !== null) return cb(errnoOf(err))
+      const secondsOf = (value: TimeArgument, currentMs: number): number => (value === 'now' ? Date.now() : value === 'omit' ? currentMs : value) / 1000
+      calls.utimes(backing(p), secondsOf(atime, stat.atimeMs), secondsOf(mtime, stat.mtimeMs), done(cb))
+    }),
+    statfs: (p: string, cb: Callback) => calls.statfs(backing(p), (err, space) => err === null
+      ? cb(0, { bsize: space.bsize, frsize: space.bsize, blocks: space.blocks, bfree: space.bfree, bavail: space.bavail, files: space.files, ffree: space.ffree, favail: space.ffree, namemax: 255 })
+      : cb(errnoOf(err)))
+  }
+}
+
+function main (argv: string[]): void {
+  const asynchronous = argv[2] === '--async'
+  if (argv.length !== (asynchronous ? 3 : 2)) {
+    process.stderr.write('usage: passthrough.js BACKING_FOLDER MOUNTPOINT [--async]\n')
+    process.exit(2)
+  }
+  const [root, mountpoint] = argv.slice(0, 2).map((arg) => path.resolve(arg))
+  let Fuse
+  try {
+    Fuse = loadFuse()
+  } catch (err) {
+    process.stderr.write(`passthrough: ${err instanceof FuseUnavailableError ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
+  // dfs's options (src/fuse/mount.ts), under a subtype of its own so /proc/mounts tells them apart.
+  const fuse = new Fuse(mountpoint, passthroughOperations(root, asynchronous ? fs : synchronousCalls()), { ...kernelOptions(false, []), subtype: 'dfs-bench-passthrough' })
+  fuse.mount((err) => {
+    if (err !== null) {
+      process.stderr.write(`passthrough: cannot mount ${mountpoint}: ${err.message}\n`)
+      process.exit(1)
+    }
+    process.stdout.write('mounted\n')
+  })
+  let stopping = false
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return
+      stopping = true
+      // fuse-native unmounts lazily (fusermount -u -z), so a busy mount goes too.
+      fuse.unmount((err) => {
+        if (err !== null) process.stderr.write(`passthrough: unmounting ${mountpoint} failed: ${err.message}\n`)
+        process.exit(err === null ? 0 : 1)
+      })
+    })
+  }
+}
+
+if (require.main === module) main(process.argv.slice(2))

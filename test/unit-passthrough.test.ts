@@ -1,0 +1,64 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t from 'tap'
+import { passthroughOperations, synchronousCalls } from '../bench/passthrough'
+
+/*
+ * The benchmark's passthrough (bench/passthrough.ts) called as fuse-native would call it, on
+ * a temp folder and with no mount: each answer is a number first (0, a count, or a negative
+ * errno), and what it did is on the folder behind it.
+ */
+
+type Op = (...args: unknown[]) => void
+
+/** Calls one operation and resolves with what it answered. */
+async function call (ops: Record<string, unknown>, name: string, ...args: unknown[]): Promise<unknown[]> {
+  return await new Promise((resolve) => (ops[name] as Op)(...args, (...answer: unknown[]) => resolve(answer)))
+}
+
+const { ENOENT, EEXIST, ENOTEMPTY } = os.constants.errno
+const { O_RDWR, O_CREAT, O_EXCL } = fs.constants
+
+for (const [name, calls] of [['asynchronous', fs], ['synchronous', synchronousCalls()]] as const) {
+  t.test(`${name} calls: answers failures as negative errnos and does the work on the folder behind it`, async (t) => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-passthrough-'))
+    t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+    const ops = passthroughOperations(root, calls)
+
+    t.same(await call(ops, 'getattr', '/missing'), [-ENOENT])
+    t.same(await call(ops, 'open', '/missing', O_RDWR), [-ENOENT])
+
+    const [created, fd] = await call(ops, 'create', '/file', 0o640, O_RDWR | O_CREAT | O_EXCL)
+    t.equal(created, 0)
+    t.same(await call(ops, 'create', '/file', 0o640, O_RDWR | O_CREAT | O_EXCL), [-EEXIST], 'O_EXCL on a taken name')
+    t.same(await call(ops, 'write', '/file', fd, Buffer.from('hello'), 5, 0), [5], 'a write answers its count')
+    const buffer = Buffer.alloc(16)
+    t.same(await call(ops, 'read', '/file', fd, buffer, 16, 1), [4], 'a read answers its count')
+    t.equal(buffer.subarray(0, 4).toString(), 'ello')
+    t.same(await call(ops, 'fsync', '/file', 1, fd), [0])
+    t.same(await call(ops, 'release', '/file', fd), [0])
+    t.equal(fs.readFileSync(path.join(root, 'file'), 'utf8'), 'hello')
+    t.equal(fs.statSync(path.join(root, 'file')).mode & 0o777, 0o640)
+
+    const [code, stat] = await call(ops, 'getattr', '/file')
+    t.equal(code, 0)
+    t.equal((stat as fs.Stats).size, 5)
+
+    t.same(await call(ops, 'utimens', '/file', Date.UTC(2019, 0, 1), Date.UTC(2019, 0, 1)), [0])
+    t.same(await call(ops, 'utimens', '/file', 'omit', Date.UTC(2020, 0, 1)), [0])
+    const times = fs.statSync(path.join(root, 'file'))
+    t.equal(times.mtimeMs, Date.UTC(2020, 0, 1), 'the given mtime')
+    t.equal(times.atimeMs, Date.UTC(2019, 0, 1), 'UTIME_OMIT keeps the atime')
+
+    t.same(await call(ops, 'mkdir', '/dir', 0o755), [0])
+    t.same(await call(ops, 'rename', '/file', '/dir/moved'), [0])
+    t.same(await call(ops, 'readdir', '/dir'), [0, ['.', '..', 'moved']])
+    t.same(await call(ops, 'rmdir', '/dir'), [-ENOTEMPTY])
+    t.same(await call(ops, 'truncate', '/dir/moved', 2), [0])
+    t.equal(fs.readFileSync(path.join(root, 'dir', 'moved'), 'utf8'), 'he')
+    t.same(await call(ops, 'unlink', '/dir/moved'), [0])
+    t.same(await call(ops, 'unlink', '/dir/moved'), [-ENOENT])
+    t.same(await call(ops, 'rmdir', '/dir'), [0])
+  })
+}
