@@ -11,7 +11,7 @@ import {
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
-import type { DirectoryEntry, FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
+import type { FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
@@ -322,52 +322,65 @@ export class DfsClient {
       async () => this.folders === null ? await this.directory.list(folder) : await this.folders.list(folder), this.namespaceWait())
     const byServer = new Map<number, ServerInfo>(answer.servers.map((s) => [s.machineId, s]))
     const listings = new Map<number, Promise<Map<string, ListEntry> | null>>()
-    const listingOf = async (machineId: number): Promise<Map<string, ListEntry> | null> => {
-      let listing = listings.get(machineId)
-      if (!listing) {
-        const server = byServer.get(machineId) as ServerInfo
-        // One that is stopped or cut off is not waited for: listed from the directory's names.
-        listing = server.state === 'down'
-          ? Promise.resolve(null)
-          : this.silence.unlessSilent(server, this.listWithCallbacks(server, folder)).then((l) => l === SILENT ? null : new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
-            if (err instanceof ServerUnavailableError) return null
-            throw err
-          })
-        listings.set(machineId, listing)
-      }
-      return await listing
+    const startListing = (machineId: number): void => {
+      if (listings.has(machineId)) return
+      const server = byServer.get(machineId) as ServerInfo
+      // One that is stopped or cut off is not waited for: listed from the directory's names.
+      listings.set(machineId, server.state === 'down'
+        ? Promise.resolve(null)
+        : this.silence.unlessSilent(server, this.listWithCallbacks(server, folder)).then((l) => l === SILENT ? null : new Map(l.entries.map((e) => [e.name, e])), (err: unknown) => {
+          if (err instanceof ServerUnavailableError) return null
+          throw err
+        }))
     }
-    const fromServers = async (entry: DirectoryEntry, childPath: string): Promise<ListEntry | null> => {
-      if (entry.kind === 'dir') {
-        // A folder may span servers; any one that answers gives it a time, and a server
-        // that is down must not hide the folder.
-        // Its mode is the first holder's, as statFresh has it (chmod sets it on every holder).
-        const seen = await Promise.allSettled(entry.machineIds.map(async (id) => (await listingOf(id))?.get(entry.name)))
-        const found = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== undefined ? [s.value] : []))
-        const mtimeMs = Math.max(0, ...found.map((meta) => meta.mtimeMs))
-        return { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs, mode: found[0]?.mode }
-      }
-      const server = byServer.get(entry.machineIds[0]) as ServerInfo
-      const listing = await listingOf(server.machineId)
-      if (listing === null) return { name: entry.name, path: childPath, kind: 'file', version: 0, size: 0, mtimeMs: 0, unavailable: true }
-      const found = listing.get(entry.name)
-      // Mapped but not on disk yet (being created, or removed mid-listing): not there for us either.
-      if (!found) return null
-      this.locator.learned(childPath, server)
-      return { ...found, name: entry.name, path: childPath }
-    }
-    // Entries known here are filled in at once; only the others wait (a promise each costs,
-    // and a repeated `ls -l` of a held folder under callbacks knows every entry).
+    // Entries known here are filled in at once (a file under a callback, a folder seen a
+    // moment ago); the others wait for their servers' listings, each server listed once. No
+    // promise per entry: in a folder of 50,000 names those kept the event loop for seconds,
+    // long enough for the servers to forget this client's callbacks (renewals not sent).
     const entries: Array<ListEntry | null> = new Array(answer.entries.length).fill(null)
-    const waiting: Array<Promise<void>> = []
+    const unknown: number[] = []
     answer.entries.forEach((entry, at) => {
       const childPath = joinPath(folder, entry.name)
-      // A file under a callback, and a folder seen a moment ago, need no listing of their servers.
       const known = entry.kind === 'file' ? this.callbacks?.current(childPath) : this.memo.get(childPath)
-      if (known?.kind === entry.kind) entries[at] = { ...known, name: entry.name, path: childPath }
-      else waiting.push(fromServers(entry, childPath).then((listed) => { entries[at] = listed }))
+      if (known?.kind === entry.kind) {
+        entries[at] = { ...known, name: entry.name, path: childPath }
+        return
+      }
+      unknown.push(at)
+      // A folder may span servers (any one that answers gives it a time); a file is on its first.
+      if (entry.kind === 'dir') entry.machineIds.forEach(startListing)
+      else startListing(entry.machineIds[0])
     })
-    await Promise.all(waiting)
+    const settled = await Promise.allSettled(listings.values())
+    const listed = new Map([...listings.keys()].map((id, i) => [id, settled[i]]))
+    for (const at of unknown) {
+      const entry = answer.entries[at]
+      const childPath = joinPath(folder, entry.name)
+      if (entry.kind === 'dir') {
+        // A server that is down or failed must not hide the folder. Its mode is the first
+        // holder's, as statFresh has it (chmod sets it on every holder).
+        const found = entry.machineIds.flatMap((id) => {
+          const result = listed.get(id)
+          const meta = result?.status === 'fulfilled' ? result.value?.get(entry.name) : undefined
+          return meta === undefined ? [] : [meta]
+        })
+        const mtimeMs = Math.max(0, ...found.map((meta) => meta.mtimeMs))
+        entries[at] = { name: entry.name, path: childPath, kind: 'dir', version: 0, size: 0, mtimeMs, mode: found[0]?.mode }
+        continue
+      }
+      const server = byServer.get(entry.machineIds[0]) as ServerInfo
+      const result = listed.get(server.machineId) as PromiseSettledResult<Map<string, ListEntry> | null>
+      if (result.status === 'rejected') throw result.reason
+      if (result.value === null) {
+        entries[at] = { name: entry.name, path: childPath, kind: 'file', version: 0, size: 0, mtimeMs: 0, unavailable: true }
+        continue
+      }
+      const found = result.value.get(entry.name)
+      // Mapped but not on disk yet (being created, or removed mid-listing): not there for us either.
+      if (!found) continue
+      this.locator.learned(childPath, server)
+      entries[at] = { ...found, name: entry.name, path: childPath }
+    }
     const present = entries.filter((e): e is ListEntry => e !== null)
     // A listing that took long (a folder of tens of thousands of files) is trusted for twice
     // as long as it took: else an `ls -l` walk of it lists it again every second, and the walk
