@@ -45,10 +45,11 @@ export async function writeFully (handle: fsp.FileHandle, data: Buffer, position
 /**
  * Writes `buffers` (`total` bytes in all) one after the other at the handle's offset (an
  * O_APPEND handle's end, a new file's next byte): on the event loop when they are small,
- * else as one writev in the thread pool.
+ * else as one writev in the thread pool. `quick: false` sends even a small write to the
+ * pool (a piece of a large upload, which the kernel may hold up).
  */
-export async function writeGathered (handle: fsp.FileHandle, buffers: Buffer[], total: number): Promise<void> {
-  if (total <= QUICK_WRITE_BYTES) {
+export async function writeGathered (handle: fsp.FileHandle, buffers: Buffer[], total: number, quick = total <= QUICK_WRITE_BYTES): Promise<void> {
+  if (quick) {
     for (const buffer of buffers) await writeFully(handle, buffer)
     return
   }

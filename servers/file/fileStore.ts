@@ -10,7 +10,7 @@ import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { VersionLog } from './versionLog'
-import { syncFile, writeGathered } from '../common/diskSteps'
+import { QUICK_WRITE_BYTES, syncFile, writeGathered } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
 import { AppendHandles } from './appendHandles'
@@ -996,28 +996,53 @@ interface Written {
   crc: number
 }
 
-/** A body's chunks (64 KiB each from HTTP) are gathered up to this many bytes per write: one trip through the thread pool per MiB, not per chunk. */
+/** Chunks that arrive while a write is under way wait for it up to this many bytes; then the body waits. */
 const GATHERED_WRITE_BYTES = 1024 * 1024
 
-/** Writes a stream through a handle we keep: a stream made from the handle would pin it open. */
+/**
+ * Writes a stream through a handle we keep (a stream made from the handle would pin it
+ * open). Each chunk goes to the disk as it comes; chunks that arrive while a write is under
+ * way go down together in the next one (one writev through the thread pool for many 64 KiB
+ * chunks of HTTP, not one write each).
+ */
 async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<Written> {
   let bytes = 0
   let crc = 0
-  let gathered: Buffer[] = []
-  let gatheredBytes = 0
-  for await (const chunk of body) {
-    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
-    gathered.push(buffer)
-    gatheredBytes += buffer.length
-    bytes += buffer.length
-    crc = zlib.crc32(buffer, crc)
-    if (gatheredBytes >= GATHERED_WRITE_BYTES) {
-      await writeGathered(handle, gathered, gatheredBytes)
-      gathered = []
-      gatheredBytes = 0
+  let pending: Buffer[] = []
+  let pendingBytes = 0
+  let writing: Promise<void> | null = null
+  let failure: { error: unknown } | null = null
+  let written = 0
+  const writePending = async (): Promise<void> => {
+    try {
+      while (pendingBytes > 0) {
+        const chunks = pending
+        const total = pendingBytes
+        pending = []
+        pendingBytes = 0
+        // On the event loop only while the whole body so far is small (servers/common/diskSteps.ts).
+        await writeGathered(handle, chunks, total, written + total <= QUICK_WRITE_BYTES)
+        written += total
+      }
+    } catch (error) {
+      failure = { error }
+    } finally {
+      writing = null
     }
   }
-  await writeGathered(handle, gathered, gatheredBytes)
+  for await (const chunk of body) {
+    if (failure !== null) break
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
+    bytes += buffer.length
+    crc = zlib.crc32(buffer, crc)
+    pending.push(buffer)
+    pendingBytes += buffer.length
+    if (writing === null) writing = writePending()
+    else if (pendingBytes >= GATHERED_WRITE_BYTES) await writing
+  }
+  await writing
+  if (failure === null && pendingBytes > 0) await writePending()
+  if (failure !== null) throw (failure as { error: unknown }).error
   return { bytes, crc }
 }
 
