@@ -1030,17 +1030,21 @@ async function writeAll (handle: fsp.FileHandle, body: Readable): Promise<Writte
       writing = null
     }
   }
-  for await (const chunk of body) {
-    if (failure !== null) break
-    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
-    bytes += buffer.length
-    crc = zlib.crc32(buffer, crc)
-    pending.push(buffer)
-    pendingBytes += buffer.length
-    if (writing === null) writing = writePending()
-    else if (pendingBytes >= GATHERED_WRITE_BYTES) await writing
+  try {
+    for await (const chunk of body) {
+      if (failure !== null) break
+      const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
+      bytes += buffer.length
+      crc = zlib.crc32(buffer, crc)
+      pending.push(buffer)
+      pendingBytes += buffer.length
+      if (writing === null) writing = writePending()
+      else if (pendingBytes >= GATHERED_WRITE_BYTES) await writing
+    }
+  } finally {
+    // A body that fails midway: the write under way lands before the caller cuts the file back.
+    await writing
   }
-  await writing
   if (failure === null && pendingBytes > 0) await writePending()
   if (failure !== null) throw (failure as { error: unknown }).error
   return { bytes, crc }
