@@ -157,12 +157,7 @@ export class LocalCache {
           await writer.close()
         }
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
-        await this.changing.run(path, async () => {
-          await this.removing.get(path) // the removal of an older copy must not take this one with it
-          this.appends.drop(path)
-          await fsp.rename(partial, this.objectFile(path))
-          this.writeRecord(path, meta)
-        })
+        await this.changing.run(path, async () => await this.placeCopy(path, partial, meta))
         download.finish()
       } catch (err) {
         await fsp.rm(partial, { force: true })
@@ -200,16 +195,13 @@ export class LocalCache {
       await this.init()
       const partial = this.partialFile(path)
       await this.changing.run(path, async () => {
-        await this.removing.get(path) // the removal of an older copy must not take this one with it
-        this.appends.drop(path)
         try {
           fs.writeFileSync(partial, data)
-          fs.renameSync(partial, this.objectFile(path))
+          await this.placeCopy(path, partial, meta)
         } catch (err) {
           fs.rmSync(partial, { force: true })
           throw err
         }
-        this.writeRecord(path, meta)
       })
     })
   }
@@ -431,7 +423,7 @@ export class LocalCache {
    */
   private writeRecord (path: string, meta: FileMeta): void {
     const record: CacheRecord = { path, meta }
-    const partial = `${this.recordFile(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`
+    const partial = `${this.recordFile(path)}.${uniqueSuffix()}`
     fs.writeFileSync(partial, JSON.stringify(record))
     fs.renameSync(partial, this.recordFile(path))
     this.index.set(path, record)
@@ -439,9 +431,21 @@ export class LocalCache {
 
   /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
   private partialFile (path: string): string {
-    return nodePath.join(this.tmp, `${hashOf(path)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}`)
+    return nodePath.join(this.tmp, `${hashOf(path)}.${uniqueSuffix()}`)
   }
 
+  /**
+   * Makes a finished file in the tmp folder the copy of `path` at `meta`, under the path's
+   * `changing` lock: after any removal of an older copy (which must not take this one with
+   * it), with the append descriptor of the old copy dropped, renamed into place, its record
+   * written.
+   */
+  private async placeCopy (path: string, partial: string, meta: FileMeta): Promise<void> {
+    await this.removing.get(path)
+    this.appends.drop(path)
+    fs.renameSync(partial, this.objectFile(path))
+    this.writeRecord(path, meta)
+  }
 
   /** Removes the path's record, then its copy, after any removal of them under way; nothing waits for it but the path's next copy. */
   private removeBehind (path: string): void {
@@ -571,6 +575,11 @@ function progressSink (writer: fsp.FileHandle, download: Download): Writable {
 
 function asError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
+}
+
+/** Makes a temporary name unique among this cache's users: the process, and random bits. */
+function uniqueSuffix (): string {
+  return `${process.pid}.${crypto.randomBytes(4).toString('hex')}`
 }
 
 /** Names of copies lately used: every step on a copy names its files, and a sha256 each time is not free. */
