@@ -5,6 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import { NotFoundError } from '../src/shared/errors'
+import { uploadsLeft } from './helpers/diskImage'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
 import { waitFor } from './helpers/waitFor'
@@ -135,7 +136,7 @@ t.test('a store killed while its body arrives leaves the file as before', async 
   const after = await client.statFresh('/a/f.txt')
   t.equal(after.version, before.version, 'the version as before')
   t.equal((await client.readFile('/a/f.txt')).toString(), CONTENT, 'the bytes as before')
-  t.same(fs.readdirSync(uploads), [], 'no upload left behind')
+  t.same(uploadsLeft(server.root as string), [], 'no upload left behind')
 })
 
 // A range write (PATCH /content) killed with its intent on disk, with its bytes written but

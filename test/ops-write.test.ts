@@ -4,6 +4,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import { IsDirectoryError, LockTimeoutError } from '../src/shared/errors'
 import { etagOf, FileRoutes } from '../src/shared/protocol'
+import { uploadsLeft } from './helpers/diskImage'
 import { startTestCluster } from './helpers/cluster'
 import { rawAs, statsOf } from './helpers/wire'
 import { leaseCredentialOf } from '../src/shared/leaseCredential'
@@ -26,7 +27,7 @@ t.test('writeFile replaces the content, one version up, and another client reads
   t.ok(meta.mtimeMs > before.meta.mtimeMs, 'the mtime grows, so a kernel cache notices')
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'docs/a.txt'), 'utf8'), 'short\n', 'on the server\'s disk')
   t.equal((await reader.readFile('/docs/a.txt')).toString(), 'short\n')
-  t.equal(fs.readdirSync(path.join(cluster.roots[0], '.dfs/tmp')).length, 0, 'no upload left behind')
+  t.same(uploadsLeft(cluster.roots[0]), [], 'no upload left behind')
 
   // The writer's own cache holds the written bytes: reading them back moves no content.
   const transfers = (await statsOf(cluster.fileServers[0])).contentTransfers
@@ -152,6 +153,6 @@ t.test('a failed upload leaves the file as it was', async (t) => {
   const meta = await fresh.statFresh('/docs/a.txt')
   t.equal(meta.version, 1)
   t.equal((await fresh.readFile('/docs/a.txt')).toString(), 'the first version\n')
-  t.equal(fs.readdirSync(path.join(cluster.roots[0], '.dfs/tmp')).length, 0, 'the upload was removed')
+  t.same(uploadsLeft(cluster.roots[0]), [], 'the upload was removed')
   t.equal((await cluster.client().locks.acquire('/docs/a.txt').then(async (held) => await held.release())), undefined, 'the lock was given back')
 })

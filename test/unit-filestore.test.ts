@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import { AppendHandles } from '../servers/file/appendHandles'
-import { FileStore, STATE_DIR_NAME } from '../servers/file/fileStore'
+import { FileStore, STATE_DIR_NAME, UPLOAD_DIR_NAME } from '../servers/file/fileStore'
 import { BadPathError, BadRequestError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
 
 /* A file server's store on its own, on a temp folder: no HTTP, no leases (no guard). */
@@ -111,6 +111,18 @@ t.test('stat and list describe files and folders, never the state folder', async
   await t.rejects(store.stat(`/${STATE_DIR_NAME}`), BadPathError, 'the state folder is reserved')
   await t.rejects(store.stat(`/${STATE_DIR_NAME}/versions.log`), BadPathError)
   await t.rejects(store.create(`/${STATE_DIR_NAME}/x`, 'file'), BadPathError)
+})
+
+t.test('a removed file leaves its folder at once and its space soon after; close waits for that', async (t) => {
+  const { store, root } = await storeIn(t)
+  await store.createWithContent('/big.bin', body('z'.repeat(256 * 1024)))
+  const inode = fs.statSync(path.join(root, 'big.bin')).ino
+  await store.remove('/big.bin')
+  t.notOk(fs.existsSync(path.join(root, 'big.bin')), 'the name is gone when remove returns')
+  await store.close()
+  const uploads = path.join(root, STATE_DIR_NAME, UPLOAD_DIR_NAME)
+  t.same(fs.readdirSync(uploads).filter((name) => fs.statSync(path.join(uploads, name)).ino === inode), [], 'and the file itself once the store is closed')
+  t.same(fs.readdirSync(uploads), [], 'nothing is left in the upload folder')
 })
 
 t.test('remove deletes a file; one made again later at the path starts above its version', async (t) => {
@@ -394,7 +406,10 @@ t.test('createWithContent places a new file with its bytes, mode and mtime, excl
   const made = await store.createWithContent('/new.txt', body('hello\n'), { mode: 0o600, mtimeMs: 1_580_608_922_000, changeId: 'c1' })
   t.match(made, { repeated: false, meta: { path: '/new.txt', kind: 'file', version: 1, size: 6, mode: 0o600, mtimeMs: 1_580_608_922_000 } })
   t.equal(fs.readFileSync(path.join(root, 'new.txt'), 'utf8'), 'hello\n', 'on disk')
-  t.same(fs.readdirSync(path.join(root, STATE_DIR_NAME, 'tmp')), [], 'no upload file left beside')
+  // At most the next upload's file, made ahead and empty.
+  const uploads = path.join(root, STATE_DIR_NAME, UPLOAD_DIR_NAME)
+  t.same(fs.readdirSync(uploads).map((name) => fs.statSync(path.join(uploads, name)).size).filter((size) => size > 0), [], 'no upload file left beside')
+  t.ok(fs.readdirSync(uploads).length <= 1, 'beside the one made ahead')
   const again = await store.createWithContent('/new.txt', body('hello\n'), { changeId: 'c1' })
   t.match(again, { repeated: true, meta: { version: 1, size: 6 } }, 'a retry of the same change is answered as the file is')
   await t.rejects(store.createWithContent('/new.txt', body('other\n'), { changeId: 'c2' }), ConflictError, 'another change at an existing path is a conflict')

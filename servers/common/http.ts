@@ -38,6 +38,9 @@ export const jsonBody = express.json({ limit: JSON_LIMIT })
 export function newApp (service?: ServiceName): Express {
   const app = express()
   app.disable('x-powered-by')
+  // Express hashes every answer's body for an ETag by default. No JSON answer is revalidated,
+  // and the file server sets its contents' ETag from the version (etagOf).
+  app.disable('etag')
   // First, so that every answer, a refused one too, is counted and carries its request id.
   if (service !== undefined) app.use(observeRequests(service))
   app.use((req, res, next) => {

@@ -87,7 +87,6 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const callbacks = new CallbackTable(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS), stats)
 
   const app = newApp('file') as FileServerApp
-  app.disable('etag') // ours is computed from the version, not the body
   app.locals.stats = stats
   app.locals.publicUrl = null
   app.locals.callbacks = callbacks
