@@ -65,6 +65,14 @@ for (const [kind, make] of kinds) {
     t.equal(await store.deleteKeys(['/a', '/b', '/never']), 2, 'counts the keys that existed')
     t.equal(await store.get('/a'), undefined)
     t.notOk(await store.compareAndSet('/a', null, first), 'a deleted key takes no lease')
+
+    await store.createKeys(['/held', '/free'])
+    t.ok(await store.compareAndSet('/held', null, lease(await store.nextToken())))
+    t.notOk(await store.deleteKeyIfFree('/held'), 'a held key is not removed if free')
+    t.not(await store.get('/held'), undefined, 'and stays')
+    t.ok(await store.deleteKeyIfFree('/free'), 'a free one is')
+    t.equal(await store.get('/free'), undefined)
+    t.notOk(await store.deleteKeyIfFree('/never'), 'nor is a key that does not exist')
   })
 }
 

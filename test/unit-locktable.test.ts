@@ -35,6 +35,39 @@ t.test('keys are implicit: a path\'s key is made free at its first acquire; crea
   t.equal(await table.deleteKeys(['/b', '/c', '/never']), 2, 'counts only keys that existed')
 })
 
+t.test('a key deleted when free goes at once if nobody holds it, else when its lease is released or ended', async (t) => {
+  const store = new MemoryLockStore()
+  const clock = { now: 1_000_000 }
+  const table = new LockTable(store, () => clock.now)
+  await table.createKeys(['/free'])
+  t.ok(await table.deleteKeyWhenFree('/free'), 'a free key goes now')
+  t.equal(await store.get('/free'), undefined)
+
+  const kept = await table.acquire('/journal', 'alice', 1000)
+  t.notOk(await table.deleteKeyWhenFree('/journal'), 'a held key stays while its lease runs')
+  t.match(await table.status('/journal'), { held: true, owner: 'alice' }, 'with its lease, still good for the path\'s next file')
+  await table.renew('/journal', kept)
+  await table.release('/journal', kept)
+  t.equal(await store.get('/journal'), undefined, 'released, the key is gone')
+  t.match(await table.acquire('/journal', 'bob', 1000), { owner: 'bob' }, 'and made again by the next acquire (keys are implicit)')
+
+  // A lease its holder stopped renewing (the client died): ended by the lock server.
+  const dead = await table.acquire('/other', 'carol', 1000)
+  t.notOk(await table.deleteKeyWhenFree('/other'))
+  clock.now += 500
+  t.ok(await table.endUnrenewed('/other', dead.token, clock.now), 'ended unrenewed')
+  t.equal(await store.get('/other'), undefined, 'and its key goes with it')
+
+  // Marked, then given to someone else before the release lands: only a free key is removed.
+  const first = await table.acquire('/race', 'dave', 1000)
+  t.notOk(await table.deleteKeyWhenFree('/race'))
+  await table.deleteKeys(['/race'])
+  const second = await table.acquire('/race', 'erin', 1000)
+  t.ok(second.token > first.token)
+  await t.rejects(table.release('/race', first), LeaseError, 'the old lease went with the key deleted outright')
+  t.match(await table.status('/race'), { held: true, owner: 'erin' }, 'the new holder keeps key and lease')
+})
+
 t.test('a lease goes to one holder at a time, with a fencing token that grows', async (t) => {
   const { table, clock } = tableAt()
   await table.createKeys(['/a', '/b'])

@@ -124,6 +124,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   app.post(FileRoutes.unlink, async (req, res) => {
     const path = queryOf(req).path()
     await leases.require(req, path)
+    // The caller keeps its lease for the path's next file (Headers.keepLease): the key stays until it ends.
+    const keepLease = req.get(Headers.keepLease) === '1'
     const { machineId } = ctx.self()
     const current = await store.stat(path)
     if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
@@ -132,10 +134,10 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     // Side by side once no reader finds the path: the file's removal from the disk, its key's
     // from the lock server (keys are implicit: one removed early is made again by the next
     // acquire) and the other holders' breaks need not wait for each other.
-    let keyRemoved = true
+    let keyRemoved = false
     const [removed, , broken] = await Promise.allSettled([
       store.remove(path),
-      tryTo(`remove the lock key of ${path}`, async () => await lock.deleteKey(path)).then((done) => { keyRemoved = done }),
+      tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path, { whenFree: keepLease })).deleted }),
       changed(req, path, null)
     ])
     if (removed.status === 'rejected') {
@@ -143,7 +145,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       throw removed.reason
     }
     if (broken.status === 'rejected') throw broken.reason
-    leases.forget(path)
+    // A kept lease is known still: the path's next create under it needs no question to the lock server.
+    if (!keepLease || keyRemoved) leases.forget(path)
     // keyRemoved: the lease the unlink came under went with its key, so its holder need not give it back.
     const answer: RemovedAnswer = { path, removed: true, keyRemoved }
     res.json(answer)

@@ -125,6 +125,12 @@ export class JournalLockStore implements LockStore {
     return existing.length
   }
 
+  async deleteKeyIfFree (path: string): Promise<boolean> {
+    if (this.keys.get(path) !== null) return false
+    this.commit({ drop: [path] })
+    return true
+  }
+
   async close (): Promise<void> {
     if (this.fd !== null) fs.closeSync(this.fd)
     this.fd = null

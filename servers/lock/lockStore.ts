@@ -46,6 +46,8 @@ export interface LockStore {
   createKeys: (paths: string[]) => Promise<number>
   /** Removes keys, held or not. How many existed. */
   deleteKeys: (paths: string[]) => Promise<number>
+  /** Removes the key if nobody holds it (its state is null), in one step; whether it did. */
+  deleteKeyIfFree: (path: string) => Promise<boolean>
   /** Every key that has a lease stored, live or lapsed (for operators: GET /locks/held). */
   leases: () => Promise<Array<{ path: string, lease: StoredLease }>>
   /** Every key below a folder (paths starting with `folder/`), with its state: a prefix scan. */
@@ -111,6 +113,10 @@ export class MemoryLockStore implements LockStore {
     let removed = 0
     for (const path of paths) if (this.keys.delete(path)) removed++
     return removed
+  }
+
+  async deleteKeyIfFree (path: string): Promise<boolean> {
+    return this.keys.get(path) === null && this.keys.delete(path)
   }
 
   async leases (): Promise<Array<{ path: string, lease: StoredLease }>> {

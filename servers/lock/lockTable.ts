@@ -20,6 +20,8 @@ export class LockTable {
    * acquires again starves every other writer, who only polls now and then.
    */
   private readonly waiters = new Map<string, Map<string, number>>()
+  /** Keys whose file was removed while a lease held them: they go when it ends (deleteKeyWhenFree). */
+  private readonly goneWhenFree = new Set<string>()
 
   constructor (private readonly store: LockStore = new MemoryLockStore(), private readonly now: () => number = Date.now) {}
 
@@ -32,8 +34,27 @@ export class LockTable {
   }
 
   async deleteKeys (paths: string[]): Promise<number> {
-    for (const path of paths) this.waiters.delete(path)
+    for (const path of paths) {
+      this.waiters.delete(path)
+      this.goneWhenFree.delete(path)
+    }
     return await this.store.deleteKeys(paths)
+  }
+
+  /**
+   * The key of a file that was removed while a live lease stays with its holder (an unlink
+   * that kept its lease): removed now if nobody holds it, else once that lease is given back
+   * or ended. Whether it was removed now. (Keys are implicit, so one removed while the path
+   * has a file again is made again by the next acquire; a lock server restart forgets the
+   * mark, and the key then stays, free, as a key whose file was never removed does.)
+   */
+  async deleteKeyWhenFree (path: string): Promise<boolean> {
+    if (this.live(await this.store.get(path) ?? null) === null) {
+      await this.deleteKeys([path])
+      return true
+    }
+    this.goneWhenFree.add(path)
+    return false
   }
 
   /** `subject`: the caller's credential subject (none on an open server), bound to the lease as its holder. */
@@ -76,7 +97,10 @@ export class LockTable {
     for (;;) {
       const state = await this.stateOf(path)
       this.withSecret(path, state, token, secret, caller)
-      if (await this.store.compareAndSet(path, state, null)) return
+      if (await this.store.compareAndSet(path, state, null)) {
+        await this.freed(path)
+        return
+      }
     }
   }
 
@@ -91,8 +115,17 @@ export class LockTable {
       const state = await this.store.get(path)
       const holder = state === undefined ? null : this.live(state)
       if (holder === null || holder.token !== token || holder.expiresAt - holder.ttlMs >= silentSince) return false
-      if (await this.store.compareAndSet(path, holder, null)) return true
+      if (await this.store.compareAndSet(path, holder, null)) {
+        await this.freed(path)
+        return true
+      }
     }
+  }
+
+  /** A lease on the path ended: its key goes if its file was removed meanwhile (deleteKeyWhenFree). */
+  private async freed (path: string): Promise<void> {
+    // If-free in one step: a lease granted to someone else in between keeps the key.
+    if (this.goneWhenFree.delete(path)) await this.store.deleteKeyIfFree(path)
   }
 
   /** Whether `token` with `secret` is the live lease on the path (LeaseError if not); how long it has left. */

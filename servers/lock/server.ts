@@ -134,11 +134,17 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   })
 
   app.delete(LockRoutes.keys, async (req, res) => {
-    const path = queryOf(req).path()
-    await table.deleteKey(path)
-    delegations.leaseEnded(path)
-    waits.wake(path)
-    const answer: DeleteKeyAnswer = { path, deleted: true }
+    const query = queryOf(req)
+    const path = query.path()
+    // whenFree: the file went, and the lease it went under stays with its holder for now.
+    let deleted = true
+    if (query.flag('whenFree')) deleted = await table.deleteKeyWhenFree(path)
+    else await table.deleteKey(path)
+    if (deleted) {
+      delegations.leaseEnded(path)
+      waits.wake(path)
+    }
+    const answer: DeleteKeyAnswer = { path, deleted }
     res.json(answer)
   })
 

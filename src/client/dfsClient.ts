@@ -551,9 +551,15 @@ export class DfsClient {
     this.shownLeases.forget(canonical)
     // The key goes with the file (the server says so): the lease it came under ends with it, with no release.
     let keyGone = false
-    const remove = async (token: LeaseCredential): Promise<void> => {
-      const answer = await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token))
+    // A delegated lease this client keeps stays kept past the unlink, and its key until it is
+    // given back: a program that makes the file again at once (sqlite's journal, at every
+    // transaction) creates and writes it with no acquire, and its file server asks the lock
+    // server nothing (it knows the lease). Recalled, or idle for a few seconds, it goes.
+    let keptPast = false
+    const remove = async (token: LeaseCredential, keepLease = false): Promise<void> => {
+      const answer = await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token, { keepLease }))
       keyGone = answer.keyRemoved === true
+      keptPast = keepLease && !keyGone
     }
     try {
       const given = credentialOf(opts.lease)
@@ -562,9 +568,9 @@ export class DfsClient {
       } else {
         const held = await this.locks.acquire(canonical)
         try {
-          await remove(leaseCredentialOf(held.lease))
+          await remove(leaseCredentialOf(held.lease), held.lease.delegated === true && this.locks.kept !== null)
         } finally {
-          await held.release({ keep: false, keyGone })
+          await held.release({ keep: keptPast ? undefined : false, keyGone })
         }
       }
     } catch (err) {
@@ -573,7 +579,7 @@ export class DfsClient {
       throw err
     }
     // A lease kept on the path (taken by a handle still open, which gave it for this unlink) goes too.
-    await this.locks.kept?.giveBack(canonical, { keyGone })
+    if (!keptPast) await this.locks.kept?.giveBack(canonical, { keyGone })
     this.changedName(canonical, askedAt, null)
     await this.cache.invalidate(canonical)
   }

@@ -49,7 +49,8 @@ interface Kept {
  * acquire. The lease stays renewed while kept; it is given back when the lock server recalls
  * it (another client asks for the key), when it was not used for KEEP_IDLE_MS, when the
  * channel to the lock server is lost (the lock server could not recall it any more), when
- * the file is removed or renamed here, and when the client closes.
+ * the file is renamed here, or removed here other than by DfsClient.unlink under it (which
+ * keeps it for the path's next file), and when the client closes.
  */
 export class KeptLeases implements DelegationHandler {
   private readonly kept = new Map<string, Kept>()

@@ -240,7 +240,7 @@ export interface DirectoryListAnswer {
 // ---- lock server ------------------------------------------------------------
 
 export const LockRoutes = {
-  keys: '/keys', // POST CreateKeysRequest -> CreateKeysAnswer; DELETE ?path=
+  keys: '/keys', // POST CreateKeysRequest -> CreateKeysAnswer; DELETE ?path=&whenFree= -> DeleteKeyAnswer
   removeKeys: '/keys/remove', // POST RemoveKeysRequest -> RemoveKeysAnswer
   acquire: '/locks/acquire', // POST AcquireRequest -> LockLease | 423 LOCKED
   renew: '/locks/renew', // POST LeaseRequest -> LockLease | 409 LEASE_INVALID
@@ -283,7 +283,8 @@ export interface CreateKeysAnswer {
 
 export interface DeleteKeyAnswer {
   path: string
-  deleted: true
+  /** False with `whenFree` while a lease holds the key: it goes when that lease is given back. */
+  deleted: boolean
 }
 
 export interface RemoveKeysRequest {
@@ -424,7 +425,13 @@ export const Headers = {
    * On GET /content and GET /stat, `want`: the client asks for a callback on the file; the
    * answer says `granted` if the server promises one (see CallbackBreak).
    */
-  callback: 'x-dfs-callback'
+  callback: 'x-dfs-callback',
+  /**
+   * On POST /unlink, `1`: the caller keeps the lease it unlinks under (a delegated lease it
+   * will use again at the path, as sqlite makes its journal anew at every transaction), so
+   * the key stays until that lease is given back.
+   */
+  keepLease: 'x-dfs-keep-lease'
 } as const
 
 /**
@@ -507,7 +514,10 @@ export interface StatfsAnswer {
 export interface RemovedAnswer {
   path: string
   removed: boolean
-  /** POST /unlink: the file's lock key went with it (and the lease the unlink came under), so that lease needs no release. */
+  /**
+   * POST /unlink: the file's lock key went with it (and the lease the unlink came under), so
+   * that lease needs no release. False when the unlink asked to keep its lease (keepLease).
+   */
   keyRemoved?: boolean
 }
 

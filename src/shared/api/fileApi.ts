@@ -162,8 +162,11 @@ export class FileApi {
     return await this.transport.json({ method: 'POST', route: FileRoutes.truncate, query: { path, size }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
   }
 
-  async unlink (path: string, token: LeaseCredential): Promise<RemovedAnswer> {
-    return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers: lockHeader(token), timeoutMs: this.changeDeadline() })
+  /** `keepLease`: the lease stays the caller's past the unlink (Headers.keepLease). */
+  async unlink (path: string, token: LeaseCredential, opts: { keepLease?: boolean } = {}): Promise<RemovedAnswer> {
+    const headers = lockHeader(token)
+    if (opts.keepLease === true) headers[Headers.keepLease] = '1'
+    return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers, timeoutMs: this.changeDeadline() })
   }
 
   async rmdir (path: string): Promise<RemovedAnswer> {

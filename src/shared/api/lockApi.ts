@@ -25,8 +25,9 @@ export class LockApi {
     return await this.transport.json({ method: 'POST', route: LockRoutes.keys, body })
   }
 
-  async deleteKey (path: string): Promise<DeleteKeyAnswer> {
-    return await this.transport.json({ method: 'DELETE', route: LockRoutes.keys, query: { path } })
+  /** `whenFree`: a lease on the key stays with its holder, and the key goes when it ends. */
+  async deleteKey (path: string, opts: { whenFree?: boolean } = {}): Promise<DeleteKeyAnswer> {
+    return await this.transport.json({ method: 'DELETE', route: LockRoutes.keys, query: { path, whenFree: opts.whenFree === true ? true : undefined } })
   }
 
   async removeKeys (paths: string[]): Promise<RemoveKeysAnswer> {
