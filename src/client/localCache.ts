@@ -11,6 +11,7 @@ import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
 import { CopyAppends } from './copyAppends'
+import { removeLocalFile } from './localFiles'
 
 /**
  * A copy brought forward by this client's own appends has its record file rewritten this
@@ -144,7 +145,7 @@ export class LocalCache {
       reader = await fsp.open(partial, 'r')
     } catch (err) {
       await writer.close()
-      await fsp.rm(partial, { force: true })
+      await removeLocalFile(partial)
       body.destroy()
       throw err
     }
@@ -160,7 +161,7 @@ export class LocalCache {
         await this.changing.run(path, async () => await this.placeCopy(path, partial, meta))
         download.finish()
       } catch (err) {
-        await fsp.rm(partial, { force: true })
+        await removeLocalFile(partial)
         download.fail(failed(err))
       }
     })()
@@ -319,7 +320,7 @@ export class LocalCache {
     this.appends.drop(from)
     this.appends.drop(to)
     await this.removing.get(to)
-    await fsp.rm(this.recordFile(from), { force: true })
+    await removeLocalFile(this.recordFile(from))
     try {
       await fsp.rename(this.objectFile(from), this.objectFile(to))
     } catch {
@@ -453,8 +454,8 @@ export class LocalCache {
     const before = this.removing.get(path)
     const removal = (async () => {
       await before
-      await fsp.rm(this.recordFile(path), { force: true })
-      await fsp.rm(this.objectFile(path), { force: true })
+      await removeLocalFile(this.recordFile(path))
+      await removeLocalFile(this.objectFile(path))
     })().catch(() => {}) // a file another process removed meanwhile: gone either way
     this.removing.set(path, removal)
     void removal.then(() => {

@@ -5,6 +5,7 @@ import { BadRequestError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import type { HeldLock } from './lockClient'
 import type { OpenFileTable, Survivor } from './openFiles'
+import { removeLocalFile } from './localFiles'
 
 /**
  * libfuse 2 does not remove a file this mount holds open: it renames it to
@@ -58,7 +59,7 @@ export class UnlinkedFiles {
     try {
       survivors = await files.detach(path, local, unlink)
     } catch (err) {
-      await fsp.rm(local, { force: true })
+      await removeLocalFile(local)
       throw err
     }
     await this.adopt(hiddenPath, meta, local, survivors)
@@ -68,7 +69,7 @@ export class UnlinkedFiles {
   private async adopt (path: string, meta: FileMeta, file: string, survivors: Survivor[]): Promise<void> {
     this.hiddenNames.add(path)
     if (survivors.length === 0) {
-      await fsp.rm(file, { force: true })
+      await removeLocalFile(file)
       return
     }
     const unlinked: UnlinkedFile = { path, file, handle: await fsp.open(file, 'r+'), meta, users: survivors.length }
@@ -125,7 +126,7 @@ export class UnlinkedFiles {
     if (--unlinked.users > 0) return
     this.byPath.delete(unlinked.path)
     await unlinked.handle.close()
-    await fsp.rm(unlinked.file, { force: true })
+    await removeLocalFile(unlinked.file)
   }
 
   private get (id: number): UnlinkedFile {

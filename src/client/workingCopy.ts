@@ -1,4 +1,5 @@
 import crypto from 'node:crypto'
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
 import type { FileMeta } from '../shared/protocol'
@@ -6,6 +7,7 @@ import type { CachedFile } from './localCache'
 import type { HeldLock } from './lockClient'
 import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
+import { removeLocalFile } from './localFiles'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -13,6 +15,12 @@ import { bytesOf, DirtyRanges } from './dirtyRanges'
  * its bytes on the server's disk twice: intent, then file).
  */
 const MAX_RANGE_STORE_BYTES = 64 * 1024 * 1024
+
+/** Copies up to this size are made synchronously when a working copy starts. */
+const QUICK_COPY_BYTES = 64 * 1024
+
+/** Work folders made already (by this process): a working copy's start makes its folder once. */
+const madeWorkDirs = new Set<string>()
 
 /** What a working copy needs of the client core. */
 export interface WorkingCopyBackend {
@@ -75,7 +83,10 @@ export class WorkingCopy {
     const held = await backend.lock(filePath)
     let workingFile: string | null = null
     try {
-      await fsp.mkdir(workDir, { recursive: true })
+      if (!madeWorkDirs.has(workDir)) {
+        await fsp.mkdir(workDir, { recursive: true })
+        madeWorkDirs.add(workDir)
+      }
       workingFile = path.join(workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
       let size = 0
       let baseVersion: number | null = null
@@ -83,7 +94,10 @@ export class WorkingCopy {
         await fsp.writeFile(workingFile, '')
       } else {
         const cached = await backend.fetch(filePath, { lease: held })
-        await fsp.copyFile(cached.file, workingFile)
+        // A small copy (sqlite's journal, rewritten after its fsync) on the event loop: a trip
+        // to the thread pool costs more than the copy. The cache is never on the mount.
+        if (cached.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(cached.file, workingFile)
+        else await fsp.copyFile(cached.file, workingFile)
         size = cached.meta.size
         baseVersion = cached.meta.version
       }
@@ -91,7 +105,7 @@ export class WorkingCopy {
       return new WorkingCopy(filePath, workingFile, handle, held, size, empty, baseVersion)
     } catch (err) {
       await held.release()
-      if (workingFile) await fsp.rm(workingFile, { force: true })
+      if (workingFile) await removeLocalFile(workingFile)
       throw err
     }
   }
@@ -169,7 +183,7 @@ export class WorkingCopy {
       if (opts.keep !== false && !this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
     } finally {
       await this.held.release() // once only: a no-op if given back above
-      await fsp.rm(this.file, { force: true })
+      await removeLocalFile(this.file)
     }
   }
 
