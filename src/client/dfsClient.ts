@@ -561,14 +561,17 @@ export class DfsClient {
       keyGone = answer.keyRemoved === true
       keptPast = keepLease && !keyGone
     }
+    const keepable = (lease: LockLease): boolean => lease.delegated === true && this.locks.kept !== null
     try {
-      const given = credentialOf(opts.lease)
+      const given = opts.lease === undefined ? undefined : 'lease' in opts.lease ? opts.lease.lease : opts.lease
       if (given !== undefined) {
-        await remove(given)
+        // A handle still open gave its lease (libfuse's hidden rename): kept as well, and
+        // given back to the kept leases by that handle's close.
+        await remove(leaseCredentialOf(given), keepable(given))
       } else {
         const held = await this.locks.acquire(canonical)
         try {
-          await remove(leaseCredentialOf(held.lease), held.lease.delegated === true && this.locks.kept !== null)
+          await remove(leaseCredentialOf(held.lease), keepable(held.lease))
         } finally {
           await held.release({ keep: keptPast ? undefined : false, keyGone })
         }
