@@ -5,6 +5,7 @@ import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, sh } from './helpers/mount'
 import { quoted } from './helpers/mountOps'
 import { Requests, show, total } from './helpers/requests'
+import { KEEP_IDLE_MS } from '../src/client/keptLeases'
 
 /*
  * How many requests one operation on a mount costs, counted where the servers receive them
@@ -126,6 +127,26 @@ t.test('a journal\'s life, as sqlite\'s (create, write, fsync, rewrite its head,
   t.equal(last.subarray(0, 5 + String(i).length).toString(), 'head-' + i, 'the last head is on the server\'s disk')
   t.equal(last.length, 4096, 'over the bytes of the create')
   t.equal(last[4095], 97 + (i % 26))
+})
+
+t.test('rm of files not in use on this mount: each lease goes with its key, and none is given back later', async (t) => {
+  const files: Record<string, string> = {}
+  for (let i = 1; i <= ROUNDS; i++) files[`old/f${i}`] = `old-${i}\n`
+  const cluster = await startTestCluster(t, [files])
+  const mount = await mountCluster(t, cluster)
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const listed = await sh(`ls ${quoted(mount.at('/old'))} > /dev/null`)
+  t.equal(listed.code, 0, outcome(listed))
+  const from = requests.mark()
+  const removed = await sh(`rm ${quoted(mount.at('/old'))}/f*`, { timeoutMs: 60_000 })
+  t.equal(removed.code, 0, outcome(removed))
+  // A lease kept past an unlink (the journal's, above) would be given back once idle.
+  await new Promise((resolve) => setTimeout(resolve, KEEP_IDLE_MS + 1000))
+  const byClient = requests.since(from, true)
+  t.equal(byClient.get('POST /unlink'), ROUNDS, `one unlink each: ${show(byClient)}`)
+  t.notOk(byClient.has('POST /locks/release'), `no release, then or later: the lease went with the key: ${show(byClient)}`)
+  t.same(fs.readdirSync(path.join(cluster.roots[0], 'old')), [], 'and the files are gone from the server')
 })
 
 t.test('an exclusive create (O_EXCL) fails with EEXIST when another mount made the file, also when both race', async (t) => {

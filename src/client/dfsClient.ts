@@ -551,27 +551,29 @@ export class DfsClient {
     this.shownLeases.forget(canonical)
     // The key goes with the file (the server says so): the lease it came under ends with it, with no release.
     let keyGone = false
-    // A delegated lease this client keeps stays kept past the unlink, and its key until it is
-    // given back: a program that makes the file again at once (sqlite's journal, at every
-    // transaction) creates and writes it with no acquire, and its file server asks the lock
-    // server nothing (it knows the lease). Recalled, or idle for a few seconds, it goes.
+    // A lease this client kept from an earlier use of the path stays kept past the unlink,
+    // and its key until it is given back: a program that makes the file again at once
+    // (sqlite's journal, at every transaction) creates and writes it with no acquire, and its
+    // file server asks the lock server nothing (it knows the lease). Recalled, or idle for a
+    // few seconds, it goes. A lease taken for the unlink alone (rm) goes with the key, with
+    // no release request.
     let keptPast = false
     const remove = async (token: LeaseCredential, keepLease = false): Promise<void> => {
       const answer = await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token, { keepLease }))
       keyGone = answer.keyRemoved === true
       keptPast = keepLease && !keyGone
     }
-    const keepable = (lease: LockLease): boolean => lease.delegated === true && this.locks.kept !== null
+    const keepable = (held: HeldLock): boolean => held.reused === true && held.lease.delegated === true && this.locks.kept !== null
     try {
-      const given = opts.lease === undefined ? undefined : 'lease' in opts.lease ? opts.lease.lease : opts.lease
+      const given = opts.lease
       if (given !== undefined) {
         // A handle still open gave its lease (libfuse's hidden rename): kept as well, and
         // given back to the kept leases by that handle's close.
-        await remove(leaseCredentialOf(given), keepable(given))
+        await remove(leaseCredentialOf('lease' in given ? given.lease : given), 'lease' in given && keepable(given))
       } else {
         const held = await this.locks.acquire(canonical)
         try {
-          await remove(leaseCredentialOf(held.lease), keepable(held.lease))
+          await remove(leaseCredentialOf(held.lease), keepable(held))
         } finally {
           await held.release({ keep: keptPast ? undefined : false, keyGone })
         }

@@ -24,6 +24,8 @@ export interface LockClientOptions {
 /** A lease this client holds, renewed in the background until released. */
 export interface HeldLock {
   lease: LockLease
+  /** Handed over from the leases this client kept after an earlier use (no request): the path is in use here. */
+  reused?: boolean
   /**
    * Ends this use of the lease. A delegated lease is kept for the next use (see KeptLeases)
    * unless `keep` is false (it is lost, or its file went away): then it is given back.
@@ -83,7 +85,7 @@ export class LockClient {
     // the close returned): it is handed over here, not through the lock server.
     await this.kept.inUseEnded(path, HANDOFF_WAIT_MS)
     const kept = this.kept.take(path) as Holding | undefined
-    if (kept !== undefined) return this.use(path, kept)
+    if (kept !== undefined) return { ...this.use(path, kept), reused: true }
     return await this.kept.asked(path, async () => await this.acquireNew(path))
   }
 
