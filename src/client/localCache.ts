@@ -11,7 +11,7 @@ import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
 import { CopyAppends } from './copyAppends'
-import { removeLocalFile } from './localFiles'
+import { removeLocalFile, uniqueSuffix } from './localFiles'
 
 /**
  * A copy brought forward by this client's own appends has its record file rewritten this
@@ -579,9 +579,6 @@ function asError (err: unknown): Error {
 }
 
 /** Makes a temporary name unique among this cache's users: the process, and random bits. */
-function uniqueSuffix (): string {
-  return `${process.pid}.${crypto.randomBytes(4).toString('hex')}`
-}
 
 /** Names of copies lately used: every step on a copy names its files, and a sha256 each time is not free. */
 const hashes = new LRUCache<string, string>({ max: 10_000 })

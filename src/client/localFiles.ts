@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fsp from 'node:fs/promises'
 
 /**
@@ -11,4 +12,16 @@ export async function removeLocalFile (file: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
+}
+
+/**
+ * Names this process's temporary files apart from any other's (a mount before a restart with
+ * the same pid included) and from each other: random once, then counted. crypto.randomBytes
+ * at every name was a visible share of a first read's CPU.
+ */
+const SUFFIX_PREFIX = `${process.pid}.${crypto.randomBytes(4).toString('hex')}`
+let suffixCount = 0
+
+export function uniqueSuffix (): string {
+  return `${SUFFIX_PREFIX}.${(++suffixCount).toString(36)}`
 }

@@ -1,4 +1,3 @@
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
@@ -7,7 +6,7 @@ import type { CachedFile } from './localCache'
 import type { HeldLock } from './lockClient'
 import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
-import { removeLocalFile } from './localFiles'
+import { removeLocalFile, uniqueSuffix } from './localFiles'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -87,7 +86,7 @@ export class WorkingCopy {
         await fsp.mkdir(workDir, { recursive: true })
         madeWorkDirs.add(workDir)
       }
-      workingFile = path.join(workDir, `${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
+      workingFile = path.join(workDir, uniqueSuffix())
       let size = 0
       let baseVersion: number | null = null
       if (empty) {
