@@ -458,8 +458,9 @@ export class FileStore {
       }
       const [synced, beside] = await Promise.allSettled([
         Promise.all([
-          // The version line and the mode are written before the folder's fsync starts, so
-          // one commit of the file system's journal takes all three (ext4 runs one at a time).
+          // The version and mode lines are written (synchronously, at these calls) before the
+          // folder's fsync starts, so that fsync's commit of the file system's journal can take
+          // them along. (Measured only together with this commit's other steps.)
           this.versions.set(path, (this.versions.get(path) ?? 0) + 1, opts.changeId),
           mode !== undefined ? this.modes.set(path, mode, false) : undefined,
           syncFile(nodePath.dirname(disk))
