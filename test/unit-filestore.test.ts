@@ -7,6 +7,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { AppendHandles } from '../servers/file/appendHandles'
 import { FileStore, STATE_DIR_NAME, UPLOAD_DIR_NAME } from '../servers/file/fileStore'
+import { uploadsLeft } from './helpers/diskImage'
 import { BadPathError, BadRequestError, ConflictError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../src/shared/errors'
 
 /* A file server's store on its own, on a temp folder: no HTTP, no leases (no guard). */
@@ -407,9 +408,8 @@ t.test('createWithContent places a new file with its bytes, mode and mtime, excl
   t.match(made, { repeated: false, meta: { path: '/new.txt', kind: 'file', version: 1, size: 6, mode: 0o600, mtimeMs: 1_580_608_922_000 } })
   t.equal(fs.readFileSync(path.join(root, 'new.txt'), 'utf8'), 'hello\n', 'on disk')
   // At most the next upload's file, made ahead and empty.
-  const uploads = path.join(root, STATE_DIR_NAME, UPLOAD_DIR_NAME)
-  t.same(fs.readdirSync(uploads).map((name) => fs.statSync(path.join(uploads, name)).size).filter((size) => size > 0), [], 'no upload file left beside')
-  t.ok(fs.readdirSync(uploads).length <= 1, 'beside the one made ahead')
+  t.same(uploadsLeft(root), [], 'no upload file left beside')
+  t.ok(fs.readdirSync(path.join(root, STATE_DIR_NAME, UPLOAD_DIR_NAME)).length <= 1, 'beside the one made ahead')
   const again = await store.createWithContent('/new.txt', body('hello\n'), { changeId: 'c1' })
   t.match(again, { repeated: true, meta: { version: 1, size: 6 } }, 'a retry of the same change is answered as the file is')
   await t.rejects(store.createWithContent('/new.txt', body('other\n'), { changeId: 'c2' }), ConflictError, 'another change at an existing path is a conflict')
