@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import http from 'node:http'
 import path from 'node:path'
 import { errnoOf } from '../src/fuse/errno'
 import { FuseUnavailableError, loadFuse } from '../src/fuse/loadFuse'
@@ -13,7 +14,7 @@ import { kernelOptions } from '../src/fuse/mount'
  * no permissions of its own (the backing folder's apply to whoever runs it), no locks (libfuse
  * then leaves fcntl and flock locks to the kernel), nothing but what the workloads need.
  *
- *   node dist/bench/passthrough.js BACKING_FOLDER MOUNTPOINT [--async]
+ *   node dist/bench/passthrough.js BACKING_FOLDER MOUNTPOINT [--async | --sync-server URL]
  *
  * The calls are synchronous unless --async is given: a trip through libuv's thread pool and
  * back costs two threads' wake-ups per operation, and on a busy machine that made the
@@ -21,6 +22,12 @@ import { kernelOptions } from '../src/fuse/mount'
  * cached 4 KiB files at 608/s against 3,193, interleaved at load 7-11; dfs answers a getattr
  * from memory and passed it). The backing folder is a local one, never this mount, so
  * blocking on it cannot wait on ourselves; one request at a time is what the workloads send.
+ *
+ * With --sync-server, it is the durable floor instead: the close of a handle that wrote sends
+ * the bytes written since its last close to bench/syncServer.ts, one bare keep-alive request,
+ * and returns once that server has synced the file (and its folder, after a create). That is
+ * one request and one fsync round per close, what a close durable on a server costs at
+ * least, which dfs's appends and creates are measured against.
  *
  * It runs in a process of its own, so the benchmark can read the mount with synchronous calls.
  * It prints "mounted" once the kernel serves the mount, and unmounts on SIGTERM or SIGINT.
@@ -117,10 +124,59 @@ export function passthroughOperations (root: string, calls: FsCalls = fs): Recor
   }
 }
 
+/**
+ * The passthrough's operations, with each close of a handle that wrote made durable by one
+ * request to the sync server at `syncUrl` (bench/syncServer.ts), carrying the bytes written
+ * since the handle's last close. Calls are synchronous, as the plain passthrough's.
+ */
+export function durablePassthroughOperations (root: string, syncUrl: string): Record<string, unknown> {
+  const operations = passthroughOperations(root, synchronousCalls())
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  /** Per open descriptor that wrote: its path, the bytes since its last close, whether it was created. */
+  const written = new Map<number, { path: string, chunks: Buffer[], created: boolean }>()
+  const create = operations.create as (p: string, mode: number, flags: number, cb: Callback) => void
+  const write = operations.write as (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => void
+  const release = operations.release as (p: string, fd: number, cb: Callback) => void
+  return {
+    ...operations,
+    create: (p: string, mode: number, flags: number, cb: Callback) => create(p, mode, flags, (code, fd) => {
+      if (code === 0) written.set(fd as number, { path: p, chunks: [], created: true })
+      cb(code, fd)
+    }),
+    write: (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => write(p, fd, buffer, length, position, (count) => {
+      if (count > 0) {
+        const entry = written.get(fd) ?? { path: p, chunks: [], created: false }
+        entry.chunks.push(Buffer.from(buffer.subarray(0, count)))
+        written.set(fd, entry)
+      }
+      cb(count)
+    }),
+    flush: (_p: string, fd: number, cb: Callback) => {
+      const entry = written.get(fd)
+      if (entry === undefined || (entry.chunks.length === 0 && !entry.created)) return cb(0)
+      const body = Buffer.concat(entry.chunks)
+      entry.chunks = []
+      const query = `path=${encodeURIComponent(entry.path.slice(1))}${entry.created ? '&created=1' : ''}`
+      entry.created = false
+      const request = http.request(`${syncUrl}/sync?${query}`, { method: 'POST', agent, headers: { 'content-length': body.length } }, (response) => {
+        response.resume()
+        response.once('end', () => cb(response.statusCode === 204 ? 0 : -5)) // EIO
+      })
+      request.once('error', () => cb(-5))
+      request.end(body)
+    },
+    release: (p: string, fd: number, cb: Callback) => {
+      written.delete(fd)
+      release(p, fd, cb)
+    }
+  }
+}
+
 function main (argv: string[]): void {
   const asynchronous = argv[2] === '--async'
-  if (argv.length !== (asynchronous ? 3 : 2)) {
-    process.stderr.write('usage: passthrough.js BACKING_FOLDER MOUNTPOINT [--async]\n')
+  const syncUrl = argv[2] === '--sync-server' ? argv[3] : undefined
+  if (argv.length !== (asynchronous ? 3 : syncUrl !== undefined ? 4 : 2)) {
+    process.stderr.write('usage: passthrough.js BACKING_FOLDER MOUNTPOINT [--async | --sync-server URL]\n')
     process.exit(2)
   }
   const [root, mountpoint] = argv.slice(0, 2).map((arg) => path.resolve(arg))
@@ -132,7 +188,8 @@ function main (argv: string[]): void {
     process.exit(1)
   }
   // dfs's options (src/fuse/mount.ts), under a subtype of its own so /proc/mounts tells them apart.
-  const fuse = new Fuse(mountpoint, passthroughOperations(root, asynchronous ? fs : synchronousCalls()), { ...kernelOptions(false, []), subtype: 'dfs-bench-passthrough' })
+  const operations = syncUrl !== undefined ? durablePassthroughOperations(root, syncUrl) : passthroughOperations(root, asynchronous ? fs : synchronousCalls())
+  const fuse = new Fuse(mountpoint, operations, { ...kernelOptions(false, []), subtype: 'dfs-bench-passthrough' })
   fuse.mount((err) => {
     if (err !== null) {
       process.stderr.write(`passthrough: cannot mount ${mountpoint}: ${err.message}\n`)

@@ -15,6 +15,8 @@ import type { MountDaemon } from './mountDaemon'
 import { cleanEnv, repoRoot, runNode } from './processes'
 import { RequestCounter } from './requestCounter'
 import { SshfsMount, sshfsMissing } from './sshfs'
+import { startSyncServer } from './syncServer'
+import type { SyncServer } from './syncServer'
 import { createDatabase, databaseRows, SQLITE_ROWS, SQLITE_TRANSACTIONS, sqliteMissing, sqliteTransactions } from './sqlite'
 import { FOLDER_OPS, folderFileName, overwriteLine } from './workload'
 import type { WorkloadResult } from './workload'
@@ -65,6 +67,9 @@ const COLD_DIR = 'cold'
 const LARGE_DIR = 'large'
 const FEW_DIR = 'few'
 const DATABASE = 'db/bench.sqlite'
+/** The durable floor's own file and folder in the passthrough's tree (the passthrough side wrote the usual ones). */
+const FLOOR_APPEND_FILE = 'appends/durable-floor.txt'
+const FLOOR_CREATE_DIR = 'create-durable-floor'
 
 const execFileAsync = promisify(execFile)
 
@@ -90,6 +95,8 @@ interface Layout {
   /** The passthrough's own copy of the local tree and its mountpoint. */
   passthroughTree: string
   passthroughMountpoint: string
+  /** The durable floor: the passthrough's tree again, each close synced by one request to a bare server. */
+  durableMountpoint: string
 }
 
 async function writeFiles (folder: string, count: number, bytes: number, prefix: string): Promise<void> {
@@ -164,6 +171,12 @@ async function mount (layout: Layout, cluster: RunningCluster, tokenFile: string
 async function mountPassthrough (layout: Layout): Promise<MountDaemon> {
   await fsp.mkdir(layout.passthroughMountpoint, { recursive: true })
   return await startMountDaemon('passthrough', layout.passthroughMountpoint, [path.join(__dirname, 'passthrough.js'), layout.passthroughTree, layout.passthroughMountpoint])
+}
+
+/** The durable floor (bench/passthrough.ts --sync-server) over the passthrough's tree, as a child process. */
+async function mountDurableFloor (layout: Layout, syncServer: SyncServer): Promise<MountDaemon> {
+  await fsp.mkdir(layout.durableMountpoint, { recursive: true })
+  return await startMountDaemon('durable floor', layout.durableMountpoint, [path.join(__dirname, 'passthrough.js'), layout.passthroughTree, layout.durableMountpoint, '--sync-server', syncServer.url])
 }
 
 /** Empties the kernel's page cache so the next read comes from disk; null when done, else why not. */
@@ -279,8 +292,18 @@ function resultOf (runs: Runs, side: Side): WorkloadResult {
   return result
 }
 
+/** A write workload on sshfs, the durable floor and dfs (issue #9's appends and creates goals). */
+interface DurableRow {
+  workload: string
+  unit: string
+  sshfs: number | null
+  floor: number
+  dfs: number
+}
+
 interface Measurement {
   rows: Row[]
+  durableRows: DurableRow[]
   details: string[]
   /** Per large-folder operation: median and mean ms in the big folder over the small one, per side. */
   folderRatios: string[]
@@ -295,11 +318,14 @@ interface Target {
   requests: RequestCounter
   sshfs: SshfsMount | null
   runs: RunKind
+  /** The durable floor's mountpoint and its server; null in a --sqlite run. */
+  durable: { mountpoint: string, server: SyncServer } | null
 }
 
 async function measure (layout: Layout, target: Target): Promise<Measurement> {
   const { cluster, requests } = target
   const rows: Row[] = []
+  const durableRows: DurableRow[] = []
   const details: string[] = []
   const folderRatios: string[] = []
   const homes: Record<Side, string> = { local: layout.local, dfs: layout.mountpoint, sshfs: layout.sshfsMountpoint, passthrough: layout.passthroughMountpoint }
@@ -356,7 +382,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       details.push(`sqlite: ${perSide(database, passes)}; dfs ${formatNumber(median(database.dfs.runsMs) / SQLITE_TRANSACTIONS)} ms a transaction; ` +
         `dfs servers: ${describeActivity(database.before, database.after, SQLITE_TRANSACTIONS, 'transaction')}`)
     }
-    if (target.runs === 'sqlite') return { rows, details, folderRatios, pageCacheDrop: null }
+    if (target.runs === 'sqlite') return { rows, durableRows, details, folderRatios, pageCacheDrop: null }
   }
 
   // Cold: the page cache is dropped before each read, and neither mount has ever opened the file.
@@ -421,6 +447,26 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   row(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, (r) => rate(r, false))
   details.push(`create: ${perSide(created, passes)}; dfs ${formatNumber(median(created.dfs.runsMs) / CREATED_FILES)} ms a file; ` +
     `dfs servers: ${describeActivity(created.before, created.after, CREATED_FILES, 'create')}`)
+
+  if (target.durable !== null) {
+    const { mountpoint, server } = target.durable
+    await fsp.writeFile(path.join(layout.passthroughTree, FLOOR_APPEND_FILE), '')
+    await fsp.mkdir(path.join(layout.passthroughTree, FLOOR_CREATE_DIR), { recursive: true })
+    const syncsBefore = await server.syncs()
+    progress('one-line appends: durable floor')
+    const floorAppends = await runWorkload(['append', path.join(mountpoint, FLOOR_APPEND_FILE), `count=${APPENDS}`])
+    progress('create+write+close of new files: durable floor')
+    const floorCreates = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
+    const floorSyncs = await server.syncs() - syncsBefore
+    check(floorSyncs === APPENDS + CREATED_FILES, `durable floor: its server synced ${floorSyncs} closes, expected ${APPENDS + CREATED_FILES}`)
+    const floorAppended = (await fsp.stat(path.join(layout.passthroughTree, FLOOR_APPEND_FILE))).size
+    check(floorAppended === floorAppends.bytes, `durable floor: its appends file has ${floorAppended} bytes, the workload wrote ${floorAppends.bytes}`)
+    const durableRow = (workload: string, unit: string, runs: Runs, floor: WorkloadResult): DurableRow =>
+      ({ workload, unit, sshfs: runs.sshfs === null ? null : rate(runs.sshfs, false), floor: rate(floor, false), dfs: rate(runs.dfs, false) })
+    durableRows.push(durableRow(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, floorAppends),
+      durableRow(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, floorCreates))
+    details.push(`durable floor: appends ${passes(floorAppends)}, creates ${passes(floorCreates)}; its server synced ${floorSyncs} closes`)
+  }
 
   if (target.runs === 'full') {
     const written = await each('write+fsync+close of a new file', (dir) => ['write', dir(WRITTEN_FILE), `mib=${WRITE_MIB}`])
@@ -492,7 +538,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     details.push(`ls -l of ${formatNumber(LARGE_FOLDER_FILES)}: ${sides.map(shown).join('; ')}; dfs servers: ${describeActivity(before, after, LARGE_LS_RUNS, 'pass')}`)
   }
 
-  return { rows, details, folderRatios, pageCacheDrop }
+  return { rows, durableRows, details, folderRatios, pageCacheDrop }
 }
 
 /** How fast dfs is against another side: below 1 means slower, for rates and for times alike. */
@@ -520,6 +566,18 @@ function table (rows: Row[], withSshfs: boolean): string {
 function floorTable (rows: Row[]): string {
   return aligned([['workload', 'unit', 'passthrough', 'dfs', 'dfs/passthrough'],
     ...rows.map((row) => [row.workload, row.unit, formatFigure(row.passthrough), formatFigure(row.dfs), speedRatio(row, row.passthrough)])])
+}
+
+/**
+ * Appends and creates against the durable floor: what one request and one fsync round per
+ * close cost on this machine in this run, the least any design pays that makes each close
+ * durable on a server (sshfs makes none durable).
+ */
+function durableTable (rows: DurableRow[]): string {
+  const ratio = (a: number, b: number | null): string => b === null ? '-' : (a / b).toFixed(2)
+  return aligned([['workload', 'unit', 'sshfs', 'durable floor', 'dfs', 'floor/sshfs', 'dfs/floor', 'dfs/sshfs'],
+    ...rows.map((row) => [row.workload, row.unit, row.sshfs === null ? '-' : formatFigure(row.sshfs), formatFigure(row.floor), formatFigure(row.dfs),
+      ratio(row.floor, row.sshfs), ratio(row.dfs, row.floor), ratio(row.dfs, row.sshfs)])])
 }
 
 /** Text columns under a header and a rule: the first two to the left, the figures to the right. */
@@ -557,7 +615,8 @@ async function main (argv: string[]): Promise<void> {
     sshfsMountpoint: path.join(workDir, 'sshfs-mnt'),
     sshState: path.join(workDir, 'sshd'),
     passthroughTree: path.join(workDir, 'passthrough-tree'),
-    passthroughMountpoint: path.join(workDir, 'passthrough-mnt')
+    passthroughMountpoint: path.join(workDir, 'passthrough-mnt'),
+    durableMountpoint: path.join(workDir, 'durable-floor-mnt')
   }
   const noSshfs = sshfsMissing()
   const requests = new RequestCounter()
@@ -566,12 +625,15 @@ async function main (argv: string[]): Promise<void> {
   let daemon: MountDaemon | null = null
   let sshfs: SshfsMount | null = null
   let passthrough: MountDaemon | null = null
+  let syncServer: SyncServer | null = null
+  let durableFloor: MountDaemon | null = null
   let cleaning: Promise<void> | null = null
   const cleanUp = async (): Promise<void> => {
     cleaning ??= (async () => {
       let unmounted = false
       let sshfsUnmounted = true
       let passthroughUnmounted = false
+      let durableUnmounted = false
       progress('cleaning up')
       try {
         if (sshfs !== null) sshfsUnmounted = await sshfs.stop()
@@ -589,10 +651,17 @@ async function main (argv: string[]): Promise<void> {
       } catch (err) {
         progress(`unmounting ${layout.passthroughMountpoint} failed: ${String(err)}`)
       }
+      try {
+        durableUnmounted = await stopMountDaemon(layout.durableMountpoint, durableFloor)
+      } catch (err) {
+        progress(`unmounting ${layout.durableMountpoint} failed: ${String(err)}`)
+      }
+      await syncServer?.close().catch((err: unknown) => progress(`stopping the durable floor's server failed: ${String(err)}`))
       await cluster?.close().catch((err: unknown) => progress(`stopping the cluster failed: ${String(err)}`))
       // Never walk into a mount that is still there: that would hang on the stopped servers.
       progress('unmounted; removing the temp folder')
-      const leftover = [unmounted ? null : layout.mountpoint, sshfsUnmounted ? null : layout.sshfsMountpoint, passthroughUnmounted ? null : layout.passthroughMountpoint]
+      const leftover = [unmounted ? null : layout.mountpoint, sshfsUnmounted ? null : layout.sshfsMountpoint, passthroughUnmounted ? null : layout.passthroughMountpoint,
+        durableUnmounted ? null : layout.durableMountpoint]
         .filter((mountpoint) => mountpoint !== null)
       if (leftover.length === 0) await fsp.rm(workDir, { recursive: true, force: true })
       else progress(`LEFTOVER MOUNT in ${workDir}: run fusermount -u -z on ${leftover.join(' ')}, then rm -rf ${workDir}`)
@@ -624,6 +693,10 @@ async function main (argv: string[]): Promise<void> {
     // Its own copy too, for the same reason.
     await execFileAsync('cp', ['-a', layout.local, layout.passthroughTree], { timeout: 300_000 })
     passthrough = await mountPassthrough(layout)
+    if (runs !== 'sqlite') {
+      syncServer = await startSyncServer(layout.passthroughTree)
+      durableFloor = await mountDurableFloor(layout, syncServer)
+    }
     // Before the cluster and after the workloads: nothing else of the benchmark's is on the disk then.
     const fsyncBefore = fdatasyncFloorMs(layout.workDir)
     // Secure, as a real cluster runs: every request's credential is checked, so its cost is in the figures.
@@ -635,7 +708,8 @@ async function main (argv: string[]): Promise<void> {
     const loadBefore = loadAverage()
     daemon = await mount(layout, cluster, tokenFile)
     progress(`mounted at ${layout.mountpoint}`)
-    const result = await measure(layout, { cluster, requests, sshfs, runs })
+    const durable = syncServer !== null && durableFloor !== null ? { mountpoint: layout.durableMountpoint, server: syncServer } : null
+    const result = await measure(layout, { cluster, requests, sshfs, runs, durable })
     const fsyncAfter = fdatasyncFloorMs(layout.workDir)
 
     process.stdout.write([
@@ -654,6 +728,10 @@ async function main (argv: string[]): Promise<void> {
       'floor: the same workloads on a fuse-native passthrough of a local folder with dfs\'s kernel options (bench/passthrough.ts: no network, no fsync at close)',
       '',
       floorTable(result.rows),
+      ...(result.durableRows.length === 0
+        ? []
+        : ['', 'durable floor: the passthrough again, each close of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create (bench/syncServer.ts): the least a close durable on a server costs here',
+            '', durableTable(result.durableRows)]),
       ...(result.folderRatios.length === 0
         ? []
         : ['', `large folder, ${formatNumber(LARGE_FOLDER_FILES)} files against ${FEW_FOLDER_FILES}: time of one operation in the large folder / in the small one, median (mean) of ${FOLDER_OP_COUNT}`,
@@ -666,7 +744,7 @@ async function main (argv: string[]): Promise<void> {
       ''
     ].join('\n'))
   } catch (err) {
-    for (const running of [daemon, passthrough]) {
+    for (const running of [daemon, passthrough, durableFloor]) {
       if (running !== null) progress(`${running.name} output:\n${running.output().trim()}`)
     }
     throw err
