@@ -23,11 +23,12 @@ import { kernelOptions } from '../src/fuse/mount'
  * from memory and passed it). The backing folder is a local one, never this mount, so
  * blocking on it cannot wait on ourselves; one request at a time is what the workloads send.
  *
- * With --sync-server, it is the durable floor instead: the close of a handle that wrote sends
- * the bytes written since its last close to bench/syncServer.ts, one bare keep-alive request,
- * and returns once that server has synced the file (and its folder, after a create). That is
- * one request and one fsync round per close, what a close durable on a server costs at
- * least, which dfs's appends and creates are measured against.
+ * With --sync-server, it is the durable floor instead: the close or fsync of a handle that
+ * wrote sends the bytes written since its last one to bench/syncServer.ts, one bare
+ * keep-alive request, and returns once that server has synced the file (and its folder, after
+ * a create); an unlink has the server sync the folder. That is one request and one fsync
+ * round per durable step, what it costs at least on a server, which dfs's appends, creates
+ * and database transactions are measured against.
  *
  * It runs in a process of its own, so the benchmark can read the mount with synchronous calls.
  * It prints "mounted" once the kernel serves the mount, and unmounts on SIGTERM or SIGINT.
@@ -125,18 +126,38 @@ export function passthroughOperations (root: string, calls: FsCalls = fs): Recor
 }
 
 /**
- * The passthrough's operations, with each close of a handle that wrote made durable by one
- * request to the sync server at `syncUrl` (bench/syncServer.ts), carrying the bytes written
- * since the handle's last close. Calls are synchronous, as the plain passthrough's.
+ * The passthrough's operations made durable on the sync server at `syncUrl`
+ * (bench/syncServer.ts), one request each: the close and the fsync of a handle that wrote
+ * since its last one (with those bytes as the body; after a create, its folder is synced
+ * too), and an unlink (its folder). Calls are synchronous, as the plain passthrough's.
  */
 export function durablePassthroughOperations (root: string, syncUrl: string): Record<string, unknown> {
   const operations = passthroughOperations(root, synchronousCalls())
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-  /** Per open descriptor that wrote: its path, the bytes since its last close, whether it was created. */
+  /** Per open descriptor that wrote: its path, the bytes since its last sync, whether it was created. */
   const written = new Map<number, { path: string, chunks: Buffer[], created: boolean }>()
   const create = operations.create as (p: string, mode: number, flags: number, cb: Callback) => void
   const write = operations.write as (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => void
   const release = operations.release as (p: string, fd: number, cb: Callback) => void
+  const unlink = operations.unlink as (p: string, cb: Callback) => void
+  /** One request: the server syncs `rel` (a file, or with `folder` a folder) and answers 204. */
+  const sync = (rel: string, body: Buffer, flags: string, cb: Callback): void => {
+    const request = http.request(`${syncUrl}/sync?path=${encodeURIComponent(rel)}${flags}`, { method: 'POST', agent, headers: { 'content-length': body.length } }, (response) => {
+      response.resume()
+      response.once('end', () => cb(response.statusCode === 204 ? 0 : -5)) // EIO
+    })
+    request.once('error', () => cb(-5))
+    request.end(body)
+  }
+  const syncWritten = (fd: number, cb: Callback): void => {
+    const entry = written.get(fd)
+    if (entry === undefined || (entry.chunks.length === 0 && !entry.created)) return cb(0)
+    const body = Buffer.concat(entry.chunks)
+    entry.chunks = []
+    const flags = entry.created ? '&created=1' : ''
+    entry.created = false
+    sync(entry.path.slice(1), body, flags, cb)
+  }
   return {
     ...operations,
     create: (p: string, mode: number, flags: number, cb: Callback) => create(p, mode, flags, (code, fd) => {
@@ -151,20 +172,9 @@ export function durablePassthroughOperations (root: string, syncUrl: string): Re
       }
       cb(count)
     }),
-    flush: (_p: string, fd: number, cb: Callback) => {
-      const entry = written.get(fd)
-      if (entry === undefined || (entry.chunks.length === 0 && !entry.created)) return cb(0)
-      const body = Buffer.concat(entry.chunks)
-      entry.chunks = []
-      const query = `path=${encodeURIComponent(entry.path.slice(1))}${entry.created ? '&created=1' : ''}`
-      entry.created = false
-      const request = http.request(`${syncUrl}/sync?${query}`, { method: 'POST', agent, headers: { 'content-length': body.length } }, (response) => {
-        response.resume()
-        response.once('end', () => cb(response.statusCode === 204 ? 0 : -5)) // EIO
-      })
-      request.once('error', () => cb(-5))
-      request.end(body)
-    },
+    flush: (_p: string, fd: number, cb: Callback) => syncWritten(fd, cb),
+    fsync: (_p: string, _datasync: number, fd: number, cb: Callback) => syncWritten(fd, cb),
+    unlink: (p: string, cb: Callback) => unlink(p, (code) => code !== 0 ? cb(code) : sync(path.posix.dirname(p).slice(1), Buffer.alloc(0), '&folder=1', cb)),
     release: (p: string, fd: number, cb: Callback) => {
       written.delete(fd)
       release(p, fd, cb)

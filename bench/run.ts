@@ -70,6 +70,7 @@ const DATABASE = 'db/bench.sqlite'
 /** The durable floor's own file and folder in the passthrough's tree (the passthrough side wrote the usual ones). */
 const FLOOR_APPEND_FILE = 'appends/durable-floor.txt'
 const FLOOR_CREATE_DIR = 'create-durable-floor'
+const FLOOR_DATABASE = 'db/durable-floor.sqlite'
 
 const execFileAsync = promisify(execFile)
 
@@ -292,10 +293,11 @@ function resultOf (runs: Runs, side: Side): WorkloadResult {
   return result
 }
 
-/** A write workload on sshfs, the durable floor and dfs (issue #9's appends and creates goals). */
+/** A workload with durable steps on sshfs, the durable floor and dfs (issue #9's appends and creates, issue #12's database). */
 interface DurableRow {
   workload: string
   unit: string
+  local: number
   sshfs: number | null
   floor: number
   dfs: number
@@ -318,7 +320,7 @@ interface Target {
   requests: RequestCounter
   sshfs: SshfsMount | null
   runs: RunKind
-  /** The durable floor's mountpoint and its server; null in a --sqlite run. */
+  /** The durable floor's mountpoint and its server. */
   durable: { mountpoint: string, server: SyncServer } | null
 }
 
@@ -367,6 +369,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     }
   }
   const medianMs = (result: WorkloadResult): number => median(result.runsMs)
+  const durableRow = (workload: string, unit: string, runs: Runs, floor: WorkloadResult): DurableRow =>
+    ({ workload, unit, local: rate(runs.local, false), sshfs: runs.sshfs === null ? null : rate(runs.sshfs, false), floor: rate(floor, false), dfs: rate(runs.dfs, false) })
 
   if (target.runs !== 'quick') {
     const missing = sqliteMissing()
@@ -381,6 +385,17 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
       row(`sqlite, ${SQLITE_TRANSACTIONS} one-row transactions on a 50 MB database`, 'transactions/s', database, (r) => rate(r, false))
       details.push(`sqlite: ${perSide(database, passes)}; dfs ${formatNumber(median(database.dfs.runsMs) / SQLITE_TRANSACTIONS)} ms a transaction; ` +
         `dfs servers: ${describeActivity(database.before, database.after, SQLITE_TRANSACTIONS, 'transaction')}`)
+      if (target.durable !== null) {
+        progress('sqlite one-row transactions: durable floor')
+        const syncsBefore = await target.durable.server.syncs()
+        const floorDatabase = await sqliteTransactions(path.join(target.durable.mountpoint, FLOOR_DATABASE))
+        const floorSyncs = await target.durable.server.syncs() - syncsBefore
+        const floorRows = await databaseRows(path.join(layout.passthroughTree, FLOOR_DATABASE))
+        check(floorRows === SQLITE_ROWS + SQLITE_TRANSACTIONS, `sqlite: the durable floor's database has ${floorRows} rows, expected ${SQLITE_ROWS + SQLITE_TRANSACTIONS}`)
+        durableRows.push(durableRow(`sqlite, ${SQLITE_TRANSACTIONS} one-row transactions on a 50 MB database`, 'transactions/s', database, floorDatabase))
+        details.push(`durable floor: sqlite ${passes(floorDatabase)}, ${formatNumber(median(floorDatabase.runsMs) / SQLITE_TRANSACTIONS)} ms a transaction; ` +
+          `its server synced ${formatNumber(floorSyncs / SQLITE_TRANSACTIONS)} times a transaction`)
+      }
     }
     if (target.runs === 'sqlite') return { rows, durableRows, details, folderRatios, pageCacheDrop: null }
   }
@@ -458,11 +473,10 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     progress('create+write+close of new files: durable floor')
     const floorCreates = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
     const floorSyncs = await server.syncs() - syncsBefore
+    // One sync per close; the folder of each new file is synced in the same request.
     check(floorSyncs === APPENDS + CREATED_FILES, `durable floor: its server synced ${floorSyncs} closes, expected ${APPENDS + CREATED_FILES}`)
     const floorAppended = (await fsp.stat(path.join(layout.passthroughTree, FLOOR_APPEND_FILE))).size
     check(floorAppended === floorAppends.bytes, `durable floor: its appends file has ${floorAppended} bytes, the workload wrote ${floorAppends.bytes}`)
-    const durableRow = (workload: string, unit: string, runs: Runs, floor: WorkloadResult): DurableRow =>
-      ({ workload, unit, sshfs: runs.sshfs === null ? null : rate(runs.sshfs, false), floor: rate(floor, false), dfs: rate(runs.dfs, false) })
     durableRows.push(durableRow(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, floorAppends),
       durableRow(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, floorCreates))
     details.push(`durable floor: appends ${passes(floorAppends)}, creates ${passes(floorCreates)}; its server synced ${floorSyncs} closes`)
@@ -569,15 +583,16 @@ function floorTable (rows: Row[]): string {
 }
 
 /**
- * Appends and creates against the durable floor: what one request and one fsync round per
- * close cost on this machine in this run, the least any design pays that makes each close
- * durable on a server (sshfs makes none durable).
+ * Workloads with durable steps against the durable floor: what one request and one fsync
+ * round per durable step cost on this machine in this run, the least any design pays that
+ * makes each close and fsync durable on a server (sshfs makes none durable). floor/local is
+ * the most a durable design reaches against the local folder here.
  */
 function durableTable (rows: DurableRow[]): string {
-  const ratio = (a: number, b: number | null): string => b === null ? '-' : (a / b).toFixed(2)
-  return aligned([['workload', 'unit', 'sshfs', 'durable floor', 'dfs', 'floor/sshfs', 'dfs/floor', 'dfs/sshfs'],
-    ...rows.map((row) => [row.workload, row.unit, row.sshfs === null ? '-' : formatFigure(row.sshfs), formatFigure(row.floor), formatFigure(row.dfs),
-      ratio(row.floor, row.sshfs), ratio(row.dfs, row.floor), ratio(row.dfs, row.sshfs)])])
+  const ratio = (a: number, b: number | null): string => b === null ? '-' : (a / b).toPrecision(2)
+  return aligned([['workload', 'unit', 'local', 'sshfs', 'durable floor', 'dfs', 'floor/local', 'floor/sshfs', 'dfs/floor', 'dfs/local', 'dfs/sshfs'],
+    ...rows.map((row) => [row.workload, row.unit, formatFigure(row.local), row.sshfs === null ? '-' : formatFigure(row.sshfs), formatFigure(row.floor), formatFigure(row.dfs),
+      ratio(row.floor, row.local), ratio(row.floor, row.sshfs), ratio(row.dfs, row.floor), ratio(row.dfs, row.local), ratio(row.dfs, row.sshfs)])])
 }
 
 /** Text columns under a header and a rule: the first two to the left, the figures to the right. */
@@ -693,10 +708,10 @@ async function main (argv: string[]): Promise<void> {
     // Its own copy too, for the same reason.
     await execFileAsync('cp', ['-a', layout.local, layout.passthroughTree], { timeout: 300_000 })
     passthrough = await mountPassthrough(layout)
-    if (runs !== 'sqlite') {
-      syncServer = await startSyncServer(layout.passthroughTree)
-      durableFloor = await mountDurableFloor(layout, syncServer)
-    }
+    // The durable floor's database starts as the others do: a copy made before any side ran.
+    if (fs.existsSync(path.join(layout.passthroughTree, DATABASE))) await fsp.copyFile(path.join(layout.passthroughTree, DATABASE), path.join(layout.passthroughTree, FLOOR_DATABASE))
+    syncServer = await startSyncServer(layout.passthroughTree)
+    durableFloor = await mountDurableFloor(layout, syncServer)
     // Before the cluster and after the workloads: nothing else of the benchmark's is on the disk then.
     const fsyncBefore = fdatasyncFloorMs(layout.workDir)
     // Secure, as a real cluster runs: every request's credential is checked, so its cost is in the figures.
@@ -730,7 +745,7 @@ async function main (argv: string[]): Promise<void> {
       floorTable(result.rows),
       ...(result.durableRows.length === 0
         ? []
-        : ['', 'durable floor: the passthrough again, each close of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create (bench/syncServer.ts): the least a close durable on a server costs here',
+        : ['', 'durable floor: the passthrough again, each close or fsync of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create or an unlink (bench/syncServer.ts): the least durable steps on a server cost here',
             '', durableTable(result.durableRows)]),
       ...(result.folderRatios.length === 0
         ? []

@@ -7,16 +7,19 @@ import path from 'node:path'
 /*
  * The other half of the durable floor (bench/README.md): a bare Node HTTP server, no Express,
  * no credentials, no version, no lock, that makes a file durable when the passthrough closes
- * it. `POST /sync?path=REL[&created=1]` with the bytes written since the last close as its
- * body: fdatasync of the file below the tree (the bytes are already in it, written by the
- * passthrough), and of its folder too when the close ends a create, so the name is durable
- * as well. 204 once synced. This is what any design pays that makes a close durable on a
- * server over HTTP: one request, its bytes, one fsync round; dfs pays it and its own work.
+ * or fsyncs it. `POST /sync?path=REL[&created=1]` with the bytes written since the last sync
+ * as its body: fdatasync of the file below the tree (the bytes are already in it, written by
+ * the passthrough), and of its folder too when it ends a create, so the name is durable as
+ * well. `POST /sync?path=REL&folder=1`: fsync of a folder (after an unlink). 204 once synced.
+ * This is what any design pays that makes such a step durable on a server over HTTP: one
+ * request, its bytes, one fsync round; dfs pays it and its own work.
+ * The process exits when the pipe to its parent closes, so a benchmark that dies leaves no
+ * server behind.
  */
 
 export interface SyncServer {
   url: string
-  /** Closes synced so far. */
+  /** Requests answered with a sync so far. */
   syncs: () => Promise<number>
   close: () => Promise<void>
 }
@@ -51,15 +54,23 @@ export async function startSyncServer (tree: string): Promise<SyncServer> {
 }
 
 function serve (tree: string): void {
-  // Descriptors kept per file, as dfs's file server keeps append handles: the floor opens none per request.
-  const kept = new Map<string, number>()
+  // Descriptors kept per file, as dfs's file server keeps append handles, and used while the
+  // name still leads to their inode (a database's journal is made anew at every transaction).
+  const kept = new Map<string, { fd: number, ino: number }>()
   const descriptorOf = (file: string): number => {
-    let fd = kept.get(file)
-    if (fd === undefined) {
-      fd = fs.openSync(file, 'r')
-      kept.set(file, fd)
-    }
+    const { ino } = fs.statSync(file)
+    const entry = kept.get(file)
+    if (entry?.ino === ino) return entry.fd
+    if (entry !== undefined) fs.closeSync(entry.fd)
+    const fd = fs.openSync(file, 'r')
+    kept.set(file, { fd, ino: fs.fstatSync(fd).ino })
     return fd
+  }
+  const syncFolder = (folder: string, answer: (err: NodeJS.ErrnoException | null) => void): void => {
+    fs.open(folder, 'r', (openErr, dirFd) => {
+      if (openErr !== null) return answer(openErr)
+      fs.fsync(dirFd, (syncErr) => fs.close(dirFd, () => answer(syncErr)))
+    })
   }
   let syncs = 0
   const server = http.createServer((request, response) => {
@@ -80,6 +91,11 @@ function serve (tree: string): void {
         if (err === null) syncs++
         response.writeHead(err === null ? 204 : 500).end()
       }
+      if (url.searchParams.get('folder') === '1') {
+        // An unlink's: the folder, opened for this sync alone.
+        syncFolder(file, answer)
+        return
+      }
       let fd: number
       try {
         fd = descriptorOf(file)
@@ -92,10 +108,7 @@ function serve (tree: string): void {
           answer(err)
           return
         }
-        fs.open(path.dirname(file), 'r', (openErr, dirFd) => {
-          if (openErr !== null) return answer(openErr)
-          fs.fsync(dirFd, (syncErr) => fs.close(dirFd, () => answer(syncErr)))
-        })
+        syncFolder(path.dirname(file), answer)
       })
     })
   })
@@ -103,6 +116,7 @@ function serve (tree: string): void {
     process.stdout.write(`http://127.0.0.1:${(server.address() as AddressInfo).port}\n`)
   })
   process.once('SIGTERM', () => process.exit(0))
+  process.stdout.once('error', () => process.exit(0))
 }
 
 if (require.main === module) serve(path.resolve(process.argv[2]))
