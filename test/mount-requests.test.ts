@@ -5,6 +5,7 @@ import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, sh } from './helpers/mount'
 import { quoted } from './helpers/mountOps'
 import { Requests, show, total } from './helpers/requests'
+import { waitFor } from './helpers/waitFor'
 import { KEEP_IDLE_MS } from '../src/client/keptLeases'
 
 /*
@@ -129,7 +130,7 @@ t.test('a journal\'s life, as sqlite\'s (create, write, fsync, rewrite its head,
   t.equal(last[4095], 97 + (i % 26))
 })
 
-t.test('rm of files not in use on this mount: each lease goes with its key, and none is given back later', async (t) => {
+t.test('rm of files nobody holds: one request each, no lease taken, none given back later, the keys gone', async (t) => {
   const files: Record<string, string> = {}
   for (let i = 1; i <= ROUNDS; i++) files[`old/f${i}`] = `old-${i}\n`
   const cluster = await startTestCluster(t, [files])
@@ -144,9 +145,40 @@ t.test('rm of files not in use on this mount: each lease goes with its key, and 
   // A lease kept past an unlink (the journal's, above) would be given back once idle.
   await new Promise((resolve) => setTimeout(resolve, KEEP_IDLE_MS + 1000))
   const byClient = requests.since(from, true)
+  const byServers = requests.since(from, false)
   t.equal(byClient.get('POST /unlink'), ROUNDS, `one unlink each: ${show(byClient)}`)
-  t.notOk(byClient.has('POST /locks/release'), `no release, then or later: the lease went with the key: ${show(byClient)}`)
+  t.notOk(byClient.has('POST /locks/acquire'), `no lease taken: ${show(byClient)}`)
+  t.notOk(byClient.has('POST /locks/release'), `no release, then or later: ${show(byClient)}`)
+  t.notOk(byServers.has('GET /locks/check'), `no lease for the file server to check: ${show(byServers)}`)
+  t.equal(byServers.get('DELETE /keys'), ROUNDS, `each key removed, once: ${show(byServers)}`)
   t.same(fs.readdirSync(path.join(cluster.roots[0], 'old')), [], 'and the files are gone from the server')
+})
+
+t.test('rm of a file another mount is writing: refused without a lease, then done under it once the writer closes', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'shared/busy.txt': 'old\n' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const signals = t.testdir()
+  const started = path.join(signals, 'started')
+  const release = path.join(signals, 'release')
+  // A write in place (not at the end) makes a working copy on A, under the file's lease until
+  // the close, which waits for the test's signal.
+  const writer = sh(`exec 3<> ${quoted(a.at('/shared/busy.txt'))}; printf N >&3; touch ${quoted(started)}; ` +
+    `while [ ! -e ${quoted(release)} ]; do sleep 0.05; done; exec 3>&-`, { timeoutMs: 60_000 })
+  await waitFor('A to write', async () => fs.existsSync(started), 20_000)
+  const from = requests.mark()
+  const removing = sh(`rm ${quoted(b.at('/shared/busy.txt'))}`, { timeoutMs: 60_000 })
+  await waitFor('B to ask for the lease', async () => requests.since(from, true).has('POST /locks/acquire'), 20_000)
+  fs.writeFileSync(release, '')
+  const removed = await removing
+  t.equal(removed.code, 0, outcome(removed))
+  t.equal((await writer).code, 0, 'A closed')
+  const byClients = requests.since(from, true)
+  t.equal(byClients.get('POST /unlink'), 2, `B asked without a lease, was refused, and asked again under the lease: ${show(byClients)}`)
+  t.equal(byClients.get('POST /locks/acquire'), 1, `B took the lease once A gave it back: ${show(byClients)}`)
+  t.same(fs.readdirSync(path.join(cluster.roots[0], 'shared')), [], 'the file is gone from the server')
 })
 
 t.test('an exclusive create (O_EXCL) fails with EEXIST when another mount made the file, also when both race', async (t) => {

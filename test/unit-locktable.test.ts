@@ -68,6 +68,29 @@ t.test('a key deleted when free goes at once if nobody holds it, else when its l
   t.match(await table.status('/race'), { held: true, owner: 'erin' }, 'the new holder keeps key and lease')
 })
 
+t.test('a key deleted if free goes only if no lease holds it; a missing key counts as gone', async (t) => {
+  const store = new MemoryLockStore()
+  const clock = { now: 1_000_000 }
+  const table = new LockTable(store, () => clock.now)
+  t.ok(await table.deleteKeyIfFree('/never'), 'no key: nothing holds the file')
+  await table.createKeys(['/free'])
+  t.ok(await table.deleteKeyIfFree('/free'), 'a free key goes')
+  t.equal(await store.get('/free'), undefined)
+
+  const held = await table.acquire('/held', 'alice', 1000)
+  t.notOk(await table.deleteKeyIfFree('/held'), 'a held key stays')
+  t.match(await table.status('/held'), { held: true, owner: 'alice' }, 'with its lease, as it was')
+  await table.release('/held', held)
+  t.ok(await table.deleteKeyIfFree('/held'), 'released, it goes')
+  t.match(await table.acquire('/held', 'bob', 1000), { owner: 'bob' }, 'and the next acquire makes it again')
+
+  // A lease that ran out unreleased still counts: the remover takes the lease, as acquire ends a lapsed one.
+  await table.acquire('/lapsed', 'carol', 1000)
+  clock.now += 2000
+  t.notOk(await table.deleteKeyIfFree('/lapsed'), 'a lapsed lease keeps the key here')
+  t.match(await table.acquire('/lapsed', 'dave', 1000), { owner: 'dave' }, 'an acquire takes it over')
+})
+
 t.test('a lease goes to one holder at a time, with a fencing token that grows', async (t) => {
   const { table, clock } = tableAt()
   await table.createKeys(['/a', '/b'])

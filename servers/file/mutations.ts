@@ -1,5 +1,5 @@
 import type { Express, Request } from 'express'
-import { IsDirectoryError, PayloadTooLargeError } from '../../src/shared/errors'
+import { IsDirectoryError, LockedError, PayloadTooLargeError } from '../../src/shared/errors'
 import type { FileMeta, RemovedAnswer, RenameRequest, StatfsAnswer } from '../../src/shared/protocol'
 import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
@@ -123,21 +123,27 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   // happens on disk after that is invisible; if the directory refuses, nothing changed.
   app.post(FileRoutes.unlink, async (req, res) => {
     const path = queryOf(req).path()
-    await leases.require(req, path)
+    // Under the path's lease, as any change; or with none (an rm of a file nobody writes:
+    // no acquire and no check), if no lease holds the key, which then goes first. Keys are
+    // implicit, so one removed before its file is made again by the next acquire, and a
+    // writer that takes it meanwhile finds the file gone, as after the unlink.
+    const withLease = req.get(Headers.lockToken) !== undefined
+    if (withLease) await leases.require(req, path)
     // The caller keeps its lease for the path's next file (Headers.keepLease): the key stays until it ends.
-    const keepLease = req.get(Headers.keepLease) === '1'
+    const keepLease = withLease && req.get(Headers.keepLease) === '1'
     const { machineId } = ctx.self()
-    const current = await store.stat(path)
+    const [current, keyFree] = await Promise.all([store.stat(path), withLease ? true : lock.deleteKey(path, { ifFree: true }).then((answer) => answer.deleted)])
     if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
+    if (!keyFree) throw new LockedError(`${path} is locked by another writer: remove it under its lock`, { path, retryAfterMs: 0 })
     // The client's own copy of the folder drops the name from the answer (changerOf).
     await ctx.directory().drop(machineId, path, changerOf(req))
     // Side by side once no reader finds the path: the file's removal from the disk, its key's
     // from the lock server (keys are implicit: one removed early is made again by the next
     // acquire) and the other holders' breaks need not wait for each other.
-    let keyRemoved = false
+    let keyRemoved = !withLease
     const [removed, , broken] = await Promise.allSettled([
       store.remove(path),
-      tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path, { whenFree: keepLease })).deleted }),
+      withLease ? tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path, { whenFree: keepLease })).deleted }) : undefined,
       changed(req, path, null)
     ])
     if (removed.status === 'rejected') {

@@ -57,6 +57,20 @@ export class LockTable {
     return false
   }
 
+  /**
+   * The key of a file removed with no lease (an rm of a file nobody writes): removed if no
+   * lease holds it, in one step with that check, else left as it is. Whether it is gone (or
+   * there was none). A lease that lapsed unreleased counts as held here: its file's remover
+   * takes the lease first, as acquire ends a lapsed lease.
+   */
+  async deleteKeyIfFree (path: string): Promise<boolean> {
+    if (await this.store.get(path) === undefined) return true
+    if (!(await this.store.deleteKeyIfFree(path))) return false
+    this.waiters.delete(path)
+    this.goneWhenFree.delete(path)
+    return true
+  }
+
   /** `subject`: the caller's credential subject (none on an open server), bound to the lease as its holder. */
   async acquire (path: string, owner: string, ttlMs: number, subject?: string): Promise<LockLease> {
     // Each pass decides on the key as stored; a pass whose write finds the key changed in

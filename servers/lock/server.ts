@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type { Express } from 'express'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { delegationKey, Headers, LockRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
-import { LeaseError } from '../../src/shared/errors'
+import { BadRequestError, LeaseError } from '../../src/shared/errors'
 import { parseLeaseCredential } from '../../src/shared/leaseCredential'
 import type { CheckAnswer, LockLease, RenewAnswer, CreateKeysAnswer, DeleteKeyAnswer, HeldUnderAnswer, ReleaseAnswer, RemoveKeysAnswer } from '../../src/shared/protocol'
 import { Authenticator, callerOf, requireCredentials } from '../common/auth'
@@ -137,8 +137,13 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     const query = queryOf(req)
     const path = query.path()
     // whenFree: the file went, and the lease it went under stays with its holder for now.
+    // ifFree: the file is going with no lease, which only a key nobody holds allows.
+    const whenFree = query.flag('whenFree')
+    const ifFree = query.flag('ifFree')
+    if (whenFree && ifFree) throw new BadRequestError('whenFree and ifFree exclude each other')
     let deleted = true
-    if (query.flag('whenFree')) deleted = await table.deleteKeyWhenFree(path)
+    if (whenFree) deleted = await table.deleteKeyWhenFree(path)
+    else if (ifFree) deleted = await table.deleteKeyIfFree(path)
     else await table.deleteKey(path)
     if (deleted) {
       delegations.leaseEnded(path)

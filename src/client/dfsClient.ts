@@ -555,10 +555,11 @@ export class DfsClient {
     // and its key until it is given back: a program that makes the file again at once
     // (sqlite's journal, at every transaction) creates and writes it with no acquire, and its
     // file server asks the lock server nothing (it knows the lease). Recalled, or idle for a
-    // few seconds, it goes. A lease taken for the unlink alone (rm) goes with the key, with
-    // no release request.
+    // few seconds, it goes. A file nobody here holds a lease on (rm) goes with no lease at
+    // all if nobody holds one anywhere (one request: no acquire, no release); else under
+    // the lease, taken for the unlink alone, which ends with the key.
     let keptPast = false
-    const remove = async (token: LeaseCredential, keepLease = false): Promise<void> => {
+    const remove = async (token: LeaseCredential | undefined, keepLease = false): Promise<void> => {
       const answer = await this.locator.onFileServer(canonical, found, async (server) => await server.unlink(canonical, token, { keepLease }))
       keyGone = answer.keyRemoved === true
       keptPast = keepLease && !keyGone
@@ -570,6 +571,8 @@ export class DfsClient {
         // A handle still open gave its lease (libfuse's hidden rename): kept as well, and
         // given back to the kept leases by that handle's close.
         await remove(leaseCredentialOf('lease' in given ? given.lease : given), 'lease' in given && keepable(given))
+      } else if (this.locks.kept?.keeps(canonical) !== true && await this.removedWithoutLease(remove)) {
+        // Gone, and its key with it: nothing to give back.
       } else {
         const held = await this.locks.acquire(canonical)
         try {
@@ -587,6 +590,17 @@ export class DfsClient {
     if (!keptPast) await this.locks.kept?.giveBack(canonical, { keyGone })
     this.changedName(canonical, askedAt, null)
     await this.cache.invalidate(canonical)
+  }
+
+  /** An unlink sent with no lease: true once done, false if a lease holds the file (LOCKED), for the caller to take it. */
+  private async removedWithoutLease (remove: (token: undefined) => Promise<void>): Promise<boolean> {
+    try {
+      await remove(undefined)
+      return true
+    } catch (err) {
+      if (err instanceof LockedError) return false
+      throw err
+    }
   }
 
   /**

@@ -240,7 +240,7 @@ export interface DirectoryListAnswer {
 // ---- lock server ------------------------------------------------------------
 
 export const LockRoutes = {
-  keys: '/keys', // POST CreateKeysRequest -> CreateKeysAnswer; DELETE ?path=&whenFree= -> DeleteKeyAnswer
+  keys: '/keys', // POST CreateKeysRequest -> CreateKeysAnswer; DELETE ?path=&whenFree=|ifFree= -> DeleteKeyAnswer
   removeKeys: '/keys/remove', // POST RemoveKeysRequest -> RemoveKeysAnswer
   acquire: '/locks/acquire', // POST AcquireRequest -> LockLease | 423 LOCKED
   renew: '/locks/renew', // POST LeaseRequest -> LockLease | 409 LEASE_INVALID
@@ -283,7 +283,7 @@ export interface CreateKeysAnswer {
 
 export interface DeleteKeyAnswer {
   path: string
-  /** False with `whenFree` while a lease holds the key: it goes when that lease is given back. */
+  /** False while a lease holds the key: with `whenFree` it goes when that lease is given back, with `ifFree` it stays. */
   deleted: boolean
 }
 

@@ -163,8 +163,9 @@ export class FileApi {
   }
 
   /** `keepLease`: the lease stays the caller's past the unlink (Headers.keepLease). */
-  async unlink (path: string, token: LeaseCredential, opts: { keepLease?: boolean } = {}): Promise<RemovedAnswer> {
-    const headers = lockHeader(token)
+  /** With no `token`, the file server removes the file only if no lease holds it (LockedError otherwise). */
+  async unlink (path: string, token: LeaseCredential | undefined, opts: { keepLease?: boolean } = {}): Promise<RemovedAnswer> {
+    const headers: Record<string, string> = token === undefined ? {} : lockHeader(token)
     if (opts.keepLease === true) headers[Headers.keepLease] = '1'
     return await this.transport.json({ method: 'POST', route: FileRoutes.unlink, query: { path }, headers, timeoutMs: this.changeDeadline() })
   }

@@ -25,9 +25,16 @@ export class LockApi {
     return await this.transport.json({ method: 'POST', route: LockRoutes.keys, body })
   }
 
-  /** `whenFree`: a lease on the key stays with its holder, and the key goes when it ends. */
-  async deleteKey (path: string, opts: { whenFree?: boolean } = {}): Promise<DeleteKeyAnswer> {
-    return await this.transport.json({ method: 'DELETE', route: LockRoutes.keys, query: { path, whenFree: opts.whenFree === true ? true : undefined } })
+  /**
+   * `whenFree`: a lease on the key stays with its holder, and the key goes when it ends.
+   * `ifFree`: the key goes only if no lease holds it (`deleted` says whether it went).
+   */
+  async deleteKey (path: string, opts: { whenFree?: boolean, ifFree?: boolean } = {}): Promise<DeleteKeyAnswer> {
+    return await this.transport.json({
+      method: 'DELETE',
+      route: LockRoutes.keys,
+      query: { path, whenFree: opts.whenFree === true ? true : undefined, ifFree: opts.ifFree === true ? true : undefined }
+    })
   }
 
   async removeKeys (paths: string[]): Promise<RemoveKeysAnswer> {
