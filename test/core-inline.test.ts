@@ -1,6 +1,9 @@
 import t from 'tap'
 import type { Test } from 'tap'
+import { BytesReader } from '../src/client/copyReader'
+import type { CopyReader } from '../src/client/copyReader'
 import type { DfsClient } from '../src/client/dfsClient'
+import type { Download } from '../src/client/localCache'
 import { FileRoutes, MAX_INLINE_BYTES } from '../src/shared/protocol'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
@@ -73,4 +76,38 @@ t.test('a change after the inline stat is seen by the next open (the callback br
   await client.statFresh('/cold/b.txt')
   await writer.append('/cold/b.txt', 'more\n')
   t.equal((await client.readFile('/cold/b.txt')).toString(), 'bee\nmore\n')
+})
+
+/** Everything an open gives, read as the mount reads it: once a copy still arriving has all its bytes. */
+async function readAll ({ reader, download }: { reader: CopyReader, download: Download | null }): Promise<string> {
+  await download?.waitFor(Infinity)
+  const buffer = Buffer.alloc(1 << 16)
+  const { bytesRead } = await reader.read(buffer, 0, buffer.length, 0)
+  await reader.close()
+  return buffer.subarray(0, bytesRead).toString()
+}
+
+t.test('the open after an inline stat reads the bytes from memory, no copy opened, and only at the version they are', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = await callbackClient(t, cluster)
+  const writer = cluster.client()
+  await client.statFresh('/cold/b.txt')
+  const opened = await client.openForReading('/cold/b.txt')
+  t.ok(opened.reader instanceof BytesReader, 'read from the bytes that came with the stat')
+  t.equal(await readAll(opened), 'bee\n')
+
+  // Changed by another client: the callback breaks, and the remembered bytes are of another version.
+  await writer.append('/cold/b.txt', 'more\n')
+  const after = await client.openForReading('/cold/b.txt')
+  t.notOk(after.reader instanceof BytesReader, 'not the remembered bytes')
+  t.equal(await readAll(after), 'bee\nmore\n', 'the new version')
+  t.equal(after.meta.size, 9)
+
+  // No callback at all (a client without them): never from memory.
+  const plain = cluster.client()
+  t.teardown(() => plain.close())
+  await plain.statFresh('/cold/a.txt')
+  const uncalled = await plain.openForReading('/cold/a.txt')
+  t.notOk(uncalled.reader instanceof BytesReader, 'with no callback to vouch, the server is asked')
+  t.equal(await readAll(uncalled), small)
 })

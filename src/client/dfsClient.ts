@@ -19,6 +19,9 @@ import type { ByteRange } from '../shared/rangeFrames'
 import type { CallerIdentity } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
+import { BytesReader } from './copyReader'
+import type { CopyReader } from './copyReader'
+import { RecentBytes } from './recentBytes'
 import { monotonicMs } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
 import { DelegationChannel } from './delegationChannel'
@@ -150,6 +153,8 @@ export class DfsClient {
   private readonly placements = new LRUCache<string, ServerInfo>({ max: 10_000, ttl: PLACEMENT_TTL_MS })
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
+  /** Small files' bytes just had in memory: an open under a callback reads them with no disk step. */
+  private readonly recentBytes = new RecentBytes()
   private readonly writeRetry: RetryPolicy
   private readonly readRetry: RetryPolicy
   private readonly namespaceReadRetryMs: number
@@ -287,9 +292,10 @@ export class DfsClient {
       const askedAt = monotonicMs()
       const answer = await server.statWithCallback(canonical, inline)
       if (answer.callback) this.callbacks.granted(server, canonical, answer.meta, askedAt)
-      const { content } = answer
-      // Behind the answer: the kernel's open follows at once and finds the copy (or waits for it).
-      if (content !== undefined) this.cache.storeBehind(canonical, answer.meta, content)
+      // Kept in memory, not written to the cache: the kernel's open follows at once and reads
+      // them from there (openForReading); a copy on disk is made only for a reader that needs
+      // one (fetch). Once the callback lapses, such a small file costs a request either way.
+      if (answer.content !== undefined) this.recentBytes.remember(canonical, answer.meta, answer.content)
       return answer.meta
     }, { read: true })
     return this.memo.remember(meta)
@@ -410,6 +416,12 @@ export class DfsClient {
    */
   async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
     const canonical = normalizePath(path)
+    // Bytes that came with a stat, at the version a callback vouches for: the copy is made of them.
+    const recent = opts.lease === undefined ? this.recentBytes.of(canonical, this.callbacks?.current(canonical)) : undefined
+    if (recent !== undefined) {
+      countCacheLookup(true)
+      return await this.cache.store(canonical, recent.meta, Readable.from([recent.data]))
+    }
     const answer = await this.revalidate(canonical, credentialOf(opts.lease))
     if ('cached' in answer) return answer.cached
     try {
@@ -424,8 +436,15 @@ export class DfsClient {
    * copy starts arriving: `download` (null for a cached copy) says how far it has come, and
    * a reader waits only for the bytes it reads.
    */
-  async openForReading (path: string): Promise<{ reader: fs.promises.FileHandle, meta: FileMeta, download: Download | null }> {
+  async openForReading (path: string): Promise<{ reader: CopyReader, meta: FileMeta, download: Download | null }> {
     const canonical = normalizePath(path)
+    // A small file whose bytes came lately with a stat, at the version a callback vouches
+    // for now (the kernel's getattr just before this open): read from memory.
+    const recent = this.recentBytes.of(canonical, this.callbacks?.current(canonical))
+    if (recent !== undefined) {
+      countCacheLookup(true)
+      return { reader: new BytesReader(recent.data), meta: recent.meta, download: null }
+    }
     let answer = await this.revalidate(canonical)
     // The copy found current may be dropped before it is opened (an append of another client
     // made it old): then the server is asked again, and sends the current one.

@@ -180,18 +180,17 @@ export class LocalCache {
   }
 
   /**
-   * Bytes this client already holds in memory, at `meta` (a file it has just created, or a
-   * small file that came inline with a stat): the copy is made behind, as applyAppend's steps
-   * are, so the caller does not wait for the disk; every other use of the copy waits for it.
+   * Bytes this client already holds in memory, at `meta` (a file it has just created): the
+   * copy is made behind, as applyAppend's steps are, so the caller does not wait for the
+   * disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
     if (data.length > SMALL_COPY_BYTES) {
       this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
       return
     }
-    // Small (a stat's inline bytes, a file just created): written synchronously, a few
-    // microseconds into the page cache, where the open that follows at once would otherwise
-    // wait for about eight trips through the thread pool.
+    // Small: written synchronously, into the page cache, where an open that follows at once
+    // would otherwise wait for about eight trips through the thread pool.
     this.runBehind(path, async () => {
       await this.init()
       const partial = this.partialFile(path)

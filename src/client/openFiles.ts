@@ -6,6 +6,7 @@ import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
+import type { CopyReader } from './copyReader'
 import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
 import { WorkingCopy } from './workingCopy'
@@ -32,7 +33,7 @@ export type TimeArgument = number | 'now' | 'omit'
 export interface OpenFileBackend extends WorkingCopyBackend {
   /** Where working copies are kept. */
   readonly workDir: string
-  openForReading: (path: string) => Promise<{ reader: fsp.FileHandle, meta: FileMeta, download: Download | null }>
+  openForReading: (path: string) => Promise<{ reader: CopyReader, meta: FileMeta, download: Download | null }>
   /** Metadata, possibly remembered for a moment. */
   stat: (path: string) => Promise<FileMeta>
   /** What stat would answer with no request, or undefined. */
@@ -81,7 +82,7 @@ interface OpenFile {
   path: string
   flags: number
   /** The local copy this handle reads from (a cached version). */
-  reader: fsp.FileHandle | null
+  reader: CopyReader | null
   /** The reader's copy while it is still arriving; reads wait for their bytes. */
   download: Download | null
   /** The version `reader` holds. */
@@ -143,7 +144,7 @@ export class OpenFileTable {
     const access = flags & O_ACCMODE
     // What other handles of this mount wrote is there for this one, as on a local disk.
     await this.sendPendingOf(canonical)
-    let reader: fsp.FileHandle | null = null
+    let reader: CopyReader | null = null
     let download: Download | null = null
     let meta: FileMeta
     if (access !== O_WRONLY) {
@@ -168,7 +169,7 @@ export class OpenFileTable {
   }
 
   /** A new handle of a path whose end on the server is `seen.size`. */
-  private register (canonical: string, flags: number, reader: fsp.FileHandle | null, download: Download | null, seen: FileMeta): number {
+  private register (canonical: string, flags: number, reader: CopyReader | null, download: Download | null, seen: FileMeta): number {
     const appendBase = seen.size
     const id = this.nextId++
     // Other handles' appends were sent before: the path's end is the size just seen.
@@ -306,7 +307,7 @@ export class OpenFileTable {
       if (this.workingCopies.has(file.path)) break
       await this.reopenReader(file)
       if (file.download) await file.download.waitFor(position + length)
-      bytesRead = (await (file.reader as fsp.FileHandle).read(buffer, 0, length, position)).bytesRead
+      bytesRead = (await (file.reader as CopyReader).read(buffer, 0, length, position)).bytesRead
       if (bytesRead === length) break
     }
     return bytesRead
@@ -669,7 +670,7 @@ export class OpenFileTable {
 }
 
 /** Copies everything a handle's file holds to a new file. */
-async function copyWhole (source: fsp.FileHandle, target: string): Promise<void> {
+async function copyWhole (source: CopyReader, target: string): Promise<void> {
   const out = await fs.promises.open(target, 'w')
   try {
     const chunk = Buffer.alloc(1024 * 1024)
