@@ -111,3 +111,18 @@ t.test('the open after an inline stat reads the bytes from memory, no copy opene
   t.notOk(uncalled.reader instanceof BytesReader, 'with no callback to vouch, the server is asked')
   t.equal(await readAll(uncalled), small)
 })
+
+t.test('a small file this client creates stays in memory, not in the cache; its bytes are read right', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = await callbackClient(t, cluster)
+  const { meta } = await client.createWithContent('/cold/new.txt', Buffer.from('made\n'), { exclusive: true, keepWriting: true })
+  t.equal(meta.size, 5)
+  t.equal(await client.cache.get('/cold/new.txt'), null, 'no copy written to the cache folder')
+  const opened = await client.openForReading('/cold/new.txt')
+  t.equal(await readAll(opened), 'made\n', 'an open reads the bytes made')
+  t.equal((await client.readFile('/cold/new.txt')).toString(), 'made\n', 'and so does a reader that needs a copy on disk')
+  const big = 'z'.repeat(20_000)
+  await client.createWithContent('/cold/big-new.bin', Buffer.from(big), { exclusive: true })
+  await waitFor('the copy of a large one', async () => (await client.cache.get('/cold/big-new.bin')) !== null)
+  t.pass('a larger one is copied to the cache, as before')
+})

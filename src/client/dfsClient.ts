@@ -416,13 +416,14 @@ export class DfsClient {
    */
   async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
     const canonical = normalizePath(path)
-    // Bytes that came with a stat, at the version a callback vouches for: the copy is made of them.
-    const recent = opts.lease === undefined ? this.recentBytes.of(canonical, this.callbacks?.current(canonical)) : undefined
+    const token = credentialOf(opts.lease)
+    // Bytes held in memory, of the version a callback vouches for: the copy is made of them.
+    const recent = this.recentOf(canonical, token)
     if (recent !== undefined) {
       countCacheLookup(true)
       return await this.cache.store(canonical, recent.meta, Readable.from([recent.data]))
     }
-    const answer = await this.revalidate(canonical, credentialOf(opts.lease))
+    const answer = await this.revalidate(canonical, token)
     if ('cached' in answer) return answer.cached
     try {
       return await this.cache.store(canonical, answer.meta, answer.body)
@@ -438,9 +439,9 @@ export class DfsClient {
    */
   async openForReading (path: string): Promise<{ reader: CopyReader, meta: FileMeta, download: Download | null }> {
     const canonical = normalizePath(path)
-    // A small file whose bytes came lately with a stat, at the version a callback vouches
-    // for now (the kernel's getattr just before this open): read from memory.
-    const recent = this.recentBytes.of(canonical, this.callbacks?.current(canonical))
+    // A small file whose bytes came lately (with a stat, the kernel's just before this open,
+    // or as this client made it), at the version a callback vouches for now: read from memory.
+    const recent = this.recentOf(canonical)
     if (recent !== undefined) {
       countCacheLookup(true)
       return { reader: new BytesReader(recent.data), meta: recent.meta, download: null }
@@ -459,6 +460,15 @@ export class DfsClient {
     const { server } = answer
     const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body, (err) => server.unavailable(err))
     return { reader, meta: answer.meta, download }
+  }
+
+  /**
+   * The bytes held in memory of the version a callback vouches for now; under a lease only
+   * once the server has seen that lease, as revalidateOnce trusts a callback.
+   */
+  private recentOf (canonical: string, token?: LeaseCredential): { meta: FileMeta, data: Buffer } | undefined {
+    if (token !== undefined && !this.shownLeases.holdsBackFor(canonical, token)) return undefined
+    return this.recentBytes.of(canonical, this.callbacks?.current(canonical))
   }
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
@@ -932,7 +942,11 @@ export class DfsClient {
     const server = placedOn as ServerInfo
     this.changedName(canonical, askedAt, server, meta)
     this.locator.learned(canonical, server)
-    this.cache.storeBehind(canonical, meta, data)
+    // A small file's bytes stay in memory, as a stat's inline ones (RecentBytes): its copy on
+    // disk would save its next open no request, only the bytes of a 304's 200, and cost two
+    // file creates in the cache's folder on the event loop per file created (cp -r, tar -x).
+    if (data.length <= INLINE_STAT_BYTES) this.recentBytes.remember(canonical, meta, data)
+    else this.cache.storeBehind(canonical, meta, data)
     return this.memo.remember(meta)
   }
 

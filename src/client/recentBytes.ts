@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 
-/** Bytes held at most, over all files (each at most a stat's inline size). */
+/** Bytes held at most, over all files (each at most a stat's inline size, INLINE_STAT_BYTES). */
 const RECENT_BYTES_HELD = 16 * 1024 * 1024
 
 interface Held {
@@ -11,8 +11,8 @@ interface Held {
 }
 
 /**
- * The bytes of small files that came with a stat (GET /stat?inline=), by path, each with
- * the attributes of the version they are. An open of a file that a callback vouches for at
+ * The bytes of small files that came with a stat (GET /stat?inline=) or that this client
+ * created, by path, each with the attributes of the version they are. An open of a file that a callback vouches for at
  * that same version reads them from here, with no copy written to the cache's folder (two
  * files made there, a few hundred microseconds each on a disk whose journal other fsyncs
  * keep busy, on the event loop) nor opened and read through libuv's thread pool. A version's
