@@ -4,6 +4,8 @@ import { etagOf } from '../shared/protocol'
 
 /** Bytes held at most, over all files (each at most a stat's inline size, INLINE_STAT_BYTES). */
 const RECENT_BYTES_HELD = 16 * 1024 * 1024
+/** Files held at most: each entry also costs its attributes and the LRU's own bookkeeping. */
+const RECENT_FILES_HELD = 8192
 
 interface Held {
   meta: FileMeta
@@ -12,19 +14,22 @@ interface Held {
 
 /**
  * The bytes of small files that came with a stat (GET /stat?inline=) or that this client
- * created, by path, each with the attributes of the version they are. An open of a file that a callback vouches for at
- * that same version reads them from here, with no copy written to the cache's folder (two
- * files made there, a few hundred microseconds each on a disk whose journal other fsyncs
- * keep busy, on the event loop) nor opened and read through libuv's thread pool. A version's
- * bytes never change, so an entry serves only the version it holds (the ETag's version,
- * size and mtime, as the cache's copies are matched). Lost at a restart, which costs one
- * request per file, as a copy on disk would once its callback had lapsed.
+ * created, by path, each with the attributes of the version they are. An open of a file
+ * that a callback vouches for at that same version reads them from here, with no copy
+ * written to the cache's folder (two files made there, a few hundred microseconds each on
+ * the event loop on a disk whose journal other fsyncs keep busy) nor opened and read through
+ * libuv's thread pool. A version's bytes never change, so an entry serves only the version
+ * it holds (the ETag's version, size and mtime, as the cache's copies are matched). Lost at
+ * a restart, which costs one request per file, as a copy on disk would once its callback
+ * had lapsed.
  */
 export class RecentBytes {
-  private readonly held = new LRUCache<string, Held>({ maxSize: RECENT_BYTES_HELD, sizeCalculation: (entry) => Math.max(1, entry.data.length) })
+  private readonly held = new LRUCache<string, Held>({ max: RECENT_FILES_HELD, maxSize: RECENT_BYTES_HELD, sizeCalculation: (entry) => Math.max(1, entry.data.length) })
 
   remember (path: string, meta: FileMeta, data: Buffer): void {
-    this.held.set(path, { meta, data })
+    // A copy of its own: `data` may be a view of a larger buffer (a write slab, a response),
+    // which holding it would keep whole.
+    this.held.set(path, { meta, data: Buffer.from(data) })
   }
 
   /** The bytes of `path` at `current` (what a callback vouches for now), if held. */
