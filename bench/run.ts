@@ -96,7 +96,7 @@ interface Layout {
   /** The passthrough's own copy of the local tree and its mountpoint. */
   passthroughTree: string
   passthroughMountpoint: string
-  /** The durable floor: the passthrough's tree again, each close synced by one request to a bare server. */
+  /** The durable floor: the passthrough's tree again, each close, fsync and unlink synced by one request to a bare server. */
   durableMountpoint: string
 }
 
@@ -293,7 +293,7 @@ function resultOf (runs: Runs, side: Side): WorkloadResult {
   return result
 }
 
-/** A workload with durable steps on sshfs, the durable floor and dfs (issue #9's appends and creates, issue #12's database). */
+/** A workload with durable steps on the local folder, sshfs, the durable floor and dfs (issue #9's appends and creates, issue #12's database). */
 interface DurableRow {
   workload: string
   unit: string
@@ -585,7 +585,7 @@ function floorTable (rows: Row[]): string {
 /**
  * Workloads with durable steps against the durable floor: what one request and one fsync
  * round per durable step cost on this machine in this run, the least any design pays that
- * makes each close and fsync durable on a server (sshfs makes none durable). floor/local is
+ * makes each close, fsync and unlink durable on a server (sshfs makes none durable). floor/local is
  * the most a durable design reaches against the local folder here.
  */
 function durableTable (rows: DurableRow[]): string {
