@@ -15,9 +15,10 @@ async function refusal (acquire: Promise<unknown>): Promise<LockedError> {
   return err
 }
 
-function tableAt (start = 1_000_000): { table: LockTable, clock: { now: number } } {
+function tableAt (start = 1_000_000): { table: LockTable, clock: { now: number }, store: MemoryLockStore } {
   const clock = { now: start }
-  return { table: new LockTable(new MemoryLockStore(), () => clock.now), clock }
+  const store = new MemoryLockStore()
+  return { table: new LockTable(store, () => clock.now), clock, store }
 }
 
 t.test('keys are implicit: a path\'s key is made free at its first acquire; creating is idempotent', async (t) => {
@@ -36,9 +37,7 @@ t.test('keys are implicit: a path\'s key is made free at its first acquire; crea
 })
 
 t.test('a key deleted when free goes at once if nobody holds it, else when its lease is released or ended', async (t) => {
-  const store = new MemoryLockStore()
-  const clock = { now: 1_000_000 }
-  const table = new LockTable(store, () => clock.now)
+  const { table, clock, store } = tableAt()
   await table.createKeys(['/free'])
   t.ok(await table.deleteKeyWhenFree('/free'), 'a free key goes now')
   t.equal(await store.get('/free'), undefined)
@@ -69,9 +68,7 @@ t.test('a key deleted when free goes at once if nobody holds it, else when its l
 })
 
 t.test('a key deleted if free goes only if no lease holds it; a missing key counts as gone', async (t) => {
-  const store = new MemoryLockStore()
-  const clock = { now: 1_000_000 }
-  const table = new LockTable(store, () => clock.now)
+  const { table, clock, store } = tableAt()
   t.ok(await table.deleteKeyIfFree('/never'), 'no key: nothing holds the file')
   await table.createKeys(['/free'])
   t.ok(await table.deleteKeyIfFree('/free'), 'a free key goes')
