@@ -421,7 +421,7 @@ export class DfsClient {
     const recent = this.recentOf(canonical, token)
     if (recent !== undefined) {
       countCacheLookup(true)
-      return await this.cache.store(canonical, recent.meta, Readable.from([recent.data]))
+      return await this.cache.storeBytes(canonical, recent.meta, recent.data)
     }
     const answer = await this.revalidate(canonical, token)
     if ('cached' in answer) return answer.cached

@@ -189,20 +189,35 @@ export class LocalCache {
       this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
       return
     }
-    // Small: written synchronously, into the page cache, where an open that follows at once
-    // would otherwise wait for about eight trips through the thread pool.
-    this.runBehind(path, async () => {
-      await this.init()
-      const partial = this.partialFile(path)
-      await this.changing.run(path, async () => {
-        try {
-          fs.writeFileSync(partial, data)
-          await this.placeCopy(path, partial, meta)
-        } catch (err) {
-          fs.rmSync(partial, { force: true })
-          throw err
-        }
-      })
+    this.runBehind(path, async () => { await this.storeSmallNow(path, meta, data) })
+  }
+
+  /**
+   * Bytes this client holds in memory, at `meta`, as the copy now (a reader that needs a
+   * copy on disk of a small file it read with a stat or made itself: sqlite's journal).
+   */
+  async storeBytes (path: string, meta: FileMeta, data: Buffer): Promise<CachedFile> {
+    await this.behind.get(path)
+    if (data.length > SMALL_COPY_BYTES) return await this.storeNow(path, meta, Readable.from([data]))
+    await this.storeSmallNow(path, meta, data)
+    return { file: this.objectFile(path), meta }
+  }
+
+  /**
+   * A small copy written synchronously, into the page cache, where the open or working copy
+   * that follows at once would otherwise wait for about eight trips through the thread pool.
+   */
+  private async storeSmallNow (path: string, meta: FileMeta, data: Buffer): Promise<void> {
+    await this.init()
+    const partial = this.partialFile(path)
+    await this.changing.run(path, async () => {
+      try {
+        fs.writeFileSync(partial, data)
+        await this.placeCopy(path, partial, meta)
+      } catch (err) {
+        fs.rmSync(partial, { force: true })
+        throw err
+      }
     })
   }
 
