@@ -39,6 +39,7 @@ import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
 import { leaseCredentialOf } from '../shared/leaseCredential'
 import { ShownLeases } from './shownLeases'
 import type { LeaseCredential } from '../shared/leaseCredential'
+import { CLOCK_READ_EACH_CHECK } from './lruOptions'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -150,7 +151,7 @@ export class DfsClient {
    * Where new entries of a folder went last: asked of the directory once per folder and
    * kept briefly, so tar -x or cp -r costs one request per file created, not two.
    */
-  private readonly placements = new LRUCache<string, ServerInfo>({ max: 10_000, ttl: PLACEMENT_TTL_MS })
+  private readonly placements = new LRUCache<string, ServerInfo>({ max: 10_000, ttl: PLACEMENT_TTL_MS, ...CLOCK_READ_EACH_CHECK })
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   /** Small files' bytes just had in memory: an open under a callback reads them with no disk step. */
@@ -1119,8 +1120,15 @@ function conflictPathOf (path: string): string {
 }
 
 /** A change's id: random, so two clients never pick the same one. */
+/**
+ * Random once per process, then counted: unique to this change among every client's (a
+ * retry sends the same id again), and no call into the kernel's random source per change.
+ */
+const CHANGE_ID_PREFIX = crypto.randomBytes(12).toString('base64url')
+let changesMade = 0
+
 function newChangeId (): string {
-  return crypto.randomBytes(12).toString('base64url')
+  return `${CHANGE_ID_PREFIX}-${(++changesMade).toString(36)}`
 }
 
 function credentialOf (lease: LockLease | HeldLock | undefined): LeaseCredential | undefined {
