@@ -870,11 +870,6 @@ export class DfsClient {
     return result
   }
 
-  /** A handle on an always empty local file: what a file created on a mount holds until its first write. */
-  async openEmpty (): Promise<fs.promises.FileHandle> {
-    return await this.cache.openEmpty()
-  }
-
   /**
    * A new file with its bytes (and mode and mtime) in one request, as a mount sends it at the
    * close of a file it created: placed where the folder's placement says (remembered per

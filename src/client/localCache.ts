@@ -58,8 +58,6 @@ export { DEFAULT_CACHE_BYTES }
 export class LocalCache {
   private readonly objects: string
   private readonly tmp: string
-  /** Always empty (see openEmpty). */
-  private readonly emptyFile: string
   private readonly index: LRUCache<string, CacheRecord>
   private ready: Promise<void> | null = null
   /** Per path: a copy's replacement, removal and in-place append, one at a time (see applyAppendNow). */
@@ -76,7 +74,6 @@ export class LocalCache {
   constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
     this.objects = nodePath.join(dir, 'objects')
     this.tmp = nodePath.join(dir, 'tmp')
-    this.emptyFile = nodePath.join(dir, 'empty')
     this.index = new LRUCache<string, CacheRecord>({
       maxSize: maxBytes,
       sizeCalculation: (record) => Math.max(1, record.meta.size),
@@ -219,12 +216,6 @@ export class LocalCache {
         throw err
       }
     })
-  }
-
-  /** A handle on a file that is always empty: what a just-created file holds. */
-  async openEmpty (): Promise<fsp.FileHandle> {
-    await this.init()
-    return await fsp.open(this.emptyFile, 'r')
   }
 
   /** Runs a step on `path`'s copy after the ones before it; a step that fails drops the copy. */
@@ -381,7 +372,6 @@ export class LocalCache {
     this.ready ??= (async () => {
       await fsp.mkdir(this.objects, { recursive: true })
       await fsp.mkdir(this.tmp, { recursive: true })
-      await fsp.appendFile(this.emptyFile, '') // made if missing; never written to
     })()
     await this.ready
   }

@@ -1,11 +1,11 @@
 import fs from 'node:fs'
-import type fsp from 'node:fs/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
+import { BytesReader } from './copyReader'
 import type { CopyReader } from './copyReader'
 import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
@@ -17,6 +17,8 @@ const { O_RDONLY, O_WRONLY, O_RDWR, O_APPEND, O_EXCL } = fs.constants
 const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
+/** What a file created here holds until its first write. */
+const NO_BYTES = Buffer.alloc(0)
 /** How often a read tries to deliver what the mount has shown beyond its copy (see readPastCopy). */
 const READ_PAST_COPY_ATTEMPTS = 3
 
@@ -45,8 +47,6 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   append: (path: string, data: Buffer) => Promise<FileMeta>
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
-  /** A handle on an always empty local file: what a file created here holds until its first write. */
-  openEmpty: () => Promise<fsp.FileHandle>
   /** A new file with its bytes in one request (see DfsClient.createWithContent). */
   createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
@@ -201,7 +201,8 @@ export class OpenFileTable {
   async create (filePath: string, mode?: number, flags: number = O_RDWR): Promise<number> {
     const canonical = normalizePath(filePath)
     const meta: FileMeta = { path: canonical, kind: 'file', version: 0, size: 0, mtimeMs: Date.now(), mode }
-    const reader = await this.client.openEmpty()
+    // What it holds until its first write: nothing, read from memory (no descriptor to open).
+    const reader = new BytesReader(NO_BYTES)
     this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0 })
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, reader, null, meta)
