@@ -1114,7 +1114,6 @@ function conflictPathOf (path: string): string {
   return `${path}.conflict-${os.hostname()}-${stamp}`
 }
 
-/** A change's id: random, so two clients never pick the same one. */
 /**
  * Random once per process, then counted: unique to this change among every client's (a
  * retry sends the same id again), and no call into the kernel's random source per change.
