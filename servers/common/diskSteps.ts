@@ -66,6 +66,13 @@ export async function writeGathered (handle: fsp.FileHandle, buffers: Buffer[], 
   }
 }
 
+/** A read of up to `length` bytes at `position` into `buffer` at `offset`, in the thread pool (the bytes may come from the disk). */
+export async function readAt (fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    fs.read(fd, buffer, offset, length, position, (err, bytesRead) => { if (err) reject(err); else resolve(bytesRead) })
+  })
+}
+
 /** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */
 export async function syncFile (file: string): Promise<void> {
   const fd = fs.openSync(file, fs.constants.O_RDONLY)

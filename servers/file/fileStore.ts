@@ -10,7 +10,7 @@ import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { VersionLog } from './versionLog'
-import { QUICK_WRITE_BYTES, syncFile, writeGathered } from '../common/diskSteps'
+import { QUICK_WRITE_BYTES, readAt, syncFile, writeGathered } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
 import { AppendHandles } from './appendHandles'
@@ -253,21 +253,24 @@ export class FileStore {
     return await this.writes.run(path, async () => {
       const checked = await this.lstatInside(path)
       if (!checked.isFile() || checked.size > upTo) return { meta: await this.describe(path, checked) }
-      const handle = await this.openChecked(path, checked, fs.constants.O_RDONLY)
+      // The open, fstat and close on the event loop (quick steps, servers/common/diskSteps.ts);
+      // the bytes through the thread pool (a page not in memory is a read from the disk).
+      const fd = this.openCheckedSync(path, checked, fs.constants.O_RDONLY)
       try {
-        const stats = fs.fstatSync(handle.fd)
+        const stats = fs.fstatSync(fd)
+        this.requireChecked(path, checked, stats)
         const meta = this.metaOf(path, stats)
         if (meta.size > upTo) return { meta }
         const content = Buffer.allocUnsafe(meta.size)
         let filled = 0
         while (filled < content.length) {
-          const { bytesRead } = await handle.read(content, filled, content.length - filled, filled)
+          const bytesRead = await readAt(fd, content, filled, content.length - filled, filled)
           if (bytesRead === 0) break
           filled += bytesRead
         }
         return { meta: { ...meta, size: filled }, content: content.subarray(0, filled) }
       } finally {
-        await handle.close()
+        fs.closeSync(fd)
       }
     })
   }
@@ -961,20 +964,41 @@ export class FileStore {
     try {
       handle = await fsp.open(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      // ELOOP: a symbolic link, served as a link, never opened (what it points to may be outside).
-      if (code === 'ELOOP' && checked.isSymbolicLink()) throw new BadRequestError(`is a symbolic link: ${path}`, { path })
-      if (code === 'ELOOP' || code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no such file: ${path}`, { path })
-      throw err
+      throw this.openFailure(path, checked, err)
     }
     try {
-      const opened = fs.fstatSync(handle.fd)
-      if (inodeOf(opened) !== inodeOf(checked)) throw new NotFoundError(`no such file: ${path} (it changed while it was opened)`, { path })
+      this.requireChecked(path, checked, fs.fstatSync(handle.fd))
     } catch (err) {
       await handle.close()
       throw err
     }
     return handle
+  }
+
+  /**
+   * openChecked on the event loop, as a descriptor (a quick step: servers/common/diskSteps.ts);
+   * the caller fstats it and checks it with requireChecked, and closes it.
+   */
+  private openCheckedSync (path: string, checked: fs.Stats, flags: number): number {
+    try {
+      return fs.openSync(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
+    } catch (err) {
+      throw this.openFailure(path, checked, err)
+    }
+  }
+
+  /** What an open's failure means for a path lstatInside allowed (`checked`). */
+  private openFailure (path: string, checked: fs.Stats, err: unknown): unknown {
+    const code = (err as NodeJS.ErrnoException).code
+    // ELOOP: a symbolic link, served as a link, never opened (what it points to may be outside).
+    if (code === 'ELOOP' && checked.isSymbolicLink()) return new BadRequestError(`is a symbolic link: ${path}`, { path })
+    if (code === 'ELOOP' || code === 'ENOENT' || code === 'ENOTDIR') return new NotFoundError(`no such file: ${path}`, { path })
+    return err
+  }
+
+  /** The opened file is the one that was checked (same device and inode), or the path changed in between. */
+  private requireChecked (path: string, checked: fs.Stats, opened: fs.Stats): void {
+    if (inodeOf(opened) !== inodeOf(checked)) throw new NotFoundError(`no such file: ${path} (it changed while it was opened)`, { path })
   }
 }
 
