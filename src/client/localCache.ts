@@ -182,11 +182,7 @@ export class LocalCache {
    * disk; every other use of the copy waits for it.
    */
   storeBehind (path: string, meta: FileMeta, data: Buffer): void {
-    if (data.length > SMALL_COPY_BYTES) {
-      this.runBehind(path, async () => { await this.storeNow(path, meta, Readable.from([data])) })
-      return
-    }
-    this.runBehind(path, async () => { await this.storeSmallNow(path, meta, data) })
+    this.runBehind(path, async () => { await this.storeBytesNow(path, meta, data) })
   }
 
   /**
@@ -195,16 +191,16 @@ export class LocalCache {
    */
   async storeBytes (path: string, meta: FileMeta, data: Buffer): Promise<CachedFile> {
     await this.behind.get(path)
-    if (data.length > SMALL_COPY_BYTES) return await this.storeNow(path, meta, Readable.from([data]))
-    await this.storeSmallNow(path, meta, data)
-    return { file: this.objectFile(path), meta }
+    return await this.storeBytesNow(path, meta, data)
   }
 
   /**
-   * A small copy written synchronously, into the page cache, where the open or working copy
-   * that follows at once would otherwise wait for about eight trips through the thread pool.
+   * Large bytes stream through the thread pool; a small copy is written synchronously, into
+   * the page cache, where the open or working copy that follows at once would otherwise wait
+   * for about eight trips through the thread pool.
    */
-  private async storeSmallNow (path: string, meta: FileMeta, data: Buffer): Promise<void> {
+  private async storeBytesNow (path: string, meta: FileMeta, data: Buffer): Promise<CachedFile> {
+    if (data.length > SMALL_COPY_BYTES) return await this.storeNow(path, meta, Readable.from([data]))
     await this.init()
     const partial = this.partialFile(path)
     await this.changing.run(path, async () => {
@@ -216,6 +212,7 @@ export class LocalCache {
         throw err
       }
     })
+    return { file: this.objectFile(path), meta }
   }
 
   /** Runs a step on `path`'s copy after the ones before it; a step that fails drops the copy. */
