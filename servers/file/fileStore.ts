@@ -255,10 +255,8 @@ export class FileStore {
       if (!checked.isFile() || checked.size > upTo) return { meta: await this.describe(path, checked) }
       // The open, fstat and close on the event loop (quick steps, servers/common/diskSteps.ts);
       // the bytes through the thread pool (a page not in memory is a read from the disk).
-      const fd = this.openCheckedSync(path, checked, fs.constants.O_RDONLY)
+      const { fd, stats } = this.openCheckedSync(path, checked, fs.constants.O_RDONLY)
       try {
-        const stats = fs.fstatSync(fd)
-        this.requireChecked(path, checked, stats)
         const meta = this.metaOf(path, stats)
         if (meta.size > upTo) return { meta }
         const content = Buffer.allocUnsafe(meta.size)
@@ -976,14 +974,23 @@ export class FileStore {
   }
 
   /**
-   * openChecked on the event loop, as a descriptor (a quick step: servers/common/diskSteps.ts);
-   * the caller fstats it and checks it with requireChecked, and closes it.
+   * openChecked on the event loop, as a descriptor with its fstat (quick steps:
+   * servers/common/diskSteps.ts); the caller closes it.
    */
-  private openCheckedSync (path: string, checked: fs.Stats, flags: number): number {
+  private openCheckedSync (path: string, checked: fs.Stats, flags: number): { fd: number, stats: fs.Stats } {
+    let fd: number
     try {
-      return fs.openSync(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
+      fd = fs.openSync(this.diskPath(path), flags | fs.constants.O_NOFOLLOW)
     } catch (err) {
       throw this.openFailure(path, checked, err)
+    }
+    try {
+      const stats = fs.fstatSync(fd)
+      this.requireChecked(path, checked, stats)
+      return { fd, stats }
+    } catch (err) {
+      fs.closeSync(fd)
+      throw err
     }
   }
 
