@@ -19,7 +19,7 @@ import type { ByteRange } from '../shared/rangeFrames'
 import type { CallerIdentity } from '../shared/transport'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
-import { BytesReader } from './copyReader'
+import { BytesReader, DescriptorReader } from './copyReader'
 import type { CopyReader } from './copyReader'
 import { RecentBytes } from './recentBytes'
 import { monotonicMs } from '../shared/clock'
@@ -451,10 +451,7 @@ export class DfsClient {
     // The copy found current may be dropped before it is opened (an append of another client
     // made it old): then the server is asked again, and sends the current one.
     for (let attempt = 1; 'cached' in answer; attempt++) {
-      const reader = await fs.promises.open(answer.cached.file, 'r').catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' && attempt < COPY_OPEN_ATTEMPTS) return null
-        throw err
-      })
+      const reader = openCopy(answer.cached.file, attempt < COPY_OPEN_ATTEMPTS)
       if (reader !== null) return { reader, meta: answer.cached.meta, download: null }
       answer = await this.revalidate(canonical)
     }
@@ -1105,6 +1102,19 @@ export class DfsClient {
     // Before the channel closes: its close would hand every delegated path back, just before the session ends anyway.
     this.advisoryLocks.close().catch(() => {}) // unreachable: its locks go when the session's lease runs out
     this.delegations?.close()
+  }
+}
+
+/**
+ * A reader of a cached copy, or null when the copy went between the check that found it
+ * current and this open (`mayBeGone`: the caller asks the server again).
+ */
+function openCopy (file: string, mayBeGone: boolean): DescriptorReader | null {
+  try {
+    return DescriptorReader.open(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && mayBeGone) return null
+    throw err
   }
 }
 

@@ -11,6 +11,7 @@ import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
 import { CopyAppends } from './copyAppends'
+import { DescriptorReader } from './copyReader'
 import { removeLocalFile, uniqueSuffix } from './localFiles'
 
 /**
@@ -128,18 +129,18 @@ export class LocalCache {
    * bytes of a large file are there long before the last. The copy becomes the cached one
    * when complete; one that fails or comes short is dropped, with `failed` telling why.
    */
-  async storeArriving (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
+  async storeArriving (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: DescriptorReader, download: Download }> {
     await this.behind.get(path)
     return await this.storeArrivingNow(path, meta, body, failed)
   }
 
-  private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: fsp.FileHandle, download: Download }> {
+  private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: DescriptorReader, download: Download }> {
     await this.init()
     const partial = this.partialFile(path)
     const writer = await fsp.open(partial, 'w')
-    let reader: fsp.FileHandle
+    let reader: DescriptorReader
     try {
-      reader = await fsp.open(partial, 'r')
+      reader = DescriptorReader.open(partial)
     } catch (err) {
       await writer.close()
       await removeLocalFile(partial)
