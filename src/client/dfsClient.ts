@@ -40,6 +40,7 @@ import { leaseCredentialOf } from '../shared/leaseCredential'
 import { ShownLeases } from './shownLeases'
 import type { LeaseCredential } from '../shared/leaseCredential'
 import { CLOCK_READ_EACH_CHECK } from './lruOptions'
+import type { StartingPoint } from './workingCopy'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -431,6 +432,19 @@ export class DfsClient {
     } catch (err) {
       throw answer.server.unavailable(err)
     }
+  }
+
+  /**
+   * What a working copy of the file starts from (WorkingCopyBackend.startingPoint): a small
+   * file's bytes held in memory, of the version a callback vouches for, or else fetch()'s
+   * local copy.
+   */
+  async startingPoint (path: string, opts: LeaseOption = {}): Promise<StartingPoint> {
+    const canonical = normalizePath(path)
+    const recent = this.recentOf(canonical, credentialOf(opts.lease))
+    if (recent === undefined) return await this.fetch(canonical, opts)
+    countCacheLookup(true)
+    return { meta: recent.meta, data: recent.data }
   }
 
   /**

@@ -21,12 +21,20 @@ const QUICK_COPY_BYTES = 64 * 1024
 /** Work folders made already (by this process): a working copy's start makes its folder once. */
 const madeWorkDirs = new Set<string>()
 
+/** What a working copy starts from: a copy in the local cache, or a small file's bytes held in memory. */
+export type StartingPoint = CachedFile | { meta: FileMeta, data: Buffer }
+
 /** What a working copy needs of the client core. */
 export interface WorkingCopyBackend {
   /** The file's lock, held from the copy's start until its last user closes. */
   lock: (path: string) => Promise<HeldLock>
-  /** A local copy of the current version, fetched under the lease (the server then holds back unlocked appends). */
-  fetch: (path: string, opts: { lease: HeldLock }) => Promise<CachedFile>
+  /**
+   * The current version under the lease, to start from: its bytes, when this client holds a
+   * small file's in memory (one it has just made: sqlite's journal before its header is
+   * rewritten), else a local copy fetched under the lease (the server then holds back
+   * unlocked appends).
+   */
+  startingPoint: (path: string, opts: { lease: HeldLock }) => Promise<StartingPoint>
   /**
    * Replaces the file on its server with a local file made from `baseVersion`, under the
    * lease the copy holds, or under a new one if that was lost meanwhile (then `held` is the
@@ -92,13 +100,17 @@ export class WorkingCopy {
       if (empty) {
         await fsp.writeFile(workingFile, '')
       } else {
-        const cached = await backend.fetch(filePath, { lease: held })
+        const start = await backend.startingPoint(filePath, { lease: held })
         // A small copy (sqlite's journal, rewritten after its fsync) on the event loop: a trip
         // to the thread pool costs more than the copy. The cache is never on the mount.
-        if (cached.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(cached.file, workingFile)
-        else await fsp.copyFile(cached.file, workingFile)
-        size = cached.meta.size
-        baseVersion = cached.meta.version
+        // Bytes held in memory go straight into the working copy: a copy in the cache made of
+        // them first would be two more files made (copy and record), replaced at this copy's
+        // close anyway (keepAsCached).
+        if ('data' in start) fs.writeFileSync(workingFile, start.data)
+        else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
+        else await fsp.copyFile(start.file, workingFile)
+        size = start.meta.size
+        baseVersion = start.meta.version
       }
       const handle = await fsp.open(workingFile, 'r+')
       return new WorkingCopy(filePath, workingFile, handle, held, size, empty, baseVersion)
