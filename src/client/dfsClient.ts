@@ -39,7 +39,7 @@ import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
 import { leaseCredentialOf } from '../shared/leaseCredential'
 import { ShownLeases } from './shownLeases'
 import type { LeaseCredential } from '../shared/leaseCredential'
-import { CLOCK_READ_EACH_CHECK } from './lruOptions'
+import { CLOCK_READ_EACH_CHECK, upToEntries } from './lruOptions'
 import type { StartingPoint } from './workingCopy'
 
 export interface DfsClientOptions {
@@ -152,7 +152,7 @@ export class DfsClient {
    * Where new entries of a folder went last: asked of the directory once per folder and
    * kept briefly, so tar -x or cp -r costs one request per file created, not two.
    */
-  private readonly placements = new LRUCache<string, ServerInfo>({ max: 10_000, ttl: PLACEMENT_TTL_MS, ...CLOCK_READ_EACH_CHECK })
+  private readonly placements = new LRUCache<string, ServerInfo>({ ...upToEntries(10_000), ttl: PLACEMENT_TTL_MS, ...CLOCK_READ_EACH_CHECK })
   /** Listings under way: concurrent callers share one. */
   private readonly listings = new Map<string, Promise<ListEntry[]>>()
   /** Small files' bytes just had in memory: an open under a callback reads them with no disk step. */

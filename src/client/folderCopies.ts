@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import { upToEntries } from './lruOptions'
 import type { DirectoryApi } from '../shared/api'
 import { monotonicMs } from '../shared/clock'
 import { NotFoundError } from '../shared/errors'
@@ -39,7 +40,7 @@ export interface HeldFolder {
  * the copy is dropped and the directory is asked, as before.
  */
 export class FolderCopies {
-  private readonly held = new LRUCache<string, HeldFolder>({ max: HELD_FOLDERS })
+  private readonly held = new LRUCache<string, HeldFolder>(upToEntries(HELD_FOLDERS))
   /** Listings for holdIfSmall under way: lookups side by side share one. */
   private readonly holding = new Map<string, Promise<unknown>>()
 

@@ -5,6 +5,7 @@ import nodePath from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
+import { upToEntries } from './lruOptions'
 import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
 import { KeyedMutex } from '../shared/keyedMutex'
 import type { FileMeta } from '../shared/protocol'
@@ -583,7 +584,7 @@ function asError (err: unknown): Error {
 /** Makes a temporary name unique among this cache's users: the process, and random bits. */
 
 /** Names of copies lately used: every step on a copy names its files, and a sha256 each time is not free. */
-const hashes = new LRUCache<string, string>({ max: 10_000 })
+const hashes = new LRUCache<string, string>(upToEntries(10_000))
 
 function hashOf (path: string): string {
   let hash = hashes.get(path)

@@ -6,7 +6,7 @@ import type { LookupAnswer, ServerInfo } from '../shared/protocol'
 import type { FolderCopies } from './folderCopies'
 import type { MetadataMemo } from './metadataMemo'
 import type { SilenceWatch } from './silenceWatch'
-import { CLOCK_READ_EACH_CHECK } from './lruOptions'
+import { CLOCK_READ_EACH_CHECK, upToEntries } from './lruOptions'
 
 /**
  * How long a file's location is trusted. Its server says "not found" if the file has gone
@@ -34,7 +34,7 @@ export function serverDownError (server: ServerInfo, path?: string): ServerUnava
  * bounds how long a hung server can stall them before the directory notices.
  */
 export class Locator {
-  private readonly lookups = new LRUCache<string, LookupAnswer>({ max: REMEMBERED_PATHS, ...CLOCK_READ_EACH_CHECK })
+  private readonly lookups = new LRUCache<string, LookupAnswer>({ ...upToEntries(REMEMBERED_PATHS), ...CLOCK_READ_EACH_CHECK })
   /** Lookup answers that came from memory: "not found" from their server calls for a fresh one. */
   private readonly rememberedLookups = new WeakSet<LookupAnswer>()
 

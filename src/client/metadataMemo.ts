@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
-import { CLOCK_READ_EACH_CHECK } from './lruOptions'
+import { CLOCK_READ_EACH_CHECK, upToEntries } from './lruOptions'
 
 /** A stat that misses within this time of listing its folder lists the folder again. */
 const LISTING_REUSE_MS = 30_000
@@ -13,9 +13,9 @@ const REMEMBERED_PATHS = 100_000
  * made through this client forgets what it touched; others' changes show after the TTL.
  */
 export class MetadataMemo {
-  private readonly metas = new LRUCache<string, FileMeta>({ max: REMEMBERED_PATHS, ...CLOCK_READ_EACH_CHECK })
+  private readonly metas = new LRUCache<string, FileMeta>({ ...upToEntries(REMEMBERED_PATHS), ...CLOCK_READ_EACH_CHECK })
   /** Folders listed recently, so a stat of an entry is answered from the listing. */
-  private readonly listedAt = new LRUCache<string, number>({ max: 10_000, ttl: LISTING_REUSE_MS, ...CLOCK_READ_EACH_CHECK })
+  private readonly listedAt = new LRUCache<string, number>({ ...upToEntries(10_000), ttl: LISTING_REUSE_MS, ...CLOCK_READ_EACH_CHECK })
 
   constructor (readonly ttlMs: number) {}
 

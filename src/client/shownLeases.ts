@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import { upToEntries } from './lruOptions'
 import { monotonicMs } from '../shared/clock'
 import type { LeaseCredential } from '../shared/leaseCredential'
 
@@ -16,7 +17,7 @@ const REMEMBERED_PATHS = 10_000
  * left).
  */
 export class ShownLeases {
-  private readonly shown = new LRUCache<string, { credential: LeaseCredential, until: number }>({ max: REMEMBERED_PATHS })
+  private readonly shown = new LRUCache<string, { credential: LeaseCredential, until: number }>(upToEntries(REMEMBERED_PATHS))
 
   /** The server answered a request under `credential` on the path, sent at `sentAt` (monotonic), for a lease of `ttlMs`. */
   remember (path: string, credential: LeaseCredential, ttlMs: number, sentAt: number): void {
