@@ -414,16 +414,27 @@ export class DfsClient {
 
   /**
    * A local copy of the file at its current version: the cached one if the file server says
-   * it is current (no content moves), else a fresh one fetched as a stream.
+   * it is current (no content moves), else a fresh one fetched as a stream, or one made of
+   * the bytes held in memory (startingPoint).
    */
   async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
+    const start = await this.startingPoint(path, opts)
+    if (!('data' in start)) return start
+    return await this.cache.storeBytes(normalizePath(path), start.meta, start.data)
+  }
+
+  /**
+   * The file at its current version, as a working copy starts from it
+   * (WorkingCopyBackend.startingPoint): a small file's bytes held in memory, of the version a
+   * callback vouches for, as they are; else a local copy, as fetch() gives it.
+   */
+  async startingPoint (path: string, opts: LeaseOption = {}): Promise<StartingPoint> {
     const canonical = normalizePath(path)
     const token = credentialOf(opts.lease)
-    // Bytes held in memory, of the version a callback vouches for: the copy is made of them.
     const recent = this.recentOf(canonical, token)
     if (recent !== undefined) {
       countCacheLookup(true)
-      return await this.cache.storeBytes(canonical, recent.meta, recent.data)
+      return { meta: recent.meta, data: recent.data }
     }
     const answer = await this.revalidate(canonical, token)
     if ('cached' in answer) return answer.cached
@@ -432,19 +443,6 @@ export class DfsClient {
     } catch (err) {
       throw answer.server.unavailable(err)
     }
-  }
-
-  /**
-   * What a working copy of the file starts from (WorkingCopyBackend.startingPoint): a small
-   * file's bytes held in memory, of the version a callback vouches for, or else fetch()'s
-   * local copy.
-   */
-  async startingPoint (path: string, opts: LeaseOption = {}): Promise<StartingPoint> {
-    const canonical = normalizePath(path)
-    const recent = this.recentOf(canonical, credentialOf(opts.lease))
-    if (recent === undefined) return await this.fetch(canonical, opts)
-    countCacheLookup(true)
-    return { meta: recent.meta, data: recent.data }
   }
 
   /**
