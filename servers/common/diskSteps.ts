@@ -28,6 +28,7 @@ import { promisify } from 'node:util'
 export const QUICK_WRITE_BYTES = 64 * 1024
 
 const fsyncFd = promisify(fs.fsync)
+const readFd = promisify(fs.read)
 
 /**
  * Writes all of `data` through `handle` at `position` (undefined: at the handle's offset,
@@ -68,9 +69,7 @@ export async function writeGathered (handle: fsp.FileHandle, buffers: Buffer[], 
 
 /** A read of up to `length` bytes at `position` into `buffer` at `offset`, in the thread pool (the bytes may come from the disk). */
 export async function readAt (fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    fs.read(fd, buffer, offset, length, position, (err, bytesRead) => { if (err) reject(err); else resolve(bytesRead) })
-  })
+  return (await readFd(fd, buffer, offset, length, position)).bytesRead
 }
 
 /** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */

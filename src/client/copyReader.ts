@@ -1,4 +1,7 @@
 import fs from 'node:fs'
+import { promisify } from 'node:util'
+
+const readFd = promisify(fs.read)
 
 /**
  * What an open handle reads a file's bytes through: the descriptor of a cached copy
@@ -40,12 +43,7 @@ export class DescriptorReader implements CopyReader {
     if (fd === null || this.closing !== null) throw Object.assign(new Error('read of a closed copy'), { code: 'EBADF' })
     this.reading++
     try {
-      return await new Promise((resolve, reject) => {
-        fs.read(fd, buffer, offset, length, position, (err, bytesRead) => {
-          if (err !== null) reject(err)
-          else resolve({ bytesRead })
-        })
-      })
+      return { bytesRead: (await readFd(fd, buffer, offset, length, position)).bytesRead }
     } finally {
       this.reading--
       if (this.reading === 0) this.readsDone?.()
