@@ -13,10 +13,21 @@ const HELD_FOLDERS = 10_000
  * A lookup the directory answers in a folder of at most this many names lists the folder
  * (one request, once) to hold its names: later lookups there (sqlite's journal, editors'
  * swap files, a create's lookup, the fresh lookup before each change, the next file opened)
- * cost no request. A larger folder is not listed for a lookup, so no lookup costs more with
- * the folder's size.
+ * cost no request.
  */
 export const SMALL_FOLDER_NAMES = 1000
+
+/**
+ * A larger folder is listed once this client has asked the directory about names in it as
+ * many times as it has names per this many (a `tar -x` or `cp -r` into a folder of 50,000
+ * files: after 200 lookups). Measured here, a lookup costs about what listing 250 to 400
+ * names does, so by then the lookups have cost about what the listing will: holding the
+ * folder never costs more than about twice what asking for each name would, however large
+ * the folder (the ski-rental bound), and from then on a lookup there costs no request. The
+ * listing goes behind the lookup that earned it, so no single lookup waits for a cost that
+ * grows with the folder's size.
+ */
+export const LISTED_NAMES_PER_LOOKUP = 250
 
 export interface HeldFolder {
   /** The directory's answer; its entries are out of date after a change of this client's (see changedByMe) until listed again from `entries`. */
@@ -29,6 +40,15 @@ export interface HeldFolder {
   attributes?: FileMeta
   entries: Map<string, DirectoryEntry>
   servers: Map<number, ServerInfo>
+  /**
+   * Names this client changed while the listing was under way: the listing may show each
+   * before or after the change, and another client's change after ours but before the
+   * listing would have sent no break (no callback was held yet). A lookup of one asks the
+   * directory, and a readdir lists the folder again.
+   */
+  unsure?: Set<string>
+  /** When the listing was asked for (monotonic ms): a change of this client's asked for before it may be older than the listing. */
+  listedAt: number
 }
 
 /**
@@ -41,15 +61,20 @@ export interface HeldFolder {
  */
 export class FolderCopies {
   private readonly held = new LRUCache<string, HeldFolder>(upToEntries(HELD_FOLDERS))
-  /** Listings for holdIfSmall under way: lookups side by side share one. */
+  /** Listings for holdIfWorthIt under way: lookups side by side share one. */
   private readonly holding = new Map<string, Promise<unknown>>()
+  /** Per large folder not held: how many lookups of names in it the directory answered since (LISTED_NAMES_PER_LOOKUP). */
+  private readonly lookupsIn = new LRUCache<string, number>(upToEntries(HELD_FOLDERS))
+  /** Per folder whose listing is under way: the names of this client's own changes there answered meanwhile (see changedByMe). */
+  private readonly listing = new Map<string, { underWay: number, changed: string[] }>()
 
   constructor (private readonly directory: DirectoryApi, private readonly callbacks: CallbackRegistry) {}
 
   /** The folder's names: from the held copy while its callback holds, else from the directory (asking for a callback). */
   async list (folder: string): Promise<DirectoryListAnswer> {
     const held = this.current(folder)
-    if (held) {
+    if (held?.unsure !== undefined) this.held.delete(folder)
+    else if (held) {
       if (held.listingStale === true) {
         const entries = [...held.entries.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         const ids = new Set(entries.flatMap((e) => e.machineIds))
@@ -60,19 +85,30 @@ export class FolderCopies {
     }
     if (!this.callbacks.ready(this.directory)) return await this.directory.list(folder)
     const askedAt = monotonicMs()
-    const { listing, callback } = await this.directory.listWithCallback(folder)
-    if (callback) {
-      // Refused (not kept) when a break for the folder came after the request left.
-      this.callbacks.granted(this.directory, folder, { path: folder, kind: 'dir', version: 0, size: 0, mtimeMs: 0 }, askedAt)
-      if (this.callbacks.current(folder) !== undefined) {
-        this.held.set(folder, {
-          listing,
-          entries: new Map(listing.entries.map((e) => [e.name, e])),
-          servers: new Map(listing.servers.map((s) => [s.machineId, s]))
-        })
+    const ownChanges = this.listing.get(folder) ?? { underWay: 0, changed: [] }
+    this.listing.set(folder, ownChanges)
+    ownChanges.underWay++
+    const ownChangesBefore = ownChanges.changed.length
+    try {
+      const { listing, callback } = await this.directory.listWithCallback(folder)
+      if (callback) {
+        // Refused (not kept) when a break for the folder came after the request left.
+        this.callbacks.granted(this.directory, folder, { path: folder, kind: 'dir', version: 0, size: 0, mtimeMs: 0 }, askedAt)
+        if (this.callbacks.current(folder) !== undefined) {
+          const held: HeldFolder = {
+            listing,
+            entries: new Map(listing.entries.map((e) => [e.name, e])),
+            servers: new Map(listing.servers.map((s) => [s.machineId, s])),
+            listedAt: askedAt
+          }
+          for (const name of ownChanges.changed.slice(ownChangesBefore)) markUnsure(held, name)
+          this.held.set(folder, held)
+        }
       }
+      return listing
+    } finally {
+      if (--ownChanges.underWay === 0) this.listing.delete(folder)
     }
-    return listing
   }
 
   /**
@@ -83,7 +119,9 @@ export class FolderCopies {
     if (path === '/') return undefined
     const held = this.current(parentOf(path))
     if (!held) return undefined
-    const entry = held.entries.get(path.slice(path.lastIndexOf('/') + 1))
+    const name = path.slice(path.lastIndexOf('/') + 1)
+    if (held.unsure?.has(name) === true) return undefined
+    const entry = held.entries.get(name)
     if (!entry) throw new NotFoundError(`no such file or folder: ${path}`, { path })
     const servers = entry.machineIds.flatMap((id) => held.servers.get(id) ?? [])
     if (entry.kind === 'dir') return { path, kind: 'dir', holders: servers }
@@ -93,13 +131,29 @@ export class FolderCopies {
   /**
    * The directory answered a lookup of `path` (found or missed) and said its folder holds
    * `folderEntries` names: a small folder not held yet is listed now under a callback (see
-   * SMALL_FOLDER_NAMES), so the next lookups of names in it need no request.
+   * SMALL_FOLDER_NAMES), so the next lookups of names in it need no request; a larger one
+   * once enough lookups there have earned it (LISTED_NAMES_PER_LOOKUP), not waited for.
    */
-  async holdIfSmall (path: string, folderEntries: unknown): Promise<void> {
+  async holdIfWorthIt (path: string, folderEntries: unknown): Promise<void> {
     const folder = parentOf(path)
-    if (path === '/' || typeof folderEntries !== 'number' || folderEntries > SMALL_FOLDER_NAMES || this.current(folder) !== undefined) return
+    if (path === '/' || typeof folderEntries !== 'number' || this.current(folder) !== undefined) return
     // Without a channel to the directory no callback can be had: a listing would buy nothing.
     if (!this.callbacks.ready(this.directory)) return
+    if (folderEntries > SMALL_FOLDER_NAMES) {
+      const lookups = (this.lookupsIn.get(folder) ?? 0) + 1
+      if (lookups * LISTED_NAMES_PER_LOOKUP < folderEntries) {
+        this.lookupsIn.set(folder, lookups)
+        return
+      }
+      this.lookupsIn.delete(folder)
+      this.holdNow(folder).catch(() => {})
+      return
+    }
+    await this.holdNow(folder)
+  }
+
+  /** Lists the folder under a callback, to hold its names; side by side callers share one listing. */
+  private async holdNow (folder: string): Promise<void> {
     let listing = this.holding.get(folder)
     if (listing === undefined) {
       listing = this.list(folder).finally(() => this.holding.delete(folder))
@@ -118,29 +172,35 @@ export class FolderCopies {
    */
   changedByMe (path: string, askedAt: number, server: ServerInfo | null): void {
     const folder = parentOf(path)
+    const name = path.slice(path.lastIndexOf('/') + 1)
     const held = this.current(folder)
+    const underWay = this.listing.get(folder)
+    if (held === undefined && underWay !== undefined) {
+      // No copy now, a listing under way: it is held still, with the name marked unsure
+      // (HeldFolder.unsure), instead of being refused as a copy crossed by a change. A tar -x
+      // into a large folder changes it every few milliseconds, faster than it can be listed.
+      this.held.delete(folder)
+      this.callbacks.drop(folder)
+      underWay.changed.push(name)
+      return
+    }
     const folderMeta = this.callbacks.current(folder)
     if (held === undefined || folderMeta === undefined || !this.callbacks.changedByMe(folder, askedAt, folderMeta)) {
       this.drop(folder)
       return
     }
-    const name = path.slice(path.lastIndexOf('/') + 1)
-    if (server === null) {
-      held.entries.delete(name)
-    } else {
-      held.entries.set(name, { name, kind: 'file', machineIds: [server.machineId] })
-      held.servers.set(server.machineId, server)
-    }
-    held.listingStale = true
-    // The folder's time moved with its names, on its file server: read again under the callback.
-    delete held.attributes
+    // Asked for before the listing was: the listing may show another client's change made
+    // after ours, which sent no break (this client held no callback on the folder yet).
+    if (askedAt < held.listedAt) markUnsure(held, name)
+    else applyChange(held, name, server)
   }
 
   /** Whether the held copy of the path's folder says there is no such name (false when no copy is held). */
   lacks (path: string): boolean {
     if (path === '/') return false
     const held = this.current(parentOf(path))
-    return held !== undefined && !held.entries.has(path.slice(path.lastIndexOf('/') + 1))
+    const name = path.slice(path.lastIndexOf('/') + 1)
+    return held !== undefined && held.unsure?.has(name) !== true && !held.entries.has(name)
   }
 
   /** The held copy of a folder, if any: pass it to keepAttributes after reading the folder's attributes. */
@@ -187,4 +247,25 @@ export class FolderCopies {
     if (!this.callbacks.holds(folder)) this.held.delete(folder)
     return undefined
   }
+}
+
+function markUnsure (held: HeldFolder, name: string): void {
+  held.unsure ??= new Set()
+  held.unsure.add(name)
+}
+
+/** A name made on `server` in a held folder, or (null) removed from it. */
+function applyChange (held: HeldFolder, name: string, server: ServerInfo | null): void {
+  // Made or removed under the copy's callback, with no break since: known again.
+  held.unsure?.delete(name)
+  if (held.unsure?.size === 0) delete held.unsure
+  if (server === null) {
+    held.entries.delete(name)
+  } else {
+    held.entries.set(name, { name, kind: 'file', machineIds: [server.machineId] })
+    held.servers.set(server.machineId, server)
+  }
+  held.listingStale = true
+  // The folder's time moved with its names, on its file server: read again under the callback.
+  delete held.attributes
 }

@@ -72,14 +72,15 @@ export class Locator {
     try {
       answer = await this.directory.lookup(canonical)
     } catch (err) {
-      // A miss in a small folder: its names are held from now on, and the next miss there is answered here.
-      if (err instanceof NotFoundError) await this.folders?.holdIfSmall(canonical, err.details.folderEntries).catch(() => {})
+      // A miss in a small folder: its names are held from now on, and the next miss there is answered here
+      // (in a large one, once enough lookups there have earned the listing).
+      if (err instanceof NotFoundError) await this.folders?.holdIfWorthIt(canonical, err.details.folderEntries).catch(() => {})
       throw err
     }
     // The same for a name found (behind the answer): a folder's answer is trusted only for a
     // second, a file's is asked for again before each change, and the folder's other names
     // (the next file to open, `ls -l`'s lstats) need no lookup either.
-    void this.folders?.holdIfSmall(canonical, answer.folderEntries).catch(() => {})
+    void this.folders?.holdIfWorthIt(canonical, answer.folderEntries).catch(() => {})
     // Asked again each time, so the file is back in service as soon as its server is.
     if (answer.server?.state === 'down') return answer
     // A folder is trusted only briefly: nothing else would notice that it went away.
