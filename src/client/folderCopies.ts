@@ -10,6 +10,14 @@ import type { CallbackRegistry } from './callbacks'
 /** Folders whose names are held at most (the least recently used go first). */
 const HELD_FOLDERS = 10_000
 /**
+ * Names held at most, over all folders, each folder counting as FOLDER_WEIGHT names besides
+ * its own: about 200 bytes each, so 100 MB at most however many large folders a mount walks
+ * (a folder of 50,000 names is about 10 MB), and 10,000 empty folders. A copy is weighed as
+ * it is listed; the names this client adds to it later are not counted.
+ */
+const HELD_NAMES = 500_000
+const FOLDER_WEIGHT = HELD_NAMES / HELD_FOLDERS
+/**
  * A lookup the directory answers in a folder of at most this many names lists the folder
  * (one request, once) to hold its names: later lookups there (sqlite's journal, editors'
  * swap files, a create's lookup, the fresh lookup before each change, the next file opened)
@@ -60,13 +68,13 @@ export interface HeldFolder {
  * the copy is dropped and the directory is asked, as before.
  */
 export class FolderCopies {
-  private readonly held = new LRUCache<string, HeldFolder>(upToEntries(HELD_FOLDERS))
+  private readonly held = new LRUCache<string, HeldFolder>({ maxSize: HELD_NAMES, sizeCalculation: (held) => FOLDER_WEIGHT + held.entries.size })
   /** Listings for holdIfWorthIt under way: lookups side by side share one. */
   private readonly holding = new Map<string, Promise<unknown>>()
   /** Per large folder not held: how many lookups of names in it the directory answered since (LISTED_NAMES_PER_LOOKUP). */
   private readonly lookupsIn = new LRUCache<string, number>(upToEntries(HELD_FOLDERS))
   /** Per folder whose listing is under way: the names of this client's own changes there answered meanwhile (see changedByMe). */
-  private readonly listing = new Map<string, { underWay: number, changed: string[] }>()
+  private readonly listingsUnderWay = new Map<string, { underWay: number, changed: string[] }>()
 
   constructor (private readonly directory: DirectoryApi, private readonly callbacks: CallbackRegistry) {}
 
@@ -85,8 +93,8 @@ export class FolderCopies {
     }
     if (!this.callbacks.ready(this.directory)) return await this.directory.list(folder)
     const askedAt = monotonicMs()
-    const ownChanges = this.listing.get(folder) ?? { underWay: 0, changed: [] }
-    this.listing.set(folder, ownChanges)
+    const ownChanges = this.listingsUnderWay.get(folder) ?? { underWay: 0, changed: [] }
+    this.listingsUnderWay.set(folder, ownChanges)
     ownChanges.underWay++
     const ownChangesBefore = ownChanges.changed.length
     try {
@@ -107,7 +115,7 @@ export class FolderCopies {
       }
       return listing
     } finally {
-      if (--ownChanges.underWay === 0) this.listing.delete(folder)
+      if (--ownChanges.underWay === 0) this.listingsUnderWay.delete(folder)
     }
   }
 
@@ -174,7 +182,7 @@ export class FolderCopies {
     const folder = parentOf(path)
     const name = path.slice(path.lastIndexOf('/') + 1)
     const held = this.current(folder)
-    const underWay = this.listing.get(folder)
+    const underWay = this.listingsUnderWay.get(folder)
     if (held === undefined && underWay !== undefined) {
       // No copy now, a listing under way: it is held still, with the name marked unsure
       // (HeldFolder.unsure), instead of being refused as a copy crossed by a change. A tar -x
@@ -249,9 +257,12 @@ export class FolderCopies {
   }
 }
 
+/** A name this client changed, which the held copy may or may not show as it now is (HeldFolder.unsure). */
 function markUnsure (held: HeldFolder, name: string): void {
   held.unsure ??= new Set()
   held.unsure.add(name)
+  // The folder's time moved with its names, on its file server: read again under the callback.
+  delete held.attributes
 }
 
 /** A name made on `server` in a held folder, or (null) removed from it. */
