@@ -154,6 +154,33 @@ t.test('rm of files nobody holds: one request each, no lease taken, none given b
   t.same(fs.readdirSync(path.join(cluster.roots[0], 'old')), [], 'and the files are gone from the server')
 })
 
+t.test('files a mount made are stat\'ed, read and removed with no request to their server: each create came with a callback', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'made/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const folder = quoted(mount.at('/made'))
+  // The first create opens the mount's event channel to the file server; the files after it are what counts.
+  const warm = await sh(`echo warm > ${folder}/warm && cat ${folder}/warm > /dev/null`)
+  t.equal(warm.code, 0, outcome(warm))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  // cp: create, write, close, as tar -x and cp -r make files (one PUT /create each).
+  const sources = t.testdir(Object.fromEntries(Array.from({ length: ROUNDS }, (_, i) => [`f${i + 1}`, `data-${i + 1}`])))
+  const made = await sh(`for i in $(seq 1 ${ROUNDS}); do cp ${quoted(sources)}/f$i ${folder}/f$i || exit 1; done`, { timeoutMs: 60_000 })
+  t.equal(made.code, 0, outcome(made))
+  // Past the second a remembered stat is trusted (DEFAULT_META_TTL_MS): only a callback answers now.
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  const from = requests.mark()
+  // No ls: a listing takes callbacks on the files it lists in bulk.
+  const used = await sh(`for i in $(seq 1 ${ROUNDS}); do stat ${folder}/f$i > /dev/null && cat ${folder}/f$i > /dev/null && rm ${folder}/f$i || exit 1; done`, { timeoutMs: 60_000 })
+  t.equal(used.code, 0, outcome(used))
+  const byClient = requests.since(from, true)
+  const ofFiles = requests.listSince(from, true).filter((r) => /^\/made\/f\d+$/.test(r.path ?? ''))
+  t.same(ofFiles.filter((r) => r.route !== 'POST /unlink').map((r) => `${r.route} ${r.path ?? ''}`), [], `no request for the files but their unlinks: ${show(byClient)}`)
+  t.equal(byClient.get('POST /unlink'), ROUNDS, `one unlink each: ${show(byClient)}`)
+  t.same(fs.readdirSync(path.join(cluster.roots[0], 'made')).sort(), ['.keep', 'warm'], 'and the files are gone from the server')
+})
+
 t.test('rm of a file another mount is writing: refused without a lease, then done under it once the writer closes', async (t) => {
   const cluster = await startTestCluster(t, [{ 'shared/busy.txt': 'old\n' }])
   const a = await mountCluster(t, cluster)
