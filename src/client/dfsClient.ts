@@ -922,9 +922,9 @@ export class DfsClient {
         const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
         const api = this.locator.fileServer(server)
         try {
-          // A callback on the new file: its bytes are this client's copy, so a stat, an open or
-          // the unlink of a file it made (cp -r then ls -l, a build's outputs read back, rm of a
-          // temp file) needs no request until another client changes it.
+          // A callback on the new file: its bytes are this client's copy, so a stat or an open of
+          // a file it made (a build's outputs read back, the kernel's lookup before an rm of a
+          // temp file) needs no request to its server until another client changes it.
           const callback = this.callbacks?.ready(api) === true
           const answer = await api.createWithContent(canonical, data, { mode: opts.mode, mtimeMs, changeId, token, callback })
           this.placements.set(folder, server)
