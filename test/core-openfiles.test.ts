@@ -5,6 +5,7 @@ import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import { OpenFileTable } from '../src/client/openFiles'
 import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shared/errors'
+import { MEMORY_COPY_BYTES } from '../src/client/workingCopy'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 
@@ -414,4 +415,47 @@ t.test('a sequential write past the pending limit sends full buffers while the n
   const stats = cluster.fileServers[0].app.locals.stats
   t.ok(stats.appends > 10, `sent as appends (${stats.appends}), in several sends`)
   t.equal(stats.overwrites, 0, 'never through a working copy (a write at the right position is an append while a send runs)')
+})
+
+t.test('a copy started empty is held in memory while small: no file in the work folder, holes and truncations as in a file, stored whole', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'f.txt': 'old content that is longer\n' }])
+  const client = cluster.client()
+  const table = tableFor(t, client)
+  const other = cluster.client()
+  const id = await table.open('/f.txt', O_RDWR)
+  const reader = await table.open('/f.txt', O_RDONLY)
+  await table.truncatePath('/f.txt', 0)
+  await write(table, id, 'abcdefghij', 0)
+  await table.truncate(id, 4)
+  // Past the end after a truncation: a hole of zeros, not the bytes cut off.
+  await write(table, id, 'XY', 8)
+  const expected = 'abcd\0\0\0\0XY'
+  t.equal(await readAll(table, reader), expected, 'another handle of this table reads the copy as it is')
+  t.same(fs.existsSync(client.workDir) ? fs.readdirSync(client.workDir) : [], [], 'and no file was made for it in the work folder')
+  await table.release(id)
+  await table.release(reader)
+  t.equal(onDisk(cluster, 'f.txt'), expected, 'stored whole')
+  t.equal(await seenElsewhere(other, '/f.txt'), expected, 'another machine reads it')
+  t.equal((await client.readFile('/f.txt')).toString(), expected, 'and so does this one')
+})
+
+t.test('a copy started empty that grows past MEMORY_COPY_BYTES goes to a local file with every byte', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'big.bin': 'old\n' }])
+  const client = cluster.client()
+  const table = tableFor(t, client)
+  const id = await table.open('/big.bin', O_RDWR)
+  await table.truncatePath('/big.bin', 0)
+  const first = Buffer.alloc(MEMORY_COPY_BYTES - 10, 'a')
+  t.equal(await table.write(id, first, 0), first.length)
+  t.same(fs.existsSync(client.workDir) ? fs.readdirSync(client.workDir) : [], [], 'in memory while it fits')
+  const second = Buffer.alloc(100, 'b')
+  t.equal(await table.write(id, second, first.length + 50), second.length)
+  t.equal(fs.readdirSync(client.workDir).length, 1, 'a local file once it grows past')
+  await table.truncate(id, first.length + 100)
+  await table.release(id)
+  const stored = fs.readFileSync(path.join(cluster.roots[0], 'big.bin'))
+  const expected = Buffer.concat([first, Buffer.alloc(50), second.subarray(0, 50)])
+  t.equal(stored.length, expected.length, 'the size as written and cut')
+  t.ok(stored.equals(expected), 'every byte: the first write, the hole, the second write up to the cut')
+  t.same(fs.readdirSync(client.workDir), [], 'and the local file is gone after the release')
 })

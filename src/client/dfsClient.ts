@@ -770,6 +770,11 @@ export class DfsClient {
     await this.cache.adopt(normalizePath(path), meta, localFile)
   }
 
+  /** Keeps a stored version's bytes as this client's copy, as placeNewFile keeps a new file's. */
+  keepBytes (path: string, meta: FileMeta, data: Buffer): void {
+    this.keepMadeBytes(normalizePath(path), meta, data)
+  }
+
   /**
    * Sends only the ranges a working copy changed since its last store, under its lease, as
    * one version above `fromVersion` (PATCH /content). Null when the server cannot take them
@@ -808,7 +813,9 @@ export class DfsClient {
    * their change, so the copy is kept beside the file as NAME.conflict-HOST-TIME instead,
    * and logged. The caller holds the returned lease from then on.
    */
-  async storeWorkingCopy (path: string, localFile: string, held: HeldLock, baseVersion: number | null): Promise<{ stored: FileMeta | null, held: HeldLock }> {
+  async storeWorkingCopy (path: string, content: string | Buffer, held: HeldLock, baseVersion: number | null): Promise<{ stored: FileMeta | null, held: HeldLock }> {
+    // A local file is read afresh for each try; bytes in memory are sent as they are.
+    const body = (): Buffer | Readable => typeof content === 'string' ? fs.createReadStream(content) : content
     const canonical = normalizePath(path)
     const store = async (lease: HeldLock): Promise<FileMeta> => {
       const changeId = newChangeId()
@@ -816,7 +823,7 @@ export class DfsClient {
       const meta = await retryWhileUnavailable(`store of ${canonical}`, this.writeRetry, async () => {
         const found = await this.locator.lookupFile(canonical)
         return await this.locator.onFileServer(canonical, found, async (server) =>
-          await server.store(canonical, fs.createReadStream(localFile), leaseCredentialOf(lease.lease), changeId))
+          await server.store(canonical, body(), leaseCredentialOf(lease.lease), changeId))
       })
       await this.cache.invalidate(canonical)
       return this.changedBytes(canonical, askedAt, meta)
@@ -833,7 +840,7 @@ export class DfsClient {
       const current = await retryWhileUnavailable(`stat of ${canonical}`, this.writeRetry, async () => await this.statFresh(canonical))
       if (baseVersion === null || current.version === baseVersion) return { stored: await store(renewed), held: renewed }
       const conflict = conflictPathOf(canonical)
-      await retryWhileUnavailable(`conflict copy of ${canonical}`, this.writeRetry, async () => await this.writeFile(conflict, fs.createReadStream(localFile)))
+      await retryWhileUnavailable(`conflict copy of ${canonical}`, this.writeRetry, async () => await this.writeFile(conflict, body()))
       this.writeRetry.log?.(`store of ${canonical}: the file changed (version ${baseVersion} to ${current.version}) while this mount had no lease; its copy is kept as ${conflict}`)
       return { stored: null, held: renewed }
     } catch (err) {
@@ -950,12 +957,19 @@ export class DfsClient {
     const server = placedOn as ServerInfo
     this.changedName(canonical, askedAt, server, meta)
     this.locator.learned(canonical, server)
-    // A small file's bytes stay in memory, as a stat's inline ones (RecentBytes): its copy on
-    // disk would save its next open no request, only the bytes of a 304's 200, and cost two
-    // file creates in the cache's folder on the event loop per file created (cp -r, tar -x).
+    this.keepMadeBytes(canonical, meta, data)
+    return this.memo.remember(meta)
+  }
+
+  /**
+   * The bytes of a version this client just stored whole. A small file's stay in memory, as
+   * a stat's inline ones (RecentBytes): its copy on disk would save its next open no request,
+   * only the bytes of a 304's 200, and cost two file creates in the cache's folder on the
+   * event loop per file created (cp -r, tar -x); a larger one's go to the cache behind.
+   */
+  private keepMadeBytes (canonical: string, meta: FileMeta, data: Buffer): void {
     if (data.length <= INLINE_STAT_BYTES) this.recentBytes.remember(canonical, meta, data)
     else this.cache.storeBehind(canonical, meta, data)
-    return this.memo.remember(meta)
   }
 
   private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {

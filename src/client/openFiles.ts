@@ -280,7 +280,7 @@ export class OpenFileTable {
     const working = file.working ?? this.workingCopies.get(file.path)
     // The cache may have replaced the copy the reader has open rather than append to it.
     if (!working && file.readerBehind) await this.reopenReader(file)
-    const source = working?.handle ?? file.reader
+    const source = working ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     if (!working && file.download) {
       await file.download.waitFor(position + length)

@@ -18,6 +18,14 @@ const MAX_RANGE_STORE_BYTES = 64 * 1024 * 1024
 /** Copies up to this size are made synchronously when a working copy starts. */
 const QUICK_COPY_BYTES = 64 * 1024
 
+/**
+ * A copy started empty (open with O_TRUNC, `>` onto a file, cp over one) is held in memory
+ * while it is at most this big, and goes to a local file once it grows past it: a small
+ * overwrite then makes no file in the work folder, no fsync of it, no read of it to send it,
+ * and no copy of it in the cache (the bytes are kept as a small file's are after a create).
+ */
+export const MEMORY_COPY_BYTES = 1024 * 1024
+
 /** Work folders made already (by this process): a working copy's start makes its folder once. */
 const madeWorkDirs = new Set<string>()
 
@@ -36,16 +44,18 @@ export interface WorkingCopyBackend {
    */
   startingPoint: (path: string, opts: { lease: HeldLock }) => Promise<StartingPoint>
   /**
-   * Replaces the file on its server with a local file made from `baseVersion`, under the
-   * lease the copy holds, or under a new one if that was lost meanwhile (then `held` is the
-   * new one); if the file moved past `baseVersion` while no lease was held, the local file
-   * is kept beside it as a conflict copy instead, and `stored` is null.
+   * Replaces the file on its server with a local file (or bytes) made from `baseVersion`,
+   * under the lease the copy holds, or under a new one if that was lost meanwhile (then
+   * `held` is the new one); if the file moved past `baseVersion` while no lease was held, the
+   * local file is kept beside it as a conflict copy instead, and `stored` is null.
    */
-  storeWorkingCopy: (path: string, localFile: string, lease: HeldLock, baseVersion: number | null) => Promise<{ stored: FileMeta | null, held: HeldLock }>
+  storeWorkingCopy: (path: string, content: string | Buffer, lease: HeldLock, baseVersion: number | null) => Promise<{ stored: FileMeta | null, held: HeldLock }>
   /** Sends only changed ranges, as one version above `fromVersion`; null if the server could not take them so (store whole then). */
   storeRanges: (path: string, ranges: readonly ByteRange[], size: number, lease: HeldLock, fromVersion: number) => Promise<FileMeta | null>
   /** Makes a local file the cache's copy of a stored version (moving it there). */
   keepAsCached: (path: string, meta: FileMeta, localFile: string) => Promise<void>
+  /** Keeps a stored version's bytes as this client's copy of it (as after a create). */
+  keepBytes: (path: string, meta: FileMeta, data: Buffer) => void
 }
 
 /**
@@ -69,10 +79,15 @@ export class WorkingCopy {
   /** Handles writing through this copy. */
   users = 0
 
+  /** The copy's local file and its descriptor; null while the copy is held in memory. */
+  private local: { file: string, handle: fsp.FileHandle } | null
+  /** The copy's bytes while it is held in memory (started empty, at most MEMORY_COPY_BYTES): the first `size` of them; zeros past that. */
+  private memory: Buffer | null
+
   private constructor (
     readonly path: string,
-    private readonly file: string,
-    readonly handle: fsp.FileHandle,
+    private readonly workDir: string,
+    kept: { file: string, handle: fsp.FileHandle } | Buffer,
     private held: HeldLock,
     public size: number,
     dirty: boolean,
@@ -80,6 +95,8 @@ export class WorkingCopy {
     private baseVersion: number | null
   ) {
     this.dirty = dirty
+    this.local = Buffer.isBuffer(kept) ? null : kept
+    this.memory = Buffer.isBuffer(kept) ? kept : null
   }
 
   /**
@@ -88,32 +105,21 @@ export class WorkingCopy {
    */
   static async start (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean): Promise<WorkingCopy> {
     const held = await backend.lock(filePath)
+    if (empty) return new WorkingCopy(filePath, workDir, Buffer.alloc(0), held, 0, true, null)
     let workingFile: string | null = null
     try {
-      if (!madeWorkDirs.has(workDir)) {
-        await fsp.mkdir(workDir, { recursive: true })
-        madeWorkDirs.add(workDir)
-      }
-      workingFile = path.join(workDir, uniqueSuffix())
-      let size = 0
-      let baseVersion: number | null = null
-      if (empty) {
-        await fsp.writeFile(workingFile, '')
-      } else {
-        const start = await backend.startingPoint(filePath, { lease: held })
-        // A small copy (sqlite's journal, rewritten after its fsync) on the event loop: a trip
-        // to the thread pool costs more than the copy. The cache is never on the mount.
-        // Bytes held in memory go straight into the working copy: a copy in the cache made of
-        // them first would be two more files made (copy and record), replaced at this copy's
-        // close anyway (keepAsCached).
-        if ('data' in start) fs.writeFileSync(workingFile, start.data)
-        else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
-        else await fsp.copyFile(start.file, workingFile)
-        size = start.meta.size
-        baseVersion = start.meta.version
-      }
+      workingFile = await newWorkingFile(workDir)
+      const start = await backend.startingPoint(filePath, { lease: held })
+      // A small copy (sqlite's journal, rewritten after its fsync) on the event loop: a trip
+      // to the thread pool costs more than the copy. The cache is never on the mount.
+      // Bytes held in memory go straight into the working copy: a copy in the cache made of
+      // them first would be two more files made (copy and record), replaced at this copy's
+      // close anyway (keepAsCached).
+      if ('data' in start) fs.writeFileSync(workingFile, start.data)
+      else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
+      else await fsp.copyFile(start.file, workingFile)
       const handle = await fsp.open(workingFile, 'r+')
-      return new WorkingCopy(filePath, workingFile, handle, held, size, empty, baseVersion)
+      return new WorkingCopy(filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
     } catch (err) {
       await held.release()
       if (workingFile) await removeLocalFile(workingFile)
@@ -122,10 +128,17 @@ export class WorkingCopy {
   }
 
   async write (data: Buffer, position: number): Promise<void> {
-    this.size = Math.max(this.size, position + data.length)
+    const end = position + data.length
+    this.size = Math.max(this.size, end)
     this.changed()
-    this.dirtyRanges.add(position, position + data.length)
-    await writeAt(this.handle, data, position)
+    this.dirtyRanges.add(position, end)
+    if (this.memory !== null && this.size > MEMORY_COPY_BYTES) await this.spill()
+    if (this.memory !== null) {
+      if (end > this.memory.length) this.memory = grown(this.memory, end)
+      data.copy(this.memory, position)
+      return
+    }
+    await writeAt(this.localCopy.handle, data, position)
   }
 
   async append (data: Buffer): Promise<void> {
@@ -133,10 +146,25 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
+    const before = this.size
     this.size = size
     this.changed()
     this.dirtyRanges.truncated(size)
-    await this.handle.truncate(size)
+    if (this.memory !== null && size > MEMORY_COPY_BYTES) await this.spill()
+    if (this.memory !== null) {
+      // What lies past the end is kept zeros (a later write past the end leaves a hole of zeros there, as in a file).
+      if (size < before) this.memory.fill(0, size, Math.min(before, this.memory.length))
+      else if (size > this.memory.length) this.memory = grown(this.memory, size)
+      return
+    }
+    await this.localCopy.handle.truncate(size)
+  }
+
+  /** Reads from the copy as it is now, as a file's descriptor would. */
+  async read (buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    if (this.memory === null) return await this.localCopy.handle.read(buffer, offset, length, position)
+    const end = Math.min(this.size, position + length)
+    return { bytesRead: position >= end ? 0 : this.memory.copy(buffer, offset, position, end) }
   }
 
   /** Stores the copy if it changed; changes made meanwhile keep it dirty for the next store. */
@@ -149,11 +177,11 @@ export class WorkingCopy {
     try {
       const changed = bytesOf(ranges)
       if (this.baseVersion !== null && changed <= MAX_RANGE_STORE_BYTES && changed <= size / 2) {
-        stored = await backend.storeRanges(this.path, await this.read(ranges), size, this.held, this.baseVersion)
+        stored = await backend.storeRanges(this.path, await this.readRanges(ranges), size, this.held, this.baseVersion)
       }
       if (stored === null) {
-        await this.handle.sync()
-        const whole = await backend.storeWorkingCopy(this.path, this.file, this.held, this.baseVersion)
+        if (this.local !== null) await this.local.handle.sync()
+        const whole = await backend.storeWorkingCopy(this.path, this.local?.file ?? this.bytes(), this.held, this.baseVersion)
         this.held = whole.held
         stored = whole.stored
       }
@@ -177,8 +205,12 @@ export class WorkingCopy {
 
   /** Copies what the copy holds now to another local file. */
   async copyTo (target: string): Promise<void> {
-    await this.handle.sync()
-    await fsp.copyFile(this.file, target)
+    if (this.local === null) {
+      await fsp.writeFile(target, this.bytes())
+      return
+    }
+    await this.local.handle.sync()
+    await fsp.copyFile(this.local.file, target)
   }
 
   /**
@@ -188,23 +220,31 @@ export class WorkingCopy {
    * unlink of sqlite's journal right after its close) waits for the lock, not for the cache.
    */
   async close (backend: WorkingCopyBackend, opts: { keep?: boolean } = {}): Promise<void> {
-    try {
-      await this.handle.close()
+    const keep = opts.keep !== false && !this.dirty ? this.stored : null
+    if (this.local === null) {
       await this.held.release()
-      if (opts.keep !== false && !this.dirty && this.stored) await backend.keepAsCached(this.path, this.stored, this.file).catch(() => {})
+      if (keep !== null) backend.keepBytes(this.path, keep, this.bytes())
+      this.memory = Buffer.alloc(0)
+      return
+    }
+    const { file, handle } = this.local
+    try {
+      await handle.close()
+      await this.held.release()
+      if (keep !== null) await backend.keepAsCached(this.path, keep, file).catch(() => {})
     } finally {
       await this.held.release() // once only: a no-op if given back above
-      await removeLocalFile(this.file)
+      await removeLocalFile(file)
     }
   }
 
   /** The bytes of the ranges as the copy holds them now (zeros where a truncation since cut them off: the next store sends that). */
-  private async read (ranges: ReadonlyArray<[number, number]>): Promise<ByteRange[]> {
+  private async readRanges (ranges: ReadonlyArray<[number, number]>): Promise<ByteRange[]> {
     const read: ByteRange[] = []
     for (const [start, end] of ranges) {
       const data = Buffer.alloc(end - start)
       for (let done = 0; done < data.length;) {
-        const { bytesRead } = await this.handle.read(data, done, data.length - done, start + done)
+        const { bytesRead } = await this.read(data, done, data.length - done, start + done)
         if (bytesRead === 0) break
         done += bytesRead
       }
@@ -217,6 +257,45 @@ export class WorkingCopy {
     this.dirty = true
     this.changes++
   }
+
+  /** The bytes of a copy held in memory, as the file has them now (a view, not a copy). */
+  private bytes (): Buffer {
+    return (this.memory as Buffer).subarray(0, this.size)
+  }
+
+  private get localCopy (): { file: string, handle: fsp.FileHandle } {
+    return this.local as { file: string, handle: fsp.FileHandle }
+  }
+
+  /** A copy held in memory grew past MEMORY_COPY_BYTES: from now on it is a local file. */
+  private async spill (): Promise<void> {
+    const held = (this.memory as Buffer).subarray(0, Math.min(this.size, (this.memory as Buffer).length))
+    const file = await newWorkingFile(this.workDir)
+    try {
+      await fsp.writeFile(file, held)
+      this.local = { file, handle: await fsp.open(file, 'r+') }
+      this.memory = null
+    } catch (err) {
+      await removeLocalFile(file)
+      throw err
+    }
+  }
+}
+
+/** A new name in the work folder (made once per process). */
+async function newWorkingFile (workDir: string): Promise<string> {
+  if (!madeWorkDirs.has(workDir)) {
+    await fsp.mkdir(workDir, { recursive: true })
+    madeWorkDirs.add(workDir)
+  }
+  return path.join(workDir, uniqueSuffix())
+}
+
+/** A copy of `memory` with room for at least `size` bytes (doubling, so repeated small writes copy little). */
+function grown (memory: Buffer, size: number): Buffer {
+  const bigger = Buffer.alloc(Math.max(size, Math.min(MEMORY_COPY_BYTES, memory.length * 2)))
+  memory.copy(bigger)
+  return bigger
 }
 
 async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
