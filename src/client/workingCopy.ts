@@ -129,10 +129,11 @@ export class WorkingCopy {
 
   async write (data: Buffer, position: number): Promise<void> {
     const end = position + data.length
+    // Before the copy changes: a spill that fails leaves it as it was.
+    if (this.memory !== null && end > MEMORY_COPY_BYTES) await this.spill()
     this.size = Math.max(this.size, end)
     this.changed()
     this.dirtyRanges.add(position, end)
-    if (this.memory !== null && this.size > MEMORY_COPY_BYTES) await this.spill()
     if (this.memory !== null) {
       if (end > this.memory.length) this.memory = grown(this.memory, end)
       data.copy(this.memory, position)
@@ -146,11 +147,11 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
+    if (this.memory !== null && size > MEMORY_COPY_BYTES) await this.spill()
     const before = this.size
     this.size = size
     this.changed()
     this.dirtyRanges.truncated(size)
-    if (this.memory !== null && size > MEMORY_COPY_BYTES) await this.spill()
     if (this.memory !== null) {
       // What lies past the end is kept zeros (a later write past the end leaves a hole of zeros there, as in a file).
       if (size < before) this.memory.fill(0, size, Math.min(before, this.memory.length))
@@ -267,12 +268,11 @@ export class WorkingCopy {
     return this.local as { file: string, handle: fsp.FileHandle }
   }
 
-  /** A copy held in memory grew past MEMORY_COPY_BYTES: from now on it is a local file. */
+  /** A copy held in memory is about to grow past MEMORY_COPY_BYTES: from now on it is a local file. */
   private async spill (): Promise<void> {
-    const held = (this.memory as Buffer).subarray(0, Math.min(this.size, (this.memory as Buffer).length))
     const file = await newWorkingFile(this.workDir)
     try {
-      await fsp.writeFile(file, held)
+      await fsp.writeFile(file, this.bytes())
       this.local = { file, handle: await fsp.open(file, 'r+') }
       this.memory = null
     } catch (err) {
