@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import type { FolderCopies } from '../src/client/folderCopies'
 import { monotonicMs } from '../src/shared/clock'
@@ -21,19 +22,27 @@ function foldersOf (client: DfsClient): FolderCopies {
   return (client as unknown as { folders: FolderCopies }).folders
 }
 
-t.test('an own change answered while the listing is under way leaves that name unsure, and only it', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'big/a': 'a', 'big/b': 'b', 'big/gone': 'g' }])
+/**
+ * A cluster with `tree` and a client with callbacks whose channel to the directory is open
+ * (it opens in the background at the first request): its folder copies, none held, and the
+ * file server as the directory names it.
+ */
+async function clientWithChannel (t: Test, tree: Record<string, string>): Promise<{ folders: FolderCopies, server: ServerInfo }> {
+  const cluster = await startTestCluster(t, [tree])
   const client = cluster.client({ callbacks: true })
   t.teardown(() => client.close())
   const folders = foldersOf(client)
-  // The channel to the directory opens in the background at the first request.
   await waitFor('the folder held under a callback', async () => {
     await client.list('/big')
     return folders.count > 0
   }, 10_000, 20)
   folders.drop('/big')
+  return { folders, server: { machineId: 1, url: cluster.fileServers[0].url, state: 'up' } }
+}
+
+t.test('an own change answered while the listing is under way leaves that name unsure, and only it', async (t) => {
+  const { folders, server } = await clientWithChannel(t, { 'big/a': 'a', 'big/b': 'b', 'big/gone': 'g' })
   t.equal(folders.count, 0, 'dropped')
-  const server: ServerInfo = { machineId: 1, url: cluster.fileServers[0].url, state: 'up' }
 
   // Both in one turn: the listing's request has left, its answer cannot have been read yet.
   const listing = folders.list('/big')
@@ -63,16 +72,7 @@ t.test('an own change answered while the listing is under way leaves that name u
 })
 
 t.test('an own change asked for before the listing and answered after it is held leaves the name unsure', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'big/a': 'a' }])
-  const client = cluster.client({ callbacks: true })
-  t.teardown(() => client.close())
-  const folders = foldersOf(client)
-  await waitFor('the folder held under a callback', async () => {
-    await client.list('/big')
-    return folders.count > 0
-  }, 10_000, 20)
-  folders.drop('/big')
-  const server: ServerInfo = { machineId: 1, url: cluster.fileServers[0].url, state: 'up' }
+  const { folders, server } = await clientWithChannel(t, { 'big/a': 'a' })
   const askedBefore = monotonicMs()
   await folders.list('/big')
   folders.changedByMe('/big/early', askedBefore, server)
