@@ -166,18 +166,19 @@ t.test('files a mount made are stat\'ed, read and removed with no request to the
   await new Promise((resolve) => setTimeout(resolve, 200))
   // cp: create, write, close, as tar -x and cp -r make files (one PUT /create each).
   const sources = t.testdir(Object.fromEntries(Array.from({ length: ROUNDS }, (_, i) => [`f${i + 1}`, `data-${i + 1}`])))
-  const made = await sh(`for i in $(seq 1 ${ROUNDS}); do cp ${quoted(sources)}/f$i ${folder}/f$i || exit 1; done`, { timeoutMs: 60_000 })
+  // And a shell's >: a create at the first close, then the line as an append.
+  const made = await sh(`for i in $(seq 1 ${ROUNDS}); do cp ${quoted(sources)}/f$i ${folder}/f$i && echo line-$i > ${folder}/g$i || exit 1; done`, { timeoutMs: 60_000 })
   t.equal(made.code, 0, outcome(made))
   // Past the second a remembered stat is trusted (DEFAULT_META_TTL_MS): only a callback answers now.
   await new Promise((resolve) => setTimeout(resolve, 1500))
   const from = requests.mark()
   // No ls: a listing takes callbacks on the files it lists in bulk.
-  const used = await sh(`for i in $(seq 1 ${ROUNDS}); do stat ${folder}/f$i > /dev/null && cat ${folder}/f$i > /dev/null && rm ${folder}/f$i || exit 1; done`, { timeoutMs: 60_000 })
+  const used = await sh(`for i in $(seq 1 ${ROUNDS}); do stat ${folder}/f$i ${folder}/g$i > /dev/null && cat ${folder}/f$i ${folder}/g$i > /dev/null && rm ${folder}/f$i ${folder}/g$i || exit 1; done`, { timeoutMs: 60_000 })
   t.equal(used.code, 0, outcome(used))
   const byClient = requests.since(from, true)
-  const ofFiles = requests.listSince(from, true).filter((r) => /^\/made\/f\d+$/.test(r.path ?? ''))
+  const ofFiles = requests.listSince(from, true).filter((r) => /^\/made\/[fg]\d+$/.test(r.path ?? ''))
   t.same(ofFiles.filter((r) => r.route !== 'POST /unlink').map((r) => `${r.route} ${r.path ?? ''}`), [], `no request for the files but their unlinks: ${show(byClient)}`)
-  t.equal(byClient.get('POST /unlink'), ROUNDS, `one unlink each: ${show(byClient)}`)
+  t.equal(byClient.get('POST /unlink'), 2 * ROUNDS, `one unlink each: ${show(byClient)}`)
   t.same(fs.readdirSync(path.join(cluster.roots[0], 'made')).sort(), ['.keep', 'warm'], 'and the files are gone from the server')
 })
 

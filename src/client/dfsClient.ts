@@ -548,8 +548,12 @@ export class DfsClient {
     }
     // A stream cannot be sent twice; bytes in memory can, and the change id makes that safe.
     const meta = Buffer.isBuffer(body) ? await retryAppendWhileUnavailable(`append to ${canonical}`, this.writeRetry, appendOnce) : await appendOnce()
-    if (Buffer.isBuffer(body)) this.cache.applyAppend(canonical, body, meta)
-    else await this.cache.invalidate(canonical)
+    if (Buffer.isBuffer(body)) {
+      this.cache.applyAppend(canonical, body, meta)
+      this.recentBytes.appended(canonical, body, meta, INLINE_STAT_BYTES)
+    } else {
+      await this.cache.invalidate(canonical)
+    }
     return this.changedBytes(canonical, askedAt, meta)
   }
 

@@ -32,6 +32,20 @@ export class RecentBytes {
     this.held.set(path, { meta, data: Buffer.from(data) })
   }
 
+  /**
+   * This client appended `data` and the file is now `meta`: bytes held of the version just
+   * before (one version below, `data` short of `meta`'s size: no other change between) move
+   * on with it while they stay at most `maxBytes`; any others are dropped. So a shell's `>`
+   * onto a new file (a create, then an append) leaves the file's bytes here, as a `cp` does.
+   */
+  appended (path: string, data: Buffer, meta: FileMeta, maxBytes: number): void {
+    const entry = this.held.get(path)
+    if (entry === undefined) return
+    const follows = entry.meta.version + 1 === meta.version && entry.data.length + data.length === meta.size
+    if (follows && meta.size <= maxBytes) this.held.set(path, { meta, data: Buffer.concat([entry.data, data]) })
+    else this.held.delete(path)
+  }
+
   /** The bytes of `path` at `current` (what a callback vouches for now), if held. */
   of (path: string, current: FileMeta | undefined): Held | undefined {
     if (current === undefined) return undefined
