@@ -5,7 +5,7 @@ import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import { OpenFileTable } from '../src/client/openFiles'
 import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shared/errors'
-import { MEMORY_COPY_BYTES } from '../src/client/workingCopy'
+import { MEMORY_COPIES_BYTES, MEMORY_COPY_BYTES } from '../src/client/workingCopy'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 
@@ -458,4 +458,34 @@ t.test('a copy started empty that grows past MEMORY_COPY_BYTES goes to a local f
   t.equal(stored.length, expected.length, 'the size as written and cut')
   t.ok(stored.equals(expected), 'every byte: the first write, the hole, the second write up to the cut')
   t.same(fs.readdirSync(client.workDir), [], 'and the local file is gone after the release')
+})
+
+t.test('copies held in memory share one budget (MEMORY_COPIES_BYTES): past it, a growing copy goes to a local file', async (t) => {
+  const count = Math.ceil(MEMORY_COPIES_BYTES / MEMORY_COPY_BYTES) + 4
+  const tree = Object.fromEntries(Array.from({ length: count }, (_, i) => [`f${i}.bin`, 'old\n']))
+  const cluster = await startTestCluster(t, [tree])
+  const client = cluster.client()
+  const table = tableFor(t, client)
+  const ids: number[] = []
+  for (let i = 0; i < count; i++) {
+    const id = await table.open(`/f${i}.bin`, O_RDWR)
+    await table.truncatePath(`/f${i}.bin`, 0)
+    const data = Buffer.alloc(MEMORY_COPY_BYTES - 1, 48 + (i % 10))
+    t.equal(await table.write(id, data, 0), data.length)
+    ids.push(id)
+  }
+  const onDiskCopies = fs.readdirSync(client.workDir).length
+  t.ok(onDiskCopies >= 4 && onDiskCopies < count, `the copies past the budget went to local files (${onDiskCopies} of ${count})`)
+  for (const id of ids) await table.release(id)
+  for (const i of [0, count - 1]) {
+    const stored = fs.readFileSync(path.join(cluster.roots[0], `f${i}.bin`))
+    t.ok(stored.length === MEMORY_COPY_BYTES - 1 && stored.every((b) => b === 48 + (i % 10)), `f${i}.bin stored whole`)
+  }
+  t.same(fs.readdirSync(client.workDir), [], 'no local file left')
+  // The budget is given back at the release: a new copy is held in memory again.
+  const id = await table.open('/f0.bin', O_RDWR)
+  await table.truncatePath('/f0.bin', 0)
+  await write(table, id, 'small', 0)
+  t.same(fs.readdirSync(client.workDir), [], 'a new copy is in memory again')
+  await table.release(id)
 })

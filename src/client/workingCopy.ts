@@ -26,6 +26,12 @@ const QUICK_COPY_BYTES = 64 * 1024
  */
 export const MEMORY_COPY_BYTES = 1024 * 1024
 
+/** All copies held in memory together (by the room they take): past this, a growing one goes to a local file. */
+export const MEMORY_COPIES_BYTES = 64 * 1024 * 1024
+
+/** Room taken by the copies held in memory in this process now. */
+let memoryCopiesHeld = 0
+
 /** Work folders made already (by this process): a working copy's start makes its folder once. */
 const madeWorkDirs = new Set<string>()
 
@@ -130,12 +136,12 @@ export class WorkingCopy {
   async write (data: Buffer, position: number): Promise<void> {
     const end = position + data.length
     // Before the copy changes: a spill that fails leaves it as it was.
-    if (this.memory !== null && end > MEMORY_COPY_BYTES) await this.spill()
+    if (this.memory !== null && !this.roomFor(end)) await this.spill()
     this.size = Math.max(this.size, end)
     this.changed()
     this.dirtyRanges.add(position, end)
     if (this.memory !== null) {
-      if (end > this.memory.length) this.memory = grown(this.memory, end)
+      if (end > this.memory.length) this.grow(end)
       data.copy(this.memory, position)
       return
     }
@@ -147,7 +153,7 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
-    if (this.memory !== null && size > MEMORY_COPY_BYTES) await this.spill()
+    if (this.memory !== null && !this.roomFor(size)) await this.spill()
     const before = this.size
     this.size = size
     this.changed()
@@ -155,7 +161,7 @@ export class WorkingCopy {
     if (this.memory !== null) {
       // What lies past the end is kept zeros (a later write past the end leaves a hole of zeros there, as in a file).
       if (size < before) this.memory.fill(0, size, Math.min(before, this.memory.length))
-      else if (size > this.memory.length) this.memory = grown(this.memory, size)
+      else if (size > this.memory.length) this.grow(size)
       return
     }
     await this.localCopy.handle.truncate(size)
@@ -224,8 +230,9 @@ export class WorkingCopy {
     const keep = opts.keep !== false && !this.dirty ? this.stored : null
     if (this.local === null) {
       await this.held.release()
+      if (this.memory === null) return // closed already
       if (keep !== null) backend.keepBytes(this.path, keep, this.bytes())
-      this.memory = Buffer.alloc(0)
+      this.letGoOfMemory()
       return
     }
     const { file, handle } = this.local
@@ -268,13 +275,33 @@ export class WorkingCopy {
     return this.local as { file: string, handle: fsp.FileHandle }
   }
 
-  /** A copy held in memory is about to grow past MEMORY_COPY_BYTES: from now on it is a local file. */
+  /** Whether the copy, held in memory, may hold `size` bytes there: at most MEMORY_COPY_BYTES, within MEMORY_COPIES_BYTES for all. */
+  private roomFor (size: number): boolean {
+    const memory = this.memory as Buffer
+    return size <= MEMORY_COPY_BYTES && (size <= memory.length || memoryCopiesHeld - memory.length + roomAfter(memory, size) <= MEMORY_COPIES_BYTES)
+  }
+
+  /** Makes room in memory for at least `size` bytes (roomFor said there is). */
+  private grow (size: number): void {
+    const memory = this.memory as Buffer
+    const bigger = Buffer.alloc(roomAfter(memory, size))
+    memory.copy(bigger)
+    memoryCopiesHeld += bigger.length - memory.length
+    this.memory = bigger
+  }
+
+  private letGoOfMemory (): void {
+    memoryCopiesHeld -= (this.memory as Buffer).length
+    this.memory = null
+  }
+
+  /** A copy held in memory is about to grow past what it may hold there (roomFor): from now on it is a local file. */
   private async spill (): Promise<void> {
     const file = await newWorkingFile(this.workDir)
     try {
       await fsp.writeFile(file, this.bytes())
       this.local = { file, handle: await fsp.open(file, 'r+') }
-      this.memory = null
+      this.letGoOfMemory()
     } catch (err) {
       await removeLocalFile(file)
       throw err
@@ -291,11 +318,9 @@ async function newWorkingFile (workDir: string): Promise<string> {
   return path.join(workDir, uniqueSuffix())
 }
 
-/** A copy of `memory` with room for at least `size` bytes (doubling, so repeated small writes copy little). */
-function grown (memory: Buffer, size: number): Buffer {
-  const bigger = Buffer.alloc(Math.max(size, Math.min(MEMORY_COPY_BYTES, memory.length * 2)))
-  memory.copy(bigger)
-  return bigger
+/** The room a copy in memory takes to hold at least `size` bytes: doubling, so repeated small writes copy little. */
+function roomAfter (memory: Buffer, size: number): number {
+  return Math.max(size, Math.min(MEMORY_COPY_BYTES, memory.length * 2))
 }
 
 async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
