@@ -489,3 +489,28 @@ t.test('copies held in memory share one budget (MEMORY_COPIES_BYTES): past it, a
   t.same(fs.readdirSync(client.workDir), [], 'a new copy is in memory again')
   await table.release(id)
 })
+
+t.test('writes that land while a copy moves from memory to a local file are all kept', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'f.bin': 'old\n' }])
+  const table = tableFor(t, cluster.client())
+  const id = await table.open('/f.bin', O_RDWR)
+  await table.truncatePath('/f.bin', 0)
+  const base = Buffer.alloc(MEMORY_COPY_BYTES - 100, 'a')
+  t.equal(await table.write(id, base, 0), base.length)
+  // The first goes past the bound (the copy moves to a file); the others land meanwhile, one
+  // per turn of the event loop, so some come while the copy is written out and some after.
+  const small = Array.from({ length: 200 }, (_, i) => ({ data: Buffer.from(`<${String(i).padStart(3, '0')}>`), at: i * 1000 }))
+  const past = Buffer.alloc(200, 'z')
+  const writes = [table.write(id, past, base.length)]
+  for (const { data, at } of small) {
+    await new Promise((resolve) => setImmediate(resolve))
+    writes.push(table.write(id, data, at))
+  }
+  await Promise.all(writes)
+  await table.release(id)
+  const stored = fs.readFileSync(path.join(cluster.roots[0], 'f.bin'))
+  t.equal(stored.length, base.length + past.length, 'the size with the write past the bound')
+  t.ok(stored.subarray(base.length).equals(past), 'the write past the bound is there')
+  const lost = small.filter(({ data, at }) => !stored.subarray(at, at + data.length).equals(data)).map(({ at }) => at)
+  t.same(lost, [], 'and every write that landed meanwhile')
+})

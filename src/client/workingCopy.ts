@@ -89,6 +89,8 @@ export class WorkingCopy {
   private local: { file: string, handle: fsp.FileHandle } | null
   /** The copy's bytes while it is held in memory (started empty, at most MEMORY_COPY_BYTES): the first `size` of them; zeros past that. */
   private memory: Buffer | null
+  /** The copy's move from memory to a local file, while under way: writes and truncations wait for it. */
+  private spilling: Promise<void> | null = null
 
   private constructor (
     readonly path: string,
@@ -135,8 +137,9 @@ export class WorkingCopy {
 
   async write (data: Buffer, position: number): Promise<void> {
     const end = position + data.length
-    // Before the copy changes: a spill that fails leaves it as it was.
-    if (this.memory !== null && !this.roomFor(end)) await this.spill()
+    // Before the copy changes: a spill that fails leaves it as it was. (Checked again after
+    // the wait: another change may have started a spill meanwhile.)
+    do await this.spillIfFull(end); while (this.spilling !== null)
     this.size = Math.max(this.size, end)
     this.changed()
     this.dirtyRanges.add(position, end)
@@ -153,7 +156,7 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
-    if (this.memory !== null && !this.roomFor(size)) await this.spill()
+    do await this.spillIfFull(size); while (this.spilling !== null)
     const before = this.size
     this.size = size
     this.changed()
@@ -293,6 +296,18 @@ export class WorkingCopy {
   private letGoOfMemory (): void {
     memoryCopiesHeld -= (this.memory as Buffer).length
     this.memory = null
+  }
+
+  /**
+   * Before a change that makes the copy `size` bytes long: waits for a move to a local file
+   * under way, and starts one if the copy, held in memory, may not grow to `size` there.
+   * One at a time: a change that lands while the bytes are written to the file would be lost.
+   */
+  private async spillIfFull (size: number): Promise<void> {
+    while (this.spilling !== null) await this.spilling
+    if (this.memory === null || this.roomFor(size)) return
+    this.spilling = this.spill().finally(() => { this.spilling = null })
+    await this.spilling
   }
 
   /** A copy held in memory is about to grow past what it may hold there (roomFor): from now on it is a local file. */
