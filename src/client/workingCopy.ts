@@ -137,9 +137,9 @@ export class WorkingCopy {
 
   async write (data: Buffer, position: number): Promise<void> {
     const end = position + data.length
-    // Before the copy changes: a spill that fails leaves it as it was. (Checked again after
-    // the wait: another change may have started a spill meanwhile.)
-    do await this.spillIfFull(end); while (this.spilling !== null)
+    // Before the copy changes: a spill that fails leaves it as it was. Checked again after
+    // each wait, right before the bytes change (another change may start a move meanwhile).
+    while (this.mustWaitFor(end)) await this.spillOrWait()
     this.size = Math.max(this.size, end)
     this.changed()
     this.dirtyRanges.add(position, end)
@@ -156,7 +156,7 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
-    do await this.spillIfFull(size); while (this.spilling !== null)
+    while (this.mustWaitFor(size)) await this.spillOrWait()
     const before = this.size
     this.size = size
     this.changed()
@@ -299,14 +299,20 @@ export class WorkingCopy {
   }
 
   /**
-   * Before a change that makes the copy `size` bytes long: waits for a move to a local file
-   * under way, and starts one if the copy, held in memory, may not grow to `size` there.
-   * One at a time: a change that lands while the bytes are written to the file would be lost.
+   * Whether a change that makes the copy `size` bytes long must wait before it touches the
+   * bytes: a move to a local file is under way, or the copy, held in memory, may not grow to
+   * `size` there. Mostly not, and then the change makes no turn of the event loop.
    */
-  private async spillIfFull (size: number): Promise<void> {
-    while (this.spilling !== null) await this.spilling
-    if (this.memory === null || this.roomFor(size)) return
-    this.spilling = this.spill().finally(() => { this.spilling = null })
+  private mustWaitFor (size: number): boolean {
+    return this.spilling !== null || (this.memory !== null && !this.roomFor(size))
+  }
+
+  /**
+   * Waits for the move to a local file under way, or starts one. One at a time: a change
+   * that landed while the bytes are written to the file would be lost.
+   */
+  private async spillOrWait (): Promise<void> {
+    this.spilling ??= this.spill().finally(() => { this.spilling = null })
     await this.spilling
   }
 
