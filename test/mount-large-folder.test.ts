@@ -1,6 +1,4 @@
-import diagnostics from 'node:diagnostics_channel'
 import fs from 'node:fs'
-import type { IncomingMessage } from 'node:http'
 import path from 'node:path'
 import t from 'tap'
 import { LISTED_NAMES_PER_LOOKUP, SMALL_FOLDER_NAMES } from '../src/client/folderCopies'
@@ -24,14 +22,6 @@ t.test('cp of many files into a large folder: the folder is listed once the look
   const tree: Record<string, string> = {}
   for (let i = 0; i < NAMES; i++) tree[`big/f${i}`] = 'x'
   const cluster = await startTestCluster(t, [tree])
-  // Event channels opened (test/helpers/requests.ts leaves them out as background traffic).
-  let channels = 0
-  const onRequest = (message: unknown): void => {
-    const { request } = message as { request: IncomingMessage }
-    if (request.method === 'GET' && request.url?.startsWith('/events?') === true) channels++
-  }
-  diagnostics.subscribe('http.server.request.start', onRequest)
-  t.teardown(() => diagnostics.unsubscribe('http.server.request.start', onRequest))
   const requests = new Requests()
   t.teardown(() => requests.stop())
   const mount = await mountCluster(t, cluster)
@@ -42,7 +32,7 @@ t.test('cp of many files into a large folder: the folder is listed once the look
   const warm = await sh(`stat ${quoted(path.join(big, 'f0'))} ${quoted(other.at('/big/f0'))} > /dev/null`)
   t.equal(warm.code, 0, outcome(warm))
   await waitFor('both mounts\' event channels to the directory and the file server', async () =>
-    channels >= 4, 20_000, 50)
+    requests.eventChannels >= 4, 20_000, 50)
 
   const from = requests.mark()
   const copy = await sh(`for i in $(seq 0 ${COPIES - 1}); do cp ${quoted(sources)}/n$i ${quoted(big)}/n$i || exit 1; done`, { timeoutMs: 120_000 })

@@ -156,14 +156,15 @@ t.test('rm of files nobody holds: one request each, no lease taken, none given b
 
 t.test('files a mount made are stat\'ed, read and removed with no request to their server: each create came with a callback', async (t) => {
   const cluster = await startTestCluster(t, [{ 'made/.keep': '' }])
-  const mount = await mountCluster(t, cluster)
   const requests = new Requests()
   t.teardown(() => requests.stop())
+  const mount = await mountCluster(t, cluster)
   const folder = quoted(mount.at('/made'))
-  // The first create opens the mount's event channel to the file server; the files after it are what counts.
+  // The mount's event channels open with its first requests (a create asks for a callback
+  // only once the file server's is open); the files made after that are what counts.
   const warm = await sh(`echo warm > ${folder}/warm && cat ${folder}/warm > /dev/null`)
   t.equal(warm.code, 0, outcome(warm))
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  await waitFor('the mount\'s event channels to the directory and the file server', async () => requests.eventChannels >= 2, 20_000, 50)
   // cp: create, write, close, as tar -x and cp -r make files (one PUT /create each).
   const sources = t.testdir(Object.fromEntries(Array.from({ length: ROUNDS }, (_, i) => [`f${i + 1}`, `data-${i + 1}`])))
   // And a shell's >: a create at the first close, then the line as an append.

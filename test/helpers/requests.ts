@@ -20,10 +20,13 @@ export interface SeenRequest {
 
 export class Requests {
   private readonly seen: SeenRequest[] = []
+  /** Event channels opened (GET /events), left out of `seen`: a mount takes callbacks only once its channel to the server is open. */
+  eventChannels = 0
   private readonly onRequest = (message: unknown): void => {
     const { request } = message as { request: IncomingMessage }
     const [route, query] = (request.url ?? '').split('?')
     const key = `${request.method ?? '?'} ${route}`
+    if (key === 'GET /events') this.eventChannels++
     if (BACKGROUND.has(key) || key.endsWith('/heartbeat')) return
     this.seen.push({ route: key, path: new URLSearchParams(query ?? '').get('path'), fromClient: request.headers[Headers.clientId] !== undefined })
   }
