@@ -3,7 +3,7 @@ import { upToEntries } from './lruOptions'
 import type { DirectoryApi } from '../shared/api'
 import { monotonicMs } from '../shared/clock'
 import { NotFoundError } from '../shared/errors'
-import { parentOf } from '../shared/paths'
+import { baseName, parentOf } from '../shared/paths'
 import type { DirectoryEntry, DirectoryListAnswer, FileMeta, LookupAnswer, ServerInfo } from '../shared/protocol'
 import type { CallbackRegistry } from './callbacks'
 
@@ -127,7 +127,7 @@ export class FolderCopies {
     if (path === '/') return undefined
     const held = this.current(parentOf(path))
     if (!held) return undefined
-    const name = path.slice(path.lastIndexOf('/') + 1)
+    const name = baseName(path)
     if (held.unsure?.has(name) === true) return undefined
     const entry = held.entries.get(name)
     if (!entry) throw new NotFoundError(`no such file or folder: ${path}`, { path })
@@ -180,7 +180,7 @@ export class FolderCopies {
    */
   changedByMe (path: string, askedAt: number, server: ServerInfo | null): void {
     const folder = parentOf(path)
-    const name = path.slice(path.lastIndexOf('/') + 1)
+    const name = baseName(path)
     const held = this.current(folder)
     const underWay = this.listingsUnderWay.get(folder)
     if (held === undefined && underWay !== undefined) {
@@ -207,7 +207,7 @@ export class FolderCopies {
   lacks (path: string): boolean {
     if (path === '/') return false
     const held = this.current(parentOf(path))
-    const name = path.slice(path.lastIndexOf('/') + 1)
+    const name = baseName(path)
     return held !== undefined && held.unsure?.has(name) !== true && !held.entries.has(name)
   }
 
