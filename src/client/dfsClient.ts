@@ -774,10 +774,6 @@ export class DfsClient {
     await this.cache.adopt(normalizePath(path), meta, localFile)
   }
 
-  /** Keeps a stored version's bytes as this client's copy, as placeNewFile keeps a new file's. */
-  keepBytes (path: string, meta: FileMeta, data: Buffer): void {
-    this.keepMadeBytes(normalizePath(path), meta, data)
-  }
 
   /**
    * Sends only the ranges a working copy changed since its last store, under its lease, as
@@ -961,17 +957,19 @@ export class DfsClient {
     const server = placedOn as ServerInfo
     this.changedName(canonical, askedAt, server, meta)
     this.locator.learned(canonical, server)
-    this.keepMadeBytes(canonical, meta, data)
+    this.keepBytes(canonical, meta, data)
     return this.memo.remember(meta)
   }
 
   /**
-   * The bytes of a version this client just stored whole. A small file's stay in memory, as
-   * a stat's inline ones (RecentBytes): its copy on disk would save its next open no request,
-   * only the bytes of a 304's 200, and cost two file creates in the cache's folder on the
-   * event loop per file created (cp -r, tar -x); a larger one's go to the cache behind.
+   * Keeps the bytes of a version this client just stored whole (a new file, a working copy
+   * held in memory) as its copy. A small file's stay in memory, as a stat's inline ones
+   * (RecentBytes): its copy on disk would save its next open no request, only the bytes of a
+   * 304's 200, and cost two file creates in the cache's folder on the event loop per file
+   * created (cp -r, tar -x); a larger one's go to the cache behind.
    */
-  private keepMadeBytes (canonical: string, meta: FileMeta, data: Buffer): void {
+  keepBytes (path: string, meta: FileMeta, data: Buffer): void {
+    const canonical = normalizePath(path)
     if (data.length <= INLINE_STAT_BYTES) this.recentBytes.remember(canonical, meta, data)
     else this.cache.storeBehind(canonical, meta, data)
   }
