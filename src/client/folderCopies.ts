@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache'
 import { upToEntries } from './lruOptions'
 import type { DirectoryApi } from '../shared/api'
 import { monotonicMs } from '../shared/clock'
-import { NotFoundError } from '../shared/errors'
+import { NotFoundError, withoutStack } from '../shared/errors'
 import { baseName, parentOf } from '../shared/paths'
 import type { DirectoryEntry, DirectoryListAnswer, FileMeta, LookupAnswer, ServerInfo } from '../shared/protocol'
 import type { CallbackRegistry } from './callbacks'
@@ -130,7 +130,7 @@ export class FolderCopies {
     const name = baseName(path)
     if (held.unsure?.has(name) === true) return undefined
     const entry = held.entries.get(name)
-    if (!entry) throw new NotFoundError(`no such file or folder: ${path}`, { path })
+    if (!entry) throw withoutStack(() => new NotFoundError(`no such file or folder: ${path}`, { path }))
     const servers = entry.machineIds.flatMap((id) => held.servers.get(id) ?? [])
     if (entry.kind === 'dir') return { path, kind: 'dir', holders: servers }
     return servers.length === 0 ? undefined : { path, kind: 'file', server: servers[0] }

@@ -35,6 +35,22 @@ export class DfsError extends Error {
   }
 }
 
+/**
+ * Makes an error that is an answer rather than a fault (a name that is not there, which
+ * sqlite asks about at every transaction) without capturing a stack trace: the capture was
+ * most of such an error's cost (3.4 against 0.4 µs here), and nobody reads the stack of an
+ * ENOENT.
+ */
+export function withoutStack<E extends Error> (make: () => E): E {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return make()
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 export class NotFoundError extends DfsError {
   override readonly code = 'NOT_FOUND'
   override readonly status = 404
