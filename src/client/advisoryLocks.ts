@@ -92,7 +92,9 @@ export class AdvisoryLocks {
     const request: AdvisoryLockRequest = {
       path, session: this.opts.session, ttlMs: this.opts.leaseMs, owner: who.owner, kind: who.kind, type, start: range.start, length: range.length
     }
-    const stop = signal === undefined ? this.closing.signal : AbortSignal.any([signal, this.closing.signal])
+    // A lock that does not wait is never interrupted: no combined signal for it (one per
+    // lock request was a visible share of a sqlite transaction's CPU).
+    const stop = signal === undefined || !wait ? this.closing.signal : AbortSignal.any([signal, this.closing.signal])
     const interrupted = (): boolean => stop.aborted
     const claim = claimOf(who, type, range)
     let first = true
