@@ -8,6 +8,7 @@ import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shar
 import { MEMORY_COPIES_BYTES, MEMORY_COPY_BYTES } from '../src/client/workingCopy'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
+import { waitFor } from './helpers/waitFor'
 
 // The open-file table behind the mount, driven directly (no FUSE) against a real cluster:
 // each OpenFileTable over its own DfsClient (own cache folder) stands for one machine.
@@ -437,6 +438,38 @@ t.test('a copy started empty is held in memory while small: no file in the work 
   t.equal(onDisk(cluster, 'f.txt'), expected, 'stored whole')
   t.equal(await seenElsewhere(other, '/f.txt'), expected, 'another machine reads it')
   t.equal((await client.readFile('/f.txt')).toString(), expected, 'and so does this one')
+})
+
+t.test('a journal made, its header rewritten and removed, as sqlite does at every transaction: from the second on, the copy starts from the bytes in memory, no file in the work folder', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db': 'pages\n' }])
+  // With callbacks, as a mount's client: bytes held in memory are used while a callback vouches for them.
+  const client = cluster.client({ callbacks: true })
+  t.teardown(() => client.close())
+  await waitFor('the callback channel', async () => {
+    await client.readFile('/db')
+    return client.callbackCount > 0
+  }, 5000, 20)
+  const table = tableFor(t, client)
+  for (const round of [1, 2, 3]) {
+    // Made, written and fsynced (the create goes to the server), then its header rewritten through the same handle.
+    const id = await table.create('/db-journal', 0o644)
+    await write(table, id, `header:0 page-${round}\n`, 0)
+    await table.flush(id, { staysOpen: true })
+    t.equal(onDisk(cluster, 'db-journal'), `header:0 page-${round}\n`, `round ${round}: made on the server at the fsync`)
+    await write(table, id, 'header:1', 0)
+    const reader = await table.open('/db-journal', O_RDONLY)
+    t.equal(await readAll(table, reader), `header:1 page-${round}\n`, 'another handle of this table reads the change over the old bytes')
+    // The first journal is made with no lease kept yet: its bytes are not vouched for under one.
+    if (round > 1) t.same(fs.existsSync(client.workDir) ? fs.readdirSync(client.workDir) : [], [], 'no file was made for the copy in the work folder')
+    await table.flush(id, { staysOpen: true })
+    t.equal(onDisk(cluster, 'db-journal'), `header:1 page-${round}\n`, 'the change is stored at the next fsync')
+    await table.release(id)
+    await table.release(reader)
+    t.equal(await seenElsewhere(cluster.client(), '/db-journal'), `header:1 page-${round}\n`, 'another machine reads it')
+    await table.settle('/db-journal')
+    await client.unlink('/db-journal')
+    t.notOk(fs.existsSync(path.join(cluster.roots[0], 'db-journal')), 'and it is removed')
+  }
 })
 
 t.test('a copy started empty that grows past MEMORY_COPY_BYTES goes to a local file with every byte', async (t) => {

@@ -87,7 +87,7 @@ export class WorkingCopy {
 
   /** The copy's local file and its descriptor; null while the copy is held in memory. */
   private local: { file: string, handle: fsp.FileHandle } | null
-  /** The copy's bytes while it is held in memory (started empty, at most MEMORY_COPY_BYTES): the first `size` of them; zeros past that. */
+  /** The copy's bytes while it is held in memory (started empty, or from bytes this client held, at most MEMORY_COPY_BYTES): the first `size` of them; zeros past that. */
   private memory: Buffer | null
   /** The copy's move from memory to a local file, while under way: writes and truncations wait for it. */
   private spilling: Promise<void> | null = null
@@ -116,13 +116,21 @@ export class WorkingCopy {
     if (empty) return new WorkingCopy(filePath, workDir, Buffer.alloc(0), held, 0, true, null)
     let workingFile: string | null = null
     try {
-      workingFile = await newWorkingFile(workDir)
       const start = await backend.startingPoint(filePath, { lease: held })
-      // A small copy (sqlite's journal, rewritten after its fsync) on the event loop: a trip
-      // to the thread pool costs more than the copy. The cache is never on the mount.
-      // Bytes held in memory go straight into the working copy: a copy in the cache made of
-      // them first would be two more files made (copy and record), replaced at this copy's
-      // close anyway (keepAsCached).
+      // Bytes this client holds in memory (sqlite's journal, its header rewritten after the
+      // fsync that made it), if there is room, stay there as the copy: no file made, written,
+      // read back for the store and renamed into the cache, whose copy the journal's unlink
+      // then removes again. The copy gets bytes of its own: the held ones are the version's.
+      if ('data' in start && memoryMayTake(start.data.length)) {
+        const memory = Buffer.from(start.data)
+        memoryCopiesHeld += memory.length
+        return new WorkingCopy(filePath, workDir, memory, held, start.meta.size, false, start.meta.version)
+      }
+      workingFile = await newWorkingFile(workDir)
+      // A small copy on the event loop: a trip to the thread pool costs more than the copy.
+      // The cache is never on the mount. Bytes held in memory go straight into the working
+      // copy: a copy in the cache made of them first would be two more files made (copy and
+      // record), replaced at this copy's close anyway (keepAsCached).
       if ('data' in start) fs.writeFileSync(workingFile, start.data)
       else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
       else await fsp.copyFile(start.file, workingFile)
@@ -337,6 +345,11 @@ async function newWorkingFile (workDir: string): Promise<string> {
     madeWorkDirs.add(workDir)
   }
   return path.join(workDir, uniqueSuffix())
+}
+
+/** Whether a copy of `size` bytes may start in memory: at most MEMORY_COPY_BYTES, within MEMORY_COPIES_BYTES for all. */
+function memoryMayTake (size: number): boolean {
+  return size <= MEMORY_COPY_BYTES && memoryCopiesHeld + size <= MEMORY_COPIES_BYTES
 }
 
 /** The room a copy in memory takes to hold at least `size` bytes: doubling, so repeated small writes copy little. */
