@@ -411,8 +411,12 @@ export class LocalCache {
   }
 
   private readRecord (path: string): CacheRecord | null {
+    const file = this.recordFile(path)
+    // Most paths asked about have no copy (an append's target, say, at every append):
+    // existsSync tells so with no exception, where readFileSync's ENOENT comes with a stack.
+    if (!fs.existsSync(file)) return null
     try {
-      const record = JSON.parse(fs.readFileSync(this.recordFile(path), 'utf8')) as CacheRecord
+      const record = JSON.parse(fs.readFileSync(file, 'utf8')) as CacheRecord
       if (record.path !== path) return null
       const { size } = fs.statSync(this.objectFile(path))
       return size === record.meta.size ? record : null
