@@ -146,6 +146,32 @@ t.test('the holder\'s own changes in quick succession keep its promise: a change
   t.equal(registry.current('/notes/a.txt')?.version, answer.meta.version + 200, 'which vouches for the last answer')
 })
 
+t.test('changes are remembered a minute for grants in flight, then forgotten, also past a thousand of them and for a path changed again', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  let skewMs = 0
+  const registry = new CallbackRegistry(() => {}, () => monotonicMs() + skewMs)
+  t.teardown(() => registry.close())
+  const server = cluster.fileServers[0]
+  const api = new FileApi(new Transport('file server under test', server.url, 5000, { ...callerFor(server), clientId: registry.clientId }))
+  await waitFor('the callback channel', async () => registry.ready(api), 5000, 20)
+  const { meta } = await api.statWithCallback('/notes/a.txt')
+  const start = monotonicMs()
+  // More than a thousand changes (the point past which old ones are dropped), a.txt's first.
+  registry.changedHere('/notes/a.txt')
+  for (let i = 0; i < 1500; i++) registry.changedHere(`/made/f-${i}`)
+  skewMs += 59_000
+  registry.changedHere('/notes/a.txt')
+  skewMs += 2_000
+  registry.changedHere('/made/last')
+  // The clock's jump lapsed the channel's lease as the registry counts it: wait for a renewal.
+  await waitFor('a renewal after the jump', async () => registry.ready(api), 5000, 20)
+  // The server would not promise these paths; what counts here is whether the registry takes a grant.
+  registry.granted(api, '/notes/a.txt', meta, start + 58_000)
+  t.equal(registry.current('/notes/a.txt'), undefined, 'a path changed again a second ago still refuses a grant asked for before that')
+  registry.granted(api, '/made/f-1', { ...meta, path: '/made/f-1' }, start)
+  t.not(registry.current('/made/f-1'), undefined, 'a change more than a minute old is forgotten: a grant asked for after it is taken')
+})
+
 t.test('unlink, truncate, utimes and a whole-file store each break the promises of other clients', async (t) => {
   const cluster = await startTestCluster(t, [tree])
   const reader = callbackClient(t, cluster)

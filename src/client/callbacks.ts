@@ -117,10 +117,10 @@ export class CallbackRegistry {
   changedHere (path: string, tree = false): void {
     const now = this.now()
     if (tree) {
-      this.treeChangedAt.set(path, now)
+      mark(this.treeChangedAt, path, now)
       this.dropUnder(path)
     } else {
-      this.changedAt.set(path, now)
+      mark(this.changedAt, path, now)
       this.drop(path)
     }
     this.forgetOldChanges()
@@ -140,7 +140,7 @@ export class CallbackRegistry {
     const keep = meta !== undefined && promise !== undefined && this.usable(promise.server) && !this.changedSince(path, askedAt)
     if (keep) promise.meta = meta
     else this.drop(path)
-    this.changedAt.set(path, this.now())
+    mark(this.changedAt, path, this.now())
     this.forgetOldChanges()
     return keep
   }
@@ -289,12 +289,26 @@ export class CallbackRegistry {
     return false
   }
 
-  /** Changes matter only for answers that were in flight when they came. */
+  /**
+   * Changes matter only for answers that were in flight when they came. The marks are kept
+   * oldest first (mark), so this stops at the first one still young: with more than 1,000
+   * changes in the last minute (a cp -r), each change used to look at all of them (about 20
+   * µs of the mount's CPU a create in a profile of 1,000 creates).
+   */
   private forgetOldChanges (): void {
     if (this.changedAt.size + this.treeChangedAt.size < 1000) return
     const horizon = this.now() - BREAK_MEMORY_MS
     for (const marks of [this.changedAt, this.treeChangedAt]) {
-      for (const [path, at] of marks) if (at < horizon) marks.delete(path)
+      for (const [path, at] of marks) {
+        if (at >= horizon) break
+        marks.delete(path)
+      }
     }
   }
+}
+
+/** Marks a path changed `at` (monotonic, so never before the other marks): last in the map, which keeps the marks in the order of their times. */
+function mark (marks: Map<string, number>, path: string, at: number): void {
+  marks.delete(path)
+  marks.set(path, at)
 }
