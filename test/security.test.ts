@@ -6,6 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
+import { Authenticator } from '../servers/common/auth'
 import { ClusterKey, newClaims, signToken } from '../servers/common/tokens'
 import { ForbiddenError, LeaseError, UnauthorizedError } from '../src/shared/errors'
 import { DirectoryRoutes, FileRoutes, Headers, LockRoutes } from '../src/shared/protocol'
@@ -335,4 +336,20 @@ t.test('an upload over the cap is refused by its Content-Length, before its body
   t.equal(JSON.parse(answer.body).error.code, 'TOO_LARGE')
   t.same(diskImage(cluster.roots[0]), before, 'nothing was written')
   await stillServes(t, cluster, '/a.txt', 'a\n')
+})
+
+t.test('a file server\'s identity token is remembered once checked, and refused once its registered secret changes or goes', async (t) => {
+  const key = ClusterKey.generate()
+  const first = crypto.randomBytes(32)
+  const secrets = new Map<string, Buffer>([['fs-1', first]])
+  const auth = new Authenticator({ key, identitySecret: (serverId) => secrets.get(serverId) })
+  const token = `Bearer ${signToken(first, 'file:fs-1', newClaims('file:fs-1', 'server', 60_000))}`
+  t.equal(auth.verify(token).serverId, 'fs-1', 'checked against its secret')
+  t.equal(auth.verify(token).serverId, 'fs-1', 'and taken again')
+  secrets.set('fs-1', crypto.randomBytes(32))
+  t.throws(() => auth.verify(token), UnauthorizedError, 'refused once the server registered another secret')
+  secrets.set('fs-1', first)
+  t.equal(auth.verify(token).serverId, 'fs-1', 'taken again with the secret it was signed with')
+  secrets.delete('fs-1')
+  t.throws(() => auth.verify(token), UnauthorizedError, 'refused once the server is forgotten')
 })

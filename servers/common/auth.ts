@@ -56,12 +56,14 @@ export interface AuthenticatorOptions {
 export class Authenticator {
   private readonly revoked: DenyList | null
   /**
-   * Tokens signed with the cluster's own keys, checked already: a client sends the same one
-   * on every request, and its HMAC and JSON decoding cost more than the rest of a small
-   * request's checks. Still refused once expired or revoked. (A file server's identity
-   * tokens are checked every time: their secret may change when the server registers again.)
+   * Tokens checked already: a client sends the same one on every request, and its HMAC and
+   * JSON decoding cost more than the rest of a small request's checks. Still refused once
+   * expired or revoked. A file server's identity token (on the directory: every create's
+   * claim and every unlink's drop carries one) is remembered with the secret it was checked
+   * against, and counts only while the server's registered secret is still that one (it
+   * may change when the server registers again).
    */
-  private readonly checked = new LRUCache<string, { caller: Caller, expiresAtMs: number }>({ max: CHECKED_TOKENS })
+  private readonly checked = new LRUCache<string, { caller: Caller, expiresAtMs: number, secret?: Buffer }>({ max: CHECKED_TOKENS })
 
   constructor (private readonly opts: AuthenticatorOptions) {
     this.revoked = opts.revokedFile === undefined ? null : new DenyList(opts.revokedFile)
@@ -74,7 +76,7 @@ export class Authenticator {
     if (!match) throw new UnauthorizedError('the Authorization header must be "Bearer <token>"')
     const token = match[1]
     const known = this.checked.get(token)
-    if (known !== undefined && Date.now() < known.expiresAtMs) {
+    if (known !== undefined && Date.now() < known.expiresAtMs && this.stillSigned(known.caller, known.secret)) {
       if (this.revoked?.has(known.caller.tokenId as string, known.caller.subject) === true) throw new UnauthorizedError(`the credential of ${known.caller.subject} was revoked`)
       return known.caller
     }
@@ -95,8 +97,15 @@ export class Authenticator {
     if (serverId !== null && claims.sub !== `file:${serverId}`) throw new UnauthorizedError('the credential names another file server than its key')
     if (this.revoked?.has(claims.jti, claims.sub) === true) throw new UnauthorizedError(`the credential of ${claims.sub} was revoked`)
     const caller: Caller = { subject: claims.sub, role: claims.role, tokenId: claims.jti, serverId, open: false }
-    if (serverId === null) this.checked.set(token, { caller, expiresAtMs: claims.exp * 1000 })
+    this.checked.set(token, { caller, expiresAtMs: claims.exp * 1000, ...(serverId === null ? {} : { secret: key }) })
     return caller
+  }
+
+  /** Whether a remembered check still holds: a file server's identity token only while its secret is the one it was checked against. */
+  private stillSigned (caller: Caller, secret: Buffer | undefined): boolean {
+    if (caller.serverId === null) return true
+    const current = this.opts.identitySecret?.(caller.serverId)
+    return current !== undefined && secret !== undefined && current.equals(secret)
   }
 }
 
