@@ -37,7 +37,8 @@ export class DeferredUnlinks {
   private async drain (): Promise<void> {
     for (let next = this.waiting.shift(); next !== undefined; next = this.waiting.shift()) {
       // A file left behind (the disk failed) goes with the upload folder at the next start.
-      await fsp.rm(next, { force: true }).catch(() => {})
+      // One unlink: fsp.rm would lstat first (what is parked here is never a folder).
+      await fsp.unlink(next).catch(() => {})
     }
     this.draining = null
   }
