@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache'
 import { upToEntries } from './lruOptions'
 import { DEFAULT_CACHE_BYTES } from '../shared/defaults'
 import { KeyedMutex } from '../shared/keyedMutex'
+import { monotonicMs } from '../shared/clock'
 import type { FileMeta } from '../shared/protocol'
 import { etagOf } from '../shared/protocol'
 import { countCacheEviction, trackCacheBytes } from './metrics'
@@ -474,6 +475,9 @@ export class LocalCache {
 /** Bytes of a download kept in memory after they are on disk (see Download.copyRecent). */
 const RECENT_BYTES = 8 * 1024 * 1024
 
+/** How long after a download its copy's bytes count as still in the page cache (Download.justWritten). */
+const JUST_WRITTEN_MS = 10_000
+
 /** The progress of a copy being stored: how many bytes are on disk, and whether it ended well. */
 export class Download {
   received = 0
@@ -485,6 +489,8 @@ export class Download {
   private recent: Array<{ at: number, data: Buffer }> = []
   private recentBytes = 0
   private outcome: { error: Error | null } | null = null
+  /** When it finished (monotonic), or null while under way. */
+  private finishedAt: number | null = null
   private readonly waiting = new Set<{ until: number, resolve: () => void, reject: (err: Error) => void }>()
 
   /** Resolves once `until` bytes are on disk or the whole body is; rejects if it failed. */
@@ -496,6 +502,15 @@ export class Download {
 
   get finished (): boolean {
     return this.outcome !== null && this.outcome.error === null
+  }
+
+  /**
+   * Whether the copy's bytes were written moments ago (under way, or finished in the last
+   * JUST_WRITTEN_MS): then they are in the page cache, and a read of them takes a few
+   * microseconds on the event loop, where the thread pool costs two thread switches.
+   */
+  get justWritten (): boolean {
+    return this.finishedAt === null || monotonicMs() - this.finishedAt < JUST_WRITTEN_MS
   }
 
   /**
@@ -535,6 +550,7 @@ export class Download {
 
   finish (): void {
     // Complete: readers read the copy from now on, and the memory goes.
+    this.finishedAt = monotonicMs()
     this.recent = []
     this.recentBytes = 0
     this.outcome = { error: null }
@@ -543,6 +559,7 @@ export class Download {
   }
 
   fail (error: Error): void {
+    this.finishedAt = monotonicMs()
     this.recent = []
     this.recentBytes = 0
     this.outcome = { error }

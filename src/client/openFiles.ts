@@ -288,7 +288,7 @@ export class OpenFileTable {
       const copied = file.download.copyRecent(buffer, length, position)
       if (copied === length) return copied
     }
-    const { bytesRead } = await source.read(buffer, 0, length, position)
+    const { bytesRead } = await source.read(buffer, 0, length, position, !working && file.download?.justWritten === true)
     if (working || bytesRead === length) return bytesRead
     return await this.readPastCopy(file, buffer, length, position, bytesRead)
   }
