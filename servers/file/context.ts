@@ -4,6 +4,7 @@ import type { FileServerStats, ServerInfo } from '../../src/shared/protocol'
 import type { Logger } from '../common/http'
 import type { CallbackTable } from './callbacks'
 import type { FileStore } from './fileStore'
+import type { KeyRemovals } from './keyRemovals'
 import type { LeaseGuard } from './leaseGuard'
 import type { RenameIntents } from './renameIntents'
 
@@ -23,6 +24,8 @@ export interface MutationContext {
   callbacks: CallbackTable
   /** File renames under way, on disk, so a crash between their steps is ended at the next start. */
   renames: RenameIntents
+  /** Lock keys of files removed under a kept lease, removed a little later unless the path is made again. */
+  keyRemovals: KeyRemovals
 }
 
 /** The context's directory and identity, or 503 before the server has joined a cluster. */

@@ -46,6 +46,7 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
         throw err
       }
     }
+    ctx.keyRemovals.keep(path)
     ctx.log(`created file ${path} with ${meta.size} bytes`)
     if (granted) res.set(Headers.callback, 'granted')
     res.json(meta)

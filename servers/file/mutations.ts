@@ -77,6 +77,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       await tryTo(`remove ${path} again`, async () => kind === 'dir' ? await store.removeFolder(path) : await store.remove(path))
       throw err
     }
+    ctx.keyRemovals.keep(path)
     log(`created ${kind === 'dir' ? 'folder' : kind === 'symlink' ? 'symbolic link' : 'file'} ${path}`)
     res.json(made)
   })
@@ -139,11 +140,12 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     await ctx.directory().drop(machineId, path, changerOf(req))
     // Side by side once no reader finds the path: the file's removal from the disk, its key's
     // from the lock server (keys are implicit: one removed early is made again by the next
-    // acquire) and the other holders' breaks need not wait for each other.
+    // acquire) and the other holders' breaks need not wait for each other. The key of a
+    // lease its holder keeps goes later, unless the path is made again first (KeyRemovals).
     let keyRemoved = !withLease
     const [removed, , broken] = await Promise.allSettled([
       store.remove(path),
-      withLease ? tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path, { whenFree: keepLease })).deleted }) : undefined,
+      withLease && !keepLease ? tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path)).deleted }) : undefined,
       changed(req, path, null)
     ])
     if (removed.status === 'rejected') {
@@ -151,6 +153,7 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
       throw removed.reason
     }
     if (broken.status === 'rejected') throw broken.reason
+    if (keepLease) ctx.keyRemovals.later(path)
     // A kept lease is known still: the path's next create under it needs no question to the lock server.
     if (!keepLease || keyRemoved) leases.forget(path)
     // keyRemoved: the lease the unlink came under went with its key, so its holder need not give it back.

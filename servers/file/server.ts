@@ -24,6 +24,7 @@ import { LeaseGuard } from './leaseGuard'
 import { ClusterMembership } from './membership'
 import { mountMutationRoutes } from './mutations'
 import { mountCreateWithContentRoute } from './createWithContent'
+import { KeyRemovals } from './keyRemovals'
 import { uploadLimits } from './uploadLimits'
 import { StatusRoutes } from '../../src/shared/clusterStatus'
 import type { ClientsAnswer } from '../../src/shared/clusterStatus'
@@ -69,7 +70,7 @@ const ROUTE_ROLES: RouteRole[] = [
 
 export interface FileServerApp extends Express {
   /** serverId: this server's identity (ROOT/.dfs/identity.json), once it has one. */
-  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, serverId: string | null, callbacks: CallbackTable, drain: FileServerDrain }
+  locals: Express['locals'] & { stats: FileServerStats, publicUrl: string | null, serverId: string | null, callbacks: CallbackTable, drain: FileServerDrain, keyRemovals: KeyRemovals }
 }
 
 export function createFileServer (opts: FileServerOptions): FileServerApp {
@@ -90,6 +91,13 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   app.locals.stats = stats
   app.locals.publicUrl = null
   app.locals.callbacks = callbacks
+  app.locals.keyRemovals = new KeyRemovals(async (path) => {
+    try {
+      await lock.deleteKey(path, { whenFree: true })
+    } catch (err) {
+      log(`could not remove the lock key of ${path}: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  })
   app.locals.serverId = null
   requireCredentials(app, opts.auth === undefined ? null : new Authenticator(opts.auth), ROUTE_ROLES)
   const limits = uploadLimits(store)
@@ -208,7 +216,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     }),
     peer: (server) => peers.of(server),
     callbacks,
-    renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
+    renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME)),
+    keyRemovals: app.locals.keyRemovals
   }
   mountMutationRoutes(app, mutationContext)
   mountCreateWithContentRoute(app, mutationContext)
@@ -322,6 +331,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
       close: async (graceMs?: number) => {
         // Event channels are long polls that never end by themselves: closed first.
         app.locals.callbacks.closeAll()
+        app.locals.keyRemovals.close()
         membership.stop()
         removeGauges()
         await running.close(graceMs)
