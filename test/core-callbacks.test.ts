@@ -81,24 +81,31 @@ t.test('close-to-open under load: 1000 appends by one client, each seen by the o
   t.ok(reader.callbackCount <= 1, 'at most the one file is promised')
 })
 
-t.test('a lease that lapses on the client (a late renewal) vouches for nothing meanwhile, and counts again once renewed unless a break came', async (t) => {
-  const cluster = await startTestCluster(t, [tree])
-  // The registry's clock jumps ahead: its lease runs out here while the server still counts it.
+/** A registry of its own on a clock the test moves ahead (skew), with its channel to the first file server up. */
+async function registryOnSkewedClock (t: Test, cluster: TestCluster): Promise<{ registry: CallbackRegistry, api: FileApi, now: () => number, skew: (ms: number) => void }> {
   let skewMs = 0
-  const registry = new CallbackRegistry(() => {}, () => monotonicMs() + skewMs)
+  const now = (): number => monotonicMs() + skewMs
+  const registry = new CallbackRegistry(() => {}, now)
   t.teardown(() => registry.close())
   const server = cluster.fileServers[0]
   const api = new FileApi(new Transport('file server under test', server.url, 5000, { ...callerFor(server), clientId: registry.clientId }))
   await waitFor('the callback channel', async () => registry.ready(api), 5000, 20)
+  return { registry, api, now, skew: (ms) => { skewMs += ms } }
+}
+
+t.test('a lease that lapses on the client (a late renewal) vouches for nothing meanwhile, and counts again once renewed unless a break came', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  // The registry's clock jumps ahead: its lease runs out here while the server still counts it.
+  const { registry, api, now, skew } = await registryOnSkewedClock(t, cluster)
   for (const path of ['/notes/a.txt', '/notes/b.txt']) {
-    const askedAt = monotonicMs() + skewMs
+    const askedAt = now()
     const answer = await api.statWithCallback(path)
     t.ok(answer.callback, `${path} is promised`)
     registry.granted(api, path, answer.meta, askedAt)
   }
   t.equal(registry.current('/notes/a.txt')?.size, 4)
 
-  skewMs += 10_000
+  skew(10_000)
   t.equal(registry.current('/notes/a.txt'), undefined, 'a lapsed lease vouches for nothing')
   const writer = cluster.client()
   await writer.append('/notes/b.txt', 'two\n')
@@ -148,20 +155,15 @@ t.test('the holder\'s own changes in quick succession keep its promise: a change
 
 t.test('changes are remembered a minute for grants in flight, then forgotten, also past a thousand of them and for a path changed again', async (t) => {
   const cluster = await startTestCluster(t, [tree])
-  let skewMs = 0
-  const registry = new CallbackRegistry(() => {}, () => monotonicMs() + skewMs)
-  t.teardown(() => registry.close())
-  const server = cluster.fileServers[0]
-  const api = new FileApi(new Transport('file server under test', server.url, 5000, { ...callerFor(server), clientId: registry.clientId }))
-  await waitFor('the callback channel', async () => registry.ready(api), 5000, 20)
+  const { registry, api, skew } = await registryOnSkewedClock(t, cluster)
   const { meta } = await api.statWithCallback('/notes/a.txt')
   const start = monotonicMs()
   // More than a thousand changes (the point past which old ones are dropped), a.txt's first.
   registry.changedHere('/notes/a.txt')
   for (let i = 0; i < 1500; i++) registry.changedHere(`/made/f-${i}`)
-  skewMs += 59_000
+  skew(59_000)
   registry.changedHere('/notes/a.txt')
-  skewMs += 2_000
+  skew(2_000)
   registry.changedHere('/made/last')
   // The clock's jump lapsed the channel's lease as the registry counts it: wait for a renewal.
   await waitFor('a renewal after the jump', async () => registry.ready(api), 5000, 20)

@@ -5,7 +5,7 @@ import type { CopyReader } from '../src/client/copyReader'
 import type { DfsClient } from '../src/client/dfsClient'
 import type { Download } from '../src/client/localCache'
 import { FileRoutes, MAX_INLINE_BYTES } from '../src/shared/protocol'
-import { startTestCluster } from './helpers/cluster'
+import { callbackClient, startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 import { fileApiOf, rawAs, statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
@@ -25,15 +25,9 @@ async function contentRequests (cluster: TestCluster): Promise<number> {
   return stats.contentTransfers + stats.notModified
 }
 
-/** A client holding callbacks whose event channel to the file server is up. */
-async function callbackClient (t: Test, cluster: TestCluster): Promise<DfsClient> {
-  const client = cluster.client({ callbacks: true })
-  t.teardown(() => client.close())
-  await waitFor('a callback', async () => {
-    await client.readFile('/warm/c.txt')
-    return client.callbackCount > 0
-  }, 5000, 20)
-  return client
+/** A client holding callbacks whose event channel to the file server is up (warmed on a file of its own). */
+async function warmClient (t: Test, cluster: TestCluster): Promise<DfsClient> {
+  return await callbackClient(t, cluster, '/warm/c.txt')
 }
 
 t.test('GET /stat?inline=N answers a file of at most N bytes with its bytes, a bigger one without', async (t) => {
@@ -52,7 +46,7 @@ t.test('GET /stat?inline=N answers a file of at most N bytes with its bytes, a b
 
 t.test('a client with no copy gets a small file with its stat, and the open after it costs no request', async (t) => {
   const cluster = await startTestCluster(t, [tree])
-  const client = await callbackClient(t, cluster)
+  const client = await warmClient(t, cluster)
   const before = await contentRequests(cluster)
   t.equal((await client.statFresh('/cold/a.txt')).size, 100)
   t.equal(await contentRequests(cluster), before + 1, 'the stat brought the bytes')
@@ -71,7 +65,7 @@ t.test('a client with no copy gets a small file with its stat, and the open afte
 
 t.test('a change after the inline stat is seen by the next open (the callback breaks first)', async (t) => {
   const cluster = await startTestCluster(t, [tree])
-  const client = await callbackClient(t, cluster)
+  const client = await warmClient(t, cluster)
   const writer = cluster.client()
   await client.statFresh('/cold/b.txt')
   await writer.append('/cold/b.txt', 'more\n')
@@ -89,7 +83,7 @@ async function readAll ({ reader, download }: { reader: CopyReader, download: Do
 
 t.test('the open after an inline stat reads the bytes from memory, no copy opened, and only at the version they are', async (t) => {
   const cluster = await startTestCluster(t, [tree])
-  const client = await callbackClient(t, cluster)
+  const client = await warmClient(t, cluster)
   const writer = cluster.client()
   await client.statFresh('/cold/b.txt')
   const opened = await client.openForReading('/cold/b.txt')
@@ -114,7 +108,7 @@ t.test('the open after an inline stat reads the bytes from memory, no copy opene
 
 t.test('a small file this client creates stays in memory, not in the cache; its bytes are read right', async (t) => {
   const cluster = await startTestCluster(t, [tree])
-  const client = await callbackClient(t, cluster)
+  const client = await warmClient(t, cluster)
   const { meta } = await client.createWithContent('/cold/new.txt', Buffer.from('made\n'), { exclusive: true, keepWriting: true })
   t.equal(meta.size, 5)
   t.equal(await client.cache.get('/cold/new.txt'), null, 'no copy written to the cache folder')

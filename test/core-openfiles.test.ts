@@ -6,9 +6,8 @@ import type { DfsClient } from '../src/client/dfsClient'
 import { OpenFileTable } from '../src/client/openFiles'
 import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shared/errors'
 import { MEMORY_COPIES_BYTES, MEMORY_COPY_BYTES } from '../src/client/workingCopy'
-import { startTestCluster } from './helpers/cluster'
+import { callbackClient, startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { waitFor } from './helpers/waitFor'
 
 // The open-file table behind the mount, driven directly (no FUSE) against a real cluster:
 // each OpenFileTable over its own DfsClient (own cache folder) stands for one machine.
@@ -443,12 +442,7 @@ t.test('a copy started empty is held in memory while small: no file in the work 
 t.test('a journal made, its header rewritten and removed, as sqlite does at every transaction: from the second on, the copy starts from the bytes in memory, no file in the work folder', async (t) => {
   const cluster = await startTestCluster(t, [{ 'db': 'pages\n' }])
   // With callbacks, as a mount's client: bytes held in memory are used while a callback vouches for them.
-  const client = cluster.client({ callbacks: true })
-  t.teardown(() => client.close())
-  await waitFor('the callback channel', async () => {
-    await client.readFile('/db')
-    return client.callbackCount > 0
-  }, 5000, 20)
+  const client = await callbackClient(t, cluster, '/db')
   const table = tableFor(t, client)
   for (const round of [1, 2, 3]) {
     // Made, written and fsynced (the create goes to the server), then its header rewritten through the same handle.

@@ -8,6 +8,7 @@ import type { DfsClientOptions } from '../../src/client/dfsClient'
 import { startCluster } from '../../servers/cluster'
 import type { ClusterOptions, RunningCluster } from '../../servers/cluster'
 import { newCredentials, noteCaller } from './credentials'
+import { waitFor } from './waitFor'
 import type { TestCredentials } from './credentials'
 
 export interface TestCluster extends RunningCluster {
@@ -63,4 +64,19 @@ export async function startTestCluster (t: Test, trees: Array<Record<string, str
       ...clientOpts
     })
   }
+}
+
+/**
+ * A client holding callbacks, as a mount's, closed at the end of the test, once its event
+ * channel is up: reads `warmPath` until a callback is promised (the channel opens in the
+ * background at the first request).
+ */
+export async function callbackClient (t: Test, cluster: TestCluster, warmPath: string): Promise<DfsClient> {
+  const client = cluster.client({ callbacks: true })
+  t.teardown(() => client.close())
+  await waitFor('a callback', async () => {
+    await client.readFile(warmPath)
+    return client.callbackCount > 0
+  }, 5000, 20)
+  return client
 }
