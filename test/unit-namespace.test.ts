@@ -143,3 +143,13 @@ t.test('switchFolder moves a folder of one server, with everything below it', as
   t.same(listed(ns, '/empty'), ['a.txt:file:1', 'sub:dir:1'])
   t.same(listed(ns, '/'), ['both:dir:1,2', 'empty:dir:1', 'full:dir:1', 'theirs:dir:2'])
 })
+
+t.test('a listing is in the order of the names\' UTF-16 code units, whatever order they were claimed in', async (t) => {
+  const ns = new Namespace()
+  const names = ['b', 'B', 'a.txt', 'a', 'Ä', 'z', '日本', '\u{1F600}', '\uFFFD', '10', '9', '_', '.hidden', 'a b']
+  ns.replaceClaims(1, names.map((name) => meta(`/${name}`)))
+  ns.claimNew(2, '/sub', 'dir')
+  const expected = [...names, 'sub'].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+  t.same(ns.list('/').map((e) => e.name), expected)
+  t.same(ns.list('/').find((e) => e.name === 'sub'), { name: 'sub', kind: 'dir', machineIds: [2] }, 'each name with its kind and holders')
+})

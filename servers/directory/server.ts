@@ -295,10 +295,14 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     // A server that left (drained) or was forgotten is out of the registry a moment before its
     // holds are out of the namespace (the registry's state is saved in between): a listing
     // then leaves it out rather than failing for the whole folder.
-    const entries = namespace.list(path).flatMap((e) => {
-      const machineIds = e.machineIds.filter((id) => registry.has(id))
-      return machineIds.length > 0 || e.kind === 'dir' ? [{ ...e, machineIds }] : []
-    })
+    const listed = namespace.list(path)
+    // Copied only when a holder is gone (rare): each copy of 50,000 entries cost 10-30 ms.
+    const entries = listed.every((e) => e.machineIds.every((id) => registry.has(id)))
+      ? listed
+      : listed.flatMap((e) => {
+        const machineIds = e.machineIds.filter((id) => registry.has(id))
+        return machineIds.length > 0 || e.kind === 'dir' ? [{ ...e, machineIds }] : []
+      })
     const ids = new Set(entries.flatMap((e) => e.machineIds))
     const answer: DirectoryListAnswer = { path, entries, servers: [...ids].map(serverInfo) }
     res.json(answer)
