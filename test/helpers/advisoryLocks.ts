@@ -85,7 +85,9 @@ export interface LockWaiter {
  * it prints shows when it got the lock: the test rewrites the file (say) before letting go.
  */
 export async function waitingForLock (t: Test, command: (flag: string) => string[]): Promise<LockWaiter> {
-  const flag = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-')), 'flag')
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-locks-'))
+  t.teardown(async () => { await fsp.rm(dir, { recursive: true, force: true }) })
+  const flag = path.join(dir, 'flag')
   fs.writeFileSync(flag, 'the lock is still held\n')
   const [file, ...args] = command(flag)
   const waiter = spawn(file, args, { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
