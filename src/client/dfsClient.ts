@@ -774,7 +774,6 @@ export class DfsClient {
     await this.cache.adopt(normalizePath(path), meta, localFile)
   }
 
-
   /**
    * Sends only the ranges a working copy changed since its last store, under its lease, as
    * one version above `fromVersion` (PATCH /content). Null when the server cannot take them
