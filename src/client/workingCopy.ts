@@ -121,7 +121,7 @@ export class WorkingCopy {
       // fsync that made it), if there is room, stay there as the copy: no file made, written,
       // read back for the store and renamed into the cache, whose copy the journal's unlink
       // then removes again. The copy gets bytes of its own: the held ones are the version's.
-      if ('data' in start && memoryMayTake(start.data.length)) {
+      if ('data' in start && memoryMayHold(start.data.length, start.data.length, 0)) {
         const memory = Buffer.from(start.data)
         memoryCopiesHeld += memory.length
         return new WorkingCopy(filePath, workDir, memory, held, start.meta.size, false, start.meta.version)
@@ -286,10 +286,10 @@ export class WorkingCopy {
     return this.local as { file: string, handle: fsp.FileHandle }
   }
 
-  /** Whether the copy, held in memory, may hold `size` bytes there: at most MEMORY_COPY_BYTES, within MEMORY_COPIES_BYTES for all. */
+  /** Whether the copy, held in memory, may hold `size` bytes there (memoryMayHold). */
   private roomFor (size: number): boolean {
     const memory = this.memory as Buffer
-    return size <= MEMORY_COPY_BYTES && (size <= memory.length || memoryCopiesHeld - memory.length + roomAfter(memory, size) <= MEMORY_COPIES_BYTES)
+    return size <= memory.length ? size <= MEMORY_COPY_BYTES : memoryMayHold(size, roomAfter(memory, size), memory.length)
   }
 
   /** Makes room in memory for at least `size` bytes (roomFor said there is). */
@@ -347,9 +347,12 @@ async function newWorkingFile (workDir: string): Promise<string> {
   return path.join(workDir, uniqueSuffix())
 }
 
-/** Whether a copy of `size` bytes may start in memory: at most MEMORY_COPY_BYTES, within MEMORY_COPIES_BYTES for all. */
-function memoryMayTake (size: number): boolean {
-  return size <= MEMORY_COPY_BYTES && memoryCopiesHeld + size <= MEMORY_COPIES_BYTES
+/**
+ * Whether a copy may hold `size` bytes in memory, taking `room` there in place of the
+ * `taken` it takes now: at most MEMORY_COPY_BYTES, within MEMORY_COPIES_BYTES for all.
+ */
+function memoryMayHold (size: number, room: number, taken: number): boolean {
+  return size <= MEMORY_COPY_BYTES && memoryCopiesHeld - taken + room <= MEMORY_COPIES_BYTES
 }
 
 /** The room a copy in memory takes to hold at least `size` bytes: doubling, so repeated small writes copy little. */
