@@ -92,8 +92,9 @@ t.test('the open after an inline stat reads the bytes from memory, no copy opene
 
   // Changed by another client: the callback breaks, and the remembered bytes are of another version.
   await writer.append('/cold/b.txt', 'more\n')
+  const beforeChanged = await contentRequests(cluster)
   const after = await client.openForReading('/cold/b.txt')
-  t.notOk(after.reader instanceof BytesReader, 'not the remembered bytes')
+  t.equal(await contentRequests(cluster), beforeChanged + 1, 'not the remembered bytes: the server is asked')
   t.equal(await readAll(after), 'bee\nmore\n', 'the new version')
   t.equal(after.meta.size, 9)
 
@@ -101,9 +102,40 @@ t.test('the open after an inline stat reads the bytes from memory, no copy opene
   const plain = cluster.client()
   t.teardown(() => plain.close())
   await plain.statFresh('/cold/a.txt')
+  const beforeUncalled = await contentRequests(cluster)
   const uncalled = await plain.openForReading('/cold/a.txt')
-  t.notOk(uncalled.reader instanceof BytesReader, 'with no callback to vouch, the server is asked')
   t.equal(await readAll(uncalled), small)
+  await plain.openForReading('/cold/a.txt')
+  t.equal(await contentRequests(cluster), beforeUncalled + 2, 'with no callback to vouch, the server is asked at each open')
+})
+
+t.test('a small file opened with no stat before (its attributes came with a listing) is read into memory, not into the cache', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const client = await warmClient(t, cluster)
+  const writer = cluster.client()
+  const before = await contentRequests(cluster)
+  const opened = await client.openForReading('/cold/a.txt')
+  t.ok(opened.reader instanceof BytesReader, 'its bytes in memory')
+  t.equal(opened.download, null, 'nothing still arriving')
+  t.equal(await readAll(opened), small)
+  t.equal(await client.cache.get('/cold/a.txt'), null, 'no copy written to the cache folder')
+  t.equal(await contentRequests(cluster), before + 1, 'one request')
+  t.equal(await readAll(await client.openForReading('/cold/a.txt')), small, 'the next open reads the same bytes')
+  t.equal(await contentRequests(cluster), before + 1, 'with no request, under the callback')
+
+  // Changed by another client: the next open asks and reads the new version.
+  await writer.append('/cold/a.txt', 'z')
+  t.equal(await readAll(await client.openForReading('/cold/a.txt')), small + 'z', 'the new version')
+  t.equal(await contentRequests(cluster), before + 2)
+
+  // A file over the limit still becomes a copy in the cache as it arrives.
+  const big = await client.openForReading('/cold/big.bin')
+  t.equal((await readAll(big)).length, 20_000)
+  t.not(await client.cache.get('/cold/big.bin'), null, 'a larger file is copied to the cache')
+
+  // An empty file is a small file too.
+  await writer.writeFile('/cold/empty.txt', '')
+  t.equal(await readAll(await client.openForReading('/cold/empty.txt')), '', 'an empty file reads empty')
 })
 
 t.test('a small file this client creates stays in memory, not in the cache; its bytes are read right', async (t) => {
@@ -119,4 +151,28 @@ t.test('a small file this client creates stays in memory, not in the cache; its 
   await client.createWithContent('/cold/big-new.bin', Buffer.from(big), { exclusive: true })
   await waitFor('the copy of a large one', async () => (await client.cache.get('/cold/big-new.bin')) !== null)
   t.pass('a larger one is copied to the cache, as before')
+})
+
+t.test('GET /content answers a small file (sent whole) as a large one (streamed): status, length, validators, bytes; HEAD without a body', async (t) => {
+  const smallBytes = 'a'.repeat(64 * 1024)
+  const largeBytes = 'b'.repeat(64 * 1024 + 1)
+  const cluster = await startTestCluster(t, [{ 'f/small.txt': smallBytes, 'f/large.txt': largeBytes, 'f/empty.txt': '', 'f/sub/x.txt': 'x' }])
+  const { rawGet, raw } = rawAs(cluster.credentials.read)
+  const url = cluster.fileServers[0].url
+  for (const [path, bytes] of [['/f/small.txt', smallBytes], ['/f/large.txt', largeBytes], ['/f/empty.txt', '']]) {
+    const got = await rawGet(url, FileRoutes.content, { path }, { responseType: 'arraybuffer' })
+    t.equal(got.status, 200, path)
+    t.equal(Buffer.from(got.body as ArrayBuffer).toString(), bytes, `${path}: its bytes`)
+    t.equal(got.headers['content-length'], String(bytes.length), `${path}: its length`)
+    t.ok(typeof got.headers.etag === 'string', `${path}: a validator`)
+    const head = await raw(url, { method: 'HEAD', url: FileRoutes.content, params: { path } })
+    t.equal(head.status, 200, `HEAD ${path}`)
+    t.equal(head.headers['content-length'], String(bytes.length), `HEAD ${path}: its length`)
+    t.equal(head.headers.etag, got.headers.etag, `HEAD ${path}: the same validator`)
+    const again = await rawGet(url, FileRoutes.content, { path }, { headers: { 'If-None-Match': got.headers.etag as string } })
+    t.equal(again.status, 304, `${path}: current copy`)
+  }
+  const folder = await rawGet(url, FileRoutes.content, { path: '/f/sub' })
+  t.equal(folder.status, 409, 'a folder has no content')
+  t.equal(folder.body.error.code, 'IS_DIRECTORY')
 })

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES } from '../../src/shared/protocol'
+
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
@@ -31,6 +32,9 @@ import type { ClientsAnswer } from '../../src/shared/clusterStatus'
 import { fileServerFreeBytes, fileServerSizeBytes } from '../common/metrics'
 import { recoverRenames, RenameIntents } from './renameIntents'
 import { FileServerDrain, mountDrainRoutes } from './drain'
+
+/** GET /content sends a file of at most this many bytes from memory, read whole, rather than streamed. */
+const SMALL_CONTENT_BYTES = 64 * 1024
 
 export interface FileServerOptions {
   store: FileStore
@@ -178,16 +182,20 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     // The common case, a current copy, needs no open file and no wait for writers.
     const settled = ifNoneMatch ? await store.statSettled(path) : null
     if (settled?.kind === 'file' && describe(settled)) return
-    const { meta, stream } = await store.openRead(path)
+    // A small file is read whole, with its open and close on the event loop, and sent in one
+    // write: a stream costs four trips through the thread pool and its own machinery.
+    const small = await store.statWithContent(path, SMALL_CONTENT_BYTES)
+    const { meta, stream } = small.content !== undefined ? { meta: small.meta, stream: null } : await store.openRead(path)
     if (describe(meta) || req.method === 'HEAD') {
-      stream.destroy()
+      stream?.destroy()
       if (!res.headersSent) res.set({ 'Content-Length': String(meta.size) }).end()
       return
     }
     stats.contentTransfers++
     stats.contentBytes += meta.size
     res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
-    await pipeline(stream, res)
+    if (stream === null) res.end(small.content)
+    else await pipeline(stream, res)
   })
 
   app.post(FileRoutes.append, async (req, res) => {
