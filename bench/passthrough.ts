@@ -28,7 +28,10 @@ import { kernelOptions } from '../src/fuse/mount'
  * keep-alive request, and returns once that server has synced the file (and its folder, after
  * a create); an unlink has the server sync the folder. That is one request and one fsync
  * round per durable step, what it costs at least on a server, which dfs's appends, creates
- * and database transactions are measured against.
+ * and database transactions are measured against. A file opened for reading only has its
+ * bytes fetched from that server as they are read from its disk (ArrivingBytes), one request
+ * per open: the network floor of a read, which dfs's cold reads and first bytes are measured
+ * against.
  *
  * It runs in a process of its own, so the benchmark can read the mount with synchronous calls.
  * It prints "mounted" once the kernel serves the mount, and unmounts on SIGTERM or SIGINT.
@@ -40,6 +43,9 @@ type TimeArgument = number | 'now' | 'omit'
 
 /** Node's callback for an fs call with no result, answered as 0 or a negative errno. */
 const done = (cb: Callback) => (err: NodeJS.ErrnoException | null): void => cb(err === null ? 0 : errnoOf(err))
+
+/** The access mode's bits of open flags (Linux's O_ACCMODE, which Node's fs.constants lacks). */
+const O_ACCMODE = 3
 
 /** A count (bytes read or written) or a negative errno. */
 const counted = (cb: Callback) => (err: NodeJS.ErrnoException | null, n: number): void => cb(err === null ? n : errnoOf(err))
@@ -126,6 +132,92 @@ export function passthroughOperations (root: string, calls: FsCalls = fs): Recor
 }
 
 /**
+ * A file's bytes as they come from the sync server (GET /content): a read waits for the bytes
+ * it asks for and copies them from memory. The least a file system that fetches a file over
+ * HTTP does on a read (no copy kept anywhere), the network floor of a cold read and of a
+ * first byte.
+ */
+class ArrivingBytes {
+  private readonly chunks: Buffer[] = []
+  /** Where each chunk starts in the file. */
+  private readonly starts: number[] = []
+  private arrived = 0
+  private size: number | null = null
+  private failed = false
+  private readonly waiting: Array<() => boolean> = []
+  private readonly request: http.ClientRequest
+
+  constructor (url: string, agent: http.Agent) {
+    this.request = http.get(url, { agent }, (response) => {
+      if (response.statusCode !== 200) {
+        response.resume()
+        this.fail()
+        return
+      }
+      this.size = Number(response.headers['content-length'])
+      response.on('data', (chunk: Buffer) => {
+        this.starts.push(this.arrived)
+        this.chunks.push(chunk)
+        this.arrived += chunk.length
+        this.wake()
+      })
+      response.once('error', () => this.fail())
+      this.wake()
+    })
+    this.request.once('error', () => this.fail())
+  }
+
+  /** Answers `cb` with the bytes copied into `buffer` (fewer only at the file's end), or EIO. */
+  read (buffer: Buffer, length: number, position: number, cb: Callback): void {
+    const answered = (): boolean => {
+      if (this.failed) {
+        cb(-5) // EIO
+        return true
+      }
+      if (this.size === null || this.arrived < Math.min(this.size, position + length)) return false
+      cb(this.copy(buffer, length, position))
+      return true
+    }
+    if (!answered()) this.waiting.push(answered)
+  }
+
+  /** Stops the transfer if it is still under way (a handle closed before its end). */
+  close (): void {
+    this.request.destroy()
+  }
+
+  private copy (buffer: Buffer, length: number, position: number): number {
+    let copied = 0
+    // The last chunk that starts at or before the position, by bisection.
+    let low = 0
+    let high = this.starts.length - 1
+    while (low < high) {
+      const middle = (low + high + 1) >> 1
+      if (this.starts[middle] <= position) low = middle
+      else high = middle - 1
+    }
+    for (let i = low; i < this.chunks.length && copied < length; i++) {
+      const from = position + copied - this.starts[i]
+      if (from >= this.chunks[i].length) continue
+      copied += this.chunks[i].copy(buffer, copied, from, Math.min(this.chunks[i].length, from + length - copied))
+    }
+    return copied
+  }
+
+  private wake (): void {
+    for (let i = 0; i < this.waiting.length;) {
+      if (this.waiting[i]()) this.waiting.splice(i, 1)
+      else i++
+    }
+  }
+
+  private fail (): void {
+    this.failed = true
+    this.wake()
+  }
+}
+
+/**
  * The passthrough's operations made durable on the sync server at `syncUrl`
  * (bench/syncServer.ts), one request each: the close and the fsync of a handle that wrote
  * since its last one (with those bytes as the body; after a create, its folder is synced
@@ -140,6 +232,11 @@ export function durablePassthroughOperations (root: string, syncUrl: string): Re
   const write = operations.write as (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => void
   const release = operations.release as (p: string, fd: number, cb: Callback) => void
   const unlink = operations.unlink as (p: string, cb: Callback) => void
+  const open = operations.open as (p: string, flags: number, cb: Callback) => void
+  const read = operations.read as (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => void
+  /** Per descriptor opened for reading only: its bytes as they come from the server. */
+  const fetched = new Map<number, ArrivingBytes>()
+  const contentAgent = new http.Agent({ keepAlive: true })
   /** One request: the server syncs `rel` (a file, or with `folder` a folder) and answers 204. */
   const sync = (rel: string, body: Buffer, flags: string, cb: Callback): void => {
     const request = http.request(`${syncUrl}/sync?path=${encodeURIComponent(rel)}${flags}`, { method: 'POST', agent, headers: { 'content-length': body.length } }, (response) => {
@@ -160,6 +257,18 @@ export function durablePassthroughOperations (root: string, syncUrl: string): Re
   }
   return {
     ...operations,
+    // The local open still checks the name and gives the descriptor; the bytes come over HTTP.
+    open: (p: string, flags: number, cb: Callback) => open(p, flags, (code, fd) => {
+      if (code === 0 && (flags & O_ACCMODE) === fs.constants.O_RDONLY) {
+        fetched.set(fd as number, new ArrivingBytes(`${syncUrl}/content?path=${encodeURIComponent(p.slice(1))}`, contentAgent))
+      }
+      cb(code, fd)
+    }),
+    read: (p: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
+      const arriving = fetched.get(fd)
+      if (arriving === undefined) read(p, fd, buffer, length, position, cb)
+      else arriving.read(buffer, length, position, cb)
+    },
     create: (p: string, mode: number, flags: number, cb: Callback) => create(p, mode, flags, (code, fd) => {
       if (code === 0) written.set(fd as number, { path: p, chunks: [], created: true })
       cb(code, fd)
@@ -177,6 +286,8 @@ export function durablePassthroughOperations (root: string, syncUrl: string): Re
     unlink: (p: string, cb: Callback) => unlink(p, (code) => code !== 0 ? cb(code) : sync(path.posix.dirname(p).slice(1), Buffer.alloc(0), '&folder=1', cb)),
     release: (p: string, fd: number, cb: Callback) => {
       written.delete(fd)
+      fetched.get(fd)?.close()
+      fetched.delete(fd)
       release(p, fd, cb)
     }
   }

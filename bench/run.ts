@@ -293,7 +293,11 @@ function resultOf (runs: Runs, side: Side): WorkloadResult {
   return result
 }
 
-/** A workload with durable steps on the local folder, sshfs, the durable floor and dfs (issue #9's appends and creates, issue #12's database). */
+/**
+ * A workload on the local folder, sshfs, a floor and dfs: the durable floor for durable steps
+ * (issue #9's appends and creates, issue #12's database), the network floor for reads (issue
+ * #9's cold read and first byte).
+ */
 interface DurableRow {
   workload: string
   unit: string
@@ -301,11 +305,15 @@ interface DurableRow {
   sshfs: number | null
   floor: number
   dfs: number
+  /** A time (ms) rather than a rate: the ratios then divide the other way, so below 1 still means slower. */
+  lowerIsBetter?: boolean
 }
 
 interface Measurement {
   rows: Row[]
   durableRows: DurableRow[]
+  /** Reads against the network floor (the durable floor's mount fetching each file it reads). */
+  readRows: DurableRow[]
   details: string[]
   /** Per large-folder operation: median and mean ms in the big folder over the small one, per side. */
   folderRatios: string[]
@@ -328,6 +336,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   const { cluster, requests } = target
   const rows: Row[] = []
   const durableRows: DurableRow[] = []
+  const readRows: DurableRow[] = []
   const details: string[] = []
   const folderRatios: string[] = []
   const homes: Record<Side, string> = { local: layout.local, dfs: layout.mountpoint, sshfs: layout.sshfsMountpoint, passthrough: layout.passthroughMountpoint }
@@ -397,7 +406,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
           `its server synced ${formatNumber(floorSyncs / SQLITE_TRANSACTIONS)} times a transaction`)
       }
     }
-    if (target.runs === 'sqlite') return { rows, durableRows, details, folderRatios, pageCacheDrop: null }
+    if (target.runs === 'sqlite') return { rows, durableRows, readRows, details, folderRatios, pageCacheDrop: null }
   }
 
   // Cold: the page cache is dropped before each read, and neither mount has ever opened the file.
@@ -425,6 +434,22 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   everySide(first, (r) => r.runsMs.length === COLD_FILES && r.bytes === COLD_FILES, `first byte: read one byte of each of ${COLD_FILES} files`)
   row(`first byte of an uncached 4 KiB file (of ${COLD_FILES})`, 'ms, median', first, medianMs, true)
   details.push(`first byte: ${perSide(first, spread)}; dfs servers: ${describeActivity(first.before, first.after, COLD_FILES, 'file')}`)
+
+  if (target.durable !== null) {
+    // The same two reads on the network floor: the file's bytes fetched from the bare server.
+    const { mountpoint } = target.durable
+    progress('sequential read, cold: network floor')
+    await dropBefore()
+    const floorCold = await runWorkload(['read', path.join(mountpoint, BIG_FILE)])
+    check(floorCold.bytes === BIG_FILE_BYTES, `network floor: the cold read read ${floorCold.bytes} bytes, expected ${BIG_FILE_BYTES}`)
+    progress('first byte of uncached 4 KiB files: network floor')
+    await dropBefore()
+    const floorFirst = await runWorkload(['first-byte', path.join(mountpoint, COLD_DIR), `count=${COLD_FILES}`])
+    check(floorFirst.bytes === COLD_FILES, `network floor: the first byte workload read ${floorFirst.bytes} bytes, expected ${COLD_FILES}`)
+    readRows.push({ workload: 'sequential read 256 MiB, cold', unit: 'MB/s', local: rate(cold.local, true), sshfs: cold.sshfs === null ? null : rate(cold.sshfs, true), floor: rate(floorCold, true), dfs: rate(cold.dfs, true) },
+      { workload: `first byte of an uncached 4 KiB file (of ${COLD_FILES})`, unit: 'ms, median', local: medianMs(first.local), sshfs: first.sshfs === null ? null : medianMs(first.sshfs), floor: medianMs(floorFirst), dfs: medianMs(first.dfs), lowerIsBetter: true })
+    details.push(`network floor: sequential read, cold ${passes(floorCold)}; first byte ${spread(floorFirst)}`)
+  }
 
   const listing = await each('ls -l', (dir) => ['ls', dir(LISTED_DIR), `runs=${REPEATS}`])
   everySide(listing, (r) => r.ops === LISTED_FILES, `ls: saw ${LISTED_FILES} entries`)
@@ -552,7 +577,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     details.push(`ls -l of ${formatNumber(LARGE_FOLDER_FILES)}: ${sides.map(shown).join('; ')}; dfs servers: ${describeActivity(before, after, LARGE_LS_RUNS, 'pass')}`)
   }
 
-  return { rows, durableRows, details, folderRatios, pageCacheDrop }
+  return { rows, durableRows, readRows, details, folderRatios, pageCacheDrop }
 }
 
 /** How fast dfs is against another side: below 1 means slower, for rates and for times alike. */
@@ -588,11 +613,14 @@ function floorTable (rows: Row[]): string {
  * makes each close, fsync and unlink durable on a server (sshfs makes none durable). floor/local is
  * the most a durable design reaches against the local folder here.
  */
-function durableTable (rows: DurableRow[]): string {
-  const ratio = (a: number, b: number | null): string => b === null ? '-' : (a / b).toPrecision(2)
-  return aligned([['workload', 'unit', 'local', 'sshfs', 'durable floor', 'dfs', 'floor/local', 'floor/sshfs', 'dfs/floor', 'dfs/local', 'dfs/sshfs'],
-    ...rows.map((row) => [row.workload, row.unit, formatFigure(row.local), row.sshfs === null ? '-' : formatFigure(row.sshfs), formatFigure(row.floor), formatFigure(row.dfs),
-      ratio(row.floor, row.local), ratio(row.floor, row.sshfs), ratio(row.dfs, row.floor), ratio(row.dfs, row.local), ratio(row.dfs, row.sshfs)])])
+function durableTable (rows: DurableRow[], floorName = 'durable floor'): string {
+  return aligned([['workload', 'unit', 'local', 'sshfs', floorName, 'dfs', 'floor/local', 'floor/sshfs', 'dfs/floor', 'dfs/local', 'dfs/sshfs'],
+    ...rows.map((row) => {
+      // How fast `a` is against `b`, for rates and times alike.
+      const ratio = (a: number, b: number | null): string => b === null ? '-' : (row.lowerIsBetter === true ? b / a : a / b).toPrecision(2)
+      return [row.workload, row.unit, formatFigure(row.local), row.sshfs === null ? '-' : formatFigure(row.sshfs), formatFigure(row.floor), formatFigure(row.dfs),
+        ratio(row.floor, row.local), ratio(row.floor, row.sshfs), ratio(row.dfs, row.floor), ratio(row.dfs, row.local), ratio(row.dfs, row.sshfs)]
+    })])
 }
 
 /** Text columns under a header and a rule: the first two to the left, the figures to the right. */
@@ -747,6 +775,10 @@ async function main (argv: string[]): Promise<void> {
         ? []
         : ['', 'durable floor: the passthrough again, each close or fsync of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create or an unlink (bench/syncServer.ts): the least durable steps on a server cost here',
             '', durableTable(result.durableRows)]),
+      ...(result.readRows.length === 0
+        ? []
+        : ['', 'network floor: the durable floor\'s mount again, each file opened for reading fetched from its bare server (GET, streamed from the disk) and read from memory as it arrives, no copy kept (bench/passthrough.ts): the least a read over HTTP costs here',
+            '', durableTable(result.readRows, 'network floor')]),
       ...(result.folderRatios.length === 0
         ? []
         : ['', `large folder, ${formatNumber(LARGE_FOLDER_FILES)} files against ${FEW_FOLDER_FILES}: time of one operation in the large folder / in the small one, median (mean) of ${FOLDER_OP_COUNT}`,

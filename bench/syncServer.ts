@@ -12,7 +12,9 @@ import path from 'node:path'
  * the passthrough), and of its folder too when it ends a create, so the name is durable as
  * well. `POST /sync?path=REL&folder=1`: fsync of a folder (after an unlink). 204 once synced.
  * This is what any design pays that makes such a step durable on a server over HTTP: one
- * request, its bytes, one fsync round; dfs pays it and its own work.
+ * request, its bytes, one fsync round; dfs pays it and its own work. `GET /content?path=REL`
+ * answers a file's bytes, streamed from the disk: the network floor of a read (the durable
+ * floor's mount fetches each file it opens for reading so).
  * The process exits when the pipe to its parent closes, so a benchmark that dies leaves no
  * server behind.
  */
@@ -21,6 +23,8 @@ export interface SyncServer {
   url: string
   /** Requests answered with a sync so far. */
   syncs: () => Promise<number>
+  /** Files sent so far (GET /content). */
+  fetches: () => Promise<number>
   close: () => Promise<void>
 }
 
@@ -42,15 +46,30 @@ export async function startSyncServer (tree: string): Promise<SyncServer> {
   })
   return {
     url,
-    syncs: async () => {
-      const response = await fetch(`${url}/syncs`)
-      return Number(await response.text())
-    },
+    syncs: async () => await countOf(`${url}/syncs`),
+    fetches: async () => await countOf(`${url}/fetches`),
     close: async () => {
       child.kill('SIGTERM')
       await exited
     }
   }
+}
+
+/** A file's bytes, streamed as they are read from the disk (in 1 MiB reads), with their length first. */
+function sendContent (file: string, response: http.ServerResponse): void {
+  fs.stat(file, (err, stats) => {
+    if (err !== null) {
+      response.writeHead(404).end()
+      return
+    }
+    response.writeHead(200, { 'content-length': stats.size })
+    fs.createReadStream(file, { highWaterMark: 1024 * 1024 }).on('error', () => response.destroy()).pipe(response)
+  })
+}
+
+async function countOf (url: string): Promise<number> {
+  const response = await fetch(url)
+  return Number(await response.text())
 }
 
 function serve (tree: string): void {
@@ -73,6 +92,7 @@ function serve (tree: string): void {
     })
   }
   let syncs = 0
+  let fetches = 0
   const server = http.createServer((request, response) => {
     const url = new URL(request.url ?? '/', 'http://floor')
     const rel = url.searchParams.get('path')
@@ -80,6 +100,15 @@ function serve (tree: string): void {
     request.once('end', () => {
       if (request.method === 'GET' && url.pathname === '/syncs') {
         response.writeHead(200).end(String(syncs))
+        return
+      }
+      if (request.method === 'GET' && url.pathname === '/fetches') {
+        response.writeHead(200).end(String(fetches))
+        return
+      }
+      if (request.method === 'GET' && url.pathname === '/content' && rel !== null) {
+        fetches++
+        sendContent(path.join(tree, rel), response)
         return
       }
       if (request.method !== 'POST' || url.pathname !== '/sync' || rel === null) {

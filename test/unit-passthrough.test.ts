@@ -2,12 +2,14 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { passthroughOperations, synchronousCalls } from '../bench/passthrough'
+import { durablePassthroughOperations, passthroughOperations, synchronousCalls } from '../bench/passthrough'
+import { startSyncServer } from '../bench/syncServer'
 
 /*
  * The benchmark's passthrough (bench/passthrough.ts) called as fuse-native would call it, on
  * a temp folder and with no mount: each answer is a number first (0, a count, or a negative
- * errno), and what it did is on the folder behind it.
+ * errno), and what it did is on the folder behind it. The network floor's reads go to a real
+ * sync server (bench/syncServer.ts) on loopback.
  */
 
 type Op = (...args: unknown[]) => void
@@ -18,7 +20,7 @@ async function call (ops: Record<string, unknown>, name: string, ...args: unknow
 }
 
 const { ENOENT, EEXIST, ENOTEMPTY } = os.constants.errno
-const { O_RDWR, O_CREAT, O_EXCL } = fs.constants
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants
 
 for (const [name, calls] of [['asynchronous', fs], ['synchronous', synchronousCalls()]] as const) {
   t.test(`${name} calls: answers failures as negative errnos and does the work on the folder behind it`, async (t) => {
@@ -62,3 +64,47 @@ for (const [name, calls] of [['asynchronous', fs], ['synchronous', synchronousCa
     t.same(await call(ops, 'rmdir', '/dir'), [0])
   })
 }
+
+t.test('the network floor: a file opened for reading only is fetched from the bare server, once per open, and read from the bytes that came', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-passthrough-'))
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const big = Buffer.alloc(3 * 1024 * 1024 + 17)
+  for (let i = 0; i + 4 <= big.length; i += 4) big.writeUInt32LE(i, i)
+  fs.writeFileSync(path.join(root, 'big'), big)
+  fs.writeFileSync(path.join(root, 'small'), 'hello')
+  const server = await startSyncServer(root)
+  t.teardown(async () => await server.close())
+  const ops = durablePassthroughOperations(root, server.url)
+
+  const [opened, fd] = await call(ops, 'open', '/big', O_RDONLY)
+  t.equal(opened, 0)
+  t.equal(await server.fetches(), 1, 'the open fetched the file')
+  for (const [position, length] of [[0, 4096], [1024 * 1024 - 10, 20], [2 * 1024 * 1024 + 3, 131072], [big.length - 7, 4096]]) {
+    const buffer = Buffer.alloc(length)
+    const [count] = await call(ops, 'read', '/big', fd, buffer, length, position)
+    const expected = big.subarray(position, position + length)
+    t.equal(count, expected.length, `a read of ${length} at ${position} answers its count`)
+    t.ok(buffer.subarray(0, expected.length).equals(expected), `and the bytes there (${position})`)
+  }
+  t.same(await call(ops, 'read', '/big', fd, Buffer.alloc(10), 10, big.length), [0], 'nothing past the end')
+  // All of it came (the read at the end waited for it): a change on the disk now is not what the handle reads.
+  const changed = fs.openSync(path.join(root, 'big'), 'r+')
+  fs.writeSync(changed, Buffer.from('XXXX'), 0, 4, 0)
+  fs.closeSync(changed)
+  const again = Buffer.alloc(8)
+  await call(ops, 'read', '/big', fd, again, 8, 0)
+  t.ok(again.equals(big.subarray(0, 8)), 'the handle reads the bytes that came from the server, not the disk')
+  t.same(await call(ops, 'release', '/big', fd), [0])
+
+  const [, small] = await call(ops, 'open', '/small', O_RDONLY)
+  const buffer = Buffer.alloc(64)
+  t.same(await call(ops, 'read', '/small', small, buffer, 64, 0), [5])
+  t.equal(buffer.subarray(0, 5).toString(), 'hello')
+  await call(ops, 'release', '/small', small)
+  t.equal(await server.fetches(), 2, 'one fetch per open for reading')
+
+  const [, writable] = await call(ops, 'open', '/small', O_RDWR)
+  t.same(await call(ops, 'read', '/small', writable, buffer, 64, 0), [5], 'a handle that may write reads the file itself')
+  await call(ops, 'release', '/small', writable)
+  t.equal(await server.fetches(), 2, 'with no fetch')
+})
