@@ -937,10 +937,11 @@ export class FileStore {
     let stats: fs.Stats
     let realParent: string | null = null
     try {
-      if (path === '/') stats = await fsp.stat(disk)
+      // On the event loop (servers/common/diskSteps.ts).
+      if (path === '/') stats = fs.statSync(disk)
       else {
-        // On the event loop (servers/common/diskSteps.ts). The path's own error goes first (a
-        // path too long is ENAMETOOLONG, not its missing folder's ENOENT).
+        // The path's own error goes first (a path too long is ENAMETOOLONG, not its missing
+        // folder's ENOENT).
         stats = fs.lstatSync(disk)
         realParent = fs.realpathSync.native(nodePath.dirname(disk))
       }
