@@ -4,7 +4,6 @@ import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES } from '../../src/shared/protocol'
-
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'

@@ -101,8 +101,7 @@ export interface DfsClientOptions {
  */
 export type ListEntry = FileMeta & { name: string, unavailable?: true }
 
-/** The cached copy is current, or here is the current version's body, from this server. */
-/** A revalidation's answer: the copy here is current, or the current bytes are coming (`stale`: a copy of an older version is here). */
+/** The cached copy is current, or here is the current version's body, from this server (`stale`: a copy of an older version is here). */
 type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: FileApi, stale: boolean }
 
 /** For a change the caller makes while holding the file's lease itself (client.locks.acquire). */
