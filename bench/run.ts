@@ -437,15 +437,18 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
 
   if (target.durable !== null) {
     // The same two reads on the network floor: the file's bytes fetched from the bare server.
-    const { mountpoint } = target.durable
+    const { mountpoint, server } = target.durable
     progress('sequential read, cold: network floor')
     await dropBefore()
+    const fetchesBefore = await server.fetches()
     const floorCold = await runWorkload(['read', path.join(mountpoint, BIG_FILE)])
-    check(floorCold.bytes === BIG_FILE_BYTES, `network floor: the cold read read ${floorCold.bytes} bytes, expected ${BIG_FILE_BYTES}`)
+    const fetchesCold = await server.fetches() - fetchesBefore
+    check(floorCold.bytes === BIG_FILE_BYTES && fetchesCold === 1, `network floor: the cold read read ${floorCold.bytes} bytes (expected ${BIG_FILE_BYTES}) in ${fetchesCold} fetches (expected 1)`)
     progress('first byte of uncached 4 KiB files: network floor')
     await dropBefore()
     const floorFirst = await runWorkload(['first-byte', path.join(mountpoint, COLD_DIR), `count=${COLD_FILES}`])
-    check(floorFirst.bytes === COLD_FILES, `network floor: the first byte workload read ${floorFirst.bytes} bytes, expected ${COLD_FILES}`)
+    const fetchesFirst = await server.fetches() - fetchesBefore - fetchesCold
+    check(floorFirst.bytes === COLD_FILES && fetchesFirst === COLD_FILES, `network floor: the first byte workload read ${floorFirst.bytes} bytes in ${fetchesFirst} fetches (expected ${COLD_FILES} of each)`)
     readRows.push({ workload: 'sequential read 256 MiB, cold', unit: 'MB/s', local: rate(cold.local, true), sshfs: cold.sshfs === null ? null : rate(cold.sshfs, true), floor: rate(floorCold, true), dfs: rate(cold.dfs, true) },
       { workload: `first byte of an uncached 4 KiB file (of ${COLD_FILES})`, unit: 'ms, median', local: medianMs(first.local), sshfs: first.sshfs === null ? null : medianMs(first.sshfs), floor: medianMs(floorFirst), dfs: medianMs(first.dfs), lowerIsBetter: true })
     details.push(`network floor: sequential read, cold ${passes(floorCold)}; first byte ${spread(floorFirst)}`)
@@ -608,10 +611,11 @@ function floorTable (rows: Row[]): string {
 }
 
 /**
- * Workloads with durable steps against the durable floor: what one request and one fsync
- * round per durable step cost on this machine in this run, the least any design pays that
- * makes each close, fsync and unlink durable on a server (sshfs makes none durable). floor/local is
- * the most a durable design reaches against the local folder here.
+ * Workloads against a floor of what a design over HTTP pays at least, on this machine in this
+ * run: the durable floor for durable steps (one request and one fsync round per close, fsync
+ * and unlink made durable on a server; sshfs makes none durable), the network floor for
+ * reads (one request per open, the bytes read from memory as they come). floor/local and
+ * floor/sshfs are the most such a design reaches against the local folder and sshfs here.
  */
 function durableTable (rows: DurableRow[], floorName = 'durable floor'): string {
   return aligned([['workload', 'unit', 'local', 'sshfs', floorName, 'dfs', 'floor/local', 'floor/sshfs', 'dfs/floor', 'dfs/local', 'dfs/sshfs'],
