@@ -10,6 +10,7 @@ import type { IntentSlot, RangeIntent } from '../servers/file/rangeJournal'
 import { BadRequestError, ConflictError } from '../src/shared/errors'
 import { decodeRanges, encodeRanges } from '../src/shared/rangeFrames'
 import { DirtyRanges } from '../src/client/dirtyRanges'
+import { recentProblems } from '../servers/common/problems'
 
 /* Range writes (PATCH /content) in a file server's store, and their crash recovery, on a temp folder. */
 
@@ -150,4 +151,24 @@ t.test('dirty ranges merge, and a truncation makes the whole tail dirty', async 
   t.same(dirty.take(70), [[0, 5], [50, 70]])
   dirty.give([[1, 2]])
   t.same(dirty.take(10), [[1, 2]])
+})
+
+t.test('a range write is answered before its fsyncs; the next change of the file and the store\'s close wait for them', async (t) => {
+  const { store, root, reopen } = await storeWith(t, 'aaaaaaaaaa')
+  const before = await store.stat('/db')
+  const problemsBefore = recentProblems(100).length
+  const first = await store.writeRanges('/db', ranges([0, 'B']), 10, before.version, undefined, 'change-a')
+  t.equal(first.version, before.version + 1, 'answered with its version')
+  t.equal((await store.stat('/db')).version, first.version, 'which counts at once')
+  // Answered before its fsyncs are done: its intent is still in use, so a second write takes a slot of its own.
+  const second = await store.writeRanges('/db', ranges([1, 'C']), 10, first.version, undefined, 'change-b')
+  t.equal(second.version, first.version + 1, 'the next write of the file is built on it')
+  t.equal(await onDisk(root), 'BCaaaaaaaa')
+  const third = store.writeRanges('/db', ranges([2, 'D']), 10, second.version)
+  const reopened = await reopen()
+  t.equal((await third).version, second.version + 1, 'a write answered just before the close')
+  t.equal(recentProblems(100).length, problemsBefore, 'the close waited for its fsyncs: none failed')
+  t.equal((await reopened.stat('/db')).version, second.version + 1, 'every version on disk')
+  t.equal(await onDisk(root), 'BCDaaaaaaa')
+  t.same(await fsp.readdir(path.join(root, STATE_DIR_NAME, 'ranges')), [], 'no intent left to replay')
 })

@@ -5,6 +5,7 @@ import { FileRoutes, Headers } from '../../src/shared/protocol'
 import { bodyOf, changeIdOf, queryOf } from '../common/input'
 import type { MutationContext } from './context'
 import { renameOnServer } from './rename'
+import { crashPoint } from '../common/crashPoints'
 import { changerOf, writerOf } from './callerClient'
 
 /** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
@@ -108,6 +109,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     stats.rangeWrites++
     stats.rangeBytes += body.length
     await changed(req, path, meta.version)
+    // A test's crash once this answer has left, perhaps before the write's fsyncs are done
+    // (FileStore.writeRanges answers first): test/crash-consistency.test.ts.
+    res.once('finish', () => crashPoint('range:answered'))
     res.json(meta)
   })
 

@@ -47,14 +47,16 @@ export interface IntentSlot {
  * fdatasync and the version line run side by side. A crash in the second round leaves the
  * version at `fromVersion` or at `fromVersion + 1` with the bytes anywhere between old and
  * new, and the start replays the intent in both cases (writing the same bytes again is
- * harmless). Once the write is answered, its data is on disk, so a later change to the file
+ * harmless). The write is answered between the two rounds (FileStore.writeRanges): from the
+ * first on, the intent makes it durable. Once the second round is done, its data is on disk,
+ * so a later change to the file (which waits for that round under the file's write lock)
  * never needs the intent again; a later change that bumps the version puts it past
  * `fromVersion + 1` for good (versions only go up, and every change that replaces the file
  * at the path gives it a version above), so a stale intent is never replayed over it. A
  * change that keeps the version (times, mode) is not undone by writing the same bytes.
  *
  * The intents live in slot files in ROOT/.dfs/ranges/, each reused for the next write once
- * its write is answered: no file made, no name synced and no unlink per write. A slot keeps
+ * its write's second round is done: no file made, no name synced and no unlink per write. A slot keeps
  * its last intent until it is overwritten (the rule above makes that harmless); the start
  * empties the folder once it has replayed what needed it.
  */
@@ -100,7 +102,7 @@ export class RangeJournal {
     this.free.push(slot)
   }
 
-  /** The intent's write is answered (its bytes and version are on disk): the slot takes the next one. */
+  /** The intent's write is done (its bytes and version are on disk): the slot takes the next one. */
   done (slot: IntentSlot): void {
     this.free.push(slot)
   }

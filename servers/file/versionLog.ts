@@ -171,11 +171,32 @@ export class VersionLog {
    * the range it added (checked at start: see the class comment).
    */
   async set (filePath: string, version: number | null, changeId?: string, appended?: AppendedRange): Promise<void> {
+    const durable = this.writeLine(filePath, version, changeId, appended)
+    await durable
+    this.count(filePath, version, changeId)
+  }
+
+  /**
+   * As set, but the version counts here at once, before its line is durable: for a change
+   * made durable by other means first (a range write's redo intent, which a start replays
+   * to this same version), whose caller answers before this line's fsync.
+   */
+  async setBeforeDurable (filePath: string, version: number, changeId?: string): Promise<void> {
+    const durable = this.writeLine(filePath, version, changeId)
+    this.count(filePath, version, changeId)
+    await durable
+  }
+
+  /** Writes the line (on the event loop: into the page cache); answers once it is on disk. */
+  private async writeLine (filePath: string, version: number | null, changeId?: string, appended?: AppendedRange): Promise<void> {
     const line: LogLine = { p: filePath, v: version }
     if (changeId !== undefined) line.c = changeId
     if (appended !== undefined) Object.assign(line, { a: appended.from, s: appended.to, h: appended.crc })
     fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
     await timedSync('versions', this.syncs.durable())
+  }
+
+  private count (filePath: string, version: number | null, changeId?: string): void {
     if (version === null) {
       this.versions.delete(filePath)
       this.changes.delete(filePath)

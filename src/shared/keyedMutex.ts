@@ -24,4 +24,9 @@ export class KeyedMutex {
   busy (key: string): boolean {
     return this.tails.has(key)
   }
+
+  /** Resolves once the tasks running or waiting now, on every key, are done (whatever their outcome). */
+  async idle (): Promise<void> {
+    await Promise.all(this.tails.values())
+  }
 }
