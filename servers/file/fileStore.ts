@@ -517,8 +517,8 @@ export class FileStore {
    * (in the page cache): a crash from then on leaves the intent, which the start replays to
    * the same bytes at the same version (RangeJournal), so the write is durable already. The
    * file's fsync and the version line's go on after the answer, still under the file's write
-   * lock, so nothing else changes or reads the file through the store before they are done;
-   * the intent's slot is reused only then. One round of fsyncs on the caller's path instead
+   * lock, so no other change of the file, and no read that takes the lock (GET /content, a
+   * stat with the bytes), starts before they are done; the intent's slot is reused only then. One round of fsyncs on the caller's path instead
    * of two (a database's commit makes two range writes: the journal's and the file's).
    */
   async writeRanges (path: string, body: Buffer, size: number, fromVersion: number, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {

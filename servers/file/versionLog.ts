@@ -171,8 +171,7 @@ export class VersionLog {
    * the range it added (checked at start: see the class comment).
    */
   async set (filePath: string, version: number | null, changeId?: string, appended?: AppendedRange): Promise<void> {
-    const durable = this.writeLine(filePath, version, changeId, appended)
-    await durable
+    await this.writeLine(filePath, version, changeId, appended)
     this.count(filePath, version, changeId)
   }
 
