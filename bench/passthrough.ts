@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
+import { O_ACCMODE } from '../src/client/openFiles'
 import { errnoOf } from '../src/fuse/errno'
 import { FuseUnavailableError, loadFuse } from '../src/fuse/loadFuse'
 import { kernelOptions } from '../src/fuse/mount'
@@ -43,9 +44,6 @@ type TimeArgument = number | 'now' | 'omit'
 
 /** Node's callback for an fs call with no result, answered as 0 or a negative errno. */
 const done = (cb: Callback) => (err: NodeJS.ErrnoException | null): void => cb(err === null ? 0 : errnoOf(err))
-
-/** The access mode's bits of open flags (Linux's O_ACCMODE, which Node's fs.constants lacks). */
-const O_ACCMODE = 3
 
 /** A count (bytes read or written) or a negative errno. */
 const counted = (cb: Callback) => (err: NodeJS.ErrnoException | null, n: number): void => cb(err === null ? n : errnoOf(err))

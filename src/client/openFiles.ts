@@ -13,8 +13,8 @@ import { WorkingCopy } from './workingCopy'
 import type { WorkingCopyBackend } from './workingCopy'
 
 const { O_RDONLY, O_WRONLY, O_RDWR, O_APPEND, O_EXCL } = fs.constants
-/** Linux's mask of the access mode bits; Node does not export it. */
-const O_ACCMODE = 3
+/** Linux's mask of the access mode bits of open flags; Node does not export it. */
+export const O_ACCMODE = 3
 
 const NO_HANDLES: ReadonlySet<never> = new Set()
 /** What a file created here holds until its first write. */

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import type { DfsClient, ListEntry } from '../client/dfsClient'
 import { baseName } from '../shared/paths'
+import { O_ACCMODE } from '../client/openFiles'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
@@ -63,8 +64,6 @@ function cachingOf (path: string, flags: number, appendedHere: boolean): number 
 
 /** sqlite's WAL index file, NAME-shm: mapped with mmap(MAP_SHARED) (see cachingOf). */
 const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
-/** Linux's mask of the access mode bits; Node does not export it. */
-const O_ACCMODE = 3
 const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
