@@ -174,7 +174,7 @@ export class OpenFileTable {
     const id = this.nextId++
     // Other handles' appends were sent before: the path's end is the size just seen.
     let appends = this.appends.get(canonical)
-    if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(), base: appendBase, sending: 0 })
+    if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(this.maxPendingBytes), base: appendBase, sending: 0 })
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
     const file: OpenFile = { id, path: canonical, flags, reader, download, readerVersion: seen.version, appends, readerBehind: false, flushFailed: false, working: null }
     this.files.set(id, file)
