@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { DirectoryApi } from '../src/shared/api'
+import { DirectoryApi, FileApi } from '../src/shared/api'
 import { Transport } from '../src/shared/transport'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster } from './helpers/processCluster'
@@ -82,4 +82,26 @@ t.test('names of a file server that is down while the directory restarts stay li
   await t.rejects(client.readFile('/logs/c.log'), { code: 'UNAVAILABLE' }, 'its file fails as unavailable, not as missing')
   t.equal((await client.readFile('/notes/a.txt')).toString(), 'a\n', 'the other server\'s files are served')
   t.ok(fs.existsSync(path.join(cluster.workDir, 'directory-state', 'namespace.journal')), 'the journal is in the state folder')
+})
+
+t.test('an unlink the directory cannot take leaves the file at its name, and goes through once it is back', async (t) => {
+  const cluster = await startProcessCluster(t, { trees })
+  const directory = directoryOf(cluster)
+  const before = await everything(directory)
+  const server = cluster.files[0]
+  const onDisk = path.join(server.root as string, 'notes', 'a.txt')
+  // Straight to the file server: a client would stop at its lookup with the directory down.
+  const api = new FileApi(new Transport('file server 1', server.url, 5000, cluster.credentials.caller))
+  await cluster.directory.kill()
+  // The file is moved aside while the drop is asked; the drop fails, so it goes back.
+  await t.rejects(api.unlink('/notes/a.txt', undefined), { code: 'UNAVAILABLE' }, 'refused: the directory does not answer')
+  t.equal(fs.readFileSync(onDisk, 'utf8'), 'a\n', 'the file is at its name on the disk, whole')
+  t.equal((await api.stat('/notes/a.txt')).size, 2, 'and the file server serves it')
+  await cluster.directory.restart()
+  t.same(await everything(directory), before, 'every name still listed, on its server')
+  const client = cluster.client()
+  t.equal((await client.readFile('/notes/a.txt')).toString(), 'a\n', 'a client reads it')
+  await client.unlink('/notes/a.txt')
+  t.notOk(fs.existsSync(onDisk), 'the unlink goes through with the directory back')
+  t.notOk((await everything(directory)).includes('/notes/a.txt@1'), 'and the directory forgot the name')
 })

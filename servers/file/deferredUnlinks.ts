@@ -16,17 +16,36 @@ export class DeferredUnlinks {
 
   /** Moves the file at `file` to `parking` (a free name, on the same file system if it can be); its space is freed later. */
   take (file: string, parking: string): void {
+    if (this.park(file, parking)) this.release(parking)
+    // A folder of the root that is another file system's mount point: removed in place.
+    else fs.unlinkSync(file)
+  }
+
+  /**
+   * Moves the file at `file` to `parking` and keeps it there until release() frees it or
+   * restore() puts it back: a removal that another server may still refuse. False when it
+   * cannot be parked (`parking` is on another file system): nothing was done then.
+   */
+  park (file: string, parking: string): boolean {
     // On the event loop: a rename changes two directory entries and frees nothing.
     try {
       fs.renameSync(file, parking)
+      return true
     } catch (err) {
-      // A folder of the root that is another file system's mount point: removed in place.
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
-      fs.unlinkSync(file)
-      return
+      return false
     }
+  }
+
+  /** A parked file's space is freed, in the background. */
+  release (parking: string): void {
     this.waiting.push(parking)
     this.draining ??= this.drain()
+  }
+
+  /** A parked file back at its name (the caller holds the name's write lock: nothing was made there meanwhile). */
+  restore (parking: string, file: string): void {
+    fs.renameSync(parking, file)
   }
 
   /** Resolves once every file taken so far is unlinked. */

@@ -62,6 +62,15 @@ export interface ReceiveOptions {
  * whose lease is superseded while it waits for the lock is refused, not written after.
  */
 export type WriteGuard = () => Promise<unknown>
+
+/**
+ * What another server does beside a change's last round of fsyncs (the directory's claim of
+ * a new name, its drop of a removed one), and how to take it back if the change fails.
+ */
+export interface SideStep {
+  run: () => Promise<unknown>
+  undo: () => Promise<unknown>
+}
 const noGuard: WriteGuard = async () => {}
 
 export interface OpenedFile {
@@ -437,7 +446,7 @@ export class FileStore {
    * takes the path.
    */
   async createWithContent (path: string, body: Readable, opts: { mode?: number, mtimeMs?: number, changeId?: string, guard?: WriteGuard } = {},
-    alongside?: { run: () => Promise<unknown>, undo: () => Promise<unknown> }): Promise<{ meta: FileMeta, repeated: boolean }> {
+    alongside?: SideStep): Promise<{ meta: FileMeta, repeated: boolean }> {
     if (path === '/') throw new ConflictError('the root folder always exists', { path })
     const disk = this.diskPath(path)
     // A create is a mount's close, waited for by the program: the quick steps run on the event
@@ -603,8 +612,14 @@ export class FileStore {
     })
   }
 
-  /** Removes a file or symbolic link. Its version stays on record, so a file made later at the path starts above it. */
-  async remove (path: string): Promise<void> {
+  /**
+   * Removes a file or symbolic link. Its version stays on record, so a file made later at the
+   * path starts above it. `alongside` (the drop of the name with the directory) runs beside
+   * the folder's fsync, the file moved aside (parked) meanwhile: if either fails, the file is
+   * put back at its name, `alongside` undoes its own part, and the error is thrown. A reader
+   * of this server may find the name gone while the drop is under way, as once it is done.
+   */
+  async remove (path: string, alongside?: SideStep): Promise<void> {
     await this.writes.run(path, async () => {
       const current = await this.stat(path)
       if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
@@ -613,9 +628,27 @@ export class FileStore {
       // of fsyncs instead of two (1.5 ms of an unlink's 6 at the server, measured).
       const recorded = this.versions.get(path) === undefined ? this.versions.set(path, current.version) : undefined
       const disk = this.diskPath(path)
+      const parking = this.uploadPath()
       this.appendHandles.drop(path)
-      this.unlinks.take(disk, this.uploadPath())
-      await Promise.all([recorded, syncFile(nodePath.dirname(disk))])
+      // A file that cannot be parked (a mount point in the root) goes only once the other side's step is done.
+      const parked = this.unlinks.park(disk, parking)
+      if (!parked) {
+        await alongside?.run()
+        this.unlinks.take(disk, parking)
+      }
+      const [synced, beside] = await Promise.allSettled([
+        Promise.all([recorded, syncFile(nodePath.dirname(disk))]),
+        parked ? alongside?.run() : undefined
+      ])
+      if (synced.status === 'rejected' || beside.status === 'rejected') {
+        if (parked) {
+          if (beside.status === 'fulfilled') await alongside?.undo().catch(() => {})
+          this.unlinks.restore(parking, disk)
+          await syncFile(nodePath.dirname(disk)).catch(() => {})
+        }
+        throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
+      }
+      if (parked) this.unlinks.release(parking)
       await this.modes.drop(path)
     })
   }

@@ -124,8 +124,8 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     res.json(meta)
   })
 
-  // The directory first: once it has forgotten the path no reader finds it, so what
-  // happens on disk after that is invisible; if the directory refuses, nothing changed.
+  // The directory's drop beside the disk's removal: if the directory refuses, the file goes
+  // back to its name, so nothing changed (FileStore.remove).
   app.post(FileRoutes.unlink, async (req, res) => {
     const path = queryOf(req).path()
     // Under the path's lease, as any change; or with none (an rm of a file nobody writes:
@@ -140,22 +140,24 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const [current, keyFree] = await Promise.all([store.stat(path), withLease ? true : lock.deleteKey(path, { ifFree: true }).then((answer) => answer.deleted)])
     if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
     if (!keyFree) throw new LockedError(`${path} is locked by another writer: remove it under its lock`, { path, retryAfterMs: 0 })
-    // The client's own copy of the folder drops the name from the answer (changerOf).
-    await ctx.directory().drop(machineId, path, changerOf(req))
-    // Side by side once no reader finds the path: the file's removal from the disk, its key's
-    // from the lock server (keys are implicit: one removed early is made again by the next
-    // acquire) and the other holders' breaks need not wait for each other. The key of a
-    // lease its holder keeps goes later, unless the path is made again first (KeyRemovals).
+    // The directory's drop runs beside the folder's fsync, the file moved aside meanwhile;
+    // if either fails, the file and its name are put back (FileStore.remove). The client's own
+    // copy of the folder drops the name from the answer (changerOf).
+    const drop = {
+      run: async () => await ctx.directory().drop(machineId, path, changerOf(req)),
+      undo: async () => await tryTo(`give ${path} back to the directory`, async () => await ctx.directory().claim(machineId, path, 'file'))
+    }
+    // Side by side: the removal, the key's removal from the lock server (keys are implicit:
+    // one removed early is made again by the next acquire) and the other holders' breaks need
+    // not wait for each other. The key of a lease its holder keeps goes later, unless the path
+    // is made again first (KeyRemovals).
     let keyRemoved = !withLease
     const [removed, , broken] = await Promise.allSettled([
-      store.remove(path),
+      store.remove(path, drop),
       withLease && !keepLease ? tryTo(`remove the lock key of ${path}`, async () => { keyRemoved = (await lock.deleteKey(path)).deleted }) : undefined,
       changed(req, path, null)
     ])
-    if (removed.status === 'rejected') {
-      await tryTo(`give ${path} back to the directory`, async () => await ctx.directory().claim(machineId, path, 'file'))
-      throw removed.reason
-    }
+    if (removed.status === 'rejected') throw removed.reason
     if (broken.status === 'rejected') throw broken.reason
     if (keepLease) ctx.keyRemovals.later(path)
     // A kept lease is known still: the path's next create under it needs no question to the lock server.
