@@ -109,6 +109,31 @@ t.test('a rename within one server killed after the copy is undone', async (t) =
   t.notOk(onDisk(x.source, 'a/g.txt'), 'no second link left on the disk')
 })
 
+// A small whole store (PUT /content) is made in place behind the same redo intent as a range
+// write (FileStore.overwriteInPlace), and answered once the intent is durable: killed at each
+// step, and once its answer has left, the start finishes it, all of it.
+for (const crashAt of ['range:recorded', 'range:written', 'range:synced', 'overwrite:answered']) {
+  t.test(`a small store killed at ${crashAt} is finished at the start, all of it`, async (t) => {
+    const c = await startProcessCluster(t, { trees: [] })
+    const server = await c.addFileServer({ 'a/f.txt': CONTENT }, { DFS_CRASH_AT: crashAt })
+    const client = c.client({ timeoutMs: 2000 })
+    const before = await client.statFresh('/a/f.txt')
+    const NEW = 'the new bytes, shorter\n'
+    const store = client.writeFile('/a/f.txt', Buffer.from(NEW))
+    store.catch(() => {})
+    await waitFor('the server to kill itself', async () => !server.alive(), 15_000, 20)
+    await server.restart()
+    const stored = await store.catch(() => undefined)
+    if (crashAt === 'overwrite:answered') t.equal(stored?.version, before.version + 1, 'the answer came before the crash')
+    else if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
+    await servedAgain(client, '/a/f.txt')
+    client.forget('/a/f.txt')
+    t.equal((await client.statFresh('/a/f.txt')).version, before.version + 1, 'one version up')
+    t.equal((await client.readFile('/a/f.txt')).toString(), NEW, 'every new byte, and the new size')
+    t.same(fs.readdirSync(path.join(server.root as string, '.dfs', 'ranges')), [], 'no intent left')
+  })
+}
+
 t.test('a store killed while its body arrives leaves the file as before', async (t) => {
   const c = await startProcessCluster(t, { trees: [{ 'a/f.txt': CONTENT }] })
   const server = c.files[0]

@@ -17,7 +17,7 @@ import { noteProblem } from '../common/problems'
 import { AppendHandles } from './appendHandles'
 import { DeferredUnlinks } from './deferredUnlinks'
 import { applyRanges, RangeJournal } from './rangeJournal'
-import { decodeRanges } from '../../src/shared/rangeFrames'
+import { decodeRanges, encodeRanges } from '../../src/shared/rangeFrames'
 
 /** Opens never follow a symbolic link at the last step: a link is served as a link, never as what it points to. */
 const { O_NOFOLLOW } = fs.constants
@@ -515,12 +515,27 @@ export class FileStore {
   }
 
   /**
+   * Replaces a small file's bytes whole as a range write of all of them (writeRanges), at
+   * whatever version is current: in place behind a redo intent, answered once the intent
+   * is durable and the bytes are in place. One round of fsyncs before the answer instead of
+   * overwrite's two (its upload's, then the folder's after the rename), and the file keeps
+   * its inode. A reader sees the old bytes or the new, never a mix: every read of the bytes
+   * here takes the file's write lock, and one that streams it makes writeRanges write into a
+   * copy renamed over it instead. The intent holds the bytes, so the caller keeps this to
+   * small bodies (IN_PLACE_OVERWRITE_BYTES).
+   */
+  async overwriteInPlace (path: string, data: Buffer, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
+    return await this.writeRanges(path, encodeRanges([{ offset: 0, data }]), data.length, null, guard, changeId)
+  }
+
+  /**
    * A range write: the ranges (framed, rangeFrames.ts) placed into the file at
    * `fromVersion`, then the file cut or grown to `size`, as one new version; all or nothing
    * across crashes. In place, behind a redo intent (RangeJournal), so the cost is the bytes
    * changed; while a reader streams the file, into a copy renamed over it instead (the
    * reader keeps the old inode and its bytes). A file no longer at `fromVersion` is a
-   * conflict: the caller's ranges describe changes to another version.
+   * conflict: the caller's ranges describe changes to another version. `fromVersion` null:
+   * whatever version is current under the lock (a whole replacement, overwriteInPlace).
    *
    * In place, the write is answered once its intent is durable and its bytes are in the file
    * (in the page cache): a crash from then on leaves the intent, which the start replays to
@@ -530,7 +545,7 @@ export class FileStore {
    * stat with the bytes), starts before they are done; the intent's slot is reused only then. One round of fsyncs on the caller's path instead
    * of two (a database's commit makes two range writes: the journal's and the file's).
    */
-  async writeRanges (path: string, body: Buffer, size: number, fromVersion: number, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
+  async writeRanges (path: string, body: Buffer, size: number, fromVersion: number | null, guard: WriteGuard = noGuard, changeId?: string): Promise<FileMeta> {
     const ranges = decodeRanges(body)
     if (ranges.some(({ offset, data }) => offset + data.length > size)) throw new BadRequestError('a range ends past the size given', { path })
     let answer: (meta: FileMeta) => void = () => {}
@@ -540,7 +555,7 @@ export class FileStore {
       await guard()
       const checked = await this.lstatInside(path)
       const current = requireFile(await this.describe(path, checked))
-      if (current.version !== fromVersion) throw new ConflictError(`${path} is at version ${current.version}, not ${fromVersion}`, { path })
+      if (fromVersion !== null && current.version !== fromVersion) throw new ConflictError(`${path} is at version ${current.version}, not ${fromVersion}`, { path })
       if (this.reading.has(path)) {
         const file = this.uploadPath()
         await fsp.copyFile(this.diskPath(path), file, fs.constants.COPYFILE_EXCL)
@@ -559,7 +574,7 @@ export class FileStore {
       // The open and the intent side by side: the intent only has to be on disk before the first byte.
       const [opened, recorded] = await Promise.allSettled([
         this.openChecked(path, checked, fs.constants.O_RDWR),
-        this.rangeJournal.record({ path, fromVersion, size, body, inode: inodeOf(checked), changeId })
+        this.rangeJournal.record({ path, fromVersion: current.version, size, body, inode: inodeOf(checked), changeId })
       ])
       if (opened.status === 'rejected') {
         if (recorded.status === 'fulfilled') await this.rangeJournal.cancel(recorded.value)

@@ -11,6 +11,13 @@ import { changerOf, writerOf } from './callerClient'
 /** The largest body of one range write: it is held in memory (a client sends more as a whole store). */
 export const MAX_RANGE_WRITE_BYTES = 256 * 1024 * 1024
 
+/**
+ * A whole store (PUT /content) up to this size (Content-Length) is made in place behind a
+ * redo intent that holds its bytes (FileStore.overwriteInPlace); a larger one through an
+ * upload renamed over the file, which writes its bytes once.
+ */
+export const IN_PLACE_OVERWRITE_BYTES = 1024 * 1024
+
 /** A range write body up to this size (Content-Length) is read before its lease is checked, once, in the write lock. */
 const RANGE_WRITE_READ_BEFORE_LEASE_BYTES = 1024 * 1024
 
@@ -87,9 +94,18 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const path = queryOf(req).path()
     // Before the body is read (a writer without the lease uploads nothing), and again when it is placed.
     await leases.require(req, path)
-    const meta: FileMeta = await store.overwrite(path, req, async () => await leases.require(req, path), changeIdOf(req))
+    const guard = async (): Promise<unknown> => await leases.require(req, path)
+    // A small body (an editor's save, `echo > file`) replaces the file in place behind a redo
+    // intent, answered after one round of fsyncs; a larger one goes through an upload renamed
+    // over the file (FileStore.overwriteInPlace, FileStore.overwrite).
+    const declared = Number(req.get('content-length'))
+    const meta: FileMeta = declared <= IN_PLACE_OVERWRITE_BYTES
+      ? await store.overwriteInPlace(path, await bodyBytes(req, IN_PLACE_OVERWRITE_BYTES), guard, changeIdOf(req))
+      : await store.overwrite(path, req, guard, changeIdOf(req))
     stats.overwrites++
     await changed(req, path, meta.version)
+    // A test's crash once this answer has left (test/crash-consistency.test.ts).
+    res.once('finish', () => crashPoint('overwrite:answered'))
     res.json(meta)
   })
 
