@@ -62,6 +62,7 @@ export interface ReceiveOptions {
  * whose lease is superseded while it waits for the lock is refused, not written after.
  */
 export type WriteGuard = () => Promise<unknown>
+const noGuard: WriteGuard = async () => {}
 
 /**
  * What another server does beside a change's last round of fsyncs (the directory's claim of
@@ -71,7 +72,6 @@ export interface SideStep {
   run: () => Promise<unknown>
   undo: () => Promise<unknown>
 }
-const noGuard: WriteGuard = async () => {}
 
 export interface OpenedFile {
   meta: FileMeta
@@ -658,8 +658,12 @@ export class FileStore {
       if (synced.status === 'rejected' || beside.status === 'rejected') {
         if (parked) {
           if (beside.status === 'fulfilled') await alongside?.undo().catch(() => {})
-          this.unlinks.restore(parking, disk)
-          await syncFile(nodePath.dirname(disk)).catch(() => {})
+          try {
+            this.unlinks.restore(parking, disk)
+            await syncFile(nodePath.dirname(disk))
+          } catch (err) {
+            noteProblem(`could not put ${path} back after its removal failed (it is left at ${parking}, which the next start empties): ${err instanceof Error ? err.message : String(err)}`)
+          }
         }
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
       }

@@ -4,9 +4,8 @@ import path from 'node:path'
 import { timedSync } from '../common/metrics'
 import { GroupSync } from './groupSync'
 import { syncFile } from '../common/diskSteps'
+import { RecentChanges } from './recentChanges'
 
-/** Change ids remembered per file: enough for every client's retries in flight. */
-const CHANGES_KEPT_PER_FILE = 64
 
 interface LogLine {
   p: string
@@ -19,7 +18,7 @@ interface LogLine {
   a?: number
   /** The id of the change that made this version, if the client gave one. */
   c?: string
-  /** At compaction: the ids of the file's latest changes, oldest first. */
+  /** At compaction: the ids of the file's latest changes (RecentChanges.idsOf). */
   cs?: string[]
   /** On an append's version line: the file's size after it ([a, s) are the bytes it added)... */
   s?: number
@@ -73,7 +72,7 @@ export class VersionLog {
     private readonly file: string,
     private handle: fsp.FileHandle,
     private readonly versions: Map<string, number>,
-    private readonly changes: Map<string, string[]>
+    private readonly changes: RecentChanges
   ) {
     this.syncs = new GroupSync(async () => await this.handle.datasync())
   }
@@ -87,7 +86,7 @@ export class VersionLog {
     await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'versions.log')
     const versions = new Map<string, number>()
-    const changes = new Map<string, string[]>()
+    const changes = new RecentChanges()
     const interrupted = new Map<string, number>()
     /** Per file, its last line if that was an append's version line: since the last start, so maybe not all on disk. */
     const lastAppends = new Map<string, AppendedRange & { changeId?: string }>()
@@ -111,10 +110,10 @@ export class VersionLog {
         if (v === undefined) continue
         if (v === null) {
           versions.delete(p)
-          changes.delete(p)
+          changes.drop(p)
         } else {
           versions.set(p, v)
-          for (const id of [...(cs ?? []), ...(c !== undefined ? [c] : [])]) remember(changes, p, id)
+          for (const id of [...(cs ?? []), ...(c !== undefined ? [c] : [])]) changes.remember(p, id)
         }
       } catch {
         // A torn last line from a crash mid-append: that write was never acknowledged.
@@ -129,14 +128,13 @@ export class VersionLog {
       } else {
         // Its version line reached the disk and its bytes did not: it was never acknowledged.
         await recovery.cut(filePath, range.from)
-        const ids = changes.get(filePath)
-        if (ids !== undefined && range.changeId !== undefined) changes.set(filePath, ids.filter((id) => id !== range.changeId))
+        if (range.changeId !== undefined) changes.forget(filePath, range.changeId)
       }
     }
     const compacted = path.join(stateDir, 'versions.log.tmp')
     await fsp.writeFile(compacted, [...versions].map(([p, v]) => {
       const line: LogLine = { p, v }
-      const cs = changes.get(p)
+      const cs = changes.idsOf(p)
       if (cs !== undefined) line.cs = cs
       return JSON.stringify(line) + '\n'
     }).join(''))
@@ -152,7 +150,7 @@ export class VersionLog {
 
   /** Whether the change with this id was applied to the file (and recorded) already. */
   applied (filePath: string, changeId: string): boolean {
-    return this.changes.get(filePath)?.includes(changeId) === true
+    return this.changes.applied(filePath, changeId)
   }
 
   /**
@@ -198,10 +196,10 @@ export class VersionLog {
   private count (filePath: string, version: number | null, changeId?: string): void {
     if (version === null) {
       this.versions.delete(filePath)
-      this.changes.delete(filePath)
+      this.changes.drop(filePath)
     } else {
       this.versions.set(filePath, version)
-      if (changeId !== undefined) remember(this.changes, filePath, changeId)
+      if (changeId !== undefined) this.changes.remember(filePath, changeId)
     }
   }
 
@@ -212,11 +210,4 @@ export class VersionLog {
   get path (): string {
     return this.file
   }
-}
-
-function remember (changes: Map<string, string[]>, filePath: string, changeId: string): void {
-  let ids = changes.get(filePath)
-  if (!ids) changes.set(filePath, ids = [])
-  ids.push(changeId)
-  if (ids.length > CHANGES_KEPT_PER_FILE) ids.shift()
 }

@@ -13,7 +13,7 @@ interface Slab {
  * sends them again in order.
  *
  * Writes are copied (the kernel reuses its buffer once a write is answered) into slabs that
- * grow from 16 KiB to the buffer's full size (`fullBytes`, when the caller sends it), not
+ * grow from 16 KiB to the buffer's full size (`fullBytes`: the caller sends it then), not
  * each into a buffer of its own: a large file arrives in 128 KiB writes, and allocating each
  * one cost the mount more than copying it. Once a full buffer was taken (a large write under
  * way), the next one starts with a slab of the full size: it fills one slab, which take()
