@@ -5,6 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { DfsClient } from '../src/client/dfsClient'
 import { NotFoundError } from '../src/shared/errors'
+import type { FileMeta } from '../src/shared/protocol'
 import { uploadsLeft } from './helpers/diskImage'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
@@ -57,6 +58,26 @@ async function servedAgain (client: DfsClient, file: string): Promise<void> {
       return false
     }
   }, 15_000, 100)
+}
+
+/**
+ * A change to `file` made while its server kills itself at `crashAt` (a crash point of a
+ * write behind a redo intent): after the restart it is there at one version up, and the
+ * client heard so, from the answer that left before the crash (`answeredAt`) or from its
+ * retry, if it got one; no intent is left. The caller checks the bytes.
+ */
+async function finishedAtStart (t: Test, server: ServerProcess, client: DfsClient, file: string, change: Promise<FileMeta | null>,
+  before: FileMeta, crash: { at: string, answeredAt: string }): Promise<void> {
+  change.catch(() => {})
+  await waitFor('the server to kill itself', async () => !server.alive(), 15_000, 20)
+  await server.restart()
+  const stored = await change.catch(() => undefined)
+  if (crash.at === crash.answeredAt) t.equal(stored?.version, before.version + 1, 'the answer came before the crash')
+  else if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
+  await servedAgain(client, file)
+  client.forget(file)
+  t.equal((await client.statFresh(file)).version, before.version + 1, 'one version up')
+  t.same(fs.readdirSync(path.join(server.root as string, '.dfs', 'ranges')), [], 'no intent left')
 }
 
 /** Whether a server's root holds the dfs path on its disk. */
@@ -118,19 +139,9 @@ for (const crashAt of ['range:recorded', 'range:written', 'range:synced', 'overw
     const server = await c.addFileServer({ 'a/f.txt': CONTENT }, { DFS_CRASH_AT: crashAt })
     const client = c.client({ timeoutMs: 2000 })
     const before = await client.statFresh('/a/f.txt')
-    const NEW = 'the new bytes, shorter\n'
-    const store = client.writeFile('/a/f.txt', Buffer.from(NEW))
-    store.catch(() => {})
-    await waitFor('the server to kill itself', async () => !server.alive(), 15_000, 20)
-    await server.restart()
-    const stored = await store.catch(() => undefined)
-    if (crashAt === 'overwrite:answered') t.equal(stored?.version, before.version + 1, 'the answer came before the crash')
-    else if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
-    await servedAgain(client, '/a/f.txt')
-    client.forget('/a/f.txt')
-    t.equal((await client.statFresh('/a/f.txt')).version, before.version + 1, 'one version up')
+    const NEW = 'new\n' // shorter than CONTENT: the start cuts the file to the new size too
+    await finishedAtStart(t, server, client, '/a/f.txt', client.writeFile('/a/f.txt', Buffer.from(NEW)), before, { at: crashAt, answeredAt: 'overwrite:answered' })
     t.equal((await client.readFile('/a/f.txt')).toString(), NEW, 'every new byte, and the new size')
-    t.same(fs.readdirSync(path.join(server.root as string, '.dfs', 'ranges')), [], 'no intent left')
   })
 }
 
@@ -178,16 +189,7 @@ for (const crashAt of ['range:recorded', 'range:written', 'range:synced', 'range
     const held = await client.lock('/a/db')
     t.teardown(async () => await held.release().catch(() => {}))
     const write = client.storeRanges('/a/db', [{ offset: 0, data: Buffer.from('NEW') }, { offset: 11, data: Buffer.from('NEW') }], 24, held, before.version)
-    write.catch(() => {})
-    await waitFor('the server to kill itself', async () => !server.alive(), 15_000, 20)
-    await server.restart()
-    const stored = await write.catch(() => undefined)
-    if (crashAt === 'range:answered') t.equal(stored?.version, before.version + 1, 'the answer came before the crash')
-    else if (stored !== undefined) t.equal(stored?.version, before.version + 1, 'the retry is told the change is applied')
-    await servedAgain(client, '/a/db')
-    client.forget('/a/db')
-    t.equal((await client.statFresh('/a/db')).version, before.version + 1, 'one version up')
+    await finishedAtStart(t, server, client, '/a/db', write, before, { at: crashAt, answeredAt: 'range:answered' })
     t.equal((await client.readFile('/a/db')).toString('hex'), Buffer.from('NEW bytes, NEW bytes\n\0\0\0').toString('hex'), 'every new byte, and the new size')
-    t.same(fs.readdirSync(path.join(server.root as string, '.dfs', 'ranges')), [], 'no intent left')
   })
 }
