@@ -6,7 +6,6 @@ import { GroupSync } from './groupSync'
 import { syncFile } from '../common/diskSteps'
 import { RecentChanges } from './recentChanges'
 
-
 interface LogLine {
   p: string
   /** Absent on an append's intent line (see `a`). */
