@@ -254,9 +254,10 @@ t.test('error bodies come back as their typed errors', async (t) => {
 })
 
 t.test('a Buffer upload gets time in proportion to its size', async (t) => {
-  // The server reads the whole body, then waits DEADLINE_MS before it answers: past the
-  // plain deadline, within the one the upload's size adds (1 ms per kB).
-  const { url } = await standIn(t, (_req, res) => setTimeout(() => answerJson(res, 200, { ok: true }), DEADLINE_MS))
+  // The server reads the whole body, then waits twice DEADLINE_MS before it answers: well
+  // past the plain deadline (an answer exactly at it raced the client's timer, and a CI run
+  // saw it win), well within the one the upload's size adds (1 ms per kB: 1.2 s more here).
+  const { url } = await standIn(t, (_req, res) => setTimeout(() => answerJson(res, 200, { ok: true }), 2 * DEADLINE_MS))
   const transport = new Transport('file server 1', url, DEADLINE_MS)
   t.same(await transport.json({ method: 'PUT', route: '/content', body: Buffer.alloc(4 * DEADLINE_MS * 1000) }), { ok: true })
   const small = await failure(transport.json({ method: 'PUT', route: '/content', body: Buffer.alloc(10) }))
