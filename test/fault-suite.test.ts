@@ -398,6 +398,11 @@ t.test('fault suite: appends from two mounts through a crash and a hang of each 
         return health.servers === 2 && health.files === 2 * FAULTS.length
       }, PHASE_DEADLINE_MS, 100)
       await runFault(t, c, mounts, client, fault, n + 1)
+      // A failure here is rare and timing-bound: what each process logged is what explains it
+      // (a doubled line was traced from the mounts' retries and the file server's start).
+      if (!t.passing()) {
+        for (const proc of [...mounts, c.directory, c.lock, ...c.files]) t.comment(`output of ${proc.name} (its last part):\n${proc.output()}`)
+      }
     })
   }
 })
