@@ -14,13 +14,6 @@ export class DeferredUnlinks {
   private readonly waiting: string[] = []
   private draining: Promise<void> | null = null
 
-  /** Moves the file at `file` to `parking` (a free name, on the same file system if it can be); its space is freed later. */
-  take (file: string, parking: string): void {
-    if (this.park(file, parking)) this.release(parking)
-    // A folder of the root that is another file system's mount point: removed in place.
-    else fs.unlinkSync(file)
-  }
-
   /**
    * Moves the file at `file` to `parking` and keeps it there until release() frees it or
    * restore() puts it back: a removal that another server may still refuse. False when it
