@@ -1,7 +1,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
 import { localTempDir, quoted, succeeded } from './helpers/mountOps'
@@ -134,6 +134,59 @@ t.test('tar -x of a tree: diff -r finds no difference, and modes and mtimes are 
   t.equal(mainC.split(' ')[0], '755', 'the executable bit came through')
   // tar sets the mtime alone (atime UTIME_OMIT): the patched binding passes that on.
   t.equal(readme.split(' ')[1], String(Date.parse('2010-05-06T07:08:09Z') / 1000), 'the archived mtime was set')
+})
+
+/** Each entry below `root`: its path, type, mode, size (files), mtime to the millisecond and link target, as find prints them. */
+async function treeListing (t: Test, root: string): Promise<string[]> {
+  const listed = await run('find', ['.', '-mindepth', '1', '-printf', '%p %y %m %T@ %l\\n'], { cwd: root, timeoutMs: 30_000 })
+  succeeded(t, listed, `find in ${root}`)
+  // %T@ has nanoseconds: dfs keeps milliseconds. A folder's size differs by file system.
+  return listed.stdout.split('\n').filter((line) => line !== '').map((line) => line.replace(/(\.\d{3})\d* /, '$1 ')).sort()
+}
+
+t.test('rsync -a into the mount twice: the second run sends nothing, and times, modes and link targets match the source', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'sync/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const source = path.join(await localTempDir(t), 'tree')
+  fs.mkdirSync(path.join(source, 'src/lib'), { recursive: true })
+  fs.writeFileSync(path.join(source, 'src/main.c'), 'int main(void) { return 0; }\n')
+  fs.writeFileSync(path.join(source, 'src/lib/blob.bin'), crypto.randomBytes(300_000))
+  fs.writeFileSync(path.join(source, 'secret.txt'), 'only mine\n', { mode: 0o600 })
+  fs.chmodSync(path.join(source, 'src/main.c'), 0o755)
+  fs.symlinkSync('src/main.c', path.join(source, 'main-link'))
+  fs.symlinkSync('../nowhere', path.join(source, 'src/dangling'))
+  // Every entry an old time of its own, folders last: rsync compares mtimes to the second, so
+  // one made in the same second as its copy would not be set and would prove nothing.
+  const entries = ['src/main.c', 'src/lib/blob.bin', 'secret.txt', 'main-link', 'src/dangling', 'src/lib', 'src']
+  entries.forEach((entry, i) => {
+    const when = new Date(Date.UTC(2011, 1, 3, 4, 5, i, 100 + i))
+    fs.lutimesSync(path.join(source, entry), when, when)
+  })
+
+  const dest = mount.at('/sync/tree')
+  succeeded(t, await run('rsync', ['-a', source + '/', dest + '/'], { timeoutMs: 60_000 }), 'the first rsync -a')
+  const second = await run('rsync', ['-a', '--itemize-changes', source + '/', dest + '/'], { timeoutMs: 60_000 })
+  succeeded(t, second, 'the second rsync -a')
+  // Without kept times rsync would send every file again, and itemize each.
+  t.equal(second.stdout.trim(), '', 'the second run changed nothing')
+  t.same(await treeListing(t, dest), await treeListing(t, source), 'every entry has the source\'s type, mode, mtime and link target')
+  t.equal((await run('diff', ['-r', '--no-dereference', source, dest])).code, 0, 'and the same bytes')
+})
+
+t.test('mknod: a fifo is refused with "Operation not permitted"; a regular file is made empty', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'nodes/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const fifo = await run('mkfifo', [mount.at('/nodes/pipe')])
+  t.not(fifo.code, 0, 'mkfifo fails')
+  t.match(fifo.stderr, /Operation not permitted/, `with EPERM: ${outcome(fifo)}`)
+  // mknod(2) of S_IFREG: libfuse makes it a create.
+  const regular = await run('python3', ['-c', 'import os, stat, sys; os.mknod(sys.argv[1], 0o640 | stat.S_IFREG)', mount.at('/nodes/plain')])
+  succeeded(t, regular, 'mknod of a regular file')
+  const stat = await run('stat', ['-c', '%F %a %s', mount.at('/nodes/plain')])
+  t.equal(stat.stdout.trim(), 'regular empty file 640 0', 'an empty file with the mode asked for')
+  t.ok(fs.statSync(path.join(cluster.roots[0], 'nodes/plain')).isFile(), 'stored on the server')
+  const again = await run('python3', ['-c', 'import os, stat, sys; os.mknod(sys.argv[1], 0o640 | stat.S_IFREG)', mount.at('/nodes/plain')])
+  t.match(again.stderr, /File exists/, 'a second mknod of the name: EEXIST')
 })
 
 t.test('mkdir, rm and rmdir; a folder that is not empty is refused with "Directory not empty"', async (t) => {

@@ -64,7 +64,6 @@ function cachingOf (path: string, flags: number, appendedHere: boolean): number 
 
 /** sqlite's WAL index file, NAME-shm: mapped with mmap(MAP_SHARED) (see cachingOf). */
 const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
-const EROFS = -os.constants.errno.EROFS
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
 
@@ -240,7 +239,9 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     }),
     readlink: (path: string, cb: Callback) => answer(cb, async () => await client.readlink(path), (target) => [target]),
     link: refuse(ENOTSUP),
-    mknod: refuse(EROFS),
+    // Only fifos, sockets and devices come here (libfuse makes a regular file's mknod(2) a
+    // create): refused with EPERM, as mknod(2) and sshfs do for a type a file system does not hold.
+    mknod: refuse(EPERM),
     setxattr: refuse(ENOTSUP),
     removexattr: refuse(ENOTSUP)
   }
