@@ -32,6 +32,7 @@ import { AdvisoryLocks } from './advisoryLocks'
 import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
 import { FolderCopies } from './folderCopies'
+import { FreeSpaceWatch } from './freeSpaceWatch'
 import { Locator, serverDownError } from './locator'
 import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
@@ -170,6 +171,8 @@ export class DfsClient {
   readonly delegations: DelegationChannel | null
   /** Leases file servers have seen with a create of this client (a fetch under one may trust the file's callback). */
   private readonly shownLeases = new ShownLeases()
+  /** The file servers' free space as last measured: a write() that cannot be stored is refused (ENOSPC) then, not at close. */
+  private readonly freeSpace = new FreeSpaceWatch()
 
   /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
   private namespaceWait (): { server: string, forMs: number } {
@@ -872,6 +875,36 @@ export class DfsClient {
     return await this.setAttributes(normalizePath(path), async (server, canonical) => await server.chmod(canonical, mode & 0o7777))
   }
 
+  /**
+   * Whether a write() of `adding` bytes to a file, of which the caller then holds back
+   * `heldBack` bytes for its next store, fits on the file's server (`isNew`: a file made here
+   * and not sent yet, placed where its folder's new files go). See FreeSpaceWatch: no request
+   * while the server has room to spare. Where the server cannot be known now, the write is
+   * taken: the store finds out.
+   */
+  async roomFor (path: string, adding: number, heldBack: number, isNew: boolean): Promise<boolean> {
+    const canonical = normalizePath(path)
+    let server: ServerInfo | undefined
+    try {
+      server = isNew ? await this.placementOf(canonical) : (await this.locator.lookup(canonical)).server
+    } catch {
+      return true
+    }
+    if (server === undefined) return true
+    const api = this.locator.reader(server)
+    return await this.freeSpace.fits(server.url, adding, heldBack, async () => (await api.statfs()).freeBytes)
+  }
+
+  /** Where a new file of this folder goes: learned once per folder (placements), as its create will use it. */
+  private async placementOf (canonical: string): Promise<ServerInfo> {
+    const folder = parentOf(canonical)
+    const known = this.placements.get(folder)
+    if (known !== undefined) return known
+    const { server } = await this.directory.placement(canonical)
+    this.placements.set(folder, server)
+    return server
+  }
+
   /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */
   async statfs (): Promise<ClusterStatfs> {
     const { servers } = await this.directory.servers()
@@ -934,7 +967,7 @@ export class DfsClient {
     let made = false
     try {
       meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
-        const server = this.placements.get(folder) ?? (await this.directory.placement(canonical)).server
+        const server = await this.placementOf(canonical)
         const api = this.locator.fileServer(server)
         try {
           // A callback on the new file: its bytes are this client's copy, so a stat or an open of

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
+import { BadRequestError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -51,6 +51,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
+  /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
+  roomFor: (path: string, adding: number, heldBack: number, isNew: boolean) => Promise<boolean>
 }
 
 /**
@@ -331,6 +333,10 @@ export class OpenFileTable {
     const unborn = this.unborn.get(file.path)
     if (unborn !== undefined) unborn.mtimeMs = undefined // a write moves the time, as on a local disk
     const appending = (file.flags & O_APPEND) !== 0
+    const heldBack = data.length + (file.working ? 0 : file.appends.sending + file.appends.buffer.size)
+    if (!(await this.client.roomFor(file.path, data.length, heldBack, unborn !== undefined))) {
+      throw new InsufficientStorageError(`no room for ${data.length} more bytes of ${file.path} on its file server`, { path: file.path })
+    }
     if (!file.working) {
       const { appends } = file
       if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.sending + appends.buffer.size)) {

@@ -261,5 +261,7 @@ export function asDfsError (err: unknown): DfsError {
   if (nodeCode === 'EEXIST') return new ConflictError('already exists', {}, { cause: err })
   // Legal at the mount, too long once the root is put before it: the disk path stays unsaid.
   if (nodeCode === 'ENAMETOOLONG') return new NameTooLongError('name too long', {}, { cause: err })
+  // A disk (or quota) full in the middle of a step: the caller is told ENOSPC, not EIO.
+  if (nodeCode === 'ENOSPC' || nodeCode === 'EDQUOT') return new InsufficientStorageError('no space left on the file server\'s disk', {}, { cause: err })
   return new DfsError(err instanceof Error ? err.message : String(err), {}, { cause: err })
 }

@@ -32,12 +32,13 @@ export function writeTree (root: string, tree: Record<string, string>): void {
 /**
  * Starts a real cluster on 127.0.0.1 with free ports, one file server per tree, and stops
  * it and removes its files when the test ends, failed or not. Secure, with a fresh cluster
- * key: its clients carry a write token (see TestCluster.credentials).
+ * key: its clients carry a write token (see TestCluster.credentials). `rootsIn`: a folder to
+ * make the roots in (a small disk of the test's), instead of the test's work folder.
  */
-export async function startTestCluster (t: Test, trees: Array<Record<string, string>>, opts: Partial<ClusterOptions> = {}): Promise<TestCluster> {
+export async function startTestCluster (t: Test, trees: Array<Record<string, string>>, opts: Partial<ClusterOptions> = {}, where: { rootsIn?: string } = {}): Promise<TestCluster> {
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-test-'))
   const roots = trees.map((tree, i) => {
-    const root = path.join(workDir, `root-${i + 1}`)
+    const root = path.join(where.rootsIn ?? workDir, `root-${i + 1}`)
     fs.mkdirSync(root, { recursive: true })
     writeTree(root, tree)
     return root

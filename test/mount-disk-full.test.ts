@@ -1,0 +1,72 @@
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { startTestCluster } from './helpers/cluster'
+import { mountCluster, outcome, run } from './helpers/mount'
+import { quoted } from './helpers/mountOps'
+
+/*
+ * A file server whose disk is full, through a real mount: a shell ignores the errors of
+ * close(), so a store refused there would lose `echo line >> file` without a word. The
+ * mount refuses the write() itself (ENOSPC), which the shell reports, and nothing is half
+ * stored. The disk is a small tmpfs (mounting one needs root, as CI runs).
+ */
+
+const NOT_ROOT = process.getuid?.() !== 0 ? 'mounting a small tmpfs needs root' : false
+
+/** A tmpfs of `mib` MiB, unmounted (lazily, after the servers on it close) when the test ends. */
+async function smallDisk (t: Test, mib: number): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-small-disk-'))
+  const mounted = await run('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', dir])
+  if (mounted.code !== 0) throw new Error(`could not mount a tmpfs: ${outcome(mounted)}`)
+  t.teardown(async () => {
+    await run('umount', ['-l', dir])
+    await fsp.rm(dir, { recursive: true, force: true })
+  })
+  return dir
+}
+
+/** A bash command line (bash's echo says why a write failed). */
+async function bash (line: string): ReturnType<typeof run> {
+  return await run('bash', ['-c', line])
+}
+
+t.test('a full disk: echo >>, echo > and cp fail with "No space left on device", nothing is half stored, and writes go on once there is room', { skip: NOT_ROOT }, async (t) => {
+  const disk = await smallDisk(t, 16)
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n', 'old.txt': 'old\n' }], {}, { rootsIn: disk })
+  const mount = await mountCluster(t, cluster)
+  const root = cluster.roots[0]
+  const todo = mount.at('/notes/todo.txt')
+  const warm = await bash(`echo warm >> ${quoted(todo)}`)
+  t.equal(warm.code, 0, `an append while there is room: ${outcome(warm)}`)
+
+  // Filled beside the root, to the last page.
+  const filler = path.join(disk, 'filler')
+  await run('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k'], { timeoutMs: 60_000 })
+  t.equal((await fsp.statfs(disk)).bavail, 0, 'the disk is full')
+
+  const append = await bash(`echo second >> ${quoted(todo)}`)
+  t.not(append.code, 0, 'echo >> fails')
+  t.match(append.stderr, /No space left on device/, `and says why: ${outcome(append)}`)
+  const create = await bash(`echo new > ${quoted(mount.at('/new.txt'))}`)
+  t.not(create.code, 0, 'echo > of a new file fails')
+  t.match(create.stderr, /No space left on device/, `and says why: ${outcome(create)}`)
+  fs.writeFileSync(path.join(os.tmpdir(), `dfs-disk-full-${process.pid}`), Buffer.alloc(200_000, 'x'))
+  const copy = await run('cp', [path.join(os.tmpdir(), `dfs-disk-full-${process.pid}`), mount.at('/copy.bin')])
+  fs.rmSync(path.join(os.tmpdir(), `dfs-disk-full-${process.pid}`))
+  t.not(copy.code, 0, 'cp fails')
+  t.match(copy.stderr, /No space left on device/, `and says why: ${outcome(copy)}`)
+  // A rename records its intent first, which needs room: refused as such, not as EIO.
+  const rename = await run('mv', [mount.at('/old.txt'), mount.at('/older.txt')])
+  t.notMatch(rename.stderr, /Input\/output error/, `a rename is not an I/O error: ${outcome(rename)}`)
+  t.equal(fs.readFileSync(path.join(root, 'notes/todo.txt'), 'utf8'), 'first\nwarm\n', 'the file is as it was on the server')
+
+  fs.rmSync(filler)
+  const again = await bash(`echo second >> ${quoted(todo)} && echo new > ${quoted(mount.at('/new.txt'))}`)
+  t.equal(again.code, 0, `with room again, both work: ${outcome(again)}`)
+  t.equal(fs.readFileSync(path.join(root, 'notes/todo.txt'), 'utf8'), 'first\nwarm\nsecond\n', 'the append landed once')
+  t.equal(fs.readFileSync(path.join(root, 'new.txt'), 'utf8'), 'new\n', 'and the new file holds its bytes')
+})
