@@ -5,6 +5,8 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster } from './helpers/processCluster'
+import { outcome, run } from './helpers/mount'
+import { quoted } from './helpers/mountOps'
 import { waitFor } from './helpers/waitFor'
 
 /*
@@ -21,6 +23,11 @@ async function swapUnderMount (t: Test, cluster: ProcessCluster, tokenFile: stri
   const mount = await cluster.mount([], mountOpts)
   t.equal(await fsp.readFile(mount.at('/notes/a.txt'), 'utf8'), 'a\n', 'the read-only token reads')
   await t.rejects(fsp.appendFile(mount.at('/notes/a.txt'), 'refused\n'), { code: 'EACCES' }, 'and may not write')
+  // Refused at open, where a shell sees it: a refusal at close, which shells ignore, would
+  // let `echo >>` exit 0 with its line lost.
+  const shell = await run('bash', ['-c', `echo refused >> ${quoted(mount.at('/notes/a.txt'))}`])
+  t.not(shell.code, 0, 'echo >> fails')
+  t.match(shell.stderr, /Permission denied/, `and says why: ${outcome(shell)}`)
 
   // Replaced the way an operator would: a new file renamed over the old one.
   fs.writeFileSync(tokenFile + '.new', cluster.credentials.write + '\n', { mode: 0o600 })

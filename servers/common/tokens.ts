@@ -2,6 +2,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError, UnauthorizedError } from '../../src/shared/errors'
+import { ROLES } from '../../src/shared/tokenRole'
+import type { Role } from '../../src/shared/tokenRole'
 
 /*
  * Credentials: JSON Web Tokens (RFC 7519) signed with HMAC-SHA256, made and checked with
@@ -17,8 +19,7 @@ import { DfsError, UnauthorizedError } from '../../src/shared/errors'
  *   so only that server can report, claim or heartbeat for that id.
  */
 
-/** What a credential may do: read and list; also change and lock; or anything a server does. */
-export type Role = 'read' | 'write' | 'server'
+export type { Role }
 
 export interface Claims {
   /** Who: a token's --name, `directory`, `lock`, `file:<serverId>` or `operator`. */
@@ -35,7 +36,6 @@ export interface Claims {
 export class ClusterKeyError extends DfsError {}
 
 const KEY_BYTES = 32
-const ROLES: Role[] = ['read', 'write', 'server']
 
 function base64url (data: Buffer | string): string {
   return Buffer.from(data).toString('base64url')

@@ -17,6 +17,7 @@ import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
 import type { ByteRange } from '../shared/rangeFrames'
 import type { CallerIdentity } from '../shared/transport'
+import { claimedRole } from '../shared/tokenRole'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { BytesReader, DescriptorReader } from './copyReader'
@@ -173,6 +174,8 @@ export class DfsClient {
   private readonly shownLeases = new ShownLeases()
   /** The file servers' free space as last measured: a write() that cannot be stored is refused (ENOSPC) then, not at close. */
   private readonly freeSpace = new FreeSpaceWatch()
+  /** Who this client is to the servers: its credential, read at each call. */
+  private readonly caller: CallerIdentity
 
   /** How long reads wait for the directory server in particular (retryNamespaceReadsForMs). */
   private namespaceWait (): { server: string, forMs: number } {
@@ -189,6 +192,7 @@ export class DfsClient {
     // (else a stat on this mount shows a file another removed a moment ago).
     this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log, monotonicMs, undefined, { onBreak: async (path) => { this.memo.forget(path) } }) : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
+    this.caller = caller
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
     this.folderCallbacks = this.callbacks === null ? null : new CallbackRegistry(opts.log, monotonicMs, this.callbacks.clientId)
@@ -903,6 +907,11 @@ export class DfsClient {
     const { server } = await this.directory.placement(canonical)
     this.placements.set(folder, server)
     return server
+  }
+
+  /** Whether this client's credential may change files: not under a read-only token (read from the token as it is now). */
+  mayWrite (): boolean {
+    return claimedRole(this.caller.credential?.()) !== 'read'
   }
 
   /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
+import { BadRequestError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -51,6 +51,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
+  /** Whether this client's credential may change files (false under a read-only token). */
+  mayWrite: () => boolean
   /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
   roomFor: (path: string, adding: number, heldBack: number, isNew: boolean) => Promise<boolean>
 }
@@ -130,6 +132,7 @@ export class OpenFileTable {
 
   async open (filePath: string, flags: number): Promise<number> {
     const canonical = normalizePath(filePath)
+    if ((flags & O_ACCMODE) !== O_RDONLY) this.refuseWithoutWriteRights(canonical)
     // A file created here goes to its server first: the open reads it from there.
     await this.settle(canonical)
     try {
@@ -202,12 +205,22 @@ export class OpenFileTable {
    */
   async create (filePath: string, mode?: number, flags: number = O_RDWR): Promise<number> {
     const canonical = normalizePath(filePath)
+    this.refuseWithoutWriteRights(canonical)
     const meta: FileMeta = { path: canonical, kind: 'file', version: 0, size: 0, mtimeMs: Date.now(), mode }
     // What it holds until its first write: nothing, read from memory (no descriptor to open).
     const reader = new BytesReader(NO_BYTES)
     this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0 })
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, reader, null, meta)
+  }
+
+  /**
+   * Under a read-only token an open for writing fails here (EACCES), where the program sees
+   * it: taken, its bytes would be refused at the close, whose error shells ignore. A token
+   * file replaced by a read-write one counts from the next open.
+   */
+  private refuseWithoutWriteRights (path: string): void {
+    if (!this.client.mayWrite()) throw new ForbiddenError(`the mount's token is read-only: ${path} cannot be opened for writing`, { path })
   }
 
   /** Whether a path is a file created here whose create was not sent yet. */
