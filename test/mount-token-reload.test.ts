@@ -6,7 +6,7 @@ import type { Test } from 'tap'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster } from './helpers/processCluster'
 import { outcome, run } from './helpers/mount'
-import { quoted } from './helpers/mountOps'
+import { quoted, succeeded } from './helpers/mountOps'
 import { waitFor } from './helpers/waitFor'
 
 /*
@@ -56,4 +56,34 @@ t.test('so does a replaced token in the default place, ~/.config/dfs/token', asy
   // No --token-file and no XDG_CONFIG_HOME: the mount looks in $HOME/.config/dfs/token.
   const env = { HOME: home, XDG_CONFIG_HOME: undefined }
   await swapUnderMount(t, cluster, path.join(home, '.config', 'dfs', 'token'), { env, tokenFile: false })
+})
+
+t.test('an expired token: an open for writing fails (EACCES) where the shell sees it, until the token file is replaced', async (t) => {
+  const cluster = await startProcessCluster(t, { trees: [{ 'notes/a.txt': 'a\n' }] })
+  // The file the cluster's mounts read their token from.
+  const tokenFile = path.join(cluster.workDir, 'secrets', 'token')
+  // Expires 2 s from now: long enough to mount with it.
+  const short = cluster.credentials.key.clientToken('short', { ttlMs: 2000 })
+  fs.writeFileSync(tokenFile, short.token + '\n', { mode: 0o600 })
+  const mount = await cluster.mount()
+  const file = mount.at('/notes/a.txt')
+  const stored = path.join(cluster.files[0].root ?? '', 'notes/a.txt')
+  // Read while the token is good: the mount then holds the file's callback, and opens it
+  // later with no request that the expired token would have failed.
+  succeeded(t, await run('cat', [file]), 'a read before the expiry')
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, short.claims.exp * 1000 - Date.now()) + 200))
+  const shell = await run('bash', ['-c', `echo late >> ${quoted(file)}`])
+  t.not(shell.code, 0, 'echo >> fails once the token has expired')
+  t.match(shell.stderr, /Permission denied/, `and says why: ${outcome(shell)}`)
+  t.equal(fs.readFileSync(stored, 'utf8'), 'a\n', 'nothing was stored, and nothing half')
+  // A new file asks nothing of a server before its close: the open must refuse it itself.
+  const create = await run('bash', ['-c', `echo new > ${quoted(mount.at('/notes/new.txt'))}`])
+  t.not(create.code, 0, 'echo > of a new file fails too')
+  t.match(create.stderr, /Permission denied/, `and says why: ${outcome(create)}`)
+
+  fs.writeFileSync(tokenFile + '.new', cluster.credentials.write + '\n', { mode: 0o600 })
+  fs.renameSync(tokenFile + '.new', tokenFile)
+  await waitFor('a write under the new token', async () => (await run('bash', ['-c', `echo renewed >> ${quoted(file)}`])).code === 0, 10_000, 250)
+  t.equal(fs.readFileSync(stored, 'utf8'), 'a\nrenewed\n', 'a renewed token writes, with no remount')
+  await mount.unmount()
 })

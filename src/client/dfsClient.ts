@@ -17,7 +17,7 @@ import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
 import type { ByteRange } from '../shared/rangeFrames'
 import type { CallerIdentity } from '../shared/transport'
-import { claimedRole } from '../shared/tokenRole'
+import { claimedRights } from '../shared/tokenRole'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { BytesReader, DescriptorReader } from './copyReader'
@@ -909,9 +909,16 @@ export class DfsClient {
     return server
   }
 
-  /** Whether this client's credential may change files: not under a read-only token (read from the token as it is now). */
-  mayWrite (): boolean {
-    return claimedRole(this.caller.credential?.()) !== 'read'
+  /**
+   * Why this client's credential cannot change files now, or null if it can: a read-only
+   * token, or one past its expiry (read from the token as it is now: a replaced token file
+   * counts at once).
+   */
+  writeRefusal (): string | null {
+    const { role, expiresAtMs } = claimedRights(this.caller.credential?.())
+    if (role === 'read') return 'the mount\'s token is read-only'
+    if (expiresAtMs !== undefined && expiresAtMs <= Date.now()) return `the mount's token expired at ${new Date(expiresAtMs).toISOString()} (put a new one in its token file)`
+    return null
   }
 
   /** Size and free space summed over the file servers that answer; `unreachable` counts those that do not. */

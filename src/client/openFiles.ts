@@ -51,8 +51,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
-  /** Whether this client's credential may change files (false under a read-only token). */
-  mayWrite: () => boolean
+  /** Why this client's credential cannot change files now (a read-only or expired token), or null. */
+  writeRefusal: () => string | null
   /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
   roomFor: (path: string, adding: number, heldBack: number, isNew: boolean) => Promise<boolean>
 }
@@ -215,12 +215,13 @@ export class OpenFileTable {
   }
 
   /**
-   * Under a read-only token an open for writing fails here (EACCES), where the program sees
-   * it: taken, its bytes would be refused at the close, whose error shells ignore. A token
-   * file replaced by a read-write one counts from the next open.
+   * Under a read-only or expired token an open for writing fails here (EACCES), where the
+   * program sees it: taken, its bytes would be refused at the close, whose error shells
+   * ignore. A token file replaced by a good one counts from the next open.
    */
   private refuseWithoutWriteRights (path: string): void {
-    if (!this.client.mayWrite()) throw new ForbiddenError(`the mount's token is read-only: ${path} cannot be opened for writing`, { path })
+    const refusal = this.client.writeRefusal()
+    if (refusal !== null) throw new ForbiddenError(`${refusal}: ${path} cannot be opened for writing`, { path })
   }
 
   /** Whether a path is a file created here whose create was not sent yet. */
