@@ -46,6 +46,13 @@ async function named<T> (path: string, task: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A size as typed: a whole number of bytes (yargs would make `abc` NaN and the message say so). */
+function sizeOf (text: string): number {
+  const size = /^[0-9]+$/.test(text.trim()) ? Number(text.trim()) : NaN
+  if (!Number.isSafeInteger(size)) throw new CliError(`size must be a whole number of bytes, 0 or more, not ${text}`)
+  return size
+}
+
 function formatEntry (entry: ListEntry): string {
   const when = entry.mtimeMs ? new Date(entry.mtimeMs).toISOString().replace('T', ' ').slice(0, 19) : '-'.padEnd(19)
   // A file whose server is down: the directory knows its name, nothing more.
@@ -149,9 +156,10 @@ async function main (): Promise<void> {
       await named(args.path, async () => await clientOf(args).rmdir(args.path))
     })
     .command('truncate <path> <size>', 'cut or extend a file to SIZE bytes', (y) => withPath(y)
-      .positional('size', { type: 'number', demandOption: true }),
+      .positional('size', { type: 'string', demandOption: true }),
     async (args) => {
-      await named(args.path, async () => await clientOf(args).truncate(args.path, args.size))
+      const size = sizeOf(args.size)
+      await named(args.path, async () => await clientOf(args).truncate(args.path, size))
     })
     .command('df', 'total and free space of the cluster', (y) => y, async (args) => {
       const space = await clientOf(args).statfs()
