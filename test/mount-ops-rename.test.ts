@@ -3,8 +3,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
-import { mountCluster, run } from './helpers/mount'
-import { localTempDir, succeeded } from './helpers/mountOps'
+import { mountCluster, outcome, run } from './helpers/mount'
+import { localTempDir, quoted, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
 /*
@@ -73,4 +73,28 @@ t.test('mv within a server renames in place; mv of a folder to the other server 
   t.equal(fs.readFileSync(path.join(root2, 'logs/moved/renamed.txt'), 'utf8'), 'alpha\n', 'every file of it')
   t.equal((await run('cat', [mount.at('/logs/moved/n.txt')])).stdout, 'nested\n', 'and reads through the mount')
   t.equal((await run('ls', [mount.at('/docs')])).stdout, '', 'docs/ is empty')
+})
+
+t.test('a file renamed on the mount while a program appends to it (a log rotated under its writer) keeps every line; one written in place refuses the rename', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const mount = await mountCluster(t, cluster)
+  const log = mount.at('/docs/app.log')
+  const rotated = mount.at('/docs/app.log.1')
+  // The writer holds its descriptor across the rename, as a daemon does until it is told to reopen.
+  const rotation = await run('bash', ['-c', `echo first > ${quoted(log)}; exec 3>>${quoted(log)}; echo held >&3; mv ${quoted(log)} ${quoted(rotated)}; echo after >&3; exec 3>&-`])
+  succeeded(t, rotation, 'appends before and after the rename')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/app.log.1'), 'utf8'), 'first\nheld\nafter\n', 'every line is in the renamed file')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/app.log')), 'and no file is made again under the old name')
+
+  // The same through a folder rename.
+  const folder = await run('bash', ['-c', `mkdir ${quoted(mount.at('/docs/run'))}; exec 3>>${quoted(mount.at('/docs/run/out.log'))}; echo one >&3; mv ${quoted(mount.at('/docs/run'))} ${quoted(mount.at('/docs/ran'))}; echo two >&3; exec 3>&-`])
+  succeeded(t, folder, 'appends around a rename of the folder')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/ran/out.log'), 'utf8'), 'one\ntwo\n', 'both lines are in the moved file')
+
+  // Written in place (not appended): its working copy is stored under its path, so the rename waits for its close.
+  const inPlace = await run('bash', ['-c', `echo one > ${quoted(mount.at('/docs/db'))}; exec 3<>${quoted(mount.at('/docs/db'))}; echo XY >&3; mv ${quoted(mount.at('/docs/db'))} ${quoted(mount.at('/docs/db2'))}; echo "mv $?"; exec 3>&-`])
+  t.match(inPlace.stdout, /mv 1/, 'mv fails')
+  t.match(inPlace.stderr, /Device or resource busy/, `with EBUSY: ${outcome(inPlace)}`)
+  t.equal(fs.readFileSync(path.join(root1, 'docs/db'), 'utf8'), 'XY\n\n', 'and the write (over "one\\n") is stored under the name it kept')
 })

@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
+import { BadRequestError, BusyError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
@@ -246,6 +246,53 @@ export class OpenFileTable {
       const appends = this.appends.get(canonical)
       if (appends !== undefined) await this.bear(canonical, appends)
     })
+  }
+
+  /**
+   * Before this mount renames `from` (a file, or a folder with what is under it): what its
+   * handles here hold back is sent to the file under its old name, so the rename takes it
+   * along. A file written here through a working copy (other than by appending) is not
+   * renamed (BusyError, EBUSY, as for a folder with writers): its copy is stored under its
+   * path's lock. Names this rename lands on must have no handles here: libfuse moves an
+   * open target aside first (to a hidden name, see UnlinkedFiles).
+   */
+  async beforeRename (from: string, to: string): Promise<void> {
+    const source = normalizePath(from)
+    for (const path of this.openPathsAt(source)) {
+      if (this.workingCopies.has(path) || this.startingCopies.has(path)) {
+        throw new BusyError(`${path} is being written on this mount (not by appending): rename it once it is closed`, { path })
+      }
+      await this.sendPendingOf(path)
+    }
+    const target = normalizePath(to)
+    if (this.openPathsAt(target).length > 0) throw new BusyError(`${target} is open on this mount: rename onto it once it is closed`, { path: target })
+  }
+
+  /**
+   * After this mount renamed `from` to `to`: its handles of the file, or of the files under
+   * the folder, follow it to the new name, as descriptors do on a local disk, so what a
+   * program writes through one after the rename (a log rotated under a writer) is stored
+   * where the file now is, not refused at close under a name that is gone.
+   */
+  renamed (from: string, to: string): void {
+    const source = normalizePath(from)
+    const target = normalizePath(to)
+    for (const path of this.openPathsAt(source)) {
+      const moved = target + path.slice(source.length)
+      for (const table of [this.byPath, this.appends, this.lastSeen, this.sendingBehind] as Array<Map<string, unknown>>) {
+        const entry = table.get(path)
+        if (entry === undefined) continue
+        table.delete(path)
+        table.set(moved, entry)
+      }
+      for (const file of this.handlesOf(moved)) file.path = moved
+    }
+  }
+
+  /** Paths open here that are `root` or under it. */
+  private openPathsAt (root: string): string[] {
+    const prefix = root === '/' ? '/' : root + '/'
+    return [...this.byPath.keys()].filter((path) => path === root || path.startsWith(prefix))
   }
 
   /** settle() for every file made here below a folder (before an rmdir or a rename of it). */

@@ -194,7 +194,12 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       for (const path of [from, to]) await files.settle(path)
       await files.settleUnder(from)
       if (isHiddenName(to)) await unlinked.hide(files, from, to, async (lease) => await client.unlink(from, { lease }))
-      else await client.rename(from, to)
+      else {
+        // Handles open here follow the file (a log rotated under its writer keeps its lines).
+        await files.beforeRename(from, to)
+        await client.rename(from, to)
+        files.renamed(from, to)
+      }
       inodes.renamed(from, to)
     }),
     mkdir: (path: string, mode: number, cb: Callback) => answer(cb, async () => {
