@@ -2,8 +2,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError, UnauthorizedError } from '../../src/shared/errors'
-import { ROLES } from '../../src/shared/tokenRole'
-import type { Role } from '../../src/shared/tokenRole'
+import { ROLES } from '../../src/shared/tokenClaims'
+import type { Role } from '../../src/shared/tokenClaims'
 
 /*
  * Credentials: JSON Web Tokens (RFC 7519) signed with HMAC-SHA256, made and checked with
