@@ -7,6 +7,7 @@ import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
 import { credentialOf } from './helpers/credentials'
 import { rawGet, statsOf } from './helpers/wire'
+import { FileWorker } from './helpers/fileWorkerClient'
 
 /** Quotes a path for sh -c. */
 const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
@@ -109,4 +110,21 @@ t.test('two mounts append at the same time: every line arrives whole, none lost'
 
   const viaMount = await run('cat', [b.at('/shared/journal.txt')])
   t.ok(viaMount.stdout === fs.readFileSync(onDisk, 'utf8'), 'a mount shows the same file as the server')
+})
+
+t.test('an append while another mount writes the file in place waits for its lock, past the lock timeout, and lands', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'logs/shared.log': 'base\n' }])
+  const holder = await mountCluster(t, cluster)
+  // Gives up on a lock after 300 ms: a hard mount must still not give up the line.
+  const appender = await mountCluster(t, cluster, ['--lock-timeout-ms', '300'])
+  const writer = await FileWorker.start(t)
+  const fd = await writer.open(holder.at('/logs/shared.log'), 'r+')
+  await writer.write(fd, Buffer.from('BASE'), 0) // in place: the holder's working copy holds the file's lock
+  const appending = run('bash', ['-c', `echo from-b >> ${quoted(appender.at('/logs/shared.log'))}`], { timeoutMs: 30_000 })
+  // Well past the appender's lock timeout: the old code gave up here, at the close bash ignores.
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  await writer.close(fd)
+  const appended = await appending
+  t.equal(appended.code, 0, `echo >> waited for the lock: ${outcome(appended)}`)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'logs/shared.log'), 'utf8'), 'BASE\nfrom-b\n', 'the in-place write, then the line')
 })

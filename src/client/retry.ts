@@ -1,4 +1,4 @@
-import { ServerUnavailableError } from '../shared/errors'
+import { LockTimeoutError, ServerUnavailableError } from '../shared/errors'
 
 /** How a client treats a server that does not answer while it stores written data. */
 export interface RetryPolicy {
@@ -17,6 +17,12 @@ const LONGEST_DELAY_MS = 5_000
 const LONGEST_READ_DELAY_MS = 1_000
 
 interface RetryOptions {
+  /**
+   * Also wait out a lock another client holds (LockTimeoutError): written bytes can be stored
+   * once it lets go, so a hard mount waits for it as for a server, and a soft one as long as
+   * it waits for a server.
+   */
+  waitsForLocks?: boolean
   /** Which unavailability is worth waiting for; by default any. */
   retryable?: (err: ServerUnavailableError) => boolean
   /** How long to wait for the server that failed, if not policy.forMs. */
@@ -33,7 +39,7 @@ const sleep = async (ms: number): Promise<void> => await new Promise((resolve) =
  * safe to run again: each change carries an id the server recognises.
  */
 export async function retryWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
-  const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS, forMsOf = () => policy.forMs } = opts
+  const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS, forMsOf = () => policy.forMs, waitsForLocks = false } = opts
   const started = Date.now()
   let delay = FIRST_DELAY_MS
   for (let attempt = 1; ; attempt++) {
@@ -42,11 +48,12 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
       if (attempt > 1) policy.log?.(`${what}: done after ${attempt} tries (${Date.now() - started} ms)`)
       return result
     } catch (err) {
-      if (!(err instanceof ServerUnavailableError) || !retryable(err)) throw err
+      const locked = waitsForLocks && err instanceof LockTimeoutError
+      if (!locked && (!(err instanceof ServerUnavailableError) || !retryable(err))) throw err
       const waited = Date.now() - started
-      if (waited + delay > forMsOf(err)) throw err
+      if (waited + delay > (locked ? policy.forMs : forMsOf(err as ServerUnavailableError))) throw err
       // The first few failures of an outage are worth a line; then one line per backoff step.
-      if (attempt === 1 || delay === longestDelayMs) policy.log?.(`${what}: ${err.message}; trying again (waited ${waited} ms)`)
+      if (attempt === 1 || delay === longestDelayMs || locked) policy.log?.(`${what}: ${err.message}; ${locked ? 'waiting for it' : 'trying again'} (waited ${waited} ms)`)
       await sleep(delay * (0.75 + Math.random() / 2))
       delay = Math.min(delay * 2, longestDelayMs)
     }
@@ -57,10 +64,11 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
  * An append of bytes held in memory: tried again at least every second, as reads are. It is
  * cheap to send again (its change id makes it land once), and a read of the file on this
  * mount waits for it (the mount shows the file with it), so it must not lag seconds behind
- * its server's return.
+ * its server's return. A lock another client holds on the file (a program there writing it
+ * in place) is waited out too: given up at close, the line would be lost to a shell.
  */
 export async function retryAppendWhileUnavailable<T> (what: string, policy: RetryPolicy, task: () => Promise<T>): Promise<T> {
-  return await retryWhileUnavailable(what, policy, task, { longestDelayMs: LONGEST_READ_DELAY_MS })
+  return await retryWhileUnavailable(what, policy, task, { longestDelayMs: LONGEST_READ_DELAY_MS, waitsForLocks: true })
 }
 
 /**
