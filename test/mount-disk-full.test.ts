@@ -17,10 +17,11 @@ import { quoted } from './helpers/mountOps'
 
 const NOT_ROOT = process.getuid?.() !== 0 ? 'mounting a small tmpfs needs root' : false
 
-/** A tmpfs of `mib` MiB, unmounted (lazily, after the servers on it close) when the test ends. */
-async function smallDisk (t: Test, mib: number): Promise<string> {
+/** A tmpfs of `mib` MiB (and `inodes` inodes), unmounted (lazily, after the servers on it close) when the test ends. */
+async function smallDisk (t: Test, mib: number, inodes?: number): Promise<string> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-small-disk-'))
-  const mounted = await run('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', dir])
+  const options = `size=${mib}m` + (inodes === undefined ? '' : `,nr_inodes=${inodes}`)
+  const mounted = await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir])
   if (mounted.code !== 0) throw new Error(`could not mount a tmpfs: ${outcome(mounted)}`)
   t.teardown(async () => {
     await run('umount', ['-l', dir])
@@ -69,4 +70,34 @@ t.test('a full disk: echo >>, echo > and cp fail with "No space left on device",
   t.equal(again.code, 0, `with room again, both work: ${outcome(again)}`)
   t.equal(fs.readFileSync(path.join(root, 'notes/todo.txt'), 'utf8'), 'first\nwarm\nsecond\n', 'the append landed once')
   t.equal(fs.readFileSync(path.join(root, 'new.txt'), 'utf8'), 'new\n', 'and the new file holds its bytes')
+})
+
+t.test('a disk out of inodes: echo > of a new file fails with "No space left on device"; appends to a file there still land', { skip: NOT_ROOT }, async (t) => {
+  const disk = await smallDisk(t, 16, 400)
+  const cluster = await startTestCluster(t, [{ 'notes/todo.txt': 'first\n' }], {}, { rootsIn: disk })
+  const mount = await mountCluster(t, cluster)
+  // Every inode left taken, beside the root.
+  const filler = path.join(disk, 'filler')
+  fs.mkdirSync(filler)
+  for (let i = 0; ; i++) {
+    try {
+      fs.writeFileSync(path.join(filler, String(i)), '')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break
+      throw err
+    }
+  }
+  t.equal((await fsp.statfs(disk)).ffree, 0, 'no inode is free')
+
+  const create = await bash(`echo new > ${quoted(mount.at('/notes/new.txt'))}`)
+  t.not(create.code, 0, 'echo > of a new file fails')
+  t.match(create.stderr, /No space left on device/, `and says why: ${outcome(create)}`)
+  const append = await bash(`echo second >> ${quoted(mount.at('/notes/todo.txt'))}`)
+  t.equal(append.code, 0, `an append needs no inode: ${outcome(append)}`)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'notes/todo.txt'), 'utf8'), 'first\nsecond\n', 'and lands')
+
+  fs.rmSync(filler, { recursive: true })
+  const again = await bash(`echo new > ${quoted(mount.at('/notes/new.txt'))}`)
+  t.equal(again.code, 0, `with inodes free again, the new file is made: ${outcome(again)}`)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'notes/new.txt'), 'utf8'), 'new\n')
 })

@@ -832,7 +832,8 @@ export class FileStore {
   /** Size and free space of the disk the root is on. */
   async statfs (): Promise<StatfsAnswer> {
     const disk = await fsp.statfs(this.root)
-    return { totalBytes: disk.blocks * disk.bsize, freeBytes: disk.bavail * disk.bsize }
+    // A disk that makes inodes as it needs them says it has none (files 0): no limit to tell.
+    return { totalBytes: disk.blocks * disk.bsize, freeBytes: disk.bavail * disk.bsize, ...(disk.files > 0 ? { freeFiles: disk.ffree } : {}) }
   }
 
   async statOrNull (path: string): Promise<FileMeta | null> {

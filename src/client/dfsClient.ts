@@ -896,7 +896,7 @@ export class DfsClient {
     }
     if (server === undefined) return true
     const api = this.locator.reader(server)
-    return await this.freeSpace.fits(server.url, adding, heldBack, async () => (await api.statfs()).freeBytes)
+    return await this.freeSpace.fits(server.url, { adding, heldBack, newFile: isNew }, async () => await api.statfs())
   }
 
   /** Where a new file of this folder goes: learned once per folder (placements), as its create will use it. */

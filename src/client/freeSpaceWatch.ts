@@ -11,19 +11,27 @@ import { monotonicMs } from '../shared/clock'
  */
 export const LOW_SPACE_BYTES = 64 * 1024 * 1024
 
+/** The same for files (inodes), on a disk with a fixed number of them: below it, a new file's write() asks. */
+export const LOW_SPACE_FILES = 1000
+
+/** A server's free space as it answers GET /statfs; `freeFiles` absent where the disk has no fixed number of inodes. */
+export interface FreeSpace {
+  freeBytes: number
+  freeFiles?: number
+}
+
 /** How long a measure of a server with room to spare is used before it is taken again (behind the writes). */
 const TRUST_MS = 5_000
 
-interface Measure {
-  freeBytes: number
+interface Measure extends FreeSpace {
   atMs: number
   /** Bytes let through since the measure. */
   letThrough: number
 }
 
 /**
- * The free space of the file servers as this mount last measured it (GET /statfs), by
- * server: whether a write of some bytes may be taken, with no request while the server has
+ * The free space (bytes, and inodes where a disk has a fixed number) of the file servers
+ * as this mount last measured it (GET /statfs), by server: whether a write may be taken, with no request while the server has
  * room to spare. A check, not a reservation: writes of other mounts that fill the last bytes
  * between a check and the store still fail at the store.
  */
@@ -35,33 +43,35 @@ export class FreeSpaceWatch {
 
   /**
    * Whether a write of `adding` bytes may be taken for a file of which this mount then holds
-   * back `heldBack` bytes (the new ones included), all to be stored on the server `key`.
-   * `measure` asks it for its free space: called only when the last measure is missing or
+   * back `heldBack` bytes (the new ones included), all to be stored on the server `key`;
+   * `newFile`: a file made here and not stored yet, which needs a free inode too. `measure`
+   * asks the server for its free space: called only when the last measure is missing or
    * shows little room, else in the background once it is old.
    */
-  async fits (key: string, adding: number, heldBack: number, measure: () => Promise<number>): Promise<boolean> {
+  async fits (key: string, write: { adding: number, heldBack: number, newFile: boolean }, measure: () => Promise<FreeSpace>): Promise<boolean> {
     const known = this.measures.get(key)
-    if (known !== undefined && known.freeBytes - known.letThrough - heldBack >= LOW_SPACE_BYTES) {
-      known.letThrough += adding
+    if (known !== undefined && known.freeBytes - known.letThrough - write.heldBack >= LOW_SPACE_BYTES && (!write.newFile || (known.freeFiles ?? Infinity) >= LOW_SPACE_FILES)) {
+      known.letThrough += write.adding
       const old = this.now() - known.atMs > TRUST_MS || known.letThrough > known.freeBytes / 2
       if (old) void this.measureOnce(key, measure).catch(() => {})
       return true
     }
     const fresh = await this.measureOnce(key, measure)
-    if (heldBack > fresh.freeBytes - fresh.letThrough) return false
-    fresh.letThrough += adding
+    if (write.heldBack > fresh.freeBytes - fresh.letThrough) return false
+    if (write.newFile && (fresh.freeFiles ?? Infinity) < 1) return false
+    fresh.letThrough += write.adding
     return true
   }
 
   /** One measure of a server at a time; callers meanwhile share it. */
-  private async measureOnce (key: string, measure: () => Promise<number>): Promise<Measure> {
+  private async measureOnce (key: string, measure: () => Promise<FreeSpace>): Promise<Measure> {
     const underway = this.measuring.get(key)
     if (underway !== undefined) return await underway
     const taking = (async () => {
       // A server that does not answer is not taken to be full: its store will wait for it
       // (or fail) as always, and writes do not each wait for a measure meanwhile.
-      const freeBytes = await measure().catch(() => Number.POSITIVE_INFINITY)
-      const taken: Measure = { freeBytes, atMs: this.now(), letThrough: 0 }
+      const free = await measure().catch((): FreeSpace => ({ freeBytes: Number.POSITIVE_INFINITY }))
+      const taken: Measure = { freeBytes: free.freeBytes, freeFiles: free.freeFiles, atMs: this.now(), letThrough: 0 }
       this.measures.set(key, taken)
       return taken
     })()

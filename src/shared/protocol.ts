@@ -509,6 +509,8 @@ export interface FileServerStats {
 export interface StatfsAnswer {
   totalBytes: number
   freeBytes: number
+  /** Free inodes, where the disk has a fixed number of them (absent on btrfs and the like). */
+  freeFiles?: number
 }
 
 export interface RemovedAnswer {
