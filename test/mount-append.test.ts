@@ -8,9 +8,8 @@ import { mountCluster, outcome, run, sh } from './helpers/mount'
 import { credentialOf } from './helpers/credentials'
 import { rawGet, statsOf } from './helpers/wire'
 import { FileWorker } from './helpers/fileWorkerClient'
+import { quoted } from './helpers/mountOps'
 
-/** Quotes a path for sh -c. */
-const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
 
 async function versionOf (server: { url: string }, file: string): Promise<number> {
   const answer = await rawGet(server.url, FileRoutes.stat, { path: file }, { token: credentialOf(server) })

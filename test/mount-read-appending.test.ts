@@ -6,9 +6,7 @@ import type { Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, sh } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
-
-/** Quotes a path for sh -c. */
-const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
+import { quoted } from './helpers/mountOps'
 
 const WRITERS_PER_MOUNT = 2
 const LINES_PER_WRITER = 150
