@@ -138,6 +138,24 @@ t.test('a small file opened with no stat before (its attributes came with a list
   t.equal(await readAll(await client.openForReading('/cold/empty.txt')), '', 'an empty file reads empty')
 })
 
+t.test('with no callback, bytes held in memory are revalidated as a copy is: a 304, no content moved', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const plain = cluster.client()
+  t.teardown(() => plain.close())
+  const writer = cluster.client()
+  t.equal(await readAll(await plain.openForReading('/cold/a.txt')), small)
+  t.equal(await plain.cache.get('/cold/a.txt'), null, 'held in memory, no copy on disk')
+  const before = await statsOf(cluster.fileServers[0])
+  t.equal(await readAll(await plain.openForReading('/cold/a.txt')), small, 'the next open reads the same bytes')
+  t.equal((await plain.readFile('/cold/a.txt')).toString(), small, 'as does a reader that needs a copy on disk')
+  const after = await statsOf(cluster.fileServers[0])
+  t.equal(after.notModified, before.notModified + 2, 'each open asked the server (no callback vouches)')
+  t.equal(after.contentTransfers, before.contentTransfers, 'and no content moved')
+
+  await writer.append('/cold/a.txt', 'z')
+  t.equal(await readAll(await plain.openForReading('/cold/a.txt')), small + 'z', 'a change is seen at the next open')
+})
+
 t.test('a small file this client creates stays in memory, not in the cache; its bytes are read right', async (t) => {
   const cluster = await startTestCluster(t, [tree])
   const client = await warmClient(t, cluster)

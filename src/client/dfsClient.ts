@@ -506,7 +506,10 @@ export class DfsClient {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
-    const etag = this.cache.etagOf(cached) ?? undefined
+    // With no copy on disk, a small file's bytes held in memory (read with no callback) are
+    // offered instead: a 304 then costs no content, as it would for a copy.
+    const held = cached === null ? this.recentBytes.any(canonical) : undefined
+    const etag = this.cache.etagOf(cached) ?? (held !== undefined ? etagOf(held.meta) : undefined)
     // The file's server promised to say before it changes, and has not: the copy is current.
     // Under a lease only once the server has seen that lease (ShownLeases): a fetch under a
     // lease is also what tells the server to hold back appends made without it.
@@ -515,17 +518,22 @@ export class DfsClient {
       countCacheLookup(true)
       return { cached }
     }
+    let current = false
     const answer = await this.locator.onFileServer(canonical, found, async (server): Promise<Revalidated> => {
       const callback = this.callbacks?.ready(server) === true
       const askedAt = monotonicMs()
       const content = await server.content(canonical, { ifNoneMatch: etag, token, callback })
-      const meta = content.current ? cached?.meta : content.meta
+      const meta = content.current ? (cached?.meta ?? held?.meta) : content.meta
       if (meta === undefined) throw new Error(`${server.transport.where} answered 304 without a validator`)
       if (content.callback) this.callbacks?.granted(server, canonical, meta, askedAt)
-      return content.current ? { cached: cached as CachedFile } : { meta, body: content.body, server, stale: cached !== null }
+      current = content.current
+      if (!content.current) return { meta, body: content.body, server, stale: cached !== null }
+      // The held bytes are current: handed on as a body, which the caller keeps as it would
+      // a fetched one (in memory again, or as a copy on disk).
+      return cached !== null ? { cached } : { meta, body: Readable.from([(held as { data: Buffer }).data]), server, stale: false }
     }, { read: true })
     this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
-    countCacheLookup('cached' in answer)
+    countCacheLookup(current)
     return answer
   }
 

@@ -46,6 +46,14 @@ export class RecentBytes {
     else this.held.delete(path)
   }
 
+  /**
+   * The bytes held of `path`, at whatever version: to offer that version when revalidating
+   * with no callback (a 304 proves them current, as it proves a copy on disk).
+   */
+  any (path: string): Held | undefined {
+    return this.held.get(path)
+  }
+
   /** The bytes of `path` at `current` (what a callback vouches for now), if held. */
   of (path: string, current: FileMeta | undefined): Held | undefined {
     if (current === undefined) return undefined
