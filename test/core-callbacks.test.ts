@@ -195,6 +195,28 @@ t.test('unlink, truncate, utimes and a whole-file store each break the promises 
   t.ok(mtime > 0)
 })
 
+t.test('a rename by another client tells the holders where the file went, before it is answered; a folder\'s rename, each file\'s new path', async (t) => {
+  const cluster = await startTestCluster(t, [{ ...tree, 'notes/deep/c.txt': 'sea\n' }])
+  const holder = callbackClient(t, cluster)
+  const renamer = cluster.client()
+  const heard: Array<[string, string]> = []
+  holder.onRenamedElsewhere((from, to) => { heard.push([from, to]) })
+  await readUntilPromised(holder, '/notes/a.txt')
+  await renamer.rename('/notes/a.txt', '/notes/a2.txt')
+  t.same(heard, [['/notes/a.txt', '/notes/a2.txt']], 'the file\'s new path, heard before the rename was answered')
+
+  await holder.readFile('/notes/deep/c.txt')
+  heard.length = 0
+  await renamer.rename('/notes/deep', '/notes/shallow')
+  t.same(heard, [['/notes/deep/c.txt', '/notes/shallow/c.txt']], 'the folder\'s file at its new path')
+
+  heard.length = 0
+  await holder.readFile('/notes/b.txt')
+  await holder.rename('/notes/b.txt', '/notes/b2.txt')
+  await renamer.unlink('/notes/a2.txt')
+  t.same(heard, [], 'not for its own rename, nor for an unlink')
+})
+
 t.test('a restarted file server voids every promise: its clients revalidate again', async (t) => {
   const cluster = await startTestCluster(t, [tree])
   const reader = callbackClient(t, cluster)

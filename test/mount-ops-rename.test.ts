@@ -4,7 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
-import { localTempDir, quoted, succeeded } from './helpers/mountOps'
+import { localTempDir, quoted, readUntilCallbackGranted, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
 /*
@@ -97,4 +97,34 @@ t.test('a file renamed on the mount while a program appends to it (a log rotated
   t.match(inPlace.stdout, /mv 1/, 'mv fails')
   t.match(inPlace.stderr, /Device or resource busy/, `with EBUSY: ${outcome(inPlace)}`)
   t.equal(fs.readFileSync(path.join(root1, 'docs/db'), 'utf8'), 'XY\n\n', 'and the write (over "one\\n") is stored under the name it kept')
+})
+
+t.test('a file another mount renames while this one appends to it (a log rotated from another machine) keeps every line', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const writer = await mountCluster(t, cluster)
+  const rotator = await mountCluster(t, cluster)
+  const on = (mount: typeof writer, file: string): string => quoted(mount.at(file))
+  // Word of a rename comes with the file's callback, which the writer holds once its event channel is up.
+  await readUntilCallbackGranted(writer.at('/docs/a.txt'), cluster.fileServers[0], 'alpha\n')
+  // Made by the writer, rotated as logrotate does (rename, then a new file under the old name).
+  const mine = await run('bash', ['-c', `echo first > ${on(writer, '/docs/a.log')}; exec 3>>${on(writer, '/docs/a.log')}; echo held >&3
+    mv ${on(rotator, '/docs/a.log')} ${on(rotator, '/docs/a.log.1')} && echo new > ${on(rotator, '/docs/a.log')}; echo after >&3; exec 3>&-`])
+  succeeded(t, mine, 'appends before and after the other mount\'s rename')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/a.log.1'), 'utf8'), 'first\nheld\nafter\n', 'every line is in the renamed file')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/a.log'), 'utf8'), 'new\n', 'none in the new file under the old name')
+
+  // Made by the other mount, opened here for appending only.
+  const theirs = await run('bash', ['-c', `echo first > ${on(rotator, '/docs/b.log')}; exec 3>>${on(writer, '/docs/b.log')}; echo held >&3
+    mv ${on(rotator, '/docs/b.log')} ${on(rotator, '/docs/b.log.1')}; echo after >&3; exec 3>&-`])
+  succeeded(t, theirs, 'appends to a file made elsewhere')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/b.log.1'), 'utf8'), 'first\nheld\nafter\n', 'every line is in the renamed file')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/b.log')), 'and no file is made again under the old name')
+
+  // The folder renamed around the open file.
+  const folder = await run('bash', ['-c', `mkdir ${on(writer, '/docs/run')}; exec 3>>${on(writer, '/docs/run/out.log')}; echo one >&3
+    mv ${on(rotator, '/docs/run')} ${on(rotator, '/docs/ran')}; echo two >&3; exec 3>&-`])
+  succeeded(t, folder, 'appends around the other mount\'s rename of the folder')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/ran/out.log'), 'utf8'), 'one\ntwo\n', 'both lines are in the moved file')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/run')), 'and nothing is made again under the old folder')
 })

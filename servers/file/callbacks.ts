@@ -160,12 +160,15 @@ export class CallbackTable {
     await Promise.all(waits)
   }
 
-  /** Breaks the callbacks on every file under a folder (it was renamed: the files left their paths). */
-  async breakUnder (folder: string, writer: string | undefined): Promise<void> {
+  /** Breaks the callbacks on every file under a folder (it was renamed to `renamedTo`: the files left their paths). */
+  async breakUnder (folder: string, writer: string | undefined, renamedTo?: string): Promise<void> {
     this.recentChanges.set(`tree:${folder}`, ++this.changes)
     const prefix = folder === '/' ? '/' : folder + '/'
     const paths = [...this.holders.keys()].filter((path) => path.startsWith(prefix))
-    await Promise.all(paths.map(async (path) => await this.breakAll(path, { path, version: null }, writer)))
+    await Promise.all(paths.map(async (path) => {
+      const moved = renamedTo === undefined ? {} : { renamedTo: renamedTo + path.slice(folder.length) }
+      await this.breakAll(path, { path, version: null, ...moved }, writer)
+    }))
   }
 
   /** Taken before reading the metadata of entries to be granted in bulk (see grantUnchanged). */

@@ -45,10 +45,10 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
   /**
    * Every client holding a callback on the path (but the one that made the change) hears of
    * it before the change is acknowledged: so once the answer is out, nobody trusts the old
-   * version. `version` null: the file left the path.
+   * version. `version` null: the file left the path (`renamedTo`: by a rename, to there).
    */
-  const changed = async (req: Request, path: string, version: number | null): Promise<void> => {
-    await ctx.callbacks.breakAll(path, { path, version }, writerOf(ctx.callbacks, req))
+  const changed = async (req: Request, path: string, version: number | null, renamedTo?: string): Promise<void> => {
+    await ctx.callbacks.breakAll(path, { path, version, ...(renamedTo === undefined ? {} : { renamedTo }) }, writerOf(ctx.callbacks, req))
   }
 
   /** Runs a clean-up step whose failure must not hide the error that made it necessary; says whether it succeeded. */
@@ -222,8 +222,9 @@ export function mountMutationRoutes (app: Express, ctx: MutationContext): void {
     const body = bodyOf(req)
     const request: RenameRequest = { from: body.path('from'), to: body.path('to'), toToken: body.has('toToken') ? body.string('toToken', 128) : undefined }
     const answer = await renameOnServer(ctx, request, req.get(Headers.lockToken))
-    if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, writerOf(ctx.callbacks, req))
-    else if (answer.from !== answer.to) await changed(req, answer.from, null)
+    // The holders learn where the file went: a mount with it open follows it there.
+    if (answer.kind === 'dir') await ctx.callbacks.breakUnder(answer.from, writerOf(ctx.callbacks, req), answer.to)
+    else if (answer.from !== answer.to) await changed(req, answer.from, null, answer.to)
     // A file renamed onto this server's own path: its callbacks are broken here; on another
     // server, the receiving server broke them (PUT /incoming).
     if (answer.kind === 'file' && answer.server.machineId === ctx.self().machineId) await changed(req, answer.to, answer.meta?.version ?? null)

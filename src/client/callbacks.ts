@@ -32,7 +32,7 @@ class ServerCallbacks {
 /** What a registry's owner runs when a server takes back what it promised (delegations: src/client/delegationChannel.ts). */
 export interface CallbackHooks {
   /** Runs on a break before it is acknowledged (a holder gives back what it held first); an error is logged, then acknowledged anyway. */
-  onBreak?: (path: string) => Promise<void>
+  onBreak?: (path: string, change: CallbackBreak) => Promise<void>
   /** A server's promises all stopped counting at once: its channel closed or failed, or it forgot this client. */
   onVoid?: (api: CallbackServerApi) => void
 }
@@ -239,7 +239,7 @@ export class CallbackRegistry {
   /** Acknowledges a break once the owner's onBreak has run: the server waits for that. */
   private async acknowledge (server: ServerCallbacks, change: CallbackBreak): Promise<void> {
     try {
-      await this.hooks.onBreak?.(change.path)
+      await this.hooks.onBreak?.(change.path, change)
     } catch (err) {
       this.log(`${server.api.transport.where}: giving back ${change.path} on its break failed: ${err instanceof Error ? err.message : String(err)}`)
     }

@@ -165,6 +165,8 @@ export class DfsClient {
   /** Servers that do not answer even /health: listings and folder times do not wait for them. */
   private readonly silence: SilenceWatch
   private readonly callbacks: CallbackRegistry | null
+  /** Who hears of files another client renamed (see onRenamedElsewhere). */
+  private readonly renameWatchers: Array<(from: string, to: string) => void> = []
   /** Folder callbacks of the directory server, under the same client id, and the folders' names they keep current. */
   private readonly folderCallbacks: CallbackRegistry | null
   private readonly folders: FolderCopies | null
@@ -190,7 +192,14 @@ export class DfsClient {
     this.namespaceReadRetryMs = opts.retryNamespaceReadsForMs ?? this.readRetry.forMs
     // A file changed elsewhere: the brief memory of its stat must not answer for it either
     // (else a stat on this mount shows a file another removed a moment ago).
-    this.callbacks = opts.callbacks === true ? new CallbackRegistry(opts.log, monotonicMs, undefined, { onBreak: async (path) => { this.memo.forget(path) } }) : null
+    this.callbacks = opts.callbacks === true
+      ? new CallbackRegistry(opts.log, monotonicMs, undefined, {
+        onBreak: async (path, change) => {
+          this.memo.forget(path)
+          if (change.renamedTo !== undefined) for (const watcher of this.renameWatchers) watcher(path, change.renamedTo)
+        }
+      })
+      : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.caller = caller
     this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
@@ -1181,6 +1190,15 @@ export class DfsClient {
   forget (path: string): void {
     this.locator.forget(path)
     this.callbacks?.changedHere(normalizePath(path))
+  }
+
+  /**
+   * `watcher` hears of each file another client renamed while this client held a callback
+   * on it, before the rename is acknowledged to the client that made it (the mount moves
+   * its descriptors of the file to the new name). Needs callbacks.
+   */
+  onRenamedElsewhere (watcher: (from: string, to: string) => void): void {
+    this.renameWatchers.push(watcher)
   }
 
   /** Files whose servers promised a callback now (for tests and logs). */

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError, BusyError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
@@ -21,6 +22,13 @@ const NO_HANDLES: ReadonlySet<never> = new Set()
 const NO_BYTES = Buffer.alloc(0)
 /** How often a read tries to deliver what the mount has shown beyond its copy (see readPastCopy). */
 const READ_PAST_COPY_ATTEMPTS = 3
+/**
+ * How long an append its server did not find waits for word of a rename by another mount
+ * (see appendWhereItIs), and how often it looks. The word comes within milliseconds; a file
+ * removed elsewhere costs this once, at the close that reports it.
+ */
+const RENAME_WORD_WAIT_MS = 500
+const RENAME_WORD_POLL_MS = 10
 
 /** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
 export interface Survivor {
@@ -289,6 +297,21 @@ export class OpenFileTable {
     }
   }
 
+  /**
+   * Another client renamed `from` to `to` (a file server said so with its callback's break):
+   * handles of it here follow, as after renamed(), so their later writes land in the file
+   * under its new name. Not where the move would mix two files' handles (`to` is open here
+   * too) nor a working copy's (its lock kept the rename waiting until it was stored): those
+   * stay, and a later store under the old name fails at close, as before.
+   */
+  renamedElsewhere (from: string, to: string): boolean {
+    const source = normalizePath(from)
+    const target = normalizePath(to)
+    if (!this.byPath.has(source) || this.byPath.has(target) || this.workingCopies.has(source) || this.startingCopies.has(source)) return false
+    this.renamed(source, target)
+    return true
+  }
+
   /** Paths open here that are `root` or under it. */
   private openPathsAt (root: string): string[] {
     const prefix = root === '/' ? '/' : root + '/'
@@ -505,7 +528,7 @@ export class OpenFileTable {
     const data = appends.buffer.take()
     appends.sending += data.length
     try {
-      const meta = await this.client.append(file.path, data)
+      const meta = await this.appendWhereItIs(file, data)
       appends.base = meta.size
       this.lastSeen.set(file.path, meta)
     } catch (err) {
@@ -515,6 +538,25 @@ export class OpenFileTable {
       appends.sending -= data.length
     }
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
+  }
+
+  /**
+   * Appends to the file under the name it has now. Another mount may rename it while the
+   * bytes are on their way: the server then finds nothing under the old name, and its word
+   * of the rename (renamedElsewhere) can come just after that answer, as the rename is
+   * switched with the directory before the holders hear of it. So a miss waits a moment
+   * for the handle to move, and is sent again to the new name.
+   */
+  private async appendWhereItIs (file: OpenFile, data: Buffer): Promise<FileMeta> {
+    const sentTo = file.path
+    try {
+      return await this.client.append(sentTo, data)
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err
+      for (let waited = 0; file.path === sentTo && waited < RENAME_WORD_WAIT_MS; waited += RENAME_WORD_POLL_MS) await sleep(RENAME_WORD_POLL_MS)
+      if (file.path === sentTo) throw err
+      return await this.client.append(file.path, data)
+    }
   }
 
   /**

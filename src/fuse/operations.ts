@@ -131,6 +131,10 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
   const refuse = (code: number) => (...args: unknown[]) => (args[args.length - 1] as Callback)(code)
   const locks = new FuseLocks(client.advisoryLocks)
   const inodes = new InodeNumbers()
+  // A file another mount renamed while open here: its descriptors follow it, with its number.
+  client.onRenamedElsewhere((from, to) => {
+    if (files.renamedElsewhere(from, to)) inodes.renamed(from, to)
+  })
   const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path), owner)
   // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
   const unlinked = new UnlinkedFiles(client.workDir)

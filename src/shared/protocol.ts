@@ -443,6 +443,11 @@ export const Headers = {
 export interface CallbackBreak {
   path: string
   version: number | null
+  /**
+   * The file left `path` by a rename, to this path (a folder's rename: each file's own new
+   * path): a client with the file open follows it there, as a descriptor does on a local disk.
+   */
+  renamedTo?: string
   seq?: number
 }
 
