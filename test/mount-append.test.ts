@@ -8,7 +8,8 @@ import { mountCluster, outcome, run, sh } from './helpers/mount'
 import { credentialOf } from './helpers/credentials'
 import { rawGet, statsOf } from './helpers/wire'
 import { FileWorker } from './helpers/fileWorkerClient'
-import { quoted } from './helpers/mountOps'
+import { localTempDir, quoted } from './helpers/mountOps'
+import { waitFor } from './helpers/waitFor'
 
 
 async function versionOf (server: { url: string }, file: string): Promise<number> {
@@ -71,6 +72,33 @@ t.test('two mounts are two clients: what mount A appends, the next cat on mount 
 
   const ownAppend = await run('cat', [a.at('/notes/todo.txt')])
   t.equal(ownAppend.stdout, 'one\ntwo\n', 'A sees its own append')
+})
+
+t.test('what a program appends through a descriptor it keeps open reaches the server within seconds, before its close; another mount sees it', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'logs/app.log': 'start\n' }])
+  const onDisk = (name: string): string => path.join(cluster.roots[0], 'logs', name)
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const go = path.join(await localTempDir(t), 'go')
+  // A daemon's log and `nohup job > out.log`: written, then held open until the test says.
+  // Not a shell: each command it forks closes its copies of the descriptors, a flush each.
+  const holder = `const fs = require('fs'); const [log, made, go] = process.argv.slice(1)
+    const appended = fs.openSync(log, 'a'); const created = fs.openSync(made, 'w')
+    fs.writeSync(appended, 'one\\n'); fs.writeSync(created, 'made\\n')
+    const wait = () => { if (!fs.existsSync(go)) return setTimeout(wait, 50); fs.writeSync(appended, 'two\\n'); fs.closeSync(appended); fs.closeSync(created) }
+    wait()`
+  const daemon = run(process.execPath, ['-e', holder, a.at('/logs/app.log'), a.at('/logs/new.log'), go], { timeoutMs: 30_000 })
+  try {
+    await waitFor('the appended line on the server while its descriptor is open', async () => fs.readFileSync(onDisk('app.log'), 'utf8') === 'start\none\n', 10_000, 50)
+    await waitFor('the new file on the server while its descriptor is open', async () => fs.existsSync(onDisk('new.log')) && fs.readFileSync(onDisk('new.log'), 'utf8') === 'made\n', 10_000, 50)
+    t.equal((await run('cat', [b.at('/logs/app.log')])).stdout, 'start\none\n', 'another mount reads the line')
+    t.equal((await run('cat', [b.at('/logs/new.log')])).stdout, 'made\n', 'and the new file')
+  } finally {
+    fs.writeFileSync(go, '')
+  }
+  const done = await daemon
+  t.equal(done.code, 0, outcome(done))
+  t.equal(fs.readFileSync(onDisk('app.log'), 'utf8'), 'start\none\ntwo\n', 'the line after it, at the close')
 })
 
 t.test('two mounts append at the same time: every line arrives whole, none lost', async (t) => {

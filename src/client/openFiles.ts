@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError, BusyError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
+import { monotonicMs } from '../shared/clock'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
@@ -29,6 +30,16 @@ const READ_PAST_COPY_ATTEMPTS = 3
  */
 const RENAME_WORD_WAIT_MS = 500
 const RENAME_WORD_POLL_MS = 10
+/**
+ * Bytes appended through a handle that stays open are sent anyway once its writes pause
+ * this long, or at the latest WRITE_BEHIND_MAX_MS after the first of them: a daemon's log,
+ * or `nohup job > out.log`, reaches its server (and every other mount) within seconds, not
+ * only at close, and a mount killed meanwhile loses at most that much. A program that
+ * closes sooner (`echo >>`), or writes without a pause until it closes, still costs one
+ * request.
+ */
+export const WRITE_BEHIND_IDLE_MS = 1000
+export const WRITE_BEHIND_MAX_MS = 5000
 
 /** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
 export interface Survivor {
@@ -109,6 +120,10 @@ interface OpenFile {
    */
   flushFailed: boolean
   working: WorkingCopy | null
+  /** The send of its appends after a pause in its writes (see sendLater), if it stays open that long. */
+  writeBehind: NodeJS.Timeout | null
+  /** When the first write the timer waits to send came (monotonic ms). */
+  writeBehindSince: number
 }
 
 /**
@@ -189,7 +204,7 @@ export class OpenFileTable {
     let appends = this.appends.get(canonical)
     if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(this.maxPendingBytes), base: appendBase, sending: 0 })
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
-    const file: OpenFile = { id, path: canonical, flags, reader, download, readerVersion: seen.version, appends, readerBehind: false, flushFailed: false, working: null }
+    const file: OpenFile = { id, path: canonical, flags, reader, download, readerVersion: seen.version, appends, readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0 }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
@@ -426,6 +441,7 @@ export class OpenFileTable {
       if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.sending + appends.buffer.size)) {
         appends.buffer.push(data)
         if (appends.buffer.size >= this.maxPendingBytes) await this.sendBehind(file)
+        else this.sendLater(file)
         return data.length
       }
       // A send under way lands first: the copy is made from the file as it then is.
@@ -523,6 +539,38 @@ export class OpenFileTable {
     })
   }
 
+  /**
+   * Sends the handle's appends once its writes pause WRITE_BEHIND_IDLE_MS, or WRITE_BEHIND_MAX_MS
+   * after the first write waiting, unless a flush sent them first (see sendIdle).
+   */
+  private sendLater (file: OpenFile): void {
+    const now = monotonicMs()
+    if (file.writeBehind === null) file.writeBehindSince = now
+    else clearTimeout(file.writeBehind)
+    const delay = Math.min(WRITE_BEHIND_IDLE_MS, file.writeBehindSince + WRITE_BEHIND_MAX_MS - now)
+    file.writeBehind = setTimeout(() => {
+      file.writeBehind = null
+      void this.sendIdle(file)
+    }, Math.max(0, delay))
+    file.writeBehind.unref()
+  }
+
+  /**
+   * Sends what a handle still open has appended, as an fsync would (a file made here is
+   * created, and its lease kept for the writes to come). Not a working copy's changes: those
+   * are stored whole at close or fsync, so nobody sees a file half written in place. A send
+   * that fails has put its bytes back and is tried again later; the close sends and reports.
+   */
+  private async sendIdle (file: OpenFile): Promise<void> {
+    if (this.files.get(file.id) !== file || file.working !== null || this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) return
+    if (file.appends.buffer.size === 0 && !this.unborn.has(file.path)) return
+    try {
+      await this.flushNow(file, true)
+    } catch {
+      if (this.files.get(file.id) === file) this.sendLater(file)
+    }
+  }
+
   private async sendPending (file: OpenFile): Promise<void> {
     const { appends } = file
     const data = appends.buffer.take()
@@ -568,6 +616,7 @@ export class OpenFileTable {
   async release (id: number): Promise<void> {
     const file = this.get(id)
     this.files.delete(id)
+    if (file.writeBehind !== null) clearTimeout(file.writeBehind)
     const handles = this.byPath.get(file.path)
     handles?.delete(file)
     if (handles?.size === 0) {
