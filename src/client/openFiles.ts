@@ -39,7 +39,7 @@ const RENAME_WORD_POLL_MS = 10
  * request.
  */
 export const WRITE_BEHIND_IDLE_MS = 1000
-export const WRITE_BEHIND_MAX_MS = 5000
+export const WRITE_BEHIND_MAX_MS = 2000
 
 /** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
 export interface Survivor {
