@@ -5,7 +5,8 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
-import { statsOf } from './helpers/wire'
+import { etagOf, FileRoutes } from '../src/shared/protocol'
+import { rawAs, statsOf } from './helpers/wire'
 
 const MiB = 1024 * 1024
 
@@ -59,4 +60,41 @@ t.test('a 64 MiB file streams through the client whole and intact', async (t) =>
   const expectedTotal = total.digest('hex')
   t.equal(await sha256Of(await reader.createReadStream('/big/blob.bin')), expectedTotal, 'the writer reads its streamed append')
   t.equal(await sha256Of(fs.createReadStream(onDisk)), expectedTotal, 'and it is on the server\'s disk')
+})
+
+t.test('GET /content with a Range answers those bytes of the version If-Match names, and refuses another version or a bad range', async (t) => {
+  const bytes = crypto.randomBytes(3 * MiB)
+  const cluster = await startTestCluster(t, [{ 'big/r.bin': '' }])
+  fs.writeFileSync(path.join(cluster.roots[0], 'big', 'r.bin'), bytes)
+  const server = cluster.fileServers[0]
+  const client = cluster.client()
+  const meta = await client.stat('/big/r.bin')
+  const { rawGet } = rawAs(cluster.credentials.read)
+  const ranged = async (range: string, ifMatch = etagOf(meta)): Promise<{ status: number, body: unknown, headers: Record<string, unknown> }> =>
+    await rawGet(server.url, FileRoutes.content, { path: '/big/r.bin' }, { responseType: 'arraybuffer', headers: { Range: range, 'If-Match': ifMatch } })
+
+  const middle = await ranged(`bytes=${2 * MiB}-${2 * MiB + 99}`)
+  t.equal(middle.status, 206)
+  t.same(Buffer.from(middle.body as ArrayBuffer), bytes.subarray(2 * MiB, 2 * MiB + 100), 'the 100 bytes asked for')
+  t.equal(middle.headers['content-range'], `bytes ${2 * MiB}-${2 * MiB + 99}/${3 * MiB}`)
+  t.equal(middle.headers.etag, etagOf(meta), 'with the version\'s validator')
+  const end = await ranged(`bytes=${3 * MiB - 10}-${3 * MiB + 1000}`)
+  t.same(Buffer.from(end.body as ArrayBuffer), bytes.subarray(3 * MiB - 10), 'a range past the end: the bytes up to it')
+  t.equal((await ranged(`bytes=${4 * MiB}-${4 * MiB + 9}`)).headers['content-length'], '0', 'past the end: none')
+  const before = await statsOf(server)
+  t.equal(before.rangeReads, 3, 'counted as range reads')
+  t.equal(before.contentTransfers, 0, 'not as transfers of the file')
+
+  for (const bad of ['bytes=5-', 'bytes=9-3', `bytes=0-${2 * MiB}`, 'lines=1-2']) {
+    const answer = await ranged(bad)
+    t.equal(answer.status, 400, `${bad}: 400`)
+  }
+  await client.append('/big/r.bin', 'more')
+  const moved = await ranged('bytes=0-9')
+  t.equal(moved.status, 409, 'another version: 409')
+  t.equal(JSON.parse(Buffer.from(moved.body as ArrayBuffer).toString()).error.code, 'CONFLICT')
+
+  t.same(await client.readRange('/big/r.bin', meta, 0, 10), null, 'the client core answers null for a version gone')
+  const current = await client.stat('/big/r.bin')
+  t.same(await client.readRange('/big/r.bin', current, 3 * MiB, 100), Buffer.from('more'), 'and the bytes of the current one')
 })

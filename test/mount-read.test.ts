@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -124,4 +125,24 @@ t.test('cat shows content, a second cat of an unchanged file moves no content, h
 
   const logStats = await statsOf(logsServer)
   t.equal(logStats.contentTransfers, 2, 'app.log and empty.log each moved once, however often they were read')
+})
+
+t.test('a read far into a large file still arriving is answered with those bytes alone: tail and dd skip=, then the whole file, all right', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/.keep': '' }])
+  const server = cluster.fileServers[0]
+  const bytes = crypto.randomBytes(64 * 1024 * 1024)
+  await cluster.client().writeFile('/data/big.bin', bytes)
+  const mount = await mountCluster(t, cluster)
+  const big = mount.at('/data/big.bin')
+
+  const tail = await run('sh', ['-c', `tail -c 100 ${big} | od -An -tx1 -v`])
+  t.equal(tail.code, 0, outcome(tail))
+  t.equal(tail.stdout.replace(/\s+/g, ''), bytes.subarray(bytes.length - 100).toString('hex'), 'tail: the last 100 bytes')
+  const block = 10_000
+  const dd = await run('sh', ['-c', `dd if=${big} bs=4096 skip=${block} count=1 status=none | od -An -tx1 -v`])
+  t.equal(dd.stdout.replace(/\s+/g, ''), bytes.subarray(block * 4096, (block + 1) * 4096).toString('hex'), 'dd skip=: the block asked for')
+  t.ok((await statsOf(server)).rangeReads >= 1, 'read by themselves, not after the whole file')
+
+  const sum = await run('sha256sum', [big])
+  t.equal(sum.stdout.split(' ')[0], crypto.createHash('sha256').update(bytes).digest('hex'), 'and the whole file reads right')
 })

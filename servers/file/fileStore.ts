@@ -290,6 +290,32 @@ export class FileStore {
     })
   }
 
+  /**
+   * Up to `length` bytes from `position`, with the metadata of the version they belong to
+   * (fewer at the end of the file, none past it): a client reading far into a large file
+   * whose download has not come that far yet.
+   */
+  async readRange (path: string, position: number, length: number): Promise<{ meta: FileMeta, bytes: Buffer }> {
+    return await this.writes.run(path, async () => {
+      const checked = await this.lstatInside(path)
+      if (checked.isDirectory()) throw new IsDirectoryError(`is a folder: ${path}`, { path })
+      const { fd, stats } = this.openCheckedSync(path, checked, fs.constants.O_RDONLY)
+      try {
+        const meta = this.metaOf(path, stats)
+        const bytes = Buffer.allocUnsafe(Math.max(0, Math.min(length, meta.size - position)))
+        let filled = 0
+        while (filled < bytes.length) {
+          const bytesRead = await readAt(fd, bytes, filled, bytes.length - filled, position + filled)
+          if (bytesRead === 0) break
+          filled += bytesRead
+        }
+        return { meta, bytes: bytes.subarray(0, filled) }
+      } finally {
+        fs.closeSync(fd)
+      }
+    })
+  }
+
   /** Opens a file for reading and pins the version, size and bytes that belong together. */
   async openRead (path: string): Promise<OpenedFile> {
     // Under the write lock, so no append is half done between fstat and version read

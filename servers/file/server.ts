@@ -3,7 +3,8 @@ import type { Express, Request } from 'express'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
-import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES } from '../../src/shared/protocol'
+import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES, MAX_RANGE_READ_BYTES } from '../../src/shared/protocol'
+import { BadRequestError, ConflictError } from '../../src/shared/errors'
 import { Transport } from '../../src/shared/transport'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
@@ -80,7 +81,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const { store, lock } = opts
   const log = opts.log ?? silentLogger
   const stats: FileServerStats = {
-    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, rangeWrites: 0, rangeBytes: 0, incoming: 0, incomingBytes: 0,
+    machineId: null, contentTransfers: 0, contentBytes: 0, notModified: 0, appends: 0, overwrites: 0, rangeWrites: 0, rangeBytes: 0, rangeReads: 0, rangeReadBytes: 0, incoming: 0, incomingBytes: 0,
     callbacksGranted: 0, callbacksBroken: 0
   }
   const leases = new LeaseGuard(lock)
@@ -168,6 +169,22 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     // A writer that fetches under its lease (to start a working copy) makes the lease known
     // here first, so appends without a lease wait for it from now on.
     if (req.get(Headers.lockToken) !== undefined) await leases.require(req, path)
+    const range = req.get('range')
+    if (range !== undefined) {
+      // Part of the version the caller holds (If-Match), read far ahead of its download.
+      const { first, length } = rangeOf(range)
+      const { meta, bytes } = await store.readRange(path, first, length)
+      const ifMatch = req.get('if-match')
+      if (ifMatch !== undefined && !matchesEtag(ifMatch, etagOf(meta))) throw new ConflictError(`${path} is no longer the version ${ifMatch}`, { path })
+      stats.rangeReads++
+      stats.rangeReadBytes += bytes.length
+      res.status(206).set(contentHeadersOf(meta)).set({
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(bytes.length),
+        'Content-Range': bytes.length === 0 ? `bytes */${meta.size}` : `bytes ${first}-${first + bytes.length - 1}/${meta.size}`
+      }).end(bytes)
+      return
+    }
     const ifNoneMatch = req.get('if-none-match')
     const granted = wantsCallback(req) && grantCaller(callbacks, req, path)
     const describe = (meta: FileMeta): boolean => {
@@ -239,7 +256,18 @@ function clientOf (req: Request): string {
   return req.get(Headers.clientId) as string
 }
 
-/** If-None-Match as HTTP has it: a list of tags, weak or strong, or '*'. */
+/** `bytes=FIRST-LAST`, one range of at most MAX_RANGE_READ_BYTES: what a client reading ahead of its download asks. */
+function rangeOf (header: string): { first: number, length: number } {
+  const match = /^bytes=(\d{1,16})-(\d{1,16})$/.exec(header.trim())
+  const first = match === null ? NaN : Number(match[1])
+  const length = match === null ? NaN : Number(match[2]) - first + 1
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(length) || length < 1 || length > MAX_RANGE_READ_BYTES) {
+    throw new BadRequestError(`Range must be bytes=FIRST-LAST, at most ${MAX_RANGE_READ_BYTES} bytes: not ${JSON.stringify(header)}`, { range: header })
+  }
+  return { first, length }
+}
+
+/** If-None-Match (and If-Match) as HTTP has it: a list of tags, weak or strong, or '*'. */
 function matchesEtag (header: string | undefined, etag: string): boolean {
   if (!header) return false
   return header.split(',').some((tag) => {

@@ -7,12 +7,12 @@ import { AdvisoryLockApi, DirectoryApi, FileServerPool, LockApi } from '../share
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
+  BadPathError, BadRequestError, ConflictError, CrossServerError, DfsError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
-import { etagOf } from '../shared/protocol'
+import { etagOf, MAX_RANGE_READ_BYTES } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import { encodeRanges } from '../shared/rangeFrames'
 import type { ByteRange } from '../shared/rangeFrames'
@@ -544,6 +544,25 @@ export class DfsClient {
     this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
     countCacheLookup(current)
     return answer
+  }
+
+  /**
+   * Up to `length` bytes of `meta`'s version from `position`, by themselves (a read far
+   * ahead of the copy still arriving). Null where they cannot be had so: the file is another
+   * version now (its bytes must not be mixed in) or the server did not answer; the caller
+   * then waits for its download, which holds the version it opened and reports its own
+   * failure.
+   */
+  async readRange (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer | null> {
+    const canonical = normalizePath(path)
+    try {
+      const found = await this.lookup(canonical)
+      return await this.locator.onFileServer(canonical, found, async (server) =>
+        await server.contentRange(canonical, etagOf(meta), position, Math.min(length, MAX_RANGE_READ_BYTES)), { read: true })
+    } catch (err) {
+      if (err instanceof DfsError) return null
+      throw err
+    }
   }
 
   async readFile (path: string): Promise<Buffer> {

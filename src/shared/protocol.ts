@@ -461,6 +461,9 @@ export type StatAnswer = FileMeta & { content?: string }
 
 export const MAX_INLINE_BYTES = 64 * 1024
 
+/** The most bytes one GET /content with a Range answers (a kernel's read is at most 128 KiB). */
+export const MAX_RANGE_READ_BYTES = 1024 * 1024
+
 /**
  * The longest callback lease a file server gives: also the longest a change waits for a
  * silent holder, so clients allow that much on top of a change's usual deadline.
@@ -503,6 +506,9 @@ export interface FileServerStats {
   /** PATCH /content answers (range writes), and the bytes of their bodies. */
   rangeWrites: number
   rangeBytes: number
+  /** GET /content answers of 206 (a Range asked for), and their bytes. */
+  rangeReads: number
+  rangeReadBytes: number
   /** Files received from another server for a rename (PUT /incoming). */
   incoming: number
   incomingBytes: number

@@ -94,6 +94,19 @@ export class FileApi {
   }
 
   /**
+   * Up to `length` bytes from `position` of the version `etag` names (a reader far ahead of
+   * its download): the bytes, fewer at the end of the file; a ConflictError once the file
+   * is another version.
+   */
+  async contentRange (path: string, etag: string, position: number, length: number): Promise<Buffer> {
+    const headers = { Range: `bytes=${position}-${position + length - 1}`, 'If-Match': etag }
+    const res = await this.transport.send({ method: 'GET', route: FileRoutes.content, query: { path }, headers, stream: true })
+    const chunks: Buffer[] = []
+    for await (const chunk of res.data as Readable) chunks.push(chunk as Buffer)
+    return Buffer.concat(chunks)
+  }
+
+  /**
    * stat, asking for a callback on the file as well and, with `inlineUpTo`, for the bytes of
    * a file of at most that many bytes (`content`, read together with `meta`).
    */
