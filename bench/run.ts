@@ -57,6 +57,9 @@ const DROP_CACHES = '/proc/sys/vm/drop_caches'
 
 /** Where each workload's data lives, as a path below a file server root, the mount or the local folder. */
 const BIG_FILE = 'seq/big.bin'
+/** Read only at its end (the tail workload): large enough that its download takes a while. */
+const TAILED_FILE = 'seq/tailed.bin'
+const TAILED_FILE_BYTES = 64 * MiB
 const SMALL_DIR = 'small'
 const LISTED_DIR = 'listing'
 const APPEND_FILE = 'appends/log.txt'
@@ -118,11 +121,11 @@ function writeNamedFiles (folder: string, count: number, bytes: number): void {
   for (let i = 0; i < count; i++) fs.writeFileSync(path.join(folder, folderFileName(i)), data)
 }
 
-async function writeBigFile (file: string): Promise<void> {
+async function writeBigFile (file: string, bytes = BIG_FILE_BYTES): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true })
   const handle = await fsp.open(file, 'w')
   try {
-    for (let written = 0; written < BIG_FILE_BYTES; written += MiB) await handle.write(crypto.randomBytes(MiB))
+    for (let written = 0; written < bytes; written += MiB) await handle.write(crypto.randomBytes(MiB))
     await handle.sync()
   } finally {
     await handle.close()
@@ -145,6 +148,7 @@ async function createData (layout: Layout, runs: RunKind): Promise<void> {
   if (runs === 'sqlite') return
   for (const [one, two] of [[first, second], [layout.local, layout.local]]) {
     await writeBigFile(path.join(one, BIG_FILE))
+    await writeBigFile(path.join(one, TAILED_FILE), TAILED_FILE_BYTES)
     await writeFiles(path.join(two, SMALL_DIR), SMALL_FILES, SMALL_FILE_BYTES, 'file')
     await writeFiles(path.join(one, LISTED_DIR), LISTED_FILES, 100, 'entry')
     await fsp.mkdir(path.dirname(path.join(two, APPEND_FILE)), { recursive: true })
@@ -434,6 +438,11 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   everySide(first, (r) => r.runsMs.length === COLD_FILES && r.bytes === COLD_FILES, `first byte: read one byte of each of ${COLD_FILES} files`)
   row(`first byte of an uncached 4 KiB file (of ${COLD_FILES})`, 'ms, median', first, medianMs, true)
   details.push(`first byte: ${perSide(first, spread)}; dfs servers: ${describeActivity(first.before, first.after, COLD_FILES, 'file')}`)
+
+  const tailed = await each('last 4 KiB of an uncached 64 MiB file', (dir) => ['tail', dir(TAILED_FILE)], dropBefore)
+  everySide(tailed, (r) => r.bytes === 4096, 'tail: read the last 4 KiB')
+  row('last 4 KiB of an uncached 64 MiB file (tail)', 'ms', tailed, medianMs, true)
+  details.push(`tail: ${perSide(tailed, spread)}; dfs servers: ${describeActivity(tailed.before, tailed.after, 1, 'file')}`)
 
   if (target.durable !== null) {
     // The same two reads on the network floor: the file's bytes fetched from the bare server.

@@ -13,7 +13,7 @@ import path from 'node:path'
  */
 
 /** 'sqlite' is run by bench/sqlite.ts, not by this script. */
-export type WorkloadName = 'read' | 'small' | 'append' | 'overwrite' | 'ls' | 'create' | 'write' | 'first-byte' | 'folder-op' | 'sqlite'
+export type WorkloadName = 'read' | 'small' | 'append' | 'overwrite' | 'ls' | 'create' | 'write' | 'first-byte' | 'tail' | 'folder-op' | 'sqlite'
 
 /** The operations the large-folder workload times, one kind per child process. */
 export const FOLDER_OPS = ['stat', 'read', 'create', 'unlink'] as const
@@ -220,6 +220,20 @@ function firstByte (folder: string, count: number): WorkloadResult {
 }
 
 /**
+ * Open, read of the last 4 KiB, close of a large file never read before (the caller empties
+ * the caches), timed: a `tail` of a log, an archive's index at its end.
+ */
+function tail (file: string): WorkloadResult {
+  const buffer = Buffer.alloc(4096)
+  const start = process.hrtime.bigint()
+  const fd = fs.openSync(file, 'r')
+  const { size } = fs.fstatSync(fd)
+  const bytes = fs.readSync(fd, buffer, 0, buffer.length, Math.max(0, size - buffer.length))
+  fs.closeSync(fd)
+  return { workload: 'tail', runsMs: [elapsedMs(start)], ops: 1, bytes }
+}
+
+/**
  * `count` operations of one kind in a folder, each timed on its own: stat or open+read+close
  * of its first FOLDER_OP_FILES files in turn, create+close of new empty files, or unlink of
  * the files the create step made (so the folder ends as it began).
@@ -250,7 +264,7 @@ function folderOp (folder: string, op: FolderOp, count: number): WorkloadResult 
 
 function main (argv: string[]): WorkloadResult {
   const [workload, target, ...rest] = argv
-  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|overwrite|ls|create|write|first-byte|folder-op> <path> [runs=N] [count=N] [bytes=N] [mib=N] [op=NAME]')
+  if (!workload || !target) throw new Error('usage: workload.js <read|small|append|overwrite|ls|create|write|first-byte|tail|folder-op> <path> [runs=N] [count=N] [bytes=N] [mib=N] [op=NAME]')
   const options = new Map(rest.map((arg) => arg.split('=') as [string, string]))
   const numberOption = (name: string, fallback: number): number => {
     const value = Number(options.get(name) ?? fallback)
@@ -266,6 +280,7 @@ function main (argv: string[]): WorkloadResult {
     case 'create': return createFiles(target, numberOption('count', 1000), numberOption('bytes', 4096))
     case 'write': return writeFsync(target, numberOption('mib', 256))
     case 'first-byte': return firstByte(target, numberOption('count', 200))
+    case 'tail': return tail(target)
     case 'folder-op': {
       const op = options.get('op') as FolderOp | undefined
       if (op === undefined || !FOLDER_OPS.includes(op)) throw new Error(`op must be one of ${FOLDER_OPS.join(', ')}`)
