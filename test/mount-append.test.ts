@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import path from 'node:path'
 import t from 'tap'
 import type { FileMeta } from '../src/shared/protocol'
@@ -74,31 +75,50 @@ t.test('two mounts are two clients: what mount A appends, the next cat on mount 
   t.equal(ownAppend.stdout, 'one\ntwo\n', 'A sees its own append')
 })
 
-t.test('what a program appends through a descriptor it keeps open reaches the server within seconds, before its close; another mount sees it', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'logs/app.log': 'start\n' }])
+t.test('what a program writes through a descriptor it keeps open reaches the server within seconds, before its close; another mount sees it', async (t) => {
+  const bulkBytes = 9 * 1024 * 1024
+  const cluster = await startTestCluster(t, [{ 'logs/app.log': 'start\n', 'logs/job.log': 'last run\n', 'logs/db': 'abcdef', 'logs/bulk.bin': 'old' }])
   const onDisk = (name: string): string => path.join(cluster.roots[0], 'logs', name)
+  const onServer = (name: string): string => fs.existsSync(onDisk(name)) ? fs.readFileSync(onDisk(name), 'utf8') : ''
   const a = await mountCluster(t, cluster)
   const b = await mountCluster(t, cluster)
   const go = path.join(await localTempDir(t), 'go')
-  // A daemon's log and `nohup job > out.log`: written, then held open until the test says.
+  // A daemon's log, `nohup job > out.log` onto a new and onto an old file, a file changed in
+  // place, and a bulk copy over an old file: written, then held open until the test says.
   // Not a shell: each command it forks closes its copies of the descriptors, a flush each.
-  const holder = `const fs = require('fs'); const [log, made, go] = process.argv.slice(1)
-    const appended = fs.openSync(log, 'a'); const created = fs.openSync(made, 'w')
-    fs.writeSync(appended, 'one\\n'); fs.writeSync(created, 'made\\n')
-    const wait = () => { if (!fs.existsSync(go)) return setTimeout(wait, 50); fs.writeSync(appended, 'two\\n'); fs.closeSync(appended); fs.closeSync(created) }
+  const holder = `const fs = require('fs'); const [dir, go] = process.argv.slice(1)
+    const open = (name, flags) => fs.openSync(dir + '/' + name, flags)
+    const fds = { log: open('app.log', 'a'), made: open('new.log', 'w'), job: open('job.log', 'w'), db: open('db', 'r+'), bulk: open('bulk.bin', 'w') }
+    fs.writeSync(fds.log, 'one\\n'); fs.writeSync(fds.made, 'made\\n'); fs.writeSync(fds.job, 'started\\n')
+    fs.writeSync(fds.db, 'XY', 2); fs.writeSync(fds.bulk, Buffer.alloc(${bulkBytes}, 'b'))
+    const wait = () => {
+      if (!fs.existsSync(go)) return setTimeout(wait, 50)
+      fs.writeSync(fds.log, 'two\\n')
+      for (const fd of Object.values(fds)) fs.closeSync(fd)
+    }
     wait()`
-  const daemon = run(process.execPath, ['-e', holder, a.at('/logs/app.log'), a.at('/logs/new.log'), go], { timeoutMs: 30_000 })
+  const daemon = run(process.execPath, ['-e', holder, a.at('/logs'), go], { timeoutMs: 30_000 })
   try {
-    await waitFor('the appended line on the server while its descriptor is open', async () => fs.readFileSync(onDisk('app.log'), 'utf8') === 'start\none\n', 10_000, 50)
-    await waitFor('the new file on the server while its descriptor is open', async () => fs.existsSync(onDisk('new.log')) && fs.readFileSync(onDisk('new.log'), 'utf8') === 'made\n', 10_000, 50)
+    const whileOpen = async (what: string, name: string, expected: string): Promise<void> => {
+      await waitFor(`${what} on the server while its descriptor is open`, async () => onServer(name) === expected, 10_000, 50)
+    }
+    await whileOpen('the appended line', 'app.log', 'start\none\n')
+    await whileOpen('the new file', 'new.log', 'made\n')
+    await whileOpen('the old file written from the start', 'job.log', 'started\n')
+    await whileOpen('the change in place', 'db', 'abXYef')
     t.equal((await run('cat', [b.at('/logs/app.log')])).stdout, 'start\none\n', 'another mount reads the line')
     t.equal((await run('cat', [b.at('/logs/new.log')])).stdout, 'made\n', 'and the new file')
+    t.equal((await run('cat', [b.at('/logs/job.log')])).stdout, 'started\n', 'and the rewritten one')
+    // Well past the write-behind's latest moment: a bulk copy is stored at its close only.
+    await sleep(3_000)
+    t.equal(onServer('bulk.bin'), 'old', `${bulkBytes} bytes written over a file are not stored before the close`)
   } finally {
     fs.writeFileSync(go, '')
   }
   const done = await daemon
   t.equal(done.code, 0, outcome(done))
-  t.equal(fs.readFileSync(onDisk('app.log'), 'utf8'), 'start\none\ntwo\n', 'the line after it, at the close')
+  t.equal(onServer('app.log'), 'start\none\ntwo\n', 'the line after it, at the close')
+  t.equal(fs.statSync(onDisk('bulk.bin')).size, bulkBytes, 'and the bulk copy, whole')
 })
 
 t.test('two mounts append at the same time: every line arrives whole, none lost', async (t) => {

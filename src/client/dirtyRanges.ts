@@ -32,16 +32,22 @@ export class DirtyRanges {
    * store fails.
    */
   take (size: number): Array<[number, number]> {
-    const tail = this.lowestSize < size ? this.lowestSize : size
-    const taken: Array<[number, number]> = []
-    for (const [start, end] of this.ranges) {
-      if (start >= tail) break
-      taken.push([start, Math.min(end, tail)])
-    }
-    if (tail < size) taken.push([tail, size])
+    const taken = this.within(size)
     this.ranges = []
     this.lowestSize = Number.POSITIVE_INFINITY
     return taken
+  }
+
+  /** What take() would answer, left in place. */
+  within (size: number): Array<[number, number]> {
+    const tail = this.lowestSize < size ? this.lowestSize : size
+    const covered: Array<[number, number]> = []
+    for (const [start, end] of this.ranges) {
+      if (start >= tail) break
+      covered.push([start, Math.min(end, tail)])
+    }
+    if (tail < size) covered.push([tail, size])
+    return covered
   }
 
   /** Ranges taken for a store that failed: changed still. */

@@ -37,15 +37,21 @@ const RENAME_WORD_POLL_MS = 10
  */
 const RANGE_READ_AHEAD_BYTES = 8 * 1024 * 1024
 /**
- * Bytes appended through a handle that stays open are sent anyway once its writes pause
- * this long, or at the latest WRITE_BEHIND_MAX_MS after the first of them: a daemon's log,
- * or `nohup job > out.log`, reaches its server (and every other mount) within seconds, not
- * only at close, and a mount killed meanwhile loses at most that much. A program that
- * closes sooner (`echo >>`), or writes without a pause until it closes, still costs one
- * request.
+ * What a handle that stays open wrote is sent anyway once its writes pause this long, or at
+ * the latest WRITE_BEHIND_MAX_MS after the first of them, as an fsync would send it: a
+ * daemon's log, or `nohup job > out.log`, reaches its server (and every other mount) within
+ * seconds, not only at close, and a mount killed meanwhile loses at most that much. A
+ * program that closes sooner (`echo >>`, an editor's save), or writes without a pause until
+ * it closes, still costs one request and is seen whole or not at all.
  */
 export const WRITE_BEHIND_IDLE_MS = 1000
 export const WRITE_BEHIND_MAX_MS = 2000
+/**
+ * A working copy (a file written in place) is stored behind only while that costs at most
+ * this: a bulk copy over an existing file is not stored again and again as it grows, only
+ * at its close; a log it rewrites from the start is, in small range writes.
+ */
+const WRITE_BEHIND_STORE_BYTES = 8 * 1024 * 1024
 
 /** A descriptor that lives on after its file was unlinked (UnlinkedFiles): whether it was opened with O_APPEND. */
 export interface Survivor {
@@ -465,6 +471,7 @@ export class OpenFileTable {
     }
     const working = file.working as WorkingCopy
     await working.write(data, appending ? working.size : position)
+    this.sendLater(file)
     return data.length
   }
 
@@ -570,14 +577,16 @@ export class OpenFileTable {
   }
 
   /**
-   * Sends what a handle still open has appended, as an fsync would (a file made here is
-   * created, and its lease kept for the writes to come). Not a working copy's changes: those
-   * are stored whole at close or fsync, so nobody sees a file half written in place. A send
-   * that fails has put its bytes back and is tried again later; the close sends and reports.
+   * Sends what a handle still open wrote, as an fsync would: its appends (a file made here is
+   * created, and its lease kept for the writes to come), or its working copy's changes while
+   * they are small (WRITE_BEHIND_STORE_BYTES). A send that fails has put its bytes back and
+   * is tried again later; the close sends them and reports.
    */
   private async sendIdle (file: OpenFile): Promise<void> {
-    if (this.files.get(file.id) !== file || file.working !== null || this.workingCopies.has(file.path) || this.startingCopies.has(file.path)) return
-    if (file.appends.buffer.size === 0 && !this.unborn.has(file.path)) return
+    if (this.files.get(file.id) !== file || this.startingCopies.has(file.path)) return
+    const working = file.working ?? this.workingCopies.get(file.path)
+    if (working !== undefined && working.unstoredBytes + file.appends.buffer.size > WRITE_BEHIND_STORE_BYTES) return
+    if (working === undefined && file.appends.buffer.size === 0) return
     try {
       await this.flushNow(file, true)
     } catch {

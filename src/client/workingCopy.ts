@@ -185,6 +185,18 @@ export class WorkingCopy {
     return { bytesRead: position >= end ? 0 : this.memory.copy(buffer, offset, position, end) }
   }
 
+  /** Bytes the next store would send: the changed ranges where it sends only those, else the whole copy. */
+  get unstoredBytes (): number {
+    if (!this.dirty) return 0
+    const changed = bytesOf(this.dirtyRanges.within(this.size))
+    return this.rangesFrom(changed) !== null ? changed : this.size
+  }
+
+  /** The version a store of `changed` bytes sends them as ranges to, or null: it sends the whole copy. */
+  private rangesFrom (changed: number): number | null {
+    return changed <= MAX_RANGE_STORE_BYTES && changed <= this.size / 2 ? this.baseVersion : null
+  }
+
   /** Stores the copy if it changed; changes made meanwhile keep it dirty for the next store. */
   async store (backend: WorkingCopyBackend): Promise<void> {
     if (!this.dirty) return
@@ -193,10 +205,8 @@ export class WorkingCopy {
     const ranges = this.dirtyRanges.take(size)
     let stored: FileMeta | null = null
     try {
-      const changed = bytesOf(ranges)
-      if (this.baseVersion !== null && changed <= MAX_RANGE_STORE_BYTES && changed <= size / 2) {
-        stored = await backend.storeRanges(this.path, await this.readRanges(ranges), size, this.held, this.baseVersion)
-      }
+      const fromVersion = this.rangesFrom(bytesOf(ranges))
+      if (fromVersion !== null) stored = await backend.storeRanges(this.path, await this.readRanges(ranges), size, this.held, fromVersion)
       if (stored === null) {
         if (this.local !== null) await this.local.handle.sync()
         const whole = await backend.storeWorkingCopy(this.path, this.local?.file ?? this.bytes(), this.held, this.baseVersion)
