@@ -28,11 +28,20 @@ export interface MutationContext {
   keyRemovals: KeyRemovals
 }
 
-/** The context's directory and identity, or 503 before the server has joined a cluster. */
-export function joined (directory: DirectoryApi | null, self: () => ServerInfo | null): Pick<MutationContext, 'directory' | 'self'> {
+/**
+ * The context's directory and identity, or 503 before the server has joined a cluster, and
+ * while it reports its files there (`reporting`): the report replaces what the directory
+ * holds of this server, so a name claimed or dropped between the scan and the report would
+ * be lost or come back. Every change of a name asks for `self()` first; a client waits and
+ * tries again, as for a server down.
+ */
+export function joined (directory: DirectoryApi | null, self: () => ServerInfo | null, reporting: () => boolean = () => false): Pick<MutationContext, 'directory' | 'self'> {
   const notJoined = (): never => { throw new ServerUnavailableError('this file server has not joined a directory server yet') }
   return {
     directory: () => directory ?? notJoined(),
-    self: () => self() ?? notJoined()
+    self: () => {
+      if (reporting()) throw new ServerUnavailableError('this file server is reporting its files to the directory server: try again in a moment')
+      return self() ?? notJoined()
+    }
   }
 }

@@ -34,15 +34,18 @@ export class ClusterMembership {
     /** Where it registers: the directory, called with the cluster key rather than this server's own secret. */
     private readonly registrar: DirectoryApi = directory,
     /** Work to finish before the report (renames a crash cut short), once the machine id is known. */
-    private readonly beforeReport: (machineId: number) => Promise<void> = async () => {}
+    private readonly beforeReport: (machineId: number) => Promise<void> = async () => {},
+    /** Told when a join starts and ends: meanwhile no name may change here (the report replaces them all). */
+    private readonly reporting: (underWay: boolean) => void = () => {}
   ) {}
 
   async join (): Promise<number> {
     this.joins++
+    this.reporting(true)
     try {
       return await this.joinOnce()
     } finally {
-      this.joins--
+      if (--this.joins === 0) this.reporting(false)
     }
   }
 

@@ -94,6 +94,8 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const app = newApp('file') as FileServerApp
   app.locals.stats = stats
   app.locals.publicUrl = null
+  /** A join's scan and report under way (ClusterMembership): names are not changed meanwhile (see joined()). */
+  app.locals.reporting = false
   app.locals.callbacks = callbacks
   app.locals.keyRemovals = new KeyRemovals(async (path) => {
     try {
@@ -237,7 +239,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     ...joined(opts.directory ?? null, (): ServerInfo | null => {
       const url = app.locals.publicUrl
       return stats.machineId === null || url === null ? null : { machineId: stats.machineId, url }
-    }),
+    }, () => app.locals.reporting === true),
     peer: (server) => peers.of(server),
     callbacks,
     renames: RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME)),
@@ -348,7 +350,7 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
     await recoverRenames(renames, cutShort, {
       store, directory, lock, peer: (server) => peers.of(server), machineId, owner: `${os.hostname()}:${process.pid}:rename-recovery`, log
     })
-  })
+  }, (underWay) => { app.locals.reporting = underWay })
   try {
     const machineId = await membership.join()
     const heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS

@@ -1017,9 +1017,17 @@ export class DfsClient {
     const held = opts.keepWriting === true && this.locks.kept?.canKeep() === true ? await this.locks.acquire(canonical) : undefined
     const token = held === undefined ? undefined : leaseCredentialOf(held.lease)
     let made = false
+    // Where the last try went: one whose answer was lost (its server went down after making the
+    // file) has put the name in the directory, which then places it nowhere (409). Sent there
+    // again with the same change id, the create is answered as made, or 409 if another took it.
+    let sentTo: ServerInfo | undefined
     try {
       meta = await retryAppendWhileUnavailable(`create of ${canonical}`, this.writeRetry, async () => {
-        const server = await this.placementOf(canonical)
+        const server = await this.placementOf(canonical).catch((err: unknown) => {
+          if (err instanceof ConflictError && sentTo !== undefined) return sentTo
+          throw err
+        })
+        sentTo = server
         const api = this.locator.fileServer(server)
         try {
           // A callback on the new file: its bytes are this client's copy, so a stat or an open of
