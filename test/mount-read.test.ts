@@ -5,6 +5,8 @@ import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import { statsOf } from './helpers/wire'
+import { waitFor } from './helpers/waitFor'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 const numbered = (count: number): string => Array.from({ length: count }, (_, i) => `line ${i + 1} of the log\n`).join('')
 
@@ -145,4 +147,45 @@ t.test('a read far into a large file still arriving is answered with those bytes
 
   const sum = await run('sha256sum', [big])
   t.equal(sum.stdout.split(' ')[0], crypto.createHash('sha256').update(bytes).digest('hex'), 'and the whole file reads right')
+})
+
+/** Bytes of the files under `dir` (a mount's cache folder), 0 if it is not there. */
+function bytesUnder (dir: string): number {
+  if (!fs.existsSync(dir)) return 0
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .reduce((sum, entry) => sum + fs.statSync(path.join(entry.parentPath, entry.name)).size, 0)
+}
+
+t.test('a read at the end of a large file reads by ranges without fetching the whole file; grown by another client, the next read sees the new bytes', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/.keep': '' }])
+  const bytes = crypto.randomBytes(64 * 1024 * 1024)
+  const writer = cluster.client()
+  await writer.writeFile('/data/log.bin', bytes)
+  const mount = await mountCluster(t, cluster)
+  const go = path.join(t.testdir(), 'go')
+  // As `tail -f`: the last bytes, then, once told, what the file grew by.
+  const follower = `const fs = require('fs'); const [file, go] = process.argv.slice(1)
+    const fd = fs.openSync(file, 'r'); const size = fs.fstatSync(fd).size
+    const last = Buffer.alloc(100); fs.readSync(fd, last, 0, 100, size - 100); console.log(last.toString('hex'))
+    fs.writeFileSync(go + '.ready', '')
+    const wait = () => {
+      if (!fs.existsSync(go)) return setTimeout(wait, 20)
+      const more = Buffer.alloc(fs.fstatSync(fd).size - size); fs.readSync(fd, more, 0, more.length, size)
+      console.log(more.toString()); fs.closeSync(fd)
+    }
+    wait()`
+  fs.mkdirSync(t.testdir(), { recursive: true })
+  const following = run(process.execPath, ['-e', follower, mount.at('/data/log.bin'), go], { timeoutMs: 30_000 })
+  await waitFor('the last bytes read', async () => fs.existsSync(go + '.ready'), 20_000, 20)
+  // Long enough for the whole file to arrive, were it still being fetched.
+  await sleep(1000)
+  t.ok(bytesUnder(mount.cacheDir) < bytes.length / 2, 'the whole file was not fetched into the cache')
+  await writer.append('/data/log.bin', 'more\n')
+  fs.writeFileSync(go, '')
+  const done = await following
+  t.equal(done.code, 0, outcome(done))
+  const [last, more] = done.stdout.split('\n')
+  t.equal(last, bytes.subarray(bytes.length - 100).toString('hex'), 'the last 100 bytes')
+  t.equal(more, 'more', 'and, after another client appended, the new bytes')
 })

@@ -7,7 +7,7 @@ import { AdvisoryLockApi, DirectoryApi, FileServerPool, LockApi } from '../share
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, DfsError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
@@ -548,21 +548,14 @@ export class DfsClient {
 
   /**
    * Up to `length` bytes of `meta`'s version from `position`, by themselves (a read far
-   * ahead of the copy still arriving). Null where they cannot be had so: the file is another
-   * version now (its bytes must not be mixed in) or the server did not answer; the caller
-   * then waits for its download, which holds the version it opened and reports its own
-   * failure.
+   * ahead of the copy still arriving), fewer at the end of the file; ConflictError once the
+   * file is another version (its bytes must not be mixed in).
    */
-  async readRange (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer | null> {
+  async readRange (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer> {
     const canonical = normalizePath(path)
-    try {
-      const found = await this.lookup(canonical)
-      return await this.locator.onFileServer(canonical, found, async (server) =>
-        await server.contentRange(canonical, etagOf(meta), position, Math.min(length, MAX_RANGE_READ_BYTES)), { read: true })
-    } catch (err) {
-      if (err instanceof DfsError) return null
-      throw err
-    }
+    const found = await this.lookup(canonical)
+    return await this.locator.onFileServer(canonical, found, async (server) =>
+      await server.contentRange(canonical, etagOf(meta), position, Math.min(length, MAX_RANGE_READ_BYTES)), { read: true })
   }
 
   async readFile (path: string): Promise<Buffer> {

@@ -149,7 +149,7 @@ export class LocalCache {
       body.destroy()
       throw err
     }
-    const download = new Download()
+    const download = new Download(() => body.destroy(new Error(`the download of ${path} was called off`)))
     void (async () => {
       try {
         try {
@@ -492,6 +492,22 @@ export class Download {
   /** When it finished (monotonic), or null while under way. */
   private finishedAt: number | null = null
   private readonly waiting = new Set<{ until: number, resolve: () => void, reject: (err: Error) => void }>()
+
+  /** `stop`: ends the body's stream (cancel). */
+  constructor (private readonly stop: () => void = () => {}) {}
+
+  /**
+   * Calls the download off (its only reader reads by ranges instead): the body's stream
+   * ends, the partial copy goes, and nothing becomes the cached copy.
+   */
+  cancel (): void {
+    if (this.outcome === null) this.stop()
+  }
+
+  /** Whether no reader waits for bytes to arrive. */
+  get unwaited (): boolean {
+    return this.waiting.size === 0
+  }
 
   /** Resolves once `until` bytes are on disk or the whole body is; rejects if it failed. */
   async waitFor (until: number): Promise<void> {

@@ -1,13 +1,14 @@
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, BusyError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
+import { BadRequestError, BusyError, ConflictError, DfsError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { monotonicMs } from '../shared/clock'
 import { normalizePath, parentOf } from '../shared/paths'
 import type { FileMeta } from '../shared/protocol'
 import { AppendBuffer } from './appendBuffer'
 import { BytesReader } from './copyReader'
+import { RangeReader } from './rangeReader'
 import type { CopyReader } from './copyReader'
 import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
@@ -36,6 +37,12 @@ const RENAME_WORD_POLL_MS = 10
  * here, about 30 ms of waiting, against one request of about a millisecond.
  */
 const RANGE_READ_AHEAD_BYTES = 8 * 1024 * 1024
+/**
+ * A download with more than this still to come when its reader reads that far ahead is
+ * called off, and the handle reads by ranges from then on: a `tail` of a large log, or a
+ * seek into a disk image, does not fetch the whole file for a few blocks of it.
+ */
+const CALL_OFF_DOWNLOAD_BYTES = 16 * 1024 * 1024
 /**
  * What a handle that stays open wrote is sent anyway once its writes pause this long, or at
  * the latest WRITE_BEHIND_MAX_MS after the first of them, as an fsync would send it: a
@@ -84,8 +91,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   forget: (path: string) => void
   /** Why this client's credential cannot change files now (a read-only or expired token), or null. */
   writeRefusal: () => string | null
-  /** Bytes of `meta`'s version from `position`, by themselves; null where they cannot be had so (the file moved on). */
-  readRange: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer | null>
+  /** Bytes of `meta`'s version from `position`, by themselves; ConflictError once the file is another version. */
+  readRange: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
   /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
   roomFor: (path: string, adding: number, heldBack: number, isNew: boolean) => Promise<boolean>
 }
@@ -389,7 +396,7 @@ export class OpenFileTable {
     }
   }
 
-  async read (id: number, buffer: Buffer, length: number, position: number): Promise<number> {
+  async read (id: number, buffer: Buffer, length: number, position: number, reopened = false): Promise<number> {
     const file = this.get(id)
     await this.sendPendingOf(file.path)
     const working = file.working ?? this.workingCopies.get(file.path)
@@ -401,7 +408,7 @@ export class OpenFileTable {
       // Far ahead of a large file's download (tail, a seek, an archive's index at its end):
       // those bytes of the same version are fetched by themselves, not waited for.
       if (!file.download.finished && position > file.download.received + RANGE_READ_AHEAD_BYTES) {
-        const bytes = await this.client.readRange(file.path, file.readerMeta, position, length)
+        const bytes = await this.readAhead(file, position, length)
         if (bytes !== null) return bytes.copy(buffer, 0)
       }
       await file.download.waitFor(position + length)
@@ -409,7 +416,16 @@ export class OpenFileTable {
       const copied = file.download.copyRecent(buffer, length, position)
       if (copied === length) return copied
     }
-    const { bytesRead } = await source.read(buffer, 0, length, position, !working && file.download?.justWritten === true)
+    let bytesRead: number
+    try {
+      bytesRead = (await source.read(buffer, 0, length, position, !working && file.download?.justWritten === true)).bytesRead
+    } catch (err) {
+      // Read by ranges, and the file changed since it was opened (a log another mount appends
+      // to): opened again, as after this mount's own appends (readPastCopy), and read as it is now.
+      if (reopened || !(source instanceof RangeReader) || !(err instanceof StaleHandleError)) throw err
+      await this.reopenReader(file)
+      return await this.read(id, buffer, length, position, true)
+    }
     if (working || bytesRead === length) return bytesRead
     return await this.readPastCopy(file, buffer, length, position, bytesRead)
   }
@@ -609,6 +625,42 @@ export class OpenFileTable {
       appends.sending -= data.length
     }
     for (const other of this.handlesOf(file.path)) if (other.reader) other.readerBehind = true
+  }
+
+  /**
+   * Bytes far ahead of the handle's download, by themselves (RANGE_READ_AHEAD_BYTES); null
+   * where they cannot be had so (the file moved on, the server did not answer): the caller
+   * waits for the download, which holds the version opened. A download with much still to
+   * come and no read waiting for it is then called off, and the handle reads by ranges.
+   */
+  private async readAhead (file: OpenFile, position: number, length: number): Promise<Buffer | null> {
+    const download = file.download as Download
+    let bytes: Buffer
+    try {
+      bytes = await this.client.readRange(file.path, file.readerMeta, position, length)
+    } catch (err) {
+      if (err instanceof DfsError) return null
+      throw err
+    }
+    if (file.download === download && download.unwaited && file.readerMeta.size - download.received > CALL_OFF_DOWNLOAD_BYTES) {
+      download.cancel()
+      const copy = file.reader
+      const opened = file.readerMeta
+      file.reader = new RangeReader(async (at, size) => await this.rangeOfOpened(file, opened, at, size))
+      file.download = null
+      await copy?.close()
+    }
+    return bytes
+  }
+
+  /** Bytes of the version a handle opened, for its RangeReader: StaleHandleError once the file is another (read() then opens it again). */
+  private async rangeOfOpened (file: OpenFile, opened: FileMeta, position: number, length: number): Promise<Buffer> {
+    try {
+      return await this.client.readRange(file.path, opened, position, length)
+    } catch (err) {
+      if (err instanceof ConflictError) throw new StaleHandleError(`${file.path} changed since it was opened (it is read by ranges of the version opened)`, { path: file.path })
+      throw err
+    }
   }
 
   /**
