@@ -72,6 +72,17 @@ export async function readAt (fd: number, buffer: Buffer, offset: number, length
   return (await readFd(fd, buffer, offset, length, position)).bytesRead
 }
 
+/** Fills `buffer` from `position` on, or up to the end of the file: the bytes read (fewer at the end). */
+export async function readFully (fd: number, buffer: Buffer, position: number): Promise<number> {
+  let filled = 0
+  while (filled < buffer.length) {
+    const bytesRead = await readAt(fd, buffer, filled, buffer.length - filled, position + filled)
+    if (bytesRead === 0) break
+    filled += bytesRead
+  }
+  return filled
+}
+
 /** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */
 export async function syncFile (file: string): Promise<void> {
   const fd = fs.openSync(file, fs.constants.O_RDONLY)

@@ -10,7 +10,7 @@ import type { FileMeta, MetaKind, StatfsAnswer } from '../../src/shared/protocol
 import { baseName, joinPath, parentOf } from '../../src/shared/paths'
 import { diskModeOf, ModeRecord } from './modeRecord'
 import { VersionLog } from './versionLog'
-import { QUICK_WRITE_BYTES, readAt, syncFile, writeGathered } from '../common/diskSteps'
+import { QUICK_WRITE_BYTES, readFully, syncFile, writeGathered } from '../common/diskSteps'
 import { timedSync } from '../common/metrics'
 import { crashPoint } from '../common/crashPoints'
 import { noteProblem } from '../common/problems'
@@ -277,12 +277,7 @@ export class FileStore {
         const meta = this.metaOf(path, stats)
         if (meta.size > upTo) return { meta }
         const content = Buffer.allocUnsafe(meta.size)
-        let filled = 0
-        while (filled < content.length) {
-          const bytesRead = await readAt(fd, content, filled, content.length - filled, filled)
-          if (bytesRead === 0) break
-          filled += bytesRead
-        }
+        const filled = await readFully(fd, content, 0)
         return { meta: { ...meta, size: filled }, content: content.subarray(0, filled) }
       } finally {
         fs.closeSync(fd)
@@ -303,12 +298,7 @@ export class FileStore {
       try {
         const meta = this.metaOf(path, stats)
         const bytes = Buffer.allocUnsafe(Math.max(0, Math.min(length, meta.size - position)))
-        let filled = 0
-        while (filled < bytes.length) {
-          const bytesRead = await readAt(fd, bytes, filled, bytes.length - filled, position + filled)
-          if (bytesRead === 0) break
-          filled += bytesRead
-        }
+        const filled = await readFully(fd, bytes, position)
         return { meta, bytes: bytes.subarray(0, filled) }
       } finally {
         fs.closeSync(fd)
