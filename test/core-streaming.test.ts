@@ -5,7 +5,9 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
-import { etagOf, FileRoutes } from '../src/shared/protocol'
+import http from 'node:http'
+import { etagOf, FileRoutes, Headers, PROTOCOL_VERSION } from '../src/shared/protocol'
+import { recentProblems } from '../servers/common/problems'
 import { rawAs, statsOf } from './helpers/wire'
 
 const MiB = 1024 * 1024
@@ -97,4 +99,26 @@ t.test('GET /content with a Range answers those bytes of the version If-Match na
   await t.rejects(client.readRange('/big/r.bin', meta, 0, 10), { code: 'CONFLICT' }, 'the client core refuses a version gone')
   const current = await client.stat('/big/r.bin')
   t.same(await client.readRange('/big/r.bin', current, 3 * MiB, 100), Buffer.from('more'), 'and the bytes of the current one')
+})
+
+t.test('a client that hangs up midway through a download is no fault of the server: nothing logged as an error, nothing for dfs status', async (t) => {
+  const lines: string[] = []
+  const cluster = await startTestCluster(t, [{ 'big/h.bin': '' }], { log: (line: string) => { lines.push(line) } })
+  fs.writeFileSync(path.join(cluster.roots[0], 'big', 'h.bin'), crypto.randomBytes(32 * MiB))
+  const url = new URL(FileRoutes.content + '?path=' + encodeURIComponent('/big/h.bin'), cluster.fileServers[0].url)
+  const headers = { Authorization: `Bearer ${cluster.credentials.read}`, [Headers.protocol]: String(PROTOCOL_VERSION) }
+  const hungUp = await new Promise<number>((resolve, reject) => {
+    const req = http.get(url, { headers }, (res) => {
+      res.once('data', () => {
+        req.destroy()
+        resolve(res.statusCode ?? 0)
+      })
+    })
+    req.on('error', (err) => { if (!req.destroyed) reject(err) })
+  })
+  t.equal(hungUp, 200, 'the download had started')
+  // The server finds the connection gone at its next write.
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.same(lines.filter((line) => /error/i.test(line)), [], 'no error logged')
+  t.same(recentProblems().filter((problem) => /premature/i.test(problem.message)), [], 'and no problem noted for dfs status')
 })

@@ -1,5 +1,6 @@
 import os from 'node:os'
-import type { Express, Request } from 'express'
+import type { Express, Request, Response } from 'express'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DirectoryApi, FileServerPool, LockApi } from '../../src/shared/api'
 import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer } from '../../src/shared/protocol'
@@ -213,7 +214,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
     stats.contentBytes += meta.size
     res.set({ 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) })
     if (stream === null) res.end(small.content)
-    else await pipeline(stream, res)
+    else await sendStream(stream, res)
   })
 
   app.post(FileRoutes.append, async (req, res) => {
@@ -256,6 +257,19 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
 
 function clientOf (req: Request): string {
   return req.get(Headers.clientId) as string
+}
+
+/**
+ * Streams a file's bytes as the answer. A client that hangs up midway (a mount's reader that
+ * called the download off to read by ranges, a mount that stopped) is no fault of this
+ * server's: the stream just ends, with no error logged nor noted for `dfs status`.
+ */
+async function sendStream (stream: Readable, res: Response): Promise<void> {
+  try {
+    await pipeline(stream, res)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err
+  }
 }
 
 /** `bytes=FIRST-LAST`, one range of at most MAX_RANGE_READ_BYTES: what a client reading ahead of its download asks. */
