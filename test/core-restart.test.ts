@@ -9,18 +9,25 @@ import { startDirectoryServer } from '../servers/directory/server'
 import { startFileServer } from '../servers/file/server'
 import { startLockServer } from '../servers/lock/server'
 import type { RunningServer } from '../servers/common/http'
+import type { Test } from 'tap'
+
+/** A temp folder and the servers a test starts (pushed to `running`): closed, latest first, and removed at its end. */
+function scratch (t: Test, prefix: string): { work: string, running: RunningServer[] } {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const running: RunningServer[] = []
+  t.teardown(async () => {
+    for (const server of [...running].reverse()) await server.close().catch(() => {})
+    fs.rmSync(work, { recursive: true, force: true })
+  })
+  return { work, running }
+}
 
 // The directory and lock servers keep their state in memory; file servers notice a restart
 // by its new boot id and join again, so the cluster heals without restarting them.
 t.test('a restarted directory or lock server gets the files and keys back', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-restart-'))
+  const { work, running } = scratch(t, 'dfs-restart-')
   fs.mkdirSync(path.join(work, 'root', 'notes'), { recursive: true })
   fs.writeFileSync(path.join(work, 'root', 'notes', 'a.txt'), 'one\n')
-  const running: RunningServer[] = []
-  t.teardown(async () => {
-    for (const server of running.reverse()) await server.close().catch(() => {})
-    fs.rmSync(work, { recursive: true, force: true })
-  })
   let directory = await startDirectoryServer({ port: 0 })
   let lock = await startLockServer({ port: 0 })
   running.push(directory, lock)
@@ -52,17 +59,12 @@ t.test('a restarted directory or lock server gets the files and keys back', asyn
 // it with the report: a name made or removed between the scan and the report would be lost
 // or come back. Names change only once the report is in (meanwhile: 503, and clients retry).
 t.test('names made while a file server restarts and reports its files are all in the namespace afterwards', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-rejoin-'))
+  const { work, running } = scratch(t, 'dfs-rejoin-')
   const root = path.join(work, 'root')
   // Enough files that the scan and the report take a while.
   fs.mkdirSync(path.join(root, 'many'), { recursive: true })
   for (let i = 0; i < 5000; i++) fs.writeFileSync(path.join(root, 'many', `f-${i}`), '')
   fs.mkdirSync(path.join(root, 'made'))
-  const running: RunningServer[] = []
-  t.teardown(async () => {
-    for (const server of running.reverse()) await server.close().catch(() => {})
-    fs.rmSync(work, { recursive: true, force: true })
-  })
   const directory = await startDirectoryServer({ port: 0 })
   const lock = await startLockServer({ port: 0 })
   const start = async (port: number): Promise<RunningServer> => await startFileServer({ root, port, directoryUrl: directory.url, lockUrl: lock.url, heartbeatMs: 100 })
@@ -100,17 +102,15 @@ t.test('names made while a file server restarts and reports its files are all in
 })
 
 t.test('while a file server reports its files, a change of a name is 503 UNAVAILABLE, and a client\'s retry lands once the report is in', async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-reporting-'))
+  const { work, running } = scratch(t, 'dfs-reporting-')
   fs.mkdirSync(path.join(work, 'root', 'made'), { recursive: true })
   const directory = await startDirectoryServer({ port: 0 })
   const lock = await startLockServer({ port: 0 })
+  running.push(directory, lock)
   const files = await startFileServer({ root: path.join(work, 'root'), port: 0, directoryUrl: directory.url, lockUrl: lock.url })
+  running.push(files)
   const client = new DfsClient({ directoryUrl: directory.url, lockUrl: lock.url, cacheDir: path.join(work, 'cache'), timeoutMs: 2000, retryWritesForMs: 20_000 })
-  t.teardown(async () => {
-    client.close()
-    for (const server of [files, lock, directory]) await server.close().catch(() => {})
-    fs.rmSync(work, { recursive: true, force: true })
-  })
+  t.teardown(() => client.close())
   // As ClusterMembership marks a join's scan and report.
   files.app.locals.reporting = true
   const api = new FileApi(new Transport('file server', files.url, 2000))
