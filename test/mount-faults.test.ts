@@ -3,10 +3,12 @@ import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { DEFAULT_SERVER_DOWN_AFTER_MS } from '../src/shared/defaults'
+import { LockRoutes } from '../src/shared/protocol'
 import { outcome, sh } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
 import { waitFor, within } from './helpers/waitFor'
+import { rawAs } from './helpers/wire'
 
 /*
  * A hard mount (the default) never drops what a program wrote: an `echo >>` whose server
@@ -96,6 +98,35 @@ t.test('echo >> while the file server is killed and restarted waits for it and l
   const after = await appendLine(file, 'after')
   t.equal(after.code, 0, outcome(after))
   await waitFor('the last line', async () => (await onDisk(c.files[0], 'logs/app.log')).endsWith('after\n') || undefined, 5000, 50)
+})
+
+t.test('files written just before the lock server restarts are written again at once after it: the mount gives back the leases it kept', async (t) => {
+  // Leases outlast the mount's wait for a lock (10 s) by far: a kept lease the mount gave
+  // up on would still hold its file on the restarted lock server, against the mount's own
+  // next write (ENOLCK, as sqlite's fsync of its journal got).
+  const c = await startProcessCluster(t, { trees: [{ 'logs/.keep': '' }], lockArgs: ['--lease-ms', '120000'] })
+  const mount = await c.mount()
+  const { rawGet } = rawAs(c.credentials.write)
+  const held = async (dfsPath: string): Promise<boolean> => (await rawGet(c.lock.url, LockRoutes.status, { path: dfsPath })).body.held === true
+  const state = mount.at('/logs/state.txt')
+  const db = mount.at('/logs/app.db')
+  const overwrite = (tag: string): string => `echo ${tag} > '${state}'`
+  // sqlite3 makes, writes, fsyncs and removes its journal (and stores the database) at each commit.
+  const insert = (tag: string): string => `sqlite3 -batch '${db}' "create table if not exists t (v text); insert into t values ('${tag}');"`
+  await waitFor('writes that leave the leases kept', async () => {
+    const written = await sh(`${insert('first')} && ${overwrite('first')}`)
+    if (written.code !== 0) throw new Error(outcome(written))
+    return (await held('/logs/state.txt')) && (await held('/logs/app.db-journal'))
+  }, 20_000, 50)
+  await c.lock.restart()
+  const inserted = await sh(insert('second'), { timeoutMs: DONE_MS })
+  t.equal(inserted.code, 0, `sqlite3 commits again after the restart: ${outcome(inserted)}`)
+  const again = await sh(overwrite('second'), { timeoutMs: DONE_MS })
+  t.equal(again.code, 0, `the overwrite after the restart succeeds: ${outcome(again)}`)
+  const rows = await sh(`sqlite3 -batch '${db}' 'select v from t;'`)
+  // The wait above may have committed 'first' more than once.
+  t.match(rows.stdout, /^(first\n)+second\n$/, `the database holds every row: ${outcome(rows)}`)
+  t.equal(await onDisk(c.files[0], 'logs/state.txt'), 'second\n', 'and is on the server')
 })
 
 t.test('a soft mount gives EIO instead of waiting, to a program that checks fsync', async (t) => {

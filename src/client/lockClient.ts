@@ -56,6 +56,16 @@ const HANDOFF_WAIT_MS = 1_000
 const RENEW_NOW_RETRY_MS = 300
 const RENEW_NOW_RETRIES = 10
 
+/**
+ * A release the lock server did not answer is tried again in the background, first this
+ * long after, then twice as long each time up to RELEASE_RETRY_MAX_MS, until the lease would
+ * have ended anyway. A lock server that restarts keeps its leases (its journal): a lease this
+ * client gave up on, unreleased, would hold the key against this client's own next acquire
+ * until the lease's end (30 s by default), and that acquire gives up first (ENOLCK).
+ */
+const RELEASE_RETRY_FIRST_MS = 100
+const RELEASE_RETRY_MAX_MS = 1_000
+
 /** Longest single wait on the lock server; a longer lock timeout asks again. */
 const LONG_POLL_MS = 5000
 
@@ -128,9 +138,14 @@ export class LockClient {
   private hold (lease: LockLease): HeldLock {
     let lost = false
     /** `retriesLeft`: tries after this one, RENEW_NOW_RETRY_MS apart, while the lock server does not answer. */
+    /** When the lease ends at the latest, as far as this client knows: its grant or last renewal, plus its time to live. */
+    let endsAt = Date.now() + lease.ttlMs
     const renew = (retriesLeft = 0): void => {
       if (lost) return
-      this.api.renew(lease.path, leaseCredentialOf(lease)).catch((err: unknown) => {
+      const sentAt = Date.now()
+      this.api.renew(lease.path, leaseCredentialOf(lease)).then(() => {
+        endsAt = Math.max(endsAt, sentAt + lease.ttlMs)
+      }, (err: unknown) => {
         // A lock server that does not answer may come back before the lease ends: keep
         // trying. A lease it says is gone is lost for good (a store under it is refused, and
         // the client proxy takes a new one: DfsClient.storeWorkingCopy).
@@ -155,15 +170,36 @@ export class LockClient {
       giveBack: async () => {
         lost = true
         clearInterval(renewal)
-        try {
-          await this.api.release(lease.path, leaseCredentialOf(lease))
-        } catch {
-          // An expired lease or an unreachable lock server: the key frees itself at the lease's end.
-        }
+        await this.release(lease, () => endsAt)
       }
     }
     this.kept?.granted(lease.path, holding, lease.delegated === true)
     return this.use(lease.path, holding)
+  }
+
+  /**
+   * Gives a lease back to the lock server; never throws. When the lock server does not
+   * answer, the caller goes on at once and the release is tried again in the background
+   * until it lands or the lease has ended (see RELEASE_RETRY_FIRST_MS). A lease that is gone
+   * already (expired, or its key removed) needs no release.
+   */
+  private async release (lease: LockLease, endsAt: () => number): Promise<void> {
+    const attempt = async (): Promise<boolean> => {
+      try {
+        await this.api.release(lease.path, leaseCredentialOf(lease))
+        return true
+      } catch (err) {
+        return !(err instanceof ServerUnavailableError)
+      }
+    }
+    if (await attempt()) return
+    const retry = (delay: number): void => {
+      if (Date.now() + delay >= endsAt()) return
+      setTimeout(() => {
+        void attempt().then((done) => { if (!done) retry(Math.min(delay * 2, RELEASE_RETRY_MAX_MS)) })
+      }, delay).unref()
+    }
+    retry(RELEASE_RETRY_FIRST_MS)
   }
 
   /** One use of a lease: its release ends that use (once), which keeps or gives back the lease. */
