@@ -129,6 +129,45 @@ t.test('files written just before the lock server restarts are written again at 
   t.equal(await onDisk(c.files[0], 'logs/state.txt'), 'second\n', 'and is on the server')
 })
 
+t.test('sqlite3 goes on committing while each server is killed and restarted: a hard mount waits for it, and the database is whole', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'db/.keep': '' }] })
+  const mount = await c.mount()
+  const db = mount.at('/db/app.db')
+  const made = await sh(`sqlite3 -batch '${db}' 'create table t (v text);'`)
+  t.equal(made.code, 0, outcome(made))
+  // Enough one-row transactions (about 10 ms each) to outlast the three restarts below.
+  const transactions = 1200
+  const script = path.join(c.workDir, 'commits.sql')
+  await fs.writeFile(script, Array.from({ length: transactions }, (_, i) => `begin; insert into t values ('row ${i}'); commit;`).join('\n') + '\n')
+  const committing = sh(`sqlite3 -batch -bail '${db}' < '${script}'`, { timeoutMs: 240_000 })
+  // Every step of a commit meets a dead server: its lock and lease (the lock server), the
+  // journal's create and unlink (the directory), the pages' range writes (the file server).
+  for (const server of [c.lock, c.directory, c.files[0]]) {
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await server.restart()
+  }
+  t.notOk(await within(committing, 0), 'sqlite3 was still committing after the last restart')
+  const done = await committing
+  t.equal(done.code, 0, `every commit succeeded: ${outcome(done)}`)
+  const check = await sh(`sqlite3 -batch '${db}' 'pragma integrity_check; select count(*) from t;'`)
+  t.equal(check.stdout, `ok\n${transactions}\n`, `the database is whole, with every row: ${outcome(check)}`)
+})
+
+t.test('a mkdir waits for a file server that is down instead of failing, and the mv, chmod, truncate, rm and rmdir after it succeed', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount()
+  const logs = mount.at('/logs')
+  await c.files[0].kill()
+  const changes = sh(`cd '${logs}' && mkdir old && mv app.log old/app.log.1 && chmod 600 old/app.log.1 && truncate -s 3 old/app.log.1 && ` +
+    'cat old/app.log.1 > kept && rm old/app.log.1 && rmdir old && ls', { timeoutMs: DONE_MS })
+  t.notOk(await within(changes, 1000), 'the mkdir waits for the file server instead of failing')
+  await c.files[0].restart()
+  const done = await changes
+  t.equal(done.code, 0, `every change succeeded: ${outcome(done)}`)
+  t.equal(done.stdout, 'kept\n', 'and the folder holds what they left')
+  t.equal(await onDisk(c.files[0], 'logs/kept'), 'sta', 'which is on the server')
+})
+
 t.test('a soft mount gives EIO instead of waiting, to a program that checks fsync', async (t) => {
   const c = await cluster(t)
   const mount = await c.mount(['--soft', '--soft-timeout-ms', '300'])
@@ -141,6 +180,8 @@ t.test('a soft mount gives EIO instead of waiting, to a program that checks fsyn
   t.equal(failed.signal, null, 'no hang')
   t.not(failed.code, 0, 'the append fails')
   t.match(failed.stderr, /Input\/output error/, outcome(failed))
+  await waitFor('the failure in the mount\'s log', async () => mount.output().includes(': EIO'), 5000, 50)
+  t.match(mount.output(), /error: \w+ \/logs\/app\.log: EIO \(file server 1 at \S+ is not answering/, 'the mount logs the EIO with why')
 })
 
 /*

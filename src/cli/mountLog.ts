@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks'
 import type pino from 'pino'
 import { startProcessLog } from '../../servers/common/logging'
 import type { LogLevel, ProcessLog } from '../../servers/common/logging'
-import { newRequestId, withRequestId } from '../shared/requestContext'
+import { currentFailure, newRequestId, withRequestId } from '../shared/requestContext'
 
 /*
  * The mount's log, with pino as the servers' (servers/common/logging.ts): JSON lines to the
@@ -33,6 +33,11 @@ function isStandardOutput (file: string): boolean {
   }
 }
 
+/** ' (why)' for a failure noted by the operation (noteFailure), else nothing. */
+function causeOf (failure: unknown): string {
+  return failure instanceof Error ? ` (${failure.message})` : ''
+}
+
 /**
  * The FUSE operations, each run under a request id of its own; at debug level a line per
  * operation (name, first argument, result, time), and an operation that fails with EIO (a
@@ -53,7 +58,7 @@ export function tracedOperations (operations: Record<string, unknown>, logger: p
       const started = performance.now()
       const done = (code: number, ...values: unknown[]): void => {
         const result = code < 0 ? errnoNames.get(code) ?? String(code) : String(code)
-        if (code === EIO) logger.error({ reqId, op: name }, `error: ${name} ${String(args[0])}: ${result}`)
+        if (code === EIO) logger.error({ reqId, op: name }, `error: ${name} ${String(args[0])}: ${result}${causeOf(currentFailure())}`)
         else if (logger.isLevelEnabled('debug')) logger.debug({ reqId, op: name, ms: Math.round((performance.now() - started) * 10) / 10 }, `${name} ${String(args[0])} ${result}`)
         ;(callback as (...answer: unknown[]) => void)(code, ...values)
       }

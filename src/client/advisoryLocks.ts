@@ -5,6 +5,8 @@ import { monotonicMs } from '../shared/clock'
 import { DEFAULT_LEASE_MS } from '../shared/defaults'
 import { InterruptedError, LockedError } from '../shared/errors'
 import { DelegatedPath } from './delegatedLocks'
+import { retryWhileUnavailable } from './retry'
+import type { RetryPolicy } from './retry'
 import type { DelegationChannel } from './delegationChannel'
 
 /** Longest single wait on the lock server; a longer wait asks again. */
@@ -23,6 +25,12 @@ export interface AdvisoryLocksOptions {
    * and used only while the channel is ready. Without it, every lock is asked of the server.
    */
   channel?: DelegationChannel | null
+  /**
+   * How long a request waits for a lock server that does not answer (a hard mount: for as
+   * long as it takes, as NFS's locks do); without it, it fails at once. A lock or unlock is
+   * the same when sent twice, so a try whose answer was lost is safe to send again.
+   */
+  retry?: RetryPolicy
 }
 
 /** Bytes of a file: length 0 runs to its end. */
@@ -226,11 +234,11 @@ export class AdvisoryLocks {
       try {
         const locks = local.locks()
         const sentAt = monotonicMs()
-        const answer = await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks }).catch((err: unknown) => {
+        const answer = await this.untilAnswered(path, async () => await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks }).catch((err: unknown) => {
           // The server may have taken the locks and ended the delegation all the same.
           local.handedBackMaybe = true
           throw err
-        })
+        }))
         if (answer.returned) this.sessionUntil = Math.max(this.sessionUntil, sentAt + this.ttlMs)
         if (!answer.returned && locks.length > 0 && !local.handedBackMaybe) {
           this.opts.log?.(`advisory locks of this mount on ${path} are lost: the lock server no longer held its delegation (the session ${this.opts.session} ran out)`)
@@ -248,10 +256,18 @@ export class AdvisoryLocks {
   }
 
   /** A request to the server about the path, counted so that no delegation is asked for beside it. */
-  private async onServer<T> (path: string, call: () => Promise<T>): Promise<T> {
+  /** A call tried again while the lock server does not answer, as opts.retry says; not once the caller hung up (`signal`), or the mount is going away (its locks go with it). */
+  private async untilAnswered<T> (path: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const retry = this.opts.retry
+    if (retry === undefined) return await call()
+    return await retryWhileUnavailable(`lock request on ${path}`, retry, call, { retryable: () => signal?.aborted !== true && !this.closing.signal.aborted })
+  }
+
+  /** A request to the server about the path; `signal` is the caller's hang-up (an interrupted wait), not a server that is down. */
+  private async onServer<T> (path: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     this.inFlight.set(path, (this.inFlight.get(path) ?? 0) + 1)
     try {
-      return await call()
+      return await this.untilAnswered(path, call, signal)
     } finally {
       const left = (this.inFlight.get(path) ?? 1) - 1
       if (left > 0) this.inFlight.set(path, left)
@@ -263,11 +279,11 @@ export class AdvisoryLocks {
     const path = request.path
     const sentAt = monotonicMs()
     if (request.waitMs !== undefined || !this.mayAskDelegation(path)) {
-      this.record(request, await this.onServer(path, async () => await this.api.lock(request, signal)), sentAt)
+      this.record(request, await this.onServer(path, async () => await this.api.lock(request, signal), signal), sentAt)
       return
     }
     // Recorded before `asking` settles: a recall waits for this and then finds the delegation.
-    const asked = this.onServer(path, async () => await this.api.lock({ ...request, delegate: true }, signal)).then((answer) => this.record(request, answer, sentAt))
+    const asked = this.onServer(path, async () => await this.api.lock({ ...request, delegate: true }, signal), signal).then((answer) => this.record(request, answer, sentAt))
     this.asking.set(path, asked)
     try {
       await asked

@@ -7,7 +7,7 @@ import { AdvisoryLockApi, DirectoryApi, FileServerPool, LockApi } from '../share
 import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
-  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError,
+  BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError, NotFoundError,
   NotEmptyError, ServerUnavailableError
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
@@ -215,7 +215,8 @@ export class DfsClient {
     const lockApi = new LockApi(lockServer)
     this.delegations = this.callbacks === null ? null : new DelegationChannel(lockApi, this.callbacks.clientId, opts.log)
     this.advisoryLocks = new AdvisoryLocks(new AdvisoryLockApi(lockServer), {
-      session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log, channel: this.delegations
+      session: caller.clientId ?? crypto.randomBytes(12).toString('base64url'), leaseMs: opts.leaseMs, log: opts.log, channel: this.delegations,
+      retry: this.writeRetry
     })
     this.locks = new LockClient(lockApi, {
       lockTimeoutMs: opts.lockTimeoutMs ?? defaultClientOptions.lockTimeoutMs,
@@ -452,13 +453,17 @@ export class DfsClient {
       countCacheLookup(true)
       return { meta: recent.meta, data: recent.data }
     }
-    const answer = await this.revalidate(canonical, token)
-    if ('cached' in answer) return answer.cached
-    try {
-      return await this.cache.store(canonical, answer.meta, answer.body)
-    } catch (err) {
-      throw answer.server.unavailable(err)
-    }
+    // The start of a write: waited for as a store is (a hard mount does not fail a write
+    // because the file's server is restarting), where a read gives up after the read wait.
+    return await retryWhileUnavailable(`fetch of ${canonical} to write it`, this.writeRetry, async () => {
+      const answer = await this.revalidate(canonical, token)
+      if ('cached' in answer) return answer.cached
+      try {
+        return await this.cache.store(canonical, answer.meta, answer.body)
+      } catch (err) {
+        throw answer.server.unavailable(err)
+      }
+    })
   }
 
   /**
@@ -634,6 +639,12 @@ export class DfsClient {
   /** Removes a file, its lock key and its directory entry; IsDirectoryError for a folder. */
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
+    // A try that got no answer may have removed it: a later one that finds nothing is done.
+    await this.changeWhileUnavailable(`unlink of ${canonical}`, async () => await this.unlinkOnce(canonical, opts),
+      (err) => err instanceof NotFoundError ? { answer: undefined } : undefined)
+  }
+
+  private async unlinkOnce (canonical: string, opts: LeaseOption): Promise<void> {
     const found = await this.locator.lookupFile(canonical)
     const askedAt = monotonicMs()
     this.shownLeases.forget(canonical)
@@ -698,6 +709,11 @@ export class DfsClient {
   async rmdir (path: string): Promise<void> {
     const canonical = normalizePath(path)
     if (canonical === '/') throw new BadPathError('the root folder cannot be removed', { path: canonical })
+    await this.changeWhileUnavailable(`rmdir of ${canonical}`, async () => await this.rmdirOnce(canonical),
+      (err) => err instanceof NotFoundError ? { answer: undefined } : undefined)
+  }
+
+  private async rmdirOnce (canonical: string): Promise<void> {
     this.forget(canonical)
     const found = await this.lookup(canonical)
     if (found.kind !== 'dir') throw new NotDirectoryError(`not a folder: ${canonical}`, { path: canonical })
@@ -719,6 +735,15 @@ export class DfsClient {
   async rename (from: string, to: string): Promise<FileMeta> {
     const source = normalizePath(from)
     const target = normalizePath(to)
+    // A try that got no answer may have moved it: a later one that finds no source but the target is done.
+    return await this.changeWhileUnavailable(`rename of ${source}`, async () => await this.renameOnce(source, target), async (err) => {
+      if (!(err instanceof NotFoundError)) return undefined
+      const there = await this.statFresh(target).catch(() => undefined)
+      return there === undefined ? undefined : { answer: there }
+    })
+  }
+
+  private async renameOnce (source: string, target: string): Promise<FileMeta> {
     this.forget(source)
     this.forget(target)
     this.shownLeases.forget(source)
@@ -756,9 +781,10 @@ export class DfsClient {
     const canonical = normalizePath(path)
     const found = await this.locator.lookupFile(canonical)
     const askedAt = monotonicMs()
-    const meta = await this.underLease(canonical, opts.lease, async (token) => {
+    // Cutting to the same size again changes nothing: safe to send again.
+    const meta = await this.changeWhileUnavailable(`truncate of ${canonical}`, async () => await this.underLease(canonical, opts.lease, async (token) => {
       return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
-    })
+    }))
     await this.cache.applyTruncate(canonical, meta)
     return this.changedBytes(canonical, askedAt, meta)
   }
@@ -806,7 +832,9 @@ export class DfsClient {
 
   /** Takes the file's lock for a caller that writes under it (a working copy); renewed until released. */
   async lock (path: string): Promise<HeldLock> {
-    return await this.locks.acquire(normalizePath(path))
+    const canonical = normalizePath(path)
+    // Taken to write: waited for as a store is while the lock server does not answer.
+    return await retryWhileUnavailable(`lock of ${canonical}`, this.writeRetry, async () => await this.locks.acquire(canonical))
   }
 
   /** Where the open-file table keeps working copies: beside the cache, on the same disk. */
@@ -879,7 +907,7 @@ export class DfsClient {
     }
     this.writeRetry.log?.(`store of ${canonical}: the lease was lost meanwhile; taking a new one`)
     await held.release({ keep: false })
-    const renewed = await retryWhileUnavailable(`lock of ${canonical}`, this.writeRetry, async () => await this.locks.acquire(canonical))
+    const renewed = await this.lock(canonical)
     try {
       const current = await retryWhileUnavailable(`stat of ${canonical}`, this.writeRetry, async () => await this.statFresh(canonical))
       if (baseVersion === null || current.version === baseVersion) return { stored: await store(renewed), held: renewed }
@@ -1007,7 +1035,7 @@ export class DfsClient {
     let placedOn: ServerInfo | undefined
     let meta: FileMeta
     // Only a lease this client can keep is worth taking before the create (else it would go back at once).
-    const held = opts.keepWriting === true && this.locks.kept?.canKeep() === true ? await this.locks.acquire(canonical) : undefined
+    const held = opts.keepWriting === true && this.locks.kept?.canKeep() === true ? await this.lock(canonical) : undefined
     const token = held === undefined ? undefined : leaseCredentialOf(held.lease)
     let made = false
     // Where the last try went: one whose answer was lost (its server went down after making the
@@ -1069,6 +1097,15 @@ export class DfsClient {
   }
 
   private async createEntry (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {
+    // A try that got no answer may have made it: a later one that finds it there, of its kind, is done.
+    return await this.changeWhileUnavailable(`create of ${path}`, async () => await this.createEntryOnce(path, kind, opts), async (err) => {
+      if (!(err instanceof ConflictError)) return undefined
+      const there = await this.statFresh(path)
+      return there.kind === kind && (kind !== 'symlink' || there.target === opts.target) ? { answer: there } : undefined
+    })
+  }
+
+  private async createEntryOnce (path: string, kind: MetaKind, opts: { mode?: number, target?: string }): Promise<FileMeta> {
     this.forget(path)
     const folder = parentOf(path)
     let server = this.placements.get(folder)
@@ -1135,6 +1172,11 @@ export class DfsClient {
 
   /** A change of attributes on a file's server, or on every server holding a folder. */
   private async setAttributes (path: string, change: (server: FileApi, path: string) => Promise<FileMeta>): Promise<FileMeta> {
+    // The same mode or times set again change nothing: safe to send again.
+    return await this.changeWhileUnavailable(`change of ${path}'s attributes`, async () => await this.setAttributesOnce(path, change))
+  }
+
+  private async setAttributesOnce (path: string, change: (server: FileApi, path: string) => Promise<FileMeta>): Promise<FileMeta> {
     this.forget(path)
     const found = await this.lookup(path)
     if (found.kind === 'dir') {
@@ -1147,6 +1189,28 @@ export class DfsClient {
     this.forget(path)
     await this.cache.restamp(path, meta)
     return this.memo.remember(meta)
+  }
+
+  /**
+   * A change of names or attributes, tried again while a server does not answer, as a store
+   * is (writeRetry: a hard mount waits for the server, a soft one gives up after its time,
+   * the CLI at once). `doneBefore`: for an error met by a later try, `{ answer }` if an
+   * earlier try that got no answer did the change already (an unlink that finds nothing),
+   * else undefined. The task must be safe to run again.
+   */
+  private async changeWhileUnavailable<T> (what: string, task: () => Promise<T>,
+    doneBefore?: (err: unknown) => Promise<{ answer: T } | undefined> | { answer: T } | undefined): Promise<T> {
+    let tries = 0
+    return await retryWhileUnavailable(what, this.writeRetry, async () => {
+      if (++tries === 1 || doneBefore === undefined) return await task()
+      try {
+        return await task()
+      } catch (err) {
+        const done = await doneBefore(err)
+        if (done === undefined) throw err
+        return done.answer
+      }
+    })
   }
 
   /**

@@ -6,6 +6,7 @@ import { O_ACCMODE } from '../client/openFiles'
 import type { OpenFileTable, TimeArgument } from '../client/openFiles'
 import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
+import { noteFailure } from '../shared/requestContext'
 import { errnoOf } from './errno'
 import { OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
@@ -110,8 +111,14 @@ function mountingUser (): FileOwner {
 function answer<T> (cb: Callback, work: () => Promise<T>, reply: (value: T) => unknown[] = () => []): void {
   work().then(
     (value) => cb(0, ...reply(value)),
-    (err: unknown) => cb(errnoOf(err))
+    (err: unknown) => cb(failed(err))
   )
+}
+
+/** The errno for a failure, which is noted for the mount's log (an EIO is logged with its cause). */
+function failed (err: unknown): number {
+  noteFailure(err)
+  return errnoOf(err)
 }
 
 /** A synchronous answer, or undefined when there is none (a bad path: the asynchronous way reports it). */
@@ -161,12 +168,12 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     create: (path: string, mode: number, flags: number, cb: Callback) => answer(cb, async () => await files.create(path, mode & PERMISSION_BITS, flags), (id) => [id]),
     read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       const reading = unlinked.has(fd) ? unlinked.read(fd, buffer, length, position) : files.read(fd, buffer, length, position)
-      reading.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      reading.then((n) => cb(n), (err: unknown) => cb(failed(err)))
     },
     write: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Callback) => {
       const data = buffer.subarray(0, length)
       const writing = unlinked.has(fd) ? unlinked.write(fd, data, position) : files.write(fd, data, position)
-      writing.then((n) => cb(n), (err: unknown) => cb(errnoOf(err)))
+      writing.then((n) => cb(n), (err: unknown) => cb(failed(err)))
     },
     // An unlinked file's bytes are stored nowhere: flush and fsync have nothing to send.
     flush: (_path: string, fd: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? undefined : await files.flush(fd)),

@@ -6,7 +6,7 @@ import crypto from 'node:crypto'
  * another server on that request's behalf sends the same request id (transport.ts), so one
  * slow `cat` can be followed in the logs of every server it touched.
  */
-const current = new AsyncLocalStorage<{ requestId: string }>()
+const current = new AsyncLocalStorage<{ requestId: string, failure?: unknown }>()
 
 /** Runs `task` (and all it awaits) as part of the request with this id. */
 export function withRequestId<T> (requestId: string, task: () => T): T {
@@ -16,6 +16,17 @@ export function withRequestId<T> (requestId: string, task: () => T): T {
 /** The id of the request this code runs for, if it runs for one. */
 export function currentRequestId (): string | undefined {
   return current.getStore()?.requestId
+}
+
+/** Records why the request this code runs for failed, for the line that logs its outcome. */
+export function noteFailure (err: unknown): void {
+  const store = current.getStore()
+  if (store !== undefined) store.failure = err
+}
+
+/** Why the request this code runs for failed, as noteFailure recorded it. */
+export function currentFailure (): unknown {
+  return current.getStore()?.failure
 }
 
 /**
