@@ -6,6 +6,9 @@ import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import { localTempDir, quoted, readUntilCallbackGranted, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
+import { FileWorker } from './helpers/fileWorkerClient'
+import type { WorkerError } from './helpers/fileWorkerClient'
+import { waitFor } from './helpers/waitFor'
 
 /*
  * mv on a mount of two file servers: server 1 holds /docs, server 2 holds /logs, so a move
@@ -127,4 +130,32 @@ t.test('a file another mount renames while this one appends to it (a log rotated
   succeeded(t, folder, 'appends around the other mount\'s rename of the folder')
   t.equal(fs.readFileSync(path.join(root1, 'docs/ran/out.log'), 'utf8'), 'one\ntwo\n', 'both lines are in the moved file')
   t.notOk(fs.existsSync(path.join(root1, 'docs/run')), 'and nothing is made again under the old folder')
+})
+
+t.test('a file another mount removes while this one appends to it: the next write after the mount finds it gone fails with ESTALE, and so does the close', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const writer = await mountCluster(t, cluster)
+  const remover = await mountCluster(t, cluster)
+  const worker = await FileWorker.start(t)
+  // A daemon's log, held open for appending.
+  const fd = await worker.open(writer.at('/docs/daemon.log'), 'a')
+  await worker.write(fd, Buffer.from('first\n'), null)
+  await waitFor('the first line on the server (sent after the writes pause)', async () => fs.existsSync(path.join(root1, 'docs/daemon.log')) &&
+    fs.readFileSync(path.join(root1, 'docs/daemon.log'), 'utf8') === 'first\n', 10_000, 50)
+  const removed = await run('rm', [remover.at('/docs/daemon.log')])
+  succeeded(t, removed, 'the other mount removes the log')
+  // The writer learns it when its next lines are sent (a pause of a second): from then on its
+  // writes are refused instead of held in memory for as long as it writes.
+  const refused = await waitFor('a write refused', async () => {
+    try {
+      await worker.write(fd, Buffer.from('more\n'), null)
+      return false
+    } catch (err) {
+      return err as WorkerError
+    }
+  }, 15_000, 200)
+  t.equal(refused.code, 'ESTALE', `the write fails with ESTALE: ${refused.message}`)
+  await t.rejects(worker.close(fd), { code: 'ESTALE' }, 'and so does the close, whose lines had nowhere to go')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/daemon.log')), 'nothing is made again under the removed name')
 })

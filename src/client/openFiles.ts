@@ -145,6 +145,12 @@ interface OpenFile {
   writeBehind: NodeJS.Timeout | null
   /** When the first write the timer waits to send came (monotonic ms). */
   writeBehindSince: number
+  /** Another client removed the file while this handle had it open (an append found nothing): its writes fail with ESTALE. */
+  removedElsewhere: boolean
+}
+
+function removedElsewhereError (path: string): StaleHandleError {
+  return new StaleHandleError(`${path} was removed by another client while it was open here`, { path })
 }
 
 /**
@@ -225,7 +231,7 @@ export class OpenFileTable {
     let appends = this.appends.get(canonical)
     if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(this.maxPendingBytes), base: appendBase, sending: 0 })
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
-    const file: OpenFile = { id, path: canonical, flags, reader, download, readerMeta: seen, appends, readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0 }
+    const file: OpenFile = { id, path: canonical, flags, reader, download, readerMeta: seen, appends, readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0, removedElsewhere: false }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
@@ -464,6 +470,7 @@ export class OpenFileTable {
 
   async write (id: number, data: Buffer, position: number): Promise<number> {
     const file = this.get(id)
+    if (file.removedElsewhere) throw removedElsewhereError(file.path)
     file.flushFailed = false
     const unborn = this.unborn.get(file.path)
     if (unborn !== undefined) unborn.mtimeMs = undefined // a write moves the time, as on a local disk
@@ -546,6 +553,7 @@ export class OpenFileTable {
   /** `staysOpen`: an fsync, after which the program goes on writing to the file (a database's journal). */
   private async flushNow (file: OpenFile, staysOpen = false): Promise<void> {
     await this.flushes.run(file.path, async () => {
+      if (file.removedElsewhere) throw removedElsewhereError(file.path)
       if (this.unborn.has(file.path)) await this.bear(file.path, file.appends, staysOpen && (file.flags & O_ACCMODE) !== O_RDONLY)
       if (file.appends.buffer.size > 0) {
         if (file.working) {
@@ -606,7 +614,7 @@ export class OpenFileTable {
     try {
       await this.flushNow(file, true)
     } catch {
-      if (this.files.get(file.id) === file) this.sendLater(file)
+      if (this.files.get(file.id) === file && !file.removedElsewhere) this.sendLater(file)
     }
   }
 
@@ -619,6 +627,14 @@ export class OpenFileTable {
       appends.base = meta.size
       this.lastSeen.set(file.path, meta)
     } catch (err) {
+      if (err instanceof NotFoundError) {
+        // Removed by another client while open here, with no word of a rename: these bytes
+        // have nowhere to go. Kept, they would pile up for as long as the program writes (a
+        // daemon's log); refused, the program hears of it at its next write, or its close,
+        // as NFS answers ESTALE, and may open the path again.
+        for (const handle of this.handlesOf(file.path)) if (handle.working === null) handle.removedElsewhere = true
+        throw removedElsewhereError(file.path)
+      }
       appends.buffer.putBack(data)
       throw err
     } finally {

@@ -1,4 +1,5 @@
 import fsp from 'node:fs/promises'
+import os from 'node:os'
 import readline from 'node:readline'
 import type { WorkerAnswer, WorkerCommand } from './fileWorkerProtocol'
 
@@ -10,6 +11,15 @@ import type { WorkerAnswer, WorkerCommand } from './fileWorkerProtocol'
  */
 
 const handles = new Map<number, fsp.FileHandle>()
+
+/** The error's code; for one libuv has no name for (ESTALE: 'Unknown system error -116'), the kernel's name of its errno. */
+function codeOf (failure: NodeJS.ErrnoException): string {
+  if (failure.code?.startsWith('Unknown system error') === true && failure.errno !== undefined) {
+    const named = Object.entries(os.constants.errno).find(([, errno]) => errno === -(failure.errno as number))
+    if (named !== undefined) return named[0]
+  }
+  return failure.code ?? 'ERROR'
+}
 let nextFd = 1
 
 function handleOf (fd: number): fsp.FileHandle {
@@ -78,7 +88,7 @@ lines.on('line', (line) => {
       answer = { seq: command.seq, ok: true, ...(await perform(command)) }
     } catch (err) {
       const failure = err as NodeJS.ErrnoException
-      answer = { seq: command.seq, ok: false, code: failure.code ?? 'ERROR', message: failure.message }
+      answer = { seq: command.seq, ok: false, code: codeOf(failure), message: failure.message }
     }
     process.stdout.write(JSON.stringify(answer) + '\n')
   })
