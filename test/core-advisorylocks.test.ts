@@ -1,3 +1,6 @@
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { startLockServer } from '../servers/lock/server'
@@ -5,7 +8,7 @@ import { AdvisoryLocks } from '../src/client/advisoryLocks'
 import { AdvisoryLockApi } from '../src/shared/api'
 import type { AdvisoryLockRequest } from '../src/shared/advisoryLockProtocol'
 import { AdvisoryRoutes } from '../src/shared/advisoryLockProtocol'
-import { InterruptedError, LockedError } from '../src/shared/errors'
+import { InterruptedError, LockedError, ServerUnavailableError } from '../src/shared/errors'
 import { Transport } from '../src/shared/transport'
 
 /*
@@ -84,4 +87,35 @@ t.test('a mount that renews keeps its locks past the lease; one that stops loses
   t.pass('the dead session\'s lock went when its lease ran out')
   t.match((await api.status('/a')).locks, [{ session: 'live', start: 0, length: 10 }], 'the renewing session still holds its lock, more than a lease later')
   t.match(await api.renew({ session: 'dead' }), { known: false, held: 0 }, 'the dead session is forgotten')
+})
+
+t.test('a restarted lock server grants and tests no lock in its grace, and takes back what mounts held; then it refuses a hand-back it knows nothing of', async (t) => {
+  const stateDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-lock-state-'))
+  t.teardown(async () => await fsp.rm(stateDir, { recursive: true, force: true }))
+  const first = await startLockServer({ port: 0, stateDir })
+  await first.close()
+  const graceMs = 1500
+  const restarted = await startLockServer({ port: 0, stateDir, advisoryGraceMs: graceMs })
+  t.teardown(async () => await restarted.close())
+  const started = Date.now()
+  const api = new AdvisoryLockApi(new Transport('lock server', restarted.url, 5000))
+  await t.rejects(api.lock(exclusive('m2')), ServerUnavailableError, 'a new lock waits for the grace to end (503)')
+  await t.rejects(api.test({ path: '/f', session: 'm2', owner: 'o', kind: 'flock', type: 'write' }), ServerUnavailableError, 'so does a test')
+  t.match(await api.lock({ ...exclusive('m2'), type: 'unlock' }), { granted: true }, 'an unlock is answered')
+  const held = [{ owner: 'o', kind: 'flock' as const, type: 'write' as const, start: 0, length: 0 }]
+  t.match(await api.giveBack({ path: '/f', session: 'm1', locks: held }), { returned: true, held: 1 }, 'a mount reclaims its lock, with no delegation known')
+  t.match(await api.giveBack({ path: '/f', session: 'm3', locks: held }), { returned: false }, 'one that conflicts with a reclaimed lock is refused')
+  t.ok(Date.now() - started < graceMs, 'all of this within the grace')
+  await new Promise((resolve) => setTimeout(resolve, graceMs - (Date.now() - started) + 50))
+  await t.rejects(api.lock(exclusive('m2')), LockedError, 'after the grace, a lock is decided: the reclaimed one keeps m2 out')
+  t.match(await api.giveBack({ path: '/g', session: 'm1', locks: held }), { returned: false }, 'and a hand-back of nothing delegated is refused again')
+})
+
+t.test('a lock server that starts with no earlier state has no grace', async (t) => {
+  const stateDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-lock-state-'))
+  t.teardown(async () => await fsp.rm(stateDir, { recursive: true, force: true }))
+  const server = await startLockServer({ port: 0, stateDir, advisoryGraceMs: 60_000 })
+  t.teardown(async () => await server.close())
+  const api = new AdvisoryLockApi(new Transport('lock server', server.url, 5000))
+  t.match(await api.lock(exclusive('m1')), { granted: true })
 })

@@ -4,7 +4,8 @@ import type {
   AdvisoryEndAnswer, AdvisoryHeldLock, AdvisoryKind, AdvisoryLockAnswer, AdvisoryLockedDetails, AdvisoryReturnAnswer,
   AdvisorySessionAnswer, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryType
 } from '../../src/shared/advisoryLockProtocol'
-import { BadRequestError, LockedError } from '../../src/shared/errors'
+import { monotonicMs } from '../../src/shared/clock'
+import { BadRequestError, LockedError, ServerUnavailableError } from '../../src/shared/errors'
 import { Headers } from '../../src/shared/protocol'
 import { callerOf } from '../common/auth'
 import type { RouteRole } from '../common/auth'
@@ -51,6 +52,12 @@ export interface AdvisoryRouteOptions {
   maxLeaseMs: number
   /** The lock server's delegations (its event channels): without them, no path is ever delegated. */
   channel?: Pick<Delegations, 'grant' | 'recall'>
+  /**
+   * A restarted server's grace (ms from now): until it ends, locks held before the restart
+   * are reclaimed (a hand-back is taken whether or not a delegation is known), and no lock is
+   * granted nor tested, so nobody walks into what a program still believes it holds. 0: none.
+   */
+  graceMs?: number
 }
 
 /**
@@ -67,6 +74,13 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
   const waiting = new Map<string, Map<string, number>>()
   /** Closing: waiters are answered "locked" at once, so the server can finish. */
   let stopped = false
+  const graceEnds = monotonicMs() + (opts.graceMs ?? 0)
+  /** During the grace, a request that could grant or tell of a lock is refused with 503: the mount asks again (a hard mount waits). */
+  const refuseInGrace = (path: string): void => {
+    const left = graceEnds - monotonicMs()
+    if (left <= 0) return
+    throw new ServerUnavailableError(`the lock server restarted: the mounts are reclaiming their locks for ${Math.ceil(left)} ms more; ask again then`, { path, retryAfterMs: Math.ceil(left) })
+  }
 
   /** Drops the sessions that ran out, and wakes whoever waited on their locks or their delegations. */
   const expire = (): void => {
@@ -121,6 +135,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const { session, ttlMs } = sessionOf(body, res)
     const claim = claimOf(body, session)
     const waitMs = body.optionalInt('waitMs', { min: 0, max: MAX_ADVISORY_WAIT_MS }) ?? 0
+    if (claim.type !== 'unlock') refuseInGrace(path)
     const { gone } = watchCaller(req, res)
     const deadline = Date.now() + waitMs
     const recallDeadline = Date.now() + Math.max(waitMs, RECALL_WAIT_MS)
@@ -172,6 +187,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const path = body.path()
     const session = scoped(res, body.identifier('session'))
     const claim = claimOf(body, session)
+    refuseInGrace(path)
     expire()
     if (!await undelegated(path, session, Date.now() + RECALL_WAIT_MS)) {
       // Whether the holder's locks conflict is not known: saying "none" could let a program in.
@@ -189,7 +205,11 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const { session, ttlMs } = sessionOf(body, res)
     const locks = heldLocksOf(body)
     expire()
-    const returned = delegations.end(path, session)
+    // In the grace, a mount reclaims what it held before the restart, delegated or not: its
+    // locks were consistent with everyone else's then, and nothing was granted since. One
+    // that conflicts all the same (a session that ran out meanwhile) is refused.
+    const reclaimed = monotonicMs() < graceEnds && !locks.some((lock) => table.conflict(path, { ...lock, session, end: endOf(lock) }) !== null)
+    const returned = delegations.end(path, session) || reclaimed
     if (returned) {
       table.touch(session, ttlMs)
       table.replace(path, session, locks)
@@ -267,6 +287,11 @@ function heldLocksOf (body: Fields): AdvisoryHeldLock[] {
     const claim = claimOf(fields, '')
     return { owner: claim.owner, kind: claim.kind, type, start: claim.start, length: claim.end === Infinity ? 0 : claim.end - claim.start + 1 }
   })
+}
+
+/** The last byte a lock covers, as the table keeps it (length 0: to the end of the file, however far). */
+function endOf (lock: AdvisoryHeldLock): number {
+  return lock.length === 0 ? Infinity : lock.start + lock.length - 1
 }
 
 function oneOf<T extends string> (body: Fields, name: string, allowed: readonly T[]): T {

@@ -64,6 +64,7 @@ export class JournalLockStore implements LockStore {
   private recordsSinceCompaction = 0
   private broken: Error | null = null
   readonly file: string
+  resumed = false
 
   constructor (readonly dir: string, private readonly now: () => number = Date.now) {
     this.file = path.join(dir, JOURNAL_FILE)
@@ -79,6 +80,7 @@ export class JournalLockStore implements LockStore {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
       }
+      this.resumed = text.length > 0
       this.replay(text)
       this.lastToken = Math.max(this.lastToken, clockToken(this.now()))
       this.compact()

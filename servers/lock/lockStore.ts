@@ -28,6 +28,8 @@ export type KeyState = StoredLease | null
 export interface LockStore {
   /** Reads what an earlier run left; called once, before anything else. */
   load: () => Promise<void>
+  /** After load: whether an earlier run left state (this run is a restart). */
+  readonly resumed: boolean
   /** The key's state, or undefined when there is no key for the path. */
   get: (path: string) => Promise<KeyState | undefined>
   /**
@@ -81,6 +83,7 @@ export function clockToken (now: number = Date.now()): number {
 export class MemoryLockStore implements LockStore {
   private readonly keys = new Map<string, KeyState>()
   private lastToken = clockToken()
+  readonly resumed = false
 
   async load (): Promise<void> {}
 

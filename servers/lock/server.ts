@@ -1,6 +1,6 @@
 import crypto from 'node:crypto'
 import type { Express } from 'express'
-import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_LEASE_MS } from '../../src/shared/defaults'
+import { ADVISORY_GRACE_MS, DEFAULT_CALLBACK_LEASE_MS, DEFAULT_LEASE_MS } from '../../src/shared/defaults'
 import { delegationKey, Headers, LockRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
 import { BadRequestError, LeaseError } from '../../src/shared/errors'
 import { parseLeaseCredential } from '../../src/shared/leaseCredential'
@@ -42,6 +42,8 @@ export interface LockServerOptions {
   auth?: ServerAuth
   /** How long a client's delegations count without a renewal (and the longest a recall waits for a silent holder). */
   callbackLeaseMs?: number
+  /** After a restart, how long new fcntl and flock locks wait for mounts to reclaim theirs (default ADVISORY_GRACE_MS). */
+  advisoryGraceMs?: number
 }
 
 /**
@@ -251,7 +253,9 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
     res.json(answer)
   })
 
-  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations })
+  // Only a restart has locks to reclaim: a store with no earlier state starts with none.
+  const graceMs = opts.store?.resumed === true ? opts.advisoryGraceMs ?? ADVISORY_GRACE_MS : 0
+  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations, graceMs })
   delegations.mount(app)
 
   app.get(LockRoutes.heldUnder, async (req, res) => {

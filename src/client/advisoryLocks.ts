@@ -1,5 +1,6 @@
 import type { AdvisoryLockApi } from '../shared/api'
-import type { AdvisoryKind, AdvisoryLock, AdvisoryLockAnswer, AdvisoryLockRequest } from '../shared/advisoryLockProtocol'
+import type { AdvisoryKind, AdvisoryLock, AdvisoryLockAnswer, AdvisoryLockRequest, AdvisorySessionAnswer } from '../shared/advisoryLockProtocol'
+import { AdvisoryLockTable } from '../shared/advisoryTable'
 import type { AdvisoryClaim } from '../shared/advisoryTable'
 import { monotonicMs } from '../shared/clock'
 import { DEFAULT_LEASE_MS } from '../shared/defaults'
@@ -63,8 +64,16 @@ const WHOLE_FILE: ByteRange = { start: 0, length: 0 }
  * back before it answers anything more there; an idle path goes back by itself.
  */
 export class AdvisoryLocks {
-  /** Per path, the owners (kind:owner) that may hold a lock there: a close of anyone else's costs no request. */
-  private readonly holding = new Map<string, Set<string>>()
+  /**
+   * This mount's locks as the server holds them (not those of delegated paths, which the
+   * DelegatedPath holds), under the one session MINE: a close of an owner with none there
+   * costs no request, and a restarted lock server gets them back (reclaim).
+   */
+  private held = new AdvisoryLockTable()
+  /** The reclaim under way (see reclaim()): requests to the server wait for it. */
+  private reclaiming: Promise<void> | null = null
+  /** The check of the session after the channel was lost (see channelLost()), once at a time. */
+  private checkingSession: Promise<void> | null = null
   /** Paths whose locks this mount decides itself. */
   private readonly delegated = new Map<string, DelegatedPath>()
   /** Per path, requests to the server under way. */
@@ -83,7 +92,9 @@ export class AdvisoryLocks {
     opts.channel?.handle('advisory', {
       recall: async (path) => await this.recalled(path),
       // No recall can reach this mount now: whatever it decides itself goes back.
-      lost: () => { for (const path of this.delegated.keys()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err)) }
+      lost: () => {
+        this.checkingSession ??= this.channelLost().finally(() => { this.checkingSession = null })
+      }
     })
   }
 
@@ -160,7 +171,7 @@ export class AdvisoryLocks {
   async unlockAll (path: string, who: LockOwner): Promise<void> {
     const here = await this.decideHere(path, (local) => { if (local.holds(who.owner, who.kind)) local.unlock(who.owner, who.kind) })
     if (here !== undefined) return
-    if (this.holding.get(path)?.has(keyOf(who)) !== true) return
+    if (!this.held.sessionLocksOn(path, MINE).some((lock) => lock.owner === who.owner && lock.kind === who.kind)) return
     await this.lock(path, who, 'unlock', WHOLE_FILE, false)
   }
 
@@ -184,8 +195,8 @@ export class AdvisoryLocks {
     this.closing.abort()
     this.stopRenewal()
     for (const local of this.delegated.values()) local.wake()
-    if (this.holding.size === 0 && this.delegated.size === 0) return
-    this.holding.clear()
+    if (this.held.paths().length === 0 && this.delegated.size === 0) return
+    this.held = new AdvisoryLockTable()
     this.delegated.clear()
     await this.api.end(this.opts.session)
   }
@@ -245,7 +256,7 @@ export class AdvisoryLocks {
         }
         this.delegated.delete(path)
         // Also when not returned after a hand-back without an answer: that one may have put them on the server, and an unlock of nothing is harmless.
-        if (locks.length > 0) this.holding.set(path, new Set(locks.map(keyOf)))
+        if (locks.length > 0) this.held.replace(path, MINE, locks)
         this.keepRenewing()
       } finally {
         local.handingBack = null
@@ -257,14 +268,17 @@ export class AdvisoryLocks {
 
   /** A request to the server about the path, counted so that no delegation is asked for beside it. */
   /** A call tried again while the lock server does not answer, as opts.retry says; not once the caller hung up (`signal`), or the mount is going away (its locks go with it). */
-  private async untilAnswered<T> (path: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private async untilAnswered<T> (path: string, call: () => Promise<T>, signal?: AbortSignal, longestDelayMs?: number): Promise<T> {
     const retry = this.opts.retry
     if (retry === undefined) return await call()
-    return await retryWhileUnavailable(`lock request on ${path}`, retry, call, { retryable: () => signal?.aborted !== true && !this.closing.signal.aborted })
+    const what = path === '' ? 'advisory lock session' : `lock request on ${path}`
+    return await retryWhileUnavailable(what, retry, call, { retryable: () => signal?.aborted !== true && !this.closing.signal.aborted, longestDelayMs })
   }
 
   /** A request to the server about the path; `signal` is the caller's hang-up (an interrupted wait), not a server that is down. */
   private async onServer<T> (path: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    // After the server restarted, this mount's locks are back on it before anything else is asked.
+    if (this.reclaiming !== null) await this.reclaiming
     this.inFlight.set(path, (this.inFlight.get(path) ?? 0) + 1)
     try {
       return await this.untilAnswered(path, call, signal)
@@ -299,7 +313,7 @@ export class AdvisoryLocks {
     // The server touched the session at some time after sentAt: it runs out at sentAt + ttlMs at the earliest.
     this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
     if (answer.delegated !== undefined) {
-      this.holding.delete(path)
+      this.held.replace(path, MINE, [])
       const local = new DelegatedPath(path, answer.delegated)
       this.delegated.set(path, local)
       // Granted just as the channel went: the server could not recall it, so it goes back now.
@@ -307,20 +321,14 @@ export class AdvisoryLocks {
       this.keepRenewing()
       return
     }
-    const key = keyOf(request)
-    const owners = this.holding.get(request.path) ?? new Set<string>()
-    if (request.type !== 'unlock') owners.add(key)
-    // A partial fcntl unlock may leave some of the owner's bytes locked: it stays listed.
-    else if (request.kind === 'flock' || (request.start === 0 && request.length === 0)) owners.delete(key)
-    if (owners.size > 0) this.holding.set(request.path, owners)
-    else this.holding.delete(request.path)
-    if (answer.held === 0) this.holding.clear()
+    this.held.set(path, { session: MINE, ...claimOf(request, request.type, { start: request.start ?? 0, length: request.length ?? 0 }) })
+    if (answer.held === 0) this.held = new AdvisoryLockTable()
     this.keepRenewing()
   }
 
   /** The session is renewed while it holds locks on the server or decides some path itself: a delegation lives as long as the session. */
   private keepRenewing (): void {
-    if (this.holding.size > 0 || this.delegated.size > 0) this.startRenewal()
+    if (this.held.paths().length > 0 || this.delegated.size > 0) this.startRenewal()
     else this.stopRenewal()
   }
 
@@ -342,33 +350,86 @@ export class AdvisoryLocks {
   private async renew (): Promise<void> {
     try {
       const sentAt = monotonicMs()
-      const answer = await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs })
-      if (answer.known) this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
-      // The channel may have missed a recall (it was cut off, or this mount was too slow for the callback lease).
-      for (const path of answer.recalled ?? []) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
-      // A path nobody has locked for a whole renewal period goes back: the session need not be
-      // renewed for ever, nor the server keep a delegation per file this mount ever locked.
-      for (const [path, local] of this.delegated) if (local.idle()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
-      if (answer.known && (answer.held > 0 || this.delegated.size > 0)) return
-      if (!answer.known && (this.holding.size > 0 || [...this.delegated.values()].some((d) => d.locks().length > 0))) {
-        this.opts.log?.(`advisory locks of this mount are lost: the lock server no longer knows session ${this.opts.session} (its lease ran out, or the server restarted)`)
-      }
-      this.holding.clear()
-      if (!answer.known) {
-        for (const local of this.delegated.values()) local.wake()
-        this.delegated.clear()
-      }
-      this.keepRenewing()
+      await this.renewed(await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs }), sentAt)
     } catch (err) {
       // An unreachable lock server may answer before the lease ends: keep renewing.
       this.opts.log?.(`renewing the advisory lock session failed: ${err instanceof Error ? err.message : String(err)}`)
     }
   }
+
+  /** What a renewal's answer means: recalls it carries, idle delegations to hand back, or a session the server forgot (reclaim). */
+  private async renewed (answer: AdvisorySessionAnswer, sentAt: number): Promise<void> {
+    if (!answer.known) {
+      await this.reclaim()
+      return
+    }
+    this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
+    // The channel may have missed a recall (it was cut off, or this mount was too slow for the callback lease).
+    for (const path of answer.recalled ?? []) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
+    // A path nobody has locked for a whole renewal period goes back: the session need not be
+    // renewed for ever, nor the server keep a delegation per file this mount ever locked.
+    for (const [path, local] of this.delegated) if (local.idle()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
+    if (answer.held > 0 || this.delegated.size > 0) return
+    this.held = new AdvisoryLockTable()
+    this.keepRenewing()
+  }
+
+  /**
+   * The channel to the lock server was lost, so no recall can reach this mount: every
+   * delegated path goes back. First, as soon as the server answers, this mount asks whether
+   * it still knows its session: if not, the server restarted, and everything this mount
+   * holds is reclaimed in its grace. Only a mount that holds something asks.
+   */
+  private async channelLost (): Promise<void> {
+    if (this.held.paths().length === 0 && this.delegated.size === 0) return
+    let answer: AdvisorySessionAnswer
+    const sentAt = monotonicMs()
+    try {
+      answer = await this.untilAnswered('', async () => await this.api.renew({ session: this.opts.session, ttlMs: this.opts.leaseMs }), undefined, SESSION_CHECK_RETRY_MS)
+    } catch (err) {
+      this.opts.log?.(`asking the lock server about the advisory lock session failed: ${err instanceof Error ? err.message : String(err)}`)
+      return
+    }
+    if (answer.known) for (const path of this.delegated.keys()) this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))
+    await this.renewed(answer, sentAt)
+  }
+
+  /**
+   * The lock server no longer knows this session: it restarted (or the session ran out).
+   * Every lock this mount holds goes back to it, a delegated path's by its hand-back and the
+   * others the same way (POST /advisory/return): a restarted server takes them in its grace
+   * (ADVISORY_GRACE_MS), before it grants anyone else a lock. What it does not take is lost,
+   * and logged. The mount's requests to the server wait until this is done.
+   */
+  private async reclaim (): Promise<void> {
+    if (this.reclaiming !== null) {
+      await this.reclaiming
+      return
+    }
+    this.reclaiming = (async () => {
+      await Promise.all([...this.delegated.keys()].map(async (path) => await this.handBack(path).catch((err: unknown) => this.logHandBack(path, err))))
+      const lost: string[] = []
+      for (const path of this.held.paths()) {
+        const locks = this.held.sessionLocksOn(path, MINE).map((lock) => ({ owner: lock.owner, kind: lock.kind, type: lock.type, start: lock.start, length: lock.length }))
+        const answer = await this.untilAnswered(path, async () => await this.api.giveBack({ path, session: this.opts.session, ttlMs: this.opts.leaseMs, locks })).catch(() => null)
+        if (answer?.returned === true) continue
+        lost.push(path)
+        this.held.replace(path, MINE, [])
+      }
+      if (lost.length > 0) {
+        this.opts.log?.(`advisory locks of this mount on ${lost.join(', ')} are lost: the lock server no longer knew session ${this.opts.session} (its lease ran out, or the server restarted and its grace was over)`)
+      }
+      this.keepRenewing()
+    })().finally(() => { this.reclaiming = null })
+    await this.reclaiming
+  }
 }
 
-function keyOf (who: LockOwner): string {
-  return `${who.kind}:${who.owner}`
-}
+/** The one session of the mount's own table of its locks (AdvisoryLocks.held). */
+const MINE = 'this-mount'
+
+/** After the channel was lost, the lock server is asked about the session at least this often until it answers: its grace after a restart is short. */
+const SESSION_CHECK_RETRY_MS = 300
 
 /** The bytes a lock covers as the table keeps them (flock: the whole file). */
 function claimOf (who: LockOwner, type: AdvisoryClaim['type'], range: ByteRange): Omit<AdvisoryClaim, 'session'> {

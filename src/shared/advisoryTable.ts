@@ -36,7 +36,8 @@ interface Session {
  * conflict with each other (as on Linux). A session that is not renewed in time loses all
  * its locks at once: a mount that died frees them by itself.
  *
- * Kept in memory only: a restarted lock server knows no locks (see docs/protocol.md).
+ * Kept in memory only: a restarted lock server knows no locks until the mounts reclaim
+ * theirs in its grace (see docs/protocol.md). A mount keeps one too, of its own locks.
  */
 export class AdvisoryLockTable {
   private readonly locks = new Map<string, HeldRange[]>()
@@ -133,6 +134,11 @@ export class AdvisoryLockTable {
     }
     this.store(path, [...others, ...merged(mine)])
     if (claim.type !== 'unlock') this.sessions.get(claim.session)?.paths.add(path)
+  }
+
+  /** The paths any lock is held on. */
+  paths (): string[] {
+    return [...this.locks.keys()]
   }
 
   locksOn (path: string): AdvisoryLock[] {

@@ -56,6 +56,13 @@ export const DEFAULT_SOFT_TIMEOUT_MS = 60_000
  * How long a client's callbacks count without a renewal: also the longest a stopped or
  * cut-off client can make a writer wait. Clients renew at a third of it.
  */
+/**
+ * After a restart (its journal had state), a lock server grants no new fcntl or flock lock
+ * for this long: the mounts hand back the locks they held (reclaim, over the same route as a
+ * delegation's hand-back) when their event channel reopens, within a second or two, and
+ * only then may others lock (docs/protocol.md, "Advisory locks").
+ */
+export const ADVISORY_GRACE_MS = 5_000
 export const DEFAULT_CALLBACK_LEASE_MS = 3_000 // at most MAX_CALLBACK_LEASE_MS (protocol.ts)
 
 /** How long a writer waits for a file's lock that someone else holds. */
