@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -9,6 +10,7 @@ import { MemoryLockStore } from '../servers/lock/lockStore'
 import type { LockStore, StoredLease } from '../servers/lock/lockStore'
 import { LockTable } from '../servers/lock/lockTable'
 import { LeaseError, LockedError } from '../src/shared/errors'
+import { waitFor } from './helpers/waitFor'
 
 /*
  * The lock server's stores on their own: what every LockStore promises (run against each),
@@ -200,6 +202,18 @@ t.test('journal: one lock server per state folder; a dead one\'s claim is taken 
   // A live process's claim (the parent of this test runner is alive) is respected.
   fs.writeFileSync(path.join(other, OWNER_FILE), String(process.ppid))
   await t.rejects(new JournalLockStore(other).load(), StateDirInUseError, 'another live process')
+
+  // A killed lock server that its parent has not reaped yet (a zombie: a container's PID 1
+  // may reap late) is dead all the same. The shell runs sleep 0 in the background and then
+  // becomes sleep 5, which never reaps it: a zombie for 5 s.
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => { parent.kill('SIGKILL') })
+  const zombie = Number((await once(parent.stdout, 'data') as Buffer[])[0].toString().trim())
+  await waitFor('the zombie', async () => fs.readFileSync(`/proc/${zombie}/stat`, 'utf8').includes(') Z '))
+  const third = stateDir(t)
+  fs.writeFileSync(path.join(third, OWNER_FILE), String(zombie))
+  await opened(t, new JournalLockStore(third))
+  t.equal(fs.readFileSync(path.join(third, OWNER_FILE), 'utf8'), String(process.pid), 'a zombie\'s claim is taken over')
 })
 
 t.test('lock table on a journal: a lease outlives a restart of the table', async (t) => {

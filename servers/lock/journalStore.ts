@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
+import { isAlive } from '../../src/shared/liveProcess'
 import { timedSyncCall } from '../common/metrics'
 import { clockToken, keysUnder, leasesOf, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
@@ -34,15 +35,6 @@ type JournalRecord =
   | { keys: string[] }
   | { drop: string[] }
   | { set: string, lease: StoredLease | null }
-
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM' // alive, another user's
-  }
-}
 
 /**
  * The lock state in a write-ahead journal of our own: one JSON line per change, appended

@@ -51,11 +51,3 @@ export function notifyParent (outcome: { ready: true } | { error: string }): voi
   }
 }
 
-export function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}

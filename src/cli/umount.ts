@@ -2,7 +2,7 @@ import fsp from 'node:fs/promises'
 import path from 'node:path'
 import { fusermount, isMounted } from '../fuse/mount'
 import { CliError, runMain } from './common'
-import { isAlive } from './daemon'
+import { isAlive } from '../shared/liveProcess'
 import { mountStateOf } from './mountState'
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
