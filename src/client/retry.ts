@@ -13,6 +13,8 @@ export interface RetryPolicy {
 
 const FIRST_DELAY_MS = 100
 const LONGEST_DELAY_MS = 5_000
+/** While a server stays away, a retry says so in the log this often at most (its first failure and its end always). */
+const LOG_EVERY_MS = 10_000
 /** Reads are small: tried again at least every second, so one is answered soon after its server is back. */
 const LONGEST_READ_DELAY_MS = 1_000
 
@@ -42,6 +44,7 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
   const { retryable = () => true, longestDelayMs = LONGEST_DELAY_MS, forMsOf = () => policy.forMs, waitsForLocks = false } = opts
   const started = Date.now()
   let delay = FIRST_DELAY_MS
+  let loggedAt = -Infinity
   for (let attempt = 1; ; attempt++) {
     try {
       const result = await task()
@@ -52,8 +55,11 @@ export async function retryWhileUnavailable<T> (what: string, policy: RetryPolic
       if (!locked && (!(err instanceof ServerUnavailableError) || !retryable(err))) throw err
       const waited = Date.now() - started
       if (waited + delay > (locked ? policy.forMs : forMsOf(err as ServerUnavailableError))) throw err
-      // The first few failures of an outage are worth a line; then one line per backoff step.
-      if (attempt === 1 || delay === longestDelayMs || locked) policy.log?.(`${what}: ${err.message}; ${locked ? 'waiting for it' : 'trying again'} (waited ${waited} ms)`)
+      // The first failure of an outage is worth a line; then one every LOG_EVERY_MS, however often it is tried.
+      if (started + waited - loggedAt >= LOG_EVERY_MS) {
+        loggedAt = started + waited
+        policy.log?.(`${what}: ${err.message}; ${locked ? 'waiting for it' : 'trying again'} (waited ${waited} ms)`)
+      }
       await sleep(delay * (0.75 + Math.random() / 2))
       delay = Math.min(delay * 2, longestDelayMs)
     }
