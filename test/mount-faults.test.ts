@@ -8,6 +8,7 @@ import { outcome, sh } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 import type { ProcessCluster, ServerProcess } from './helpers/processCluster'
 import { waitFor, within } from './helpers/waitFor'
+import { FileWorker } from './helpers/fileWorkerClient'
 import { rawAs } from './helpers/wire'
 
 /*
@@ -166,6 +167,22 @@ t.test('a mkdir waits for a file server that is down instead of failing, and the
   t.equal(done.code, 0, `every change succeeded: ${outcome(done)}`)
   t.equal(done.stdout, 'kept\n', 'and the folder holds what they left')
   t.equal(await onDisk(c.files[0], 'logs/kept'), 'sta', 'which is on the server')
+})
+
+t.test('SIGTERM to a hard mount whose file server is down waits to store what a program wrote; a second SIGTERM gives that up and unmounts', async (t) => {
+  const c = await cluster(t)
+  const mount = await c.mount()
+  const worker = await FileWorker.start(t)
+  const fd = await worker.open(mount.at('/logs/app.log'), 'a')
+  await c.files[0].kill()
+  await worker.write(fd, Buffer.from('unsent\n'), null)
+  process.kill(mount.pid, 'SIGTERM')
+  await waitFor('the first SIGTERM said', async () => mount.output().includes('SIGTERM: unmounting'), 10_000, 50)
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  t.ok(mount.alive(), 'the mount waits for the server to store the line')
+  process.kill(mount.pid, 'SIGTERM')
+  await waitFor('the mount gone', async () => !mount.alive(), 10_000, 50)
+  t.match(mount.output(), /SIGTERM again: unmounting .* now; what was written and not yet stored is lost/, 'and says what the second one cost')
 })
 
 t.test('a soft mount gives EIO instead of waiting, to a program that checks fsync', async (t) => {

@@ -8,7 +8,7 @@ import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
-import { isMounted, mountDfs } from '../fuse/mount'
+import { isMounted, lazyUnmount, mountDfs } from '../fuse/mount'
 import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
@@ -165,9 +165,21 @@ async function main (): Promise<void> {
 
     let stopping = false
     const stop = (why: string): void => {
-      if (stopping) return
+      if (stopping) {
+        // A second signal while the first waits to store what programs wrote (its servers
+        // are away): the operator gives that up, and it is lost. Said, and done at once.
+        if (why === 'SIGINT' || why === 'SIGTERM') {
+          log(`${why} again: unmounting ${mountpoint} now; what was written and not yet stored is lost`)
+          lazyUnmount(mountpoint).catch(() => {}).finally(() => {
+            fs.rmSync(state.stateFile, { force: true })
+            mountLog.flush()
+            process.exit(1)
+          })
+        }
+        return
+      }
       stopping = true
-      log(`${why}: unmounting ${mountpoint}`)
+      log(`${why}: unmounting ${mountpoint} (what open files hold is stored first; SIGINT or SIGTERM again gives that up)`)
       clearInterval(watch)
       void metrics?.close()
       mounted.unmount()

@@ -266,7 +266,6 @@ export class AdvisoryLocks {
     await local.handingBack
   }
 
-  /** A request to the server about the path, counted so that no delegation is asked for beside it. */
   /** A call tried again while the lock server does not answer, as opts.retry says; not once the caller hung up (`signal`), or the mount is going away (its locks go with it). */
   private async untilAnswered<T> (path: string, call: () => Promise<T>, signal?: AbortSignal, longestDelayMs?: number): Promise<T> {
     const retry = this.opts.retry
@@ -275,7 +274,10 @@ export class AdvisoryLocks {
     return await retryWhileUnavailable(what, retry, call, { retryable: () => signal?.aborted !== true && !this.closing.signal.aborted, longestDelayMs })
   }
 
-  /** A request to the server about the path; `signal` is the caller's hang-up (an interrupted wait), not a server that is down. */
+  /**
+   * A request to the server about the path, counted so that no delegation is asked for beside
+   * it; `signal` is the caller's hang-up (an interrupted wait), not a server that is down.
+   */
   private async onServer<T> (path: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     // After the server restarted, this mount's locks are back on it before anything else is asked.
     if (this.reclaiming !== null) await this.reclaiming

@@ -779,12 +779,15 @@ export class DfsClient {
   async truncate (path: string, size: number, opts: LeaseOption = {}): Promise<FileMeta> {
     if (!Number.isSafeInteger(size) || size < 0) throw new BadRequestError(`size must be a whole number of at least 0, not ${size}`)
     const canonical = normalizePath(path)
-    const found = await this.locator.lookupFile(canonical)
-    const askedAt = monotonicMs()
+    let askedAt = 0
     // Cutting to the same size again changes nothing: safe to send again.
-    const meta = await this.changeWhileUnavailable(`truncate of ${canonical}`, async () => await this.underLease(canonical, opts.lease, async (token) => {
-      return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
-    }))
+    const meta = await this.changeWhileUnavailable(`truncate of ${canonical}`, async () => {
+      const found = await this.locator.lookupFile(canonical)
+      askedAt = monotonicMs()
+      return await this.underLease(canonical, opts.lease, async (token) => {
+        return await this.locator.onFileServer(canonical, found, async (server) => await server.truncate(canonical, size, token))
+      })
+    })
     await this.cache.applyTruncate(canonical, meta)
     return this.changedBytes(canonical, askedAt, meta)
   }
