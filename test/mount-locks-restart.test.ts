@@ -1,5 +1,5 @@
 import t from 'tap'
-import { holdLock, tryLocks } from './helpers/advisoryLocks'
+import { blockedOnMount, holdLock, tryLocks } from './helpers/advisoryLocks'
 import { outcome, run } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 
@@ -44,4 +44,28 @@ t.test('locks held on two mounts before the lock server restarts still keep the 
   t.equal(flockAfter.code, 0, outcome(flockAfter))
   t.equal(await bBytes.release(), 0)
   t.notMatch(a.output() + b.output(), /are lost/, 'no mount says its locks were lost')
+})
+
+t.test('a lock given back while the lock server is down is free once it is back, and the mount\'s other locks are still held', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'db/app.db': 'x'.repeat(200) }] })
+  const a = await c.mount()
+  const b = await c.mount()
+  const aGivesBack = holdLock(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 0)')
+  await aGivesBack.holding
+  const aKeeps = holdLock(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 10)')
+  await aKeeps.holding
+  // B on the file too, so A's locks are held on the server rather than left to A.
+  const bBytes = holdLock(t, b.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_SH, 4, 100)')
+  await bBytes.holding
+  await c.lock.kill()
+  // One of A's programs closes the file: its unlock waits for the lock server (a hard mount)
+  // and lands as soon as it is back, often before A has noticed the restart.
+  const released = aGivesBack.release()
+  await blockedOnMount(aGivesBack.pid)
+  await c.lock.restart()
+  t.equal(await released, 0, 'the close returned once the lock server was back')
+  t.same(await tryLocks(b.at('/db/app.db'), [{ name: 'given back', code: exclusive(4, 0) }, { name: 'kept', code: exclusive(4, 10) }]),
+    ['given back:granted', 'kept:EAGAIN'], 'B gets the bytes A gave back, and not those A still holds')
+  t.equal(await aKeeps.release(), 0)
+  t.equal(await bBytes.release(), 0)
 })

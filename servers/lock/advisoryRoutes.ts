@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import type { Express, Request, Response } from 'express'
 import { AdvisoryRoutes, MAX_ADVISORY_WAIT_MS } from '../../src/shared/advisoryLockProtocol'
 import type {
@@ -75,6 +76,8 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
   /** Closing: waiters are answered "locked" at once, so the server can finish. */
   let stopped = false
   const graceEnds = monotonicMs() + (opts.graceMs ?? 0)
+  /** This run of the server, in the answers: a mount that sees it change reclaims its locks, even if a request of its own made its session anew meanwhile. */
+  const boot = crypto.randomBytes(6).toString('base64url')
   /** During the grace, a request that could grant or tell of a lock is refused with 503: the mount asks again (a hard mount waits). */
   const refuseInGrace = (path: string): void => {
     const left = graceEnds - monotonicMs()
@@ -161,7 +164,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
         table.set(path, claim)
         // A lock given back, or one made shared, may let waiters in.
         parking.wake(path)
-        const answer: AdvisoryLockAnswer = { path, granted: true, held: table.held(session), ttlMs }
+        const answer: AdvisoryLockAnswer = { path, granted: true, held: table.held(session), ttlMs, boot }
         if (delegable(req, body, path, session)) answer.delegated = table.sessionLocksOn(path, session)
         res.json(answer)
         return
@@ -224,7 +227,7 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     const { session, ttlMs } = sessionOf(body, res)
     expire()
     const known = table.renew(session, ttlMs)
-    const answer: AdvisorySessionAnswer = { session: body.identifier('session'), known, held: known ? table.held(session) : 0, ttlMs }
+    const answer: AdvisorySessionAnswer = { session: body.identifier('session'), known, held: known ? table.held(session) : 0, ttlMs, boot }
     const recalled = delegations.recalledFrom(session)
     if (recalled.length > 0) answer.recalled = recalled
     res.json(answer)

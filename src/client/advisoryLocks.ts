@@ -74,6 +74,8 @@ export class AdvisoryLocks {
   private reclaiming: Promise<void> | null = null
   /** The check of the session after the channel was lost (see channelLost()), once at a time. */
   private checkingSession: Promise<void> | null = null
+  /** The lock server's run as its first answer, then its renewals, said it: a new one is a restart (see renewed()). */
+  private serverBoot: string | undefined
   /** Paths whose locks this mount decides itself. */
   private readonly delegated = new Map<string, DelegatedPath>()
   /** Per path, requests to the server under way. */
@@ -294,6 +296,9 @@ export class AdvisoryLocks {
   private async send (request: AdvisoryLockRequest, signal?: AbortSignal): Promise<void> {
     const path = request.path
     const sentAt = monotonicMs()
+    // An unlock counts here from when it is sent (it is sent until answered): a reclaim after
+    // a restart of the server, meanwhile, must not give the lock back to it.
+    if (request.type === 'unlock') this.applyHeld(request)
     if (request.waitMs !== undefined || !this.mayAskDelegation(path)) {
       this.record(request, await this.onServer(path, async () => await this.api.lock(request, signal), signal), sentAt)
       return
@@ -312,6 +317,10 @@ export class AdvisoryLocks {
   private record (request: AdvisoryLockRequest, answer: AdvisoryLockAnswer, sentAt: number): void {
     const path = request.path
     this.ttlMs = answer.ttlMs
+    // An answer of a restarted server (an unlock sent while it was down) says nothing of what
+    // this mount held before: the reclaim that renewed() starts on seeing the new run does.
+    const sameRun = this.serverBoot === undefined || answer.boot === this.serverBoot
+    this.serverBoot ??= answer.boot
     // The server touched the session at some time after sentAt: it runs out at sentAt + ttlMs at the earliest.
     this.sessionUntil = Math.max(this.sessionUntil, sentAt + answer.ttlMs)
     if (answer.delegated !== undefined) {
@@ -323,9 +332,14 @@ export class AdvisoryLocks {
       this.keepRenewing()
       return
     }
-    this.held.set(path, { session: MINE, ...claimOf(request, request.type, { start: request.start ?? 0, length: request.length ?? 0 }) })
-    if (answer.held === 0) this.held = new AdvisoryLockTable()
+    this.applyHeld(request)
+    if (answer.held === 0 && sameRun) this.held = new AdvisoryLockTable()
     this.keepRenewing()
+  }
+
+  /** A lock request as this mount's table of its locks takes it: the owner's bytes set to its type (unlock: to none). */
+  private applyHeld (request: AdvisoryLockRequest): void {
+    this.held.set(request.path, { session: MINE, ...claimOf(request, request.type, { start: request.start ?? 0, length: request.length ?? 0 }) })
   }
 
   /** The session is renewed while it holds locks on the server or decides some path itself: a delegation lives as long as the session. */
@@ -361,7 +375,11 @@ export class AdvisoryLocks {
 
   /** What a renewal's answer means: recalls it carries, idle delegations to hand back, or a session the server forgot (reclaim). */
   private async renewed (answer: AdvisorySessionAnswer, sentAt: number): Promise<void> {
-    if (!answer.known) {
+    // A server that restarted may know the session all the same: an unlock of this mount's,
+    // sent while it was down, made it anew. Its run tells.
+    const restarted = this.serverBoot !== undefined && answer.boot !== this.serverBoot
+    this.serverBoot = answer.boot
+    if (!answer.known || restarted) {
       await this.reclaim()
       return
     }

@@ -71,6 +71,8 @@ export interface AdvisoryLockAnswer {
   ttlMs: number
   /** Present when the path's locks are now delegated to the session: its locks there, which the mount then keeps. */
   delegated?: AdvisoryLock[]
+  /** The lock server's run (a new one at each start): a mount that sees it change knows the server restarted and forgot its locks. */
+  boot: string
 }
 
 /** A lock as a delegation's holder hands it back: the server puts it under the caller's session. */
@@ -103,6 +105,8 @@ export interface AdvisorySessionAnswer {
   ttlMs: number
   /** Paths delegated to the session that the server is recalling: hand them back (the callback channel may have missed the recall). */
   recalled?: string[]
+  /** As in AdvisoryLockAnswer: the server's run. */
+  boot: string
 }
 
 export interface AdvisoryEndAnswer {
