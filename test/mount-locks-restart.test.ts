@@ -1,7 +1,10 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import { blockedOnMount, holdLock, tryLocks } from './helpers/advisoryLocks'
+import type { Holder } from './helpers/advisoryLocks'
 import { outcome, run } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
+import type { MountProcess, ProcessCluster } from './helpers/processCluster'
 
 /*
  * fcntl and flock locks over a restart of the lock server (every server and mount a process
@@ -13,19 +16,29 @@ import { startProcessCluster } from './helpers/processCluster'
  */
 
 const exclusive = (length: number, start: number): string => `fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, ${length}, ${start})`
+/** The lock a program on mount B holds on app.db in both tests: A's locks there are then held on the server, not left to A. */
+const B_SHARED = 'fcntl.lockf(f, fcntl.LOCK_SH, 4, 100)'
+
+/** A cluster of processes (the lock server with its journal) and two mounts of it. */
+async function twoMounts (t: Test, tree: Record<string, string>): Promise<{ c: ProcessCluster, a: MountProcess, b: MountProcess }> {
+  const c = await startProcessCluster(t, { trees: [tree] })
+  return { c, a: await c.mount(), b: await c.mount() }
+}
+
+/** A program holding a lock through a mount, once it holds it. */
+async function held (t: Test, file: string, lockCode: string): Promise<Holder> {
+  const holder = holdLock(t, file, lockCode)
+  await holder.holding
+  return holder
+}
 
 t.test('locks held on two mounts before the lock server restarts still keep the other mount out after it', async (t) => {
-  const c = await startProcessCluster(t, { trees: [{ 'db/app.db': 'x'.repeat(200), 'db/app.lock': '' }] })
-  const a = await c.mount()
-  const b = await c.mount()
+  const { c, a, b } = await twoMounts(t, { 'db/app.db': 'x'.repeat(200), 'db/app.lock': '' })
   // A alone on app.lock: the lock server leaves its locks to A (a delegation).
-  const aFlock = holdLock(t, a.at('/db/app.lock'), 'fcntl.flock(f, fcntl.LOCK_EX)')
-  await aFlock.holding
+  const aFlock = await held(t, a.at('/db/app.lock'), 'fcntl.flock(f, fcntl.LOCK_EX)')
   // Both mounts on app.db, each on bytes of its own: held on the lock server itself.
-  const aBytes = holdLock(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 0)')
-  await aBytes.holding
-  const bBytes = holdLock(t, b.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_SH, 4, 100)')
-  await bBytes.holding
+  const aBytes = await held(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 0)')
+  const bBytes = await held(t, b.at('/db/app.db'), B_SHARED)
   t.same(await tryLocks(b.at('/db/app.db'), [{ name: 'A\'s bytes', code: exclusive(4, 0) }]), ['A\'s bytes:EAGAIN'], 'before the restart, B is kept off A\'s bytes')
 
   await c.lock.restart()
@@ -47,16 +60,10 @@ t.test('locks held on two mounts before the lock server restarts still keep the 
 })
 
 t.test('a lock given back while the lock server is down is free once it is back, and the mount\'s other locks are still held', async (t) => {
-  const c = await startProcessCluster(t, { trees: [{ 'db/app.db': 'x'.repeat(200) }] })
-  const a = await c.mount()
-  const b = await c.mount()
-  const aGivesBack = holdLock(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 0)')
-  await aGivesBack.holding
-  const aKeeps = holdLock(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 10)')
-  await aKeeps.holding
-  // B on the file too, so A's locks are held on the server rather than left to A.
-  const bBytes = holdLock(t, b.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_SH, 4, 100)')
-  await bBytes.holding
+  const { c, a, b } = await twoMounts(t, { 'db/app.db': 'x'.repeat(200) })
+  const aGivesBack = await held(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 0)')
+  const aKeeps = await held(t, a.at('/db/app.db'), 'fcntl.lockf(f, fcntl.LOCK_EX, 4, 10)')
+  const bBytes = await held(t, b.at('/db/app.db'), B_SHARED)
   await c.lock.kill()
   // One of A's programs closes the file: its unlock waits for the lock server (a hard mount)
   // and lands as soon as it is back, often before A has noticed the restart.
