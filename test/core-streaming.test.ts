@@ -122,3 +122,35 @@ t.test('a client that hangs up midway through a download is no fault of the serv
   t.same(lines.filter((line) => /error/i.test(line)), [], 'no error logged')
   t.same(recentProblems().filter((problem) => /premature/i.test(problem.message)), [], 'and no problem noted for dfs status')
 })
+
+t.test('two opens of a large file not cached here fetch it once: the second reads the copy the first is fetching', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'big/shared.bin': '' }])
+  const bytes = crypto.randomBytes(24 * MiB)
+  fs.writeFileSync(path.join(cluster.roots[0], 'big', 'shared.bin'), bytes)
+  const client = cluster.client()
+  t.teardown(() => client.close())
+  await client.stat('/big/shared.bin')
+  const before = await statsOf(cluster.fileServers[0])
+  const first = await client.openForReading('/big/shared.bin')
+  const second = await client.openForReading('/big/shared.bin')
+  t.ok(first.download !== null && second.download === first.download, 'the second open reads the first one\'s download')
+  /** The whole copy through one open's reader, waiting for its bytes as the mount's reads do. */
+  const readAll = async (opened: typeof first): Promise<Buffer> => {
+    const out = Buffer.alloc(bytes.length)
+    for (let at = 0; at < out.length; at += MiB) {
+      await opened.download?.waitFor(at + MiB)
+      const { bytesRead } = await opened.reader.read(out, at, Math.min(MiB, out.length - at), at)
+      if (bytesRead === 0) throw new Error(`nothing at ${at}`)
+    }
+    await opened.reader.close()
+    return out
+  }
+  const [a, b] = await Promise.all([readAll(first), readAll(second)])
+  t.ok(a.equals(bytes) && b.equals(bytes), 'both read the whole file, intact')
+  const after = await statsOf(cluster.fileServers[0])
+  t.equal(after.contentTransfers - before.contentTransfers, 1, 'the file server sent it once')
+  t.equal(after.notModified - before.notModified, 1, 'the second open was answered 304')
+  const third = await client.openForReading('/big/shared.bin')
+  t.equal(third.download, null, 'once in place, the copy is the cached one')
+  await third.reader.close()
+})

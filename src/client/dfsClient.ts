@@ -103,8 +103,12 @@ export interface DfsClientOptions {
  */
 export type ListEntry = FileMeta & { name: string, unavailable?: true }
 
-/** The cached copy is current, or here is the current version's body, from this server (`stale`: a copy of an older version is here). */
-type Revalidated = { cached: CachedFile } | { meta: FileMeta, body: Readable, server: FileApi, stale: boolean }
+/**
+ * The cached copy is current; or the copy arriving now (a download another open started) is
+ * of the current version, `arriving`; or here is the current version's body, from this
+ * server (`stale`: a copy of an older version is here).
+ */
+type Revalidated = { cached: CachedFile } | { arriving: FileMeta } | { meta: FileMeta, body: Readable, server: FileApi, stale: boolean }
 
 /** For a change the caller makes while holding the file's lease itself (client.locks.acquire). */
 export interface LeaseOption {
@@ -456,7 +460,18 @@ export class DfsClient {
     // The start of a write: waited for as a store is (a hard mount does not fail a write
     // because the file's server is restarting), where a read gives up after the read wait.
     return await retryWhileUnavailable(`fetch of ${canonical} to write it`, this.writeRetry, async () => {
-      const answer = await this.revalidate(canonical, token)
+      let answer = await this.revalidate(canonical, token, true)
+      // A copy of this version arriving for a reader here: once in place, it is the start.
+      while ('arriving' in answer) {
+        const joined = this.cache.joinArrival(canonical, answer.arriving)
+        try {
+          await joined?.download.waitFor(Infinity)
+        } finally {
+          await joined?.reader.close()
+          joined?.download.cancel()
+        }
+        answer = await this.revalidate(canonical, token, joined !== null)
+      }
       if ('cached' in answer) return answer.cached
       try {
         return await this.cache.store(canonical, answer.meta, answer.body)
@@ -480,13 +495,21 @@ export class DfsClient {
       countCacheLookup(true)
       return { reader: new BytesReader(recent.data), meta: recent.meta, download: null }
     }
-    let answer = await this.revalidate(canonical)
+    // A copy still arriving for another open is offered too: two opens of a large file not
+    // cached here fetch it once.
+    let answer = await this.revalidate(canonical, undefined, true)
     // The copy found current may be dropped before it is opened (an append of another client
-    // made it old): then the server is asked again, and sends the current one.
-    for (let attempt = 1; 'cached' in answer; attempt++) {
-      const reader = openCopy(answer.cached.file, attempt < COPY_OPEN_ATTEMPTS)
-      if (reader !== null) return { reader, meta: answer.cached.meta, download: null }
-      answer = await this.revalidate(canonical)
+    // made it old), or the one arriving may have just become the cached one: then the server
+    // is asked again.
+    for (let attempt = 1; 'cached' in answer || 'arriving' in answer; attempt++) {
+      if ('arriving' in answer) {
+        const joined = this.cache.joinArrival(canonical, answer.arriving)
+        if (joined !== null) return { ...joined, meta: answer.arriving }
+      } else {
+        const reader = openCopy(answer.cached.file, attempt < COPY_OPEN_ATTEMPTS)
+        if (reader !== null) return { reader, meta: answer.cached.meta, download: null }
+      }
+      answer = await this.revalidate(canonical, undefined, attempt < COPY_OPEN_ATTEMPTS)
     }
     const { server } = answer
     if (answer.meta.size <= INLINE_STAT_BYTES && !answer.stale) {
@@ -512,18 +535,21 @@ export class DfsClient {
   }
 
   /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
-  private async revalidate (canonical: string, token?: LeaseCredential): Promise<Revalidated> {
-    return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token), this.namespaceWait())
+  /** `joinArriving`: a copy still arriving may be the answer (openForReading); else only a copy in place, or a body. */
+  private async revalidate (canonical: string, token?: LeaseCredential, joinArriving = false): Promise<Revalidated> {
+    return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token, joinArriving), this.namespaceWait())
   }
 
-  private async revalidateOnce (canonical: string, token?: LeaseCredential): Promise<Revalidated> {
+  private async revalidateOnce (canonical: string, token: LeaseCredential | undefined, joinArriving: boolean): Promise<Revalidated> {
     const found = await this.lookup(canonical)
     if (found.kind === 'dir') throw new IsDirectoryError(`is a folder: ${canonical}`, { path: canonical })
     const cached = await this.cache.get(canonical)
     // With no copy on disk, a small file's bytes held in memory (read with no callback) are
-    // offered instead: a 304 then costs no content, as it would for a copy.
+    // offered instead: a 304 then costs no content, as it would for a copy. Else the version
+    // of a copy still arriving, if the caller can read that.
     const held = cached === null ? this.recentBytes.any(canonical) : undefined
-    const etag = this.cache.etagOf(cached) ?? (held !== undefined ? etagOf(held.meta) : undefined)
+    const arriving = cached === null && held === undefined && joinArriving ? this.cache.arrivingVersion(canonical) : undefined
+    const etag = this.cache.etagOf(cached) ?? (held !== undefined ? etagOf(held.meta) : arriving !== undefined ? etagOf(arriving) : undefined)
     // The file's server promised to say before it changes, and has not: the copy is current.
     // Under a lease only once the server has seen that lease (ShownLeases): a fetch under a
     // lease is also what tells the server to hold back appends made without it.
@@ -537,16 +563,17 @@ export class DfsClient {
       const callback = this.callbacks?.ready(server) === true
       const askedAt = monotonicMs()
       const content = await server.content(canonical, { ifNoneMatch: etag, token, callback })
-      const meta = content.current ? (cached?.meta ?? held?.meta) : content.meta
+      const meta = content.current ? (cached?.meta ?? held?.meta ?? arriving) : content.meta
       if (meta === undefined) throw new Error(`${server.transport.where} answered 304 without a validator`)
       if (content.callback) this.callbacks?.granted(server, canonical, meta, askedAt)
       current = content.current
       if (!content.current) return { meta, body: content.body, server, stale: cached !== null }
+      if (cached === null && held === undefined) return { arriving: meta }
       // The held bytes are current: handed on as a body, which the caller keeps as it would
       // a fetched one (in memory again, or as a copy on disk).
       return cached !== null ? { cached } : { meta, body: Readable.from([(held as { data: Buffer }).data]), server, stale: false }
     }, { read: true })
-    this.memo.remember('cached' in answer ? answer.cached.meta : answer.meta)
+    this.memo.remember('cached' in answer ? answer.cached.meta : 'arriving' in answer ? answer.arriving : answer.meta)
     countCacheLookup(current)
     return answer
   }

@@ -73,6 +73,8 @@ export class LocalCache {
   private readonly removing = new Map<string, Promise<void>>()
   /** Per path, steps on its copy that run after their caller was answered (runBehind): every other use of the copy waits for them. */
   private readonly behind = new Map<string, Promise<void>>()
+  /** Per path, the copy arriving now (storeArriving) and the version it is: a second open reads it too (joinArrival). */
+  private readonly arrivals = new Map<string, { meta: FileMeta, partial: string, download: Download }>()
 
   constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
     this.objects = nodePath.join(dir, 'objects')
@@ -136,6 +138,29 @@ export class LocalCache {
     return await this.storeArrivingNow(path, meta, body, failed)
   }
 
+  /**
+   * The version of the path whose copy is arriving now (storeArriving), if one is: an open
+   * that starts meanwhile offers it to the server, and on a 304 reads that copy too
+   * (joinArrival) instead of fetching the file a second time.
+   */
+  arrivingVersion (path: string): FileMeta | undefined {
+    return this.arrivals.get(path)?.meta
+  }
+
+  /** A reader of the copy of `meta`'s version still arriving, with its download; null if there is none any more (finished or failed: ask again). */
+  joinArrival (path: string, meta: FileMeta): { reader: DescriptorReader, download: Download } | null {
+    const arrival = this.arrivals.get(path)
+    if (arrival === undefined || arrival.meta.version !== meta.version) return null
+    let reader: DescriptorReader
+    try {
+      reader = DescriptorReader.open(arrival.partial)
+    } catch {
+      return null
+    }
+    arrival.download.join()
+    return { reader, download: arrival.download }
+  }
+
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: DescriptorReader, download: Download }> {
     await this.init()
     const partial = this.partialFile(path)
@@ -150,6 +175,9 @@ export class LocalCache {
       throw err
     }
     const download = new Download(() => body.destroy(new Error(`the download of ${path} was called off`)))
+    const arrival = { meta, partial, download }
+    this.arrivals.set(path, arrival)
+    const leave = (): void => { if (this.arrivals.get(path) === arrival) this.arrivals.delete(path) }
     void (async () => {
       try {
         try {
@@ -158,9 +186,12 @@ export class LocalCache {
           await writer.close()
         }
         if (download.received !== meta.size) throw new Error(`fetched ${download.received} bytes of ${path}, expected ${meta.size}`)
+        // Before the partial copy moves: an open from now on finds the copy in place, or asks again.
+        leave()
         await this.changing.run(path, async () => await this.placeCopy(path, partial, meta))
         download.finish()
       } catch (err) {
+        leave()
         await removeLocalFile(partial)
         download.fail(failed(err))
       }
@@ -493,14 +524,24 @@ export class Download {
   private finishedAt: number | null = null
   private readonly waiting = new Set<{ until: number, resolve: () => void, reject: (err: Error) => void }>()
 
+  /** Handles reading the copy as it arrives: the open that started it, and those that joined it (LocalCache.joinArrival). */
+  private readers = 1
+
   /** `stop`: ends the body's stream (cancel). */
   constructor (private readonly stop: () => void = () => {}) {}
 
+  /** One more handle reads the copy as it arrives. */
+  join (): void {
+    this.readers++
+  }
+
   /**
-   * Calls the download off (its only reader reads by ranges instead): the body's stream
-   * ends, the partial copy goes, and nothing becomes the cached copy.
+   * A reader needs the download no more (it reads by ranges instead). Once none does, the
+   * download is called off: the body's stream ends, the partial copy goes, and nothing
+   * becomes the cached copy.
    */
   cancel (): void {
+    if (--this.readers > 0) return
     if (this.outcome === null) this.stop()
   }
 
