@@ -534,8 +534,10 @@ export class DfsClient {
     return this.recentBytes.of(canonical, this.callbacks?.current(canonical))
   }
 
-  /** Asks the file's server whether the cached copy is current: it is, or here is the current body. */
-  /** `joinArriving`: a copy still arriving may be the answer (openForReading); else only a copy in place, or a body. */
+  /**
+   * Asks the file's server whether the cached copy is current: it is, or here is the current
+   * body. `joinArriving`: a copy still arriving here may be the answer too (see Revalidated).
+   */
   private async revalidate (canonical: string, token?: LeaseCredential, joinArriving = false): Promise<Revalidated> {
     return await retryReadWhileUp(`open of ${canonical}`, this.readRetry, async () => await this.revalidateOnce(canonical, token, joinArriving), this.namespaceWait())
   }
