@@ -135,6 +135,22 @@ t.test('dfs-mount refuses a read wait that is no number of milliseconds, in one 
   assertOneLineError(t, fromEnv, 'dfs-mount', /DFS_READ_WAIT_MS must be a number, not "later"/)
 })
 
+t.test('an option that takes one value, given twice, is refused in one line by every CLI; -o may be given often', async (t) => {
+  const work = await tempDir(t, 'dfs-cli-twice-')
+  const bins = path.dirname(dfsMountBin)
+  const twice: Array<[string, string[], RegExp]> = [
+    ['dfs-mount', [dfsMountBin, path.join(work, 'mnt'), '--cache-dir', 'a', '--cache-dir', 'b'], /--cache-dir was given 2 times \(a, b\): give it once/],
+    ['dfs', [path.join(bins, 'dfs'), 'ls', '/', '--timeout-ms', '1', '--timeout-ms', '2'], /--timeout-ms was given 2 times \(1, 2\): give it once/],
+    ['dfs-serve', [path.join(bins, 'dfs-serve'), 'lock', '--port', '0', '--insecure', '--state-dir', path.join(work, 'a'), '--state-dir', path.join(work, 'b')], /--state-dir was given 2 times \(.*\/a, .*\/b\): give it once/]
+  ]
+  for (const [name, args, message] of twice) {
+    assertOneLineError(t, await runNode(args, { env: cleanEnv() }), name, message)
+  }
+  // A list option: both -o go through to the mount's own checks (here: no such mount point).
+  const flags = await runNode([dfsMountBin, path.join(work, 'missing'), '-o', 'ro', '-o', 'noatime'], { env: cleanEnv() })
+  assertOneLineError(t, flags, 'dfs-mount', /mount point .* does not exist/)
+})
+
 t.test('dfs-mount finds the cluster through DFS_DIRECTORY, whatever the server variables say', { skip: fuseMissing && 'no FUSE here' }, async (t) => {
   const work = await tempDir(t, 'dfs-cli-options-mount-')
   const root = path.join(work, 'root')

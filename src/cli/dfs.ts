@@ -8,7 +8,7 @@ import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
 import { clientCaller, trustClusterCa } from './credentials'
-import { clientOptions } from './options'
+import { clientOptions, refuseRepeatedOptions } from './options'
 import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
 import { StatusApi } from '../shared/clusterStatus'
 import { Transport } from '../shared/transport'
@@ -118,6 +118,7 @@ async function main (): Promise<void> {
     .scriptName('dfs')
     .usage('$0 [command] [options]\n\nReads and changes files on a dfs cluster. With no command, asks what to do.')
     .options(clientOptions())
+    .middleware(refuseRepeatedOptions)
     .command('cat <path>', 'print a file', (y) => withPath(y), async (args) => {
       const client = clientOf(args)
       await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)

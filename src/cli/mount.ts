@@ -14,7 +14,7 @@ import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
 import { clientCaller, trustClusterCa } from './credentials'
-import { mountOptions } from './options'
+import { mountOptions, refuseRepeatedOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
 import type { LogLevel } from '../../servers/common/logging'
 import { fuseConfAllowsOther, parseMountFlags } from './mountFlags'
@@ -78,6 +78,7 @@ async function main (): Promise<void> {
     .positional('mountpoint', { type: 'string' })
     .demandCommand(1, 'name the mount point: dfs-mount MOUNTPOINT')
     .options(mountOptions())
+    .middleware(refuseRepeatedOptions)
     .strict()
     .fail((message, err) => {
       throw err ?? new CliError(message)

@@ -65,6 +65,22 @@ const readOnly = { type: 'boolean', default: false, describe: 'a token that may 
 const ttl = { type: 'string', default: '30d', describe: 'how long the token is valid: 90s, 15m, 12h, 30d' } as const
 const tokenName = { type: 'string', describe: 'the token\'s subject: who holds it, shown as the holder of its locks (default: your user name)' } as const
 
+/** Options that take a list, given as often as one likes: -o (mountFlagLists). */
+const LIST_OPTIONS = new Set(['_', 'o'])
+
+/**
+ * yargs middleware for every CLI: an option that takes one value, given twice
+ * (`--cache-dir a --cache-dir b`), is a mistake said in one line; yargs would hand on both
+ * as a list, which failed later as an unexpected error.
+ */
+export function refuseRepeatedOptions (argv: Record<string, unknown>): void {
+  for (const [name, value] of Object.entries(argv)) {
+    // yargs keeps each option under its name and its camelCase alias: the name is enough.
+    if (!Array.isArray(value) || LIST_OPTIONS.has(name) || /[A-Z]/.test(name)) continue
+    throw new CliError(`${name.length === 1 ? '-' : '--'}${name} was given ${value.length} times (${value.map(String).join(', ')}): give it once`)
+  }
+}
+
 /** The environment variable of an option: cache-dir is DFS_CACHE_DIR. */
 function envNameOf (option: string): string {
   return 'DFS_' + option.toUpperCase().replace(/-/g, '_')

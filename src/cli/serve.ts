@@ -20,7 +20,7 @@ import { notifyParent, startDetached } from './daemon'
 import { isAlive } from '../shared/liveProcess'
 import { DirectoryApi } from '../shared/api'
 import { Transport } from '../shared/transport'
-import { demoOptions, directoryServerOptions, drainOptions, fileServerOptions, forgetServerOptions, lockServerOptions, tokenOptions } from './options'
+import { demoOptions, directoryServerOptions, drainOptions, fileServerOptions, forgetServerOptions, lockServerOptions, refuseRepeatedOptions, tokenOptions } from './options'
 import { drainCommand } from './drain'
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..')
@@ -154,6 +154,7 @@ function listening (what: string, server: RunningServer, requested: number): voi
 async function main (): Promise<void> {
   await yargs(process.argv.slice(2))
     .scriptName('dfs-serve')
+    .middleware(refuseRepeatedOptions)
     .usage('$0 <server> [options]\n\nRuns dfs server daemons. An option that takes a value can also be set as DFS_<OPTION>; each server reads only the variables of its own options (see $0 <server> --help).')
     .command('directory', 'the directory server: maps paths to file servers', (y) => y.options(directoryServerOptions()),
     async (args) => {
