@@ -1,3 +1,4 @@
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import os from 'node:os'
@@ -100,4 +101,25 @@ t.test('a disk out of inodes: echo > of a new file fails with "No space left on 
   const again = await bash(`echo new > ${quoted(mount.at('/notes/new.txt'))}`)
   t.equal(again.code, 0, `with inodes free again, the new file is made: ${outcome(again)}`)
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'notes/new.txt'), 'utf8'), 'new\n')
+})
+
+t.test('a file larger than the mount\'s cache disk is read all the same (by ranges); a write in place to it fails instead of waiting for ever', { skip: NOT_ROOT }, async (t) => {
+  const cacheDisk = await smallDisk(t, 16)
+  const cluster = await startTestCluster(t, [{ 'data/big.bin': '' }])
+  const bytes = crypto.randomBytes(40 * 1024 * 1024)
+  fs.writeFileSync(path.join(cluster.roots[0], 'data', 'big.bin'), bytes)
+  const mount = await mountCluster(t, cluster, [], { cacheDir: path.join(cacheDisk, 'cache') })
+  const big = mount.at('/data/big.bin')
+  const expected = crypto.createHash('sha256').update(bytes).digest('hex')
+  for (const pass of ['first', 'second']) {
+    const read = await run('sha256sum', [big], { timeoutMs: 60_000 })
+    t.equal(read.code, 0, `the ${pass} read succeeds: ${outcome(read)}`)
+    t.equal(read.stdout.split(' ')[0], expected, `and has every byte (${pass} read)`)
+  }
+  t.match(mount.output(), /the cache folder .* could not hold a copy of \/data\/big\.bin \(ENOSPC\): reading it from its server by ranges/, 'the mount says why it reads by ranges')
+  // A write in place needs the file's copy here: no room, so it fails (a server that does not answer would be waited for).
+  const write = await run('dd', ['if=/dev/zero', `of=${big}`, 'bs=1', 'count=1', 'seek=10', 'conv=notrunc'], { timeoutMs: 30_000 })
+  t.equal(write.signal, null, 'the write does not hang')
+  t.not(write.code, 0, `it fails: ${outcome(write)}`)
+  t.ok(fs.readFileSync(path.join(cluster.roots[0], 'data', 'big.bin')).equals(bytes), 'and the file on the server is as it was')
 })

@@ -8,7 +8,7 @@ import type { Bytes, FileApi } from '../shared/api'
 import { DEFAULT_META_TTL_MS, DEFAULT_READ_TIMEOUT_MS, defaultClientOptions } from '../shared/defaults'
 import {
   BadPathError, BadRequestError, ConflictError, CrossServerError, IsDirectoryError, LeaseError, LockedError, NotDirectoryError, NotFoundError,
-  NotEmptyError, ServerUnavailableError
+  NotEmptyError, ServerUnavailableError, StaleHandleError, localCacheFailure
 } from '../shared/errors'
 import { normalizePath, parentOf, joinPath } from '../shared/paths'
 import type { FileListAnswer, FileMeta, LockLease, LookupAnswer, MetaKind, RenameAnswer, ServerInfo } from '../shared/protocol'
@@ -21,6 +21,7 @@ import { claimedRights } from '../shared/tokenClaims'
 import { LRUCache } from 'lru-cache'
 import { LocalCache } from './localCache'
 import { BytesReader, DescriptorReader } from './copyReader'
+import { RangeReader } from './rangeReader'
 import type { CopyReader } from './copyReader'
 import { RecentBytes } from './recentBytes'
 import { monotonicMs } from '../shared/clock'
@@ -476,7 +477,8 @@ export class DfsClient {
       try {
         return await this.cache.store(canonical, answer.meta, answer.body)
       } catch (err) {
-        throw answer.server.unavailable(err)
+        // A cache folder that cannot hold the copy is no server's fault: waiting would not help.
+        throw localCacheFailure(err, this.cache.dir, canonical) ?? answer.server.unavailable(err)
       }
     })
   }
@@ -521,8 +523,37 @@ export class DfsClient {
       this.recentBytes.remember(canonical, answer.meta, data)
       return { reader: new BytesReader(data), meta: answer.meta, download: null }
     }
-    const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body, (err) => server.unavailable(err))
-    return { reader, meta: answer.meta, download }
+    try {
+      const { reader, download } = await this.cache.storeArriving(canonical, answer.meta, answer.body,
+        (err) => localCacheFailure(err, this.cache.dir, canonical) ?? server.unavailable(err))
+      return { reader, meta: answer.meta, download }
+    } catch (err) {
+      // The cache folder cannot take a copy at all (its disk is full): read by ranges, with none.
+      const local = localCacheFailure(err, this.cache.dir, canonical)
+      if (local === null) throw err
+      answer.body.destroy()
+      this.logLine(`${local.message}: reading it from its server by ranges`)
+      const meta = answer.meta
+      return { reader: new RangeReader(async (at, size) => await this.readOfVersion(canonical, meta, at, size)), meta, download: null }
+    }
+  }
+
+  /** A line for the client's log (a mount's), if it has one. */
+  logLine (line: string): void {
+    this.writeRetry.log?.(line)
+  }
+
+  /**
+   * Bytes of `meta`'s version, as a reader of that version (by ranges, with no copy) reads
+   * them: StaleHandleError once the file is another (OpenFileTable.read then opens it again).
+   */
+  async readOfVersion (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer> {
+    try {
+      return await this.readRange(path, meta, position, length)
+    } catch (err) {
+      if (err instanceof ConflictError) throw new StaleHandleError(`${meta.path} changed since it was opened (it is read by ranges of the version opened)`, { path: meta.path })
+      throw err
+    }
   }
 
   /**

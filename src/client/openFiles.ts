@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
-import { BadRequestError, BusyError, ConflictError, DfsError, ForbiddenError, InsufficientStorageError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
+import { BadRequestError, BusyError, DfsError, ForbiddenError, InsufficientStorageError, LocalCacheError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
 import { monotonicMs } from '../shared/clock'
 import { normalizePath, parentOf } from '../shared/paths'
@@ -93,6 +93,10 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   writeRefusal: () => string | null
   /** Bytes of `meta`'s version from `position`, by themselves; ConflictError once the file is another version. */
   readRange: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
+  /** The same for a reader of that version by ranges: StaleHandleError once the file is another. */
+  readOfVersion: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
+  /** A line for the client's log (the mount's). */
+  logLine: (line: string) => void
   /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
   roomFor: (path: string, adding: number, heldBack: number, isNew: boolean) => Promise<boolean>
 }
@@ -417,7 +421,15 @@ export class OpenFileTable {
         const bytes = await this.readAhead(file, position, length)
         if (bytes !== null) return bytes.copy(buffer, 0)
       }
-      await file.download.waitFor(position + length)
+      try {
+        await file.download.waitFor(position + length)
+      } catch (err) {
+        // The cache folder could not hold the copy (its disk filled up): the same version by ranges, with no copy.
+        if (!(err instanceof LocalCacheError)) throw err
+        this.client.logLine(`${err.message}: reading it from its server by ranges`)
+        await this.readByRanges(file)
+        return await this.read(id, buffer, length, position, reopened)
+      }
       // Bytes that just arrived are still in memory: no read of the copy for them.
       const copied = file.download.copyRecent(buffer, length, position)
       if (copied === length) return copied
@@ -660,23 +672,18 @@ export class OpenFileTable {
     }
     if (file.download === download && download.unwaited && file.readerMeta.size - download.received > CALL_OFF_DOWNLOAD_BYTES) {
       download.cancel()
-      const copy = file.reader
-      const opened = file.readerMeta
-      file.reader = new RangeReader(async (at, size) => await this.rangeOfOpened(file, opened, at, size))
-      file.download = null
-      await copy?.close()
+      await this.readByRanges(file)
     }
     return bytes
   }
 
-  /** Bytes of the version a handle opened, for its RangeReader: StaleHandleError once the file is another (read() then opens it again). */
-  private async rangeOfOpened (file: OpenFile, opened: FileMeta, position: number, length: number): Promise<Buffer> {
-    try {
-      return await this.client.readRange(file.path, opened, position, length)
-    } catch (err) {
-      if (err instanceof ConflictError) throw new StaleHandleError(`${file.path} changed since it was opened (it is read by ranges of the version opened)`, { path: file.path })
-      throw err
-    }
+  /** The handle reads the version it opened by ranges from now on, with no copy (StaleHandleError once the file is another: read() then opens it again). */
+  private async readByRanges (file: OpenFile): Promise<void> {
+    const copy = file.reader
+    const opened = file.readerMeta
+    file.reader = new RangeReader(async (at, size) => await this.client.readOfVersion(file.path, opened, at, size))
+    file.download = null
+    await copy?.close()
   }
 
   /**

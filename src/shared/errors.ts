@@ -213,6 +213,29 @@ export class StaleHandleError extends DfsError {
   override readonly errno = 'ESTALE'
 }
 
+/**
+ * This client's cache folder could not hold a copy (its disk is full, or the folder went):
+ * the file's server is not at fault. A reader then reads the file from its server by
+ * ranges, with no copy (OpenFileTable.read). Raised by the client core only.
+ */
+export class LocalCacheError extends DfsError {
+  override readonly code = 'LOCAL_CACHE'
+  override readonly status = 507
+  override readonly errno = 'EIO'
+}
+
+/**
+ * The failure of a step on the local disk (a copy written, moved or opened in the cache
+ * folder) as a LocalCacheError naming the folder, or null for any other failure (the
+ * network's, the server's). Socket errors never carry these codes, nor a path.
+ */
+export function localCacheFailure (err: unknown, cacheDir: string, path: string): LocalCacheError | null {
+  const { code, path: onDisk } = (err ?? {}) as NodeJS.ErrnoException
+  const local = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS' || (typeof onDisk === 'string' && typeof code === 'string')
+  if (!local || err instanceof DfsError) return null
+  return new LocalCacheError(`the cache folder ${cacheDir} could not hold a copy of ${path} (${String(code)})`, { path }, { cause: err })
+}
+
 const byCode: Record<string, new (message: string, details?: Record<string, unknown>) => DfsError> = {
   NOT_FOUND: NotFoundError,
   BAD_PATH: BadPathError,

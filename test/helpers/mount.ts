@@ -153,8 +153,10 @@ export interface TestMount extends MountPlace {
  * it exits first. At teardown the daemon gets SIGTERM (it unmounts), then SIGKILL if it does
  * not exit; the mount place's teardown removes whatever is still mounted.
  */
-export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: string[] = []): Promise<TestMount> {
+export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: string[] = [], opts: { cacheDir?: string } = {}): Promise<TestMount> {
   const place = await mountPlace(t)
+  // A cache folder of the test's own (on a small disk) in place of the mount place's.
+  if (opts.cacheDir !== undefined) place.cacheDir = opts.cacheDir
   const daemon = spawn(process.execPath, [dfsMountBin, place.mountpoint, '--foreground', ...clusterArgs(cluster, place), ...extraArgs], {
     cwd: repoRoot,
     env: place.env,
