@@ -49,7 +49,8 @@ export async function startTestCluster (t: Test, trees: Array<Record<string, str
   let clients = 0
   t.teardown(async () => {
     await cluster.close()
-    await fsp.rm(workDir, { recursive: true, force: true })
+    // A client a test left open may still write its cache's index there for a moment (ENOTEMPTY): asked again.
+    await fsp.rm(workDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
   })
   return {
     ...cluster,

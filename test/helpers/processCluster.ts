@@ -315,7 +315,8 @@ export async function startProcessCluster (t: Test, opts: ProcessClusterOptions 
       process.stderr.write(`LEFTOVER MOUNT: ${leftover.join(', ')}; run fusermount -u -z on it. Keeping ${workDir}\n`)
       return
     }
-    await fsp.rm(workDir, { recursive: true, force: true })
+    // A client a test left open may still write its cache's index there for a moment (ENOTEMPTY): asked again.
+    await fsp.rm(workDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
   })
 
   const supervisedServer = async (kind: ServerKind, name: string, args: string[], root: string | null, env?: NodeJS.ProcessEnv): Promise<ServerProcess> => {
