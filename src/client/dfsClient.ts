@@ -533,8 +533,7 @@ export class DfsClient {
       if (local === null) throw err
       answer.body.destroy()
       this.logLine(`${local.message}: reading it from its server by ranges`)
-      const meta = answer.meta
-      return { reader: new RangeReader(async (at, size) => await this.readOfVersion(canonical, meta, at, size)), meta, download: null }
+      return { reader: this.rangeReaderOf(canonical, answer.meta), meta: answer.meta, download: null }
     }
   }
 
@@ -544,16 +543,19 @@ export class DfsClient {
   }
 
   /**
-   * Bytes of `meta`'s version, as a reader of that version (by ranges, with no copy) reads
-   * them: StaleHandleError once the file is another (OpenFileTable.read then opens it again).
+   * A reader of `meta`'s version by ranges, with no copy (a tail far ahead of its download,
+   * a cache with no room): StaleHandleError once the file is another (OpenFileTable.read
+   * then opens it again).
    */
-  async readOfVersion (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer> {
-    try {
-      return await this.readRange(path, meta, position, length)
-    } catch (err) {
-      if (err instanceof ConflictError) throw new StaleHandleError(`${meta.path} changed since it was opened (it is read by ranges of the version opened)`, { path: meta.path })
-      throw err
-    }
+  rangeReaderOf (path: string, meta: FileMeta): RangeReader {
+    return new RangeReader(async (position, length) => {
+      try {
+        return await this.readRange(path, meta, position, length)
+      } catch (err) {
+        if (err instanceof ConflictError) throw new StaleHandleError(`${meta.path} changed since it was opened (it is read by ranges of the version opened)`, { path: meta.path })
+        throw err
+      }
+    })
   }
 
   /**
@@ -700,8 +702,7 @@ export class DfsClient {
   async unlink (path: string, opts: LeaseOption = {}): Promise<void> {
     const canonical = normalizePath(path)
     // A try that got no answer may have removed it: a later one that finds nothing is done.
-    await this.changeWhileUnavailable(`unlink of ${canonical}`, async () => await this.unlinkOnce(canonical, opts),
-      (err) => err instanceof NotFoundError ? { answer: undefined } : undefined)
+    await this.changeWhileUnavailable(`unlink of ${canonical}`, async () => await this.unlinkOnce(canonical, opts), goneAlready)
   }
 
   private async unlinkOnce (canonical: string, opts: LeaseOption): Promise<void> {
@@ -769,8 +770,7 @@ export class DfsClient {
   async rmdir (path: string): Promise<void> {
     const canonical = normalizePath(path)
     if (canonical === '/') throw new BadPathError('the root folder cannot be removed', { path: canonical })
-    await this.changeWhileUnavailable(`rmdir of ${canonical}`, async () => await this.rmdirOnce(canonical),
-      (err) => err instanceof NotFoundError ? { answer: undefined } : undefined)
+    await this.changeWhileUnavailable(`rmdir of ${canonical}`, async () => await this.rmdirOnce(canonical), goneAlready)
   }
 
   private async rmdirOnce (canonical: string): Promise<void> {
@@ -1370,6 +1370,11 @@ export class DfsClient {
  * A reader of a cached copy, or null when the copy went between the check that found it
  * current and this open (`mayBeGone`: the caller asks the server again).
  */
+/** For a removal tried again (DfsClient.changeWhileUnavailable): finding nothing, an earlier try that got no answer did it. */
+function goneAlready (err: unknown): { answer: undefined } | undefined {
+  return err instanceof NotFoundError ? { answer: undefined } : undefined
+}
+
 function openCopy (file: string, mayBeGone: boolean): DescriptorReader | null {
   try {
     return DescriptorReader.open(file)

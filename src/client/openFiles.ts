@@ -93,8 +93,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   writeRefusal: () => string | null
   /** Bytes of `meta`'s version from `position`, by themselves; ConflictError once the file is another version. */
   readRange: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
-  /** The same for a reader of that version by ranges: StaleHandleError once the file is another. */
-  readOfVersion: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
+  /** A reader of `meta`'s version by ranges, with no copy: StaleHandleError once the file is another. */
+  rangeReaderOf: (path: string, meta: FileMeta) => CopyReader
   /** A line for the client's log (the mount's). */
   logLine: (line: string) => void
   /** Whether a write's bytes fit on the file's server (see DfsClient.roomFor). */
@@ -680,8 +680,7 @@ export class OpenFileTable {
   /** The handle reads the version it opened by ranges from now on, with no copy (StaleHandleError once the file is another: read() then opens it again). */
   private async readByRanges (file: OpenFile): Promise<void> {
     const copy = file.reader
-    const opened = file.readerMeta
-    file.reader = new RangeReader(async (at, size) => await this.client.readOfVersion(file.path, opened, at, size))
+    file.reader = this.client.rangeReaderOf(file.path, file.readerMeta)
     file.download = null
     await copy?.close()
   }
