@@ -4,6 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
+import { readUntilCallbackGranted } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -147,6 +148,35 @@ t.test('a read far into a large file still arriving is answered with those bytes
 
   const sum = await run('sha256sum', [big])
   t.equal(sum.stdout.split(' ')[0], crypto.createHash('sha256').update(bytes).digest('hex'), 'and the whole file reads right')
+})
+
+t.test('a large file not cached here moves nothing at its open: a read at its end moves only its bytes, a read from its start fetches it whole, once', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/small.txt': 'x' }])
+  const server = cluster.fileServers[0]
+  const bytes = crypto.randomBytes(64 * 1024 * 1024)
+  await cluster.client().writeFile('/data/big.bin', bytes)
+  const mount = await mountCluster(t, cluster)
+  // Deferred only under a callback (the server's promise that the version is current).
+  await readUntilCallbackGranted(mount.at('/data/small.txt'), server, 'x')
+  const big = mount.at('/data/big.bin')
+  const lastBytes = `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'r'); const size = fs.fstatSync(fd).size
+    const last = Buffer.alloc(4096); fs.readSync(fd, last, 0, last.length, size - last.length); fs.closeSync(fd); console.log(last.toString('hex'))`
+  const before = await statsOf(server)
+  const tail = await run(process.execPath, ['-e', lastBytes, big])
+  t.equal(tail.code, 0, outcome(tail))
+  t.equal(tail.stdout.trim(), bytes.subarray(bytes.length - 4096).toString('hex'), 'the last 4 KiB')
+  const afterTail = await statsOf(server)
+  t.equal(afterTail.contentTransfers - before.contentTransfers, 0, 'no transfer of the whole file began')
+  t.ok(afterTail.rangeReadBytes - before.rangeReadBytes < 1024 * 1024, `only the bytes read moved (${afterTail.rangeReadBytes - before.rangeReadBytes})`)
+
+  const sum = await run('sha256sum', [big])
+  t.equal(sum.stdout.split(' ')[0], crypto.createHash('sha256').update(bytes).digest('hex'), 'a read from the start reads the whole file right')
+  const afterSum = await statsOf(server)
+  t.equal(afterSum.contentTransfers - afterTail.contentTransfers, 1, 'fetched whole, once')
+  const again = await run(process.execPath, ['-e', lastBytes, big])
+  t.equal(again.stdout.trim(), bytes.subarray(bytes.length - 4096).toString('hex'), 'the last 4 KiB again')
+  const afterAgain = await statsOf(server)
+  t.equal(afterAgain.contentTransfers + afterAgain.rangeReads - afterSum.contentTransfers - afterSum.rangeReads, 0, 'from the copy now here: nothing moves')
 })
 
 /** Bytes of the files under `dir` (a mount's cache folder), 0 if it is not there. */

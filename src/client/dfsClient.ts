@@ -44,6 +44,7 @@ import { ShownLeases } from './shownLeases'
 import type { LeaseCredential } from '../shared/leaseCredential'
 import { CLOCK_READ_EACH_CHECK, upToEntries } from './lruOptions'
 import type { StartingPoint } from './workingCopy'
+import type { OpenedForReading } from './openFiles'
 
 export interface DfsClientOptions {
   directoryUrl?: string
@@ -487,8 +488,14 @@ export class DfsClient {
    * Opens the current version for reading, as fetch() does, but answers as soon as a new
    * copy starts arriving: `download` (null for a cached copy) says how far it has come, and
    * a reader waits only for the bytes it reads.
+   *
+   * `rangesAbove`: a file larger than this with no current copy here, whose version a
+   * callback vouches for, is opened with no request and no transfer, read by ranges
+   * (`byRanges`): the caller fetches the whole copy only once a read shows it is wanted
+   * (OpenFileTable.read), so a `tail` of a large log or a zip's index at its end moves only
+   * what is read, not the whole file beside it.
    */
-  async openForReading (path: string): Promise<{ reader: CopyReader, meta: FileMeta, download: Download | null }> {
+  async openForReading (path: string, opts: { rangesAbove?: number } = {}): Promise<OpenedForReading> {
     const canonical = normalizePath(path)
     // A small file whose bytes came lately (with a stat, the kernel's just before this open,
     // or as this client made it), at the version a callback vouches for now: read from memory.
@@ -496,6 +503,13 @@ export class DfsClient {
     if (recent !== undefined) {
       countCacheLookup(true)
       return { reader: new BytesReader(recent.data), meta: recent.meta, download: null }
+    }
+    if (opts.rangesAbove !== undefined) {
+      const promised = this.callbacks?.current(canonical)
+      if (promised !== undefined && promised.size > opts.rangesAbove && this.cache.arrivingVersion(canonical) === undefined &&
+        this.cache.etagOf(await this.cache.get(canonical)) !== etagOf(promised)) {
+        return { reader: this.rangeReaderOf(canonical, promised), meta: promised, download: null, byRanges: true }
+      }
     }
     // A copy still arriving for another open is offered too: two opens of a large file not
     // cached here fetch it once.

@@ -69,11 +69,21 @@ export interface Survivor {
 /** A time as utimensat gives it: ms since the epoch, or UTIME_NOW / UTIME_OMIT. */
 export type TimeArgument = number | 'now' | 'omit'
 
+/** A version opened for reading (DfsClient.openForReading). */
+export interface OpenedForReading {
+  reader: CopyReader
+  meta: FileMeta
+  /** The copy `reader` reads while it is still arriving; null for a copy in place, bytes in memory, or ranges. */
+  download: Download | null
+  /** Read by ranges, with no copy: a large file not cached here (see `rangesAbove`). */
+  byRanges?: true
+}
+
 /** What the open-file table needs of the client core (DfsClient has it all). */
 export interface OpenFileBackend extends WorkingCopyBackend {
   /** Where working copies are kept. */
   readonly workDir: string
-  openForReading: (path: string) => Promise<{ reader: CopyReader, meta: FileMeta, download: Download | null }>
+  openForReading: (path: string, opts?: { rangesAbove?: number }) => Promise<OpenedForReading>
   /** Metadata, possibly remembered for a moment. */
   stat: (path: string) => Promise<FileMeta>
   /** What stat would answer with no request, or undefined. */
@@ -151,6 +161,11 @@ interface OpenFile {
   writeBehindSince: number
   /** Another client removed the file while this handle had it open (an append found nothing): its writes fail with ESTALE. */
   removedElsewhere: boolean
+  /**
+   * Opened by ranges (a large file with no copy here): its whole copy is fetched at its first
+   * read near the start, as `cat` or a copy reads; until then each read moves only its bytes.
+   */
+  wholeCopyLater: boolean
 }
 
 function removedElsewhereError (path: string): StaleHandleError {
@@ -203,13 +218,10 @@ export class OpenFileTable {
     const access = flags & O_ACCMODE
     // What other handles of this mount wrote is there for this one, as on a local disk.
     await this.sendPendingOf(canonical)
-    let reader: CopyReader | null = null
-    let download: Download | null = null
+    let opened: OpenedForReading | null = null
     let meta: FileMeta
     if (access !== O_WRONLY) {
-      const opened = await this.client.openForReading(canonical)
-      reader = opened.reader
-      download = opened.download
+      opened = await this.client.openForReading(canonical, { rangesAbove: RANGE_READ_AHEAD_BYTES })
       meta = opened.meta
     } else if ((flags & O_APPEND) !== 0) {
       // Where the bytes go is the server's end of the file, whatever size we know; the stat
@@ -224,18 +236,21 @@ export class OpenFileTable {
       meta = await this.client.statCurrent(canonical)
     }
     this.lastSeen.set(canonical, meta)
-    return this.register(canonical, flags, reader, download, meta)
+    return this.register(canonical, flags, opened, meta)
   }
 
-  /** A new handle of a path whose end on the server is `seen.size`. */
-  private register (canonical: string, flags: number, reader: CopyReader | null, download: Download | null, seen: FileMeta): number {
+  /** A new handle of a path whose end on the server is `seen.size`, with what it reads (null: opened for writing only). */
+  private register (canonical: string, flags: number, opened: OpenedForReading | null, seen: FileMeta): number {
     const appendBase = seen.size
     const id = this.nextId++
     // Other handles' appends were sent before: the path's end is the size just seen.
     let appends = this.appends.get(canonical)
     if (!appends) this.appends.set(canonical, appends = { buffer: new AppendBuffer(this.maxPendingBytes), base: appendBase, sending: 0 })
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
-    const file: OpenFile = { id, path: canonical, flags, reader, download, readerMeta: seen, appends, readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0, removedElsewhere: false }
+    const file: OpenFile = {
+      id, path: canonical, flags, reader: opened?.reader ?? null, download: opened?.download ?? null, readerMeta: seen, appends,
+      readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0, removedElsewhere: false, wholeCopyLater: opened?.byRanges === true
+    }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
     if (!handles) this.byPath.set(canonical, handles = new Set())
@@ -265,7 +280,7 @@ export class OpenFileTable {
     const reader = new BytesReader(NO_BYTES)
     this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0 })
     this.lastSeen.set(canonical, meta)
-    return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, reader, null, meta)
+    return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, { reader, meta, download: null }, meta)
   }
 
   /**
@@ -411,7 +426,8 @@ export class OpenFileTable {
     await this.sendPendingOf(file.path)
     const working = file.working ?? this.workingCopies.get(file.path)
     // The cache may have replaced the copy the reader has open rather than append to it.
-    if (!working && file.readerBehind) await this.reopenReader(file)
+    // Opened by ranges and read near the start: the whole file is wanted (RANGE_READ_AHEAD_BYTES).
+    if (!working && (file.readerBehind || (file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES))) await this.reopenReader(file, file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES)
     const source = working ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     if (!working && file.download) {
@@ -888,13 +904,15 @@ export class OpenFileTable {
     if (file.appends.buffer.size > 0) await working.append(file.appends.buffer.take())
   }
 
-  private async reopenReader (file: OpenFile): Promise<void> {
-    const opened = await this.client.openForReading(file.path)
+  /** The handle reads the current version from now on; `whole`: from a whole copy, never by ranges (wholeCopyLater). */
+  private async reopenReader (file: OpenFile, whole = false): Promise<void> {
+    const opened = await this.client.openForReading(file.path, whole ? {} : { rangesAbove: RANGE_READ_AHEAD_BYTES })
     await file.reader?.close()
     file.reader = opened.reader
     file.download = opened.download
     file.readerMeta = opened.meta
     file.readerBehind = false
+    file.wholeCopyLater = opened.byRanges === true
   }
 
   /**
