@@ -1,8 +1,10 @@
+import crypto from 'node:crypto'
+import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
-import { mountCluster, run } from './helpers/mount'
-import { localTempDir, sha256OfFile, succeeded } from './helpers/mountOps'
+import { mountCluster, outcome, run } from './helpers/mount'
+import { localTempDir, readUntilCallbackGranted, sha256OfFile, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
 const SIZE_MIB = 256
@@ -62,4 +64,73 @@ t.test(`a ${SIZE_MIB} MiB file written with dd arrives whole: sha256 through bot
   const patchedViaA = await run('sha256sum', [a.at('/docs/big.bin')], { timeoutMs: SLOW_MS })
   t.equal(digestIn(patchedViaA.stdout), expectedPatched, 'mount A reads the patched file at its next open')
   succeeded(t, await run('cmp', [patched, b.at('/docs/big.bin')], { timeoutMs: SLOW_MS }), 'cmp local vs mount B')
+})
+
+/**
+ * Python run on a file through a mount: `f` is the file opened r+b (no truncation), `out`
+ * what the script prints back (hex of what it read).
+ */
+async function onFile (file: string, body: string): Promise<string> {
+  const script = `import os, sys\nf = open(sys.argv[1], 'r+b', buffering=0)\nout = []\n${body}\nf.close()\nprint(' '.join(out))`
+  const done = await run('python3', ['-c', script, file], { timeoutMs: 60_000 })
+  if (done.code !== 0) throw new Error(outcome(done))
+  return done.stdout.trim()
+}
+
+t.test('a write in place into a large file not cached here fetches only the blocks it reads: dd conv=notrunc, a read-modify-write, a cut and a regrowth all land right', async (t) => {
+  const MiB = 1024 * 1024
+  const cluster = await startTestCluster(t, [{ 'data/small.txt': 'x' }])
+  const server = cluster.fileServers[0]
+  const onDisk = path.join(cluster.roots[0], 'data/image.bin')
+  const model = crypto.randomBytes(48 * MiB)
+  await cluster.client().writeFile('/data/image.bin', model)
+  const mount = await mountCluster(t, cluster)
+  // dd opens O_RDWR: its open starts no download only under a callback (see mount-read).
+  await readUntilCallbackGranted(mount.at('/data/small.txt'), server, 'x')
+  const image = mount.at('/data/image.bin')
+  const local = await localTempDir(t)
+  const matchesModel = async (what: string): Promise<void> => {
+    t.equal(await sha256OfFile(onDisk), crypto.createHash('sha256').update(model).digest('hex'), `${what}: the server's disk holds the model's bytes`)
+  }
+
+  // dd writes without reading: no block of the file moves here.
+  const patch = crypto.randomBytes(4096)
+  const patchFile = path.join(local, 'patch.bin')
+  fs.writeFileSync(patchFile, patch)
+  const before = await statsOf(server)
+  succeeded(t, await run('dd', [`if=${patchFile}`, `of=${image}`, 'bs=4096', 'seek=5000', 'conv=notrunc', 'status=none']), 'dd conv=notrunc of 4 KiB at 20,480,000')
+  patch.copy(model, 5000 * 4096)
+  await matchesModel('dd')
+  const afterDd = await statsOf(server)
+  t.equal(afterDd.contentTransfers - before.contentTransfers, 0, 'the file was not fetched whole')
+  t.ok(afterDd.rangeReadBytes - before.rangeReadBytes <= 1, `nothing of it was read but the byte that confirms its version (${afterDd.rangeReadBytes - before.rangeReadBytes})`)
+  t.equal(afterDd.rangeWrites - before.rangeWrites, 1, 'and the 4 KiB went back as a range write')
+
+  // A read-modify-write across a block boundary, and a read of a block written in part.
+  const at = 40 * MiB - 50
+  const read = await onFile(image, `f.seek(${at}); old = f.read(100); out.append(old.hex()); f.seek(${at}); f.write(old[::-1]); f.seek(${at} - 10); out.append(f.read(120).hex())`)
+  const [old, around] = read.split(' ')
+  t.equal(old, model.subarray(at, at + 100).toString('hex'), 'the bytes read are the version\'s')
+  Buffer.from(model.subarray(at, at + 100)).reverse().copy(model, at)
+  t.equal(around, model.subarray(at - 10, at + 110).toString('hex'), 'a read across the write shows the written bytes amid the version\'s')
+  await matchesModel('read-modify-write')
+  const afterRmw = await statsOf(server)
+  t.equal(afterRmw.contentTransfers - before.contentTransfers, 0, 'still no whole fetch')
+  t.ok(afterRmw.rangeReadBytes - afterDd.rangeReadBytes <= 2 * MiB + 1, `two blocks read (${afterRmw.rangeReadBytes - afterDd.rangeReadBytes} bytes)`)
+
+  // Cut to 30 MiB + 7, a write past the end (a hole of zeros between), a read of the last
+  // bytes kept: then cut to 1 MiB and grown to 20 MiB by a write, which stores the copy whole.
+  const cut = 30 * MiB + 7
+  const tail = await onFile(image, `f.truncate(${cut}); f.seek(${cut} + 1000); f.write(b'end'); f.seek(${cut} - 5); out.append(f.read(10).hex())`)
+  t.equal(tail, model.subarray(cut - 5, cut).toString('hex') + '0000000000', 'the last bytes kept, then the hole\'s zeros')
+  const regrown = Buffer.alloc(cut + 1003)
+  model.copy(regrown, 0, 0, cut)
+  regrown.write('end', cut + 1000)
+  let current = regrown
+  t.equal(await sha256OfFile(onDisk), crypto.createHash('sha256').update(current).digest('hex'), 'cut and written past its end: the server has it right')
+  await onFile(image, `f.truncate(${MiB}); f.seek(${20 * MiB}); f.write(b'far')`)
+  current = Buffer.concat([current.subarray(0, MiB), Buffer.alloc(20 * MiB - MiB), Buffer.from('far')])
+  t.equal(await sha256OfFile(onDisk), crypto.createHash('sha256').update(current).digest('hex'), 'cut to 1 MiB and grown to 20 MiB (stored whole): the server has it right')
+  const sum = await run('sha256sum', [image])
+  t.equal(digestIn(sum.stdout), crypto.createHash('sha256').update(current).digest('hex'), 'and the mount reads it so')
 })

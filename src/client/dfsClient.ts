@@ -440,7 +440,7 @@ export class DfsClient {
    * the bytes held in memory (startingPoint).
    */
   async fetch (path: string, opts: LeaseOption = {}): Promise<CachedFile> {
-    const start = await this.startingPoint(path, opts)
+    const start = await this.wholeStartingPoint(path, opts)
     if (!('data' in start)) return start
     return await this.cache.storeBytes(normalizePath(path), start.meta, start.data)
   }
@@ -448,9 +448,22 @@ export class DfsClient {
   /**
    * The file at its current version, as a working copy starts from it
    * (WorkingCopyBackend.startingPoint): a small file's bytes held in memory, of the version a
-   * callback vouches for, as they are; else a local copy, as fetch() gives it.
+   * callback vouches for, as they are; else a local copy, as fetch() gives it. With
+   * `partialAbove` and a lease, a larger file with no current copy here starts with none of
+   * its bytes (partialStart): the working copy fetches what it reads.
    */
-  async startingPoint (path: string, opts: LeaseOption = {}): Promise<StartingPoint> {
+  async startingPoint (path: string, opts: LeaseOption & { partialAbove?: number } = {}): Promise<StartingPoint> {
+    const { partialAbove, lease } = opts
+    if (partialAbove !== undefined && lease !== undefined) {
+      const canonical = normalizePath(path)
+      const partial = await retryWhileUnavailable(`start of a write in place of ${canonical}`, this.writeRetry, async () => await this.partialStart(canonical, lease, partialAbove))
+      if (partial !== null) return partial
+    }
+    return await this.wholeStartingPoint(path, opts)
+  }
+
+  /** The start of a working copy with every byte of the version: as startingPoint, never partial. */
+  private async wholeStartingPoint (path: string, opts: LeaseOption): Promise<CachedFile | { meta: FileMeta, data: Buffer }> {
     const canonical = normalizePath(path)
     const token = credentialOf(opts.lease)
     const recent = this.recentOf(canonical, token)
@@ -481,6 +494,26 @@ export class DfsClient {
         throw localCacheFailure(err, this.cache.dir, canonical) ?? answer.server.unavailable(err)
       }
     })
+  }
+
+  /**
+   * The start of a partial working copy of a file larger than `above` with no current copy
+   * here: its version, confirmed current under the lease by a read of its first byte (which
+   * also makes the lease known to the server, so appends without it wait from then on, as a
+   * fetch under it does), and no more bytes. Null where a whole copy is the start: one here
+   * is current or arriving, the file is smaller, or it moved on meanwhile.
+   */
+  private async partialStart (canonical: string, lease: LockLease | HeldLock, above: number): Promise<{ meta: FileMeta, partial: true } | null> {
+    if (this.cache.arrivingVersion(canonical) !== undefined) return null
+    const meta = await this.statCurrent(canonical)
+    if (meta.kind !== 'file' || meta.size <= above || this.cache.etagOf(await this.cache.get(canonical)) === etagOf(meta)) return null
+    try {
+      await this.readRange(canonical, meta, 0, 1, { lease })
+    } catch (err) {
+      if (err instanceof ConflictError) return null
+      throw err
+    }
+    return { meta, partial: true }
   }
 
   /**
@@ -631,11 +664,11 @@ export class DfsClient {
    * ahead of the copy still arriving), fewer at the end of the file; ConflictError once the
    * file is another version (its bytes must not be mixed in).
    */
-  async readRange (path: string, meta: FileMeta, position: number, length: number): Promise<Buffer> {
+  async readRange (path: string, meta: FileMeta, position: number, length: number, opts: LeaseOption = {}): Promise<Buffer> {
     const canonical = normalizePath(path)
     const found = await this.lookup(canonical)
     return await this.locator.onFileServer(canonical, found, async (server) =>
-      await server.contentRange(canonical, etagOf(meta), position, Math.min(length, MAX_RANGE_READ_BYTES)), { read: true })
+      await server.contentRange(canonical, etagOf(meta), position, Math.min(length, MAX_RANGE_READ_BYTES), credentialOf(opts.lease)), { read: true })
   }
 
   async readFile (path: string): Promise<Buffer> {

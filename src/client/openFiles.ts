@@ -88,8 +88,6 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   stat: (path: string) => Promise<FileMeta>
   /** What stat would answer with no request, or undefined. */
   statKnown: (path: string) => FileMeta | undefined
-  /** Metadata as the file server has it now. */
-  statFresh: (path: string) => Promise<FileMeta>
   /** The same, from the server's callback promise where it holds one (no request). */
   statCurrent: (path: string) => Promise<FileMeta>
   append: (path: string, data: Buffer) => Promise<FileMeta>
@@ -101,8 +99,6 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   forget: (path: string) => void
   /** Why this client's credential cannot change files now (a read-only or expired token), or null. */
   writeRefusal: () => string | null
-  /** Bytes of `meta`'s version from `position`, by themselves; ConflictError once the file is another version. */
-  readRange: (path: string, meta: FileMeta, position: number, length: number) => Promise<Buffer>
   /** A reader of `meta`'s version by ranges, with no copy: StaleHandleError once the file is another. */
   rangeReaderOf: (path: string, meta: FileMeta) => CopyReader
   /** A line for the client's log (the mount's). */

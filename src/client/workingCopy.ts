@@ -7,6 +7,8 @@ import type { HeldLock } from './lockClient'
 import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
 import { removeLocalFile, uniqueSuffix } from './localFiles'
+import { AbsentRanges } from './absentRanges'
+import { ConflictError } from '../shared/errors'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -14,6 +16,16 @@ import { removeLocalFile, uniqueSuffix } from './localFiles'
  * its bytes on the server's disk twice: intent, then file).
  */
 const MAX_RANGE_STORE_BYTES = 64 * 1024 * 1024
+
+/**
+ * A file larger than this with no current copy here starts a partial working copy: no bytes
+ * are fetched at the start, and those read or needed later come by ranges, a block at a
+ * time. A write into a large database or disk image fetches what it reads, not the file.
+ */
+export const PARTIAL_COPY_ABOVE = 8 * 1024 * 1024
+
+/** A partial copy fetches what a read needs in aligned blocks of this size (one range read each, at most what a server answers at once). */
+const PARTIAL_BLOCK_BYTES = 1024 * 1024
 
 /** Copies up to this size are made synchronously when a working copy starts. */
 const QUICK_COPY_BYTES = 64 * 1024
@@ -35,8 +47,12 @@ let memoryCopiesHeld = 0
 /** Work folders made already (by this process): a working copy's start makes its folder once. */
 const madeWorkDirs = new Set<string>()
 
-/** What a working copy starts from: a copy in the local cache, or a small file's bytes held in memory. */
-export type StartingPoint = CachedFile | { meta: FileMeta, data: Buffer }
+/**
+ * What a working copy starts from: a copy in the local cache, a small file's bytes held in
+ * memory, or (`partial`) the version of a large file with no copy here, confirmed current
+ * under the lease, none of its bytes fetched yet.
+ */
+export type StartingPoint = CachedFile | { meta: FileMeta, data: Buffer } | { meta: FileMeta, partial: true }
 
 /** What a working copy needs of the client core. */
 export interface WorkingCopyBackend {
@@ -48,7 +64,11 @@ export interface WorkingCopyBackend {
    * rewritten), else a local copy fetched under the lease (the server then holds back
    * unlocked appends).
    */
-  startingPoint: (path: string, opts: { lease: HeldLock }) => Promise<StartingPoint>
+  startingPoint: (path: string, opts: { lease: HeldLock, partialAbove?: number }) => Promise<StartingPoint>
+  /** Bytes of `meta`'s version from `position` (at most a block), under the lease; ConflictError once the file is another version. */
+  readRange: (path: string, meta: FileMeta, position: number, length: number, opts?: { lease?: HeldLock }) => Promise<Buffer>
+  /** Metadata as the file server has it now. */
+  statFresh: (path: string) => Promise<FileMeta>
   /**
    * Replaces the file on its server with a local file (or bytes) made from `baseVersion`,
    * under the lease the copy holds, or under a new one if that was lost meanwhile (then
@@ -91,6 +111,12 @@ export class WorkingCopy {
   private memory: Buffer | null
   /** The copy's move from memory to a local file, while under way: writes and truncations wait for it. */
   private spilling: Promise<void> | null = null
+  /**
+   * A partial copy (see PARTIAL_COPY_ABOVE): the bytes of its base version not here yet, and
+   * where they come from (the file on its server at `base`, which moves with each store of
+   * this copy: a range store changes only bytes that are here). Null for a whole copy.
+   */
+  private partial: { absent: AbsentRanges, base: FileMeta, backend: WorkingCopyBackend } | null = null
 
   private constructor (
     readonly path: string,
@@ -116,7 +142,16 @@ export class WorkingCopy {
     if (empty) return new WorkingCopy(filePath, workDir, Buffer.alloc(0), held, 0, true, null)
     let workingFile: string | null = null
     try {
-      const start = await backend.startingPoint(filePath, { lease: held })
+      const start = await backend.startingPoint(filePath, { lease: held, partialAbove: PARTIAL_COPY_ABOVE })
+      if ('partial' in start) {
+        // A sparse local file of the version's size: its bytes come as they are read (fill).
+        workingFile = await newWorkingFile(workDir)
+        const handle = await fsp.open(workingFile, 'w+')
+        await handle.truncate(start.meta.size)
+        const copy = new WorkingCopy(filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
+        copy.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta, backend }
+        return copy
+      }
       // Bytes this client holds in memory (sqlite's journal, its header rewritten after the
       // fsync that made it), if there is room, stay there as the copy: no file made, written,
       // read back for the store and renamed into the cache, whose copy the journal's unlink
@@ -151,6 +186,8 @@ export class WorkingCopy {
     this.size = Math.max(this.size, end)
     this.changed()
     this.dirtyRanges.add(position, end)
+    // Before the bytes land: a fill that answers meanwhile must not put the old ones over them.
+    this.partial?.absent.arrived(position, end)
     if (this.memory !== null) {
       if (end > this.memory.length) this.grow(end)
       data.copy(this.memory, position)
@@ -169,6 +206,7 @@ export class WorkingCopy {
     this.size = size
     this.changed()
     this.dirtyRanges.truncated(size)
+    this.partial?.absent.truncated(size)
     if (this.memory !== null) {
       // What lies past the end is kept zeros (a later write past the end leaves a hole of zeros there, as in a file).
       if (size < before) this.memory.fill(0, size, Math.min(before, this.memory.length))
@@ -180,7 +218,10 @@ export class WorkingCopy {
 
   /** Reads from the copy as it is now, as a file's descriptor would. */
   async read (buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
-    if (this.memory === null) return await this.localCopy.handle.read(buffer, offset, length, position)
+    if (this.memory === null) {
+      await this.fill(position, Math.min(this.size, position + length))
+      return await this.localCopy.handle.read(buffer, offset, length, position)
+    }
     const end = Math.min(this.size, position + length)
     return { bytesRead: position >= end ? 0 : this.memory.copy(buffer, offset, position, end) }
   }
@@ -208,6 +249,7 @@ export class WorkingCopy {
       const fromVersion = this.rangesFrom(bytesOf(ranges))
       if (fromVersion !== null) stored = await backend.storeRanges(this.path, await this.readRanges(ranges), size, this.held, fromVersion)
       if (stored === null) {
+        await this.fill(0, size)
         if (this.local !== null) await this.local.handle.sync()
         const whole = await backend.storeWorkingCopy(this.path, this.local?.file ?? this.bytes(), this.held, this.baseVersion)
         this.held = whole.held
@@ -220,6 +262,7 @@ export class WorkingCopy {
     // Later stores build on what this one made; a copy set aside as a conflict no longer
     // describes the file, so it is not made the cached copy at close.
     if (stored !== null) this.baseVersion = stored.version
+    if (stored !== null && this.partial !== null) this.partial.base = stored
     if (this.changes === changes) {
       this.dirty = false
       this.stored = stored
@@ -237,6 +280,7 @@ export class WorkingCopy {
       await fsp.writeFile(target, this.bytes())
       return
     }
+    await this.fill(0, this.size)
     await this.local.handle.sync()
     await fsp.copyFile(this.local.file, target)
   }
@@ -248,7 +292,8 @@ export class WorkingCopy {
    * unlink of sqlite's journal right after its close) waits for the lock, not for the cache.
    */
   async close (backend: WorkingCopyBackend, opts: { keep?: boolean } = {}): Promise<void> {
-    const keep = opts.keep !== false && !this.dirty ? this.stored : null
+    // A partial copy with bytes still absent is no copy of any version: not kept.
+    const keep = opts.keep !== false && !this.dirty && this.partial?.absent.none !== false ? this.stored : null
     if (this.local === null) {
       await this.held.release()
       if (this.memory === null) return // closed already
@@ -280,6 +325,46 @@ export class WorkingCopy {
       read.push({ offset: start, data })
     }
     return read
+  }
+
+  /**
+   * Makes bytes [start, end) of a partial copy here: the blocks around them that are absent
+   * are fetched and written into the local file, except where writes landed meanwhile.
+   */
+  private async fill (start: number, end: number): Promise<void> {
+    const partial = this.partial
+    // Bytes that are all here (written, or fetched before) need nothing, whatever their block lacks.
+    if (partial === null || partial.absent.within(start, end).length === 0) return
+    const from = Math.floor(start / PARTIAL_BLOCK_BYTES) * PARTIAL_BLOCK_BYTES
+    const to = Math.ceil(end / PARTIAL_BLOCK_BYTES) * PARTIAL_BLOCK_BYTES
+    for (const [absentFrom, absentTo] of partial.absent.within(from, to)) {
+      for (let at = absentFrom; at < absentTo; at += PARTIAL_BLOCK_BYTES) {
+        const length = Math.min(PARTIAL_BLOCK_BYTES, absentTo - at)
+        const bytes = await this.fetchBase(partial, at, length)
+        if (bytes.length < length) throw new ConflictError(`${this.path} is shorter on its server than the version this mount is writing in place`, { path: this.path })
+        // Synchronously, after the fetch: what is still absent now takes the fetched bytes,
+        // and a write that came meanwhile (absent no more) keeps its own.
+        for (const [a, b] of partial.absent.within(at, at + length)) fs.writeSync(this.localCopy.handle.fd, bytes, a - at, b - a, a)
+        partial.absent.arrived(at, at + length)
+      }
+    }
+  }
+
+  /**
+   * Bytes of the base version from the file's server, under the copy's lease. A file whose
+   * version is the same but whose ETag moved (its mtime set meanwhile) is asked again by its
+   * current description; a file at another version was changed under this copy: ConflictError.
+   */
+  private async fetchBase (partial: NonNullable<WorkingCopy['partial']>, position: number, length: number): Promise<Buffer> {
+    try {
+      return await partial.backend.readRange(this.path, partial.base, position, length, { lease: this.held })
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err
+      const now = await partial.backend.statFresh(this.path)
+      if (now.version !== partial.base.version) throw new ConflictError(`${this.path} changed on its server (version ${partial.base.version} to ${now.version}) while this mount wrote it in place`, { path: this.path })
+      partial.base = now
+      return await partial.backend.readRange(this.path, now, position, length, { lease: this.held })
+    }
   }
 
   private changed (): void {

@@ -95,11 +95,12 @@ export class FileApi {
 
   /**
    * Up to `length` bytes from `position` of the version `etag` names (a reader far ahead of
-   * its download): the bytes, fewer at the end of the file; a ConflictError once the file
-   * is another version.
+   * its download, a partial working copy): the bytes, fewer at the end of the file; a
+   * ConflictError once the file is another version. Under `token` (a writer's lease) the
+   * server knows the lease from then on, as after a fetch under it.
    */
-  async contentRange (path: string, etag: string, position: number, length: number): Promise<Buffer> {
-    const headers = { Range: `bytes=${position}-${position + length - 1}`, 'If-Match': etag }
+  async contentRange (path: string, etag: string, position: number, length: number, token?: LeaseCredential): Promise<Buffer> {
+    const headers = { ...(token !== undefined ? lockHeader(token) : {}), Range: `bytes=${position}-${position + length - 1}`, 'If-Match': etag }
     const res = await this.transport.send({ method: 'GET', route: FileRoutes.content, query: { path }, headers, stream: true })
     const chunks: Buffer[] = []
     for await (const chunk of res.data as Readable) chunks.push(chunk as Buffer)
