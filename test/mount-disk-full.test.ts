@@ -103,7 +103,7 @@ t.test('a disk out of inodes: echo > of a new file fails with "No space left on 
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'notes/new.txt'), 'utf8'), 'new\n')
 })
 
-t.test('a file larger than the mount\'s cache disk is read all the same (by ranges); a write in place to it fails instead of waiting for ever', { skip: NOT_ROOT }, async (t) => {
+t.test('a file larger than the mount\'s cache disk is read all the same (by ranges); a write in place to it keeps only the blocks it reads, and a read that needs the whole copy fails instead of waiting for ever', { skip: NOT_ROOT }, async (t) => {
   const cacheDisk = await smallDisk(t, 16)
   const cluster = await startTestCluster(t, [{ 'data/big.bin': '' }])
   const bytes = crypto.randomBytes(40 * 1024 * 1024)
@@ -117,9 +117,27 @@ t.test('a file larger than the mount\'s cache disk is read all the same (by rang
     t.equal(read.stdout.split(' ')[0], expected, `and has every byte (${pass} read)`)
   }
   t.match(mount.output(), /the cache folder .* could not hold a copy of \/data\/big\.bin \(ENOSPC\): reading it from its server by ranges/, 'the mount says why it reads by ranges')
-  // A write in place needs the file's copy here: no room, so it fails (a server that does not answer would be waited for).
+  // A write in place keeps only the blocks it reads here (a partial copy): it fits.
+  const onServer = path.join(cluster.roots[0], 'data', 'big.bin')
   const write = await run('dd', ['if=/dev/zero', `of=${big}`, 'bs=1', 'count=1', 'seek=10', 'conv=notrunc'], { timeoutMs: 30_000 })
-  t.equal(write.signal, null, 'the write does not hang')
-  t.not(write.code, 0, `it fails: ${outcome(write)}`)
-  t.ok(fs.readFileSync(path.join(cluster.roots[0], 'data', 'big.bin')).equals(bytes), 'and the file on the server is as it was')
+  t.equal(write.code, 0, `a write in place of one byte succeeds: ${outcome(write)}`)
+  bytes[10] = 0
+  t.ok(fs.readFileSync(onServer).equals(bytes), 'and lands')
+  // Reading all of it through a handle that writes in place needs it all here: no room, so
+  // that read fails at once (a server that does not answer would be waited for); the byte
+  // the handle wrote still lands at its close.
+  const script = `import os, sys
+f = open(sys.argv[1], 'r+b', buffering=0)
+f.seek(20); f.write(b'\\x01')
+try:
+    f.seek(0); f.read(); print('read')
+except OSError as e:
+    print(os.strerror(e.errno))
+f.close()`
+  const readAll = await run('python3', ['-c', script, big], { timeoutMs: 30_000 })
+  t.equal(readAll.signal, null, 'the read does not hang')
+  t.equal(readAll.stdout.trim(), 'Input/output error', `it fails: ${outcome(readAll)}`)
+  t.match(mount.output(), /EIO \(the cache folder \S+\/work could not hold a copy of \/data\/big\.bin \(ENOSPC\)\)/, 'the mount logs the EIO with its cause: the work folder\'s disk')
+  bytes[20] = 1
+  t.ok(fs.readFileSync(onServer).equals(bytes), 'and the byte written through that handle lands at its close')
 })

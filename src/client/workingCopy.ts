@@ -8,7 +8,7 @@ import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
 import { removeLocalFile, uniqueSuffix } from './localFiles'
 import { AbsentRanges } from './absentRanges'
-import { ConflictError } from '../shared/errors'
+import { ConflictError, localCacheFailure } from '../shared/errors'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -344,7 +344,12 @@ export class WorkingCopy {
         if (bytes.length < length) throw new ConflictError(`${this.path} is shorter on its server than the version this mount is writing in place`, { path: this.path })
         // Synchronously, after the fetch: what is still absent now takes the fetched bytes,
         // and a write that came meanwhile (absent no more) keeps its own.
-        for (const [a, b] of partial.absent.within(at, at + length)) fs.writeSync(this.localCopy.handle.fd, bytes, a - at, b - a, a)
+        try {
+          for (const [a, b] of partial.absent.within(at, at + length)) fs.writeSync(this.localCopy.handle.fd, bytes, a - at, b - a, a)
+        } catch (err) {
+          // The work folder's disk is full: the cache's failure, named, not the file's.
+          throw localCacheFailure(err, this.workDir, this.path) ?? err
+        }
         partial.absent.arrived(at, at + length)
       }
     }
