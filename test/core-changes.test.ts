@@ -4,7 +4,8 @@ import t from 'tap'
 import { startFileServer } from '../servers/file/server'
 import { LockedError } from '../src/shared/errors'
 import { startTestCluster } from './helpers/cluster'
-import { fileApiOf, rawAs } from './helpers/wire'
+import { fileApiOf, rawAs, statsOf } from './helpers/wire'
+import { WorkingCopy } from '../src/client/workingCopy'
 import { FileRoutes, Headers } from '../src/shared/protocol'
 import { LockApi } from '../src/shared/api'
 import { Transport } from '../src/shared/transport'
@@ -126,3 +127,25 @@ async function writeLocal (dir: string, content: string): Promise<string> {
   await fs.promises.writeFile(file, content)
   return file
 }
+
+t.test('a partial working copy (a large file not cached here) whose lease was lost meanwhile fetches the rest without it and is stored under a new one', async (t) => {
+  const MiB = 1024 * 1024
+  const cluster = await startTestCluster(t, [{ 'data/.keep': '' }])
+  const model = Buffer.alloc(12 * MiB)
+  for (let i = 0; i + 4 <= model.length; i += 4) model.writeUInt32LE(i, i)
+  await cluster.client().writeFile('/data/big.bin', model)
+  const writer = cluster.client()
+  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 2000, cluster.credentials.caller))
+  const before = await statsOf(cluster.fileServers[0])
+  const copy = await WorkingCopy.start(writer, '/data/big.bin', writer.workDir, false)
+  t.teardown(async () => await copy.close(writer, { keep: false }))
+  t.equal((await statsOf(cluster.fileServers[0])).contentTransfers, before.contentTransfers, 'partial: no transfer of the file at its start')
+  // Cut to 2 MiB and written at 3 MiB: 1 MiB changed of 3, so a range store, which the lost
+  // lease turns into a whole store, which needs the first 2 MiB here.
+  await copy.truncate(2 * MiB)
+  await copy.write(Buffer.from('end'), 3 * MiB)
+  await lockApi.release('/data/big.bin', leaseCredentialOf(copy.lease.lease))
+  await copy.store(writer)
+  const expected = Buffer.concat([model.subarray(0, 2 * MiB), Buffer.alloc(MiB), Buffer.from('end')])
+  t.ok(fs.readFileSync(path.join(cluster.roots[0], 'data/big.bin')).equals(expected), 'stored whole, every byte right')
+})

@@ -8,7 +8,7 @@ import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
 import { removeLocalFile, uniqueSuffix } from './localFiles'
 import { AbsentRanges } from './absentRanges'
-import { ConflictError, localCacheFailure } from '../shared/errors'
+import { ConflictError, LeaseError, localCacheFailure } from '../shared/errors'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -364,6 +364,10 @@ export class WorkingCopy {
     try {
       return await partial.backend.readRange(this.path, partial.base, position, length, { lease: this.held })
     } catch (err) {
+      // A lease that ran out meanwhile (the mount was stopped): the version check alone says
+      // whether these are still the bytes; the store that follows takes a new lease
+      // (storeWorkingCopy), as it would for a whole copy.
+      if (err instanceof LeaseError) return await partial.backend.readRange(this.path, partial.base, position, length)
       if (!(err instanceof ConflictError)) throw err
       const now = await partial.backend.statFresh(this.path)
       if (now.version !== partial.base.version) throw new ConflictError(`${this.path} changed on its server (version ${partial.base.version} to ${now.version}) while this mount wrote it in place`, { path: this.path })
