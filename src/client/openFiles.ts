@@ -421,9 +421,10 @@ export class OpenFileTable {
     const file = this.get(id)
     await this.sendPendingOf(file.path)
     const working = file.working ?? this.workingCopies.get(file.path)
-    // The cache may have replaced the copy the reader has open rather than append to it.
     // Opened by ranges and read near the start: the whole file is wanted (RANGE_READ_AHEAD_BYTES).
-    if (!working && (file.readerBehind || (file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES))) await this.reopenReader(file, file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES)
+    const wholeWanted = file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES
+    // The cache may have replaced the copy the reader has open rather than append to it.
+    if (!working && (file.readerBehind || wholeWanted)) await this.reopenReader(file, wholeWanted)
     const source = working ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     if (!working && file.download) {
