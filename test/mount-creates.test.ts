@@ -101,6 +101,24 @@ t.test('a name another mount takes between the create and its close (no O_EXCL):
   t.same(fs.readdirSync(folder).filter((name) => name.startsWith('excl.txt.')), [], 'and no copy of the loser\'s bytes')
 })
 
+t.test('a folder another mount removes while a file is being created in it is made again at the close: the bytes are kept', async (t) => {
+  const { cluster, a, b } = await twoMounts(t)
+  const made = await sh(`mkdir -p ${quoted(a.at('/made/deep/er'))}`)
+  t.equal(made.code, 0, outcome(made))
+  const holding = await createAndHold(t, a.at('/made/deep/er/kept.txt'), 'precious')
+  // The name lives only on mount A until its close: to B (and the servers) the folders are empty.
+  const removed = await sh(`rmdir ${quoted(b.at('/made/deep/er'))} ${quoted(b.at('/made/deep'))}`)
+  t.equal(removed.code, 0, `rmdir on mount B succeeds: ${outcome(removed)}`)
+  holding.release()
+  const held = await holding.done
+  t.equal(held.code, 0, `the close succeeds: ${outcome(held)}`)
+  t.match(held.stdout, /closed/)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'made', 'deep', 'er', 'kept.txt'), 'utf8'), 'precious\n', 'the file is on the server, in its folders made again')
+  const seen = await sh(`cat ${quoted(b.at('/made/deep/er/kept.txt'))}`)
+  t.equal(seen.stdout, 'precious\n', `and mount B reads it: ${outcome(seen)}`)
+  t.match(a.output(), /its folder was removed by another client while the file was written here; the folder is made again/, 'mount A says so in its log')
+})
+
 t.test('mkdir -p and many creates: tar -x and cp -r of a tree arrive whole, with modes and times', async (t) => {
   const cluster = await startTestCluster(t, [{ 'in/.keep': '' }])
   const mount = await mountCluster(t, cluster)

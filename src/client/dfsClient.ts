@@ -1128,12 +1128,47 @@ export class DfsClient {
     try {
       return { meta: await this.placeNewFile(canonical, data, opts), storedAs: canonical }
     } catch (err) {
+      if (err instanceof NotFoundError && await this.folderGone(parentOf(canonical))) {
+        // Another client removed the folder while the file was being written here (the name
+        // lived only on this mount, so its rmdir found the folder empty). The program was told
+        // its open and writes succeeded, and a shell ignores the close's error: the folder is
+        // made again rather than the bytes lost, and the log says so.
+        await this.makeFolders(parentOf(canonical))
+        this.forget(parentOf(canonical))
+        this.writeRetry.log?.(`create of ${canonical}: its folder was removed by another client while the file was written here; the folder is made again to keep its bytes`)
+        return await this.createWithContent(canonical, data, opts)
+      }
       if (!(err instanceof ConflictError) || opts.exclusive) throw err
     }
     const conflict = conflictPathOf(canonical)
     const meta = await this.placeNewFile(conflict, data, { mode: opts.mode, mtimeMs: opts.mtimeMs })
     this.writeRetry.log?.(`create of ${canonical}: another client made the file meanwhile; this mount's bytes are kept as ${conflict}`)
     return { meta, storedAs: conflict }
+  }
+
+  /**
+   * Whether `folder` (or one above it) is gone, as the directory has it now: asked, not
+   * looked up here, where a folder removed by another client may still be remembered (its
+   * callback's break not heard yet).
+   */
+  private async folderGone (folder: string): Promise<boolean> {
+    try {
+      return (await this.directory.lookup(folder)).kind !== 'dir'
+    } catch (err) {
+      if (err instanceof NotFoundError) return true
+      throw err
+    }
+  }
+
+  /** Makes `folder` and every folder above it that is missing (mkdir -p); one made meanwhile by another client is as good. */
+  private async makeFolders (folder: string): Promise<void> {
+    if (folder === '/' || !await this.folderGone(folder)) return
+    await this.makeFolders(parentOf(folder))
+    try {
+      await this.mkdir(folder)
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err
+    }
   }
 
   private async placeNewFile (canonical: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, keepWriting?: boolean }): Promise<FileMeta> {
