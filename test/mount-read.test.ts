@@ -1,5 +1,6 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
@@ -177,6 +178,37 @@ t.test('a large file not cached here moves nothing at its open: a read at its en
   t.equal(again.stdout.trim(), bytes.subarray(bytes.length - 4096).toString('hex'), 'the last 4 KiB again')
   const afterAgain = await statsOf(server)
   t.equal(afterAgain.contentTransfers + afterAgain.rangeReads - afterSum.contentTransfers - afterSum.rangeReads, 0, 'from the copy now here: nothing moves')
+})
+
+t.test('a large file read by ranges that another mount removes meanwhile: the next read fails with ESTALE, as NFS says it, not ENOENT', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/small.txt': 'x' }])
+  const server = cluster.fileServers[0]
+  await cluster.client().writeFile('/data/gone.bin', crypto.randomBytes(24 * 1024 * 1024))
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  await readUntilCallbackGranted(a.at('/data/small.txt'), server, 'x')
+  const go = path.join(t.testdir(), 'go')
+  fs.mkdirSync(t.testdir(), { recursive: true })
+  const reader = `const fs = require('fs'); const [file, go] = process.argv.slice(1)
+    const fd = fs.openSync(file, 'r'); const buffer = Buffer.alloc(4096)
+    console.log(fs.readSync(fd, buffer, 0, 4096, 20 * 1024 * 1024))
+    fs.writeFileSync(go + '.ready', '')
+    const wait = () => {
+      if (!fs.existsSync(go)) return setTimeout(wait, 20)
+      try { fs.readSync(fd, buffer, 0, 4096, 10 * 1024 * 1024); console.log('read') } catch (err) { console.log(err.errno) }
+      try { fs.readSync(fd, buffer, 0, 4096, 0); console.log('read') } catch (err) { console.log(err.errno) }
+    }
+    wait()`
+  const reading = run(process.execPath, ['-e', reader, a.at('/data/gone.bin'), go], { timeoutMs: 30_000 })
+  await waitFor('the first read', async () => fs.existsSync(go + '.ready'), 20_000, 20)
+  const removed = await run('rm', [b.at('/data/gone.bin')])
+  t.equal(removed.code, 0, outcome(removed))
+  fs.writeFileSync(go, '')
+  const done = await reading
+  t.equal(done.code, 0, outcome(done))
+  // Node has no name for ESTALE: its errno.
+  const estale = String(-os.constants.errno.ESTALE)
+  t.same(done.stdout.trim().split('\n'), ['4096', estale, estale], 'read by ranges, then ESTALE far in and at the start')
 })
 
 /** Bytes of the files under `dir` (a mount's cache folder), 0 if it is not there. */

@@ -599,6 +599,7 @@ export class DfsClient {
         return await this.readRange(path, meta, position, length)
       } catch (err) {
         if (err instanceof ConflictError) throw new StaleHandleError(`${meta.path} changed since it was opened (it is read by ranges of the version opened)`, { path: meta.path })
+        if (err instanceof NotFoundError) throw new StaleHandleError(`${meta.path} was removed since it was opened (it is read by ranges, with no copy here)`, { path: meta.path })
         throw err
       }
     })

@@ -903,7 +903,14 @@ export class OpenFileTable {
 
   /** The handle reads the current version from now on; `whole`: from a whole copy, never by ranges (wholeCopyLater). */
   private async reopenReader (file: OpenFile, whole = false): Promise<void> {
-    const opened = await this.client.openForReading(file.path, whole ? {} : { rangesAbove: RANGE_READ_AHEAD_BYTES })
+    let opened: OpenedForReading
+    try {
+      opened = await this.client.openForReading(file.path, whole ? {} : { rangesAbove: RANGE_READ_AHEAD_BYTES })
+    } catch (err) {
+      // Removed (by another client) since this handle opened it, and no copy here to read: as NFS says it.
+      if (err instanceof NotFoundError) throw new StaleHandleError(`${file.path} was removed since it was opened here`, { path: file.path })
+      throw err
+    }
     await file.reader?.close()
     file.reader = opened.reader
     file.download = opened.download
