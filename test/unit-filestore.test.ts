@@ -426,4 +426,17 @@ t.test('createWithContent places a new file with its bytes, mode and mtime, excl
   t.notOk(fs.existsSync(path.join(root, 'refused.txt')), 'the file is removed again')
   t.equal(undone, 0, 'nothing to undo of a claim that failed')
   t.match(await store.createWithContent('/refused.txt', body('y')), { repeated: false, meta: { size: 1 } }, 'and the path can be created later')
+
+  // The claim starts before the disk steps, beside both rounds of fsyncs; a disk step that
+  // fails after the claim went through (a name this disk has: EEXIST at the link) drops it.
+  let claimedBeforeFile: boolean | undefined
+  const claimed = await store.createWithContent('/early.txt', body('z'), {}, {
+    run: async () => { claimedBeforeFile = !fs.existsSync(path.join(root, 'early.txt')) },
+    undo: async () => { undone++ }
+  })
+  t.equal(claimed.meta.size, 1)
+  t.equal(claimedBeforeFile, true, 'the claim started before the file took its name')
+  await t.rejects(store.createWithContent('/early.txt', body('again'), {}, { run: async () => {}, undo: async () => { undone++ } }), ConflictError)
+  t.equal(undone, 1, 'a claim that went through is dropped when the disk refuses the name')
+  t.equal(await contentOf(store, '/early.txt'), 'z', 'and the file there is untouched')
 })

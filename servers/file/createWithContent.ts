@@ -6,8 +6,8 @@ import { changerOf, grantCaller, wantsCallback } from './callerClient'
 
 /**
  * PUT /create: a new file with its bytes (and mode and mtime) in one request, as a mount
- * sends it at the close of a file it created: on this disk exclusively and synced, then
- * claimed with the directory (beside the last fsyncs), all before the answer. Its lock key
+ * sends it at the close of a file it created: on this disk exclusively and synced, and
+ * claimed with the directory (beside the fsyncs), all before the answer. Its lock key
  * is implicit (the lock server makes it at the first acquire). A path that exists anywhere
  * is a 409 (EEXIST); a claim the directory refuses takes the file away again, so the path
  * is left as it was.
@@ -29,7 +29,7 @@ export function mountCreateWithContentRoute (app: Express, ctx: MutationContext)
     leaseChecked?.catch(() => {}) // thrown where it is awaited (guard), not unhandled meanwhile
     // Promised before the file exists: any change after the create breaks it.
     const granted = wantsCallback(req) && grantCaller(ctx.callbacks, req, path)
-    // The claim goes beside the server's last round of fsyncs (FileStore.createWithContent).
+    // The claim goes beside the server's rounds of fsyncs (FileStore.createWithContent).
     // The client's own copy of the folder takes the new name from the answer (changerOf).
     const claim = {
       run: async () => await ctx.directory().claim(machineId, path, 'file', changerOf(req)),
