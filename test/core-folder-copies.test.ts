@@ -79,3 +79,15 @@ t.test('an own change asked for before the listing and answered after it is held
   t.equal(folders.count, 1, 'the copy stays held')
   t.equal(folders.lookup('/big/early'), undefined, 'the name is asked of the directory: the listing may show a later change of another client\'s')
 })
+
+t.test('a folder another client removed, looked up here a moment before: a fresh stat finds it gone, not a folder of time 0', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'kept/a.txt': 'a', 'gone/.keep': '' }, {}])
+  const client = cluster.client()
+  const other = cluster.client()
+  t.teardown(() => { client.close(); other.close() })
+  t.equal((await client.statFresh('/gone')).kind, 'dir', 'a folder at first (its lookup is remembered for a moment)')
+  await other.unlink('/gone/.keep')
+  await other.rmdir('/gone')
+  await t.rejects(client.statFresh('/gone'), NotFoundError, 'gone: every holder says so')
+  await t.rejects(client.stat('/gone'), NotFoundError, 'and not remembered as a folder')
+})

@@ -302,6 +302,12 @@ export class DfsClient {
       const held = this.folders?.copyOf(canonical)
       const up = (found.holders ?? []).filter((holder) => holder.state !== 'down')
       const seen = await Promise.allSettled(up.map(async (holder) => await this.silence.unlessSilent(holder, this.locator.reader(holder).stat(canonical))))
+      // Every holder says it has no such folder: the lookup was remembered from before another
+      // client removed it. Gone, and forgotten here, not shown as a folder of time 0.
+      if (seen.length > 0 && seen.every((s) => s.status === 'rejected' && s.reason instanceof NotFoundError)) {
+        this.forget(canonical)
+        throw (seen[0] as PromiseRejectedResult).reason
+      }
       const answers = seen.flatMap((s) => (s.status === 'fulfilled' && s.value !== SILENT ? [s.value] : []))
       const mtimeMs = Math.max(0, ...answers.map((meta) => meta.mtimeMs))
       const meta = this.memo.remember({ path: canonical, kind: 'dir', version: 0, size: 0, mtimeMs, mode: answers[0]?.mode })
