@@ -1,13 +1,19 @@
 import fs from 'node:fs'
+import net from 'node:net'
+import { once } from 'node:events'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { BadPathError, BadRequestError, NameTooLongError, NotFoundError, ServerUnavailableError } from '../src/shared/errors'
-import { DirectoryRoutes, FileRoutes, LockRoutes } from '../src/shared/protocol'
+import { DirectoryRoutes, FileRoutes, Headers, LockRoutes, PROTOCOL_VERSION } from '../src/shared/protocol'
 import { startFileServer } from '../servers/file/server'
 import { startTestCluster } from './helpers/cluster'
 import type { RawAnswer } from './helpers/wire'
 import { rawAs } from './helpers/wire'
+import { waitFor } from './helpers/waitFor'
+import { LockApi } from '../src/shared/api'
+import { Transport } from '../src/shared/transport'
+import { leaseCredentialOf } from '../src/shared/leaseCredential'
 
 /** An error answer as docs/protocol.md promises it: JSON, a code, a message, no stack trace. */
 function checkErrorAnswer (t: Test, answer: RawAnswer, status: number, codes: string[], what: string): void {
@@ -136,4 +142,40 @@ t.test('a file server that is down is named in the error, and the rest keeps wor
 
   t.equal((await client.readFile('/one/a.txt')).toString(), 'a\n', 'files on the other server still read')
   t.same((await client.list('/')).map((e) => e.name), ['one', 'two'], 'a folder on the down server still lists')
+})
+
+t.test('a large upload the server refuses before reading it is read on and dropped: the client, still sending, reads the answer (409), and the connection serves the next request', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/f.bin': 'x' }])
+  const server = cluster.fileServers[0]
+  const lockApi = new LockApi(new Transport('lock server', cluster.lock.url, 2000, cluster.credentials.caller))
+  // A lease given back: the server refuses the store before it reads the body.
+  const token = leaseCredentialOf(await lockApi.acquire({ path: '/data/f.bin', owner: 'test' }))
+  await lockApi.release('/data/f.bin', token)
+  const size = 12 * 1024 * 1024
+  const socket = net.connect(server.port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  let received = ''
+  socket.on('data', (data: Buffer) => { received += data.toString('latin1') })
+  const failures: Error[] = []
+  socket.on('error', (err) => failures.push(err))
+  const head = (lines: string[]): string => lines.join('\r\n') + '\r\n\r\n'
+  socket.write(head([
+    `PUT ${FileRoutes.content}?path=${encodeURIComponent('/data/f.bin')} HTTP/1.1`, 'Host: dfs', `Authorization: Bearer ${cluster.credentials.write}`,
+    `${Headers.protocol}: ${PROTOCOL_VERSION}`, `${Headers.lockToken}: ${token}`, 'Content-Type: application/octet-stream', `Content-Length: ${size}`
+  ]))
+  await waitFor('the refusal', async () => /LEASE_INVALID/.test(received), 5000, 10)
+  t.match(received, /^HTTP\/1\.1 409 /, 'answered 409 before the body was sent')
+  // The whole body, sent after the answer, 1 MiB at a time: the server reads it on.
+  const chunk = Buffer.alloc(1024 * 1024, 7)
+  for (let sent = 0; sent < size && !socket.destroyed; sent += chunk.length) {
+    if (!socket.write(chunk)) await Promise.race([once(socket, 'drain'), once(socket, 'close')])
+  }
+  received = ''
+  socket.write(head(['GET /health HTTP/1.1', 'Host: dfs']))
+  await waitFor('the next answer on the same connection', async () => /"service":"file"/.test(received) || failures.length > 0 || socket.destroyed, 5000, 10)
+  t.same(failures.map((err) => err.message), [], 'no write failed: the connection was not cut')
+  t.notOk(socket.destroyed, 'nor closed')
+  t.match(received, /^HTTP\/1\.1 200 /, 'and it serves the next request')
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'data/f.bin'), 'utf8'), 'x', 'the file is as it was')
 })

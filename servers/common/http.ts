@@ -77,12 +77,43 @@ export function finishApp (app: Express, log: Logger): void {
       res.destroy()
       return
     }
-    // A refused upload (no credential, too large) is not read to its end first: the
-    // connection closes after the answer instead.
-    if (!req.complete) res.set('Connection', 'close')
+    if (!req.complete) drainRefused(req)
     res.status(error.status).json(error.toBody())
   }
   app.use(onError)
+}
+
+/** A refused upload is read on and dropped for at most this many bytes, or this long, before its connection is cut. */
+const REFUSED_DRAIN_BYTES = 16 * 1024 * 1024
+const REFUSED_DRAIN_MS = 2000
+
+/**
+ * A refused upload (a lease lost, no room, no credential) is read on and dropped after the
+ * answer, not cut at once. Cut at once, the client, still sending, met a closed connection
+ * (EPIPE) before it read the answer, took it for a server that does not answer, and tried
+ * again: a mount's store under a lease it had lost did so for ever. Read on, the body ends
+ * (the connection stays for the next request), or past REFUSED_DRAIN_BYTES or
+ * REFUSED_DRAIN_MS the connection is cut: the client has read the answer by then, which
+ * went first.
+ */
+function drainRefused (req: http.IncomingMessage): void {
+  const socket = req.socket
+  const start = socket.bytesRead
+  const startedAt = Date.now()
+  const timer = setInterval(() => {
+    if (socket.bytesRead - start > REFUSED_DRAIN_BYTES || Date.now() - startedAt > REFUSED_DRAIN_MS) socket.destroy()
+  }, 50)
+  timer.unref()
+  const stop = (): void => {
+    clearInterval(timer)
+    socket.off('close', stop)
+  }
+  req.once('end', stop)
+  socket.once('close', stop)
+  // Whatever was reading it (an upload cut short by the refusal) lets go; the rest is dropped.
+  req.unpipe()
+  req.removeAllListeners('data')
+  req.resume()
 }
 
 /**
