@@ -524,7 +524,7 @@ export class FileStore {
         besideRun ?? { status: 'fulfilled' as const, value: undefined }
       ])
       if (synced.status === 'rejected' || beside.status === 'rejected') {
-        if (beside.status === 'fulfilled') await alongside?.undo().catch(() => {})
+        await undoBeside()
         await fsp.rm(disk, { force: true })
         if (mode !== undefined) await this.modes.drop(path).catch(() => {})
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason

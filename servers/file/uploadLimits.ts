@@ -26,10 +26,11 @@ export interface UploadLimitOptions {
 /**
  * Refuses an upload before its body is read when its Content-Length is over the cap (413) or
  * over the free space of the server's disk (507): the rest of the body is then read on and
- * dropped for a bounded while before the connection is cut (servers/common/http.ts, drainRefused). Every upload, with a length or without (a
- * stream), is then watched as it arrives: over the cap, or slower than the minimum rate over
- * a window, its connection is cut; the store then removes what it had written (as for a
- * client that hung up).
+ * dropped for a bounded while before the connection is cut (drainRefused in
+ * servers/common/http.ts). Every upload, with a length or without (a stream), is then
+ * watched as it arrives: over the cap, or slower than the minimum rate over a window, its
+ * connection is cut; the store then removes what it had written (as for a client that hung
+ * up).
  */
 export function uploadLimits (store: FileStore, opts: UploadLimitOptions = {}): RequestHandler {
   const maxBytes = opts.maxBytes ?? MAX_UPLOAD_BYTES
