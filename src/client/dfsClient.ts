@@ -503,6 +503,15 @@ export class DfsClient {
   }
 
   /**
+   * Whether `meta` is a file larger than `above` of which this client has no copy of that
+   * version, in the cache or arriving: one to read or change by ranges rather than fetch whole.
+   */
+  private async largeWithNoCopy (canonical: string, meta: FileMeta, above: number): Promise<boolean> {
+    return meta.kind === 'file' && meta.size > above && this.cache.arrivingVersion(canonical) === undefined &&
+      this.cache.etagOf(await this.cache.get(canonical)) !== etagOf(meta)
+  }
+
+  /**
    * The start of a partial working copy of a file larger than `above` with no current copy
    * here: its version, confirmed current under the lease by a read of its first byte (which
    * also makes the lease known to the server, so appends without it wait from then on, as a
@@ -510,9 +519,8 @@ export class DfsClient {
    * is current or arriving, the file is smaller, or it moved on meanwhile.
    */
   private async partialStart (canonical: string, lease: LockLease | HeldLock, above: number): Promise<{ meta: FileMeta, partial: true } | null> {
-    if (this.cache.arrivingVersion(canonical) !== undefined) return null
     const meta = await this.statCurrent(canonical)
-    if (meta.kind !== 'file' || meta.size <= above || this.cache.etagOf(await this.cache.get(canonical)) === etagOf(meta)) return null
+    if (!await this.largeWithNoCopy(canonical, meta, above)) return null
     try {
       await this.readRange(canonical, meta, 0, 1, { lease })
     } catch (err) {
@@ -544,8 +552,7 @@ export class DfsClient {
     }
     if (opts.rangesAbove !== undefined) {
       const promised = this.callbacks?.current(canonical)
-      if (promised !== undefined && promised.size > opts.rangesAbove && this.cache.arrivingVersion(canonical) === undefined &&
-        this.cache.etagOf(await this.cache.get(canonical)) !== etagOf(promised)) {
+      if (promised !== undefined && await this.largeWithNoCopy(canonical, promised, opts.rangesAbove)) {
         return { reader: this.rangeReaderOf(canonical, promised), meta: promised, download: null, byRanges: true }
       }
     }
