@@ -97,6 +97,7 @@ t.test('options dfs cannot honour are refused in one line before anything starts
 t.test('the -o list: allow_other brings default_permissions; fuse.conf is read as fusermount reads it', async (t) => {
   t.same(parseMountFlags(['allow_other']).kernel, ['allow_other', 'default_permissions'])
   t.same(parseMountFlags(['ro,rw=1'.replace(',rw=1', ''), 'umask=022,uid=7']), { kernel: ['ro', 'umask=022'], allowOther: false, uid: 7 })
+  t.same(parseMountFlags(['_netdev,x-systemd.automount,x-systemd.mount-timeout=30s,comment=systemd.automount,nofail']).kernel, [], 'fstab\'s and systemd\'s own words are left out')
   t.equal(fuseConfAllowsOther('# user_allow_other\nmount_max = 10\n'), false)
   t.equal(fuseConfAllowsOther('mount_max = 10\n  user_allow_other  \n'), true)
   t.equal(fuseConfAllowsOther(null), false)

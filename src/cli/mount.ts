@@ -18,6 +18,7 @@ import { mountOptions, refuseRepeatedOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
 import type { LogLevel } from '../../servers/common/logging'
 import { fuseConfAllowsOther, parseMountFlags } from './mountFlags'
+import { liftOwnOptions, mountTarget } from './mountHelperArgs'
 import type { MountFlags } from './mountFlags'
 import { MetricsAddressError, parseMetricsAddress, serveMetrics } from '../shared/metrics'
 import type { MetricsAddress, MetricsEndpoint } from '../shared/metrics'
@@ -71,10 +72,19 @@ async function preflight (mountpoint: string, directoryUrl: string, caller: Call
   await directory.lookup('/')
 }
 
+/** dfs-mount's own options, and which of them are switches: an -o item may name one (mountHelperArgs.ts). */
+function ownOptionNames (): { names: Set<string>, switches: Set<string> } {
+  const declared = Object.entries(mountOptions())
+  return { names: new Set(declared.map(([name]) => name)), switches: new Set(declared.filter(([, option]) => option.type === 'boolean').map(([name]) => name)) }
+}
+
 async function main (): Promise<void> {
-  const args = await yargs(process.argv.slice(2))
+  const own = ownOptionNames()
+  // As mount(8) runs it (fstab): settings of dfs-mount's own inside -o.
+  const argv = liftOwnOptions(process.argv.slice(2), own.names, own.switches)
+  const args = await yargs(argv)
     .scriptName('dfs-mount')
-    .usage('$0 <mountpoint> [options]\n\nMounts a dfs cluster at MOUNTPOINT. Returns once the mount is ready; the daemon goes on in the background and logs to the file it names. Unmount with dfs-umount MOUNTPOINT.')
+    .usage('$0 [directory-url] <mountpoint> [options]\n\nMounts a dfs cluster at MOUNTPOINT. Returns once the mount is ready; the daemon goes on in the background and logs to the file it names. Unmount with dfs-umount MOUNTPOINT. mount(8) and fstab (type fuse.dfs-mount) give the directory server\'s URL first, and may set any option below inside -o: lock=URL,token_file=FILE,soft.')
     .positional('mountpoint', { type: 'string' })
     .demandCommand(1, 'name the mount point: dfs-mount MOUNTPOINT')
     .options(mountOptions())
@@ -85,8 +95,9 @@ async function main (): Promise<void> {
     })
     .help()
     .parseAsync()
-  if (args._.length > 1) throw new CliError('name exactly one mount point')
-  const mountpoint = path.resolve(String(args._[0]))
+  const target = mountTarget(args._.map(String), args.directory, argv.some((arg) => arg === '--directory' || arg.startsWith('--directory=')))
+  const directoryUrl = target.directoryUrl
+  const mountpoint = path.resolve(target.mountpoint)
   const state = mountStateOf(mountpoint)
   // Checked before anything starts: a typo is one line, not a daemon that dies later.
   const metricsAddress = metricsAddressOf(args.metrics)
@@ -102,10 +113,10 @@ async function main (): Promise<void> {
 
   trustClusterCa(args.ca)
   if (!args.foreground) {
-    await preflight(mountpoint, args.directory, clientCaller(args.tokenFile, args.directory))
+    await preflight(mountpoint, directoryUrl, clientCaller(args.tokenFile, directoryUrl))
     const logFile = args.log ?? state.logFile
     // The daemon's standard output is its log file too; --log once, or yargs makes it a list.
-    const childArgs = process.argv.slice(2).concat('--foreground', ...(args.log === undefined ? ['--log', logFile] : []))
+    const childArgs = argv.concat('--foreground', ...(args.log === undefined ? ['--log', logFile] : []))
     const pid = await startDetached(childArgs, logFile)
     process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
     return
@@ -114,11 +125,11 @@ async function main (): Promise<void> {
   try {
     const mountLog = startMountLog({ file: args.log, level: args.logLevel as LogLevel })
     log = mountLog.log
-    const caller = clientCaller(args.tokenFile, args.directory)
-    await preflight(mountpoint, args.directory, caller)
+    const caller = clientCaller(args.tokenFile, directoryUrl)
+    await preflight(mountpoint, directoryUrl, caller)
     const client = new DfsClient({
       caller,
-      directoryUrl: args.directory,
+      directoryUrl,
       lockUrl: args.lock,
       cacheDir: args.cacheDir,
       timeoutMs: args.timeoutMs,
@@ -162,7 +173,7 @@ async function main (): Promise<void> {
       }
     }
     // Last: whoever waits for this line (a test, a supervisor) finds the metrics address already said.
-    log(`mounted ${args.directory} at ${mountpoint} (cache ${args.cacheDir})`)
+    log(`mounted ${directoryUrl} at ${mountpoint} (cache ${args.cacheDir})`)
 
     let stopping = false
     const stop = (why: string): void => {

@@ -21,7 +21,7 @@ const PASSED = new Set([
 ])
 
 /** What fstab's and mount(8)'s own options say is for them, not for the file system: accepted and left out. */
-const MOUNT_ONLY = new Set(['_netdev', 'noauto', 'auto', 'nofail', 'user', 'users', 'nouser', 'defaults', 'x-systemd.automount'])
+const MOUNT_ONLY = new Set(['_netdev', 'noauto', 'auto', 'nofail', 'user', 'users', 'nouser', 'defaults'])
 
 /**
  * Refused, with why: each would break something dfs promises (sshfs and rclone users may
@@ -54,6 +54,8 @@ export function parseMountFlags (lists: readonly string[]): MountFlags {
     const [name, value] = splitOption(item)
     if (name in REFUSED) throw new CliError(`-o ${name} is not supported: ${REFUSED[name]}`)
     if (MOUNT_ONLY.has(name) && value === undefined) continue
+    // libmount's userspace options (x-systemd.mount-timeout=30s, comment=...): for mount(8) and systemd, never the file system.
+    if (name.startsWith('x-') || name === 'comment') continue
     if (name === 'allow_other' && value === undefined) {
       flags.allowOther = true
       // Without it every local user would act with the mounting user's rights (libfuse checks
@@ -103,4 +105,4 @@ export function fuseConfAllowsOther (text: string | null): boolean {
 /** The option list's own help text, for dfs-mount --help. */
 export const MOUNT_FLAGS_HELP = 'mount options, comma-separated, as for sshfs or rclone: ro, allow_other (implies default_permissions), allow_root, ' +
   'default_permissions, uid=N and gid=N (owner shown for every file), umask=OOO (shown mode bits), nodev, nosuid, noexec, noatime, ' +
-  'auto_unmount; fstab\'s _netdev, noauto, nofail, user are accepted and ignored'
+  'auto_unmount; fstab\'s _netdev, noauto, nofail, user are accepted and ignored; any option below by its name (lock=URL,token_file=FILE,soft)'

@@ -1,0 +1,116 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { isMounted } from '../src/fuse/mount'
+import { liftOwnOptions, mountTarget } from '../src/cli/mountHelperArgs'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { clusterArgs, dfsMountBin, dfsUmountBin, mountPlace, outcome, run, runCli } from './helpers/mount'
+import type { MountPlace } from './helpers/mount'
+import { repoRoot } from './helpers/processes'
+import { waitFor } from './helpers/waitFor'
+
+/*
+ * dfs-mount as mount(8) runs it for an fstab line of type fuse.dfs-mount: mount.fuse3 runs
+ * `dfs-mount URL MOUNTPOINT -o LIST`, the directory server's URL as the source and every
+ * setting inside the one -o list. mount(8) itself resets PATH to the system's folders, so
+ * the test runs mount.fuse3 (what mount(8) hands the line to) with the repository's bin/
+ * first on PATH instead of installing anything into /usr/local/bin.
+ */
+
+const MOUNT_FUSE3 = ['/sbin/mount.fuse3', '/usr/sbin/mount.fuse3'].find((file) => fs.existsSync(file))
+
+/** The settings clusterArgs gives as --options, as one fstab -o list. */
+function fstabOptions (cluster: TestCluster, place: MountPlace): string {
+  const args = clusterArgs(cluster, place)
+  const valueOf = (name: string): string => args[args.indexOf(name) + 1]
+  return `lock=${cluster.lock.url},token_file=${valueOf('--token-file')},cache_dir=${place.cacheDir}`
+}
+
+function daemonPidOf (stdout: string): number {
+  return Number(/daemon pid (\d+)/.exec(stdout)?.[1])
+}
+
+/** Whether a process is gone; a zombie has exited too (pid 1 may reap it late). */
+function hasExited (pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
+  } catch {
+    return true
+  }
+}
+
+async function assertServes (t: Test, place: MountPlace): Promise<void> {
+  t.ok(await isMounted(place.mountpoint), 'mounted when the command returns')
+  const read = await run('cat', [path.join(place.mountpoint, 'docs/a.txt')])
+  t.equal(read.stdout, 'alpha\n', outcome(read))
+  const append = await run('/bin/sh', ['-c', `echo beta >> ${path.join(place.mountpoint, 'docs/a.txt')}`])
+  t.equal(append.code, 0, outcome(append))
+  t.equal((await run('cat', [path.join(place.mountpoint, 'docs/a.txt')])).stdout, 'alpha\nbeta\n')
+}
+
+t.test('-o items that name dfs-mount options become those options; the rest stay mount options', async (t) => {
+  const own = new Set(['lock', 'token-file', 'cache-dir', 'soft', 'directory', 'foreground', 'o'])
+  const switches = new Set(['soft', 'foreground'])
+  t.same(liftOwnOptions(['http://d:7070', '/mnt', '-o', 'rw,lock=http://l:7071,token_file=/t,allow_other,soft,dev,suid'], own, switches),
+    ['http://d:7070', '/mnt', '-o', 'rw,allow_other,dev,suid', '--lock', 'http://l:7071', '--token-file', '/t', '--soft'])
+  t.same(liftOwnOptions(['/mnt', '-ocache-dir=/c', '-o', 'ro'], own, switches), ['/mnt', '-o', 'ro', '--cache-dir', '/c'], '-oLIST and dashes too; an emptied list goes')
+  t.same(liftOwnOptions(['/mnt', '-o', 'foreground,o=x'], own, switches), ['/mnt', '-o', 'foreground,o=x'], 'how to run the command is not a mount option: left for mountFlags to refuse')
+  t.throws(() => liftOwnOptions(['/mnt', '-o', 'soft=1'], own, switches), /-o soft takes no value/)
+  t.throws(() => liftOwnOptions(['/mnt', '-o', 'lock'], own, switches), /-o lock needs a value: lock=/)
+  t.throws(() => liftOwnOptions(['/mnt', '-o', 'token_file='], own, switches), /-o token-file needs a value: token_file=/)
+
+  t.same(mountTarget(['/mnt'], 'http://d', false), { directoryUrl: 'http://d', mountpoint: '/mnt' })
+  t.same(mountTarget(['https://d:7070', '/mnt'], 'http://127.0.0.1:7070', false), { directoryUrl: 'https://d:7070', mountpoint: '/mnt' })
+  t.same(mountTarget(['http://d', '/mnt'], 'http://d', true), { directoryUrl: 'http://d', mountpoint: '/mnt' }, 'the same URL twice is no contradiction')
+  t.throws(() => mountTarget(['http://d', '/mnt'], 'http://e', true), /given twice/)
+  t.throws(() => mountTarget(['/a', '/b'], 'http://d', false), /\/a is not a directory server URL/)
+  t.throws(() => mountTarget(['http://d', '/a', '/b'], 'http://d', false), /name one mount point/)
+})
+
+t.test('dfs-mount URL MOUNTPOINT -o settings: mounts as an fstab line asks; dfs-umount unmounts', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const mounted = await runCli(dfsMountBin, [cluster.directory.url, place.mountpoint, '-o', `rw,${fstabOptions(cluster, place)},dev,suid`], { env: place.env })
+  t.equal(mounted.code, 0, outcome(mounted))
+  await assertServes(t, place)
+  t.ok(fs.existsSync(path.join(place.cacheDir)), 'the cache folder named in -o is the one used')
+  const unmounted = await runCli(dfsUmountBin, [place.mountpoint], { env: place.env })
+  t.equal(unmounted.code, 0, outcome(unmounted))
+  t.ok(await waitFor('the daemon to exit', async () => hasExited(daemonPidOf(mounted.stdout)), 10_000), 'the daemon has exited')
+})
+
+t.test('dfs-mount with a source that is no URL, or two directory servers: one line, nothing mounted', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const cases: Array<{ args: string[], says: RegExp }> = [
+    { args: ['dir.example:7070', place.mountpoint, '-o', fstabOptions(cluster, place)], says: /^dfs-mount: dir\.example:7070 is not a directory server URL/ },
+    { args: [cluster.directory.url, place.mountpoint, '--directory', 'http://127.0.0.1:1', '-o', fstabOptions(cluster, place)], says: /^dfs-mount: the directory server is given twice/ },
+    { args: [cluster.directory.url, place.mountpoint, '-o', `${fstabOptions(cluster, place)},soft=yes`], says: /^dfs-mount: -o soft takes no value/ }
+  ]
+  for (const { args, says } of cases) {
+    const result = await runCli(dfsMountBin, args, { env: place.env })
+    t.not(result.code, 0, outcome(result))
+    t.equal(result.stderr.trimEnd().split('\n').length, 1, `one line: ${result.stderr.trim()}`)
+    t.match(result.stderr, says)
+    t.notOk(await isMounted(place.mountpoint), 'nothing mounted')
+  }
+})
+
+const noMountHelper = MOUNT_FUSE3 === undefined || process.getuid?.() !== 0 ? 'needs mount.fuse3 (Debian\'s fuse3) and root, as mount(8) runs it' : false
+t.test('through mount.fuse3, as mount(8) runs an fstab line of type fuse.dfs-mount; umount unmounts', { skip: noMountHelper }, async (t) => {
+  if (MOUNT_FUSE3 === undefined) return
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const env = { ...place.env, PATH: `${path.join(repoRoot, 'bin')}:${place.env.PATH ?? '/usr/bin:/bin'}` }
+  // fstab's own words (_netdev, nofail) are mount(8)'s; mount.fuse3 adds dev,suid for root.
+  const mounted = await run(MOUNT_FUSE3, [cluster.directory.url, place.mountpoint, '-t', 'dfs-mount', '-o', `_netdev,nofail,${fstabOptions(cluster, place)}`], { env, timeoutMs: 30_000 })
+  t.equal(mounted.code, 0, outcome(mounted))
+  await assertServes(t, place)
+  const unmounted = await run('umount', [place.mountpoint])
+  t.equal(unmounted.code, 0, outcome(unmounted))
+  t.notOk(await isMounted(place.mountpoint), 'no longer mounted')
+  t.ok(await waitFor('the daemon to exit', async () => hasExited(daemonPidOf(mounted.stdout)), 10_000), 'the daemon noticed and exited')
+})
