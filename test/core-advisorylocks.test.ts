@@ -93,6 +93,8 @@ t.test('a restarted lock server grants and tests no lock in its grace, and takes
   const stateDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-lock-state-'))
   t.teardown(async () => await fsp.rm(stateDir, { recursive: true, force: true }))
   const first = await startLockServer({ port: 0, stateDir })
+  // m1 holds a lock: on the record of holders, so the restart has a grace that waits for it.
+  t.match(await new AdvisoryLockApi(new Transport('lock server', first.url, 5000)).lock(exclusive('m1')), { granted: true })
   await first.close()
   const graceMs = 1500
   const restarted = await startLockServer({ port: 0, stateDir, advisoryGraceMs: graceMs })
@@ -109,6 +111,35 @@ t.test('a restarted lock server grants and tests no lock in its grace, and takes
   await new Promise((resolve) => setTimeout(resolve, graceMs - (Date.now() - started) + 50))
   await t.rejects(api.lock(exclusive('m2')), LockedError, 'after the grace, a lock is decided: the reclaimed one keeps m2 out')
   t.match(await api.giveBack({ path: '/g', session: 'm1', locks: held }), { returned: false }, 'and a hand-back of nothing delegated is refused again')
+})
+
+t.test('a restart\'s grace ends once every holder on record has said it took its locks back; with none on record there is none', async (t) => {
+  const stateDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-lock-state-'))
+  t.teardown(async () => await fsp.rm(stateDir, { recursive: true, force: true }))
+  const first = await startLockServer({ port: 0, stateDir })
+  const before = new AdvisoryLockApi(new Transport('lock server', first.url, 5000))
+  t.match(await before.lock(exclusive('m1')), { granted: true })
+  t.match(await before.lock({ ...exclusive('m3'), path: '/g' }), { granted: true })
+  t.match(await before.end('m3'), { released: 1 }, 'm3 ends its session: off the record')
+  await first.close()
+  const restarted = await startLockServer({ port: 0, stateDir, advisoryGraceMs: 60_000 })
+  const api = new AdvisoryLockApi(new Transport('lock server', restarted.url, 5000))
+  await t.rejects(api.lock({ ...exclusive('m2'), path: '/g' }), ServerUnavailableError, 'in the grace: m1 has not said it is done')
+  const { boot } = await api.renew({ session: 'm1' })
+  const held = [{ owner: 'o', kind: 'flock' as const, type: 'write' as const, start: 0, length: 0 }]
+  t.match(await api.giveBack({ path: '/f', session: 'm1', locks: held }), { returned: true, held: 1 })
+  t.match(await api.reclaimed({ session: 'm1', boot: 'another-run' }), { counted: false }, 'a reclaim said for another run of the server does not count')
+  t.match(await api.reclaimed({ session: 'm1', boot }), { counted: true, graceLeftMs: 0 }, 'm1 is done, and with it every holder on record: the grace is over')
+  await t.rejects(api.lock(exclusive('m2')), LockedError, 'a lock is decided at once: m1\'s reclaimed lock keeps m2 out')
+  t.match(await api.lock({ ...exclusive('m2'), path: '/g' }), { granted: true }, 'and m3\'s old lock is not waited for')
+
+  // m1 and m2 end their sessions (mounts unmounted): off the record, and so the next start has no grace.
+  t.match(await Promise.all(['m1', 'm2'].map(async (session) => await api.end(session))), [{ released: 1 }, { released: 1 }])
+  await restarted.close()
+  const fourth = await startLockServer({ port: 0, stateDir, advisoryGraceMs: 60_000 })
+  t.teardown(async () => await fourth.close())
+  const api4 = new AdvisoryLockApi(new Transport('lock server', fourth.url, 5000))
+  t.match(await api4.lock(exclusive('m5')), { granted: true }, 'a restart with nobody on record has no grace')
 })
 
 t.test('a lock server that starts with no earlier state has no grace', async (t) => {

@@ -76,3 +76,48 @@ t.test('a lock given back while the lock server is down is free once it is back,
   t.equal(await aKeeps.release(), 0)
   t.equal(await bBytes.release(), 0)
 })
+
+/*
+ * The grace waits only for the mounts on the server's record of holders, and only until
+ * each has said it is done. The grace is two minutes here: a lock asked for in its time
+ * would wait it out, and the run's 30 s timeout would fail the test.
+ */
+const LONG_GRACE = ['--advisory-grace-ms', '120000']
+
+t.test('the grace after a restart ends once the mounts that held locks have taken them back', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'db/app.lock': '', 'db/other.lock': '' }], lockArgs: LONG_GRACE })
+  const a = await c.mount()
+  const b = await c.mount()
+  const aFlock = await held(t, a.at('/db/app.lock'), 'fcntl.flock(f, fcntl.LOCK_EX)')
+  await c.lock.restart()
+  const kept = await run('flock', ['-n', b.at('/db/app.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(kept.code, 1, `B's flock -n of what A held fails at once, not after the grace: ${outcome(kept)}`)
+  const other = await run('flock', ['-n', b.at('/db/other.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(other.code, 0, `and B gets a lock nobody held: ${outcome(other)}`)
+  t.equal(await aFlock.release(), 0)
+  const after = await run('flock', ['-n', b.at('/db/app.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(after.code, 0, `once A lets go, B gets it: ${outcome(after)}`)
+})
+
+t.test('a mount that had let go of its locks before the restart says so too: no grace to wait out', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'db/app.lock': '' }], lockArgs: LONG_GRACE })
+  const a = await c.mount()
+  const b = await c.mount()
+  // A takes and gives back a lock: its session lives on for a while, on the server's record.
+  const once = await run('flock', ['-n', a.at('/db/app.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(once.code, 0, outcome(once))
+  await c.lock.restart()
+  const taken = await run('flock', ['-n', b.at('/db/app.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(taken.code, 0, `B's flock -n is granted once A has said it holds nothing: ${outcome(taken)}`)
+})
+
+t.test('after a restart with no fcntl or flock lock on record there is no grace at all', async (t) => {
+  const c = await startProcessCluster(t, { trees: [{ 'db/app.lock': '', 'data.txt': 'a\n' }], lockArgs: LONG_GRACE })
+  const a = await c.mount()
+  // A lease of a write: the lock server's journal has state, so its start is a restart.
+  const write = await run('/bin/sh', ['-c', `echo b > ${a.at('/data.txt')}`], { timeoutMs: 30_000 })
+  t.equal(write.code, 0, outcome(write))
+  await c.lock.restart()
+  const taken = await run('flock', ['-n', a.at('/db/app.lock'), 'true'], { timeoutMs: 30_000 })
+  t.equal(taken.code, 0, `a lock is granted at once: ${outcome(taken)}`)
+})

@@ -99,6 +99,25 @@ t.test('journal: keys, leases and the counter survive a restart and a crash', as
   t.ok(await again.nextToken() > held.token)
 })
 
+t.test('journal: the record of advisory lock holders survives a crash and the compaction at start', async (t) => {
+  const dir = stateDir(t)
+  const store = new JournalLockStore(dir)
+  await store.load()
+  store.addAdvisoryHolder('alice/mount-1')
+  store.addAdvisoryHolder('bob/mount-2')
+  store.addAdvisoryHolder('carol/mount-3')
+  store.dropAdvisoryHolders(['bob/mount-2', 'nobody/never-held'])
+  const copy = crashCopy(t, dir)
+  const crashed = await opened(t, new JournalLockStore(copy))
+  t.same([...crashed.advisoryHolders()].sort(), ['alice/mount-1', 'carol/mount-3'], 'as recorded when the calls returned')
+  t.ok(crashed.resumed, 'a restart')
+  // The start compacted the copy's journal: the record is in the compacted one too.
+  await crashed.close()
+  const twice = await opened(t, new JournalLockStore(copy))
+  t.same([...twice.advisoryHolders()].sort(), ['alice/mount-1', 'carol/mount-3'], 'and after a second start')
+  await store.close()
+})
+
 t.test('journal: the counter is on record, not only the clock', async (t) => {
   const dir = stateDir(t)
   // A clock stuck at the epoch: the only way tokens can grow is from what the journal holds.

@@ -2,7 +2,7 @@ import crypto from 'node:crypto'
 import type { Express, Request, Response } from 'express'
 import { AdvisoryRoutes, MAX_ADVISORY_WAIT_MS } from '../../src/shared/advisoryLockProtocol'
 import type {
-  AdvisoryEndAnswer, AdvisoryHeldLock, AdvisoryKind, AdvisoryLockAnswer, AdvisoryLockedDetails, AdvisoryReturnAnswer,
+  AdvisoryEndAnswer, AdvisoryHeldLock, AdvisoryKind, AdvisoryLockAnswer, AdvisoryLockedDetails, AdvisoryReclaimedAnswer, AdvisoryReturnAnswer,
   AdvisorySessionAnswer, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryType
 } from '../../src/shared/advisoryLockProtocol'
 import { monotonicMs } from '../../src/shared/clock'
@@ -15,6 +15,7 @@ import { AdvisoryLockTable } from '../../src/shared/advisoryTable'
 import type { AdvisoryClaim } from '../../src/shared/advisoryTable'
 import { AdvisoryDelegations } from './advisoryDelegations'
 import type { Delegations } from './delegations'
+import type { LockStore } from './lockStore'
 import { watchCaller } from './callerGone'
 import { Parking } from './parking'
 
@@ -35,6 +36,7 @@ export const ADVISORY_ROUTE_ROLES: RouteRole[] = [
   ['post', AdvisoryRoutes.renew, 'write'],
   ['post', AdvisoryRoutes.end, 'write'],
   ['post', AdvisoryRoutes.return, 'write'],
+  ['post', AdvisoryRoutes.reclaimed, 'write'],
   ['get', AdvisoryRoutes.status, 'read']
 ]
 
@@ -56,9 +58,13 @@ export interface AdvisoryRouteOptions {
   /**
    * A restarted server's grace (ms from now): until it ends, locks held before the restart
    * are reclaimed (a hand-back is taken whether or not a delegation is known), and no lock is
-   * granted nor tested, so nobody walks into what a program still believes it holds. 0: none.
+   * granted nor tested, so nobody walks into what a program still believes it holds. It ends
+   * sooner once every session on record as a holder has said it is done (POST
+   * /advisory/reclaimed), and there is none when none is on record. 0: none.
    */
   graceMs?: number
+  /** The record of sessions that may hold locks, kept over restarts (the lock store): whose reclaims a grace waits for. */
+  holders?: Pick<LockStore, 'advisoryHolders' | 'addAdvisoryHolder' | 'dropAdvisoryHolders'>
 }
 
 /**
@@ -76,11 +82,22 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
   /** Closing: waiters are answered "locked" at once, so the server can finish. */
   let stopped = false
   const graceEnds = monotonicMs() + (opts.graceMs ?? 0)
+  const holders = opts.holders
+  /** The holders of the last run that have not said they are done reclaiming: the grace waits for these only. */
+  const awaited = new Set(opts.graceMs !== undefined && opts.graceMs > 0 ? holders?.advisoryHolders() ?? [] : [])
+  const graceLeftMs = (): number => {
+    if (awaited.size === 0) return 0
+    const left = graceEnds - monotonicMs()
+    if (left > 0) return left
+    // Over: those that did not come back are gone (or forgot), and their record goes (see expire()).
+    awaited.clear()
+    return 0
+  }
   /** This run of the server, in the answers: a mount that sees it change reclaims its locks, even if a request of its own made its session anew meanwhile. */
   const boot = crypto.randomBytes(6).toString('base64url')
   /** During the grace, a request that could grant or tell of a lock is refused with 503: the mount asks again (a hard mount waits). */
   const refuseInGrace = (path: string): void => {
-    const left = graceEnds - monotonicMs()
+    const left = graceLeftMs()
     if (left <= 0) return
     throw new ServerUnavailableError(`the lock server restarted: the mounts are reclaiming their locks for ${Math.ceil(left)} ms more; ask again then`, { path, retryAfterMs: Math.ceil(left) })
   }
@@ -89,6 +106,11 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
   const expire = (): void => {
     for (const path of table.expire()) parking.wake(path)
     for (const path of delegations.dropUnless((session) => table.alive(session))) parking.wake(path)
+    if (holders !== undefined) {
+      graceLeftMs()
+      const gone = [...holders.advisoryHolders()].filter((session) => !table.alive(session) && !awaited.has(session))
+      if (gone.length > 0) holders.dropAdvisoryHolders(gone)
+    }
   }
   const parkOn = async (path: string, session: string, ms: number): Promise<void> => {
     const counts = waiting.get(path) ?? new Map<string, number>()
@@ -161,6 +183,9 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
       table.touch(session, ttlMs)
       const conflict = table.conflict(path, claim)
       if (conflict === null) {
+        // On record before it holds anything (a lock, or a delegation that lets it take locks
+        // itself): a restart of this server then waits for its reclaim.
+        if (claim.type !== 'unlock' || body.flag('delegate')) holders?.addAdvisoryHolder(session)
         table.set(path, claim)
         // A lock given back, or one made shared, may let waiters in.
         parking.wake(path)
@@ -211,9 +236,10 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     // In the grace, a mount reclaims what it held before the restart, delegated or not: its
     // locks were consistent with everyone else's then, and nothing was granted since. One
     // that conflicts all the same (a session that ran out meanwhile) is refused.
-    const reclaimed = monotonicMs() < graceEnds && !locks.some((lock) => table.conflict(path, { ...lock, session, end: endOf(lock) }) !== null)
+    const reclaimed = graceLeftMs() > 0 && !locks.some((lock) => table.conflict(path, { ...lock, session, end: endOf(lock) }) !== null)
     const returned = delegations.end(path, session) || reclaimed
     if (returned) {
+      if (locks.length > 0) holders?.addAdvisoryHolder(session)
       table.touch(session, ttlMs)
       table.replace(path, session, locks)
       parking.wake(path)
@@ -233,9 +259,21 @@ export function addAdvisoryRoutes (app: Express, opts: AdvisoryRouteOptions): { 
     res.json(answer)
   })
 
+  // A mount has handed back all it held before this run: the grace need not wait for it.
+  app.post(AdvisoryRoutes.reclaimed, (req, res) => {
+    const body = bodyOf(req)
+    const sent = body.identifier('session')
+    const session = scoped(res, sent)
+    const counted = body.string('boot') === boot
+    if (counted) awaited.delete(session)
+    const answer: AdvisoryReclaimedAnswer = { session: sent, counted, graceLeftMs: Math.ceil(graceLeftMs()) }
+    res.json(answer)
+  })
+
   app.post(AdvisoryRoutes.end, (req, res) => {
     const sent = bodyOf(req).identifier('session')
     const session = scoped(res, sent)
+    awaited.delete(session)
     const released = table.held(session)
     for (const path of table.end(session)) parking.wake(path)
     expire()

@@ -35,6 +35,8 @@ type JournalRecord =
   | { keys: string[] }
   | { drop: string[] }
   | { set: string, lease: StoredLease | null }
+  | { holders: string[] }
+  | { released: string[] }
 
 /**
  * The lock state in a write-ahead journal of our own: one JSON line per change, appended
@@ -49,6 +51,8 @@ type JournalRecord =
  */
 export class JournalLockStore implements LockStore {
   private readonly keys = new Map<string, KeyState>()
+  /** Sessions on record as holders of advisory locks (LockStore.advisoryHolders). */
+  private readonly holders = new Set<string>()
   private lastToken = clockToken()
   private fd: number | null = null
   /** Bytes of the journal that hold whole records: a failed append is cut back to this. */
@@ -125,6 +129,19 @@ export class JournalLockStore implements LockStore {
     return true
   }
 
+  advisoryHolders (): ReadonlySet<string> {
+    return this.holders
+  }
+
+  addAdvisoryHolder (session: string): void {
+    if (!this.holders.has(session)) this.commit({ holders: [session] })
+  }
+
+  dropAdvisoryHolders (sessions: string[]): void {
+    const known = sessions.filter((session) => this.holders.has(session))
+    if (known.length > 0) this.commit({ released: known })
+  }
+
   async close (): Promise<void> {
     if (this.fd !== null) fs.closeSync(this.fd)
     this.fd = null
@@ -181,7 +198,11 @@ export class JournalLockStore implements LockStore {
   }
 
   private apply (record: JournalRecord): void {
-    if ('keys' in record) {
+    if ('holders' in record) {
+      for (const session of record.holders) this.holders.add(session)
+    } else if ('released' in record) {
+      for (const session of record.released) this.holders.delete(session)
+    } else if ('keys' in record) {
       for (const p of record.keys) if (!this.keys.has(p)) this.keys.set(p, null)
     } else if ('drop' in record) {
       for (const p of record.drop) this.keys.delete(p)
@@ -236,6 +257,7 @@ export class JournalLockStore implements LockStore {
     const all = [...this.keys.keys()]
     for (let i = 0; i < all.length; i += KEYS_PER_LINE) lines.push(JSON.stringify({ keys: all.slice(i, i + KEYS_PER_LINE) }))
     for (const [p, lease] of this.keys) if (lease !== null) lines.push(JSON.stringify({ set: p, lease }))
+    if (this.holders.size > 0) lines.push(JSON.stringify({ holders: [...this.holders] }))
     const text = lines.join('\n') + '\n'
     const side = this.file + '.tmp'
     // It holds the grants' secrets: for the lock server's user only.

@@ -54,6 +54,15 @@ export interface LockStore {
   leases: () => Promise<Array<{ path: string, lease: StoredLease }>>
   /** Every key below a folder (paths starting with `folder/`), with its state: a prefix scan. */
   keysUnder: (folder: string) => Promise<Array<[string, KeyState]>>
+  /**
+   * The sessions (mounts) on record as holders of fcntl and flock locks, the earlier run's
+   * too after load: the mounts whose reclaims a restarted server's grace waits for.
+   */
+  advisoryHolders: () => ReadonlySet<string>
+  /** Puts a session on record as a holder; durable when it returns, so before its grant is answered. */
+  addAdvisoryHolder: (session: string) => void
+  /** Takes sessions off that record. One left on by a crash only makes a grace wait its full time. */
+  dropAdvisoryHolders: (sessions: string[]) => void
   close: () => Promise<void>
 }
 
@@ -82,6 +91,7 @@ export function clockToken (now: number = Date.now()): number {
 /** Keeps everything in this process: for tests, and for a cluster started without a state folder. */
 export class MemoryLockStore implements LockStore {
   private readonly keys = new Map<string, KeyState>()
+  private readonly holders = new Set<string>()
   private lastToken = clockToken()
   readonly resumed = false
 
@@ -128,6 +138,18 @@ export class MemoryLockStore implements LockStore {
 
   async keysUnder (folder: string): Promise<Array<[string, KeyState]>> {
     return keysUnder(this.keys, folder)
+  }
+
+  advisoryHolders (): ReadonlySet<string> {
+    return this.holders
+  }
+
+  addAdvisoryHolder (session: string): void {
+    this.holders.add(session)
+  }
+
+  dropAdvisoryHolders (sessions: string[]): void {
+    for (const session of sessions) this.holders.delete(session)
   }
 
   async close (): Promise<void> {}

@@ -96,7 +96,8 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   const log = opts.log ?? silentLogger
   const defaultLeaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS
   const maxLeaseMs = opts.maxLeaseMs ?? 10 * 60_000
-  const table = new LockTable(opts.store ?? new MemoryLockStore())
+  const store = opts.store ?? new MemoryLockStore()
+  const table = new LockTable(store)
   const waits = new LockWaits(table)
   const clock = new LeaseClock(table)
   const removeWaitersGauge = lockWaitersGauge.add(() => [{ labels: {}, value: waits.waiting }])
@@ -254,8 +255,8 @@ export function createLockServerApp (opts: LockServerOptions & { store?: LockSto
   })
 
   // Only a restart has locks to reclaim: a store with no earlier state starts with none.
-  const graceMs = opts.store?.resumed === true ? opts.advisoryGraceMs ?? ADVISORY_GRACE_MS : 0
-  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations, graceMs })
+  const graceMs = store.resumed ? opts.advisoryGraceMs ?? ADVISORY_GRACE_MS : 0
+  const advisory = addAdvisoryRoutes(app, { defaultLeaseMs, maxLeaseMs, channel: delegations, graceMs, holders: store })
   delegations.mount(app)
 
   app.get(LockRoutes.heldUnder, async (req, res) => {

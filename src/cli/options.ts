@@ -1,6 +1,6 @@
 import type { Options } from 'yargs'
 import {
-  DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
+  ADVISORY_GRACE_MS, DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
   DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_READ_WAIT_MS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
@@ -23,6 +23,11 @@ const timeoutMs = { type: 'number', default: DEFAULT_TIMEOUT_MS, describe: 'how 
 const lockTimeoutMs = { type: 'number', default: DEFAULT_LOCK_TIMEOUT_MS, describe: 'how long a write waits for a file\'s lock' } as const
 const host = { type: 'string', default: DEFAULT_HOST, describe: 'address to listen on (0.0.0.0 for every interface)' } as const
 const leaseMs = { type: 'number', default: DEFAULT_LEASE_MS, describe: 'lease of a lock when the client names none' } as const
+const advisoryGraceMs = {
+  type: 'number',
+  default: ADVISORY_GRACE_MS,
+  describe: 'after a restart, how long fcntl and flock locks wait at most for the mounts that held some to take theirs back (it ends once all have)'
+} as const
 const lockStateDir = { type: 'string', default: DEFAULT_LOCK_STATE_DIR, describe: 'folder where the lock server keeps keys, leases and the fencing counter over restarts (one lock server per folder)' } as const
 const root = { type: 'string', demandOption: true, describe: 'folder whose files this server holds' } as const
 const publicUrl = { type: 'string', describe: 'URL clients use to reach this server (default: the one it listens on)' } as const
@@ -157,7 +162,7 @@ export function drainOptions () {
 }
 
 export function lockServerOptions () {
-  return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'state-dir': lockStateDir, ...operatorOptions() }), ...securityOptions() }
+  return { ...withEnvironment({ port: port(DEFAULT_PORTS.lock), host, 'lease-ms': leaseMs, 'advisory-grace-ms': advisoryGraceMs, 'state-dir': lockStateDir, ...operatorOptions() }), ...securityOptions() }
 }
 
 export function fileServerOptions () {

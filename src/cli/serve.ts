@@ -169,7 +169,10 @@ async function main (): Promise<void> {
     .command('lock', 'the lock server: one writer per file, with leases', (y) => y.options(lockServerOptions()),
     async (args) => {
       startLogging('lock', args)
-      const server = await startLockServer({ port: args.port, host: args.host, leaseMs: args.leaseMs, stateDir: args.stateDir, log, auth: serverAuth(args), tls: serverTls(args) })
+      if (!Number.isFinite(args.advisoryGraceMs) || args.advisoryGraceMs < 0) throw new CliError(`--advisory-grace-ms must be a number of milliseconds, 0 or more, not ${String(args.advisoryGraceMs)}`)
+      const server = await startLockServer({
+        port: args.port, host: args.host, leaseMs: args.leaseMs, advisoryGraceMs: args.advisoryGraceMs, stateDir: args.stateDir, log, auth: serverAuth(args), tls: serverTls(args)
+      })
       log(`lock state in ${args.stateDir}`)
       const metrics = await startMetrics(args, args.port)
       listening('lock server', server, args.port)

@@ -398,10 +398,12 @@ export class AdvisoryLocks {
    * The channel to the lock server was lost, so no recall can reach this mount: every
    * delegated path goes back. First, as soon as the server answers, this mount asks whether
    * it still knows its session: if not, the server restarted, and everything this mount
-   * holds is reclaimed in its grace. Only a mount that holds something asks.
+   * holds is reclaimed in its grace. Only a mount that holds something, or whose session the
+   * server may still keep (it is then on the server's record of holders, and a restarted
+   * server's grace waits until this mount says it is done), asks.
    */
   private async channelLost (): Promise<void> {
-    if (this.held.paths().length === 0 && this.delegated.size === 0) return
+    if (this.held.paths().length === 0 && this.delegated.size === 0 && monotonicMs() >= this.sessionUntil) return
     let answer: AdvisorySessionAnswer
     const sentAt = monotonicMs()
     try {
@@ -438,6 +440,13 @@ export class AdvisoryLocks {
       }
       if (lost.length > 0) {
         this.opts.log?.(`advisory locks of this mount on ${lost.join(', ')} are lost: the lock server no longer knew session ${this.opts.session} (its lease ran out, or the server restarted and its grace was over)`)
+      }
+      // Done: the server's grace need not wait for this mount any longer (nor, once all are done, at all).
+      const boot = this.serverBoot
+      if (boot !== undefined) {
+        await this.untilAnswered('', async () => await this.api.reclaimed({ session: this.opts.session, boot })).catch((err: unknown) => {
+          this.opts.log?.(`telling the lock server this mount's locks are back failed (its grace runs its full time): ${err instanceof Error ? err.message : String(err)}`)
+        })
       }
       this.keepRenewing()
     })().finally(() => { this.reclaiming = null })

@@ -11,6 +11,7 @@ export const AdvisoryRoutes = {
   renew: '/advisory/renew', // POST AdvisorySessionRequest -> AdvisorySessionAnswer
   end: '/advisory/end', // POST AdvisorySessionRequest -> AdvisoryEndAnswer
   return: '/advisory/return', // POST AdvisoryReturnRequest -> AdvisoryReturnAnswer
+  reclaimed: '/advisory/reclaimed', // POST AdvisoryReclaimedRequest -> AdvisoryReclaimedAnswer: a mount has given back all it held before a restart
   status: '/advisory' // GET ?path= -> AdvisoryStatus
 } as const
 
@@ -107,6 +108,21 @@ export interface AdvisorySessionAnswer {
   recalled?: string[]
   /** As in AdvisoryLockAnswer: the server's run. */
   boot: string
+}
+
+/** A mount has handed back every lock it held before the lock server's restart (the run `boot` names). */
+export interface AdvisoryReclaimedRequest {
+  session: string
+  /** The run of the lock server the locks went back to (AdvisorySessionAnswer.boot): a reclaim for an earlier run says nothing of this one. */
+  boot: string
+}
+
+export interface AdvisoryReclaimedAnswer {
+  session: string
+  /** Whether the reclaim counted: false when `boot` is not this run's. */
+  counted: boolean
+  /** How much longer the grace runs (0: over), now that this mount is done. */
+  graceLeftMs: number
 }
 
 export interface AdvisoryEndAnswer {

@@ -1,6 +1,6 @@
 import type {
-  AdvisoryEndAnswer, AdvisoryLockAnswer, AdvisoryLockRequest, AdvisoryReturnAnswer, AdvisoryReturnRequest, AdvisorySessionAnswer,
-  AdvisorySessionRequest, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryTestRequest
+  AdvisoryEndAnswer, AdvisoryLockAnswer, AdvisoryLockRequest, AdvisoryReclaimedAnswer, AdvisoryReclaimedRequest, AdvisoryReturnAnswer, AdvisoryReturnRequest,
+  AdvisorySessionAnswer, AdvisorySessionRequest, AdvisoryStatus, AdvisoryTestAnswer, AdvisoryTestRequest
 } from '../advisoryLockProtocol'
 import { AdvisoryRoutes } from '../advisoryLockProtocol'
 import type { Transport } from '../transport'
@@ -38,6 +38,11 @@ export class AdvisoryLockApi {
   /** Hands a delegated path's locks back to the server (its recall, or the mount can no longer hear one). */
   async giveBack (request: AdvisoryReturnRequest): Promise<AdvisoryReturnAnswer> {
     return await this.transport.json({ method: 'POST', route: AdvisoryRoutes.return, body: request })
+  }
+
+  /** Says the mount has handed back all it held before the server's restart: the server's grace need not wait for it any more. */
+  async reclaimed (request: AdvisoryReclaimedRequest): Promise<AdvisoryReclaimedAnswer> {
+    return await this.transport.json({ method: 'POST', route: AdvisoryRoutes.reclaimed, body: request })
   }
 
   async status (path: string): Promise<AdvisoryStatus> {
