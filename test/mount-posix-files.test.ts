@@ -5,6 +5,7 @@ import type { Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run, sh } from './helpers/mount'
 import { localTempDir, quoted, restartFileServer, succeeded } from './helpers/mountOps'
+import { InodeNumbers } from '../src/fuse/inodeNumbers'
 
 /*
  * File metadata through a real mount (issue #12): modes as create, mkdir and chmod ask,
@@ -148,6 +149,10 @@ t.test('inode numbers stay with a file through writes, stores, renames and a rem
   const ino = async (rel: string): Promise<string> => await shOut(t, `stat -c %i ${d}/${rel}`)
 
   const first = await ino('a.txt')
+  // 48 bits of a hash of the path: above 2^32 for this path, so a binding that cuts st_ino to 32 bits shows another number.
+  const whole = new InodeNumbers().of('/d/a.txt')
+  t.ok(whole > 2 ** 32, `the number of /d/a.txt needs more than 32 bits: ${whole}`)
+  t.equal(first, String(whole), 'the mount shows it whole')
   t.not(first, await ino('sub/x.txt'), 'two files have two numbers')
   t.equal(await shOut(t, `ls -i ${d} | grep a.txt | awk '{print $1}'`), first, 'readdir (ls -i) gives the same number as stat')
   const other = await mountCluster(t, cluster)

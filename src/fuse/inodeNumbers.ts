@@ -3,6 +3,11 @@ import crypto from 'node:crypto'
 /** The root's inode number, as on most file systems' roots of a mount. */
 const ROOT_INO = 1
 
+/**
+ * Bytes of the path's hash an inode number takes: 48 bits, exact in a JS number and carried
+ * whole by the patched binding (patch level 5; it carried 32 before).
+ */
+const INO_BYTES = 6
 /** Renames remembered at most (two records each): about 20 MB. */
 const MAX_RECORDS = 200_000
 /** Numbers remembered at most (see InodeNumbers.numbers); past that, they are worked out again. */
@@ -26,10 +31,10 @@ const MAX_NUMBERS_KEPT = 100_000
  * by other clients are seen as a new file at the new path (a new number). The records last
  * as long as the mount, two per rename, up to MAX_RECORDS; then they start afresh.
  *
- * fuse-native carries st_ino as 32 bits, so two paths may share a number (about one pair in a
- * folder tree of 60,000 entries, at even odds). Tools that find hard links by inode number
- * also require a link count above 1, which dfs never reports, so such a pair costs nothing
- * but a possible "file system loop" warning of find if it is a folder and its ancestor.
+ * The number is 48 bits of the hash: two paths share one at even odds only in a tree of
+ * about 20 million entries. With the 32 bits fuse-native carried unpatched it was one of
+ * 77,000 entries, and a pair that shares a number is one file to cp ("are the same file"),
+ * to Python's shutil and to sqlite (which keeps one lock state per inode in a process).
  */
 export class InodeNumbers {
   /** Paths whose identity is not their own name: a rename's target, or a name a rename freed. */
@@ -50,7 +55,7 @@ export class InodeNumbers {
     const known = this.numbers.get(path)
     if (known !== undefined) return known
     const digest = crypto.createHash('sha1').update(this.identityOf(path)).digest()
-    const hashed = digest.readUInt32BE(0)
+    const hashed = digest.readUIntBE(0, INO_BYTES)
     const ino = hashed <= ROOT_INO ? hashed + 2 : hashed
     if (this.numbers.size >= MAX_NUMBERS_KEPT) this.numbers.clear()
     this.numbers.set(path, ino)
