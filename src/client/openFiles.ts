@@ -829,6 +829,11 @@ export class OpenFileTable {
    * copy if there is one. The path's handles then leave this table, their unstored changes
    * going with the file; answers them (id, and whether opened with O_APPEND), to live on
    * with the local copy (UnlinkedFiles). If `remove` fails, the handles stay as they were.
+   *
+   * With no handle left here, nothing is copied: libfuse counts a file open until the
+   * release it sent has been answered, and the kernel sends a close's release after close(2)
+   * returned, so a program's close and unlink right after it (sqlite's journal at each
+   * commit) often comes here as a hide of a file this table has already let go of.
    */
   async detach (filePath: string, localFile: string, remove: (lease?: HeldLock) => Promise<void>): Promise<Survivor[]> {
     const canonical = normalizePath(filePath)
@@ -836,6 +841,10 @@ export class OpenFileTable {
     await this.startingCopies.get(canonical)
     const working = this.workingCopies.get(canonical)
     const handles = [...this.handlesOf(canonical)]
+    if (handles.length === 0 && working === undefined) {
+      await remove()
+      return []
+    }
     if (working) {
       for (const file of handles) if (file.appends.buffer.size > 0) await working.append(file.appends.buffer.take())
       await working.copyTo(localFile)
