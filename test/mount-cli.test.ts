@@ -8,7 +8,7 @@ import { isMounted } from '../src/fuse/mount'
 import { startTestCluster } from './helpers/cluster'
 import type { Finished } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
-import { clusterArgs, dfsMountBin, dfsUmountBin, mountCluster, mountPlace, outcome, run, runCli } from './helpers/mount'
+import { clusterArgs, daemonPidOf, dfsMountBin, dfsUmountBin, hasExited, mountCluster, mountPlace, outcome, run, runCli } from './helpers/mount'
 import { closedPort } from './helpers/ports'
 
 /** A CLI failure as a user should see it: one line on stderr naming the command, no stack, non-zero exit. */
@@ -21,17 +21,6 @@ function assertOneLineError (t: Test, result: Finished, command: string, says: R
   t.match(lines[0], says)
   t.notMatch(result.stderr, /\n\s+at /, 'no stack trace')
 }
-
-/** Whether a process is gone; a zombie has exited too (in a container, pid 1 may reap it late). */
-function hasExited (pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return true
-  }
-}
-
 
 /** A TCP server that takes connections and never answers: a hung directory server. */
 async function silentServer (t: Test): Promise<string> {
@@ -51,7 +40,7 @@ t.test('dfs-mount mounts in the background and returns once ready; dfs-umount un
   const mounted = await runCli(dfsMountBin, [place.mountpoint, ...clusterArgs(cluster, place)], { env: place.env })
   t.equal(mounted.code, 0, outcome(mounted))
   t.ok(await isMounted(place.mountpoint), 'mounted when dfs-mount returns')
-  const pid = Number(/daemon pid (\d+)/.exec(mounted.stdout)?.[1])
+  const pid = daemonPidOf(mounted.stdout)
   t.ok(pid > 0, `dfs-mount names the daemon's pid: ${mounted.stdout.trim()}`)
   t.equal((await run('cat', [path.join(place.mountpoint, 'docs', 'a.txt')])).stdout, 'alpha\n')
 

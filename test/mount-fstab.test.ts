@@ -6,7 +6,7 @@ import { isMounted } from '../src/fuse/mount'
 import { liftOwnOptions, mountTarget } from '../src/cli/mountHelperArgs'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { clusterArgs, dfsMountBin, dfsUmountBin, mountPlace, outcome, run, runCli } from './helpers/mount'
+import { clusterArgs, daemonPidOf, dfsMountBin, dfsUmountBin, hasExited, mountPlace, outcome, run, runCli } from './helpers/mount'
 import type { MountPlace } from './helpers/mount'
 import { repoRoot } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
@@ -26,20 +26,6 @@ function fstabOptions (cluster: TestCluster, place: MountPlace): string {
   const args = clusterArgs(cluster, place)
   const valueOf = (name: string): string => args[args.indexOf(name) + 1]
   return `lock=${cluster.lock.url},token_file=${valueOf('--token-file')},cache_dir=${place.cacheDir}`
-}
-
-function daemonPidOf (stdout: string): number {
-  return Number(/daemon pid (\d+)/.exec(stdout)?.[1])
-}
-
-/** Whether a process is gone; a zombie has exited too (pid 1 may reap it late). */
-function hasExited (pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return true
-  }
 }
 
 async function assertServes (t: Test, place: MountPlace): Promise<void> {

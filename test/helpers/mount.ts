@@ -195,3 +195,18 @@ export async function mountCluster (t: Test, cluster: TestCluster, extraArgs: st
     alive
   }
 }
+
+/** The pid of the daemon that `dfs-mount` (run in the background) names in its output. */
+export function daemonPidOf (stdout: string): number {
+  return Number(/daemon pid (\d+)/.exec(stdout)?.[1])
+}
+
+/** Whether a process is gone; a zombie has exited too (in a container, pid 1 may reap it late). */
+export function hasExited (pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
+  } catch {
+    return true
+  }
+}
