@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
@@ -8,6 +9,7 @@ import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 import { clusterArgs, daemonPidOf, dfsMountBin, dfsUmountBin, hasExited, mountPlace, outcome, run, runCli } from './helpers/mount'
 import type { MountPlace } from './helpers/mount'
+import { closedPort } from './helpers/ports'
 import { repoRoot } from './helpers/processes'
 import { waitFor } from './helpers/waitFor'
 
@@ -100,3 +102,43 @@ t.test('through mount.fuse3, as mount(8) runs an fstab line of type fuse.dfs-mou
   t.notOk(await isMounted(place.mountpoint), 'no longer mounted')
   t.ok(await waitFor('the daemon to exit', async () => hasExited(daemonPidOf(mounted.stdout)), 10_000), 'the daemon noticed and exited')
 })
+
+/** From now on, connections to 127.0.0.1:`port` reach `target` (host:port): a directory server that comes up. */
+async function forwardFrom (t: Test, port: number, target: URL): Promise<void> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    const upstream = net.connect(Number(target.port), target.hostname)
+    for (const s of [socket, upstream]) {
+      sockets.add(s)
+      s.on('error', () => { socket.destroy(); upstream.destroy() })
+    }
+    socket.pipe(upstream).pipe(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise((resolve) => server.close(resolve))
+  })
+}
+
+t.test('-o bg: a directory server that does not answer yet makes dfs-mount return at once; the mount follows once it answers', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const port = await closedPort()
+  const later = `http://127.0.0.1:${port}`
+  const mounted = await runCli(dfsMountBin, [later, place.mountpoint, '-o', `bg,${fstabOptions(cluster, place)}`], { env: place.env })
+  t.equal(mounted.code, 0, outcome(mounted))
+  t.match(mounted.stdout, /is not answering: dfs-mount goes on trying in the background/)
+  t.notOk(await isMounted(place.mountpoint), 'not mounted yet')
+  t.teardown(async () => { if (!hasExited(daemonPidOf(mounted.stdout))) process.kill(daemonPidOf(mounted.stdout), 'SIGTERM') })
+  await forwardFrom(t, port, new URL(cluster.directory.url))
+  t.ok(await waitFor('the mount', async () => await isMounted(place.mountpoint), 20_000), 'mounted once the directory server answers')
+  await assertServes(t, place)
+  const unmounted = await runCli(dfsUmountBin, [place.mountpoint], { env: place.env })
+  t.equal(unmounted.code, 0, outcome(unmounted))
+
+  const without = await runCli(dfsMountBin, [later.replace(String(port), String(await closedPort())), place.mountpoint, '-o', fstabOptions(cluster, place)], { env: place.env })
+  t.not(without.code, 0, 'without bg, the same is one line and a failure')
+  t.match(without.stderr, /^dfs-mount: directory server .* is not answering/)
+})
+

@@ -45,7 +45,8 @@ export async function startDetached (args: string[], logFile: string, waitMs = 3
 
 /** In a process started by startDetached: tell the parent the outcome. */
 export function notifyParent (outcome: { ready: true } | { error: string }): void {
-  if (process.env[READY_ENV] && process.send) {
+  // Once only: a daemon that went on in the background (dfs-mount --bg) told its parent already.
+  if (process.env[READY_ENV] && process.send && process.connected) {
     process.send(outcome)
     process.disconnect?.()
   }

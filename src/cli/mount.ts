@@ -5,6 +5,7 @@ import yargs from 'yargs/yargs'
 import { DfsClient } from '../client/dfsClient'
 import { DEFAULT_PREFLIGHT_TIMEOUT_MS } from '../shared/defaults'
 import { DirectoryApi } from '../shared/api'
+import { ServerUnavailableError } from '../shared/errors'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
@@ -78,6 +79,30 @@ function ownOptionNames (): { names: Set<string>, switches: Set<string> } {
   return { names: new Set(declared.map(([name]) => name)), switches: new Set(declared.filter(([, option]) => option.type === 'boolean').map(([name]) => name)) }
 }
 
+/** How long a --bg daemon waits between its tries to reach the directory server: doubling from the first to the last. */
+const BACKGROUND_RETRY_FIRST_MS = 1000
+const BACKGROUND_RETRY_LAST_MS = 30_000
+
+/**
+ * The preflight, and with --bg, while the directory server does not answer, again and again
+ * (it tells its parent once, which then returns: the boot goes on, and the mount follows).
+ */
+async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<void> {
+  let delayMs = BACKGROUND_RETRY_FIRST_MS
+  for (;;) {
+    try {
+      await preflight(mountpoint, directoryUrl, caller)
+      return
+    } catch (err) {
+      if (!background || !(err instanceof ServerUnavailableError)) throw err
+      log(`${err.message}: trying again in ${delayMs / 1000} s (--bg); the mount follows once it answers`)
+      notifyParent({ ready: true })
+    }
+    await new Promise((resolve) => setTimeout(resolve, delayMs))
+    delayMs = Math.min(delayMs * 2, BACKGROUND_RETRY_LAST_MS)
+  }
+}
+
 async function main (): Promise<void> {
   const own = ownOptionNames()
   // As mount(8) runs it (fstab): settings of dfs-mount's own inside -o.
@@ -113,12 +138,21 @@ async function main (): Promise<void> {
 
   trustClusterCa(args.ca)
   if (!args.foreground) {
-    await preflight(mountpoint, directoryUrl, clientCaller(args.tokenFile, directoryUrl))
+    try {
+      await preflight(mountpoint, directoryUrl, clientCaller(args.tokenFile, directoryUrl))
+    } catch (err) {
+      // With --bg the daemon goes on trying; anything else is said now, in one line.
+      if (!args.bg || !(err instanceof ServerUnavailableError)) throw err
+    }
     const logFile = args.log ?? state.logFile
     // The daemon's standard output is its log file too; --log once, or yargs makes it a list.
     const childArgs = argv.concat('--foreground', ...(args.log === undefined ? ['--log', logFile] : []))
     const pid = await startDetached(childArgs, logFile)
-    process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
+    if (await isMounted(mountpoint)) {
+      process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
+    } else {
+      process.stdout.write(`the directory server at ${directoryUrl} is not answering: dfs-mount goes on trying in the background and mounts ${mountpoint} once it answers (daemon pid ${pid}, log ${logFile})\n`)
+    }
     return
   }
 
@@ -126,7 +160,7 @@ async function main (): Promise<void> {
     const mountLog = startMountLog({ file: args.log, level: args.logLevel as LogLevel })
     log = mountLog.log
     const caller = clientCaller(args.tokenFile, directoryUrl)
-    await preflight(mountpoint, directoryUrl, caller)
+    await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller)
     const client = new DfsClient({
       caller,
       directoryUrl,

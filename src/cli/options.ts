@@ -55,6 +55,11 @@ function port (fallback: number): { type: 'number', default: number, describe: s
 
 const foreground = { type: 'boolean', default: false, describe: 'stay attached; Ctrl-C or SIGTERM unmounts' } as const
 const debug = { type: 'boolean', default: false, describe: 'log every FUSE request' } as const
+const background = {
+  type: 'boolean',
+  default: false,
+  describe: 'when the directory server does not answer, return at once and go on trying in the background, mounting once it answers (NFS\'s bg: for fstab at boot)'
+} as const
 const soft = {
   type: 'boolean',
   default: false,
@@ -142,7 +147,7 @@ export function tokenOptions () {
 }
 
 export function mountOptions () {
-  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, 'read-wait-ms': readWaitMs, metrics: mountMetrics }), foreground, debug, soft, o: mountFlagLists }
+  return { ...clientOptions(), ...withEnvironment({ log: mountLog, 'log-level': mountLogLevel, 'soft-timeout-ms': softTimeoutMs, 'read-wait-ms': readWaitMs, metrics: mountMetrics }), foreground, debug, soft, bg: background, o: mountFlagLists }
 }
 
 export function directoryServerOptions () {
