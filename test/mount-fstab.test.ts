@@ -137,6 +137,14 @@ t.test('-o bg: a directory server that does not answer yet makes dfs-mount retur
   const unmounted = await runCli(dfsUmountBin, [place.mountpoint], { env: place.env })
   t.equal(unmounted.code, 0, outcome(unmounted))
 
+  // A daemon still waiting is stopped by dfs-umount: nothing mounts later.
+  const waiting = await runCli(dfsMountBin, [`http://127.0.0.1:${await closedPort()}`, place.mountpoint, '-o', `bg,${fstabOptions(cluster, place)}`], { env: place.env })
+  t.equal(waiting.code, 0, outcome(waiting))
+  const stopped = await runCli(dfsUmountBin, [place.mountpoint], { env: place.env })
+  t.equal(stopped.code, 0, outcome(stopped))
+  t.match(stopped.stdout, /stopped the dfs-mount daemon \(pid \d+\) that was waiting/)
+  t.ok(await waitFor('the waiting daemon to exit', async () => hasExited(daemonPidOf(waiting.stdout)), 10_000), 'the waiting daemon is gone')
+
   const without = await runCli(dfsMountBin, [later.replace(String(port), String(await closedPort())), place.mountpoint, '-o', fstabOptions(cluster, place)], { env: place.env })
   t.not(without.code, 0, 'without bg, the same is one line and a failure')
   t.match(without.stderr, /^dfs-mount: directory server .* is not answering/)

@@ -86,16 +86,18 @@ const BACKGROUND_RETRY_LAST_MS = 30_000
 /**
  * The preflight, and with --bg, while the directory server does not answer, again and again
  * (it tells its parent once, which then returns: the boot goes on, and the mount follows).
+ * `waiting` runs at the first such failure: the mount point passed every other check by then.
  */
-async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<void> {
+async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity, waiting: () => Promise<void>): Promise<void> {
   let delayMs = BACKGROUND_RETRY_FIRST_MS
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     try {
       await preflight(mountpoint, directoryUrl, caller)
       return
     } catch (err) {
       if (!background || !(err instanceof ServerUnavailableError)) throw err
       log(`${err.message}: trying again in ${delayMs / 1000} s (--bg); the mount follows once it answers`)
+      if (attempt === 0) await waiting()
       notifyParent({ ready: true })
     }
     await new Promise((resolve) => setTimeout(resolve, delayMs))
@@ -160,7 +162,12 @@ async function main (): Promise<void> {
     const mountLog = startMountLog({ file: args.log, level: args.logLevel as LogLevel })
     log = mountLog.log
     const caller = clientCaller(args.tokenFile, directoryUrl)
-    await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller)
+    // Recorded while it waits too, so that dfs-umount can stop a daemon still waiting for its cluster.
+    const recordState = async (): Promise<void> => {
+      await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
+      await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
+    }
+    await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller, recordState)
     const client = new DfsClient({
       caller,
       directoryUrl,
@@ -180,8 +187,7 @@ async function main (): Promise<void> {
       log
     })
     // Recorded before mounting, so that whoever sees the mount can find its daemon.
-    await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
-    await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
+    await recordState()
     let mounted: MountedDfs
     try {
       mounted = await mountDfs({
