@@ -7,7 +7,7 @@ import { isMounted } from '../src/fuse/mount'
 import { liftOwnOptions, mountTarget } from '../src/cli/mountHelperArgs'
 import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
-import { clusterArgs, daemonPidOf, dfsMountBin, dfsUmountBin, hasExited, mountPlace, outcome, run, runCli } from './helpers/mount'
+import { clusterArgs, daemonPidOf, dfsBin, dfsMountBin, dfsUmountBin, hasExited, mountPlace, outcome, run, runCli } from './helpers/mount'
 import type { MountPlace } from './helpers/mount'
 import { closedPort } from './helpers/ports'
 import { repoRoot } from './helpers/processes'
@@ -101,6 +101,29 @@ t.test('through mount.fuse3, as mount(8) runs an fstab line of type fuse.dfs-mou
   t.equal(unmounted.code, 0, outcome(unmounted))
   t.notOk(await isMounted(place.mountpoint), 'no longer mounted')
   t.ok(await waitFor('the daemon to exit', async () => hasExited(daemonPidOf(mounted.stdout)), 10_000), 'the daemon noticed and exited')
+})
+
+t.test('an fstab line without lock=: the mount and the dfs command use the lock server the directory server names', { timeout: 60_000 }, async (t) => {
+  // The cluster's lock server listens on a port of its own, not the default one: a client
+  // that fell back to the default would find nobody there.
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const withoutLock = fstabOptions(cluster, place).split(',').filter((item) => !item.startsWith('lock=')).join(',')
+  const mounted = await runCli(dfsMountBin, [cluster.directory.url, place.mountpoint, '-o', withoutLock], { env: place.env })
+  t.equal(mounted.code, 0, outcome(mounted))
+  t.teardown(async () => { await runCli(dfsUmountBin, [place.mountpoint], { env: place.env }) })
+  await assertServes(t, place)
+  // flock is held on the lock server: only a mount that reaches it takes the lock.
+  const file = path.join(place.mountpoint, 'docs/a.txt')
+  const locked = await run('flock', ['-n', file, '-c', 'echo locked'], { timeoutMs: 20_000 })
+  t.equal(locked.stdout, 'locked\n', outcome(locked))
+  const log = fs.readFileSync(/\(daemon pid \d+, log (.*)\)/.exec(mounted.stdout)?.[1] ?? '', 'utf8')
+  t.match(log, `lock server at ${cluster.lock.url}, as the directory server names it`)
+
+  const tokenFile = withoutLock.split(',').find((item) => item.startsWith('token_file='))?.slice('token_file='.length) ?? ''
+  const written = await runCli(dfsBin, ['--directory', cluster.directory.url, '--token-file', tokenFile, '--cache-dir', path.join(place.base, 'cli-cache'), 'write', '/docs/b.txt', 'bravo'], { env: place.env, timeoutMs: 20_000 })
+  t.equal(written.code, 0, outcome(written))
+  t.equal((await run('cat', [path.join(place.mountpoint, 'docs/b.txt')])).stdout, 'bravo\n')
 })
 
 /** From now on, connections to 127.0.0.1:`port` reach `target` (host:port): a directory server that comes up. */

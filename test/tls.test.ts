@@ -4,9 +4,8 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { trustCertificateAuthority } from '../src/shared/transport'
-import { dfsMountBin, outcome, runCli } from './helpers/mount'
+import { dfsBin, dfsMountBin, outcome, runCli } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
-import { repoRoot } from './helpers/processes'
 import { makeTlsFiles } from './helpers/tlsFiles'
 
 /*
@@ -14,8 +13,6 @@ import { makeTlsFiles } from './helpers/tlsFiles'
  * call each other, and the CLI and a real mount work, given that CA with --ca; a client
  * without it is refused in one line.
  */
-
-const dfsBin = path.join(repoRoot, 'bin', 'dfs')
 
 t.test('a TLS cluster: servers, dfs and a mount over https with --ca; without it, one line', async (t) => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'dfs-tls-'))

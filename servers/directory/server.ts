@@ -38,7 +38,10 @@ export interface DirectoryServerOptions {
   downAfterMs?: number
   /** The cluster key and deny list; absent, the server is open to anyone (--insecure). */
   auth?: ServerAuth
-  /** The lock server, asked for the locks held by the status page and `dfs status`; absent: not shown. */
+  /**
+   * The lock server: asked for the locks held by the status page and `dfs status`, and named
+   * in /health to clients not told one (src/shared/lockServerUrl.ts); absent: neither.
+   */
   lockUrl?: string
   /** How long a client's folder callbacks count without a renewal (and the longest a change waits for a silent client). */
   callbackLeaseMs?: number
@@ -133,7 +136,13 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   const bootId = crypto.randomUUID()
 
   app.get(DirectoryRoutes.health, (_req, res) => {
-    res.json(healthAnswer('directory', { bootId, servers: registry.size, serversUp: registry.up().length, files: namespace.fileCount() }))
+    res.json(healthAnswer('directory', {
+      bootId,
+      servers: registry.size,
+      serversUp: registry.up().length,
+      files: namespace.fileCount(),
+      ...(opts.lockUrl !== undefined ? { lockUrl: opts.lockUrl } : {})
+    }))
   })
 
   // The machine id is bound to the server's own serverId: it survives restarts of either

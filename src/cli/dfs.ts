@@ -12,10 +12,12 @@ import { clientOptions, refuseRepeatedOptions } from './options'
 import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
 import { StatusApi } from '../shared/clusterStatus'
 import { Transport } from '../shared/transport'
+import { DirectoryApi } from '../shared/api'
+import { lockUrlFromDirectory } from '../shared/lockServerUrl'
 
 interface ClientArgs {
   directory: string
-  lock: string
+  lock: string | undefined
   cacheDir: string
   timeoutMs: number
   lockTimeoutMs: number
@@ -23,16 +25,19 @@ interface ClientArgs {
   ca: string | undefined
 }
 
-function clientOf (args: ClientArgs): DfsClient {
+async function clientOf (args: ClientArgs): Promise<DfsClient> {
   trustClusterCa(args.ca)
+  const caller = clientCaller(args.tokenFile, args.directory)
+  // Not given: the one the directory names, asked once (a request of its own per command).
+  const lockUrl = args.lock ?? lockUrlFromDirectory(await new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, caller)).health(), args.directory)
   return new DfsClient({
     directoryUrl: args.directory,
-    lockUrl: args.lock,
+    lockUrl,
     cacheDir: args.cacheDir,
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
     metaTtlMs: 0,
-    caller: clientCaller(args.tokenFile, args.directory)
+    caller
   })
 }
 
@@ -120,50 +125,58 @@ async function main (): Promise<void> {
     .options(clientOptions())
     .middleware(refuseRepeatedOptions)
     .command('cat <path>', 'print a file', (y) => withPath(y), async (args) => {
-      const client = clientOf(args)
+      const client = await clientOf(args)
       await pipeline(await named(args.path, async () => await client.createReadStream(args.path)), process.stdout)
     })
     .command('append <path> [text]', 'append TEXT and a newline (or standard input, as is) to a file', (y) => pathAndText(y), async (args) => {
       const data = await bodyOf(args.text)
-      reportWrite(args.path, await named(args.path, async () => await clientOf(args).append(args.path, data)))
+      const client = await clientOf(args)
+      reportWrite(args.path, await named(args.path, async () => await client.append(args.path, data)))
     })
     .command('ls [path]', 'list a folder', (y) => y.positional('path', { type: 'string', default: '/' }), async (args) => {
-      const client = clientOf(args)
+      const client = await clientOf(args)
       const entries = await named(args.path, async () => await client.list(args.path))
       process.stdout.write(entries.map((e) => formatEntry(e) + '\n').join(''))
     })
     .command('stat <path>', 'show version, size and time of a file or folder', (y) => withPath(y), async (args) => {
-      const client = clientOf(args)
+      const client = await clientOf(args)
       const meta = await named(args.path, async () => await client.statFresh(args.path))
       process.stdout.write(JSON.stringify({ ...meta, mtime: new Date(meta.mtimeMs).toISOString() }, null, 2) + '\n')
     })
     .command('write <path> [text]', 'replace a file with TEXT and a newline (or standard input, as is); creates it if missing', (y) => pathAndText(y), async (args) => {
       const data = await bodyOf(args.text)
-      reportWrite(args.path, await named(args.path, async () => await clientOf(args).writeFile(args.path, data)))
+      const client = await clientOf(args)
+      reportWrite(args.path, await named(args.path, async () => await client.writeFile(args.path, data)))
     })
     .command('rm <path>', 'remove a file', (y) => withPath(y), async (args) => {
-      await named(args.path, async () => await clientOf(args).unlink(args.path))
+      const client = await clientOf(args)
+      await named(args.path, async () => await client.unlink(args.path))
     })
     .command('mv <from> <to>', 'rename or move a file or folder (also to a folder on another file server)', (y) => y
       .positional('from', { type: 'string', demandOption: true })
       .positional('to', { type: 'string', demandOption: true }),
     async (args) => {
-      await named(args.from, async () => await clientOf(args).rename(args.from, args.to))
+      const client = await clientOf(args)
+      await named(args.from, async () => await client.rename(args.from, args.to))
     })
     .command('mkdir <path>', 'create a folder', (y) => withPath(y), async (args) => {
-      await clientOf(args).mkdir(args.path)
+      const client = await clientOf(args)
+      await client.mkdir(args.path)
     })
     .command('rmdir <path>', 'remove an empty folder', (y) => withPath(y), async (args) => {
-      await named(args.path, async () => await clientOf(args).rmdir(args.path))
+      const client = await clientOf(args)
+      await named(args.path, async () => await client.rmdir(args.path))
     })
     .command('truncate <path> <size>', 'cut or extend a file to SIZE bytes', (y) => withPath(y)
       .positional('size', { type: 'string', demandOption: true }),
     async (args) => {
       const size = sizeOf(args.size)
-      await named(args.path, async () => await clientOf(args).truncate(args.path, size))
+      const client = await clientOf(args)
+      await named(args.path, async () => await client.truncate(args.path, size))
     })
     .command('df', 'total and free space of the cluster', (y) => y, async (args) => {
-      const space = await clientOf(args).statfs()
+      const client = await clientOf(args)
+      const space = await client.statfs()
       const gib = (bytes: number): string => (bytes / 1024 ** 3).toFixed(1) + ' GiB'
       process.stdout.write(`${gib(space.totalBytes)} total, ${gib(space.freeBytes)} free on ${space.servers} file servers` +
         (space.unreachable > 0 ? ` (${space.unreachable} not answering)` : '') + '\n')
@@ -179,7 +192,7 @@ async function main (): Promise<void> {
       if (problems.length > 0) process.exitCode = STATUS_DEGRADED_EXIT
     })
     .command('$0', false, (y) => y, async (args) => {
-      await interactive(clientOf(args))
+      await interactive(await clientOf(args))
     })
     .strict()
     .fail((message, err) => {

@@ -6,6 +6,8 @@ import { DfsClient } from '../client/dfsClient'
 import { DEFAULT_PREFLIGHT_TIMEOUT_MS } from '../shared/defaults'
 import { DirectoryApi } from '../shared/api'
 import { ServerUnavailableError } from '../shared/errors'
+import { lockUrlFromDirectory } from '../shared/lockServerUrl'
+import type { HealthAnswer } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
@@ -49,7 +51,8 @@ async function checkAllowOther (flags: MountFlags): Promise<void> {
   }
 }
 
-async function preflight (mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<void> {
+/** Checks what a mount needs before its daemon starts; answers the directory server's /health. */
+async function preflight (mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<HealthAnswer> {
   let stats: fs.Stats
   try {
     stats = await fsp.stat(mountpoint)
@@ -68,9 +71,10 @@ async function preflight (mountpoint: string, directoryUrl: string, caller: Call
     throw err
   }
   const directory = new DirectoryApi(new Transport('directory server', directoryUrl, DEFAULT_PREFLIGHT_TIMEOUT_MS, caller))
-  await directory.health()
+  const health = await directory.health()
   // A missing, expired or foreign token: said now, in one line, rather than as EACCES on every file.
   await directory.lookup('/')
+  return health
 }
 
 /** dfs-mount's own options, and which of them are switches: an -o item may name one (mountHelperArgs.ts). */
@@ -88,12 +92,11 @@ const BACKGROUND_RETRY_LAST_MS = 30_000
  * (it tells its parent once, which then returns: the boot goes on, and the mount follows).
  * `waiting` runs at the first such failure: the mount point passed every other check by then.
  */
-async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity, waiting: () => Promise<void>): Promise<void> {
+async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity, waiting: () => Promise<void>): Promise<HealthAnswer> {
   let delayMs = BACKGROUND_RETRY_FIRST_MS
   for (let attempt = 0; ; attempt++) {
     try {
-      await preflight(mountpoint, directoryUrl, caller)
-      return
+      return await preflight(mountpoint, directoryUrl, caller)
     } catch (err) {
       if (!background || !(err instanceof ServerUnavailableError)) throw err
       log(`${err.message}: trying again in ${delayMs / 1000} s (--bg); the mount follows once it answers`)
@@ -167,11 +170,13 @@ async function main (): Promise<void> {
       await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
       await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
     }
-    await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller, recordState)
+    const directoryHealth = await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller, recordState)
+    const lockUrl = args.lock ?? lockUrlFromDirectory(directoryHealth, directoryUrl)
+    if (args.lock === undefined) log(`lock server at ${lockUrl}, as the directory server names it`)
     const client = new DfsClient({
       caller,
       directoryUrl,
-      lockUrl: args.lock,
+      lockUrl,
       cacheDir: args.cacheDir,
       timeoutMs: args.timeoutMs,
       lockTimeoutMs: args.lockTimeoutMs,

@@ -47,7 +47,9 @@ const mountLogLevel = { ...logLevel, describe: 'least level logged; debug adds a
 const ca = { type: 'string', describe: 'a CA certificate (PEM) to trust for https server URLs, besides the public ones: a cluster with its own CA' } as const
 const tlsCert = { type: 'string', describe: 'certificate (PEM) to serve https with; needs --tls-key' } as const
 const tlsKey = { type: 'string', describe: 'private key (PEM) of --tls-cert' } as const
-const statusLock = { ...lock, describe: 'lock server URL, for the locks on the status page and in dfs status' } as const
+const statusLock = { ...lock, describe: 'lock server URL: for the locks on the status page and in dfs status, and named to clients not given --lock (a loopback URL as the directory\'s own host)' } as const
+/** A client's: without it, the one the directory server names (src/shared/lockServerUrl.ts). */
+const clientLock = { type: 'string', describe: 'lock server URL', defaultDescription: 'the one the directory server names' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
   return { type: 'number', default: fallback, describe: 'port to listen on (0 picks a free one)' }
@@ -133,7 +135,7 @@ function operatorOptions () {
 
 /** Where a client finds the cluster, its credential and how long it waits: dfs and dfs-mount. */
 export function clientOptions () {
-  return withEnvironment({ directory, lock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile, ca })
+  return withEnvironment({ directory, lock: clientLock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile, ca })
 }
 
 /** What every server takes to be a member of the cluster, or to run open. */

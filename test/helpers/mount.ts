@@ -18,6 +18,7 @@ import { within } from './waitFor'
  * timeout, so a hung FUSE request fails one test instead of freezing the whole run.
  */
 
+export const dfsBin = path.join(repoRoot, 'bin', 'dfs')
 export const dfsMountBin = path.join(repoRoot, 'bin', 'dfs-mount')
 export const dfsUmountBin = path.join(repoRoot, 'bin', 'dfs-umount')
 
