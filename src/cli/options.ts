@@ -49,7 +49,7 @@ const tlsCert = { type: 'string', describe: 'certificate (PEM) to serve https wi
 const tlsKey = { type: 'string', describe: 'private key (PEM) of --tls-cert' } as const
 const statusLock = { ...lock, describe: 'lock server URL: for the locks on the status page and in dfs status, and named to clients not given --lock (a loopback URL as the directory\'s own host)' } as const
 /** A client's: without it, the one the directory server names (src/shared/lockServerUrl.ts). */
-const clientLock = { type: 'string', describe: 'lock server URL', defaultDescription: 'the one the directory server names' } as const
+const clientLock = { type: 'string', describe: 'lock server URL; without it, the one the directory server names' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {
   return { type: 'number', default: fallback, describe: 'port to listen on (0 picks a free one)' }
