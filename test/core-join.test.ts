@@ -57,3 +57,17 @@ t.test('a second file server claiming a path that is taken does not start, and t
     'a file where another server has a folder is a clash too')
   t.same((await client.list('/folder')).map((e) => e.name), ['x.txt'])
 })
+
+t.test('a file server not told the lock server uses the one the directory server names', async (t) => {
+  // The cluster's lock server is on a port of its own: the default one would find nobody.
+  const cluster = await startTestCluster(t, [{ 'old/a.txt': 'a\n' }])
+  const root = path.join(cluster.workDir, 'no-lock-option')
+  writeTree(root, { 'unlocked/b.txt': 'b\n' })
+  const said: string[] = []
+  const server = await startFileServer({ root, port: 0, directoryUrl: cluster.directory.url, auth: { key: cluster.credentials.key }, timeoutMs: 2000, log: (line) => said.push(line) })
+  t.teardown(server.close)
+  t.ok(said.includes(`lock server at ${cluster.lock.url}, as the directory server names it`), said.join('\n'))
+  const client = cluster.client()
+  t.equal((await client.append('/unlocked/b.txt', 'more\n')).version, 2, 'its files have lock keys on that lock server, so they take appends')
+  t.equal(fs.readFileSync(path.join(root, 'unlocked', 'b.txt'), 'utf8'), 'b\nmore\n')
+})
