@@ -1,6 +1,7 @@
 import crypto from 'node:crypto'
 import type { Express, Response } from 'express'
 import { BadRequestError, ConflictError, ForbiddenError, ServerUnavailableError } from '../../src/shared/errors'
+import { registeredUrlOf } from '../../src/shared/clusterUrls'
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
   DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
@@ -40,7 +41,7 @@ export interface DirectoryServerOptions {
   auth?: ServerAuth
   /**
    * The lock server: asked for the locks held by the status page and `dfs status`, and named
-   * in /health to clients not told one (src/shared/lockServerUrl.ts); absent: neither.
+   * in /health to clients not told one (src/shared/clusterUrls.ts); absent: neither.
    */
   lockUrl?: string
   /** How long a client's folder callbacks count without a renewal (and the longest a change waits for a silent client). */
@@ -149,7 +150,8 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
   // side and a move to another URL.
   app.post(DirectoryRoutes.register, async (req, res) => {
     const body = bodyOf(req)
-    const url = parseServerUrl(body.string('url', 2048))
+    // A loopback URL from another machine is recorded at the address it came from.
+    const url = registeredUrlOf(parseServerUrl(body.string('url', 2048)), req.socket.remoteAddress)
     const serverId = body.identifier('serverId')
     const wanted = body.optionalInt('machineId', { min: 1 })
     const secret = body.has('secret') ? body.identifier('secret') : undefined
@@ -168,7 +170,7 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     // Listings held under folder callbacks name servers by address and state.
     if (was !== 'new') await folders.changedEverywhere()
     else log(`file server ${server.machineId} joined again at ${url}`)
-    const answer: RegisterAnswer = { machineId: server.machineId }
+    const answer: RegisterAnswer = { machineId: server.machineId, url }
     res.json(answer)
   })
 

@@ -30,7 +30,8 @@ export class ClusterMembership {
     private readonly identity: ServerIdentity,
     private readonly url: string,
     private readonly log: Logger,
-    private readonly onJoined: (machineId: number) => void,
+    /** Told the machine id and the URL the directory recorded (registeredUrlOf in src/shared/clusterUrls.ts). */
+    private readonly onJoined: (machineId: number, url: string) => void,
     /** Where it registers: the directory, called with the cluster key rather than this server's own secret. */
     private readonly registrar: DirectoryApi = directory,
     /** Work to finish before the report (renames a crash cut short), once the machine id is known. */
@@ -51,14 +52,17 @@ export class ClusterMembership {
 
   private async joinOnce (): Promise<number> {
     const boots = await this.bootIds()
-    const { machineId } = await this.registrar.register({
+    const { machineId, url } = await this.registrar.register({
       url: this.url, serverId: this.identity.serverId, machineId: this.identity.machineId ?? undefined, secret: this.identity.secret.toString('base64url')
     })
     if (this.identity.machineId !== null && this.identity.machineId !== machineId) {
       this.log(`the directory server gave machine id ${machineId}, not ${this.identity.machineId} as before (its state was lost and the old id is taken)`)
     }
     await this.identity.assigned(machineId)
-    this.onJoined(machineId)
+    // A directory older than the answer's url recorded the URL as sent.
+    const recorded = url ?? this.url
+    if (recorded !== this.url) this.log(`the directory server records this server at ${recorded}, the address it came from: ${this.url} reaches only this machine (give --public-url to name another)`)
+    this.onJoined(machineId, recorded)
     // Heartbeats go on while the (maybe long) scan and report run: registration made this server up.
     this.machineId = machineId
     await this.beforeReport(machineId)
@@ -67,7 +71,7 @@ export class ClusterMembership {
     await this.lock.createKeys(files.filter((f) => f.kind !== 'dir').map((f) => f.path))
     await this.directory.reportFiles(machineId, files.map((f) => f.kind === 'symlink' ? { ...f, kind: 'file' } : f))
     this.seen = boots
-    this.log(`file server ${machineId} serves ${this.store.root} at ${this.url} (${files.length} entries)`)
+    this.log(`file server ${machineId} serves ${this.store.root} at ${recorded} (${files.length} entries)`)
     return machineId
   }
 

@@ -7,7 +7,7 @@ import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer 
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES, MAX_RANGE_READ_BYTES } from '../../src/shared/protocol'
 import { BadRequestError, ConflictError } from '../../src/shared/errors'
 import { Transport } from '../../src/shared/transport'
-import { lockUrlFromDirectory } from '../../src/shared/lockServerUrl'
+import { lockUrlFromDirectory } from '../../src/shared/clusterUrls'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { Authenticator, requireCredentials } from '../common/auth'
@@ -89,7 +89,7 @@ export function createFileServer (opts: FileServerOptions): FileServerApp {
   const leases = new LeaseGuard(lock)
   // A peer receives a file across (PUT /incoming) from this server as a cluster member.
   const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    opts.auth === undefined ? {} : { credential: opts.auth.key.serverCredential('file') })
+    opts.auth === undefined ? {} : { credential: opts.auth.key.serverCredential('file') }, opts.directory?.transport.baseUrl)
   // Clients allow MAX_CALLBACK_LEASE_MS on top of a change's deadline for the wait on holders.
   const callbacks = new CallbackTable(Math.min(opts.callbackLeaseMs ?? DEFAULT_CALLBACK_LEASE_MS, MAX_CALLBACK_LEASE_MS), stats)
 
@@ -298,7 +298,7 @@ export interface StartFileServerOptions {
   port: number
   host?: string
   directoryUrl: string
-  /** Absent: the one the directory server names (src/shared/lockServerUrl.ts), asked at the start. */
+  /** Absent: the one the directory server names (src/shared/clusterUrls.ts), asked at the start. */
   lockUrl?: string
   /** Address clients use to reach this server; defaults to the one it listens on. */
   publicUrl?: string
@@ -359,10 +359,10 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const running = await listen(app, opts.port, opts.host, opts.tls)
   const removeGauges = watchDiskSpace(store, () => app.locals.stats.machineId)
   const url = opts.publicUrl ?? running.url
-  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, { credential: serverCredential })
+  const peers = new FileServerPool(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, { credential: serverCredential }, opts.directoryUrl)
   let renamesRecovered = false
-  const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId) => {
-    app.locals.publicUrl = url
+  const membership = new ClusterMembership(directory, lock, store, identity, url, log, (machineId, recordedUrl) => {
+    app.locals.publicUrl = recordedUrl
     app.locals.stats.machineId = machineId
   }, registrar, async (machineId) => {
     // Renames a crash cut short are ended before this server reports its files: at the

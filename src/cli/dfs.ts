@@ -13,7 +13,7 @@ import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
 import { StatusApi } from '../shared/clusterStatus'
 import { Transport } from '../shared/transport'
 import { DirectoryApi } from '../shared/api'
-import { lockUrlFromDirectory } from '../shared/lockServerUrl'
+import { lockUrlFromDirectory } from '../shared/clusterUrls'
 
 interface ClientArgs {
   directory: string

@@ -48,7 +48,7 @@ const ca = { type: 'string', describe: 'a CA certificate (PEM) to trust for http
 const tlsCert = { type: 'string', describe: 'certificate (PEM) to serve https with; needs --tls-key' } as const
 const tlsKey = { type: 'string', describe: 'private key (PEM) of --tls-cert' } as const
 const statusLock = { ...lock, describe: 'lock server URL: for the locks on the status page and in dfs status, and named to clients not given --lock (a loopback URL as the directory\'s own host)' } as const
-/** A client's and a file server's: without it, the one the directory server names (src/shared/lockServerUrl.ts). */
+/** A client's and a file server's: without it, the one the directory server names (src/shared/clusterUrls.ts). */
 const clientLock = { type: 'string', describe: 'lock server URL; without it, the one the directory server names' } as const
 
 function port (fallback: number): { type: 'number', default: number, describe: string } {

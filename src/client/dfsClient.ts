@@ -207,13 +207,15 @@ export class DfsClient {
       : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
     this.caller = caller
-    this.directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl ?? defaultClientOptions.directoryUrl, this.timeoutMs, caller))
+    const directoryUrl = opts.directoryUrl ?? defaultClientOptions.directoryUrl
+    this.directory = new DirectoryApi(new Transport('directory server', directoryUrl, this.timeoutMs, caller))
     this.memo = new MetadataMemo(metaTtlMs)
     this.folderCallbacks = this.callbacks === null ? null : new CallbackRegistry(opts.log, monotonicMs, this.callbacks.clientId)
     this.folders = this.folderCallbacks === null ? null : new FolderCopies(this.directory, this.folderCallbacks)
     const readTimeoutMs = Math.min(opts.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS, this.timeoutMs)
-    this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller))
-    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller), new FileServerPool(readTimeoutMs, caller), this.memo, Math.max(metaTtlMs, 1000),
+    // File servers at the URLs the directory hands out, as seen from here (src/shared/clusterUrls.ts).
+    this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller, directoryUrl))
+    this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller, directoryUrl), new FileServerPool(readTimeoutMs, caller, directoryUrl), this.memo, Math.max(metaTtlMs, 1000),
       this.readRetry.forMs === 0 ? this.silence : null, this.folders)
     this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)

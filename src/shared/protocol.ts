@@ -86,6 +86,11 @@ export interface RegisterRequest {
 
 export interface RegisterAnswer {
   machineId: number
+  /**
+   * The URL recorded for the server: the one it sent, or for a loopback URL sent from
+   * another machine, the same with the address it came from (src/shared/clusterUrls.ts).
+   */
+  url?: string
 }
 
 /**
