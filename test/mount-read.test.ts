@@ -251,3 +251,32 @@ t.test('a read at the end of a large file reads by ranges without fetching the w
   t.equal(last, bytes.subarray(bytes.length - 100).toString('hex'), 'the last 100 bytes')
   t.equal(more, 'more', 'and, after another client appended, the new bytes')
 })
+
+t.test('the cache folder removed under a running mount: files still open and read whole, and copies are kept again', async (t) => {
+  const megabyte = crypto.randomBytes(512 * 1024).toString('hex')
+  const cluster = await startTestCluster(t, [{ 'data/one.bin': megabyte, 'data/log.txt': 'first\n' }])
+  const [server] = cluster.fileServers
+  const mount = await mountCluster(t, cluster)
+  const file = mount.at('/data/one.bin')
+  const first = await run('cat', [file])
+  t.equal(first.stdout, megabyte, outcome(first))
+  t.ok(fs.readdirSync(path.join(mount.cacheDir, 'objects')).length > 0, 'the first cat left a copy in the cache folder')
+
+  // What a user who clears ~/.cache does, or a cleaner of old files.
+  fs.rmSync(mount.cacheDir, { recursive: true, force: true })
+  const again = await run('cat', [file])
+  t.equal(again.code, 0, `the copy gone is no reason for ENOENT: ${outcome(again)}`)
+  t.equal(again.stdout, megabyte)
+  t.ok(fs.existsSync(path.join(mount.cacheDir, 'objects')), 'the cache folder is made again')
+  const before = await statsOf(server)
+  const third = await run('cat', [file])
+  t.equal(third.stdout, megabyte)
+  t.equal((await statsOf(server)).contentTransfers, before.contentTransfers, 'the copy made again serves the next cat: no transfer')
+
+  fs.rmSync(mount.cacheDir, { recursive: true, force: true })
+  const append = await run('/bin/sh', ['-c', `echo second >> ${mount.at('/data/log.txt')} && printf new > ${mount.at('/data/new.txt')}`])
+  t.equal(append.code, 0, `writes go on: ${outcome(append)}`)
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'data', 'log.txt'), 'utf8'), 'first\nsecond\n')
+  t.equal(fs.readFileSync(path.join(cluster.roots[0], 'data', 'new.txt'), 'utf8'), 'new')
+  t.match(mount.output(), /the cache folder .* was removed while mounted/, 'the mount\'s log says so')
+})

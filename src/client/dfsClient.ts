@@ -217,7 +217,7 @@ export class DfsClient {
     this.silence = new SilenceWatch(new FileServerPool(PROBE_TIMEOUT_MS, caller, directoryUrl))
     this.locator = new Locator(this.directory, new FileServerPool(this.timeoutMs, caller, directoryUrl), new FileServerPool(readTimeoutMs, caller, directoryUrl), this.memo, Math.max(metaTtlMs, 1000),
       this.readRetry.forMs === 0 ? this.silence : null, this.folders)
-    this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes)
+    this.cache = new LocalCache(opts.cacheDir ?? defaultClientOptions.cacheDir, opts.cacheBytes, opts.log)
     const lockServer = new Transport('lock server', opts.lockUrl ?? defaultClientOptions.lockUrl, this.timeoutMs, caller)
     const lockApi = new LockApi(lockServer)
     this.delegations = this.callbacks === null ? null : new DelegationChannel(lockApi, this.callbacks.clientId, opts.log)
@@ -1463,15 +1463,15 @@ export class DfsClient {
   }
 }
 
-/**
- * A reader of a cached copy, or null when the copy went between the check that found it
- * current and this open (`mayBeGone`: the caller asks the server again).
- */
 /** For a removal tried again (DfsClient.changeWhileUnavailable): finding nothing, an earlier try that got no answer did it. */
 function goneAlready (err: unknown): { answer: undefined } | undefined {
   return err instanceof NotFoundError ? { answer: undefined } : undefined
 }
 
+/**
+ * A reader of a cached copy, or null when the copy went between the check that found it
+ * current and this open (`mayBeGone`: the caller asks the server again).
+ */
 function openCopy (file: string, mayBeGone: boolean): DescriptorReader | null {
   try {
     return DescriptorReader.open(file)

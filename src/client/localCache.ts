@@ -76,7 +76,7 @@ export class LocalCache {
   /** Per path, the copy arriving now (storeArriving) and the version it is: a second open reads it too (joinArrival). */
   private readonly arrivals = new Map<string, { meta: FileMeta, partial: string, download: Download }>()
 
-  constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES) {
+  constructor (readonly dir: string, maxBytes = DEFAULT_CACHE_BYTES, private readonly log?: (line: string) => void) {
     this.objects = nodePath.join(dir, 'objects')
     this.tmp = nodePath.join(dir, 'tmp')
     this.index = new LRUCache<string, CacheRecord>({
@@ -105,6 +105,13 @@ export class LocalCache {
   private async getNow (path: string): Promise<CachedFile | null> {
     await this.init()
     let record = this.index.get(path)
+    // A copy whose file went (its folder was cleared under the running mount) is no copy:
+    // found, it would make the open fail with ENOENT, as if the file itself were gone. One
+    // stat, beside the FUSE round trip of the open that asks.
+    if (record !== undefined && !fs.existsSync(this.objectFile(path))) {
+      this.copyGone(path)
+      return null
+    }
     if (!record) {
       await this.removing.get(path)
       record = this.readRecord(path) ?? undefined
@@ -162,7 +169,7 @@ export class LocalCache {
   }
 
   private async storeArrivingNow (path: string, meta: FileMeta, body: Readable, failed: (err: unknown) => Error = asError): Promise<{ reader: DescriptorReader, download: Download }> {
-    await this.init()
+    await this.foldersToWrite()
     const partial = this.partialFile(path)
     const writer = await fsp.open(partial, 'w')
     let reader: DescriptorReader
@@ -235,7 +242,7 @@ export class LocalCache {
    */
   private async storeBytesNow (path: string, meta: FileMeta, data: Buffer): Promise<CachedFile> {
     if (data.length > SMALL_COPY_BYTES) return await this.storeNow(path, meta, Readable.from([data]))
-    await this.init()
+    await this.foldersToWrite()
     const partial = this.partialFile(path)
     await this.changing.run(path, async () => {
       try {
@@ -309,7 +316,7 @@ export class LocalCache {
    * copied instead (and left where it was).
    */
   async adopt (path: string, meta: FileMeta, file: string): Promise<CachedFile> {
-    await this.init()
+    await this.foldersToWrite()
     const { size } = await fsp.stat(file)
     if (size !== meta.size) throw new Error(`${file} has ${size} bytes, ${path} at version ${meta.version} has ${meta.size}`)
     await this.invalidate(path)
@@ -405,6 +412,32 @@ export class LocalCache {
       await fsp.mkdir(this.tmp, { recursive: true })
     })()
     await this.ready
+  }
+
+  /**
+   * The cache's folders, before a copy is written into them: made again if they went while
+   * the mount ran (a user who clears ~/.cache). Otherwise every copy from then on failed, and
+   * each file was read by ranges until the mount restarted. Two stats: nothing beside the
+   * fetch or store it comes with.
+   */
+  private async foldersToWrite (): Promise<void> {
+    await this.init()
+    if (fs.existsSync(this.tmp) && fs.existsSync(this.objects)) return
+    this.foldersGone()
+    await this.init()
+  }
+
+  /** The copy of `path` is not on disk: forgotten, with all the others if their folder went too. */
+  private copyGone (path: string): void {
+    if (!fs.existsSync(this.objects)) this.foldersGone()
+    else this.index.delete(path)
+  }
+
+  /** The cache's folders went: every copy is forgotten, and the folders are made at the next write. */
+  private foldersGone (): void {
+    this.index.clear()
+    this.ready = null
+    this.log?.(`the cache folder ${this.dir} was removed while mounted: it is made again, and the copies it held are fetched again`)
   }
 
   private objectFile (path: string): string {
