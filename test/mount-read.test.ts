@@ -1,5 +1,6 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
@@ -260,14 +261,15 @@ t.test('the cache folder removed under a running mount: files still open and rea
   const file = mount.at('/data/one.bin')
   const first = await run('cat', [file])
   t.equal(first.stdout, megabyte, outcome(first))
-  t.ok(fs.readdirSync(path.join(mount.cacheDir, 'objects')).length > 0, 'the first cat left a copy in the cache folder')
+  const copies = (): string => path.join(mount.cacheDir, 'mounts', fs.readdirSync(path.join(mount.cacheDir, 'mounts'))[0], 'objects')
+  t.ok(fs.readdirSync(copies()).length > 0, 'the first cat left a copy in the mount\'s cache folder')
 
   // What a user who clears ~/.cache does, or a cleaner of old files.
   fs.rmSync(mount.cacheDir, { recursive: true, force: true })
   const again = await run('cat', [file])
   t.equal(again.code, 0, `the copy gone is no reason for ENOENT: ${outcome(again)}`)
   t.equal(again.stdout, megabyte)
-  t.ok(fs.existsSync(path.join(mount.cacheDir, 'objects')), 'the cache folder is made again')
+  t.ok(fs.existsSync(copies()), 'the cache folder is made again')
   const before = await statsOf(server)
   const third = await run('cat', [file])
   t.equal(third.stdout, megabyte)
@@ -279,4 +281,21 @@ t.test('the cache folder removed under a running mount: files still open and rea
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'data', 'log.txt'), 'utf8'), 'first\nsecond\n')
   t.equal(fs.readFileSync(path.join(cluster.roots[0], 'data', 'new.txt'), 'utf8'), 'new')
   t.match(mount.output(), /the cache folder .* was removed while mounted/, 'the mount\'s log says so')
+})
+
+t.test('two mounts given one cache folder, of two clusters with the same paths: each reads its own cluster\'s bytes', { skip: process.getuid?.() !== 0 ? 'dropping the kernel\'s page cache needs root' : false }, async (t) => {
+  const ours = crypto.randomBytes(50 * 1024).toString('hex')
+  const theirs = crypto.randomBytes(50 * 1024).toString('hex')
+  const first = await startTestCluster(t, [{ 'notes/a.txt': ours }])
+  const second = await startTestCluster(t, [{ 'notes/a.txt': theirs }])
+  const a = await mountCluster(t, first)
+  // The default cache folder (~/.cache/dfs) is one for every mount a user makes.
+  const b = await mountCluster(t, second, [], { cacheDir: a.cacheDir })
+  t.equal((await run('cat', [a.at('/notes/a.txt')])).stdout, ours)
+  t.equal((await run('cat', [b.at('/notes/a.txt')])).stdout, theirs)
+  // The kernel may have kept the first mount's pages; under memory pressure it drops them,
+  // and the next read goes to the mount's copy.
+  await fsp.writeFile('/proc/sys/vm/drop_caches', '1\n')
+  t.equal((await run('cat', [a.at('/notes/a.txt')])).stdout, ours, 'the first mount still reads its own cluster\'s file')
+  t.equal((await run('cat', [b.at('/notes/a.txt')])).stdout, theirs)
 })

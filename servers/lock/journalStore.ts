@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
-import { isAlive } from '../../src/shared/liveProcess'
+import { claimFolder } from '../../src/shared/folderClaim'
 import { timedSyncCall } from '../common/metrics'
 import { clockToken, keysUnder, leasesOf, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
@@ -17,9 +17,6 @@ const COMPACT_AFTER_RECORDS = 10_000
 
 /** Whose the state folder is: the pid of the lock server using it. */
 export const OWNER_FILE = 'lock-server.pid'
-
-/** Folders a store of this process has claimed and not closed: the pid file alone cannot tell them from a dead run's. */
-const claimedHere = new Set<string>()
 
 /** Another live lock server uses the state folder: two writers of one journal would grant one key twice. */
 export class StateDirInUseError extends DfsError {}
@@ -55,6 +52,8 @@ export class JournalLockStore implements LockStore {
   private readonly holders = new Set<string>()
   private lastToken = clockToken()
   private fd: number | null = null
+  /** Lets go of the state folder's pid file (claimFolder). */
+  private releaseFolder: () => void = () => {}
   /** Bytes of the journal that hold whole records: a failed append is cut back to this. */
   private size = 0
   private recordsSinceCompaction = 0
@@ -145,31 +144,20 @@ export class JournalLockStore implements LockStore {
   async close (): Promise<void> {
     if (this.fd !== null) fs.closeSync(this.fd)
     this.fd = null
-    if (claimedHere.delete(path.resolve(this.dir))) fs.rmSync(path.join(this.dir, OWNER_FILE), { force: true })
+    this.releaseFolder()
+    this.releaseFolder = () => {}
   }
 
   /** Takes the folder for this process, unless a live lock server has it; one that died (kill -9) left its pid file behind. */
   private claimFolder (): void {
     const dir = path.resolve(this.dir)
-    const ownerFile = path.join(dir, OWNER_FILE)
-    for (let attempt = 0; attempt < 2; attempt++) {
-      if (!claimedHere.has(dir)) {
-        try {
-          fs.writeFileSync(ownerFile, String(process.pid), { flag: 'wx' })
-          claimedHere.add(dir)
-          return
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        }
-      }
-      const pid = Number(fs.readFileSync(ownerFile, 'utf8'))
-      const inUse = pid === process.pid ? claimedHere.has(dir) : Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)
-      if (inUse) {
-        throw new StateDirInUseError(`the lock state in ${dir} is in use by another lock server (pid ${pid}): give each lock server its own --state-dir`, { dir, pid })
-      }
-      fs.rmSync(ownerFile, { force: true })
+    const claim = claimFolder(dir, OWNER_FILE)
+    if (claim.claimed) {
+      this.releaseFolder = claim.release
+      return
     }
-    throw new StateDirInUseError(`could not claim the lock state in ${dir}: another lock server is starting with it`, { dir })
+    if (claim.pid === null) throw new StateDirInUseError(`could not claim the lock state in ${dir}: another lock server is starting with it`, { dir })
+    throw new StateDirInUseError(`the lock state in ${dir} is in use by another lock server (pid ${claim.pid}): give each lock server its own --state-dir`, { dir, pid: claim.pid })
   }
 
   private replay (text: string): void {

@@ -1,3 +1,4 @@
+import path from 'node:path'
 import readline from 'node:readline'
 import { pipeline } from 'node:stream/promises'
 import yargs from 'yargs/yargs'
@@ -7,6 +8,7 @@ import type { ListEntry } from '../client/dfsClient'
 import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
+import { commandCacheFolder } from './cacheFolder'
 import { clientCaller, trustClusterCa } from './credentials'
 import { clientOptions, refuseRepeatedOptions } from './options'
 import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
@@ -33,7 +35,7 @@ async function clientOf (args: ClientArgs): Promise<DfsClient> {
   return new DfsClient({
     directoryUrl: args.directory,
     lockUrl,
-    cacheDir: args.cacheDir,
+    cacheDir: commandCacheFolder(path.resolve(args.cacheDir)),
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
     metaTtlMs: 0,

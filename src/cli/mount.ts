@@ -16,6 +16,7 @@ import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
+import { mountCacheFolder } from './cacheFolder'
 import { clientCaller, trustClusterCa } from './credentials'
 import { mountOptions, refuseRepeatedOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
@@ -173,11 +174,13 @@ async function main (): Promise<void> {
     const directoryHealth = await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller, recordState)
     const lockUrl = args.lock ?? lockUrlFromDirectory(directoryHealth, directoryUrl)
     if (args.lock === undefined) log(`lock server at ${lockUrl}, as the directory server names it`)
+    // A folder of this mount's own inside the cache root (cacheFolder.ts).
+    const cacheFolder = mountCacheFolder(cacheDir, directoryUrl, mountpoint)
     const client = new DfsClient({
       caller,
       directoryUrl,
       lockUrl,
-      cacheDir: args.cacheDir,
+      cacheDir: cacheFolder,
       timeoutMs: args.timeoutMs,
       lockTimeoutMs: args.lockTimeoutMs,
       // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.
@@ -218,7 +221,7 @@ async function main (): Promise<void> {
       }
     }
     // Last: whoever waits for this line (a test, a supervisor) finds the metrics address already said.
-    log(`mounted ${directoryUrl} at ${mountpoint} (cache ${args.cacheDir})`)
+    log(`mounted ${directoryUrl} at ${mountpoint} (cache ${cacheFolder})`)
 
     let stopping = false
     const stop = (why: string): void => {
