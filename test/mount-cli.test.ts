@@ -106,6 +106,20 @@ t.test('dfs-mount with a directory server that refuses or never answers: one-lin
   }
 })
 
+t.test('dfs-mount with a lock server that does not answer: one-line error naming where its URL came from, nothing mounted', async (t) => {
+  // Mounted, every write and lock would wait for it for ever (a hard mount), with no word.
+  const cluster = await startTestCluster(t, [{ 'a.txt': 'alpha\n' }])
+  const place = await mountPlace(t)
+  const refusing = `http://127.0.0.1:${await closedPort()}`
+  const args = clusterArgs(cluster, place)
+  args.splice(args.indexOf('--lock'), 2, '--lock', refusing)
+  for (const mode of [[], ['--foreground']]) {
+    const result = await runCli(dfsMountBin, [place.mountpoint, ...args, ...mode], { env: place.env })
+    assertOneLineError(t, result, 'dfs-mount', new RegExp(`lock server at ${refusing.slice('http://'.length)} is not answering \\(ECONNREFUSED\\); that is the lock server given with --lock`))
+    t.notOk(await isMounted(place.mountpoint), 'nothing mounted')
+  }
+})
+
 t.test('a stale mount (daemon killed) is refused by dfs-mount and removed by dfs-umount', async (t) => {
   const cluster = await startTestCluster(t, [{ 'a.txt': 'alpha\n' }])
   const mount = await mountCluster(t, cluster)

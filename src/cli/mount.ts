@@ -4,10 +4,9 @@ import path from 'node:path'
 import yargs from 'yargs/yargs'
 import { DfsClient } from '../client/dfsClient'
 import { DEFAULT_PREFLIGHT_TIMEOUT_MS } from '../shared/defaults'
-import { DirectoryApi } from '../shared/api'
+import { DirectoryApi, LockApi } from '../shared/api'
 import { ServerUnavailableError } from '../shared/errors'
 import { lockUrlFromDirectory } from '../shared/clusterUrls'
-import type { HealthAnswer } from '../shared/protocol'
 import { Transport } from '../shared/transport'
 import type { CallerIdentity } from '../shared/transport'
 import { findFusermount, FuseUnavailableError, INSTALL_HINT, loadFuse } from '../fuse/loadFuse'
@@ -52,8 +51,11 @@ async function checkAllowOther (flags: MountFlags): Promise<void> {
   }
 }
 
-/** Checks what a mount needs before its daemon starts; answers the directory server's /health. */
-async function preflight (mountpoint: string, directoryUrl: string, caller: CallerIdentity): Promise<HealthAnswer> {
+/**
+ * Checks what a mount needs before its daemon starts; answers the lock server's URL: the one
+ * given (--lock), or else the one the directory server names.
+ */
+async function preflight (mountpoint: string, directoryUrl: string, givenLockUrl: string | undefined, caller: CallerIdentity): Promise<{ lockUrl: string }> {
   let stats: fs.Stats
   try {
     stats = await fsp.stat(mountpoint)
@@ -75,7 +77,16 @@ async function preflight (mountpoint: string, directoryUrl: string, caller: Call
   const health = await directory.health()
   // A missing, expired or foreign token: said now, in one line, rather than as EACCES on every file.
   await directory.lookup('/')
-  return health
+  const lockUrl = givenLockUrl ?? lockUrlFromDirectory(health, directoryUrl)
+  try {
+    await new LockApi(new Transport('lock server', lockUrl, DEFAULT_PREFLIGHT_TIMEOUT_MS, caller)).health()
+  } catch (err) {
+    // Said now: on a hard mount every write and lock would wait for it, for ever, with no word.
+    if (!(err instanceof ServerUnavailableError)) throw err
+    const from = givenLockUrl !== undefined ? 'given with --lock' : 'as the directory server names it (give --lock, or the directory\'s --lock, to name another)'
+    throw new ServerUnavailableError(`${err.message}; that is the lock server ${from}`, { server: lockUrl }, { cause: err })
+  }
+  return { lockUrl }
 }
 
 /** dfs-mount's own options, and which of them are switches: an -o item may name one (mountHelperArgs.ts). */
@@ -93,11 +104,12 @@ const BACKGROUND_RETRY_LAST_MS = 30_000
  * (it tells its parent once, which then returns: the boot goes on, and the mount follows).
  * `waiting` runs at the first such failure: the mount point passed every other check by then.
  */
-async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, caller: CallerIdentity, waiting: () => Promise<void>): Promise<HealthAnswer> {
+async function preflightWhenUp (background: boolean, mountpoint: string, directoryUrl: string, givenLockUrl: string | undefined, caller: CallerIdentity,
+  waiting: () => Promise<void>): Promise<{ lockUrl: string }> {
   let delayMs = BACKGROUND_RETRY_FIRST_MS
   for (let attempt = 0; ; attempt++) {
     try {
-      return await preflight(mountpoint, directoryUrl, caller)
+      return await preflight(mountpoint, directoryUrl, givenLockUrl, caller)
     } catch (err) {
       if (!background || !(err instanceof ServerUnavailableError)) throw err
       log(`${err.message}: trying again in ${delayMs / 1000} s (--bg); the mount follows once it answers`)
@@ -144,11 +156,13 @@ async function main (): Promise<void> {
 
   trustClusterCa(args.ca)
   if (!args.foreground) {
+    let waitingFor: ServerUnavailableError | null = null
     try {
-      await preflight(mountpoint, directoryUrl, clientCaller(args.tokenFile, directoryUrl))
+      await preflight(mountpoint, directoryUrl, args.lock, clientCaller(args.tokenFile, directoryUrl))
     } catch (err) {
       // With --bg the daemon goes on trying; anything else is said now, in one line.
       if (!args.bg || !(err instanceof ServerUnavailableError)) throw err
+      waitingFor = err
     }
     const logFile = args.log ?? state.logFile
     // The daemon's standard output is its log file too; --log once, or yargs makes it a list.
@@ -157,7 +171,7 @@ async function main (): Promise<void> {
     if (await isMounted(mountpoint)) {
       process.stdout.write(`dfs mounted at ${mountpoint} (daemon pid ${pid}, log ${logFile}); unmount with dfs-umount ${mountpoint}\n`)
     } else {
-      process.stdout.write(`the directory server at ${directoryUrl} is not answering: dfs-mount goes on trying in the background and mounts ${mountpoint} once it answers (daemon pid ${pid}, log ${logFile})\n`)
+      process.stdout.write(`${waitingFor?.message ?? `the directory server at ${directoryUrl} is not answering`}: dfs-mount goes on trying in the background and mounts ${mountpoint} once the cluster answers (daemon pid ${pid}, log ${logFile})\n`)
     }
     return
   }
@@ -171,8 +185,7 @@ async function main (): Promise<void> {
       await fsp.mkdir(path.dirname(state.stateFile), { recursive: true })
       await fsp.writeFile(state.stateFile, JSON.stringify({ pid: process.pid, mountpoint, log: args.log ?? null }))
     }
-    const directoryHealth = await preflightWhenUp(args.bg, mountpoint, directoryUrl, caller, recordState)
-    const lockUrl = args.lock ?? lockUrlFromDirectory(directoryHealth, directoryUrl)
+    const { lockUrl } = await preflightWhenUp(args.bg, mountpoint, directoryUrl, args.lock, caller, recordState)
     if (args.lock === undefined) log(`lock server at ${lockUrl}, as the directory server names it`)
     // A folder of this mount's own inside the cache root (cacheFolder.ts).
     const cacheFolder = mountCacheFolder(cacheDir, directoryUrl, mountpoint)
