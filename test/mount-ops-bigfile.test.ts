@@ -32,10 +32,15 @@ t.test(`a ${SIZE_MIB} MiB file written with dd arrives whole: sha256 through bot
   const before = await statsOf(server)
   const started = Date.now()
   succeeded(t, await run('dd', [`if=${original}`, `of=${a.at('/docs/big.bin')}`, 'bs=1M', 'status=none'], { timeoutMs: SLOW_MS }), 'dd into mount A')
-  t.comment(`dd of ${SIZE_MIB} MiB into the mount took ${Date.now() - started} ms`)
+  const ddMs = Date.now() - started
+  t.comment(`dd of ${SIZE_MIB} MiB into the mount took ${ddMs} ms`)
   t.equal(await sha256OfFile(onDisk), expected, 'the server\'s disk has the same sha256')
   const written = await statsOf(server)
-  t.equal(written.appends - before.appends, SIZE_MIB / APPEND_PIECE_MIB, `the writes went out as ${APPEND_PIECE_MIB} MiB appends`)
+  // Write-behind also sends what a handle holds once its writes pause for 1 s, which a busy
+  // machine can make dd do: at most one more append per second of the copy (CI once saw 33).
+  const appends = written.appends - before.appends
+  const pieces = SIZE_MIB / APPEND_PIECE_MIB
+  t.ok(appends >= pieces && appends <= pieces + Math.ceil(ddMs / 1000), `the writes went out as ${APPEND_PIECE_MIB} MiB appends: ${appends} for ${pieces} pieces in ${ddMs} ms`)
   t.equal(written.overwrites, before.overwrites, 'and no whole-file store')
 
   const viaA = await run('sha256sum', [a.at('/docs/big.bin')], { timeoutMs: SLOW_MS })
