@@ -133,6 +133,12 @@ t.test('dfs-mount refuses a read wait that is no number of milliseconds, in one 
   }
   const fromEnv = await runNode([dfsMountBin, path.join(work, 'mnt')], { env: { ...cleanEnv(), DFS_READ_WAIT_MS: 'later' } })
   assertOneLineError(t, fromEnv, 'dfs-mount', /DFS_READ_WAIT_MS must be a number, not "later"/)
+  for (const size of ['lots', '0', '2X', '-1M']) {
+    const refused = await runNode([dfsMountBin, path.join(work, 'mnt'), `--cache-max-size=${size}`], { env: cleanEnv() })
+    assertOneLineError(t, refused, 'dfs-mount', new RegExp(`--cache-max-size must be a size such as 500M, 2G or a number of bytes, more than 0, not ${size}`))
+  }
+  const cli = await runNode([path.join(path.dirname(dfsMountBin), 'dfs'), 'ls', '/', '--cache-max-size', '1.5Q'], { env: cleanEnv() })
+  assertOneLineError(t, cli, 'dfs', /--cache-max-size must be a size/)
 })
 
 t.test('an option that takes one value, given twice, is refused in one line by every CLI; -o may be given often', async (t) => {

@@ -5,7 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
-import { mountCluster, outcome, run } from './helpers/mount'
+import { dfsBin, mountCluster, outcome, run, runCli } from './helpers/mount'
 import { readUntilCallbackGranted } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 import { waitFor } from './helpers/waitFor'
@@ -298,4 +298,40 @@ t.test('two mounts given one cache folder, of two clusters with the same paths: 
   await fsp.writeFile('/proc/sys/vm/drop_caches', '1\n')
   t.equal((await run('cat', [a.at('/notes/a.txt')])).stdout, ours, 'the first mount still reads its own cluster\'s file')
   t.equal((await run('cat', [b.at('/notes/a.txt')])).stdout, theirs)
+})
+
+/** Bytes of the copies (not their records) in the cache folders under `root`. */
+function copiesUnder (root: string): number {
+  let total = 0
+  for (const entry of fs.readdirSync(root, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile() && path.basename(path.dirname(path.join(entry.parentPath, entry.name))) === 'objects' && !entry.name.endsWith('.json')) {
+      total += fs.statSync(path.join(entry.parentPath, entry.name)).size
+    }
+  }
+  return total
+}
+
+t.test('--cache-max-size: a mount and the dfs command keep at most that many bytes of copies; a larger file is read whole and not kept', async (t) => {
+  const mib = (): string => crypto.randomBytes(512 * 1024).toString('hex')
+  const files: Record<string, string> = { 'big.bin': mib() + mib() + mib() + mib() }
+  for (let i = 1; i <= 5; i++) files[`f${i}.bin`] = mib()
+  const cluster = await startTestCluster(t, [files])
+  const mount = await mountCluster(t, cluster, ['--cache-max-size', '3M'])
+  for (let i = 1; i <= 5; i++) {
+    const read = await run('cat', [mount.at(`/f${i}.bin`)])
+    t.ok(read.stdout === files[`f${i}.bin`], `f${i}.bin reads right`)
+  }
+  t.ok(copiesUnder(mount.cacheDir) <= 3 * 1024 * 1024, `the mount keeps at most 3 MiB of copies (${copiesUnder(mount.cacheDir)} bytes)`)
+  const big = await run('cat', [mount.at('/big.bin')])
+  t.ok(big.stdout === files['big.bin'], 'a 4 MiB file, larger than the whole cache, reads right')
+  t.ok(await waitFor('the copy of big.bin to go', async () => copiesUnder(mount.cacheDir) <= 3 * 1024 * 1024, 10_000), `and is not kept (${copiesUnder(mount.cacheDir)} bytes)`)
+
+  // dfs commands, one after another: each finds the copies of the ones before and keeps within the size too.
+  const tokenFile = path.join(mount.base, 'token')
+  const cliRoot = path.join(mount.base, 'cli-cache')
+  for (let i = 1; i <= 4; i++) {
+    const read = await runCli(dfsBin, ['--directory', cluster.directory.url, '--lock', cluster.lock.url, '--token-file', tokenFile, '--cache-dir', cliRoot, '--cache-max-size', '2M', 'cat', `/f${i}.bin`], { env: mount.env })
+    t.ok(read.code === 0 && read.stdout === files[`f${i}.bin`], `dfs cat /f${i}.bin: exit ${read.code}`)
+  }
+  t.ok(copiesUnder(cliRoot) <= 2 * 1024 * 1024, `dfs keeps at most 2 MiB of copies over its runs (${copiesUnder(cliRoot)} bytes)`)
 })

@@ -9,6 +9,7 @@ import { NotFoundError } from '../shared/errors'
 import type { FileMeta } from '../shared/protocol'
 import { CliError, runMain } from './common'
 import { commandCacheFolder } from './cacheFolder'
+import { parseByteSize } from './byteSize'
 import { clientCaller, trustClusterCa } from './credentials'
 import { clientOptions, refuseRepeatedOptions } from './options'
 import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
@@ -21,6 +22,7 @@ interface ClientArgs {
   directory: string
   lock: string | undefined
   cacheDir: string
+  cacheMaxSize: string
   timeoutMs: number
   lockTimeoutMs: number
   tokenFile: string | undefined
@@ -29,18 +31,23 @@ interface ClientArgs {
 
 async function clientOf (args: ClientArgs): Promise<DfsClient> {
   trustClusterCa(args.ca)
+  const cacheBytes = parseByteSize(args.cacheMaxSize, '--cache-max-size')
   const caller = clientCaller(args.tokenFile, args.directory)
   // Not given: the one the directory names, asked once (a request of its own per command).
   const lockUrl = args.lock ?? lockUrlFromDirectory(await new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, caller)).health(), args.directory)
-  return new DfsClient({
+  const client = new DfsClient({
     directoryUrl: args.directory,
     lockUrl,
     cacheDir: commandCacheFolder(path.resolve(args.cacheDir)),
+    cacheBytes,
     timeoutMs: args.timeoutMs,
     lockTimeoutMs: args.lockTimeoutMs,
     metaTtlMs: 0,
     caller
   })
+  // Copies of earlier commands count against the budget, so the folder stays within it.
+  await client.cache.loadIndex()
+  return client
 }
 
 /** "no such file: PATH" rather than the directory server's wording, as users expect from cat. */

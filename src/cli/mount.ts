@@ -16,6 +16,7 @@ import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
 import { mountCacheFolder } from './cacheFolder'
+import { parseByteSize } from './byteSize'
 import { clientCaller, trustClusterCa } from './credentials'
 import { mountOptions, refuseRepeatedOptions } from './options'
 import { startMountLog, tracedOperations } from './mountLog'
@@ -149,6 +150,7 @@ async function main (): Promise<void> {
   await checkAllowOther(flags)
   // The mount's own disk steps on its cache are synchronous (src/client/localCache.ts): one on
   // the mount itself would wait for this very process, for ever.
+  const cacheBytes = parseByteSize(args.cacheMaxSize, '--cache-max-size')
   const cacheDir = path.resolve(args.cacheDir)
   if (cacheDir === mountpoint || cacheDir.startsWith(mountpoint + path.sep)) {
     throw new CliError(`--cache-dir ${cacheDir} is inside the mount point ${mountpoint}: put the cache on a local disk`)
@@ -194,6 +196,7 @@ async function main (): Promise<void> {
       directoryUrl,
       lockUrl,
       cacheDir: cacheFolder,
+      cacheBytes,
       timeoutMs: args.timeoutMs,
       lockTimeoutMs: args.lockTimeoutMs,
       // Hard by default: shells ignore errors of close(), so giving up there would lose data silently.

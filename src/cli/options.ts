@@ -1,9 +1,10 @@
 import type { Options } from 'yargs'
 import {
-  ADVISORY_GRACE_MS, DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
+  ADVISORY_GRACE_MS, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_DIR, DEFAULT_CLUSTER_KEY_FILE, DEFAULT_DEMO_DATA_DIR, DEFAULT_DIRECTORY_STATE_DIR, DEFAULT_DIRECTORY_URL, DEFAULT_HOST, DEFAULT_LEASE_MS,
   DEFAULT_LOCK_STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_URL, DEFAULT_PORTS, DEFAULT_READ_WAIT_MS, DEFAULT_SOFT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS
 } from '../shared/defaults'
 import { CliError } from './common'
+import { formatByteSize } from './byteSize'
 import { MOUNT_FLAGS_HELP } from './mountFlags'
 
 /*
@@ -19,6 +20,11 @@ import { MOUNT_FLAGS_HELP } from './mountFlags'
 const directory = { type: 'string', default: DEFAULT_DIRECTORY_URL, describe: 'directory server URL' } as const
 const lock = { type: 'string', default: DEFAULT_LOCK_URL, describe: 'lock server URL' } as const
 const cacheDir = { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'local cache folder' } as const
+const cacheMaxSize = {
+  type: 'string',
+  default: formatByteSize(DEFAULT_CACHE_BYTES),
+  describe: 'most bytes of copies a mount (or a dfs command) keeps in its cache folder, as 500M or 2G; older copies go first, and a larger file is read without one being kept'
+} as const
 const timeoutMs = { type: 'number', default: DEFAULT_TIMEOUT_MS, describe: 'how long a server may stay silent before a request fails (EIO on a mount)' } as const
 const lockTimeoutMs = { type: 'number', default: DEFAULT_LOCK_TIMEOUT_MS, describe: 'how long a write waits for a file\'s lock' } as const
 const host = { type: 'string', default: DEFAULT_HOST, describe: 'address to listen on (0.0.0.0 for every interface)' } as const
@@ -135,7 +141,7 @@ function operatorOptions () {
 
 /** Where a client finds the cluster, its credential and how long it waits: dfs and dfs-mount. */
 export function clientOptions () {
-  return withEnvironment({ directory, lock: clientLock, 'cache-dir': cacheDir, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile, ca })
+  return withEnvironment({ directory, lock: clientLock, 'cache-dir': cacheDir, 'cache-max-size': cacheMaxSize, 'timeout-ms': timeoutMs, 'lock-timeout-ms': lockTimeoutMs, 'token-file': tokenFile, ca })
 }
 
 /** What every server takes to be a member of the cluster, or to run open. */

@@ -115,8 +115,7 @@ export class LocalCache {
     if (!record) {
       await this.removing.get(path)
       record = this.readRecord(path) ?? undefined
-      if (!record) return null
-      this.index.set(path, record)
+      if (!record || !this.indexed(path, record)) return null
     }
     return { file: this.objectFile(path), meta: record.meta }
   }
@@ -296,7 +295,7 @@ export class LocalCache {
 
   /** The index vouches for the copy at `meta` now; its record file follows a little later (RECORD_AFTER_APPENDS_MS). */
   private recordLater (path: string, meta: FileMeta): void {
-    this.index.set(path, { path, meta })
+    if (!this.indexed(path, { path, meta })) return
     if (this.recordTimers.has(path)) return
     const timer = setTimeout(() => {
       this.recordTimers.delete(path)
@@ -471,7 +470,7 @@ export class LocalCache {
       }))
     }
     found.sort((a, b) => a.mtimeMs - b.mtimeMs)
-    for (const { record } of found) if (!this.index.has(record.path)) this.index.set(record.path, record)
+    for (const { record } of found) if (!this.index.has(record.path)) this.indexed(record.path, record)
     return found.length
   }
 
@@ -499,7 +498,22 @@ export class LocalCache {
     const partial = `${this.recordFile(path)}.${uniqueSuffix()}`
     fs.writeFileSync(partial, JSON.stringify(record))
     fs.renameSync(partial, this.recordFile(path))
+    this.indexed(path, record)
+  }
+
+  /**
+   * Puts a copy in the index, and says whether it stays: one larger than the whole budget
+   * (--cache-max-size) does not, and nothing would ever evict it, so its files go a moment
+   * later (OVERSIZE_COPY_MS: a caller may still open it by name, as a working copy's start
+   * does; readers keep their descriptors), unless a copy kept there since holds the name.
+   */
+  private indexed (path: string, record: CacheRecord): boolean {
     this.index.set(path, record)
+    if (this.index.has(path)) return true
+    setTimeout(() => {
+      if (!this.index.has(path) && !this.arrivals.has(path)) this.removeBehind(path)
+    }, OVERSIZE_COPY_MS).unref()
+    return false
   }
 
   /** A fresh name in the cache's tmp folder for a copy of `path` being written. */
@@ -535,6 +549,9 @@ export class LocalCache {
     })
   }
 }
+
+/** How long a copy larger than the whole cache stays on disk after it was placed (LocalCache.indexed). */
+const OVERSIZE_COPY_MS = 2000
 
 /** Bytes of a download kept in memory after they are on disk (see Download.copyRecent). */
 const RECENT_BYTES = 8 * 1024 * 1024
