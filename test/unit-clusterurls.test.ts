@@ -2,6 +2,7 @@ import t from 'tap'
 import { DEFAULT_LOCK_URL } from '../src/shared/defaults'
 import { isLoopbackHost, lockUrlFromDirectory, registeredUrlOf, seenVia } from '../src/shared/clusterUrls'
 import { FileServerPool } from '../src/shared/api'
+import { serverDownError } from '../src/client/locator'
 import type { HealthAnswer } from '../src/shared/protocol'
 
 /*
@@ -44,6 +45,8 @@ t.test('file server URLs the directory hands out, as seen by a machine that reac
   t.equal(pool.of({ machineId: 1, url: 'http://127.0.0.1:7080' }).transport.baseUrl, 'http://machine-a:7080', 'a client\'s pool calls the directory\'s machine')
   t.equal(pool.of({ machineId: 2, url: 'http://10.0.0.2:7080' }).transport.baseUrl, 'http://10.0.0.2:7080')
   t.equal(new FileServerPool(1000).of({ machineId: 1, url: 'http://127.0.0.1:7080' }).transport.baseUrl, 'http://127.0.0.1:7080', 'the directory\'s own pools: as recorded')
+  const down = { machineId: 1, url: 'http://127.0.0.1:7080', state: 'down' as const }
+  t.match(serverDownError(down, '/a.txt', pool.urlOf(down)).message, /^file server 1 at machine-a:7080 is down/, 'errors name the server where this machine calls it')
 })
 
 t.test('the URL the directory records for a registering file server', async (t) => {

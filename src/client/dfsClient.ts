@@ -1108,7 +1108,7 @@ export class DfsClient {
     const { servers } = await this.directory.servers()
     // One the directory has marked down is counted unreachable without waiting for it.
     const answers = await Promise.allSettled(servers.map(async (s) => {
-      if (s.state === 'down') throw serverDownError(s)
+      if (s.state === 'down') throw serverDownError(s, undefined, this.locator.fileServers.urlOf(s))
       return await this.locator.reader(s).statfs()
     }))
     const result: ClusterStatfs = { totalBytes: 0, freeBytes: 0, servers: 0, unreachable: 0 }

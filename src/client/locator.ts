@@ -19,8 +19,8 @@ const REMEMBERED_PATHS = 100_000
  * The error of a call to a file server the directory has marked down: given at once, so a
  * dead server costs no timeout.
  */
-export function serverDownError (server: ServerInfo, path?: string): ServerUnavailableError {
-  const where = `file server ${server.machineId} at ${new URL(server.url).host}`
+export function serverDownError (server: ServerInfo, path?: string, seenUrl = server.url): ServerUnavailableError {
+  const where = `file server ${server.machineId} at ${new URL(seenUrl).host}`
   return new ServerUnavailableError(`${where} is down (no heartbeat to the directory server)${path === undefined ? '' : `: ${path} is out of reach`}`,
     { server: server.url, machineId: server.machineId, state: 'down', ...(path === undefined ? {} : { path }) })
 }
@@ -161,9 +161,9 @@ export class Locator {
   async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
     const api = async (server: ServerInfo): Promise<FileApi> => {
-      if (server.state === 'down') throw serverDownError(server, path)
+      if (server.state === 'down') throw serverDownError(server, path, this.fileServers.urlOf(server))
       if (opts.read === true && this.silence !== null && await this.silence.stillSilent(server)) {
-        throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(server.url).host} does not answer, not even /health: ${path} is out of reach`,
+        throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(this.fileServers.urlOf(server)).host} does not answer, not even /health: ${path} is out of reach`,
           { server: server.url, machineId: server.machineId, path })
       }
       return opts.read === true ? this.reader(server) : this.fileServer(server)
@@ -185,7 +185,7 @@ export class Locator {
       // The remembered answer may be stale: the file moved, or its server moved to another
       // URL (same machine id) or is down by now, which is the better error to give.
       const fresh = await this.lookup(path)
-      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path)
+      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path, this.fileServers.urlOf(fresh.server))
       if (!fresh.server || fresh.server.url === found.server.url) throw err
       return await call(await api(fresh.server))
     }
@@ -194,7 +194,7 @@ export class Locator {
   /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. One that is down fails it at once. */
   async onEveryHolder<T> (found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T[]> {
     const down = (found.holders ?? []).find((holder) => holder.state === 'down')
-    if (down) throw serverDownError(down, found.path)
+    if (down) throw serverDownError(down, found.path, this.fileServers.urlOf(down))
     const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason

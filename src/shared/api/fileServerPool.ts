@@ -21,10 +21,14 @@ export class FileServerPool {
     const name = `file server ${server.machineId}`
     let api = this.apis.get(server.url)
     if (!api || api.transport.name !== name) {
-      const url = this.directoryUrl === undefined ? server.url : seenVia(server.url, this.directoryUrl)
-      api = new FileApi(new Transport(name, url, this.timeoutMs, this.caller))
+      api = new FileApi(new Transport(name, this.urlOf(server), this.timeoutMs, this.caller))
       this.apis.set(server.url, api)
     }
     return api
+  }
+
+  /** The URL this pool calls the server at: the one the directory recorded, as seen from here. */
+  urlOf (server: ServerInfo): string {
+    return this.directoryUrl === undefined ? server.url : seenVia(server.url, this.directoryUrl)
   }
 }
