@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import type { Test } from 'tap'
 import { commandCacheFolder, mountCacheFolder } from '../src/cli/cacheFolder'
+import { localTempDir } from './helpers/mountOps'
 
 /*
  * Each mount and each dfs command takes a cache folder of its own inside the cache root,
@@ -12,19 +11,13 @@ import { commandCacheFolder, mountCacheFolder } from '../src/cli/cacheFolder'
  * (mount-read has the mounts that showed it).
  */
 
-function root (t: Test): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-cache-root-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
 /** A pid nobody has any more: a process that ran and was reaped. */
 function deadPid (): number {
   return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout)
 }
 
 t.test('a mount\'s folder: by its mount point and cluster, the same at a remount, one process at a time', async (t) => {
-  const cache = root(t)
+  const cache = await localTempDir(t)
   const folder = mountCacheFolder(cache, 'http://dir.example:7070', '/home/alice/dfs')
   t.match(folder, new RegExp(`^${cache}/mounts/dfs-[0-9a-f]{16}$`))
   t.equal(fs.readFileSync(path.join(folder, 'owner.pid'), 'utf8'), String(process.pid), 'claimed with this process\'s pid')
@@ -35,7 +28,7 @@ t.test('a mount\'s folder: by its mount point and cluster, the same at a remount
 })
 
 t.test('a pid file left by a killed process is taken over', async (t) => {
-  const cache = root(t)
+  const cache = await localTempDir(t)
   const folder = path.join(cache, 'cli')
   fs.mkdirSync(folder, { recursive: true })
   fs.writeFileSync(path.join(folder, 'owner.pid'), String(deadPid()))
@@ -46,7 +39,7 @@ t.test('a pid file left by a killed process is taken over', async (t) => {
 })
 
 t.test('a live process\'s folder is not taken', async (t) => {
-  const cache = root(t)
+  const cache = await localTempDir(t)
   const folder = path.join(cache, 'cli')
   fs.mkdirSync(folder, { recursive: true })
   // PID 1 is alive for as long as the machine runs.

@@ -7,7 +7,7 @@ import type { FileListAnswer, FileMeta, FileServerStats, ServerInfo, StatAnswer 
 import { contentHeadersOf, etagOf, FileRoutes, Headers, MAX_CALLBACK_LEASE_MS, MAX_INLINE_BYTES, MAX_RANGE_READ_BYTES } from '../../src/shared/protocol'
 import { BadRequestError, ConflictError } from '../../src/shared/errors'
 import { Transport } from '../../src/shared/transport'
-import { lockUrlFromDirectory } from '../../src/shared/clusterUrls'
+import { askLockUrl } from '../../src/shared/clusterUrls'
 import nodePath from 'node:path'
 import { DEFAULT_CALLBACK_LEASE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_TIMEOUT_MS } from '../../src/shared/defaults'
 import { Authenticator, requireCredentials } from '../common/auth'
@@ -345,11 +345,12 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
   const directory = new DirectoryApi(new Transport('directory server', opts.directoryUrl, opts.timeoutMs, { credential: ownCredential }))
   let lockUrl: string
   try {
-    lockUrl = opts.lockUrl ?? await lockUrlNamedBy(registrar, opts.directoryUrl, log)
+    lockUrl = opts.lockUrl ?? await askLockUrl(registrar)
   } catch (err) {
     await store.close()
     throw err
   }
+  if (opts.lockUrl === undefined) log(`lock server at ${lockUrl}, as the directory server names it`)
   const lock = new LockApi(new Transport('lock server', lockUrl, opts.timeoutMs, { credential: serverCredential }))
   // Read before this server answers anything: every intent here is a rename a crash cut short.
   const renames = RenameIntents.in(nodePath.join(store.root, STATE_DIR_NAME))
@@ -404,13 +405,6 @@ export async function startFileServer (opts: StartFileServerOptions): Promise<Ru
     await store.close()
     throw err
   }
-}
-
-/** The lock server the directory names (its /health), as a client not told one takes it. */
-async function lockUrlNamedBy (directory: DirectoryApi, directoryUrl: string, log: Logger): Promise<string> {
-  const lockUrl = lockUrlFromDirectory(await directory.health(), directoryUrl)
-  log(`lock server at ${lockUrl}, as the directory server names it`)
-  return lockUrl
 }
 
 /** The free and total space of the server's disk, as gauges read at each scrape. */

@@ -16,7 +16,7 @@ import { formatStatus, STATUS_DEGRADED_EXIT } from './status'
 import { StatusApi } from '../shared/clusterStatus'
 import { Transport } from '../shared/transport'
 import { DirectoryApi } from '../shared/api'
-import { lockUrlFromDirectory } from '../shared/clusterUrls'
+import { askLockUrl } from '../shared/clusterUrls'
 
 interface ClientArgs {
   directory: string
@@ -34,7 +34,7 @@ async function clientOf (args: ClientArgs): Promise<DfsClient> {
   const cacheBytes = parseByteSize(args.cacheMaxSize, '--cache-max-size')
   const caller = clientCaller(args.tokenFile, args.directory)
   // Not given: the one the directory names, asked once (a request of its own per command).
-  const lockUrl = args.lock ?? lockUrlFromDirectory(await new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, caller)).health(), args.directory)
+  const lockUrl = args.lock ?? await askLockUrl(new DirectoryApi(new Transport('directory server', args.directory, args.timeoutMs, caller)))
   const client = new DfsClient({
     directoryUrl: args.directory,
     lockUrl,

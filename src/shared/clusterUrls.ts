@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
 import { DEFAULT_LOCK_URL } from './defaults'
+import type { DirectoryApi } from './api/directoryApi'
 import type { HealthAnswer } from './protocol'
 
 /*
@@ -62,6 +63,11 @@ export function seenVia (serverUrl: string, directoryUrl: string): string {
 export function lockUrlFromDirectory (health: HealthAnswer, directoryUrl: string): string {
   const named = typeof health.lockUrl === 'string' && health.lockUrl !== '' ? health.lockUrl : DEFAULT_LOCK_URL
   return seenVia(named, directoryUrl)
+}
+
+/** The lock server's URL as lockUrlFromDirectory reads it, from the directory's /health asked now. */
+export async function askLockUrl (directory: DirectoryApi): Promise<string> {
+  return lockUrlFromDirectory(await directory.health(), directory.transport.baseUrl)
 }
 
 /**
