@@ -137,3 +137,26 @@ t.test('two processes incrementing a counter in one sqlite database through two 
   const count = await run('python3', ['-c', `import sqlite3\nprint(sqlite3.connect(${JSON.stringify(b.at('/shared/counter.db'))}).execute('select n from counter').fetchone()[0])`])
   t.equal(count.stdout.trim(), String(2 * rounds), `every increment of both is counted (${outcome(count)})`)
 })
+
+/*
+ * A mount alone on a file keeps its locks delegated after its programs let go (no request for
+ * the next). Unmounting must hand them back before the daemon exits, however the unmount came
+ * (SIGTERM, or fusermount -u behind its back): otherwise the other mount's programs are refused
+ * until the gone mount's lease runs out (30 s here), as sqlite's "database is locked".
+ */
+t.test('an unmounted mount gives its delegated locks back before it exits, however it was unmounted', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'shared/guard': 'guard\n', 'shared/other': 'other\n' }])
+  const b = await mountCluster(t, cluster)
+  for (const [how, file] of [['SIGTERM', '/shared/guard'], ['fusermount -u', '/shared/other']] as const) {
+    const a = await mountCluster(t, cluster)
+    for (let i = 0; i < 3; i++) {
+      const used = await run('flock', [a.at(file), 'true'])
+      t.equal(used.code, 0, `a program on A takes and gives back a flock (${outcome(used)})`)
+    }
+    if (how === 'SIGTERM') a.daemon.kill('SIGTERM')
+    else t.equal((await run('fusermount', ['-u', a.mountpoint])).code, 0, 'fusermount -u unmounts A')
+    await a.exited
+    const tryB = await run('flock', ['-n', b.at(file), 'true'])
+    t.equal(tryB.code, 0, `after A was unmounted (${how}), flock -n through B gets the lock at once (${outcome(tryB)}); A printed: ${a.output()}`)
+  }
+})

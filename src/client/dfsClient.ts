@@ -1451,6 +1451,20 @@ export class DfsClient {
   }
 
   /**
+   * For a mount going away: gives back the leases it kept and its fcntl and flock locks
+   * (delegated ones too), waiting for the servers' answers (at most `waitMs`), then closes.
+   * A process that exits right after close() alone would leave the locks to its lease: other
+   * mounts' programs are refused them until it runs out.
+   */
+  async shutdown (waitMs = 5000): Promise<void> {
+    const given = Promise.allSettled([this.locks.giveBackKept(), this.advisoryLocks.close()])
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([given, new Promise<void>((resolve) => { timer = setTimeout(resolve, waitMs) })])
+    clearTimeout(timer)
+    this.close()
+  }
+
+  /**
    * Ends the callback channels; the client still works, revalidating every open. Leases it
    * kept are given back in the background (giveBackKept, awaited, is surer: a mount calls it).
    */

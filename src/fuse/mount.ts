@@ -89,11 +89,12 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
         try {
           await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
         } catch {
-          await lazyUnmount(opts.mountpoint)
+          // Busy, or unmounted already (fusermount -u behind our back): then there is nothing to detach.
+          await lazyUnmount(opts.mountpoint).catch(async (err: unknown) => { if (await isMounted(opts.mountpoint)) throw err })
+        } finally {
+          // Leases and locks kept for this mount's programs go back now, not when they run out.
+          await opts.client.shutdown()
         }
-        // Leases kept for this mount's next writes go back now, not when they run out.
-        await opts.client.locks.giveBackKept()
-        opts.client.close()
       })()
       await unmounted
     }
