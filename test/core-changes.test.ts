@@ -6,6 +6,7 @@ import { LockedError } from '../src/shared/errors'
 import { startTestCluster } from './helpers/cluster'
 import { fileApiOf, rawAs, statsOf } from './helpers/wire'
 import { WorkingCopy } from '../src/client/workingCopy'
+import type { HeldLock } from '../src/client/lockClient'
 import { FileRoutes, Headers } from '../src/shared/protocol'
 import { LockApi } from '../src/shared/api'
 import { Transport } from '../src/shared/transport'
@@ -144,7 +145,7 @@ t.test('a partial working copy (a large file not cached here) whose lease was lo
   // lease turns into a whole store, which needs the first 2 MiB here.
   await copy.truncate(2 * MiB)
   await copy.write(Buffer.from('end'), 3 * MiB)
-  await lockApi.release('/data/big.bin', leaseCredentialOf(copy.lease.lease))
+  await lockApi.release('/data/big.bin', leaseCredentialOf((copy.lease as HeldLock).lease))
   await copy.store(writer)
   const expected = Buffer.concat([model.subarray(0, 2 * MiB), Buffer.alloc(MiB), Buffer.from('end')])
   t.ok(fs.readFileSync(path.join(cluster.roots[0], 'data/big.bin')).equals(expected), 'stored whole, every byte right')

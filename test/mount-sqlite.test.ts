@@ -86,3 +86,58 @@ t.test('two mounts share one database in rollback mode through their locks: in t
     t.equal(await sql(t, db, 'select mount, count(*), count(distinct n) from items group by mount order by mount;'), 'a|50|50\na2|50|50\nb|50|50\nb2|50|50')
   }
 })
+
+/*
+ * A mount holds a file's key while a program has it open for writing in place (its working
+ * copy). Were it held until the close, a long-lived connection on one machine would keep the
+ * other machine's writers out until their lock wait ran out: ENOLCK, sqlite's "disk I/O
+ * error". So a recalled key goes back as soon as the copy holds nothing unstored (after each
+ * commit's fsync), and the copy starts from the version then current when it next writes or
+ * its program next takes an fcntl lock. Short lock waits (3 s) make the old failure quick.
+ */
+t.test('long-lived connections on two mounts commit in turn, in every rollback journal mode', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const a = await mountCluster(t, cluster, ['--lock-timeout-ms', '3000'])
+  const b = await mountCluster(t, cluster, ['--lock-timeout-ms', '3000'])
+  // Each connection works for about 5 s (a pause after each commit, as an application's
+  // does), longer than the other mount's writes wait for a key.
+  const rounds = 20
+  const incrementer = (db: string, mode: string): string => `import sqlite3, time\ndb = sqlite3.connect(${JSON.stringify(db)}, timeout=60, isolation_level=None)\ndb.execute('pragma journal_mode=${mode}')\nfor i in range(${rounds}):\n    db.execute('begin immediate')\n    (n,) = db.execute('select n from counter').fetchone()\n    db.execute('update counter set n = ?', (n + 1,))\n    db.execute('commit')\n    time.sleep(0.25)\ndb.close()\n`
+  for (const mode of ['delete', 'truncate', 'persist']) {
+    const name = `/db/counter-${mode}.db`
+    await sql(t, a.at(name), 'create table counter (n integer); insert into counter values (0);')
+    const [ra, rb] = await Promise.all([
+      run('python3', ['-c', incrementer(a.at(name), mode)], { timeoutMs: 120_000 }),
+      run('python3', ['-c', incrementer(b.at(name), mode)], { timeoutMs: 120_000 })
+    ])
+    t.equal(ra.code, 0, `${mode}: the connection on A commits every time (${outcome(ra)})`)
+    t.equal(rb.code, 0, `${mode}: the connection on B commits every time (${outcome(rb)})`)
+    t.equal(await sql(t, b.at(name), 'select n from counter;'), String(2 * rounds), `${mode}: every increment of both is counted`)
+    t.equal(await sql(t, a.at(name), 'pragma integrity_check;'), 'ok', `${mode}: the database is whole`)
+  }
+})
+
+t.test('a file held open for writing on one mount does not keep the other mount\'s writes out; its next write builds on them', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/log.txt': 'first\n' }])
+  const a = await mountCluster(t, cluster, ['--lock-timeout-ms', '3000'])
+  const b = await mountCluster(t, cluster, ['--lock-timeout-ms', '3000'])
+  // A program on A keeps the file open read-write: writes a line in place, fsyncs, waits, writes at the end, closes.
+  const script = `import os, sys\nfd = os.open(${JSON.stringify(a.at('/db/log.txt'))}, os.O_RDWR)\nos.pwrite(fd, b'FIRST\\n', 0)\nos.fsync(fd)\nprint('stored', flush=True)\nsys.stdin.readline()\nsize = os.fstat(fd).st_size\nos.pwrite(fd, b'third from A\\n', size)\nos.close(fd)\nprint('closed', flush=True)\n`
+  const { spawn } = await import('node:child_process')
+  const holder = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => { holder.kill('SIGKILL') })
+  let said = ''
+  holder.stdout.setEncoding('utf8').on('data', (chunk: string) => { said += chunk })
+  holder.stderr.setEncoding('utf8').on('data', (chunk: string) => { said += chunk })
+  const exited = new Promise<number | null>((resolve) => holder.once('exit', (code) => resolve(code)))
+  for (const startedAt = Date.now(); !said.includes('stored');) {
+    if (holder.exitCode !== null || Date.now() - startedAt > 20_000) throw new Error(`the holder did not store its first write: ${said}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const append = await run('sh', ['-c', `echo 'second from B' >> ${b.at('/db/log.txt')}`], { timeoutMs: 20_000 })
+  t.equal(append.code, 0, `an append through B goes while A holds the file open (${outcome(append)})`)
+  holder.stdin.end('\n')
+  t.equal(await exited, 0, `A's program writes again and closes (${said})`)
+  const seen = await run('cat', [b.at('/db/log.txt')])
+  t.equal(seen.stdout, 'FIRST\nsecond from B\nthird from A\n', 'A\'s later write went onto the file with B\'s line in it')
+})

@@ -40,6 +40,8 @@ interface Kept {
   given: Promise<void> | null
   /** The key went with its file: the lease ends with no request. */
   keyGone: boolean
+  /** Told when the lease is recalled while in use: the user may end its use early (a working copy with nothing unstored). */
+  onRecall: (() => void) | null
 }
 
 /**
@@ -145,12 +147,33 @@ export class KeptLeases implements DelegationHandler {
     }
   }
 
+  /** Whether this lease is kept here for the path, so the lock server can recall it (delegated, not ending). */
+  holds (path: string, lease: Keepable): boolean {
+    const kept = this.kept.get(path)
+    return kept !== undefined && kept.lease === lease && !kept.ending
+  }
+
+  /**
+   * Tells `handler` when the lease, in use now, is recalled (once): a long use (a file open
+   * for writing in place) may then end early, rather than keep another client out until it
+   * closes. Nothing if the lease is not kept here (no delegation: nobody can recall it).
+   */
+  whenRecalled (path: string, lease: Keepable, handler: () => void): void {
+    const kept = this.kept.get(path)
+    if (kept === undefined || kept.lease !== lease || kept.users === 0) return
+    if (kept.ending) handler()
+    else kept.onRecall = handler
+  }
+
   /** The lock server recalls the lease: given back now if idle, else once the store under way ends (waiting a little for it). */
   async recall (path: string): Promise<void> {
     const kept = this.kept.get(path)
     if (kept === undefined) return
     kept.ending = true
     if (kept.users > 0) {
+      const told = kept.onRecall
+      kept.onRecall = null
+      told?.()
       let timer: NodeJS.Timeout | undefined
       await Promise.race([kept.unused, new Promise<void>((resolve) => { timer = setTimeout(resolve, RECALL_WAITS_FOR_USE_MS) })])
       clearTimeout(timer)
@@ -197,7 +220,7 @@ export class KeptLeases implements DelegationHandler {
   }
 
   private newKept (lease: Keepable): Kept {
-    const kept: Kept = { lease, users: 0, ending: false, idle: null, unused: Promise.resolve(), markUnused: () => {}, given: null, keyGone: false }
+    const kept: Kept = { lease, users: 0, ending: false, idle: null, unused: Promise.resolve(), markUnused: () => {}, given: null, keyGone: false, onRecall: null }
     kept.unused = new Promise<void>((resolve) => { kept.markUnused = resolve })
     return kept
   }

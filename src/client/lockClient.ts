@@ -33,6 +33,14 @@ export interface HeldLock {
    * ends here with no request.
    */
   release: (opts?: { keep?: boolean } & UseEnd) => Promise<void>
+  /**
+   * Calls `handler` (once) if the lock server recalls the lease while this use goes on,
+   * because another client asks for the key: a long use may then release early. Never
+   * called for a lease nobody can recall (not delegated).
+   */
+  whenRecalled: (handler: () => void) => void
+  /** Whether the lock server can recall the lease (it was delegated, and is kept here): if not, another client asking for the key just waits. */
+  recallable: () => boolean
 }
 
 /** A lease as held: renewed until given back, and whether a renewal found it gone. */
@@ -207,6 +215,8 @@ export class LockClient {
     let released = false
     return {
       lease: holding.lease,
+      whenRecalled: (handler) => { if (!released) this.kept?.whenRecalled(path, holding, handler) },
+      recallable: () => !released && this.kept !== null && this.kept.holds(path, holding),
       release: async (opts = {}) => {
         if (released) return
         released = true

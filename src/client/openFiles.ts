@@ -815,7 +815,9 @@ export class OpenFileTable {
   /** A size that counts what open handles hold back, as a local file system would show it. */
   localView (meta: FileMeta): FileMeta {
     if (meta.kind !== 'file') return meta
-    let size = this.workingCopies.get(meta.path)?.size ?? meta.size
+    // A copy that gave its lease back holds nothing unstored: the server's size is the newer.
+    const working = this.workingCopies.get(meta.path)
+    let size = working !== undefined && !working.leaseGivenBack ? working.size : meta.size
     const appends = this.appends.get(meta.path)
     // Bytes under way are counted until the answer: the memo's size has them from then on.
     if (appends !== undefined) size += appends.buffer.size + appends.sending
@@ -932,12 +934,14 @@ export class OpenFileTable {
    * A program on this mount was just granted an fcntl lock on the path: what it reads from
    * now on must include what another mount stored before it let go of its lock (sqlite
    * reads its pages after taking a shared lock). Handles reading a copy older than the
-   * file's current version move to the current one. A path with a working copy needs
-   * nothing: its lease kept every other writer out.
+   * file's current version move to the current one. A working copy that kept its lease kept
+   * every other writer out; one that gave it back to another mount catches up (WorkingCopy.catchUp).
    */
   async revalidate (filePath: string): Promise<void> {
     const canonical = normalizePath(filePath)
-    if (this.workingCopies.has(canonical) || this.startingCopies.has(canonical)) return
+    const working = this.workingCopies.get(canonical)
+    if (working !== undefined) return await working.catchUp()
+    if (this.startingCopies.has(canonical)) return
     const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null)
     if (readers.length === 0) return
     const current = await this.client.statCurrent(canonical)

@@ -104,6 +104,18 @@ export class WorkingCopy {
   private readonly dirtyRanges = new DirtyRanges()
   /** Handles writing through this copy. */
   users = 0
+  /**
+   * The lease was given back: recalled (another client asked for the key) while the copy
+   * held nothing unstored. The next change takes it again, and starts from the version then
+   * current if the file moved on meanwhile (rebase).
+   */
+  private yielded = false
+  /** Recalled while the copy held unstored changes: the lease goes back once they are stored. */
+  private recalled = false
+  /** Writes and truncations begun and not done: the lease is not given back under them. */
+  private changing = 0
+  /** Taking the lease again, while under way (one at a time). */
+  private retaking: Promise<void> | null = null
 
   /** The copy's local file and its descriptor; null while the copy is held in memory. */
   private local: { file: string, handle: fsp.FileHandle } | null
@@ -119,6 +131,7 @@ export class WorkingCopy {
   private partial: { absent: AbsentRanges, base: FileMeta, backend: WorkingCopyBackend } | null = null
 
   private constructor (
+    private readonly backend: WorkingCopyBackend,
     readonly path: string,
     private readonly workDir: string,
     kept: { file: string, handle: fsp.FileHandle } | Buffer,
@@ -138,8 +151,13 @@ export class WorkingCopy {
    * the old bytes are not needed (open with O_TRUNC, cp over a file).
    */
   static async start (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean): Promise<WorkingCopy> {
-    const held = await backend.lock(filePath)
-    if (empty) return new WorkingCopy(filePath, workDir, Buffer.alloc(0), held, 0, true, null)
+    const copy = await WorkingCopy.startUnder(backend, filePath, workDir, empty, await backend.lock(filePath))
+    copy.watchRecall()
+    return copy
+  }
+
+  private static async startUnder (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean, held: HeldLock): Promise<WorkingCopy> {
+    if (empty) return new WorkingCopy(backend, filePath, workDir, Buffer.alloc(0), held, 0, true, null)
     let workingFile: string | null = null
     try {
       const start = await backend.startingPoint(filePath, { lease: held, partialAbove: PARTIAL_COPY_ABOVE })
@@ -148,7 +166,7 @@ export class WorkingCopy {
         workingFile = await newWorkingFile(workDir)
         const handle = await fsp.open(workingFile, 'w+')
         await handle.truncate(start.meta.size)
-        const copy = new WorkingCopy(filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
+        const copy = new WorkingCopy(backend, filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
         copy.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta, backend }
         return copy
       }
@@ -159,7 +177,7 @@ export class WorkingCopy {
       if ('data' in start && memoryMayHold(start.data.length, start.data.length, 0)) {
         const memory = Buffer.from(start.data)
         memoryCopiesHeld += memory.length
-        return new WorkingCopy(filePath, workDir, memory, held, start.meta.size, false, start.meta.version)
+        return new WorkingCopy(backend, filePath, workDir, memory, held, start.meta.size, false, start.meta.version)
       }
       workingFile = await newWorkingFile(workDir)
       // A small copy on the event loop: a trip to the thread pool costs more than the copy.
@@ -170,7 +188,7 @@ export class WorkingCopy {
       else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
       else await fsp.copyFile(start.file, workingFile)
       const handle = await fsp.open(workingFile, 'r+')
-      return new WorkingCopy(filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
+      return new WorkingCopy(backend, filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
     } catch (err) {
       await held.release()
       if (workingFile) await removeLocalFile(workingFile)
@@ -179,6 +197,10 @@ export class WorkingCopy {
   }
 
   async write (data: Buffer, position: number): Promise<void> {
+    await this.underLease(async () => await this.writeLeased(data, position))
+  }
+
+  private async writeLeased (data: Buffer, position: number): Promise<void> {
     const end = position + data.length
     // Before the copy changes: a spill that fails leaves it as it was. Checked again after
     // each wait, right before the bytes change (another change may start a move meanwhile).
@@ -201,6 +223,10 @@ export class WorkingCopy {
   }
 
   async truncate (size: number): Promise<void> {
+    await this.underLease(async () => await this.truncateLeased(size))
+  }
+
+  private async truncateLeased (size: number): Promise<void> {
     while (this.mustWaitFor(size)) await this.spillOrWait()
     const before = this.size
     this.size = size
@@ -218,6 +244,8 @@ export class WorkingCopy {
 
   /** Reads from the copy as it is now, as a file's descriptor would. */
   async read (buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    // Absent bytes come from the base version under the lease: given back, the file may have moved on.
+    if (this.yielded && this.partial !== null && this.partial.absent.within(position, position + length).length > 0) await this.retake()
     if (this.memory === null) {
       await this.fill(position, Math.min(this.size, position + length))
       return await this.localCopy.handle.read(buffer, offset, length, position)
@@ -267,11 +295,104 @@ export class WorkingCopy {
       this.dirty = false
       this.stored = stored
     }
+    // A lease the lock server cannot recall (not delegated: no channel when it was granted)
+    // goes back after each store, or another client asking for the key waits until the close.
+    if (!this.held.recallable()) this.recalled = true
+    await this.yieldIfRecalled()
   }
 
-  /** The lease the copy holds on its file. */
-  get lease (): HeldLock {
-    return this.held
+  /** Whether the copy gave its lease back (it holds nothing unstored; the file may have moved on since). */
+  get leaseGivenBack (): boolean {
+    return this.yielded
+  }
+
+  /** The lease the copy holds on its file; undefined while given back (yielded). */
+  get lease (): HeldLock | undefined {
+    return this.yielded ? undefined : this.held
+  }
+
+  /**
+   * A program on this mount was just granted an fcntl lock on the file (sqlite reads its
+   * pages next): if the copy gave its lease back and the file moved on meanwhile (another
+   * mount stored), the copy becomes the current version. It held nothing unstored.
+   */
+  async catchUp (): Promise<void> {
+    if (!this.yielded) return
+    const now = await this.backend.statFresh(this.path)
+    if (now.version !== this.baseVersion) await this.retake()
+  }
+
+  /** Asks to be told when the lock server recalls the lease, to give it back as soon as the copy holds nothing unstored. */
+  private watchRecall (): void {
+    this.held.whenRecalled(() => {
+      this.recalled = true
+      void this.yieldIfRecalled()
+    })
+  }
+
+  /** Gives the lease back if it was recalled and nothing here needs it (no unstored change, none under way). */
+  private async yieldIfRecalled (): Promise<void> {
+    if (!this.recalled || this.yielded || this.dirty || this.changing > 0 || this.retaking !== null) return
+    this.recalled = false
+    this.yielded = true
+    await this.held.release()
+  }
+
+  /** Runs a change of the copy under its lease, taken again first if it was given back. */
+  private async underLease (change: () => Promise<void>): Promise<void> {
+    this.changing++
+    try {
+      while (this.yielded) await this.retake()
+      await change()
+    } finally {
+      this.changing--
+    }
+  }
+
+  /**
+   * Takes the lease again after it was given back, and checks the version under it: a file
+   * that moved on meanwhile (another client stored) makes the copy start over from the
+   * version now current, as a new working copy would (it held nothing unstored).
+   */
+  private async retake (): Promise<void> {
+    this.retaking ??= (async () => {
+      const held = await this.backend.lock(this.path)
+      try {
+        const now = await this.backend.statFresh(this.path)
+        if (now.version !== this.baseVersion) await this.rebase(held)
+      } catch (err) {
+        await held.release()
+        throw err
+      }
+      this.held = held
+      this.yielded = false
+      this.watchRecall()
+    })().finally(() => { this.retaking = null })
+    await this.retaking
+  }
+
+  /**
+   * Makes the copy the file's version current under `held`, in its own local file (a copy
+   * held in memory moves there first): the bytes a reader of the copy sees change in place,
+   * as a local file's do when another process writes it.
+   */
+  private async rebase (held: HeldLock): Promise<void> {
+    const start = await this.backend.startingPoint(this.path, { lease: held, partialAbove: PARTIAL_COPY_ABOVE })
+    if (this.local === null) await this.spillOrWait()
+    const { file, handle } = this.localCopy
+    if ('partial' in start) {
+      await handle.truncate(0)
+      await handle.truncate(start.meta.size)
+      this.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta, backend: this.backend }
+    } else {
+      // copyFile writes into the same file (O_TRUNC): the descriptor held here sees the new bytes.
+      if ('data' in start) await fsp.writeFile(file, start.data)
+      else await fsp.copyFile(start.file, file)
+      this.partial = null
+    }
+    this.size = start.meta.size
+    this.baseVersion = start.meta.version
+    this.stored = start.meta
   }
 
   /** Copies what the copy holds now to another local file. */
