@@ -21,31 +21,32 @@ import { waitFor } from './helpers/waitFor'
 const DONE_MS = 60_000
 
 /**
- * A program that creates FILE (O_CREAT, and O_EXCL if asked) and holds it open, printing what
- * a listing of its folder and a stat of it show on the same mount; once GO appears it writes
- * LINE and closes, and prints `closed` if the close succeeded. Not a shell: a shell's
+ * A program that creates FILE (O_CREAT, and O_EXCL or O_APPEND if asked) and holds it open,
+ * printing what a listing of its folder and a stat of it show on the same mount; once GO
+ * appears it writes LINE (unless asked to write nothing) and closes, and prints `closed` if
+ * the close succeeded. Not a shell: a shell's
  * redirection closes the file once before it writes (dup2), which sends the create at once.
  */
 const HOLDER = `
 const fs = require('node:fs')
 const path = require('node:path')
-const [file, go, line, exclusive] = process.argv.slice(1)
-const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
-const fd = fs.openSync(file, O_WRONLY | O_CREAT | (exclusive === 'excl' ? O_EXCL : 0))
+const [file, go, line, how] = process.argv.slice(1)
+const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND } = fs.constants
+const fd = fs.openSync(file, O_WRONLY | O_CREAT | (how === 'excl' ? O_EXCL : 0) | (how === 'append' ? O_APPEND : 0))
 console.log(fs.readdirSync(path.dirname(file)).join(' '))
 const stat = fs.statSync(file)
 console.log('mode=' + (stat.mode & 0o777).toString(8) + ' size=' + stat.size)
 fs.writeFileSync(go + '.ready', '')
 const pause = new Int32Array(new SharedArrayBuffer(4))
 while (!fs.existsSync(go)) Atomics.wait(pause, 0, 0, 20)
-fs.writeSync(fd, line + '\\n')
+if (how !== 'empty') fs.writeSync(fd, line + '\\n')
 fs.closeSync(fd)
 console.log('closed')
 `
 
-async function createAndHold (t: Test, file: string, line: string, exclusive = false): Promise<{ release: () => void, done: Promise<Finished> }> {
+async function createAndHold (t: Test, file: string, line: string, how: '' | 'excl' | 'append' | 'empty' = ''): Promise<{ release: () => void, done: Promise<Finished> }> {
   const go = path.join(t.testdir(), `go-${path.basename(file)}`)
-  const done = run(process.execPath, ['-e', HOLDER, file, go, line, exclusive ? 'excl' : ''], { timeoutMs: DONE_MS })
+  const done = run(process.execPath, ['-e', HOLDER, file, go, line, how], { timeoutMs: DONE_MS })
   await waitFor(`the create of ${file}`, async () => fs.existsSync(go + '.ready') || undefined, DONE_MS)
   return { release: () => fs.writeFileSync(go, ''), done }
 }
@@ -89,7 +90,7 @@ t.test('a name another mount takes between the create and its close (no O_EXCL):
   t.match(a.output(), /another client made the file meanwhile/, 'and the mount says so in its log')
 
   // With O_EXCL the one that closes second is told, and nothing of it is kept.
-  const exclusive = await createAndHold(t, a.at('/made/excl.txt'), 'from-a', true)
+  const exclusive = await createAndHold(t, a.at('/made/excl.txt'), 'from-a', 'excl')
   const winner = await sh(`set -C; echo from-b > ${quoted(b.at('/made/excl.txt'))}`)
   t.equal(winner.code, 0, outcome(winner))
   exclusive.release()
@@ -99,6 +100,31 @@ t.test('a name another mount takes between the create and its close (no O_EXCL):
   t.notMatch(lost.stdout, /closed/)
   t.equal(fs.readFileSync(path.join(folder, 'excl.txt'), 'utf8'), 'from-b\n', 'the winner keeps the name')
   t.same(fs.readdirSync(folder).filter((name) => name.startsWith('excl.txt.')), [], 'and no copy of the loser\'s bytes')
+})
+
+t.test('a name another mount takes first, when this create only appended or wrote nothing: one file, as on a local disk', async (t) => {
+  const { cluster, a, b } = await twoMounts(t)
+  const folder = path.join(cluster.roots[0], 'made')
+  // Two machines start logging to one new log with >> at once: the lines go into one file.
+  const appending = await createAndHold(t, a.at('/made/log.txt'), 'from-a', 'append')
+  const other = await sh(`echo from-b >> ${quoted(b.at('/made/log.txt'))}`)
+  t.equal(other.code, 0, outcome(other))
+  appending.release()
+  const appended = await appending.done
+  t.equal(appended.code, 0, outcome(appended))
+  t.equal(fs.readFileSync(path.join(folder, 'log.txt'), 'utf8'), 'from-b\nfrom-a\n', 'the later close\'s line is appended to the file the other made')
+  t.match(a.output(), /were appended to it/, 'and the mount says so in its log')
+  // A program that only opens the name with O_CREAT (a lock file, touch) finds the other's file.
+  const empty = await createAndHold(t, a.at('/made/guard'), '', 'empty')
+  const guard = await sh(`echo guard > ${quoted(b.at('/made/guard'))}`)
+  t.equal(guard.code, 0, outcome(guard))
+  empty.release()
+  const opened = await empty.done
+  t.equal(opened.code, 0, outcome(opened))
+  t.equal(fs.readFileSync(path.join(folder, 'guard'), 'utf8'), 'guard\n', 'the file keeps the other mount\'s bytes')
+  const seen = await sh(`cat ${quoted(a.at('/made/guard'))} ${quoted(a.at('/made/log.txt'))}`)
+  t.equal(seen.stdout, 'guard\nfrom-b\nfrom-a\n', `and mount A reads both files as stored (${outcome(seen)})`)
+  t.same(fs.readdirSync(folder).filter((name) => name.includes('.conflict-')), [], 'no conflict copy')
 })
 
 t.test('a folder another mount removes while a file is being created in it is made again at the close: the bytes are kept', async (t) => {

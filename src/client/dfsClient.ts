@@ -1131,15 +1131,17 @@ export class DfsClient {
    * folder), on the server's disk and claimed with the directory before the answer. Tried
    * again while the server does not answer, as an append is (one change id: a retry after a
    * lost answer lands once). A name another client took meanwhile: ConflictError when
-   * `exclusive` (O_EXCL: the caller's close fails with EEXIST); otherwise the bytes are kept
-   * beside it as NAME.conflict-HOST-TIME, logged, and `storedAs` names that copy (see
-   * OpenFileTable.create for why).
+   * `exclusive` (O_EXCL: the caller's close fails with EEXIST); with `appendIfTaken` (the
+   * bytes were all appended, or there are none) they are appended to the file that took the
+   * name, as two programs' O_CREAT|O_APPEND opens of one name share a local file; otherwise
+   * they are kept beside it as NAME.conflict-HOST-TIME, logged, and `storedAs` names that
+   * copy (see OpenFileTable.create for why).
    * `keepWriting`: the caller goes on writing to the file (an fsync of a file it holds open,
    * as a database's journal): the path's lease is taken first and sent with the create, and
    * the server promises a callback on the file, so the next write here finds the lease kept
    * and the copy vouched for, and asks nothing (see ShownLeases).
    */
-  async createWithContent (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }): Promise<{ meta: FileMeta, storedAs: string }> {
+  async createWithContent (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, appendIfTaken?: boolean, keepWriting?: boolean }): Promise<{ meta: FileMeta, storedAs: string }> {
     const canonical = normalizePath(path)
     try {
       return { meta: await this.placeNewFile(canonical, data, opts), storedAs: canonical }
@@ -1156,10 +1158,34 @@ export class DfsClient {
       }
       if (!(err instanceof ConflictError) || opts.exclusive) throw err
     }
+    if (opts.appendIfTaken === true) {
+      // The other client's file is the one this open made, as on a local disk: its mode and time stay.
+      const taken = await this.takenName(canonical, data)
+      if (taken !== null) return { meta: taken, storedAs: canonical }
+    }
     const conflict = conflictPathOf(canonical)
     const meta = await this.placeNewFile(conflict, data, { mode: opts.mode, mtimeMs: opts.mtimeMs })
     this.writeRetry.log?.(`create of ${canonical}: another client made the file meanwhile; this mount's bytes are kept as ${conflict}`)
     return { meta, storedAs: conflict }
+  }
+
+  /**
+   * The file another client made at the name this client's create lost, with `data`
+   * appended to it; null if the name is not a file now (removed again, or a folder).
+   */
+  private async takenName (canonical: string, data: Buffer): Promise<FileMeta | null> {
+    try {
+      if (data.length === 0) {
+        const meta = await this.statFresh(canonical)
+        return meta.kind === 'file' ? meta : null
+      }
+      const meta = await this.append(canonical, data)
+      this.writeRetry.log?.(`create of ${canonical}: another client made the file meanwhile; this mount's ${data.length} bytes, all appended, were appended to it`)
+      return meta
+    } catch (err) {
+      if (err instanceof NotFoundError || err instanceof IsDirectoryError) return null
+      throw err
+    }
   }
 
   /**

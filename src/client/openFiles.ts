@@ -94,7 +94,7 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   truncate: (path: string, size: number) => Promise<FileMeta>
   utimes: (path: string, mtimeMs: number, atimeMs?: number) => Promise<FileMeta>
   /** A new file with its bytes in one request (see DfsClient.createWithContent). */
-  createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
+  createWithContent: (path: string, data: Buffer, opts: { mode?: number, mtimeMs?: number, exclusive: boolean, appendIfTaken?: boolean, keepWriting?: boolean }) => Promise<{ meta: FileMeta, storedAs: string }>
   /** Drops what is remembered of a path (its server, its metadata). */
   forget: (path: string) => void
   /** Why this client's credential cannot change files now (a read-only or expired token), or null. */
@@ -115,6 +115,12 @@ interface UnbornFile {
   meta: FileMeta
   /** O_EXCL: a name another mount took meanwhile fails the close (EEXIST). */
   exclusive: boolean
+  /**
+   * Every write so far came through an O_APPEND handle (and no truncation): if another mount
+   * takes the name first, the bytes are appended to its file, as on a local disk (two
+   * machines' `>> log` of a new log); else they are kept beside it as a conflict copy.
+   */
+  appendedOnly: boolean
   /** A time set before the first flush (cp -p, tar): sent with the create. */
   mtimeMs?: number
 }
@@ -264,9 +270,11 @@ export class OpenFileTable {
    * that lookup and the close: with O_EXCL the close fails with EEXIST (the one that lost
    * is told, the one that won keeps its file). Without O_EXCL the caller asked for the name
    * whether it existed or not, and either outcome of the race could be right, so neither
-   * side's bytes are dropped: the other mount's file keeps the name, this one's bytes are
-   * kept beside it as NAME.conflict-HOST-TIME and the mount logs it, as a store that lost
-   * its lease does; the close succeeds, since the bytes are on disk.
+   * side's bytes are dropped: the other mount's file keeps the name. A file this mount only
+   * appended to (or did not write) is then that file, as it would be on a local disk: the
+   * bytes are appended to it. Other bytes are kept beside it as NAME.conflict-HOST-TIME and
+   * the mount logs it, as a store that lost its lease does; the close succeeds, since the
+   * bytes are on disk.
    */
   async create (filePath: string, mode?: number, flags: number = O_RDWR): Promise<number> {
     const canonical = normalizePath(filePath)
@@ -274,7 +282,7 @@ export class OpenFileTable {
     const meta: FileMeta = { path: canonical, kind: 'file', version: 0, size: 0, mtimeMs: Date.now(), mode }
     // What it holds until its first write: nothing, read from memory (no descriptor to open).
     const reader = new BytesReader(NO_BYTES)
-    this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0 })
+    this.unborn.set(canonical, { meta, exclusive: (flags & O_EXCL) !== 0, appendedOnly: true })
     this.lastSeen.set(canonical, meta)
     return this.register(canonical, flags & ~O_ACCMODE | O_RDWR, { reader, meta, download: null }, meta)
   }
@@ -399,7 +407,8 @@ export class OpenFileTable {
     const data = appends.buffer.take()
     appends.sending += data.length
     try {
-      const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive, keepWriting })
+      const appendIfTaken = data.length === 0 || unborn.appendedOnly
+      const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive, appendIfTaken, keepWriting })
       this.unborn.delete(canonical)
       if (storedAs === canonical) {
         appends.base = meta.size
@@ -500,6 +509,7 @@ export class OpenFileTable {
     const unborn = this.unborn.get(file.path)
     if (unborn !== undefined) unborn.mtimeMs = undefined // a write moves the time, as on a local disk
     const appending = (file.flags & O_APPEND) !== 0
+    if (unborn !== undefined && !appending) unborn.appendedOnly = false
     const heldBack = data.length + (file.working ? 0 : file.appends.sending + file.appends.buffer.size)
     if (!(await this.client.roomFor(file.path, data.length, heldBack, unborn !== undefined))) {
       throw new InsufficientStorageError(`no room for ${data.length} more bytes of ${file.path} on its file server`, { path: file.path })
@@ -528,7 +538,9 @@ export class OpenFileTable {
     const file = this.get(id)
     file.flushFailed = false
     // A file made here and not sent yet: its bytes are all in the append buffer.
-    if (!file.working && this.unborn.has(file.path) && file.appends.sending === 0 && size <= file.appends.buffer.size) {
+    const unborn = this.unborn.get(file.path)
+    if (unborn !== undefined) unborn.appendedOnly = false
+    if (!file.working && unborn !== undefined && file.appends.sending === 0 && size <= file.appends.buffer.size) {
       const kept = file.appends.buffer.take().subarray(0, size)
       if (kept.length > 0) file.appends.buffer.putBack(kept)
       return
