@@ -116,6 +116,8 @@ export class WorkingCopy {
   private changing = 0
   /** Taking the lease again, while under way (one at a time). */
   private retaking: Promise<void> | null = null
+  /** Closed (its last user let go): never takes a lease again. */
+  private closed = false
 
   /** The copy's local file and its descriptor; null while the copy is held in memory. */
   private local: { file: string, handle: fsp.FileHandle } | null
@@ -342,7 +344,7 @@ export class WorkingCopy {
   private async underLease (change: () => Promise<void>): Promise<void> {
     this.changing++
     try {
-      while (this.yielded) await this.retake()
+      while (this.yielded && !this.closed) await this.retake()
       await change()
     } finally {
       this.changing--
@@ -356,6 +358,7 @@ export class WorkingCopy {
    */
   private async retake (): Promise<void> {
     this.retaking ??= (async () => {
+      if (this.closed) return
       const held = await this.backend.lock(this.path)
       try {
         const now = await this.backend.statFresh(this.path)
@@ -364,6 +367,8 @@ export class WorkingCopy {
         await held.release()
         throw err
       }
+      // Closed meanwhile: nothing will use or give back this lease but here.
+      if (this.closed) return await held.release()
       this.held = held
       this.yielded = false
       this.watchRecall()
@@ -413,6 +418,7 @@ export class WorkingCopy {
    * unlink of sqlite's journal right after its close) waits for the lock, not for the cache.
    */
   async close (backend: WorkingCopyBackend, opts: { keep?: boolean } = {}): Promise<void> {
+    this.closed = true
     // A partial copy with bytes still absent is no copy of any version: not kept.
     const keep = opts.keep !== false && !this.dirty && this.partial?.absent.none !== false ? this.stored : null
     if (this.local === null) {
