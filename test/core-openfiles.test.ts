@@ -8,6 +8,7 @@ import { BadRequestError, LockTimeoutError, StaleHandleError } from '../src/shar
 import { MEMORY_COPIES_BYTES, MEMORY_COPY_BYTES } from '../src/client/workingCopy'
 import { callbackClient, startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
+import { waitFor } from './helpers/waitFor'
 
 // The open-file table behind the mount, driven directly (no FUSE) against a real cluster:
 // each OpenFileTable over its own DfsClient (own cache folder) stands for one machine.
@@ -201,6 +202,33 @@ t.test('a write inside the file is stored whole on flush (store-on-close), under
   await impatient.append('/doc.txt', 'next\n')
   t.ok(Date.now() - started < 1000, 'after release another machine writes at once')
   t.equal(onDisk(cluster, 'doc.txt'), rewritten + 'next\n')
+})
+
+t.test('a file held open for writing hands its delegated lease over when recalled with nothing unstored, and its next write builds on the other change', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': 'one\n' }])
+  const holder = await callbackClient(t, cluster, '/doc.txt')
+  await waitFor('the channel to the lock server', async () => holder.delegations?.ready() === true || undefined)
+  const table = tableFor(t, holder)
+  const other = cluster.client({ lockTimeoutMs: 1000 })
+  const id = await table.open('/doc.txt', O_RDWR)
+  await write(table, id, 'ONE', 0)
+  await table.flush(id)
+  t.equal(onDisk(cluster, 'doc.txt'), 'ONE\n', 'the flush stored the change')
+  t.equal(holder.locks.kept?.count, 1, 'the lease is kept after the store: delegated, so the lock server can recall it')
+  await other.append('/doc.txt', 'two\n')
+  t.equal(onDisk(cluster, 'doc.txt'), 'ONE\ntwo\n', 'recalled, the lease went to the other client at once, the file still open here')
+  t.equal(holder.locks.kept?.count, 0, 'given back')
+  t.equal(table.localView(await holder.statFresh('/doc.txt')).size, 8, 'the size shown is the server\'s')
+  await write(table, id, 'o', 1)
+  t.equal(await readAll(table, id), 'OoE\ntwo\n', 'the next write took the lease again, on the file as the other client left it')
+  // Recalled with a change unstored: the other client waits (here, gives up) until it is stored...
+  t.type(await errorOf(other.append('/doc.txt', 'late\n')), LockTimeoutError, 'with a change unstored, the key stays with the writer')
+  await table.flush(id)
+  // ...and the recall that came meanwhile gives the lease back after the store.
+  await other.append('/doc.txt', 'three\n')
+  t.equal(onDisk(cluster, 'doc.txt'), 'OoE\ntwo\nthree\n', 'after the store, the other client appends while the file is still open here')
+  await table.release(id)
+  t.equal(onDisk(cluster, 'doc.txt'), 'OoE\ntwo\nthree\n', 'the release had nothing more to store')
 })
 
 t.test('a write inside the file then a write past its end: both stored together on release', async (t) => {
