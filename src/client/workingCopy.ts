@@ -130,7 +130,7 @@ export class WorkingCopy {
    * where they come from (the file on its server at `base`, which moves with each store of
    * this copy: a range store changes only bytes that are here). Null for a whole copy.
    */
-  private partial: { absent: AbsentRanges, base: FileMeta, backend: WorkingCopyBackend } | null = null
+  private partial: { absent: AbsentRanges, base: FileMeta } | null = null
 
   private constructor (
     private readonly backend: WorkingCopyBackend,
@@ -146,6 +146,7 @@ export class WorkingCopy {
     this.dirty = dirty
     this.local = Buffer.isBuffer(kept) ? null : kept
     this.memory = Buffer.isBuffer(kept) ? kept : null
+    this.watchRecall()
   }
 
   /**
@@ -153,12 +154,7 @@ export class WorkingCopy {
    * the old bytes are not needed (open with O_TRUNC, cp over a file).
    */
   static async start (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean): Promise<WorkingCopy> {
-    const copy = await WorkingCopy.startUnder(backend, filePath, workDir, empty, await backend.lock(filePath))
-    copy.watchRecall()
-    return copy
-  }
-
-  private static async startUnder (backend: WorkingCopyBackend, filePath: string, workDir: string, empty: boolean, held: HeldLock): Promise<WorkingCopy> {
+    const held = await backend.lock(filePath)
     if (empty) return new WorkingCopy(backend, filePath, workDir, Buffer.alloc(0), held, 0, true, null)
     let workingFile: string | null = null
     try {
@@ -169,7 +165,7 @@ export class WorkingCopy {
         const handle = await fsp.open(workingFile, 'w+')
         await handle.truncate(start.meta.size)
         const copy = new WorkingCopy(backend, filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
-        copy.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta, backend }
+        copy.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta }
         return copy
       }
       // Bytes this client holds in memory (sqlite's journal, its header rewritten after the
@@ -388,7 +384,7 @@ export class WorkingCopy {
     if ('partial' in start) {
       await handle.truncate(0)
       await handle.truncate(start.meta.size)
-      this.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta, backend: this.backend }
+      this.partial = { absent: new AbsentRanges(start.meta.size), base: start.meta }
     } else {
       // copyFile writes into the same file (O_TRUNC): the descriptor held here sees the new bytes.
       if ('data' in start) await fsp.writeFile(file, start.data)
@@ -489,17 +485,17 @@ export class WorkingCopy {
    */
   private async fetchBase (partial: NonNullable<WorkingCopy['partial']>, position: number, length: number): Promise<Buffer> {
     try {
-      return await partial.backend.readRange(this.path, partial.base, position, length, { lease: this.held })
+      return await this.backend.readRange(this.path, partial.base, position, length, { lease: this.held })
     } catch (err) {
       // A lease that ran out meanwhile (the mount was stopped): the version check alone says
       // whether these are still the bytes; the store that follows takes a new lease
       // (storeWorkingCopy), as it would for a whole copy.
-      if (err instanceof LeaseError) return await partial.backend.readRange(this.path, partial.base, position, length)
+      if (err instanceof LeaseError) return await this.backend.readRange(this.path, partial.base, position, length)
       if (!(err instanceof ConflictError)) throw err
-      const now = await partial.backend.statFresh(this.path)
+      const now = await this.backend.statFresh(this.path)
       if (now.version !== partial.base.version) throw new ConflictError(`${this.path} changed on its server (version ${partial.base.version} to ${now.version}) while this mount wrote it in place`, { path: this.path })
       partial.base = now
-      return await partial.backend.readRange(this.path, now, position, length, { lease: this.held })
+      return await this.backend.readRange(this.path, now, position, length, { lease: this.held })
     }
   }
 
