@@ -231,6 +231,22 @@ t.test('a file held open for writing hands its delegated lease over when recalle
   t.equal(onDisk(cluster, 'doc.txt'), 'OoE\ntwo\nthree\n', 'the release had nothing more to store')
 })
 
+t.test('a file held open for writing that another client removed once it had the key: the next write is ESTALE, and nothing comes back', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'doc.txt': 'one\n' }])
+  const holder = await callbackClient(t, cluster, '/doc.txt')
+  await waitFor('the channel to the lock server', async () => holder.delegations?.ready() === true || undefined)
+  const table = tableFor(t, holder)
+  const other = cluster.client({ lockTimeoutMs: 5000 })
+  const id = await table.open('/doc.txt', O_RDWR)
+  await write(table, id, 'ONE', 0)
+  await table.flush(id)
+  await other.unlink('/doc.txt')
+  t.notOk(fs.existsSync(path.join(cluster.roots[0], 'doc.txt')), 'the other client removed the file while it is open here')
+  t.type(await errorOf(write(table, id, 'again', 0)), StaleHandleError, 'the next write here is told the file is gone (ESTALE)')
+  await table.release(id)
+  t.notOk(fs.existsSync(path.join(cluster.roots[0], 'doc.txt')), 'the release brings nothing back')
+})
+
 t.test('a write inside the file then a write past its end: both stored together on release', async (t) => {
   const cluster = await startTestCluster(t, [{ 'doc.txt': '0123456789' }])
   const table = tableFor(t, cluster.client())

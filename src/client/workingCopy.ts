@@ -8,7 +8,7 @@ import type { ByteRange } from '../shared/rangeFrames'
 import { bytesOf, DirtyRanges } from './dirtyRanges'
 import { removeLocalFile, uniqueSuffix } from './localFiles'
 import { AbsentRanges } from './absentRanges'
-import { ConflictError, LeaseError, localCacheFailure } from '../shared/errors'
+import { ConflictError, LeaseError, localCacheFailure, NotFoundError, StaleHandleError } from '../shared/errors'
 
 /**
  * Above this, a store sends the copy whole: the range write is held in memory on both ends,
@@ -361,6 +361,9 @@ export class WorkingCopy {
         if (now.version !== this.baseVersion) await this.rebase(held)
       } catch (err) {
         await held.release()
+        // Removed by another client after this copy gave the key up: what is written now has
+        // no file to go to, and the program hears so, as NFS answers ESTALE.
+        if (err instanceof NotFoundError) throw new StaleHandleError(`${this.path} was removed by another client while it was open here`, { path: this.path })
         throw err
       }
       // Closed meanwhile: nothing will use or give back this lease but here.
