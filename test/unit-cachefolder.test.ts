@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { commandCacheFolder, mountCacheFolder } from '../src/cli/cacheFolder'
+import { commandCacheFolder, mountCacheFolder, STALE_CACHE_MS, sweepCacheRoot } from '../src/cli/cacheFolder'
 import { localTempDir } from './helpers/mountOps'
 
 /*
@@ -46,4 +46,37 @@ t.test('a live process\'s folder is not taken', async (t) => {
   fs.writeFileSync(path.join(folder, 'owner.pid'), '1')
   t.equal(commandCacheFolder(cache), path.join(cache, 'cli-2'))
   t.equal(fs.readFileSync(path.join(folder, 'owner.pid'), 'utf8'), '1', 'its pid file is left alone')
+})
+
+t.test('a mount sweeps the cache root of folders unused for 30 days: its own and live ones stay', async (t) => {
+  const cache = await localTempDir(t)
+  const old = (Date.now() - STALE_CACHE_MS - 24 * 3600 * 1000) / 1000
+  const make = (name: string, opts: { stale: boolean, owner?: number }): string => {
+    const folder = path.join(cache, name)
+    fs.mkdirSync(path.join(folder, 'objects'), { recursive: true })
+    fs.writeFileSync(path.join(folder, 'objects', 'copy'), 'bytes')
+    if (opts.owner !== undefined) fs.writeFileSync(path.join(folder, 'owner.pid'), String(opts.owner))
+    if (opts.stale) fs.utimesSync(folder, old, old)
+    return folder
+  }
+  const gone = [
+    make('mounts/old-mount-0123456789abcdef', { stale: true }),
+    make('mounts/killed-0123456789abcdef', { stale: true, owner: deadPid() }),
+    make('cli-3', { stale: true }),
+    make('objects', { stale: true })
+  ]
+  const kept = [
+    make('mounts/recent-0123456789abcdef', { stale: false }),
+    make('mounts/running-0123456789abcdef', { stale: true, owner: 1 }),
+    make('tmp', { stale: false }),
+    make('keep-me', { stale: true })
+  ]
+  const mine = mountCacheFolder(cache, 'http://dir.example:7070', '/mnt/dfs')
+  fs.utimesSync(mine, old, old)
+  const removed = await sweepCacheRoot(cache)
+  t.same(removed.sort(), [...gone].sort(), 'the stale folders of no live process, and the old layout\'s, are removed')
+  for (const folder of gone) t.notOk(fs.existsSync(folder), `${path.relative(cache, folder)} is gone`)
+  for (const folder of kept) t.ok(fs.existsSync(path.join(folder, 'objects', 'copy')), `${path.relative(cache, folder)} stays`)
+  t.ok(fs.existsSync(path.join(mine, 'owner.pid')), 'the sweeping mount\'s own folder stays claimed')
+  t.equal(fs.readFileSync(path.join(cache, 'mounts/running-0123456789abcdef', 'owner.pid'), 'utf8'), '1', 'a live owner\'s pid file is left alone')
 })

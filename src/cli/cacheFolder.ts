@@ -53,3 +53,58 @@ function claimCacheFolder (folder: string): ReturnType<typeof claimFolder> {
   if (claim.claimed) process.once('exit', claim.release)
   return claim
 }
+
+/** A cache folder no process has used for this long is removed by the next mount's sweep. */
+export const STALE_CACHE_MS = 30 * 24 * 3600 * 1000
+/** Where dfs kept its copies before each process had a folder of its own: nothing uses these now. */
+const OLD_LAYOUT = ['objects', 'tmp', 'work']
+
+/**
+ * Removes from the cache root the folders nobody has used for STALE_CACHE_MS: those of mounts
+ * at mount points or of clusters no longer mounted (each may hold up to the cache budget),
+ * of dfs commands, and the old layout's. A folder's mtime is when a process last claimed or
+ * let go of it (its pid file), or last added or removed a copy in it. Each folder of a
+ * process is claimed before it goes, so one in use is never touched. Answers what it removed.
+ */
+export async function sweepCacheRoot (root: string, now = Date.now()): Promise<string[]> {
+  const stale = (folder: string): boolean => {
+    try {
+      return now - fs.statSync(folder).mtimeMs > STALE_CACHE_MS
+    } catch {
+      return false
+    }
+  }
+  const removed: string[] = []
+  const remove = async (folder: string): Promise<void> => {
+    await fs.promises.rm(folder, { recursive: true, force: true })
+    removed.push(folder)
+  }
+  for (const name of OLD_LAYOUT) {
+    const folder = path.join(root, name)
+    if (stale(folder)) await remove(folder)
+  }
+  const mounts = path.join(root, 'mounts')
+  const ofProcesses = [
+    ...namesIn(root).filter((name) => /^cli(-\d+)?$/.test(name)).map((name) => path.join(root, name)),
+    ...namesIn(mounts).map((name) => path.join(mounts, name))
+  ]
+  for (const folder of ofProcesses) {
+    if (!stale(folder)) continue
+    const claim = claimFolder(folder, OWNER_FILE)
+    if (!claim.claimed) continue
+    try {
+      await remove(folder)
+    } finally {
+      claim.release()
+    }
+  }
+  return removed
+}
+
+function namesIn (folder: string): string[] {
+  try {
+    return fs.readdirSync(folder)
+  } catch {
+    return []
+  }
+}

@@ -15,7 +15,7 @@ import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
 import { mountStateOf } from './mountState'
-import { mountCacheFolder } from './cacheFolder'
+import { mountCacheFolder, STALE_CACHE_MS, sweepCacheRoot } from './cacheFolder'
 import { parseByteSize } from './byteSize'
 import { clientCaller, trustClusterCa } from './credentials'
 import { mountOptions, refuseRepeatedOptions } from './options'
@@ -238,6 +238,10 @@ async function main (): Promise<void> {
     }
     // Last: whoever waits for this line (a test, a supervisor) finds the metrics address already said.
     log(`mounted ${directoryUrl} at ${mountpoint} (cache ${cacheFolder})`)
+    // In the background: folders of mounts and commands long gone would keep their copies for good.
+    sweepCacheRoot(cacheDir).then((removed) => {
+      if (removed.length > 0) log(`removed ${removed.length} cache folder(s) unused for ${STALE_CACHE_MS / 86_400_000} days: ${removed.join(', ')}`)
+    }, (err: unknown) => log(`could not sweep the cache folder ${cacheDir}: ${err instanceof Error ? err.message : String(err)}`))
 
     let stopping = false
     const stop = (why: string): void => {
