@@ -204,15 +204,24 @@ t.test('a write inside the file is stored whole on flush (store-on-close), under
   t.equal(onDisk(cluster, 'doc.txt'), rewritten + 'next\n')
 })
 
-t.test('a file held open for writing hands its delegated lease over when recalled with nothing unstored, and its next write builds on the other change', async (t) => {
+/**
+ * doc.txt ('one\n') open read-write on a client whose channel to the lock server is up (so its
+ * lease is delegated), written in place ('ONE') and flushed; and another client to ask for the key.
+ */
+async function heldOpenAndStored (t: Test, otherLockTimeoutMs: number): Promise<{ cluster: TestCluster, holder: DfsClient, table: OpenFileTable, other: DfsClient, id: number }> {
   const cluster = await startTestCluster(t, [{ 'doc.txt': 'one\n' }])
   const holder = await callbackClient(t, cluster, '/doc.txt')
   await waitFor('the channel to the lock server', async () => holder.delegations?.ready() === true || undefined)
   const table = tableFor(t, holder)
-  const other = cluster.client({ lockTimeoutMs: 1000 })
+  const other = cluster.client({ lockTimeoutMs: otherLockTimeoutMs })
   const id = await table.open('/doc.txt', O_RDWR)
   await write(table, id, 'ONE', 0)
   await table.flush(id)
+  return { cluster, holder, table, other, id }
+}
+
+t.test('a file held open for writing hands its delegated lease over when recalled with nothing unstored, and its next write builds on the other change', async (t) => {
+  const { cluster, holder, table, other, id } = await heldOpenAndStored(t, 1000)
   t.equal(onDisk(cluster, 'doc.txt'), 'ONE\n', 'the flush stored the change')
   t.equal(holder.locks.kept?.count, 1, 'the lease is kept after the store: delegated, so the lock server can recall it')
   await other.append('/doc.txt', 'two\n')
@@ -232,14 +241,7 @@ t.test('a file held open for writing hands its delegated lease over when recalle
 })
 
 t.test('a file held open for writing that another client removed once it had the key: the next write is ESTALE, and nothing comes back', async (t) => {
-  const cluster = await startTestCluster(t, [{ 'doc.txt': 'one\n' }])
-  const holder = await callbackClient(t, cluster, '/doc.txt')
-  await waitFor('the channel to the lock server', async () => holder.delegations?.ready() === true || undefined)
-  const table = tableFor(t, holder)
-  const other = cluster.client({ lockTimeoutMs: 5000 })
-  const id = await table.open('/doc.txt', O_RDWR)
-  await write(table, id, 'ONE', 0)
-  await table.flush(id)
+  const { cluster, table, other, id } = await heldOpenAndStored(t, 5000)
   await other.unlink('/doc.txt')
   t.notOk(fs.existsSync(path.join(cluster.roots[0], 'doc.txt')), 'the other client removed the file while it is open here')
   t.type(await errorOf(write(table, id, 'again', 0)), StaleHandleError, 'the next write here is told the file is gone (ESTALE)')
