@@ -366,8 +366,9 @@ export class OpenFileTable {
    * Another client renamed `from` to `to` (a file server said so with its callback's break):
    * handles of it here follow, as after renamed(), so their later writes land in the file
    * under its new name. Not where the move would mix two files' handles (`to` is open here
-   * too) nor a working copy's (its lock kept the rename waiting until it was stored): those
-   * stay, and a later store under the old name fails at close, as before.
+   * too) nor a working copy's (its lock kept the rename waiting until its changes were
+   * stored, and may have gone back since, when another client asked): those stay, and a
+   * later write or store under the old name fails (ESTALE).
    */
   renamedElsewhere (from: string, to: string): boolean {
     const source = normalizePath(from)
