@@ -23,7 +23,7 @@ import { LocalCache } from './localCache'
 import { BytesReader, DescriptorReader } from './copyReader'
 import { RangeReader } from './rangeReader'
 import { RecentBytes } from './recentBytes'
-import { monotonicMs } from '../shared/clock'
+import { monotonicMs, waitAtMost } from '../shared/clock'
 import { CallbackRegistry } from './callbacks'
 import { DelegationChannel } from './delegationChannel'
 import { retryAppendWhileUnavailable, retryReadWhileUp, retryWhileUnavailable } from './retry'
@@ -1483,10 +1483,7 @@ export class DfsClient {
    * mounts' programs are refused them until it runs out.
    */
   async shutdown (waitMs = 5000): Promise<void> {
-    const given = Promise.allSettled([this.locks.giveBackKept(), this.advisoryLocks.close()])
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([given, new Promise<void>((resolve) => { timer = setTimeout(resolve, waitMs) })])
-    clearTimeout(timer)
+    await waitAtMost(Promise.allSettled([this.locks.giveBackKept(), this.advisoryLocks.close()]), waitMs)
     this.close()
   }
 

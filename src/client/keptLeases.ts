@@ -1,3 +1,4 @@
+import { waitAtMost } from '../shared/clock'
 import type { DelegationHandler } from './delegationChannel'
 
 /** A delegated lease kept this long without use is given back (one constant: a few seconds). */
@@ -122,9 +123,7 @@ export class KeptLeases implements DelegationHandler {
   async inUseEnded (path: string, ms: number): Promise<void> {
     const kept = this.kept.get(path)
     if (kept === undefined || kept.ending || kept.users === 0) return
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([kept.unused, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
-    clearTimeout(timer)
+    await waitAtMost(kept.unused, ms)
   }
 
   /** Whether a lease on the path is kept and may be handed out now (a write may go straight under it). */
@@ -174,9 +173,7 @@ export class KeptLeases implements DelegationHandler {
       const told = kept.onRecall
       kept.onRecall = null
       told?.()
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([kept.unused, new Promise<void>((resolve) => { timer = setTimeout(resolve, RECALL_WAITS_FOR_USE_MS) })])
-      clearTimeout(timer)
+      await waitAtMost(kept.unused, RECALL_WAITS_FOR_USE_MS)
       // Still in use (a file open for writing): returned() gives it back when the use ends.
       if (kept.users > 0) return
     }

@@ -10,3 +10,10 @@ import { performance } from 'node:perf_hooks'
 export function monotonicMs (): number {
   return performance.now()
 }
+
+/** Waits for `promise` to settle, but at most `ms`; never throws (what it settles with is not wanted). */
+export async function waitAtMost (promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([promise.then(() => {}, () => {}), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
+  clearTimeout(timer)
+}
