@@ -34,7 +34,7 @@ import { LockClient } from './lockClient'
 import type { HeldLock } from './lockClient'
 import { FolderCopies } from './folderCopies'
 import { FreeSpaceWatch } from './freeSpaceWatch'
-import { Locator, serverDownError } from './locator'
+import { Locator } from './locator'
 import { MetadataMemo } from './metadataMemo'
 import { countCacheLookup } from './metrics'
 import { PROBE_TIMEOUT_MS, SILENT, SilenceWatch } from './silenceWatch'
@@ -1108,7 +1108,7 @@ export class DfsClient {
     const { servers } = await this.directory.servers()
     // One the directory has marked down is counted unreachable without waiting for it.
     const answers = await Promise.allSettled(servers.map(async (s) => {
-      if (s.state === 'down') throw serverDownError(s, undefined, this.locator.fileServers.urlOf(s))
+      if (s.state === 'down') throw this.locator.downError(s)
       return await this.locator.reader(s).statfs()
     }))
     const result: ClusterStatfs = { totalBytes: 0, freeBytes: 0, servers: 0, unreachable: 0 }

@@ -161,7 +161,7 @@ export class Locator {
   async onFileServer<T> (path: string, found: LookupAnswer, call: (server: FileApi) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
     if (!found.server) throw new IsDirectoryError(`is a folder: ${path}`, { path })
     const api = async (server: ServerInfo): Promise<FileApi> => {
-      if (server.state === 'down') throw serverDownError(server, path, this.fileServers.urlOf(server))
+      if (server.state === 'down') throw this.downError(server, path)
       if (opts.read === true && this.silence !== null && await this.silence.stillSilent(server)) {
         throw new ServerUnavailableError(`file server ${server.machineId} at ${new URL(this.fileServers.urlOf(server)).host} does not answer, not even /health: ${path} is out of reach`,
           { server: server.url, machineId: server.machineId, path })
@@ -185,16 +185,21 @@ export class Locator {
       // The remembered answer may be stale: the file moved, or its server moved to another
       // URL (same machine id) or is down by now, which is the better error to give.
       const fresh = await this.lookup(path)
-      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw serverDownError(fresh.server, path, this.fileServers.urlOf(fresh.server))
+      if (err instanceof ServerUnavailableError && fresh.server?.state === 'down') throw this.downError(fresh.server, path)
       if (!fresh.server || fresh.server.url === found.server.url) throw err
       return await call(await api(fresh.server))
     }
   }
 
+  /** serverDownError naming the server where this machine calls it. */
+  downError (server: ServerInfo, path?: string): ServerUnavailableError {
+    return serverDownError(server, path, this.fileServers.urlOf(server))
+  }
+
   /** Runs a call on every server holding a folder; all are tried, the first failure is thrown. One that is down fails it at once. */
   async onEveryHolder<T> (found: LookupAnswer, call: (server: FileApi) => Promise<T>): Promise<T[]> {
     const down = (found.holders ?? []).find((holder) => holder.state === 'down')
-    if (down) throw serverDownError(down, found.path, this.fileServers.urlOf(down))
+    if (down) throw this.downError(down, found.path)
     const results = await Promise.allSettled((found.holders ?? []).map(async (holder) => await call(this.fileServer(holder))))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
