@@ -57,3 +57,35 @@ t.test('after a full buffer was taken, the next starts with a slab of the full s
   t.ok(small.equals(line))
   t.ok(small.buffer.byteLength < full, `a buffer after a short one starts small (${small.buffer.byteLength} bytes)`)
 })
+
+t.test('writes over held bytes land in place, across slabs, and what goes past the end is pushed', async (t) => {
+  const buffer = new AppendBuffer(1024 * 1024)
+  const expected = Buffer.alloc(100_000)
+  // Writes of growing sizes fill several slabs (16 KiB doubling).
+  for (let at = 0; at < expected.length;) {
+    const data = Buffer.alloc(Math.min(7000, expected.length - at), at % 251)
+    buffer.push(data)
+    data.copy(expected, at)
+    at += data.length
+  }
+  buffer.putBack(Buffer.from('front'))
+  let whole = Buffer.concat([Buffer.from('front'), expected])
+  // Over the start (a header), across two slab boundaries, and from inside to past the end.
+  for (const [position, length] of [[0, 28], [16_000, 40_000], [whole.length - 10, 50]]) {
+    const data = Buffer.alloc(length, (position + length) % 251)
+    buffer.writeAt(position, data)
+    const grown = Buffer.alloc(Math.max(whole.length, position + length))
+    whole.copy(grown)
+    data.copy(grown, position)
+    t.ok(buffer.head(28).equals(grown.subarray(0, 28)), `the head after a write of ${length} at ${position}`)
+    t.equal(buffer.size, grown.length)
+    const taken = buffer.take()
+    t.ok(taken.equals(grown), `every byte after a write of ${length} at ${position}`)
+    buffer.push(taken)
+    whole = grown
+  }
+  const size = buffer.size
+  buffer.writeAt(size + 3, Buffer.from('x'))
+  t.ok(buffer.take().subarray(size).equals(Buffer.from([0, 0, 0, 0x78])), 'a write past the end leaves zeros before it')
+  t.equal(new AppendBuffer(16).head(8).length, 0, 'the head of nothing is empty')
+})

@@ -58,6 +58,38 @@ export class AppendBuffer {
     return parts.length === 1 ? parts[0] : Buffer.concat(parts)
   }
 
+  /**
+   * Writes `data` at `position`: over the held bytes, and past their end as push() does, after
+   * zeros up to `position` if it lies beyond. A file made here and not sent yet holds all its
+   * bytes in this buffer, and a program may write a header over its start after the body
+   * (sqlite's journal, zip), or leave a gap (sqlite's next journal header starts at a sector).
+   */
+  writeAt (position: number, data: Buffer): void {
+    if (position > this.bytes) this.push(Buffer.alloc(position - this.bytes))
+    let done = 0
+    let slabStart = 0
+    for (const slab of this.slabs) {
+      const slabEnd = slabStart + slab.used
+      const at = position + done
+      if (done < data.length && at < slabEnd) done += data.copy(slab.buffer, at - slabStart, done, done + slabEnd - at)
+      slabStart = slabEnd
+    }
+    if (done < data.length) this.push(data.subarray(done))
+  }
+
+  /** The first `length` bytes held (fewer if it holds fewer), copied. */
+  head (length: number): Buffer {
+    const parts: Buffer[] = []
+    let left = length
+    for (const slab of this.slabs) {
+      if (left <= 0) break
+      const part = slab.buffer.subarray(0, Math.min(slab.used, left))
+      parts.push(part)
+      left -= part.length
+    }
+    return Buffer.concat(parts)
+  }
+
   /** Bytes that could not be sent go back in front of anything written since. */
   putBack (data: Buffer): void {
     this.slabs.unshift({ buffer: data, used: data.length })

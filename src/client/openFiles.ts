@@ -12,6 +12,7 @@ import { RangeReader } from './rangeReader'
 import type { CopyReader } from './copyReader'
 import type { Download } from './localCache'
 import type { HeldLock } from './lockClient'
+import { databaseOfJournal, HELD_JOURNAL_CLOSED_MS, JOURNAL_HEADER_BYTES, JOURNAL_SUFFIX, looksLikeRollbackJournal } from './heldJournals'
 import { WorkingCopy } from './workingCopy'
 import type { WorkingCopyBackend } from './workingCopy'
 
@@ -123,7 +124,20 @@ interface UnbornFile {
   appendedOnly: boolean
   /** A time set before the first flush (cp -p, tar): sent with the create. */
   mtimeMs?: number
+  /**
+   * sqlite's rollback journal of a database open here for writing, kept here through its
+   * fsyncs, and past its close until its unlink (heldJournals.ts): sent only when a server
+   * may need it.
+   */
+  held?: boolean
 }
+
+/**
+ * Why a handle's data is flushed: the program's fsync; its close (or the handle's release);
+ * write-behind after a pause; or because the bytes must be on the server now (a read, an
+ * open, a full buffer, an unmount).
+ */
+type FlushReason = 'fsync' | 'close' | 'idle' | 'needed'
 
 /**
  * Appends of one path that wait for a flush, from every handle of the path on this mount,
@@ -190,6 +204,8 @@ export class OpenFileTable {
   /** Working copies being made (lock, fetch, copy): later writers wait for the same one. */
   private readonly startingCopies = new Map<string, Promise<WorkingCopy>>()
   private readonly flushes = new KeyedMutex()
+  /** Held journals closed and not unlinked yet: each is sent when its timer runs out (HELD_JOURNAL_CLOSED_MS). */
+  private readonly heldClosed = new Map<string, NodeJS.Timeout>()
   private readonly appends = new Map<string, PathAppends>()
   /** Per path, the send of a full append buffer that runs while writes go on (see sendBehind). */
   private readonly sendingBehind = new Map<string, Promise<void>>()
@@ -411,10 +427,16 @@ export class OpenFileTable {
       const appendIfTaken = data.length === 0 || unborn.appendedOnly
       const { meta, storedAs } = await this.client.createWithContent(canonical, data, { mode: unborn.meta.mode, mtimeMs: unborn.mtimeMs, exclusive: unborn.exclusive, appendIfTaken, keepWriting })
       this.unborn.delete(canonical)
+      this.stopHeldTimer(canonical)
       if (storedAs === canonical) {
         appends.base = meta.size
         this.lastSeen.set(canonical, meta)
       } else {
+        this.lastSeen.delete(canonical)
+      }
+      // A held journal closed already: nothing of it stays in the tables.
+      if (this.handlesOf(canonical).size === 0 && this.appends.get(canonical) === appends) {
+        this.appends.delete(canonical)
         this.lastSeen.delete(canonical)
       }
       // Their readers hold the empty file of the create: the stored bytes are in the cache now.
@@ -425,6 +447,69 @@ export class OpenFileTable {
     } finally {
       appends.sending -= data.length
     }
+  }
+
+  /**
+   * Sends the journal this mount holds for a database (heldJournals.ts), if it holds one,
+   * before something that may let another mount write the database or see it half made:
+   * a lock given up or shared, its rename or unlink.
+   */
+  async sendHeldJournalOf (databasePath: string): Promise<void> {
+    const journal = normalizePath(databasePath) + JOURNAL_SUFFIX
+    if (this.unborn.get(journal)?.held === true) await this.settle(journal)
+  }
+
+  /**
+   * unlink of a held journal no handle has open (sqlite's commit): it goes with no request,
+   * as it never reached a server. False when the path is no such journal.
+   */
+  async dropHeldJournal (filePath: string): Promise<boolean> {
+    const canonical = normalizePath(filePath)
+    if (this.unborn.get(canonical)?.held !== true) return false
+    return await this.flushes.run(canonical, async () => {
+      if (this.unborn.get(canonical)?.held !== true || this.handlesOf(canonical).size > 0) return false
+      this.forgetHeldJournal(canonical)
+      return true
+    })
+  }
+
+  /** A held journal leaves the tables: a flush of a handle still on its way out then finds nothing to send. */
+  private forgetHeldJournal (canonical: string): void {
+    this.appends.get(canonical)?.buffer.take()
+    this.appends.delete(canonical)
+    this.unborn.delete(canonical)
+    this.lastSeen.delete(canonical)
+    this.stopHeldTimer(canonical)
+  }
+
+  /**
+   * At an fsync of a file made here: whether it is sqlite's rollback journal of a database
+   * this mount has open for writing, all of it still here (heldJournals.ts).
+   */
+  private mayHoldJournal (canonical: string, appends: PathAppends): boolean {
+    const database = databaseOfJournal(canonical)
+    if (database === null || appends.sending > 0 || appends.base !== 0) return false
+    if (![...this.handlesOf(database)].some((file) => (file.flags & O_ACCMODE) !== O_RDONLY)) return false
+    return looksLikeRollbackJournal(appends.buffer.head(JOURNAL_HEADER_BYTES))
+  }
+
+  /** A held journal closed: sent after HELD_JOURNAL_CLOSED_MS unless unlinked first. */
+  private sendHeldLater (canonical: string): void {
+    this.stopHeldTimer(canonical)
+    const timer = setTimeout(() => {
+      this.heldClosed.delete(canonical)
+      this.settle(canonical).catch((err: unknown) => {
+        this.client.logLine(`could not send ${canonical}, a journal held here, to its server: ${err instanceof Error ? err.message : String(err)}; trying again`)
+        if (this.unborn.get(canonical)?.held === true) this.sendHeldLater(canonical)
+      })
+    }, HELD_JOURNAL_CLOSED_MS)
+    timer.unref()
+    this.heldClosed.set(canonical, timer)
+  }
+
+  private stopHeldTimer (canonical: string): void {
+    clearTimeout(this.heldClosed.get(canonical))
+    this.heldClosed.delete(canonical)
   }
 
   async read (id: number, buffer: Buffer, length: number, position: number, reopened = false): Promise<number> {
@@ -517,8 +602,15 @@ export class OpenFileTable {
     }
     if (!file.working) {
       const { appends } = file
-      if (!this.workingCopies.has(file.path) && (appending || position === appends.base + appends.sending + appends.buffer.size)) {
-        appends.buffer.push(data)
+      const end = appends.base + appends.sending + appends.buffer.size
+      // A file made here and not sent yet has all its bytes in the buffer: a write elsewhere
+      // than at its end stays there too, over them (a header written after the body: sqlite's
+      // journal, zip) or past a gap of zeros (sqlite's next journal header), but no gap longer
+      // than a full buffer (a sparse file goes on in a working copy).
+      const overBuffered = !appending && unborn !== undefined && appends.sending === 0 && position >= appends.base && position - appends.base <= this.maxPendingBytes
+      if (!this.workingCopies.has(file.path) && (appending || position === end || overBuffered)) {
+        if (overBuffered) appends.buffer.writeAt(position - appends.base, data)
+        else appends.buffer.push(data)
         if (appends.buffer.size >= this.maxPendingBytes) await this.sendBehind(file)
         else this.sendLater(file)
         return data.length
@@ -568,8 +660,9 @@ export class OpenFileTable {
     if (working) return await working.truncate(size)
     const writers = [...this.handlesOf(canonical)].filter((f) => (f.flags & O_ACCMODE) !== O_RDONLY)
     const writer = writers[writers.length - 1]
-    if (writer) await this.truncate(writer.id, size)
-    else await this.client.truncate(canonical, size)
+    if (writer) return await this.truncate(writer.id, size)
+    await this.settle(canonical) // a held journal closed here: its server has it first
+    await this.client.truncate(canonical, size)
   }
 
   /**
@@ -578,9 +671,12 @@ export class OpenFileTable {
    * from this handle or another, are kept for the next flush.
    */
   async flush (id: number, opts: { staysOpen?: boolean } = {}): Promise<void> {
-    const file = this.get(id)
+    await this.flushHandle(this.get(id), opts.staysOpen === true ? 'fsync' : 'close')
+  }
+
+  private async flushHandle (file: OpenFile, why: FlushReason): Promise<void> {
     try {
-      await this.flushNow(file, opts.staysOpen === true)
+      await this.flushNow(file, why)
       file.flushFailed = false
     } catch (err) {
       file.flushFailed = true
@@ -588,11 +684,25 @@ export class OpenFileTable {
     }
   }
 
-  /** `staysOpen`: an fsync, after which the program goes on writing to the file (a database's journal). */
-  private async flushNow (file: OpenFile, staysOpen = false): Promise<void> {
+  /**
+   * An fsync, or write-behind, leaves the file open: the program goes on writing to it (a
+   * database's journal). A database's store at any time but its fsync may leave its server a
+   * transaction half made: its journal held here goes first (heldJournals.ts).
+   */
+  private async flushNow (file: OpenFile, why: FlushReason): Promise<void> {
+    const staysOpen = why === 'fsync' || why === 'idle'
     await this.flushes.run(file.path, async () => {
       if (file.removedElsewhere) throw removedElsewhereError(file.path)
-      if (this.unborn.has(file.path)) await this.bear(file.path, file.appends, staysOpen && (file.flags & O_ACCMODE) !== O_RDONLY)
+      if (why !== 'fsync' && this.holdsUnstored(file)) await this.sendHeldJournalOf(file.path)
+      const unborn = this.unborn.get(file.path)
+      if (unborn !== undefined) {
+        if (why === 'fsync' && unborn.held !== true) unborn.held = this.mayHoldJournal(file.path, file.appends)
+        if (unborn.held === true && why !== 'needed') {
+          if (why === 'close') this.sendHeldLater(file.path)
+          return
+        }
+        await this.bear(file.path, file.appends, staysOpen && (file.flags & O_ACCMODE) !== O_RDONLY)
+      }
       if (file.appends.buffer.size > 0) {
         if (file.working) {
           await file.working.append(file.appends.buffer.take()) // stored with the copy
@@ -606,6 +716,11 @@ export class OpenFileTable {
     })
   }
 
+  /** Whether a handle's path has bytes here its server has not: appends, or a working copy's changes. */
+  private holdsUnstored (file: OpenFile): boolean {
+    return file.appends.buffer.size > 0 || (file.working ?? this.workingCopies.get(file.path))?.holdsUnstoredChanges === true
+  }
+
   /**
    * A full append buffer leaves while the next one fills: the write waits only for the send
    * before it, so the kernel's writes, the request and the server's fsync overlap (a large
@@ -615,7 +730,7 @@ export class OpenFileTable {
    */
   private async sendBehind (file: OpenFile): Promise<void> {
     await this.sendingBehind.get(file.path)
-    const sending = this.flush(file.id).catch(() => {})
+    const sending = this.flushHandle(file, 'needed').catch(() => {})
     this.sendingBehind.set(file.path, sending)
     void sending.then(() => {
       if (this.sendingBehind.get(file.path) === sending) this.sendingBehind.delete(file.path)
@@ -650,7 +765,7 @@ export class OpenFileTable {
     if (working !== undefined && working.unstoredBytes + file.appends.buffer.size > WRITE_BEHIND_STORE_BYTES) return
     if (working === undefined && file.appends.buffer.size === 0) return
     try {
-      await this.flushNow(file, true)
+      await this.flushNow(file, 'idle')
     } catch {
       if (this.files.get(file.id) === file && !file.removedElsewhere) this.sendLater(file)
     }
@@ -744,17 +859,20 @@ export class OpenFileTable {
     handles?.delete(file)
     if (handles?.size === 0) {
       this.byPath.delete(file.path)
-      this.lastSeen.delete(file.path)
-      this.appends.delete(file.path)
+      // A held journal outlives its last handle until its unlink: its bytes stay.
+      if (this.unborn.get(file.path)?.held !== true) {
+        this.lastSeen.delete(file.path)
+        this.appends.delete(file.path)
+      }
     }
     const working = file.working
     const lastUser = working !== null && --working.users === 0
     if (lastUser && this.workingCopies.get(file.path) === working) this.workingCopies.delete(file.path)
     try {
-      if (!file.flushFailed) await this.flushNow(file)
+      if (!file.flushFailed) await this.flushNow(file, 'close')
     } finally {
       // A create that failed (the close was told) goes with the file's last handle here.
-      if (handles === undefined || handles.size === 0) this.unborn.delete(file.path)
+      if ((handles === undefined || handles.size === 0) && this.unborn.get(file.path)?.held !== true) this.unborn.delete(file.path)
       await file.reader?.close()
       if (lastUser) await working.close(this.client)
     }
@@ -811,7 +929,7 @@ export class OpenFileTable {
       if (mtime !== 'omit') unborn.mtimeMs = mtime === 'now' ? Date.now() : mtime
       return
     }
-    if (mtime !== 'omit') for (const file of [...this.handlesOf(canonical)]) await this.flush(file.id)
+    if (mtime !== 'omit') for (const file of [...this.handlesOf(canonical)]) await this.flushHandle(file, 'needed')
     const mtimeMs = mtime === 'omit' ? (await this.client.stat(canonical)).mtimeMs : mtime === 'now' ? Date.now() : mtime
     const atimeMs = atime === 'omit' ? undefined : atime === 'now' ? Date.now() : atime
     await this.client.utimes(canonical, mtimeMs, atimeMs)
@@ -852,6 +970,8 @@ export class OpenFileTable {
    */
   async detach (filePath: string, localFile: string, remove: (lease?: HeldLock) => Promise<void>): Promise<Survivor[]> {
     const canonical = normalizePath(filePath)
+    const survivors = await this.detachHeldJournal(canonical, localFile)
+    if (survivors !== null) return survivors
     await this.settle(canonical)
     await this.startingCopies.get(canonical)
     const working = this.workingCopies.get(canonical)
@@ -888,15 +1008,41 @@ export class OpenFileTable {
     return handles.map((file) => ({ id: file.id, append: (file.flags & O_APPEND) !== 0 }))
   }
 
+  /**
+   * detach() of a held journal (sqlite unlinks it at its commit, often before the kernel's
+   * release of its last handle has been answered): no server ever had it, so nothing is
+   * removed there; the handles still open go on with its bytes in `localFile`. Null when
+   * the path is no held journal.
+   */
+  private async detachHeldJournal (canonical: string, localFile: string): Promise<Survivor[] | null> {
+    if (this.unborn.get(canonical)?.held !== true) return null
+    return await this.flushes.run(canonical, async () => {
+      const appends = this.appends.get(canonical)
+      if (this.unborn.get(canonical)?.held !== true || appends === undefined) return null
+      const handles = [...this.handlesOf(canonical)]
+      if (handles.length > 0) await fs.promises.writeFile(localFile, appends.buffer.head(appends.buffer.size))
+      for (const file of handles) {
+        this.files.delete(file.id)
+        if (file.writeBehind !== null) clearTimeout(file.writeBehind)
+        await file.reader?.close()
+      }
+      this.byPath.delete(canonical)
+      this.forgetHeldJournal(canonical)
+      return handles.map((file) => ({ id: file.id, append: (file.flags & O_APPEND) !== 0 }))
+    })
+  }
+
   /** Sends everything held back, e.g. before unmounting. */
   async flushAll (): Promise<void> {
-    await Promise.allSettled([...this.files.keys()].map(async (id) => await this.flush(id)))
+    await Promise.allSettled([...this.files.values()].map(async (file) => await this.flushHandle(file, 'needed')))
+    const held = [...this.unborn].filter(([, unborn]) => unborn.held === true).map(([path]) => path)
+    await Promise.allSettled(held.map(async (path) => await this.settle(path)))
   }
 
   private async sendPendingOf (filePath: string): Promise<void> {
     await this.sendingBehind.get(filePath)
     for (const file of [...this.handlesOf(filePath)]) {
-      if (file.appends.buffer.size > 0) await this.flush(file.id)
+      if (file.appends.buffer.size > 0) await this.flushHandle(file, 'needed')
     }
   }
 

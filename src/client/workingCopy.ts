@@ -253,6 +253,11 @@ export class WorkingCopy {
   }
 
   /** Bytes the next store would send: the changed ranges where it sends only those, else the whole copy. */
+  /** Whether the copy has changes its server does not have yet. */
+  get holdsUnstoredChanges (): boolean {
+    return this.dirty
+  }
+
   get unstoredBytes (): number {
     if (!this.dirty) return 0
     const changed = bytesOf(this.dirtyRanges.within(this.size))

@@ -194,18 +194,26 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => files.isUnborn(path) ? undefined : await client.stat(path)),
     statfs: (_path: string, cb: Callback) => answer(cb, async () => await client.statfs(), (space) => [statfsOf(space.totalBytes, space.freeBytes)]),
     // A hidden name is libfuse's: it unlinks it at the last close, when its bytes went already.
-    // A file created here and not sent yet is sent first (OpenFileTable.settle): the servers decide.
+    // sqlite's journal held here (heldJournals.ts) goes with no request. A file created here
+    // and not sent yet is sent first (OpenFileTable.settle): the servers decide. A database
+    // removed: its held journal is sent first, as a local disk would keep it.
     unlink: (path: string, cb: Callback) => answer(cb, async () => {
       if (unlinked.forget(path)) return
+      if (await files.dropHeldJournal(path)) return
+      await files.sendHeldJournalOf(path)
       await files.settle(path)
       await client.unlink(path)
     }),
-    // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is.
+    // libfuse unlinks a file open here by renaming it to a hidden name: the unlink it is
+    // (OpenFileTable.detach sends a file made here first, unless it is a held journal).
     rename: (from: string, to: string, cb: Callback) => answer(cb, async () => {
-      for (const path of [from, to]) await files.settle(path)
       await files.settleUnder(from)
       if (isHiddenName(to)) await unlinked.hide(files, from, to, async (lease) => await client.unlink(from, { lease }))
       else {
+        for (const path of [from, to]) {
+          await files.sendHeldJournalOf(path)
+          await files.settle(path)
+        }
         // Handles open here follow the file (a log rotated under its writer keeps its lines).
         await files.beforeRename(from, to)
         await client.rename(from, to)
@@ -235,16 +243,24 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     },
     // fcntl and flock locks, held on the lock server for every mount to see (fuseLocks.ts).
     // A lock granted: what the program reads next includes what other mounts stored before.
+    // A lock let go of or shared (anything but a write lock taken) may let another mount write
+    // the file: a database's journal held here reaches the servers first (heldJournals.ts).
+    // A file made here and not sent yet holds no lock (taking one sends it): libfuse's unlock
+    // at each of its closes has nothing to do.
     lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
+        if (request.type === 'unlock' && files.isUnborn(path)) return undefined
         await files.settle(path)
+        if (request.cmd !== 'getlk' && request.type !== 'write') await files.sendHeldJournalOf(path)
         const conflict = await locks.lock(path, request, signal)
         if (request.cmd !== 'getlk' && request.type !== 'unlock') await files.revalidate(path)
         return conflict
       }, (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
+        if (request.op === 'unlock' && files.isUnborn(path)) return
         await files.settle(path)
+        if (request.op !== 'exclusive') await files.sendHeldJournalOf(path)
         await locks.flock(path, fd, request, signal)
         if (request.op !== 'unlock') await files.revalidate(path)
       }),

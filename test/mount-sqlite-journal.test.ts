@@ -1,0 +1,137 @@
+import { spawn } from 'node:child_process'
+import t from 'tap'
+import type { Test } from 'tap'
+import { startTestCluster } from './helpers/cluster'
+import type { TestCluster } from './helpers/cluster'
+import { mountCluster, outcome, run } from './helpers/mount'
+import type { TestMount } from './helpers/mount'
+import { Requests, show } from './helpers/requests'
+import type { SeenRequest } from './helpers/requests'
+
+/*
+ * sqlite's rollback journal stays on the mount that writes it (src/client/heldJournals.ts):
+ * a commit sends one range write, and the journal reaches the servers only when one of them
+ * may need it: before the database is stored halfway through a transaction, or before
+ * another mount may write the database.
+ */
+
+async function sql (t: Test, db: string, script: string): Promise<string> {
+  const result = await run('sqlite3', ['-batch', '-cmd', '.timeout 60000', db, script], { timeoutMs: 120_000 })
+  t.equal(result.code, 0, `sqlite3 ran: ${outcome(result)}`)
+  return result.stdout.trim()
+}
+
+/** A database of 200 rows made through the mount, in rollback (DELETE) mode. */
+async function makeDatabase (t: Test, mount: TestMount, name: string): Promise<string> {
+  const db = mount.at(name)
+  await sql(t, db, "create table items (id integer primary key, data text);\nwith recursive n(i) as (select 1 union all select i + 1 from n where i < 200) insert into items (data) select hex(randomblob(100)) from n;\n")
+  return db
+}
+
+const journalRequests = (seen: SeenRequest[]): SeenRequest[] => seen.filter((r) => r.path?.endsWith('-journal') === true)
+
+/**
+ * A python program on the mount that commits `committed` rows, then opens a transaction that
+ * writes far more pages than sqlite's cache holds (cache_size 20 pages): sqlite syncs the
+ * journal and writes pages into the database before any commit. It says 'open' then, and
+ * waits for its stdin.
+ */
+function openTransaction (db: string, committed: number): string {
+  return [
+    'import sqlite3, sys',
+    `db = sqlite3.connect(${JSON.stringify(db)}, timeout=60, isolation_level=None)`,
+    'db.execute("pragma cache_size=20")',
+    'db.execute("begin")',
+    `for i in range(${committed}): db.execute("insert into items (data) values ('committed')")`,
+    'db.execute("commit")',
+    'db.execute("begin")',
+    'for i in range(3000): db.execute("insert into items (data) values (hex(randomblob(500)))")',
+    'db.execute("update items set data = \'changed\' where id <= 200")',
+    "print('open', flush=True)",
+    'sys.stdin.readline()'
+  ].join('\n')
+}
+
+async function startOpenTransaction (t: Test, db: string, committed: number): Promise<ReturnType<typeof spawn>> {
+  const program = spawn('python3', ['-c', openTransaction(db, committed)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => { program.kill('SIGKILL') })
+  let said = ''
+  program.stdout?.setEncoding('utf8').on('data', (chunk: string) => { said += chunk })
+  program.stderr?.setEncoding('utf8').on('data', (chunk: string) => { said += chunk })
+  for (const startedAt = Date.now(); !said.includes('open');) {
+    if (program.exitCode !== null || Date.now() - startedAt > 60_000) throw new Error(`the program did not open its transaction: ${said}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return program
+}
+
+async function killed (program: ReturnType<typeof spawn>): Promise<void> {
+  const exited = new Promise((resolve) => program.once('exit', resolve))
+  program.kill('SIGKILL')
+  await exited
+}
+
+async function journalStored (cluster: TestCluster, path: string): Promise<boolean> {
+  return await cluster.client().stat(path).then(() => true, () => false)
+}
+
+t.test('a commit in rollback mode sends the database\'s range write alone: the journal stays on the mount', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const mount = await mountCluster(t, cluster)
+  const db = await makeDatabase(t, mount, '/db/one.db')
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const from = requests.mark()
+  const transactions = 30
+  await sql(t, db, Array.from({ length: transactions }, (_, i) => `insert into items (data) values ('row ${i}');`).join('\n'))
+  const counts = requests.since(from, true)
+  t.same(journalRequests(requests.listSince(from, true)), [], `no request names the journal: ${show(counts)}`)
+  t.same(journalRequests(requests.listSince(from, false)), [], 'nor does one among the servers')
+  t.equal(counts.get('PATCH /content'), transactions, `one range write a transaction: ${show(counts)}`)
+  t.notOk(await journalStored(cluster, '/db/one.db-journal'), 'no journal on the file server')
+  t.equal(await sql(t, db, 'pragma integrity_check;'), 'ok')
+  t.equal(await sql(t, db, 'select count(*) from items;'), String(200 + transactions))
+})
+
+t.test('a program killed in a transaction that wrote into its database: the journal reaches the server before those pages, and another mount rolls it back', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const db = await makeDatabase(t, a, '/db/killed.db')
+  const requests = new Requests()
+  t.teardown(() => requests.stop())
+  const from = requests.mark()
+  const program = await startOpenTransaction(t, db, 5)
+  await killed(program)
+  // The program's close of the database stores the pages it wrote (or write-behind did, a
+  // second after its last write): the journal went first.
+  const deadline = Date.now() + 20_000
+  while (!(await journalStored(cluster, '/db/killed.db-journal'))) {
+    if (Date.now() > deadline) throw new Error('the journal never reached the file server')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const seen = requests.listSince(from, true)
+  const journalCreated = seen.findIndex((r) => r.route === 'PUT /create' && r.path === '/db/killed.db-journal')
+  const databaseStores = seen.flatMap((r, i) => r.path === '/db/killed.db' && (r.route === 'PATCH /content' || r.route === 'PUT /content') ? [i] : [])
+  t.ok(journalCreated >= 0, `the journal was created: ${JSON.stringify(seen)}`)
+  t.ok(databaseStores.length >= 2, `the database was stored at the commit, and again in the open transaction: ${JSON.stringify(seen)}`)
+  t.same(databaseStores.filter((i) => i < journalCreated).length, 1, `only the commit stored the database before the journal went: ${JSON.stringify(seen)}`)
+  t.equal(await sql(t, b.at('/db/killed.db'), 'pragma integrity_check;'), 'ok', 'the database is whole through the other mount')
+  t.equal(await sql(t, b.at('/db/killed.db'), "select count(*), sum(data = 'changed') from items;"), '205|0', 'with the commit and without the open transaction')
+  t.notOk(await journalStored(cluster, '/db/killed.db-journal'), 'the other mount rolled the journal back and removed it')
+})
+
+t.test('a mount killed in a transaction: its held journal goes with it, and the database is as its last commit left it', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const db = await makeDatabase(t, a, '/db/lost.db')
+  const program = await startOpenTransaction(t, db, 7)
+  a.daemon.kill('SIGKILL')
+  await a.exited
+  await killed(program)
+  // The journal may have reached the file server if write-behind stored the database's
+  // pages (a second after the program's last write): the other mount then rolls it back.
+  t.equal(await sql(t, b.at('/db/lost.db'), 'pragma integrity_check;'), 'ok', 'the database is whole through the other mount')
+  t.equal(await sql(t, b.at('/db/lost.db'), "select count(*), sum(data = 'changed') from items;"), '207|0', 'with the commit and without the open transaction')
+})
