@@ -459,6 +459,11 @@ export class OpenFileTable {
     if (this.unborn.get(journal)?.held === true) await this.settle(journal)
   }
 
+  /** Whether the path is a journal held here (heldJournals.ts). */
+  isHeldJournal (filePath: string): boolean {
+    return this.unborn.get(normalizePath(filePath))?.held === true
+  }
+
   /**
    * unlink of a held journal no handle has open (sqlite's commit): it goes with no request,
    * as it never reached a server. False when the path is no such journal.

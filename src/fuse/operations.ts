@@ -245,11 +245,11 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     // A lock granted: what the program reads next includes what other mounts stored before.
     // A lock let go of or shared (anything but a write lock taken) may let another mount write
     // the file: a database's journal held here reaches the servers first (heldJournals.ts).
-    // A file made here and not sent yet holds no lock (taking one sends it): libfuse's unlock
-    // at each of its closes has nothing to do.
+    // A held journal holds no lock (taking one would send it): libfuse's unlock at each of
+    // its closes has nothing to do, and must not send it.
     lock: (path: string, _fd: number, request: FuseLockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
-        if (request.type === 'unlock' && files.isUnborn(path)) return undefined
+        if (request.type === 'unlock' && files.isHeldJournal(path)) return undefined
         await files.settle(path)
         if (request.cmd !== 'getlk' && request.type !== 'write') await files.sendHeldJournalOf(path)
         const conflict = await locks.lock(path, request, signal)
@@ -258,7 +258,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       }, (conflict) => [conflict]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
-        if (request.op === 'unlock' && files.isUnborn(path)) return
+        if (request.op === 'unlock' && files.isHeldJournal(path)) return
         await files.settle(path)
         if (request.op !== 'exclusive') await files.sendHeldJournalOf(path)
         await locks.flock(path, fd, request, signal)
