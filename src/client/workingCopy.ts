@@ -252,12 +252,12 @@ export class WorkingCopy {
     return { bytesRead: position >= end ? 0 : this.memory.copy(buffer, offset, position, end) }
   }
 
-  /** Bytes the next store would send: the changed ranges where it sends only those, else the whole copy. */
   /** Whether the copy has changes its server does not have yet. */
   get holdsUnstoredChanges (): boolean {
     return this.dirty
   }
 
+  /** Bytes the next store would send: the changed ranges where it sends only those, else the whole copy. */
   get unstoredBytes (): number {
     if (!this.dirty) return 0
     const changed = bytesOf(this.dirtyRanges.within(this.size))
