@@ -135,3 +135,44 @@ t.test('a mount killed in a transaction: its held journal goes with it, and the 
   t.equal(await sql(t, b.at('/db/lost.db'), 'pragma integrity_check;'), 'ok', 'the database is whole through the other mount')
   t.equal(await sql(t, b.at('/db/lost.db'), "select count(*), sum(data = 'changed') from items;"), '207|0', 'with the commit and without the open transaction')
 })
+
+/*
+ * A program killed after its commit stored the database but before it unlinked the journal
+ * (a crash at sqlite's commit point): on a local disk the next opener finds the journal and
+ * rolls the transaction back. Here the journal must reach the servers before any other
+ * mount can take the database's lock, or that mount could commit on top, and a journal sent
+ * later would roll its commit back with older pages. A python program plays sqlite's steps
+ * (its locks are fcntl locks as sqlite's are).
+ */
+t.test('a journal held for a database reaches the servers before the database\'s lock can go to another mount', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'db/app.db': 'old page' }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  // A journal header as sqlite writes it before its first sync: zeros, a nonce, the
+  // database's pages, sector 512, page 4096; then zeros to the sector's end and one record.
+  const steps = [
+    'import fcntl, os, signal, struct',
+    `db = os.open(${JSON.stringify(a.at('/db/app.db'))}, os.O_RDWR)`,
+    'fcntl.lockf(db, fcntl.LOCK_EX)',
+    `journal = os.open(${JSON.stringify(a.at('/db/app.db-journal'))}, os.O_RDWR | os.O_CREAT, 0o644)`,
+    "header = bytes(12) + struct.pack('>IIII', 12345, 1, 512, 4096)",
+    "os.write(journal, header + bytes(512 - len(header)) + struct.pack('>I', 1) + b'old page'.ljust(4096, b'\\0') + bytes(4))",
+    'os.fsync(journal)',
+    "os.pwrite(db, b'new page', 0)",
+    'os.fsync(db)',
+    'os.close(journal)',
+    'os.kill(os.getpid(), signal.SIGKILL)'
+  ].join('\n')
+  const killed = await run('python3', ['-c', steps], { timeoutMs: 30_000 })
+  t.equal(killed.signal, 'SIGKILL', `the program stopped at its commit point: ${outcome(killed)}`)
+  const locker = [
+    'import fcntl, os',
+    `db = os.open(${JSON.stringify(b.at('/db/app.db'))}, os.O_RDWR)`,
+    'fcntl.lockf(db, fcntl.LOCK_EX)',
+    "print('locked', flush=True)"
+  ].join('\n')
+  const locked = await run('python3', ['-c', locker], { timeoutMs: 60_000 })
+  t.equal(locked.code, 0, `the other mount takes the database's lock: ${outcome(locked)}`)
+  t.ok(await journalStored(cluster, '/db/app.db-journal'), 'by then the journal is on the file server')
+  t.equal((await cluster.client().readFile('/db/app.db')).toString(), 'new page', 'beside the database the commit stored')
+})
