@@ -16,8 +16,9 @@
  * fsyncs and drops it at the unlink, and a commit costs one request (D's range write)
  * instead of four (the journal's create, its header, D's range write, the unlink).
  *
- * If this mount dies, its held journal goes with it, and D's file server has D as the last
- * commit left it: what a machine that crashed before the commit's unlink may hold too.
+ * If this mount dies, its held journal goes with it, and D's file server has D as its last
+ * fsync stored it: a transaction whose commit had not returned is there whole or not at
+ * all, never in part, as after a crash during a commit on a local disk.
  */
 
 /** The suffix sqlite gives a database's rollback journal. */
