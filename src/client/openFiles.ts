@@ -975,8 +975,8 @@ export class OpenFileTable {
    */
   async detach (filePath: string, localFile: string, remove: (lease?: HeldLock) => Promise<void>): Promise<Survivor[]> {
     const canonical = normalizePath(filePath)
-    const survivors = await this.detachHeldJournal(canonical, localFile)
-    if (survivors !== null) return survivors
+    const heldJournalSurvivors = await this.detachHeldJournal(canonical, localFile)
+    if (heldJournalSurvivors !== null) return heldJournalSurvivors
     await this.settle(canonical)
     await this.startingCopies.get(canonical)
     const working = this.workingCopies.get(canonical)
@@ -999,17 +999,23 @@ export class OpenFileTable {
       }
     }
     await remove(working?.lease)
-    for (const file of handles) {
-      this.files.delete(file.id)
-      await file.reader?.close()
-    }
-    this.byPath.delete(canonical)
+    const survivors = await this.handOver(canonical, handles)
     this.appends.delete(canonical)
     this.lastSeen.delete(canonical)
     if (working) {
       this.workingCopies.delete(canonical)
       await working.close(this.client, { keep: false })
     }
+    return survivors
+  }
+
+  /** A path's handles leave this table at its unlink, to go on elsewhere (UnlinkedFiles): which they are. */
+  private async handOver (canonical: string, handles: OpenFile[]): Promise<Survivor[]> {
+    for (const file of handles) {
+      this.files.delete(file.id)
+      await file.reader?.close()
+    }
+    this.byPath.delete(canonical)
     return handles.map((file) => ({ id: file.id, append: (file.flags & O_APPEND) !== 0 }))
   }
 
@@ -1026,14 +1032,9 @@ export class OpenFileTable {
       if (this.unborn.get(canonical)?.held !== true || appends === undefined) return null
       const handles = [...this.handlesOf(canonical)]
       if (handles.length > 0) await fs.promises.writeFile(localFile, appends.buffer.head(appends.buffer.size))
-      for (const file of handles) {
-        this.files.delete(file.id)
-        if (file.writeBehind !== null) clearTimeout(file.writeBehind)
-        await file.reader?.close()
-      }
-      this.byPath.delete(canonical)
+      const survivors = await this.handOver(canonical, handles)
       this.forgetHeldJournal(canonical)
-      return handles.map((file) => ({ id: file.id, append: (file.flags & O_APPEND) !== 0 }))
+      return survivors
     })
   }
 
