@@ -1,6 +1,7 @@
 import { BadPathError, ConflictError, CrossServerError, IsDirectoryError, NotDirectoryError, NotEmptyError, NotFoundError } from '../../src/shared/errors'
 import type { DirectoryEntry, EntryKind, FileMeta } from '../../src/shared/protocol'
 import { ancestorsOf, baseName, parentOf } from '../../src/shared/paths'
+import { RecentMoves } from './recentMoves'
 
 /**
  * The directory server's map from paths to file servers. A file belongs to exactly one
@@ -13,6 +14,8 @@ export class Namespace {
   private readonly folders = new Map<string, Set<number>>([['/', new Set()]])
   /** folder -> child name -> kind, so listing a folder never scans the whole map */
   private readonly children = new Map<string, Map<string, EntryKind>>([['/', new Map()]])
+  /** Where renames took files, for a mount that did not hear of one (RecentMoves). */
+  private readonly moves = new RecentMoves()
 
   /**
    * Replaces everything a server claimed with `entries`, all or nothing: if any file is
@@ -27,8 +30,16 @@ export class Namespace {
     if (clashes.length > 0) {
       throw new ConflictError(`file server ${machineId} claims paths that are already taken: ${clashes.slice(0, 5).join(', ')}${clashes.length > 5 ? ', ...' : ''}`, { paths: clashes })
     }
+    const heldBefore = this.filesOf(machineId)
     this.dropClaims(machineId)
     for (const entry of entries) this.add(machineId, entry.path, entryKindOf(entry))
+    for (const path of heldBefore) if (this.files.get(path) !== machineId) this.moves.removed(path)
+  }
+
+  /** Where the file that was at `path` is now, if a rename took it and it is still there (RecentMoves). */
+  movedTo (path: string): string | undefined {
+    const to = this.moves.whereIs(path)
+    return to !== undefined && this.files.has(to) ? to : undefined
   }
 
   /** Adds one entry for a server, refusing a clash. */
@@ -67,6 +78,7 @@ export class Namespace {
       if (owner !== machineId) throw new ConflictError(`${path} is held by file server ${owner}`, { path })
       this.files.delete(path)
       this.children.get(parentOf(path))?.delete(baseName(path))
+      this.moves.removed(path)
       return
     }
     const holders = this.folders.get(path)
@@ -115,7 +127,10 @@ export class Namespace {
     this.files.delete(from)
     this.children.get(parentOf(from))?.delete(baseName(from))
     this.files.delete(to)
+    // What followed a file that `to` held has nothing to follow now.
+    if (toOwner !== null) this.moves.removed(to)
     this.claim(toMachineId, to, 'file')
+    if (to !== from) this.moves.moved(from, to)
   }
 
   /**
@@ -163,6 +178,7 @@ export class Namespace {
     // Parents before children, so each folder's listing exists when its children arrive.
     for (const folder of folders.sort((a, b) => a.length - b.length)) this.add(machineId, folder, 'dir')
     for (const [, path] of moved) this.add(machineId, path, 'file')
+    for (const [oldPath, newPath] of moved) this.moves.moved(oldPath, newPath)
     return moved
   }
 
@@ -209,10 +225,11 @@ export class Namespace {
 
   /** Drops everything a server held (it was forgotten for good); answers how many files and folder holds went. */
   dropServer (machineId: number): number {
-    let entries = 0
-    for (const owner of this.files.values()) if (owner === machineId) entries++
+    const held = this.filesOf(machineId)
+    let entries = held.length
     for (const [folder, holders] of this.folders) if (folder !== '/' && holders.has(machineId)) entries++
     this.dropClaims(machineId)
+    for (const path of held) this.moves.removed(path)
     return entries
   }
 
@@ -255,7 +272,14 @@ export class Namespace {
     return null
   }
 
+  private filesOf (machineId: number): string[] {
+    const held: string[] = []
+    for (const [path, owner] of this.files) if (owner === machineId) held.push(path)
+    return held
+  }
+
   private add (machineId: number, path: string, kind: EntryKind): void {
+    this.moves.arrived(path)
     if (kind === 'file') {
       this.files.set(path, machineId)
     } else {

@@ -4,7 +4,7 @@ import { BadRequestError, ConflictError, ForbiddenError, ServerUnavailableError 
 import { registeredUrlOf } from '../../src/shared/clusterUrls'
 import { normalizePath, parentOf } from '../../src/shared/paths'
 import type {
-  DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, PlacementAnswer,
+  DirectoryListAnswer, DropEntryAnswer, FileMeta, FileReportAnswer, ForgetServerAnswer, HeartbeatAnswer, LookupAnswer, MovedAnswer, PlacementAnswer,
   RegisterAnswer, RenameSwitchAnswer, ServerInfo, ServersAnswer, ServerState
 } from '../../src/shared/protocol'
 import { DirectoryRoutes, MAX_CALLBACK_LEASE_MS } from '../../src/shared/protocol'
@@ -60,6 +60,7 @@ const ROUTE_ROLES: RouteRole[] = [
   ['delete', DirectoryRoutes.server(':machineId'), 'server'],
   ['put', DirectoryRoutes.reportFiles(':machineId'), 'server'],
   ['get', DirectoryRoutes.lookup, 'read'],
+  ['get', DirectoryRoutes.moved, 'read'],
   ['get', DirectoryRoutes.placement, 'write'],
   ['post', DirectoryRoutes.entries(':machineId'), 'server'],
   ['delete', DirectoryRoutes.entries(':machineId'), 'server'],
@@ -224,6 +225,14 @@ export async function createDirectoryServer (opts: DirectoryServerOptions = {}):
     else answer.holders = namespace.holdersOf(path).map(serverInfo)
     // The client may rather hold the small folder's names, under a callback (see LookupAnswer).
     answer.folderEntries = namespace.namesBeside(path)
+    res.json(answer)
+  })
+
+  app.get(DirectoryRoutes.moved, (req, res) => {
+    const path = queryOf(req).path()
+    const answer: MovedAnswer = { path }
+    const movedTo = namespace.movedTo(path)
+    if (movedTo !== undefined) answer.movedTo = movedTo
     res.json(answer)
   })
 

@@ -52,6 +52,7 @@ export const DirectoryRoutes = {
   heartbeat: (machineId: number | string) => `/servers/${machineId}/heartbeat`, // POST HeartbeatRequest -> HeartbeatAnswer
   reportFiles: (machineId: number | string) => `/servers/${machineId}/files`, // PUT FileReport -> FileReportAnswer
   lookup: '/lookup', // GET ?path= -> LookupAnswer
+  moved: '/moved', // GET ?path= -> MovedAnswer: where a rename took the file that was at the path
   list: '/list', // GET ?path= -> DirectoryListAnswer; with X-Dfs-Callback: want, a folder callback (X-Dfs-Callback: granted)
   events: '/events', // GET ?client= -> text/event-stream of CallbackBreak events for folders (folder callbacks)
   renewCallbacks: '/callbacks/renew', // POST CallbackRenewRequest -> CallbackRenewAnswer
@@ -166,6 +167,17 @@ export interface LookupAnswer {
    * names under a folder callback rather than ask for names in it again and again.
    */
   folderEntries?: number
+}
+
+/**
+ * Where the file that was at `path` is now, for a client that still has it open under that
+ * name and did not hear of the rename (no callback): the path of the same file, renamed
+ * since (again and again, maybe); absent if no rename the directory remembers took it there,
+ * or if it was removed or replaced since.
+ */
+export interface MovedAnswer {
+  path: string
+  movedTo?: string
 }
 
 /** Where a new file or folder goes: a server holding the parent folder, the roomiest of them. */

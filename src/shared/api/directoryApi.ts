@@ -1,6 +1,6 @@
 import type {
   Changer, ClaimRequest, FolderChangedRequest, DirectoryListAnswer, DropEntryAnswer, EntryKind, FileMeta, FileReportAnswer, ForgetServerAnswer, HealthAnswer,
-  HeartbeatAnswer, HeartbeatRequest, LookupAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
+  HeartbeatAnswer, HeartbeatRequest, LookupAnswer, MovedAnswer, PlacementAnswer, RegisterAnswer, RegisterRequest, RenameSwitchAnswer,
   RenameSwitchRequest, ServersAnswer
 } from '../protocol'
 import { DirectoryRoutes, Headers, MAX_CALLBACK_LEASE_MS } from '../protocol'
@@ -49,6 +49,11 @@ export class DirectoryApi {
 
   async lookup (path: string): Promise<LookupAnswer> {
     return await this.transport.json({ method: 'GET', route: DirectoryRoutes.lookup, query: { path } })
+  }
+
+  /** Where a rename took the file that was at `path` (MovedAnswer). */
+  async moved (path: string): Promise<MovedAnswer> {
+    return await this.transport.json({ method: 'GET', route: DirectoryRoutes.moved, query: { path } })
   }
 
   async list (path: string): Promise<DirectoryListAnswer> {
