@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process'
 import fsp from 'node:fs/promises'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { outcome, run } from './helpers/mount'
 import { startProcessCluster } from './helpers/processCluster'
 import { readUntilCallbackGranted } from './helpers/mountOps'
+import { cutConnections } from './helpers/connections'
 
 /*
  * Close-to-open through real mounts, each its own process: once a close has returned on one
@@ -15,26 +14,9 @@ import { readUntilCallbackGranted } from './helpers/mountOps'
  * on the file is stopped.
  */
 
-const execFileAsync = promisify(execFile)
 const ROUNDS = 1000
 const CUT_EVERY = 100
 const FILE = '/c2o/file.txt'
-
-/** The local ports of `pid`'s TCP connections to `port` on loopback. */
-async function connectionsOf (pid: number, port: number): Promise<number[]> {
-  const { stdout } = await execFileAsync('ss', ['-tnpH', 'state', 'established', 'dst', `127.0.0.1:${port}`])
-  return stdout.split('\n')
-    .filter((line) => line.includes(`pid=${pid},`))
-    .map((line) => Number(/127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(line)?.[1]))
-    .filter((local) => Number.isInteger(local))
-}
-
-/** Cuts (as a network fault would: both ends see a reset) every connection of `pid` to `port`; how many it cut. */
-async function cutConnections (pid: number, port: number): Promise<number> {
-  const locals = await connectionsOf(pid, port)
-  for (const local of locals) await execFileAsync('ss', ['-K', 'src', `127.0.0.1:${local}`, 'dst', `127.0.0.1:${port}`])
-  return locals.length
-}
 
 t.test(`close-to-open through mounts: ${ROUNDS} appends and overwrites closed on one mount, each seen by the next open on another, while connections are cut and a holder is stopped`, async (t) => {
   const cluster = await startProcessCluster(t, { trees: [{ [FILE.slice(1)]: '0\n' }] })

@@ -9,6 +9,7 @@ import { statsOf } from './helpers/wire'
 import { FileWorker } from './helpers/fileWorkerClient'
 import type { WorkerError } from './helpers/fileWorkerClient'
 import { waitFor } from './helpers/waitFor'
+import { cutConnections } from './helpers/connections'
 
 /*
  * mv on a mount of two file servers: server 1 holds /docs, server 2 holds /logs, so a move
@@ -130,6 +131,28 @@ t.test('a file another mount renames while this one appends to it (a log rotated
   succeeded(t, folder, 'appends around the other mount\'s rename of the folder')
   t.equal(fs.readFileSync(path.join(root1, 'docs/ran/out.log'), 'utf8'), 'one\ntwo\n', 'both lines are in the moved file')
   t.notOk(fs.existsSync(path.join(root1, 'docs/run')), 'and nothing is made again under the old folder')
+})
+
+t.test('a file another mount renames while this one appends to it with no callback on it (its event channel was cut): the lines after the rename land in the renamed file', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const writer = await mountCluster(t, cluster)
+  const rotator = await mountCluster(t, cluster)
+  const worker = await FileWorker.start(t)
+  const fd = await worker.open(writer.at('/docs/daemon.log'), 'a')
+  await worker.write(fd, Buffer.from('first\n'), null)
+  await worker.sync(fd)
+  // The writer's connections to the file server go, its event channel among them: it trusts
+  // none of its callbacks there, so no word of the rename reaches it (as in a mount's first
+  // moments, before its channel is up). It learns where the file went from the directory.
+  const port = Number(new URL(cluster.fileServers[0].url).port)
+  t.ok(await cutConnections(writer.daemon.pid as number, port) > 0, 'the writer\'s connections to the file server are cut')
+  succeeded(t, await run('mv', [rotator.at('/docs/daemon.log'), rotator.at('/docs/daemon.log.1')]), 'the other mount renames the log')
+  await worker.write(fd, Buffer.from('after\n'), null)
+  await worker.close(fd)
+  t.pass('the write and the close after the rename succeed')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/daemon.log.1'), 'utf8'), 'first\nafter\n', 'both lines are in the renamed file')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/daemon.log')), 'and nothing is made again under the old name')
 })
 
 t.test('a file another mount removes while this one appends to it: the next write after the mount finds it gone fails with ESTALE, and so does the close', async (t) => {

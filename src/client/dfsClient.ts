@@ -1465,10 +1465,25 @@ export class DfsClient {
   /**
    * `watcher` hears of each file another client renamed while this client held a callback
    * on it, before the rename is acknowledged to the client that made it (the mount moves
-   * its descriptors of the file to the new name). Needs callbacks.
+   * its descriptors of the file to the new name), and of each rename followMove learns of.
    */
   onRenamedElsewhere (watcher: (from: string, to: string) => void): void {
     this.renameWatchers.push(watcher)
+  }
+
+  /**
+   * A file this client has open is not at `path` any more, and no callback told of a rename:
+   * asks the directory where the file went (it remembers recent renames, GET /moved). If a
+   * rename took it, the watchers hear of it as of a rename told by a callback, and the new
+   * path is answered; undefined if the file was removed (or replaced) instead.
+   */
+  async followMove (path: string): Promise<string | undefined> {
+    const canonical = normalizePath(path)
+    const { movedTo } = await this.directory.moved(canonical)
+    if (movedTo === undefined) return undefined
+    this.locator.forget(canonical)
+    for (const watcher of this.renameWatchers) watcher(canonical, movedTo)
+    return movedTo
   }
 
   /** Files whose servers promised a callback now (for tests and logs). */

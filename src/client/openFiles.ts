@@ -1,5 +1,4 @@
 import fs from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_MAX_PENDING_BYTES } from '../shared/defaults'
 import { BadRequestError, BusyError, DfsError, ForbiddenError, InsufficientStorageError, LocalCacheError, NotFoundError, ServerUnavailableError, StaleHandleError } from '../shared/errors'
 import { KeyedMutex } from '../shared/keyedMutex'
@@ -25,13 +24,6 @@ const NO_HANDLES: ReadonlySet<never> = new Set()
 const NO_BYTES = Buffer.alloc(0)
 /** How often a read tries to deliver what the mount has shown beyond its copy (see readPastCopy). */
 const READ_PAST_COPY_ATTEMPTS = 3
-/**
- * How long an append its server did not find waits for word of a rename by another mount
- * (see appendWhereItIs), and how often it looks. The word comes within milliseconds; a file
- * removed elsewhere costs this once, at the close that reports it.
- */
-const RENAME_WORD_WAIT_MS = 500
-const RENAME_WORD_POLL_MS = 10
 /**
  * A read this far past what a download has brought asks the server for its bytes alone
  * (DfsClient.readRange) rather than wait: at the few hundred MB/s a download comes at
@@ -87,6 +79,8 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   openForReading: (path: string, opts?: { rangesAbove?: number }) => Promise<OpenedForReading>
   /** Metadata, possibly remembered for a moment. */
   stat: (path: string) => Promise<FileMeta>
+  /** Where a rename took a file no longer at `path` (DfsClient.followMove): the handles follow first. */
+  followMove: (path: string) => Promise<string | undefined>
   /** What stat would answer with no request, or undefined. */
   statKnown: (path: string) => FileMeta | undefined
   /** The same, from the server's callback promise where it holds one (no request). */
@@ -833,10 +827,11 @@ export class OpenFileTable {
 
   /**
    * Appends to the file under the name it has now. Another mount may rename it while the
-   * bytes are on their way: the server then finds nothing under the old name, and its word
-   * of the rename (renamedElsewhere) can come just after that answer, as the rename is
-   * switched with the directory before the holders hear of it. So a miss waits a moment
-   * for the handle to move, and is sent again to the new name.
+   * bytes are on their way, or may have renamed it while this mount held no callback on it:
+   * the server then finds nothing under the old name, and its word of the rename
+   * (renamedElsewhere) comes later (the holders hear of a rename after its switch with the
+   * directory) or never. So a miss asks the directory where the file went (followMove),
+   * which moves the handles as the word would, and is sent again to the new name.
    */
   private async appendWhereItIs (file: OpenFile, data: Buffer): Promise<FileMeta> {
     const sentTo = file.path
@@ -844,7 +839,10 @@ export class OpenFileTable {
       return await this.client.append(sentTo, data)
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err
-      for (let waited = 0; file.path === sentTo && waited < RENAME_WORD_WAIT_MS; waited += RENAME_WORD_POLL_MS) await sleep(RENAME_WORD_POLL_MS)
+      // No word of a rename came (this mount held no callback on the file): the directory
+      // knows where a rename took it. Its switch is a rename's commit point, made before the
+      // file leaves its old path, so a file it knows no move of was removed.
+      if (file.path === sentTo) await this.client.followMove(sentTo)
       if (file.path === sentTo) throw err
       return await this.client.append(file.path, data)
     }
