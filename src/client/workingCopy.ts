@@ -27,8 +27,15 @@ export const PARTIAL_COPY_ABOVE = 8 * 1024 * 1024
 /** A partial copy fetches what a read needs in aligned blocks of this size (one range read each, at most what a server answers at once). */
 const PARTIAL_BLOCK_BYTES = 1024 * 1024
 
-/** Copies up to this size are made synchronously when a working copy starts. */
-const QUICK_COPY_BYTES = 64 * 1024
+/**
+ * Copies up to this size are made synchronously when a working copy starts, and writes into
+ * a local copy and reads of the ranges it changed (for a range store) are made synchronously
+ * up to this size: the cache is never on the mount, and these only touch the kernel's page
+ * cache (the ranges were written by this process a moment ago), where a trip through the
+ * thread pool costs two thread switches per call. A database's commit makes a few such
+ * calls per transaction, each on the program's path.
+ */
+const QUICK_IO_BYTES = 64 * 1024
 
 /**
  * A copy started empty (open with O_TRUNC, `>` onto a file, cp over one) is held in memory
@@ -183,7 +190,7 @@ export class WorkingCopy {
       // copy: a copy in the cache made of them first would be two more files made (copy and
       // record), replaced at this copy's close anyway (keepAsCached).
       if ('data' in start) fs.writeFileSync(workingFile, start.data)
-      else if (start.meta.size <= QUICK_COPY_BYTES) fs.copyFileSync(start.file, workingFile)
+      else if (start.meta.size <= QUICK_IO_BYTES) fs.copyFileSync(start.file, workingFile)
       else await fsp.copyFile(start.file, workingFile)
       const handle = await fsp.open(workingFile, 'r+')
       return new WorkingCopy(backend, filePath, workDir, { file: workingFile, handle }, held, start.meta.size, false, start.meta.version)
@@ -445,6 +452,19 @@ export class WorkingCopy {
 
   /** The bytes of the ranges as the copy holds them now (zeros where a truncation since cut them off: the next store sends that). */
   private async readRanges (ranges: ReadonlyArray<[number, number]>): Promise<ByteRange[]> {
+    // Bytes this copy wrote itself are never absent from it (see fill).
+    if (this.local !== null && bytesOf(ranges) <= QUICK_IO_BYTES) {
+      const { fd } = this.local.handle
+      return ranges.map(([start, end]) => {
+        const data = Buffer.alloc(end - start)
+        for (let done = 0; done < data.length;) {
+          const got = fs.readSync(fd, data, done, data.length - done, start + done)
+          if (got === 0) break
+          done += got
+        }
+        return { offset: start, data }
+      })
+    }
     const read: ByteRange[] = []
     for (const [start, end] of ranges) {
       const data = Buffer.alloc(end - start)
@@ -597,5 +617,9 @@ function roomAfter (memory: Buffer, size: number): number {
 
 async function writeAt (handle: fsp.FileHandle, data: Buffer, position: number): Promise<void> {
   let done = 0
+  if (data.length <= QUICK_IO_BYTES) {
+    while (done < data.length) done += fs.writeSync(handle.fd, data, done, data.length - done, position + done)
+    return
+  }
   while (done < data.length) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten
 }
