@@ -155,6 +155,30 @@ t.test('a file another mount renames while this one appends to it with no callba
   t.notOk(fs.existsSync(path.join(root1, 'docs/daemon.log')), 'and nothing is made again under the old name')
 })
 
+t.test('a file another mount renames while this one writes it in place: the writes after the rename land in the renamed file, with word of the rename or without', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const writer = await mountCluster(t, cluster)
+  const rotator = await mountCluster(t, cluster)
+  const worker = await FileWorker.start(t)
+  const port = Number(new URL(cluster.fileServers[0].url).port)
+  for (const cut of [false, true]) {
+    const name = cut ? 'no-word' : 'word'
+    succeeded(t, await run('bash', ['-c', `printf 'abcdef' > ${quoted(rotator.at(`/docs/${name}.db`))}`]), `${name}: the file is made`)
+    // Written in place (a working copy), its first change stored before the rename.
+    const fd = await worker.open(writer.at(`/docs/${name}.db`), 'r+')
+    await worker.write(fd, Buffer.from('X'), 0)
+    await worker.sync(fd)
+    // Without word of the rename, the copy learns where the file went from the directory.
+    if (cut) t.ok(await cutConnections(writer.daemon.pid as number, port) > 0, `${name}: the writer's connections to the file server are cut`)
+    succeeded(t, await run('mv', [rotator.at(`/docs/${name}.db`), rotator.at(`/docs/${name}.db.1`)]), `${name}: the other mount renames it (the writer gives its lease back)`)
+    await worker.write(fd, Buffer.from('Y'), 1)
+    await worker.close(fd)
+    t.equal(fs.readFileSync(path.join(root1, `docs/${name}.db.1`), 'utf8'), 'XYcdef', `${name}: both writes are in the renamed file`)
+    t.notOk(fs.existsSync(path.join(root1, `docs/${name}.db`)), `${name}: and nothing is made again under the old name`)
+  }
+})
+
 t.test('a file another mount removes while this one appends to it: the next write after the mount finds it gone fails with ESTALE, and so does the close', async (t) => {
   const cluster = await startTestCluster(t, trees)
   const [root1] = cluster.roots

@@ -373,18 +373,26 @@ export class OpenFileTable {
   }
 
   /**
-   * Another client renamed `from` to `to` (a file server said so with its callback's break):
-   * handles of it here follow, as after renamed(), so their later writes land in the file
-   * under its new name. Not where the move would mix two files' handles (`to` is open here
-   * too) nor a working copy's (its lock kept the rename waiting until its changes were
-   * stored, and may have gone back since, when another client asked): those stay, and a
-   * later write or store under the old name fails (ESTALE).
+   * Another client renamed `from` to `to` (a file server said so with its callback's break,
+   * or the directory, DfsClient.followMove): handles of it here follow, as after renamed(),
+   * so their later writes land in the file under its new name; so does a working copy, which
+   * gave its lease back for the rename (the rename waited for its changes to be stored) and
+   * takes it again under the new name at its next change. Not where the move would mix two
+   * files' handles (`to` is open here too), nor a copy still starting or holding its lease or
+   * changes: those stay, and a later write or store under the old name fails (ESTALE).
    */
   renamedElsewhere (from: string, to: string): boolean {
     const source = normalizePath(from)
     const target = normalizePath(to)
-    if (!this.byPath.has(source) || this.byPath.has(target) || this.workingCopies.has(source) || this.startingCopies.has(source)) return false
+    if (!this.byPath.has(source) || this.byPath.has(target) || this.startingCopies.has(source)) return false
+    const working = this.workingCopies.get(source)
+    if (working !== undefined && !(working.leaseGivenBack && !working.holdsUnstoredChanges)) return false
     this.renamed(source, target)
+    if (working !== undefined) {
+      this.workingCopies.delete(source)
+      this.workingCopies.set(target, working)
+      working.renamedTo(target)
+    }
     return true
   }
 

@@ -77,6 +77,11 @@ export interface WorkingCopyBackend {
   /** Metadata as the file server has it now. */
   statFresh: (path: string) => Promise<FileMeta>
   /**
+   * Where a rename took a file no longer at `path` (DfsClient.followMove); the open-file
+   * table moves the copy there first (OpenFileTable.renamedElsewhere, WorkingCopy.renamedTo).
+   */
+  followMove: (path: string) => Promise<string | undefined>
+  /**
    * Replaces the file on its server with a local file (or bytes) made from `baseVersion`,
    * under the lease the copy holds, or under a new one if that was lost meanwhile (then
    * `held` is the new one); if the file moved past `baseVersion` while no lease was held, the
@@ -141,7 +146,8 @@ export class WorkingCopy {
 
   private constructor (
     private readonly backend: WorkingCopyBackend,
-    readonly path: string,
+    /** The file's name; another client's rename moves it (renamedTo). */
+    public path: string,
     private readonly workDir: string,
     kept: { file: string, handle: fsp.FileHandle } | Buffer,
     private held: HeldLock,
@@ -316,6 +322,15 @@ export class WorkingCopy {
     return this.yielded
   }
 
+  /**
+   * Another client renamed the file while this copy had given its lease back and held
+   * nothing unstored (no rename can take the file while the copy holds the lease): the next
+   * change takes the lease again under the new name, and checks the version there.
+   */
+  renamedTo (path: string): void {
+    this.path = path
+  }
+
   /** The lease the copy holds on its file; undefined while given back (yielded). */
   get lease (): HeldLock | undefined {
     return this.yielded ? undefined : this.held
@@ -373,10 +388,15 @@ export class WorkingCopy {
         if (now.version !== this.baseVersion) await this.rebase(held)
       } catch (err) {
         await held.release()
-        // Removed by another client after this copy gave the key up: what is written now has
-        // no file to go to, and the program hears so, as NFS answers ESTALE.
-        if (err instanceof NotFoundError) throw new StaleHandleError(`${this.path} was removed by another client while it was open here`, { path: this.path })
-        throw err
+        if (!(err instanceof NotFoundError)) throw err
+        // Renamed by another client after this copy gave the key up, with no word of it here
+        // (the word moves the copy at once): the directory knows where the file went, and the
+        // table moves the copy there, whose lease the next turn of underLease takes.
+        const gone = this.path
+        await this.backend.followMove(gone)
+        if (this.path !== gone) return
+        // Removed: what is written now has no file to go to, and the program hears so, as NFS answers ESTALE.
+        throw new StaleHandleError(`${gone} was removed by another client while it was open here`, { path: gone })
       }
       // Closed meanwhile: nothing will use or give back this lease but here.
       if (this.closed) return await held.release()
