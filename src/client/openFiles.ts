@@ -79,8 +79,6 @@ export interface OpenFileBackend extends WorkingCopyBackend {
   openForReading: (path: string, opts?: { rangesAbove?: number }) => Promise<OpenedForReading>
   /** Metadata, possibly remembered for a moment. */
   stat: (path: string) => Promise<FileMeta>
-  /** Where a rename took a file no longer at `path` (DfsClient.followMove): the handles follow first. */
-  followMove: (path: string) => Promise<string | undefined>
   /** What stat would answer with no request, or undefined. */
   statKnown: (path: string) => FileMeta | undefined
   /** The same, from the server's callback promise where it holds one (no request). */

@@ -144,10 +144,12 @@ export class WorkingCopy {
    */
   private partial: { absent: AbsentRanges, base: FileMeta } | null = null
 
+  /** The file's name; another client's rename moves it (renamedTo). */
+  private currentPath: string
+
   private constructor (
     private readonly backend: WorkingCopyBackend,
-    /** The file's name; another client's rename moves it (renamedTo). */
-    public path: string,
+    path: string,
     private readonly workDir: string,
     kept: { file: string, handle: fsp.FileHandle } | Buffer,
     private held: HeldLock,
@@ -156,6 +158,7 @@ export class WorkingCopy {
     /** The version this copy was made from (null: made empty, it replaces whatever is there). */
     private baseVersion: number | null
   ) {
+    this.currentPath = path
     this.dirty = dirty
     this.local = Buffer.isBuffer(kept) ? null : kept
     this.memory = Buffer.isBuffer(kept) ? kept : null
@@ -328,7 +331,11 @@ export class WorkingCopy {
    * change takes the lease again under the new name, and checks the version there.
    */
   renamedTo (path: string): void {
-    this.path = path
+    this.currentPath = path
+  }
+
+  get path (): string {
+    return this.currentPath
   }
 
   /** The lease the copy holds on its file; undefined while given back (yielded). */
