@@ -252,3 +252,22 @@ t.test('tar -c | tar -x into the mount keeps modes, link targets and times', asy
   t.equal(there, here, 'the mount shows the same modes, types, link targets and mtimes')
   t.equal(await shOut(t, `${dst}/run-link`), 'hi', 'the extracted link runs its target')
 })
+
+t.test('fallocate makes a file at least that long (zeros), KEEP_SIZE changes nothing, and modes that change bytes are refused', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
+  const root = cluster.roots[0]
+  const mount = await mountCluster(t, cluster)
+  const file = quoted(mount.at('/docs/image.bin'))
+  t.equal(await shOut(t, `fallocate -l 1MiB ${file} && stat -c %s ${file}`), '1048576', 'fallocate -l makes a new file that long')
+  t.equal(await shOut(t, `fallocate -n -l 3MiB ${file} && stat -c %s ${file}`), '1048576', 'with KEEP_SIZE (-n) the size stays')
+  t.equal(await shOut(t, `fallocate -o 1MiB -l 4KiB ${file} && stat -c %s ${file}`), String(1048576 + 4096), 'a range past the end grows it')
+  t.equal(await shOut(t, `fallocate -o 0 -l 4KiB ${file} && stat -c %s ${file}`), String(1048576 + 4096), 'a range within it changes nothing')
+  const bytes = await fsp.readFile(path.join(root, 'docs/image.bin'))
+  t.ok(bytes.length === 1048576 + 4096 && bytes.every((b) => b === 0), 'the file server holds that many zeros')
+  const punch = await sh(`fallocate -p -o 0 -l 4KiB ${file}`)
+  t.not(punch.code, 0, `punching a hole fails: ${outcome(punch)}`)
+  t.match(punch.stderr, /unsupported|not supported/i, 'as unsupported')
+  // glibc's posix_fallocate (python's os.posix_fallocate) on a file with bytes in it.
+  t.equal(await shOut(t, `printf hello > ${quoted(mount.at('/docs/p.bin'))} && python3 -c "import os; fd = os.open('${mount.at('/docs/p.bin')}', os.O_RDWR); os.posix_fallocate(fd, 0, 10000); os.close(fd)" && stat -c %s ${quoted(mount.at('/docs/p.bin'))}`), '10000', 'posix_fallocate grows a file')
+  t.equal((await fsp.readFile(path.join(root, 'docs/p.bin'))).subarray(0, 6).toString('latin1'), 'hello\0', 'keeping its bytes, zeros after them')
+})

@@ -48,12 +48,12 @@ export interface FuseLockConflict {
  * lock and flock operations (fcntl and flock locks held across mounts); 3 lets an open ask for
  * direct_io on its handle (OPEN_DIRECT_IO after the fd in its callback); 4 passes create
  * its open flags after the mode (O_EXCL: a create that rides in the close); 5 carries a stat's
- * inode number whole (64 bits: it carried 32, see inodeNumbers.ts). The patched
+ * inode number whole (64 bits: it carried 32, see inodeNumbers.ts); 6 adds fallocate. The patched
  * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
  * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
  * the access time as the modification time and never calls utimens for touch -m.
  */
-export const REQUIRED_PATCH_LEVEL = 5
+export const REQUIRED_PATCH_LEVEL = 6
 
 /** What an open's callback may pass after its fd (patch level 3): this handle bypasses the page cache. */
 export const OPEN_DIRECT_IO = 1

@@ -67,6 +67,8 @@ function cachingOf (path: string, flags: number, appendedHere: boolean): number 
 const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
 const EPERM = -os.constants.errno.EPERM
 const ENOTSUP = -os.constants.errno.ENOTSUP
+/** fallocate(2)'s mode bit that leaves the size alone (linux/falloc.h); Node does not export it. */
+const FALLOC_FL_KEEP_SIZE = 0x01
 
 /**
  * `ino`: the number the mount shows (use_ino). A folder's link count is 1: the count of its
@@ -189,6 +191,22 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     }),
     truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
     ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)),
+    // Space lives on the file servers, where nothing can be set aside for a file ahead of its
+    // bytes: a plain fallocate (posix_fallocate, `fallocate -l`) makes the file at least that
+    // long, zeros to its new end as ftruncate makes them; KEEP_SIZE has nothing to do. The
+    // modes that change bytes (punch a hole, zero, collapse or insert a range) are refused as
+    // a file system without them refuses them (EOPNOTSUPP).
+    fallocate: (path: string, fd: number, mode: number, offset: number, length: number, cb: Callback) => {
+      if ((mode & ~FALLOC_FL_KEEP_SIZE) !== 0) return cb(ENOTSUP)
+      if ((mode & FALLOC_FL_KEEP_SIZE) !== 0) return cb(0)
+      answer(cb, async () => {
+        const hidden = unlinked.has(fd)
+        const size = hidden ? (await unlinked.attributes(path))?.size ?? 0 : (await files.attributes(path)).size
+        if (offset + length <= size) return
+        if (hidden) await unlinked.truncate(fd, offset + length)
+        else await files.truncate(fd, offset + length)
+      })
+    },
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
     releasedir: (_path: string, _fd: number, cb: Callback) => cb(0),
     access: (path: string, _mode: number, cb: Callback) => answer(cb, async () => files.isUnborn(path) ? undefined : await client.stat(path)),
