@@ -147,6 +147,8 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
   const described = (meta: FileMeta): FuseStat => statOf(meta, inodes.of(meta.path), owner)
   // Descriptors of files unlinked while open here (see unlinkedFiles.ts): served from a local copy.
   const unlinked = new UnlinkedFiles(client.workDir)
+  /** ftruncate of a handle, whose file may have been unlinked while open (then its name is a hidden one). */
+  const truncateHandle = async (fd: number, size: number): Promise<void> => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => {
@@ -190,7 +192,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       }
     }),
     truncate: (path: string, size: number, cb: Callback) => answer(cb, async () => await files.truncatePath(path, size)),
-    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)),
+    ftruncate: (_path: string, fd: number, size: number, cb: Callback) => answer(cb, async () => await truncateHandle(fd, size)),
     // Space lives on the file servers, where nothing can be set aside for a file ahead of its
     // bytes: a plain fallocate (posix_fallocate, `fallocate -l`) makes the file at least that
     // long, zeros to its new end as ftruncate makes them; KEEP_SIZE has nothing to do. The
@@ -200,11 +202,8 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
       if ((mode & ~FALLOC_FL_KEEP_SIZE) !== 0) return cb(ENOTSUP)
       if ((mode & FALLOC_FL_KEEP_SIZE) !== 0) return cb(0)
       answer(cb, async () => {
-        const hidden = unlinked.has(fd)
-        const size = hidden ? (await unlinked.attributes(path))?.size ?? 0 : (await files.attributes(path)).size
-        if (offset + length <= size) return
-        if (hidden) await unlinked.truncate(fd, offset + length)
-        else await files.truncate(fd, offset + length)
+        const size = unlinked.has(fd) ? (await unlinked.attributes(path))?.size ?? 0 : (await files.attributes(path)).size
+        if (offset + length > size) await truncateHandle(fd, offset + length)
       })
     },
     opendir: (_path: string, _flags: number, cb: Callback) => cb(0, 0),
