@@ -1105,16 +1105,20 @@ export class OpenFileTable {
    * reads its pages after taking a shared lock). Handles reading a copy older than the
    * file's current version move to the current one. A working copy that kept its lease kept
    * every other writer out; one that gave it back to another mount catches up (WorkingCopy.catchUp).
+   * True when some handle moved to a newer version: pages the kernel cached of the file (a
+   * program's shared mapping of it) are then out of date.
    */
-  async revalidate (filePath: string): Promise<void> {
+  async revalidate (filePath: string): Promise<boolean> {
     const canonical = normalizePath(filePath)
     const working = this.workingCopies.get(canonical)
     if (working !== undefined) return await working.catchUp()
-    if (this.startingCopies.has(canonical)) return
+    if (this.startingCopies.has(canonical)) return false
     const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null)
-    if (readers.length === 0) return
+    if (readers.length === 0) return false
     const current = await this.client.statCurrent(canonical)
-    for (const file of readers) if (file.readerMeta.version !== current.version) await this.reopenReader(file)
+    const behind = readers.filter((file) => file.readerMeta.version !== current.version)
+    for (const file of behind) await this.reopenReader(file)
+    return behind.length > 0
   }
 
   /** The open handles of a path: getattr and every read ask, so they must not scan all handles. */

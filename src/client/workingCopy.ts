@@ -346,12 +346,15 @@ export class WorkingCopy {
   /**
    * A program on this mount was just granted an fcntl lock on the file (sqlite reads its
    * pages next): if the copy gave its lease back and the file moved on meanwhile (another
-   * mount stored), the copy becomes the current version. It held nothing unstored.
+   * mount stored), the copy becomes the current version. It held nothing unstored. True
+   * when it did.
    */
-  async catchUp (): Promise<void> {
-    if (!this.yielded) return
+  async catchUp (): Promise<boolean> {
+    if (!this.yielded) return false
     const now = await this.backend.statFresh(this.path)
-    if (now.version !== this.baseVersion) await this.retake()
+    if (now.version === this.baseVersion) return false
+    await this.retake()
+    return true
   }
 
   /** Asks to be told when the lock server recalls the lease, to give it back as soon as the copy holds nothing unstored. */

@@ -35,6 +35,12 @@ export interface FuseFlockRequest {
   owner: string
 }
 
+/**
+ * What a lock or flock that was taken may answer (patch level 7): the kernel's cached pages of
+ * the file are out of date, and go before the lock returns to the program.
+ */
+export const DROP_CACHED_PAGES = { dropCachedPages: true } as const
+
 /** What getlk answers: the conflicting lock, or type 'unlock' when there is none. */
 export interface FuseLockConflict {
   type: 'read' | 'write' | 'unlock'
@@ -48,12 +54,14 @@ export interface FuseLockConflict {
  * lock and flock operations (fcntl and flock locks held across mounts); 3 lets an open ask for
  * direct_io on its handle (OPEN_DIRECT_IO after the fd in its callback); 4 passes create
  * its open flags after the mode (O_EXCL: a create that rides in the close); 5 carries a stat's
- * inode number whole (64 bits: it carried 32, see inodeNumbers.ts); 6 adds fallocate. The patched
+ * inode number whole (64 bits: it carried 32, see inodeNumbers.ts); 6 adds fallocate; 7 lets a
+ * handle that bypasses the page cache be mapped with mmap(MAP_SHARED) (FUSE_DIRECT_IO_ALLOW_MMAP
+ * added to libfuse's INIT answer) and a lock answer DROP_CACHED_PAGES. The patched
  * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
  * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
  * the access time as the modification time and never calls utimens for touch -m.
  */
-export const REQUIRED_PATCH_LEVEL = 6
+export const REQUIRED_PATCH_LEVEL = 7
 
 /** What an open's callback may pass after its fd (patch level 3): this handle bypasses the page cache. */
 export const OPEN_DIRECT_IO = 1

@@ -8,7 +8,7 @@ import { isHiddenName, UnlinkedFiles } from '../client/unlinkedFiles'
 import type { FileMeta } from '../shared/protocol'
 import { noteFailure } from '../shared/requestContext'
 import { errnoOf } from './errno'
-import { OPEN_DIRECT_IO } from './loadFuse'
+import { DROP_CACHED_PAGES, OPEN_DIRECT_IO } from './loadFuse'
 import { FuseLocks } from './fuseLocks'
 import type { FuseFlockRequest, FuseLockRequest } from './loadFuse'
 import { InodeNumbers } from './inodeNumbers'
@@ -270,17 +270,18 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
         await files.settle(path)
         if (request.cmd !== 'getlk' && request.type !== 'write') await files.sendHeldJournalOf(path)
         const conflict = await locks.lock(path, request, signal)
-        if (request.cmd !== 'getlk' && request.type !== 'unlock') await files.revalidate(path)
-        return conflict
-      }, (conflict) => [conflict]),
+        if (request.cmd === 'getlk' || request.type === 'unlock') return conflict
+        return await files.revalidate(path) ? DROP_CACHED_PAGES : undefined
+      }, (answered) => [answered]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
         if (request.op === 'unlock' && files.isHeldJournal(path)) return
         await files.settle(path)
         if (request.op !== 'exclusive') await files.sendHeldJournalOf(path)
         await locks.flock(path, fd, request, signal)
-        if (request.op !== 'unlock') await files.revalidate(path)
-      }),
+        if (request.op === 'unlock') return undefined
+        return await files.revalidate(path) ? DROP_CACHED_PAGES : undefined
+      }, (answered) => [answered]),
     // libfuse hands over the link's target first, then where the link goes.
     symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => {
       await files.settle(path)
