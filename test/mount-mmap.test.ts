@@ -91,6 +91,30 @@ os.close(fd)
   t.equal(said, 'AAAA AAAA\nBBBB BBBB\nCCCC CCCC', 'after an fcntl lock and after a flock, the mapping reads what the other mount stored')
 })
 
+t.test('a handle opened read-only reads another mount\'s change from the page cache once its program takes a lock', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'data/notes.txt': 'old '.repeat(2048) }])
+  const a = await mountCluster(t, cluster)
+  const b = await mountCluster(t, cluster)
+  const change = `import os, fcntl
+fd = os.open(${JSON.stringify(b.at('/data/notes.txt'))}, os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, b'new ', 0)
+os.pwrite(fd, b'NEW ', 4096)
+os.close(fd)
+`
+  // A read-only handle keeps the kernel's page cache: its first reads cache the pages.
+  const said = await python(t, `import os, fcntl, subprocess
+fd = os.open(${JSON.stringify(a.at('/data/notes.txt'))}, os.O_RDONLY)
+print(os.pread(fd, 4, 0).decode(), os.pread(fd, 4, 4096).decode())
+subprocess.run(['python3', '-c', ${JSON.stringify(change)}], check=True)
+print(os.pread(fd, 4, 0).decode(), os.pread(fd, 4, 4096).decode())
+fcntl.flock(fd, fcntl.LOCK_SH)
+print(os.pread(fd, 4, 0).decode(), os.pread(fd, 4, 4096).decode())
+os.close(fd)
+`, 'the program reads, the other mount changes the file, the program locks and reads again')
+  t.equal(said, 'old  old \nold  old \nnew  NEW', 'without a lock the open handle reads what it opened; after the lock, the change')
+})
+
 t.test('sqlite with memory-mapped I/O on two mounts: long-lived connections commit in turn and lose no increment', async (t) => {
   const cluster = await startTestCluster(t, [{ 'db/.keep': '' }])
   const a = await mountCluster(t, cluster)

@@ -47,16 +47,19 @@ const { O_APPEND, O_RDWR } = fs.constants
  * line.
  *
  * One opened for reading and writing bypasses it too: such a file may be shared through locks
- * (a database: sqlite keeps it open and reads its pages after each fcntl lock). libfuse 2
- * cannot drop a file's cached pages while it is open (no inode number for
- * notify_inval_inode, no auto_inval_data), so pages cached before another mount's change
- * would be served after the lock; through direct_io every read reaches this mount, whose
- * lock operation moves the handle to the current version first (OpenFileTable.revalidate),
- * as NFS revalidates at lock. The price: such reads are not served from the page cache, and
- * the kernel refuses mmap(MAP_SHARED) of a direct_io handle, which is why sqlite's WAL index
- * (NAME-shm, mapped shared, used only within one machine) keeps the page cache.
+ * (a database: sqlite keeps it open and reads its pages after each fcntl lock). Through
+ * direct_io every read reaches this mount, whose lock operation moves the handle to the
+ * current version first (OpenFileTable.revalidate), as NFS revalidates at lock. The price:
+ * such reads are not served from the page cache. sqlite's WAL index (NAME-shm, mapped
+ * shared, used only within one machine) keeps the page cache.
  * Other handles opened read-only keep the page cache (auto_cache drops it at open when the
  * file changed).
+ *
+ * A shared mapping (mmap MAP_SHARED) of a direct_io handle goes through the page cache
+ * (patch level 7 allows it); pages mapped before another mount's change are dropped when a
+ * lock moves a handle on (DROP_CACHED_PAGES). That would also let handles opened for reading
+ * and writing keep the page cache; they do not yet: this is the path every database test
+ * runs, and such a change wants measurements of its own.
  */
 function cachingOf (path: string, flags: number, appendedHere: boolean): number {
   if ((flags & O_APPEND) !== 0 || appendedHere) return OPEN_DIRECT_IO
