@@ -1,3 +1,4 @@
+import os from 'node:os'
 import t from 'tap'
 import type { Test } from 'tap'
 import { startTestCluster } from './helpers/cluster'
@@ -11,6 +12,16 @@ import { mountCluster, outcome, run } from './helpers/mount'
  * Python runs each program (a child process: the test process never touches the mount).
  */
 
+/**
+ * Whether this kernel lets a file system allow shared mappings of direct_io handles
+ * (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); older ones refuse them with ENODEV, as the README says.
+ */
+function kernelAllowsDirectIoMmap (): boolean {
+  const [major, minor] = os.release().split('.').map((part) => parseInt(part, 10))
+  return major > 6 || (major === 6 && minor >= 6)
+}
+const NEEDS_KERNEL_6_6 = kernelAllowsDirectIoMmap() ? {} : { skip: `Linux ${os.release()} refuses shared mappings of direct_io handles (6.6 allows them)` }
+
 /** Runs a python3 program; its output, the test failing with what it printed otherwise. */
 async function python (t: Test, program: string, what: string): Promise<string> {
   const result = await run('python3', ['-c', program], { timeoutMs: 60_000 })
@@ -18,7 +29,7 @@ async function python (t: Test, program: string, what: string): Promise<string> 
   return result.stdout.trim()
 }
 
-t.test('a shared mapping of a file opened for reading and writing: its writes are stored, and it agrees with read and write', async (t) => {
+t.test('a shared mapping of a file opened for reading and writing: its writes are stored, and it agrees with read and write', NEEDS_KERNEL_6_6, async (t) => {
   const cluster = await startTestCluster(t, [{ 'data/.keep': '' }])
   const a = await mountCluster(t, cluster)
   const b = await mountCluster(t, cluster)
@@ -60,7 +71,7 @@ with open(${JSON.stringify(b.at('/data/map.bin'))}, 'r+b') as f:
   t.equal(other, 'first deep')
 })
 
-t.test('a mapping made before another mount changed the file reads the change once this mount takes a lock', async (t) => {
+t.test('a mapping made before another mount changed the file reads the change once this mount takes a lock', NEEDS_KERNEL_6_6, async (t) => {
   const cluster = await startTestCluster(t, [{ 'data/shared.bin': 'A'.repeat(8192) }])
   const a = await mountCluster(t, cluster)
   const b = await mountCluster(t, cluster)
