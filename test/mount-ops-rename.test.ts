@@ -179,6 +179,33 @@ t.test('a file another mount renames while this one writes it in place: the writ
   }
 })
 
+t.test('a file another mount renames onto a name this mount also has open: the appender\'s lines land in the renamed file, the other handle reads what it opened', async (t) => {
+  const cluster = await startTestCluster(t, trees)
+  const [root1] = cluster.roots
+  const writer = await mountCluster(t, cluster)
+  const rotator = await mountCluster(t, cluster)
+  // Word of a rename comes with the file's callback, which the writer holds once its event channel is up.
+  await readUntilCallbackGranted(writer.at('/docs/a.txt'), cluster.fileServers[0], 'alpha\n')
+  const worker = await FileWorker.start(t)
+  succeeded(t, await run('bash', ['-c', `echo last week > ${quoted(rotator.at('/docs/app.log.1'))}`]), 'last rotation\'s log is there')
+  // Someone reads last rotation's log on the writer's machine (less, tail) while the daemon there appends to today's.
+  const viewer = await worker.open(writer.at('/docs/app.log.1'), 'r')
+  t.equal((await worker.read(viewer)).toString(), 'last week\n', 'the viewer reads the old log')
+  const fd = await worker.open(writer.at('/docs/app.log'), 'a')
+  await worker.write(fd, Buffer.from('first\n'), null)
+  await worker.sync(fd)
+  // Rotated from another machine: today's log replaces last week's.
+  succeeded(t, await run('mv', [rotator.at('/docs/app.log'), rotator.at('/docs/app.log.1')]), 'the other mount renames the log onto the old one')
+  await worker.write(fd, Buffer.from('after\n'), null)
+  await worker.close(fd)
+  t.pass('the write and the close after the rename succeed')
+  t.equal(fs.readFileSync(path.join(root1, 'docs/app.log.1'), 'utf8'), 'first\nafter\n', 'both lines are in the renamed file')
+  t.notOk(fs.existsSync(path.join(root1, 'docs/app.log')), 'and nothing is made again under the old name')
+  t.equal((await worker.read(viewer)).toString(), 'last week\n', 'the viewer still reads the file it opened, as from a file removed while open')
+  await worker.close(viewer)
+  t.equal((await worker.readPath(writer.at('/docs/app.log.1'))).toString(), 'first\nafter\n', 'a new open of the name reads the renamed file')
+})
+
 t.test('a file another mount removes while this one appends to it: the next write after the mount finds it gone fails with ESTALE, and so does the close', async (t) => {
   const cluster = await startTestCluster(t, trees)
   const [root1] = cluster.roots

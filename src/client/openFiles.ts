@@ -170,6 +170,12 @@ interface OpenFile {
   /** Another client removed the file while this handle had it open (an append found nothing): its writes fail with ESTALE. */
   removedElsewhere: boolean
   /**
+   * Another client renamed a file onto this handle's name while this handle had it open for
+   * reading (renamedElsewhere): the name holds another file now, so the handle reads on what
+   * it opened and never moves to a newer version of the name.
+   */
+  replacedElsewhere: boolean
+  /**
    * Opened by ranges (a large file with no copy here): its whole copy is fetched at its first
    * read near the start, as `cat` or a copy reads; until then each read moves only its bytes.
    */
@@ -259,7 +265,7 @@ export class OpenFileTable {
     else if (appends.buffer.size === 0 && appends.sending === 0) appends.base = appendBase
     const file: OpenFile = {
       id, path: canonical, flags, reader: opened?.reader ?? null, download: opened?.download ?? null, readerMeta: seen, appends,
-      readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0, removedElsewhere: false, wholeCopyLater: opened?.byRanges === true
+      readerBehind: false, flushFailed: false, working: null, writeBehind: null, writeBehindSince: 0, removedElsewhere: false, replacedElsewhere: false, wholeCopyLater: opened?.byRanges === true
     }
     this.files.set(id, file)
     let handles = this.byPath.get(canonical)
@@ -360,13 +366,20 @@ export class OpenFileTable {
     const target = normalizePath(to)
     for (const path of this.openPathsAt(source)) {
       const moved = target + path.slice(source.length)
+      // Handles of a file the move replaced (renamedElsewhere: they only read what they
+      // opened) stay, and share the name with those that came, as after a removal and a
+      // new file by that name. What the name's tables held of the replaced file goes.
+      const staying = this.byPath.get(moved)
+      const coming = this.byPath.get(path)
       for (const table of [this.byPath, this.appends, this.lastSeen, this.sendingBehind] as Array<Map<string, unknown>>) {
         const entry = table.get(path)
+        table.delete(moved)
         if (entry === undefined) continue
         table.delete(path)
         table.set(moved, entry)
       }
-      for (const file of this.handlesOf(moved)) file.path = moved
+      for (const file of coming ?? []) file.path = moved
+      if (staying !== undefined && coming !== undefined) for (const file of staying) coming.add(file)
     }
   }
 
@@ -375,16 +388,20 @@ export class OpenFileTable {
    * or the directory, DfsClient.followMove): handles of it here follow, as after renamed(),
    * so their later writes land in the file under its new name; so does a working copy, which
    * gave its lease back for the rename (the rename waited for its changes to be stored) and
-   * takes it again under the new name at its next change. Not where the move would mix two
-   * files' handles (`to` is open here too), nor a copy still starting or holding its lease or
-   * changes: those stay, and a later write or store under the old name fails (ESTALE).
+   * takes it again under the new name at its next change. `to` may be open here too, only
+   * for reading, with nothing of it unsent (a log viewed while the next one is rotated onto
+   * it): those handles read on what they opened, as after another mount's removal of a file
+   * open here. Not where `to` is written here, nor a copy still starting or holding its
+   * lease or changes: those stay, and a later write or store under the old name fails (ESTALE).
    */
   renamedElsewhere (from: string, to: string): boolean {
     const source = normalizePath(from)
     const target = normalizePath(to)
-    if (!this.byPath.has(source) || this.byPath.has(target) || this.startingCopies.has(source)) return false
+    if (!this.byPath.has(source) || this.startingCopies.has(source)) return false
+    if (this.byPath.has(target) && !this.onlyReadHere(target)) return false
     const working = this.workingCopies.get(source)
     if (working !== undefined && !(working.leaseGivenBack && !working.holdsUnstoredChanges)) return false
+    for (const file of this.handlesOf(target)) file.replacedElsewhere = true
     this.renamed(source, target)
     if (working !== undefined) {
       this.workingCopies.delete(source)
@@ -392,6 +409,14 @@ export class OpenFileTable {
       working.renamedTo(target)
     }
     return true
+  }
+
+  /** Whether the file at `path` is open here only for reading, with nothing of it unsent or being written. */
+  private onlyReadHere (path: string): boolean {
+    if (this.workingCopies.has(path) || this.startingCopies.has(path) || this.unborn.has(path) || this.sendingBehind.has(path)) return false
+    const appends = this.appends.get(path)
+    if (appends !== undefined && (appends.buffer.size > 0 || appends.sending > 0)) return false
+    return [...this.handlesOf(path)].every((file) => (file.flags & O_ACCMODE) === O_RDONLY)
   }
 
   /** Paths open here that are `root` or under it. */
@@ -524,7 +549,7 @@ export class OpenFileTable {
     // Opened by ranges and read near the start: the whole file is wanted (RANGE_READ_AHEAD_BYTES).
     const wholeWanted = file.wholeCopyLater && position < RANGE_READ_AHEAD_BYTES
     // The cache may have replaced the copy the reader has open rather than append to it.
-    if (!working && (file.readerBehind || wholeWanted)) await this.reopenReader(file, wholeWanted)
+    if (!working && !file.replacedElsewhere && (file.readerBehind || wholeWanted)) await this.reopenReader(file, wholeWanted)
     const source = working ?? file.reader
     if (!source) throw new BadRequestError(`${file.path} is not open for reading`)
     if (!working && file.download) {
@@ -553,11 +578,12 @@ export class OpenFileTable {
     } catch (err) {
       // Read by ranges, and the file changed since it was opened (a log another mount appends
       // to): opened again, as after this mount's own appends (readPastCopy), and read as it is now.
-      if (reopened || !(source instanceof RangeReader) || !(err instanceof StaleHandleError)) throw err
+      if (reopened || file.replacedElsewhere || !(source instanceof RangeReader) || !(err instanceof StaleHandleError)) throw err
       await this.reopenReader(file)
       return await this.read(id, buffer, length, position, true)
     }
-    if (working || bytesRead === length) return bytesRead
+    // A replaced handle's file ends where its copy does: what the name shows now is another file's.
+    if (working || bytesRead === length || file.replacedElsewhere) return bytesRead
     return await this.readPastCopy(file, buffer, length, position, bytesRead)
   }
 
@@ -1113,7 +1139,7 @@ export class OpenFileTable {
     const working = this.workingCopies.get(canonical)
     if (working !== undefined) return await working.catchUp()
     if (this.startingCopies.has(canonical)) return false
-    const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null)
+    const readers = [...this.handlesOf(canonical)].filter((file) => file.reader !== null && file.working === null && !file.replacedElsewhere)
     if (readers.length === 0) return false
     const current = await this.client.statCurrent(canonical)
     const behind = readers.filter((file) => file.readerMeta.version !== current.version)
