@@ -35,6 +35,11 @@ export interface CallbackHooks {
   onBreak?: (path: string, change: CallbackBreak) => Promise<void>
   /** A server's promises all stopped counting at once: its channel closed or failed, or it forgot this client. */
   onVoid?: (api: CallbackServerApi) => void
+  /**
+   * What a promise vouched for about the path stops counting (it ended, or this client's own
+   * change gave it new attributes): runs at once, so a break's runs before it is acknowledged.
+   */
+  onEnded?: (path: string) => void
 }
 
 interface Promised {
@@ -94,6 +99,16 @@ export class CallbackRegistry {
     return promise !== undefined && this.usable(promise.server) ? promise.meta : undefined
   }
 
+  /**
+   * How much longer a promise on the path vouches for it at the least (its server's lease as
+   * this client counts it), in ms; 0 when none vouches now. Until then, the promise ends only
+   * through drop() (onEnded).
+   */
+  vouchedForMs (path: string): number {
+    const promise = this.promised.get(path)
+    return promise !== undefined && this.usable(promise.server) ? promise.server.validUntil - this.now() : 0
+  }
+
   /** Whether a promise on the path is kept, vouching now or not (see current). */
   holds (path: string): boolean {
     return this.promised.has(path)
@@ -138,8 +153,12 @@ export class CallbackRegistry {
   changedByMe (path: string, askedAt: number, meta?: FileMeta): boolean {
     const promise = this.promised.get(path)
     const keep = meta !== undefined && promise !== undefined && this.usable(promise.server) && !this.changedSince(path, askedAt)
-    if (keep) promise.meta = meta
-    else this.drop(path)
+    if (keep) {
+      promise.meta = meta
+      this.hooks.onEnded?.(path)
+    } else {
+      this.drop(path)
+    }
     mark(this.changedAt, path, this.now())
     this.forgetOldChanges()
     return keep
@@ -150,6 +169,7 @@ export class CallbackRegistry {
     if (!promise) return
     this.promised.delete(path)
     promise.server.paths.delete(path)
+    this.hooks.onEnded?.(path)
   }
 
   dropUnder (folder: string): void {

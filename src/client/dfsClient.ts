@@ -172,6 +172,8 @@ export class DfsClient {
   private readonly callbacks: CallbackRegistry | null
   /** Who hears of files another client renamed (see onRenamedElsewhere). */
   private readonly renameWatchers: Array<(from: string, to: string) => void> = []
+  /** Who hears that a file's callback stopped vouching for its attributes (see onVouchEnded). */
+  private readonly vouchWatchers: Array<(path: string) => void> = []
   /** Folder callbacks of the directory server, under the same client id, and the folders' names they keep current. */
   private readonly folderCallbacks: CallbackRegistry | null
   private readonly folders: FolderCopies | null
@@ -202,7 +204,8 @@ export class DfsClient {
         onBreak: async (path, change) => {
           this.memo.forget(path)
           if (change.renamedTo !== undefined) for (const watcher of this.renameWatchers) watcher(path, change.renamedTo)
-        }
+        },
+        onEnded: (path) => { for (const watcher of this.vouchWatchers) watcher(path) }
       })
       : null
     const caller: CallerIdentity = { clientId: this.callbacks?.clientId, ...opts.caller }
@@ -1460,6 +1463,19 @@ export class DfsClient {
   forget (path: string): void {
     this.locator.forget(path)
     this.callbacks?.changedHere(normalizePath(path))
+  }
+
+  /**
+   * For how long (ms) a file's callback vouches for its attributes at the least: until then
+   * they change only after `onVouchEnded` watchers heard so. 0 without such a callback.
+   */
+  attributesVouchedForMs (path: string): number {
+    return this.callbacks?.vouchedForMs(normalizePath(path)) ?? 0
+  }
+
+  /** Runs `watcher` (at once, before a break is acknowledged) when a file's callback stops vouching for the attributes it held. */
+  onVouchEnded (watcher: (path: string) => void): void {
+    this.vouchWatchers.push(watcher)
   }
 
   /**

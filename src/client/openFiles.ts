@@ -970,6 +970,17 @@ export class OpenFileTable {
     await this.client.utimes(canonical, mtimeMs, atimeMs)
   }
 
+  /**
+   * Whether nothing of this mount's is at work on the path: no handle open, nothing held
+   * back, under way or being created. Only then are its attributes the file server's alone
+   * (localView adds nothing), so a callback on it vouches for all the mount would answer.
+   */
+  isQuiet (filePath: string): boolean {
+    const canonical = normalizePath(filePath)
+    return !this.byPath.has(canonical) && !this.appends.has(canonical) && !this.unborn.has(canonical) &&
+      !this.sendingBehind.has(canonical) && !this.workingCopies.has(canonical) && !this.startingCopies.has(canonical)
+  }
+
   /** Whether a handle of this mount has the path open for appending, or its appends are on their way. */
   isAppendedHere (filePath: string): boolean {
     const canonical = normalizePath(filePath)

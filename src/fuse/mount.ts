@@ -48,6 +48,8 @@ export interface MountedDfs {
  * - attr_timeout=0 and ac_attr_timeout=0: the kernel asks us for attributes instead of
  *   trusting its own copy, so the size another client's append created is seen at the next
  *   open; the client proxy remembers attributes briefly, so this costs no network round trip.
+ *   A getattr may answer a longer time for its own attributes (operations.ts, kernelKeepsFor:
+ *   a file its callback vouches for), which the mount takes back when the callback ends.
  * - timeout: fuse-native answers ETIMEDOUT after 15 s by default; opening a large file or
  *   waiting for a lock may legitimately take longer, and every network call below has its
  *   own timeout anyway. flush, fsync and release have none at all: on a hard mount they wait
@@ -76,6 +78,8 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   const operations = createFuseOperations(opts.client, files, opts.owner)
   const fuse: FuseInstance = new Fuse(opts.mountpoint, opts.wrapOperations?.(operations) ?? operations,
     kernelOptions(opts.debug ?? false, opts.kernelFlags ?? []))
+  // Attributes the kernel keeps (operations.ts, kernelKeepsFor) go once their callback stops vouching.
+  opts.client.onVouchEnded((path) => fuse.invalidateAttributes(path))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
   // In the background: the mount serves at once, and the old copies count from when they are found.
   opts.client.cache.loadIndex().catch(() => {})

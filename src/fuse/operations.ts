@@ -66,6 +66,15 @@ function cachingOf (path: string, flags: number, appendedHere: boolean): number 
   return (flags & O_ACCMODE) === O_RDWR && !path.endsWith(SQLITE_SHARED_MEMORY_SUFFIX) ? OPEN_DIRECT_IO : 0
 }
 
+/**
+ * The longest the kernel keeps a file's attributes (kernelKeepsFor): `ls -l` and `stat` run
+ * again within it make no FUSE round trip. Short, so that a change the mount missed (none
+ * should be) shows within a second.
+ */
+const KERNEL_ATTRIBUTES_MS = 1000
+/** Taken off the callback's lease as this mount counts it: the kernel's copy ends first. */
+const KERNEL_ATTRIBUTES_MARGIN_MS = 200
+
 /** sqlite's WAL index file, NAME-shm: mapped with mmap(MAP_SHARED) (see cachingOf). */
 const SQLITE_SHARED_MEMORY_SUFFIX = '-shm'
 const EPERM = -os.constants.errno.EPERM
@@ -152,14 +161,26 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
   const unlinked = new UnlinkedFiles(client.workDir)
   /** ftruncate of a handle, whose file may have been unlinked while open (then its name is a hidden one). */
   const truncateHandle = async (fd: number, size: number): Promise<void> => unlinked.has(fd) ? await unlinked.truncate(fd, size) : await files.truncate(fd, size)
+  /**
+   * How long the kernel may keep a file's attributes, in ms (patch level 8): while its
+   * callback vouches for them (another mount's change breaks it first, and the mount then
+   * has the kernel drop them: mountDfs) and nothing of this mount's is at work on the file,
+   * for at most KERNEL_ATTRIBUTES_MS, ending before the callback's lease could run out.
+   * Folders, links and files open here answer 0: asked each time, as before.
+   */
+  const kernelKeepsFor = (path: string, meta: FileMeta): number => {
+    if (meta.kind !== 'file' || unlinked.holds(path) || !files.isQuiet(path)) return 0
+    const vouched = client.attributesVouchedForMs(path) - KERNEL_ATTRIBUTES_MARGIN_MS
+    return vouched > 0 ? Math.min(KERNEL_ATTRIBUTES_MS, vouched) : 0
+  }
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => {
       // What the mount knows with no request (a callback, a held folder, the memo) is answered
       // at once, with no promise made: `ls -l` asks once per entry, each a FUSE round trip.
       const known = unlinked.holds(path) ? undefined : knownOrUndefined(() => files.attributesKnown(path))
-      if (known !== undefined) cb(0, described(known))
-      else answer(cb, async () => described(await unlinked.attributes(path) ?? await files.attributes(path)), (stat) => [stat])
+      if (known !== undefined) cb(0, described(known), kernelKeepsFor(path, known))
+      else answer(cb, async () => await unlinked.attributes(path) ?? await files.attributes(path), (meta) => [described(meta), kernelKeepsFor(path, meta)])
     },
     // Files created here whose create rides in their close are listed here at once.
     readdir: (path: string, cb: Callback) => answer(cb, async () => withUnborn(await client.list(path), files.unbornIn(path)), (entries) => {
