@@ -230,3 +230,36 @@ t.test('a restarted file server voids every promise: its clients revalidate agai
   await readUntilPromised(reader, '/notes/a.txt')
   t.pass('and promises are made again once the channel is back')
 })
+
+/*
+ * What the mount lets the kernel keep rests on these two (operations.ts, kernelKeepsFor): how
+ * long a promise vouches for a file at the least, and word at once when it stops vouching,
+ * before a break is acknowledged (so before the change it breaks for is answered).
+ */
+t.test('a promise vouches for a while, less than its lease; its end is heard before the change that ended it is answered', async (t) => {
+  const cluster = await startTestCluster(t, [tree])
+  const holder = callbackClient(t, cluster)
+  const writer = cluster.client()
+  const ended: string[] = []
+  holder.onVouchEnded((path) => { ended.push(path) })
+  t.equal(holder.attributesVouchedForMs('/notes/a.txt'), 0, 'nothing vouched for before a promise')
+  await readUntilPromised(holder, '/notes/a.txt')
+  const vouched = holder.attributesVouchedForMs('/notes/a.txt')
+  t.ok(vouched > 0 && vouched < 3000, `vouched for ${vouched} ms, within the 3 s lease`)
+  t.equal(holder.attributesVouchedForMs('/notes/b.txt'), 0, 'not for a file it holds no promise on')
+
+  await writer.append('/notes/a.txt', 'two\n')
+  t.same(ended, ['/notes/a.txt'], 'heard of the end before the other client\'s append was answered')
+  t.equal(holder.attributesVouchedForMs('/notes/a.txt'), 0, 'and it vouches for nothing since')
+
+  ended.length = 0
+  await readUntilPromised(holder, '/notes/a.txt')
+  await holder.append('/notes/a.txt', 'three\n')
+  t.ok(ended.includes('/notes/a.txt'), 'its own change is heard of too: the attributes it vouched for changed')
+
+  ended.length = 0
+  await readUntilPromised(holder, '/notes/b.txt')
+  await cluster.fileServers[0].close()
+  await waitFor('the promises to end with the channel', async () => holder.callbackCount === 0, 5000, 20)
+  t.ok(ended.includes('/notes/b.txt'), 'a server that went away ends what it promised, and that is heard of')
+})
