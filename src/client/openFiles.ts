@@ -413,7 +413,7 @@ export class OpenFileTable {
 
   /** Whether the file at `path` is open here only for reading, with nothing of it unsent or being written. */
   private onlyReadHere (path: string): boolean {
-    if (this.workingCopies.has(path) || this.startingCopies.has(path) || this.unborn.has(path) || this.sendingBehind.has(path)) return false
+    if (this.writtenHere(path)) return false
     const appends = this.appends.get(path)
     if (appends !== undefined && (appends.buffer.size > 0 || appends.sending > 0)) return false
     return [...this.handlesOf(path)].every((file) => (file.flags & O_ACCMODE) === O_RDONLY)
@@ -977,8 +977,12 @@ export class OpenFileTable {
    */
   isQuiet (filePath: string): boolean {
     const canonical = normalizePath(filePath)
-    return !this.byPath.has(canonical) && !this.appends.has(canonical) && !this.unborn.has(canonical) &&
-      !this.sendingBehind.has(canonical) && !this.workingCopies.has(canonical) && !this.startingCopies.has(canonical)
+    return !this.byPath.has(canonical) && !this.appends.has(canonical) && !this.writtenHere(canonical)
+  }
+
+  /** Whether this mount writes the path: a copy written in place or starting, a create held back, a send under way. */
+  private writtenHere (canonical: string): boolean {
+    return this.workingCopies.has(canonical) || this.startingCopies.has(canonical) || this.unborn.has(canonical) || this.sendingBehind.has(canonical)
   }
 
   /** Whether a handle of this mount has the path open for appending, or its appends are on their way. */
