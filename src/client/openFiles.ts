@@ -413,9 +413,7 @@ export class OpenFileTable {
 
   /** Whether the file at `path` is open here only for reading, with nothing of it unsent or being written. */
   private onlyReadHere (path: string): boolean {
-    if (this.writtenHere(path)) return false
-    const appends = this.appends.get(path)
-    if (appends !== undefined && (appends.buffer.size > 0 || appends.sending > 0)) return false
+    if (this.writtenHere(path) || this.isAppendedHere(path)) return false
     return [...this.handlesOf(path)].every((file) => (file.flags & O_ACCMODE) === O_RDONLY)
   }
 
