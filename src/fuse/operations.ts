@@ -173,6 +173,12 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
     const vouched = client.attributesVouchedForMs(path) - KERNEL_ATTRIBUTES_MARGIN_MS
     return vouched > 0 ? Math.min(KERNEL_ATTRIBUTES_MS, vouched) : 0
   }
+  /**
+   * A lock (fcntl or flock) granted: the file's handles move to the version now current, and
+   * the kernel drops the pages it cached of the file if one moved (the lock's answer).
+   */
+  const refreshedAtLock = async (path: string): Promise<typeof DROP_CACHED_PAGES | undefined> =>
+    await files.revalidate(path) ? DROP_CACHED_PAGES : undefined
   return {
     init: (cb: Callback) => cb(0),
     getattr: (path: string, cb: Callback) => {
@@ -295,7 +301,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
         if (request.cmd !== 'getlk' && request.type !== 'write') await files.sendHeldJournalOf(path)
         const conflict = await locks.lock(path, request, signal)
         if (request.cmd === 'getlk' || request.type === 'unlock') return conflict
-        return await files.revalidate(path) ? DROP_CACHED_PAGES : undefined
+        return await refreshedAtLock(path)
       }, (answered) => [answered]),
     flock: (path: string, fd: number, request: FuseFlockRequest, signal: AbortSignal, cb: Callback) =>
       answer(cb, async () => {
@@ -304,7 +310,7 @@ export function createFuseOperations (client: DfsClient, files: OpenFileTable, o
         if (request.op !== 'exclusive') await files.sendHeldJournalOf(path)
         await locks.flock(path, fd, request, signal)
         if (request.op === 'unlock') return undefined
-        return await files.revalidate(path) ? DROP_CACHED_PAGES : undefined
+        return await refreshedAtLock(path)
       }, (answered) => [answered]),
     // libfuse hands over the link's target first, then where the link goes.
     symlink: (target: string, path: string, cb: Callback) => answer(cb, async () => {
