@@ -59,12 +59,14 @@ export interface FuseLockConflict {
  * inode number whole (64 bits: it carried 32, see inodeNumbers.ts); 6 adds fallocate; 7 lets a
  * handle that bypasses the page cache be mapped with mmap(MAP_SHARED) (FUSE_DIRECT_IO_ALLOW_MMAP
  * added to libfuse's INIT answer) and a lock answer DROP_CACHED_PAGES; 8 lets a getattr answer
- * how long the kernel may keep the attributes, and invalidateAttributes take them back. The patched
+ * how long the kernel may keep the attributes, and invalidateAttributes take them back; 9 makes
+ * an invalidation asked for after the FUSE loop ended (the mount went away) do nothing instead
+ * of writing through the freed channel (a segfault at `fusermount -u`). The patched
  * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
  * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
  * the access time as the modification time and never calls utimens for touch -m.
  */
-export const REQUIRED_PATCH_LEVEL = 8
+export const REQUIRED_PATCH_LEVEL = 9
 
 /** What an open's callback may pass after its fd (patch level 3): this handle bypasses the page cache. */
 export const OPEN_DIRECT_IO = 1
