@@ -139,3 +139,22 @@ t.test('a write in place into a large file not cached here fetches only the bloc
   const sum = await run('sha256sum', [image])
   t.equal(digestIn(sum.stdout), crypto.createHash('sha256').update(current).digest('hex'), 'and the mount reads it so')
 })
+
+t.test('a 1 MiB write() reaches the mount as one write of 1 MiB, not eight of 128 KiB (FUSE_MAX_PAGES), for new files and appends alike', async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/log.bin': '' }])
+  const logDir = await localTempDir(t)
+  const log = path.join(logDir, 'mount.log')
+  const mount = await mountCluster(t, cluster, ['--log', log, '--log-level', 'debug'])
+  const local = await localTempDir(t)
+  const source = path.join(local, 'four.bin')
+  succeeded(t, await run('dd', ['if=/dev/urandom', `of=${source}`, 'bs=1M', 'count=4', 'status=none']), 'random data generated locally')
+  succeeded(t, await run('dd', [`if=${source}`, `of=${mount.at('/docs/new.bin')}`, 'bs=1M', 'conv=fsync', 'status=none']), 'dd of 4 MiB into a new file')
+  succeeded(t, await run('dd', [`if=${source}`, `of=${mount.at('/docs/log.bin')}`, 'bs=1M', 'oflag=append', 'conv=notrunc,fsync', 'status=none']), 'dd of 4 MiB appended')
+  const expected = await sha256OfFile(source)
+  for (const name of ['new.bin', 'log.bin']) {
+    t.equal(await sha256OfFile(path.join(cluster.roots[0], 'docs', name)), expected, `${name} is whole on the server`)
+    const writes = fs.readFileSync(log, 'utf8').split('\n').filter((line) => line.includes('"op":"write"') && line.includes(`/docs/${name} `))
+    t.equal(writes.length, 4, `${name}: four write operations (${writes.length})`)
+    t.ok(writes.every((line) => line.includes(`/docs/${name} 1048576"`)), `${name}: each of 1 MiB`)
+  }
+})

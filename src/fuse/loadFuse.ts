@@ -61,12 +61,13 @@ export interface FuseLockConflict {
  * added to libfuse's INIT answer) and a lock answer DROP_CACHED_PAGES; 8 lets a getattr answer
  * how long the kernel may keep the attributes, and invalidateAttributes take them back; 9 makes
  * an invalidation asked for after the FUSE loop ended (the mount went away) do nothing instead
- * of writing through the freed channel (a segfault at `fusermount -u`). The patched
+ * of writing through the freed channel (a segfault at `fusermount -u`); 10 takes writes (and
+ * direct reads) of up to 1 MiB in one request instead of 128 KiB (FUSE_MAX_PAGES). The patched
  * build only exists once npm install ran our postinstall; fuse-native's prebuilt binary (which
  * node-gyp-build loads when there is no build/Release, or with PREBUILDS_ONLY set) hands over
  * the access time as the modification time and never calls utimens for touch -m.
  */
-export const REQUIRED_PATCH_LEVEL = 9
+export const REQUIRED_PATCH_LEVEL = 10
 
 /** What an open's callback may pass after its fd (patch level 3): this handle bypasses the page cache. */
 export const OPEN_DIRECT_IO = 1
