@@ -4,6 +4,7 @@ import path from 'node:path'
 import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
+import { mountDeviceOf, READ_AHEAD_KB } from '../src/fuse/mount'
 import { localTempDir, readUntilCallbackGranted, sha256OfFile, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
@@ -157,4 +158,25 @@ t.test('a 1 MiB write() reaches the mount as one write of 1 MiB, not eight of 12
     t.equal(writes.length, 4, `${name}: four write operations (${writes.length})`)
     t.ok(writes.every((line) => line.includes(`/docs/${name} 1048576"`)), `${name}: each of 1 MiB`)
   }
+})
+
+// sysfs takes the setting from root only; elsewhere the mount reads as before.
+t.test('a cold sequential read comes in requests of 1 MiB: the mount raises the kernel\'s read-ahead from 128 KiB', { skip: process.getuid?.() === 0 ? false : 'needs root (the read-ahead is set in sysfs)' }, async (t) => {
+  const cluster = await startTestCluster(t, [{ 'docs/.keep': '' }])
+  const local = await localTempDir(t)
+  const source = path.join(local, 'sixteen.bin')
+  succeeded(t, await run('dd', ['if=/dev/urandom', `of=${source}`, 'bs=1M', 'count=16', 'status=none']), 'random data generated locally')
+  const writer = await mountCluster(t, cluster)
+  succeeded(t, await run('cp', [source, writer.at('/docs/sixteen.bin')]), 'copied in through one mount')
+  const logDir = await localTempDir(t)
+  const log = path.join(logDir, 'mount.log')
+  const reader = await mountCluster(t, cluster, ['--log', log, '--log-level', 'debug'])
+  const device = mountDeviceOf(fs.readFileSync('/proc/self/mountinfo', 'utf8'), reader.mountpoint)
+  t.ok(device, `the reading mount is in /proc/self/mountinfo (${device})`)
+  t.equal(fs.readFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8').trim(), String(READ_AHEAD_KB), 'its read-ahead is 1 MiB')
+  const read = await run('sha256sum', [reader.at('/docs/sixteen.bin')])
+  t.equal(digestIn(read.stdout), await sha256OfFile(source), `the other mount reads it back whole (${outcome(read)})`)
+  const reads = fs.readFileSync(log, 'utf8').split('\n').filter((line) => line.includes('"op":"read"') && line.includes('/docs/sixteen.bin '))
+  // In 128 KiB requests it would take 128.
+  t.ok(reads.length > 0 && reads.length <= 24, `16 MiB read in ${reads.length} requests`)
 })
