@@ -118,7 +118,8 @@ export async function mountDfs (opts: MountOptions): Promise<MountedDfs> {
   // Attributes the kernel keeps (operations.ts, kernelKeepsFor) go once their callback stops vouching.
   opts.client.onVouchEnded((path) => fuse.invalidateAttributes(path))
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
-  await widenReadAhead(opts.mountpoint)
+  // Mounted already: a failure here costs the read-ahead only, never the mount.
+  await widenReadAhead(opts.mountpoint).catch(() => false)
   // In the background: the mount serves at once, and the old copies count from when they are found.
   opts.client.cache.loadIndex().catch(() => {})
   let unmounted: Promise<void> | null = null
