@@ -6,7 +6,7 @@ import { startTestCluster } from './helpers/cluster'
 import type { TestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import type { TestMount } from './helpers/mount'
-import { readUntilCallbackGranted } from './helpers/mountOps'
+import { operationLines, readUntilCallbackGranted } from './helpers/mountOps'
 
 /*
  * The kernel keeps a file's attributes while the mount holds the file's callback (operations.ts,
@@ -26,8 +26,7 @@ async function tracedMount (t: Test, cluster: TestCluster): Promise<{ mount: Tes
 
 /** The operations the mount's log names for `op` on `file` so far. */
 async function operationsOn (log: string, op: string, file: string): Promise<number> {
-  const text = await fsp.readFile(log, 'utf8').catch(() => '')
-  return text.split('\n').filter((line) => line.includes(`"op":"${op}"`) && line.includes(`"msg":"${op} ${file} `)).length
+  return (await operationLines(log, op, file)).length
 }
 
 /** Runs a python3 program; its output, the test failing with what it printed otherwise. */

@@ -5,7 +5,7 @@ import t from 'tap'
 import { startTestCluster } from './helpers/cluster'
 import { mountCluster, outcome, run } from './helpers/mount'
 import { mountDeviceOf, READ_AHEAD_KB } from '../src/fuse/mount'
-import { localTempDir, readUntilCallbackGranted, sha256OfFile, succeeded } from './helpers/mountOps'
+import { localTempDir, operationLines, readUntilCallbackGranted, sha256OfFile, succeeded } from './helpers/mountOps'
 import { statsOf } from './helpers/wire'
 
 const SIZE_MIB = 256
@@ -154,7 +154,7 @@ t.test('a 1 MiB write() reaches the mount as one write of 1 MiB, not eight of 12
   const expected = await sha256OfFile(source)
   for (const name of ['new.bin', 'log.bin']) {
     t.equal(await sha256OfFile(path.join(cluster.roots[0], 'docs', name)), expected, `${name} is whole on the server`)
-    const writes = fs.readFileSync(log, 'utf8').split('\n').filter((line) => line.includes('"op":"write"') && line.includes(`/docs/${name} `))
+    const writes = await operationLines(log, 'write', `/docs/${name}`)
     t.equal(writes.length, 4, `${name}: four write operations (${writes.length})`)
     t.ok(writes.every((line) => line.includes(`/docs/${name} 1048576"`)), `${name}: each of 1 MiB`)
   }
@@ -176,7 +176,7 @@ t.test('a cold sequential read comes in requests of 1 MiB: the mount raises the 
   t.equal(fs.readFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8').trim(), String(READ_AHEAD_KB), 'its read-ahead is 1 MiB')
   const read = await run('sha256sum', [reader.at('/docs/sixteen.bin')])
   t.equal(digestIn(read.stdout), await sha256OfFile(source), `the other mount reads it back whole (${outcome(read)})`)
-  const reads = fs.readFileSync(log, 'utf8').split('\n').filter((line) => line.includes('"op":"read"') && line.includes('/docs/sixteen.bin '))
+  const reads = await operationLines(log, 'read', '/docs/sixteen.bin')
   // In 128 KiB requests it would take 128.
   t.ok(reads.length > 0 && reads.length <= 24, `16 MiB read in ${reads.length} requests`)
 })

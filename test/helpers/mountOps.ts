@@ -13,6 +13,15 @@ import type { Finished } from './processes'
 import { waitFor } from './waitFor'
 import { statsOf } from './wire'
 
+/**
+ * The lines a mount's log (--log FILE --log-level debug) has so far for operation `op` on
+ * `file` (a dfs path), one per operation; each message ends with the operation's result.
+ */
+export async function operationLines (log: string, op: string, file: string): Promise<string[]> {
+  const text = await fsp.readFile(log, 'utf8').catch(() => '')
+  return text.split('\n').filter((line) => line.includes(`"op":"${op}"`) && line.includes(`"msg":"${op} ${file} `))
+}
+
 /** Quotes a path for sh -c. */
 export const quoted = (file: string): string => `'${file.replace(/'/g, `'\\''`)}'`
 
