@@ -14,7 +14,7 @@ import { isMounted, lazyUnmount, mountDfs } from '../fuse/mount'
 import type { MountedDfs } from '../fuse/mount'
 import { CliError, logLine, runMain } from './common'
 import { notifyParent, startDetached } from './daemon'
-import { mountStateOf } from './mountState'
+import { canonicalMountpoint, mountStateOf } from './mountState'
 import { mountCacheFolder, STALE_CACHE_MS, sweepCacheRoot } from './cacheFolder'
 import { parseByteSize } from './byteSize'
 import { clientCaller, trustClusterCa } from './credentials'
@@ -141,7 +141,7 @@ async function main (): Promise<void> {
     .parseAsync()
   const target = mountTarget(args._.map(String), args.directory, argv.some((arg) => arg === '--directory' || arg.startsWith('--directory=')))
   const directoryUrl = target.directoryUrl
-  const mountpoint = path.resolve(target.mountpoint)
+  const mountpoint = canonicalMountpoint(target.mountpoint)
   const state = mountStateOf(mountpoint)
   // Checked before anything starts: a typo is one line, not a daemon that dies later.
   const metricsAddress = metricsAddressOf(args.metrics)

@@ -1,10 +1,9 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
-import path from 'node:path'
 import { fusermount, isMounted } from '../fuse/mount'
 import { CliError, runMain } from './common'
 import { isAlive } from '../shared/liveProcess'
-import { mountStateOf } from './mountState'
+import { canonicalMountpoint, mountStateOf } from './mountState'
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -35,7 +34,7 @@ async function main (): Promise<void> {
     }
     throw new CliError('usage: dfs-umount MOUNTPOINT')
   }
-  const mountpoint = path.resolve(argv[0])
+  const mountpoint = canonicalMountpoint(argv[0])
   const { stateFile } = mountStateOf(mountpoint)
   let pid: number | null = null
   try {
