@@ -53,23 +53,24 @@ t.test('dfs-mount mounts in the background and returns once ready; dfs-umount un
   assertOneLineError(t, again, 'dfs-umount', /is not mounted/)
 })
 
-t.test('a mount point reached through a symbolic link (/home -> /var/home) stays mounted, and dfs-umount finds it by the same path', async (t) => {
+t.test('a mount point reached through a symbolic link (/home -> /var/home, or the name itself) stays mounted, and dfs-umount finds it by the same path', async (t) => {
   const cluster = await startTestCluster(t, [{ 'docs/a.txt': 'alpha\n' }])
   const place = await mountPlace(t)
-  const link = path.join(place.base, 'link')
-  fs.symlinkSync(place.base, link)
-  const viaLink = path.join(link, 'mnt')
-  const mounted = await runCli(dfsMountBin, [viaLink, ...clusterArgs(cluster, place)], { env: place.env })
-  t.equal(mounted.code, 0, outcome(mounted))
-  const pid = daemonPidOf(mounted.stdout)
-  // The daemon checks every 2 s that its mount is still there: it took one through a link for gone.
-  await new Promise((resolve) => setTimeout(resolve, 4500))
-  t.ok(await isMounted(place.mountpoint), 'still mounted after the daemon checked twice')
-  t.equal((await run('cat', [path.join(viaLink, 'docs', 'a.txt')])).stdout, 'alpha\n', 'and serving through the link')
-  const unmounted = await runCli(dfsUmountBin, [viaLink], { env: place.env })
-  t.equal(unmounted.code, 0, outcome(unmounted))
-  t.notOk(await isMounted(place.mountpoint), 'dfs-umount through the link unmounted it')
-  t.ok(await waitFor('the daemon to exit', async () => hasExited(pid), 10_000), 'the daemon has exited')
+  fs.symlinkSync(place.base, path.join(place.base, 'parent-link'))
+  fs.symlinkSync(place.mountpoint, path.join(place.base, 'name-link'))
+  for (const viaLink of [path.join(place.base, 'parent-link', 'mnt'), path.join(place.base, 'name-link')]) {
+    const mounted = await runCli(dfsMountBin, [viaLink, ...clusterArgs(cluster, place)], { env: place.env })
+    t.equal(mounted.code, 0, outcome(mounted))
+    const pid = daemonPidOf(mounted.stdout)
+    // The daemon checks every 2 s that its mount is still there: it took one through a link for gone.
+    await new Promise((resolve) => setTimeout(resolve, 4500))
+    t.ok(await isMounted(place.mountpoint), `mounted at ${viaLink}: still mounted after the daemon checked twice`)
+    t.equal((await run('cat', [path.join(viaLink, 'docs', 'a.txt')])).stdout, 'alpha\n', 'and serving through the link')
+    const unmounted = await runCli(dfsUmountBin, [viaLink], { env: place.env })
+    t.equal(unmounted.code, 0, outcome(unmounted))
+    t.notOk(await isMounted(place.mountpoint), 'dfs-umount through the link unmounted it')
+    t.ok(await waitFor('the daemon to exit', async () => hasExited(pid), 10_000), 'the daemon has exited')
+  }
 })
 
 t.test('dfs-mount on a missing mount point: one-line error, nothing mounted', async (t) => {
