@@ -97,14 +97,18 @@ export async function widenReadAhead (mountpoint: string): Promise<boolean> {
   }
 }
 
-/** The major:minor of the last mount at `mountpoint` in a mountinfo text (paths escape spaces and the like in octal). */
+/** A path as /proc/mounts and mountinfo write it, which escape spaces, tabs, newlines and backslashes in octal (\040). */
+function unescapedMountPath (field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)))
+}
+
+/** The major:minor of the last mount at `mountpoint` in a mountinfo text. */
 export function mountDeviceOf (mountinfo: string, mountpoint: string): string | undefined {
   let device: string | undefined
   for (const line of mountinfo.split('\n')) {
     const fields = line.split(' ')
     if (fields.length < 5) continue
-    const target = fields[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)))
-    if (target === mountpoint) device = fields[2]
+    if (unescapedMountPath(fields[4]) === mountpoint) device = fields[2]
   }
   return device
 }
@@ -157,11 +161,11 @@ export async function lazyUnmount (mountpoint: string): Promise<void> {
   if (failure !== null) throw new Error(failure)
 }
 
-/** Whether the kernel has a mount at this path (/proc/mounts escapes spaces as \040). */
+/** Whether the kernel has a mount at this path. */
 export async function isMounted (mountpoint: string): Promise<boolean> {
   const mounts = await readFile('/proc/mounts', 'utf8')
   return mounts.split('\n').some((line) => {
     const target = line.split(' ')[1]
-    return target !== undefined && target.replace(/\\040/g, ' ') === mountpoint
+    return target !== undefined && unescapedMountPath(target) === mountpoint
   })
 }
