@@ -315,7 +315,7 @@ function main (argv: string[]): void {
       process.exit(1)
     }
     // dfs's read-ahead as well, so the network floor's cold read is measured as dfs's is.
-    void widenReadAhead(mountpoint).catch(() => false).then(() => process.stdout.write('mounted\n'))
+    void widenReadAhead(mountpoint).then(() => process.stdout.write('mounted\n'))
   })
   let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
