@@ -10,6 +10,7 @@ import type { HealthAnswer } from '../../src/shared/protocol'
 import type { ServiceName } from './metrics'
 import { observeRequests } from './observe'
 import { noteProblem } from './problems'
+import { stablePrototypeClasses } from './stablePrototypes'
 
 /** A running server: where it listens and how to stop it. */
 export interface RunningServer {
@@ -134,8 +135,8 @@ export interface ServerTls {
 
 /** Listens on host:port (0 picks a free port) and reads back the port it got; with `tls`, over https. */
 export async function listen (app: Express, port: number, host = DEFAULT_HOST, tls?: ServerTls): Promise<RunningServer> {
-  const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, connectionsCheckingInterval: 1000 }
-  const server: http.Server = tls === undefined ? http.createServer(limits, app) : https.createServer({ ...limits, cert: tls.cert, key: tls.key }, app)
+  const options = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, connectionsCheckingInterval: 1000, ...stablePrototypeClasses(app) }
+  const server: http.Server = tls === undefined ? http.createServer(options, app) : https.createServer({ ...options, cert: tls.cert, key: tls.key }, app)
   server.keepAliveTimeout = 65_000
   server.timeout = IDLE_SOCKET_MS
   server.maxConnections = MAX_CONNECTIONS
