@@ -5,6 +5,7 @@ import { O_ACCMODE } from '../src/client/openFiles'
 import { errnoOf } from '../src/fuse/errno'
 import { FuseUnavailableError, loadFuse } from '../src/fuse/loadFuse'
 import { kernelOptions, widenReadAhead } from '../src/fuse/mount'
+import { MemoryLocks } from './memoryLocks'
 
 /*
  * A minimal passthrough FUSE file system over a local folder, on the project's patched
@@ -32,7 +33,8 @@ import { kernelOptions, widenReadAhead } from '../src/fuse/mount'
  * and database transactions are measured against. A file opened for reading only has its
  * bytes fetched from that server as they are read from its disk (ArrivingBytes), one request
  * per open: the network floor of a read, which dfs's cold reads and first bytes are measured
- * against.
+ * against. Its fcntl locks come to the mount and are answered from memory (memoryLocks.ts), as
+ * dfs must take them at its mount to share them between mounts.
  *
  * It runs in a process of its own, so the benchmark can read the mount with synchronous calls.
  * It prints "mounted" once the kernel serves the mount, and unmounts on SIGTERM or SIGINT.
@@ -255,6 +257,9 @@ export function durablePassthroughOperations (root: string, syncUrl: string): Re
   }
   return {
     ...operations,
+    // fcntl locks come to the mount, as dfs's do (memoryLocks.ts): a database's locks cost the
+    // floor the FUSE round trips they cost dfs.
+    lock: new MemoryLocks().lock,
     // The local open still checks the name and gives the descriptor; the bytes come over HTTP.
     open: (p: string, flags: number, cb: Callback) => open(p, flags, (code, fd) => {
       if (code === 0 && (flags & O_ACCMODE) === fs.constants.O_RDONLY) {

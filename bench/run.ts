@@ -810,7 +810,7 @@ async function main (argv: string[]): Promise<void> {
       floorTable(result.rows),
       ...(result.durableRows.length === 0
         ? []
-        : ['', 'durable floor: the passthrough again, each close or fsync of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create or an unlink (bench/syncServer.ts): the least durable steps on a server cost here',
+        : ['', 'durable floor: the passthrough again, each close or fsync of a written file sent as one bare keep-alive request (its bytes as the body) to a bare Node HTTP server that fdatasyncs the file, and its folder after a create or an unlink (bench/syncServer.ts), and fcntl locks answered from memory at the mount, as dfs takes them there for other mounts to see (bench/memoryLocks.ts): the least durable steps on a server cost here',
             '', durableTable(result.durableRows)]),
       ...(result.readRows.length === 0
         ? []

@@ -108,3 +108,27 @@ t.test('the network floor: a file opened for reading only is fetched from the ba
   await call(ops, 'release', '/small', writable)
   t.equal(await server.fetches(), 2, 'with no fetch')
 })
+
+t.test('the durable floor answers fcntl locks from memory: conflicts between owners, ranges replaced and split as POSIX has it', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dfs-passthrough-'))
+  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+  const ops = durablePassthroughOperations(root, 'http://127.0.0.1:9')
+  const lock = async (owner: string, cmd: string, type: string, start: number, len: number): Promise<unknown[]> =>
+    await call(ops, 'lock', '/db', 0, { cmd, type, start, len, owner }, new AbortController().signal)
+  const { EAGAIN } = os.constants.errno
+
+  t.same(await lock('a', 'setlk', 'read', 0, 100), [0], 'a shared lock')
+  t.same(await lock('b', 'setlk', 'read', 50, 100), [0], 'shared with another owner')
+  t.same(await lock('b', 'setlk', 'write', 50, 10), [-EAGAIN], 'a write lock over another owner\'s read lock is refused')
+  t.same(await lock('b', 'getlk', 'write', 0, 0), [0, { type: 'read', start: 0, len: 100, pid: 0 }], 'getlk names the conflicting lock')
+  t.same(await lock('a', 'getlk', 'write', 0, 50), [0, undefined], 'an owner\'s own locks never conflict')
+  // a unlocks the middle of its range: [0,40) and [60,100) stay.
+  t.same(await lock('a', 'setlk', 'unlock', 40, 20), [0])
+  t.same(await lock('b', 'getlk', 'write', 40, 20), [0, undefined], 'for b nothing of a\'s is left in [40,60)')
+  t.same(await lock('c', 'getlk', 'write', 40, 20), [0, { type: 'read', start: 50, len: 100, pid: 0 }], 'for another owner, b\'s own lock is')
+  t.same(await lock('c', 'getlk', 'write', 40, 10), [0, undefined], 'the split left [40,50) free')
+  t.same(await lock('c', 'setlk', 'write', 60, 1), [-EAGAIN], 'and [60,100) still a\'s')
+  t.same(await lock('a', 'setlk', 'unlock', 0, 0), [0], 'an unlock of the whole file by its owner')
+  t.same(await lock('b', 'setlk', 'unlock', 0, 0), [0])
+  t.same(await lock('c', 'setlk', 'write', 0, 0), [0], 'then the whole file is free for a write lock')
+})
