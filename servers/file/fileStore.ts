@@ -100,6 +100,15 @@ export class FileStore {
    */
   private readonly ownLinks = new Set<string>()
 
+  /**
+   * How many files this store now vouches for as having a second name of its own (ownLinks):
+   * only those between the making of a second name and the removal of one, so it stays
+   * small however many files the store makes.
+   */
+  get vouchedLinks (): number {
+    return this.ownLinks.size
+  }
+
   /** Per path, the read streams still open (openRead): a range write then leaves their inode alone. */
   private readonly reading = new Map<string, number>()
 
@@ -674,7 +683,8 @@ export class FileStore {
    */
   async remove (path: string, alongside?: SideStep): Promise<void> {
     await this.writes.run(path, async () => {
-      const current = await this.stat(path)
+      const stats = await this.lstatInside(path)
+      const current = await this.describe(path, stats)
       if (current.kind === 'dir') throw new IsDirectoryError(`is a folder: ${path}`, { path })
       const disk = this.diskPath(path)
       const parking = this.uploadPath()
@@ -707,6 +717,8 @@ export class FileStore {
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
       }
       if (parked) this.unlinks.release(parking)
+      // A rename's old name going (linkAs left the file two): the other has it alone now.
+      if (stats.nlink <= 2) this.ownLinks.delete(inodeOf(stats))
       await this.modes.drop(path)
     })
   }
@@ -925,7 +937,11 @@ export class FileStore {
     } finally {
       // Removing the name of an open file is fine, and a placed upload has its own name by
       // now; one renamed into place left none here, which existsSync tells with no exception.
-      if (fs.existsSync(file)) fs.unlinkSync(file)
+      if (fs.existsSync(file)) {
+        fs.unlinkSync(file)
+        // One linked into place has one name again: nothing left to vouch for (ownLinks).
+        this.ownLinks.delete(inodeOf(fs.fstatSync(handle.fd)))
+      }
       await handle.close()
     }
   }
