@@ -66,6 +66,12 @@ const LISTED_DIR = 'listing'
 const APPEND_FILE = 'appends/log.txt'
 const OVERWRITTEN_FILE = 'overwrites/file.txt'
 const CREATE_DIR = 'create'
+/**
+ * Where the appends and the creates warm up, untimed, before their timed pass (see
+ * warmedUp): a process meets a workload's code paths there first, not in the timed pass.
+ */
+const APPEND_WARM_UP_FILE = 'appends/warm-up.txt'
+const CREATE_WARM_UP_DIR = 'create-warm-up'
 const WRITTEN_FILE = 'written/new.bin'
 const COLD_DIR = 'cold'
 const LARGE_DIR = 'large'
@@ -74,6 +80,8 @@ const DATABASE = 'db/bench.sqlite'
 /** The durable floor's own file and folder in the passthrough's tree (the passthrough side wrote the usual ones). */
 const FLOOR_APPEND_FILE = 'appends/durable-floor.txt'
 const FLOOR_CREATE_DIR = 'create-durable-floor'
+const FLOOR_APPEND_WARM_UP_FILE = 'appends/durable-floor-warm-up.txt'
+const FLOOR_CREATE_WARM_UP_DIR = 'create-durable-floor-warm-up'
 const FLOOR_DATABASE = 'db/durable-floor.sqlite'
 
 const execFileAsync = promisify(execFile)
@@ -154,9 +162,11 @@ async function createData (layout: Layout, runs: RunKind): Promise<void> {
     await writeFiles(path.join(one, LISTED_DIR), LISTED_FILES, 100, 'entry')
     await fsp.mkdir(path.dirname(path.join(two, APPEND_FILE)), { recursive: true })
     await fsp.writeFile(path.join(two, APPEND_FILE), '')
+    await fsp.writeFile(path.join(two, APPEND_WARM_UP_FILE), '')
     await fsp.mkdir(path.dirname(path.join(two, OVERWRITTEN_FILE)), { recursive: true })
     await fsp.writeFile(path.join(two, OVERWRITTEN_FILE), 'first\n')
     await fsp.mkdir(path.join(two, CREATE_DIR), { recursive: true })
+    await fsp.mkdir(path.join(two, CREATE_WARM_UP_DIR), { recursive: true })
     await fsp.mkdir(path.dirname(path.join(two, WRITTEN_FILE)), { recursive: true })
     writeNamedFiles(path.join(two, COLD_DIR), COLD_FILES, SMALL_FILE_BYTES)
     if (runs === 'full') {
@@ -300,6 +310,9 @@ function check (condition: boolean, what: string): void {
 
 type Side = 'local' | 'dfs' | 'sshfs' | 'passthrough'
 
+/** Runs before a side's workload, untimed, with that side's folder (eachRun). */
+type BeforeEach = (dir: (rel: string) => string) => Promise<unknown>
+
 /** One workload on each side; sshfs is null where it is not compared. before/after: the servers around the dfs run. */
 interface Runs {
   local: WorkloadResult
@@ -374,19 +387,24 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     `median ${formatFigure(median(result.runsMs))} ms, mean ${formatFigure(mean(result.runsMs))}, max ${formatFigure(Math.max(...result.runsMs))} over ${result.runsMs.length}`
   const perSide = (runs: Runs, show: (result: WorkloadResult) => string): string =>
     sides.map((side) => `${side} ${show(resultOf(runs, side))}`).join('; ')
-  /** The same workload on the local folder, the dfs mount, the sshfs mount and the passthrough, in that order; `beforeEach` runs before each. */
-  const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> =>
+  /**
+   * The same workload on the local folder, the dfs mount, the sshfs mount and the
+   * passthrough, in that order; `beforeEach` runs before each, untimed and not counted in
+   * the servers' activity, with the side's folder.
+   */
+  const each = async (name: string, args: (dir: (rel: string) => string) => string[], beforeEach: BeforeEach = async () => {}): Promise<Runs> =>
     await eachRun(name, async (dir) => await runWorkload(args(dir)), beforeEach)
   /** each() with a workload that is not bench/workload.ts (it must still run in a child process). */
-  const eachRun = async (name: string, run: (dir: (rel: string) => string) => Promise<WorkloadResult>, beforeEach: () => Promise<unknown> = async () => {}): Promise<Runs> => {
+  const eachRun = async (name: string, run: (dir: (rel: string) => string) => Promise<WorkloadResult>, beforeEach: BeforeEach = async () => {}): Promise<Runs> => {
     const results: Partial<Record<Side, WorkloadResult>> = {}
     let before: Activity | null = null
     let after: Activity | null = null
     for (const side of sides) {
       progress(`${name}: ${side}`)
-      await beforeEach()
+      const dir = (rel: string): string => path.join(homes[side], rel)
+      await beforeEach(dir)
       if (side === 'dfs') before = activityOf(cluster, requests)
-      results[side] = await run((rel) => path.join(homes[side], rel))
+      results[side] = await run(dir)
       if (side === 'dfs') after = activityOf(cluster, requests)
     }
     if (results.local === undefined || results.dfs === undefined || results.passthrough === undefined || before === null || after === null) throw new Error(`${name}: a side did not run`)
@@ -402,6 +420,22 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     }
   }
   const medianMs = (result: WorkloadResult): number => median(result.runsMs)
+  /**
+   * Runs `args` untimed before a single-pass workload and keeps its time per side for the
+   * details. A process's first thousand appends or creates ran 1.3 to 1.8 times as long as
+   * its later ones, on every Node process here (the mount's CPU per append 1.8 s against
+   * 1.0 s over 2,000); a single timed pass would measure that warm-up rather than the rate a
+   * mount that has been up a while keeps. (The small files get their untimed pass in the
+   * workload itself.)
+   */
+  const warmUps = new Map<string, string[]>()
+  const warmedUp = (name: string, args: (dir: (rel: string) => string) => string[]): BeforeEach => async (dir) => {
+    const result = await runWorkload(args(dir))
+    const list = warmUps.get(name) ?? []
+    list.push(formatNumber(result.runsMs[0]))
+    warmUps.set(name, list)
+  }
+  const warmUpTimes = (name: string): string => `untimed warm-ups before (ms, ${sides.join(', ')}): ${(warmUps.get(name) ?? []).join(', ')}`
   const durableRow = (workload: string, unit: string, runs: Runs, floor: WorkloadResult): DurableRow =>
     ({ workload, unit, local: rate(runs.local, false), sshfs: runs.sshfs === null ? null : rate(runs.sshfs, false), floor: rate(floor, false), dfs: rate(runs.dfs, false) })
 
@@ -492,7 +526,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   row(`ls -l (readdir + lstat), ${LISTED_FILES} files`, 'entries/s', listing, (r) => rate(r, false))
   details.push(`ls -l: ${perSide(listing, passes)}; dfs servers: ${describeActivity(listing.before, listing.after, REPEATS, 'pass')}`)
 
-  const appended = await each('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`])
+  const appended = await each('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`],
+    warmedUp('appends', (dir) => ['append', dir(APPEND_WARM_UP_FILE), `count=${APPENDS}`]))
   const onServer = await fsp.stat(path.join(layout.roots[1], APPEND_FILE))
   check(appended.dfs.ops === APPENDS && onServer.size === appended.dfs.bytes,
     `appends: the file server's copy has ${onServer.size} bytes, the workload wrote ${appended.dfs.bytes}`)
@@ -502,7 +537,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   check(behindPassthrough === appended.passthrough.bytes, `appends: the passthrough's folder has ${behindPassthrough} bytes, the workload wrote ${appended.passthrough.bytes}`)
   row(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, (r) => rate(r, false))
   details.push(`appends: ${perSide(appended, passes)}; dfs ${formatNumber(median(appended.dfs.runsMs) / APPENDS)} ms an append; ` +
-    `dfs servers: ${describeActivity(appended.before, appended.after, APPENDS, 'append')}`)
+    `dfs servers: ${describeActivity(appended.before, appended.after, APPENDS, 'append')}; ${warmUpTimes('appends')}`)
 
   const overwritten = await each('overwrites of a small file', (dir) => ['overwrite', dir(OVERWRITTEN_FILE), `count=${OVERWRITES}`])
   const lastLine = overwriteLine(OVERWRITES - 1)
@@ -512,7 +547,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   details.push(`overwrites: ${perSide(overwritten, passes)}; dfs ${formatNumber(median(overwritten.dfs.runsMs) / OVERWRITES)} ms an overwrite; ` +
     `dfs servers: ${describeActivity(overwritten.before, overwritten.after, OVERWRITES, 'overwrite')}`)
 
-  const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
+  const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`],
+    warmedUp('creates', (dir) => ['create', dir(CREATE_WARM_UP_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`]))
   everySide(created, (r) => r.ops === CREATED_FILES && r.bytes === CREATED_FILES * SMALL_FILE_BYTES, `create: wrote ${CREATED_FILES} files of ${SMALL_FILE_BYTES} bytes`)
   // What the file server and the folders behind the passthrough and sshd hold, not what the mounts said they wrote.
   for (const folder of [path.join(layout.roots[1], CREATE_DIR), path.join(layout.passthroughTree, CREATE_DIR), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, CREATE_DIR)])]) {
@@ -522,25 +558,33 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   }
   row(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, (r) => rate(r, false))
   details.push(`create: ${perSide(created, passes)}; dfs ${formatNumber(median(created.dfs.runsMs) / CREATED_FILES)} ms a file; ` +
-    `dfs servers: ${describeActivity(created.before, created.after, CREATED_FILES, 'create')}`)
+    `dfs servers: ${describeActivity(created.before, created.after, CREATED_FILES, 'create')}; ${warmUpTimes('creates')}`)
 
   if (target.durable !== null) {
     const { mountpoint, server } = target.durable
     await fsp.writeFile(path.join(layout.passthroughTree, FLOOR_APPEND_FILE), '')
     await fsp.mkdir(path.join(layout.passthroughTree, FLOOR_CREATE_DIR), { recursive: true })
-    const syncsBefore = await server.syncs()
+    await fsp.writeFile(path.join(layout.passthroughTree, FLOOR_APPEND_WARM_UP_FILE), '')
+    await fsp.mkdir(path.join(layout.passthroughTree, FLOOR_CREATE_WARM_UP_DIR), { recursive: true })
+    // Warmed up as the sides were, untimed; the syncs are counted after.
     progress('one-line appends: durable floor')
+    const floorAppendsWarmUp = await runWorkload(['append', path.join(mountpoint, FLOOR_APPEND_WARM_UP_FILE), `count=${APPENDS}`])
+    let syncsBefore = await server.syncs()
     const floorAppends = await runWorkload(['append', path.join(mountpoint, FLOOR_APPEND_FILE), `count=${APPENDS}`])
+    let floorSyncs = await server.syncs() - syncsBefore
     progress('create+write+close of new files: durable floor')
+    const floorCreatesWarmUp = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_WARM_UP_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
+    syncsBefore = await server.syncs()
     const floorCreates = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
-    const floorSyncs = await server.syncs() - syncsBefore
+    floorSyncs += await server.syncs() - syncsBefore
     // One sync per close; the folder of each new file is synced in the same request.
     check(floorSyncs === APPENDS + CREATED_FILES, `durable floor: its server synced ${floorSyncs} closes, expected ${APPENDS + CREATED_FILES}`)
     const floorAppended = (await fsp.stat(path.join(layout.passthroughTree, FLOOR_APPEND_FILE))).size
     check(floorAppended === floorAppends.bytes, `durable floor: its appends file has ${floorAppended} bytes, the workload wrote ${floorAppends.bytes}`)
     durableRows.push(durableRow(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, floorAppends),
       durableRow(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, floorCreates))
-    details.push(`durable floor: appends ${passes(floorAppends)}, creates ${passes(floorCreates)}; its server synced ${floorSyncs} closes`)
+    details.push(`durable floor: appends ${passes(floorAppends)}, creates ${passes(floorCreates)}; its server synced ${floorSyncs} closes; ` +
+      `untimed warm-ups before: appends ${passes(floorAppendsWarmUp)}, creates ${passes(floorCreatesWarmUp)}`)
   }
 
   if (target.runs === 'full') {
@@ -800,7 +844,7 @@ async function main (argv: string[]): Promise<void> {
       `fdatasync after a 30-byte append on the data's disk (a durable append's floor), median of 200: ${formatNumber(fsyncBefore)} ms at the start, ${formatNumber(fsyncAfter)} ms at the end`,
       `page cache before the cold reads and the first bytes: ${result.pageCacheDrop === null ? `dropped (sync; echo 3 > ${DROP_CACHES})` : `NOT dropped (${result.pageCacheDrop}): the local cold read is really warm`}`,
       noSshfs ?? 'sshfs: its own copy of the local tree through a loopback sshd, sshfs default options',
-      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the appends, the overwrites, the creates and the write; ` +
+      `medians of ${REPEATS} passes for the warm read, small files and ls; one pass for the cold read, the overwrites and the write; one pass after an untimed warm-up pass of the same size for the appends and the creates; ` +
         'ms rows: median of single operations; MB = 10^6 bytes; ratios compare speed (for ms rows other/dfs), below 1 means dfs is slower',
       '',
       table(result.rows, sshfs !== null),
