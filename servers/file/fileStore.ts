@@ -401,6 +401,8 @@ export class FileStore {
           this.versions.set(path, current.version + 1, changeId, range)
         ])
         keep = true
+        // Bytes and version line on disk: the log need not carry this append's lines into a compaction.
+        this.versions.appendDone(path)
         this.beforeAppend.delete(path)
         return { ...this.metaOf(path, after.stats), mtimeMs: after.mtimeMs }
       } finally {

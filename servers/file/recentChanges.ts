@@ -27,6 +27,8 @@ export class RecentChanges {
     // Moved to the end: the clients of a file in the order they last changed it.
     clients.delete(client)
     clients.set(client, ids)
+    // Once: a compacted version log may name a change twice (its file's ids, and an append's line carried along).
+    if (ids.includes(changeId)) return
     ids.push(changeId)
     if (ids.length > CHANGES_KEPT_PER_CLIENT) ids.shift()
     if (clients.size > CLIENTS_KEPT_PER_FILE) clients.delete(clients.keys().next().value as string)

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { timedSync } from '../common/metrics'
 import { GroupSync } from './groupSync'
 import { syncFile } from '../common/diskSteps'
@@ -45,6 +46,22 @@ export interface AppendRecovery {
 
 const noRecovery: AppendRecovery = { cut: async () => {}, crcOf: async () => null }
 
+const fdatasync = promisify(fs.fdatasync)
+const closeFd = promisify(fs.close)
+
+/** A log that grew by this many lines, and by more than twice the files it knows, is compacted while in use. */
+export const COMPACT_AFTER_LINES = 100_000
+
+/** Tuning for tests: a small threshold makes compaction happen within a few writes. */
+export interface VersionLogOptions {
+  compactAfterLines?: number
+}
+
+/** A line written and not yet known to be on disk: carried into a compaction that happens meanwhile. */
+interface UnsyncedLine {
+  text: string
+}
+
 /**
  * File versions survive restarts: a client's cached copy is trusted only while its version
  * matches, so a version that fell back to 1 after a restart could make a stale copy look
@@ -62,18 +79,43 @@ const noRecovery: AppendRecovery = { cut: async () => {}, crcOf: async () => nul
  * so an intent line with no version line after it means the append was cut off; after a
  * power cut the version line may be on disk without its bytes, which the CRC of the range
  * it records tells, and that append is undone too (it was never acknowledged).
+ *
+ * The log is also compacted while in use, once it has grown by COMPACT_AFTER_LINES and by
+ * twice the files it knows, so that a busy server's log (two lines an append) neither fills
+ * its disk nor makes its next start read gigabytes. The compaction runs in one turn of the
+ * event loop: a snapshot of the versions and change ids, then, verbatim, every line whose
+ * fsync has not finished (its writer has not answered yet, and must find it on disk in the
+ * new log), then the last line of every append still under way (its intent, or its version
+ * line with the range), so that recovery at start sees what it would have seen in the old
+ * log. The new log is synced and renamed over the old one before the next line is written.
  */
 export class VersionLog {
   /** The log's fdatasyncs, shared by writes that wait at once. */
   private readonly syncs: GroupSync
+  /** Lines written since the last compaction (at start or while in use). */
+  private linesSinceCompaction = 0
+  private readonly compactAfterLines: number
+  /** Version lines written whose fsync has not finished, oldest first. */
+  private readonly unsynced = new Set<UnsyncedLine>()
+  /**
+   * Per file with an append under way, or one that failed, the last line that append wrote:
+   * its intent, then its version line with the range. Gone once the append is on disk
+   * (appendDone), or once another version line of the file follows it (as at start).
+   */
+  private readonly appendLines = new Map<string, string>()
+  private closed = false
 
   private constructor (
     private readonly file: string,
-    private handle: fsp.FileHandle,
+    /** The log's descriptor, opened for appending; replaced by each compaction. */
+    private fd: number,
     private readonly versions: Map<string, number>,
-    private readonly changes: RecentChanges
+    private readonly changes: RecentChanges,
+    options: VersionLogOptions
   ) {
-    this.syncs = new GroupSync(async () => await this.handle.datasync())
+    this.compactAfterLines = options.compactAfterLines ?? COMPACT_AFTER_LINES
+    // The descriptor of the moment: a sync that starts after a compaction syncs the new log.
+    this.syncs = new GroupSync(async () => await fdatasync(this.openFd()))
   }
 
   /**
@@ -81,7 +123,7 @@ export class VersionLog {
    * through `recovery` each append a crash cut off: one whose intent line has no version
    * line after it, or whose recorded range is not on disk as recorded.
    */
-  static async open (stateDir: string, recovery: AppendRecovery = noRecovery): Promise<VersionLog> {
+  static async open (stateDir: string, recovery: AppendRecovery = noRecovery, options: VersionLogOptions = {}): Promise<VersionLog> {
     await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'versions.log')
     const versions = new Map<string, number>()
@@ -140,7 +182,7 @@ export class VersionLog {
     await syncFile(compacted)
     await fsp.rename(compacted, file)
     await syncFile(stateDir)
-    return new VersionLog(file, await fsp.open(file, 'a'), versions, changes)
+    return new VersionLog(file, fs.openSync(file, 'a'), versions, changes, options)
   }
 
   get (filePath: string): number | undefined {
@@ -159,8 +201,19 @@ export class VersionLog {
    */
   async appendStarting (filePath: string, sizeBefore: number): Promise<void> {
     const line: LogLine = { p: filePath, a: sizeBefore }
+    const text = JSON.stringify(line) + '\n'
     // On the event loop: a line into the page cache (servers/common/diskSteps.ts).
-    fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
+    fs.writeSync(this.openFd(), text)
+    this.appendLines.set(filePath, text)
+    this.linesSinceCompaction++
+  }
+
+  /**
+   * The append to `filePath` that the last appendStarting and set recorded is on disk, bytes
+   * and version line: a compaction from now on need not carry its lines.
+   */
+  appendDone (filePath: string): void {
+    this.appendLines.delete(filePath)
   }
 
   /**
@@ -188,8 +241,72 @@ export class VersionLog {
     const line: LogLine = { p: filePath, v: version }
     if (changeId !== undefined) line.c = changeId
     if (appended !== undefined) Object.assign(line, { a: appended.from, s: appended.to, h: appended.crc })
-    fs.writeSync(this.handle.fd, JSON.stringify(line) + '\n')
-    await timedSync('versions', this.syncs.durable())
+    const text = JSON.stringify(line) + '\n'
+    fs.writeSync(this.openFd(), text)
+    const unsynced = { text }
+    this.unsynced.add(unsynced)
+    // As at start: a version line ends what an earlier intent of the file said.
+    if (appended !== undefined) this.appendLines.set(filePath, text)
+    else this.appendLines.delete(filePath)
+    if (++this.linesSinceCompaction > Math.max(this.compactAfterLines, 2 * this.versions.size)) this.compactInUse()
+    try {
+      await timedSync('versions', this.syncs.durable())
+    } finally {
+      this.unsynced.delete(unsynced)
+    }
+  }
+
+  /**
+   * Rewrites the log as described in the class comment, all in this turn of the event loop.
+   * If a step fails, the old log stays in use (it holds every line) and the next attempt
+   * waits for as many lines again.
+   */
+  private compactInUse (): void {
+    this.linesSinceCompaction = 0
+    const lines: string[] = []
+    for (const [p, v] of this.versions) {
+      const line: LogLine = { p, v }
+      const cs = this.changes.idsOf(p)
+      if (cs !== undefined) line.cs = cs
+      lines.push(JSON.stringify(line) + '\n')
+    }
+    for (const { text } of this.unsynced) lines.push(text)
+    for (const text of this.appendLines.values()) lines.push(text)
+    const side = this.file + '.tmp'
+    // The new log's descriptor is the one it was written through (its offset at its end):
+    // once the rename is done, nothing is left that could fail and leave lines going to the
+    // old, unlinked log.
+    let fd: number | null = null
+    try {
+      fd = fs.openSync(side, 'w')
+      fs.writeFileSync(fd, lines.join(''))
+      fs.fsyncSync(fd)
+      fs.renameSync(side, this.file)
+    } catch {
+      if (fd !== null) fs.closeSync(fd)
+      try {
+        fs.rmSync(side, { force: true })
+      } catch {
+        // Left for the next compaction, which writes the side file anew.
+      }
+      return
+    }
+    // The rename must be on disk before a line goes only to the new log.
+    try {
+      const folder = fs.openSync(path.dirname(this.file), 'r')
+      try {
+        fs.fsyncSync(folder)
+      } finally {
+        fs.closeSync(folder)
+      }
+    } catch {
+      // Not on disk for sure: a power cut could bring the old log back, without the lines
+      // written from now on. A disk that fails this fsync fails the writers' own fsyncs too.
+    }
+    const old = this.fd
+    this.fd = fd
+    // A sync of the old descriptor may be under way: closed once no sync is (the next one syncs the new log).
+    void this.syncs.durable().catch(() => {}).finally(() => { void closeFd(old).catch(() => {}) })
   }
 
   private count (filePath: string, version: number | null, changeId?: string): void {
@@ -202,8 +319,17 @@ export class VersionLog {
     }
   }
 
+  /** The log's descriptor; a closed log's number may be another file's by now, so it is never written to. */
+  private openFd (): number {
+    if (this.closed) throw Object.assign(new Error(`the version log ${this.file} is closed`), { code: 'EBADF' })
+    return this.fd
+  }
+
+  /** Closes the log; later calls do nothing, as a FileHandle's close would. */
   async close (): Promise<void> {
-    await this.handle.close()
+    if (this.closed) return
+    this.closed = true
+    await closeFd(this.fd)
   }
 
   get path (): string {
