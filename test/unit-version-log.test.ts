@@ -125,3 +125,37 @@ t.test('an intent that a later version line ended is not carried into a compacti
   t.same(recovery.cuts, [], 'nothing is cut at start')
   t.equal(again.get('/log'), 9)
 })
+
+t.test('removed paths are kept by path up to a bound, then as a floor that new files start above', async (t) => {
+  const dir = stateDir(t)
+  const options = { compactAfterLines: 40, removedKept: 3 }
+  const log = await VersionLog.open(dir, undefined, options)
+  for (let i = 1; i <= 10; i++) await log.set(`/tmp-${i}`, i * 10)
+  for (let i = 1; i <= 10; i++) log.removed(`/tmp-${i}`)
+  t.equal(log.get('/tmp-10'), undefined, 'a removed path has no file version')
+  t.equal(log.removedVersion('/tmp-10'), 100, 'the last removed are kept by path')
+  t.equal(log.removedVersion('/tmp-7'), undefined, 'older ones are not')
+  t.equal(log.highest('/tmp-7'), 70, 'but the floor is above their versions')
+  t.equal(log.highest('/never-seen'), 70, 'and above any path of this server')
+  for (let i = 0; i < 60; i++) await log.set(`/other-${i % 5}`, i + 1)
+  const lines = linesOf(log).length
+  t.ok(lines < 40 + 5 + 3 + 2, `the compacted log holds no line per forgotten path (${lines} lines)`)
+  await log.close()
+  const again = await VersionLog.open(dir, undefined, options)
+  t.teardown(async () => { await again.close() })
+  t.same([again.removedVersion('/tmp-9'), again.highest('/tmp-1'), again.get('/tmp-9')], [90, 70, undefined], 'a restart finds the same')
+  await again.set('/tmp-9', again.highest('/tmp-9') + 1)
+  t.same([again.get('/tmp-9'), again.removedVersion('/tmp-9')], [91, undefined], 'a file made again at a removed path goes on above it')
+})
+
+t.test('a removal is on record after a restart', async (t) => {
+  const dir = stateDir(t)
+  const log = await VersionLog.open(dir)
+  await log.set('/a', 5)
+  log.removed('/a')
+  await log.close()
+  const again = await VersionLog.open(dir)
+  t.teardown(async () => { await again.close() })
+  t.equal(again.removedVersion('/a'), 5, 'with its line in the page cache it is on record as removed')
+  t.equal(again.highest('/a'), 5)
+})

@@ -450,7 +450,7 @@ export class FileStore {
           handle === null ? undefined : timedSync('file', handle.sync()),
           syncFile(nodePath.dirname(disk)),
           mode !== undefined && kind !== 'symlink' ? this.modes.set(path, mode, kind === 'dir') : undefined,
-          kind !== 'dir' ? this.versions.set(path, (this.versions.get(path) ?? 0) + 1) : undefined
+          kind !== 'dir' ? this.versions.set(path, this.versions.highest(path) + 1) : undefined
         ])
         if (stats !== undefined) return this.metaOf(path, stats)
       } finally {
@@ -528,7 +528,7 @@ export class FileStore {
           // The version and mode lines are written (synchronously, at these calls) before the
           // folder's fsync starts, so that fsync's commit of the file system's journal can take
           // them along. (Measured only together with this commit's other steps.)
-          this.versions.set(path, (this.versions.get(path) ?? 0) + 1, opts.changeId),
+          this.versions.set(path, this.versions.highest(path) + 1, opts.changeId),
           mode !== undefined ? this.modes.set(path, mode, false) : undefined,
           syncFile(nodePath.dirname(disk))
         ])),
@@ -719,6 +719,8 @@ export class FileStore {
         throw synced.status === 'rejected' ? synced.reason : (beside as PromiseRejectedResult).reason
       }
       if (parked) this.unlinks.release(parking)
+      // Gone for good now: its version is kept as a removed path's (a file made there later starts above it).
+      this.versions.removed(path)
       // A rename's old name going (linkAs left the file two): the other has it alone now.
       if (stats.nlink <= 2) this.ownLinks.delete(inodeOf(stats))
       await this.modes.drop(path)
@@ -864,12 +866,14 @@ export class FileStore {
     return await this.withPaths([...files, ...moved.map(([, path]) => path)], async () => {
       const target = await this.statOrNull(to)
       if (target && target.kind !== 'dir') throw new NotDirectoryError(`${to} is a file`, { path: to })
-      const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.get(path) ?? 0) + 1)
+      const versions = moved.map(([old, path]) => Math.max(this.versions.get(old) ?? 1, this.versions.highest(path)) + 1)
       // rename(2) replaces an empty folder and refuses a full one.
       this.appendHandles.dropUnder(from)
       await this.renameOnDisk(from, to)
       await this.modes.move(from, to, true)
       for (const [i, [, path]] of moved.entries()) await this.versions.set(path, versions[i])
+      const arrived = new Set(moved.map(([, path]) => path))
+      for (const [old] of moved) if (!arrived.has(old)) this.versions.removed(old)
       return moved
     })
   }
@@ -921,7 +925,7 @@ export class FileStore {
 
   /** The highest version a path is known to have had here: its file's, or the one on record after a removal. */
   private knownVersion (path: string, current: FileMeta | null): number {
-    return current?.version ?? this.versions.get(path) ?? 0
+    return current?.version ?? this.versions.highest(path)
   }
 
   private async requireParentFolder (path: string): Promise<void> {
@@ -1043,7 +1047,7 @@ export class FileStore {
     return {
       path,
       kind,
-      version: kind === 'dir' ? 0 : this.versions.get(path) ?? 1,
+      version: kind === 'dir' ? 0 : this.versions.get(path) ?? this.versions.removedVersion(path) ?? 1,
       size: kind === 'dir' ? 0 : stats.size,
       mtimeMs: Math.floor(stats.mtimeMs),
       // A link's mode means nothing on Linux: 0o777, as lstat shows it everywhere.

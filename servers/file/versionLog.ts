@@ -9,6 +9,8 @@ import { RecentChanges } from './recentChanges'
 
 interface LogLine {
   p: string
+  /** The file was removed (or renamed away) at version `v`: a file made at the path later starts above it. */
+  r?: 1
   /** Absent on an append's intent line (see `a`). */
   v?: number | null
   /**
@@ -49,12 +51,84 @@ const noRecovery: AppendRecovery = { cut: async () => {}, crcOf: async () => nul
 const fdatasync = promisify(fs.fdatasync)
 const closeFd = promisify(fs.close)
 
+/**
+ * Removed paths whose last version is kept each; beyond that the oldest are forgotten, and a
+ * floor above all their versions is kept instead (see Records).
+ */
+export const REMOVED_KEPT = 100_000
+
 /** A log that grew by this many lines, and by more than twice the files it knows, is compacted while in use. */
 export const COMPACT_AFTER_LINES = 100_000
 
 /** Tuning for tests: a small threshold makes compaction happen within a few writes. */
 export interface VersionLogOptions {
   compactAfterLines?: number
+  removedKept?: number
+}
+
+/** A compacted log's line for the floor of forgotten removed versions (it names no file). */
+interface FloorLine {
+  f: number
+}
+
+/**
+ * What the log says: each file's version and latest change ids; for a removed path, the
+ * version it had, so that a file made there later starts above it (a client's copy of the
+ * removed file can never pass for the new one). Removed paths would otherwise pile up
+ * without end (a build's temporary files, an editor's renamed saves), in memory and in the
+ * compacted log: the last REMOVED_KEPT of them are kept by path, and the versions of those
+ * forgotten are kept as one floor that every path's next version starts above.
+ */
+class Records {
+  readonly versions = new Map<string, number>()
+  /** Removed paths, the least recently removed first. */
+  readonly removed = new Map<string, number>()
+  /** Above every version of a removed path that is no longer kept by path. */
+  floor = 0
+  readonly changes = new RecentChanges()
+
+  constructor (private readonly removedKept: number) {}
+
+  set (filePath: string, version: number, changeIds: string[] = []): void {
+    this.removed.delete(filePath)
+    this.versions.set(filePath, version)
+    for (const id of changeIds) this.changes.remember(filePath, id)
+  }
+
+  drop (filePath: string): void {
+    this.versions.delete(filePath)
+    this.removed.delete(filePath)
+    this.changes.drop(filePath)
+  }
+
+  markRemoved (filePath: string, version: number): void {
+    this.drop(filePath)
+    this.removed.set(filePath, version)
+    for (const [oldest, at] of this.removed) {
+      if (this.removed.size <= this.removedKept) break
+      this.removed.delete(oldest)
+      this.floor = Math.max(this.floor, at)
+    }
+  }
+
+  /** The highest version the path may have had here: its file's, its removed file's, or the floor. */
+  highest (filePath: string): number {
+    return this.versions.get(filePath) ?? this.removed.get(filePath) ?? this.floor
+  }
+
+  /** The whole state as lines of a compacted log. */
+  snapshot (): string[] {
+    const lines: string[] = []
+    if (this.floor > 0) lines.push(JSON.stringify({ f: this.floor } satisfies FloorLine) + '\n')
+    for (const [p, v] of this.removed) lines.push(JSON.stringify({ p, v, r: 1 } satisfies LogLine) + '\n')
+    for (const [p, v] of this.versions) {
+      const line: LogLine = { p, v }
+      const cs = this.changes.idsOf(p)
+      if (cs !== undefined) line.cs = cs
+      lines.push(JSON.stringify(line) + '\n')
+    }
+    return lines
+  }
 }
 
 /** A line written and not yet known to be on disk: carried into a compaction that happens meanwhile. */
@@ -109,8 +183,7 @@ export class VersionLog {
     private readonly file: string,
     /** The log's descriptor, opened for appending; replaced by each compaction. */
     private fd: number,
-    private readonly versions: Map<string, number>,
-    private readonly changes: RecentChanges,
+    private readonly records: Records,
     options: VersionLogOptions
   ) {
     this.compactAfterLines = options.compactAfterLines ?? COMPACT_AFTER_LINES
@@ -126,8 +199,7 @@ export class VersionLog {
   static async open (stateDir: string, recovery: AppendRecovery = noRecovery, options: VersionLogOptions = {}): Promise<VersionLog> {
     await fsp.mkdir(stateDir, { recursive: true })
     const file = path.join(stateDir, 'versions.log')
-    const versions = new Map<string, number>()
-    const changes = new RecentChanges()
+    const records = new Records(options.removedKept ?? REMOVED_KEPT)
     const interrupted = new Map<string, number>()
     /** Per file, its last line if that was an append's version line: since the last start, so maybe not all on disk. */
     const lastAppends = new Map<string, AppendedRange & { changeId?: string }>()
@@ -140,7 +212,12 @@ export class VersionLog {
     for (const line of text.split('\n')) {
       if (!line) continue
       try {
-        const { p, v, c, cs, a, s, h } = JSON.parse(line) as LogLine
+        const parsed = JSON.parse(line) as LogLine | FloorLine
+        if ('f' in parsed) {
+          records.floor = Math.max(records.floor, parsed.f)
+          continue
+        }
+        const { p, v, c, cs, a, s, h, r } = parsed
         if (a !== undefined && v === undefined) {
           interrupted.set(p, a)
           continue
@@ -149,13 +226,9 @@ export class VersionLog {
         lastAppends.delete(p)
         if (a !== undefined && s !== undefined && h !== undefined) lastAppends.set(p, { from: a, to: s, crc: h, changeId: c })
         if (v === undefined) continue
-        if (v === null) {
-          versions.delete(p)
-          changes.drop(p)
-        } else {
-          versions.set(p, v)
-          for (const id of [...(cs ?? []), ...(c !== undefined ? [c] : [])]) changes.remember(p, id)
-        }
+        if (v === null) records.drop(p)
+        else if (r === 1) records.markRemoved(p, v)
+        else records.set(p, v, [...(cs ?? []), ...(c !== undefined ? [c] : [])])
       } catch {
         // A torn last line from a crash mid-append: that write was never acknowledged.
       }
@@ -169,29 +242,54 @@ export class VersionLog {
       } else {
         // Its version line reached the disk and its bytes did not: it was never acknowledged.
         await recovery.cut(filePath, range.from)
-        if (range.changeId !== undefined) changes.forget(filePath, range.changeId)
+        if (range.changeId !== undefined) records.changes.forget(filePath, range.changeId)
       }
     }
     const compacted = path.join(stateDir, 'versions.log.tmp')
-    await fsp.writeFile(compacted, [...versions].map(([p, v]) => {
-      const line: LogLine = { p, v }
-      const cs = changes.idsOf(p)
-      if (cs !== undefined) line.cs = cs
-      return JSON.stringify(line) + '\n'
-    }).join(''))
+    await fsp.writeFile(compacted, records.snapshot().join(''))
     await syncFile(compacted)
     await fsp.rename(compacted, file)
     await syncFile(stateDir)
-    return new VersionLog(file, fs.openSync(file, 'a'), versions, changes, options)
+    return new VersionLog(file, fs.openSync(file, 'a'), records, options)
   }
 
+  /** The version on record of a file that is here (not of a removed one: see removedVersion). */
   get (filePath: string): number | undefined {
-    return this.versions.get(filePath)
+    return this.records.versions.get(filePath)
+  }
+
+  /** The version a removed file at the path had, while it is kept by path. */
+  removedVersion (filePath: string): number | undefined {
+    return this.records.removed.get(filePath)
+  }
+
+  /** The highest version the path may have had here (0 if none): a new file there starts above it. */
+  highest (filePath: string): number {
+    return this.records.highest(filePath)
   }
 
   /** Whether the change with this id was applied to the file (and recorded) already. */
   applied (filePath: string, changeId: string): boolean {
-    return this.changes.applied(filePath, changeId)
+    return this.records.changes.applied(filePath, changeId)
+  }
+
+  /**
+   * The file at the path is gone (removed, or renamed away) at its version on record, once
+   * that removal is on disk. The line is written, not synced: lost in a crash, the version
+   * stays on record as a file's, as before this call, which costs only memory.
+   */
+  removed (filePath: string): void {
+    const version = this.records.versions.get(filePath)
+    if (version === undefined || this.closed) return
+    const text = JSON.stringify({ p: filePath, v: version, r: 1 } satisfies LogLine) + '\n'
+    try {
+      fs.writeSync(this.fd, text)
+    } catch {
+      return // the version stays on record as a file's, which is safe
+    }
+    this.appendLines.delete(filePath)
+    this.records.markRemoved(filePath, version)
+    this.linesSinceCompaction++
   }
 
   /**
@@ -248,7 +346,7 @@ export class VersionLog {
     // As at start: a version line ends what an earlier intent of the file said.
     if (appended !== undefined) this.appendLines.set(filePath, text)
     else this.appendLines.delete(filePath)
-    if (++this.linesSinceCompaction > Math.max(this.compactAfterLines, 2 * this.versions.size)) this.compactInUse()
+    if (++this.linesSinceCompaction > Math.max(this.compactAfterLines, 2 * (this.records.versions.size + this.records.removed.size))) this.compactInUse()
     try {
       await timedSync('versions', this.syncs.durable())
     } finally {
@@ -263,13 +361,7 @@ export class VersionLog {
    */
   private compactInUse (): void {
     this.linesSinceCompaction = 0
-    const lines: string[] = []
-    for (const [p, v] of this.versions) {
-      const line: LogLine = { p, v }
-      const cs = this.changes.idsOf(p)
-      if (cs !== undefined) line.cs = cs
-      lines.push(JSON.stringify(line) + '\n')
-    }
+    const lines = this.records.snapshot()
     for (const { text } of this.unsynced) lines.push(text)
     for (const text of this.appendLines.values()) lines.push(text)
     const side = this.file + '.tmp'
@@ -310,13 +402,8 @@ export class VersionLog {
   }
 
   private count (filePath: string, version: number | null, changeId?: string): void {
-    if (version === null) {
-      this.versions.delete(filePath)
-      this.changes.drop(filePath)
-    } else {
-      this.versions.set(filePath, version)
-      if (changeId !== undefined) this.changes.remember(filePath, changeId)
-    }
+    if (version === null) this.records.drop(filePath)
+    else this.records.set(filePath, version, changeId !== undefined ? [changeId] : [])
   }
 
   /** The log's descriptor; a closed log's number may be another file's by now, so it is never written to. */
