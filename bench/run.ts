@@ -436,6 +436,8 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     warmUps.set(name, list)
   }
   const warmUpTimes = (name: string): string => `untimed warm-ups before (ms, ${sides.join(', ')}): ${(warmUps.get(name) ?? []).join(', ')}`
+  const appendArgs = (file: string): string[] => ['append', file, `count=${APPENDS}`]
+  const createArgs = (folder: string): string[] => ['create', folder, `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`]
   const durableRow = (workload: string, unit: string, runs: Runs, floor: WorkloadResult): DurableRow =>
     ({ workload, unit, local: rate(runs.local, false), sshfs: runs.sshfs === null ? null : rate(runs.sshfs, false), floor: rate(floor, false), dfs: rate(runs.dfs, false) })
 
@@ -526,8 +528,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   row(`ls -l (readdir + lstat), ${LISTED_FILES} files`, 'entries/s', listing, (r) => rate(r, false))
   details.push(`ls -l: ${perSide(listing, passes)}; dfs servers: ${describeActivity(listing.before, listing.after, REPEATS, 'pass')}`)
 
-  const appended = await each('one-line appends', (dir) => ['append', dir(APPEND_FILE), `count=${APPENDS}`],
-    warmedUp('appends', (dir) => ['append', dir(APPEND_WARM_UP_FILE), `count=${APPENDS}`]))
+  const appended = await each('one-line appends', (dir) => appendArgs(dir(APPEND_FILE)), warmedUp('appends', (dir) => appendArgs(dir(APPEND_WARM_UP_FILE))))
   const onServer = await fsp.stat(path.join(layout.roots[1], APPEND_FILE))
   check(appended.dfs.ops === APPENDS && onServer.size === appended.dfs.bytes,
     `appends: the file server's copy has ${onServer.size} bytes, the workload wrote ${appended.dfs.bytes}`)
@@ -547,8 +548,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
   details.push(`overwrites: ${perSide(overwritten, passes)}; dfs ${formatNumber(median(overwritten.dfs.runsMs) / OVERWRITES)} ms an overwrite; ` +
     `dfs servers: ${describeActivity(overwritten.before, overwritten.after, OVERWRITES, 'overwrite')}`)
 
-  const created = await each('create+write+close of new files', (dir) => ['create', dir(CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`],
-    warmedUp('creates', (dir) => ['create', dir(CREATE_WARM_UP_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`]))
+  const created = await each('create+write+close of new files', (dir) => createArgs(dir(CREATE_DIR)), warmedUp('creates', (dir) => createArgs(dir(CREATE_WARM_UP_DIR))))
   everySide(created, (r) => r.ops === CREATED_FILES && r.bytes === CREATED_FILES * SMALL_FILE_BYTES, `create: wrote ${CREATED_FILES} files of ${SMALL_FILE_BYTES} bytes`)
   // What the file server and the folders behind the passthrough and sshd hold, not what the mounts said they wrote.
   for (const folder of [path.join(layout.roots[1], CREATE_DIR), path.join(layout.passthroughTree, CREATE_DIR), ...(target.sshfs === null ? [] : [path.join(layout.sshfsTree, CREATE_DIR)])]) {
@@ -566,17 +566,19 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     await fsp.mkdir(path.join(layout.passthroughTree, FLOOR_CREATE_DIR), { recursive: true })
     await fsp.writeFile(path.join(layout.passthroughTree, FLOOR_APPEND_WARM_UP_FILE), '')
     await fsp.mkdir(path.join(layout.passthroughTree, FLOOR_CREATE_WARM_UP_DIR), { recursive: true })
-    // Warmed up as the sides were, untimed; the syncs are counted after.
+    /** A workload on the durable floor after its untimed warm-up (as the sides had), with the closes its server synced in the timed pass. */
+    const afterWarmUp = async (timed: string[], warmUp: string[]): Promise<{ result: WorkloadResult, warmUp: WorkloadResult, syncs: number }> => {
+      const warm = await runWorkload(warmUp)
+      const syncsBefore = await server.syncs()
+      const result = await runWorkload(timed)
+      return { result, warmUp: warm, syncs: await server.syncs() - syncsBefore }
+    }
     progress('one-line appends: durable floor')
-    const floorAppendsWarmUp = await runWorkload(['append', path.join(mountpoint, FLOOR_APPEND_WARM_UP_FILE), `count=${APPENDS}`])
-    let syncsBefore = await server.syncs()
-    const floorAppends = await runWorkload(['append', path.join(mountpoint, FLOOR_APPEND_FILE), `count=${APPENDS}`])
-    let floorSyncs = await server.syncs() - syncsBefore
+    const floorAppendRun = await afterWarmUp(appendArgs(path.join(mountpoint, FLOOR_APPEND_FILE)), appendArgs(path.join(mountpoint, FLOOR_APPEND_WARM_UP_FILE)))
     progress('create+write+close of new files: durable floor')
-    const floorCreatesWarmUp = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_WARM_UP_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
-    syncsBefore = await server.syncs()
-    const floorCreates = await runWorkload(['create', path.join(mountpoint, FLOOR_CREATE_DIR), `count=${CREATED_FILES}`, `bytes=${SMALL_FILE_BYTES}`])
-    floorSyncs += await server.syncs() - syncsBefore
+    const floorCreateRun = await afterWarmUp(createArgs(path.join(mountpoint, FLOOR_CREATE_DIR)), createArgs(path.join(mountpoint, FLOOR_CREATE_WARM_UP_DIR)))
+    const [floorAppends, floorCreates] = [floorAppendRun.result, floorCreateRun.result]
+    const floorSyncs = floorAppendRun.syncs + floorCreateRun.syncs
     // One sync per close; the folder of each new file is synced in the same request.
     check(floorSyncs === APPENDS + CREATED_FILES, `durable floor: its server synced ${floorSyncs} closes, expected ${APPENDS + CREATED_FILES}`)
     const floorAppended = (await fsp.stat(path.join(layout.passthroughTree, FLOOR_APPEND_FILE))).size
@@ -584,7 +586,7 @@ async function measure (layout: Layout, target: Target): Promise<Measurement> {
     durableRows.push(durableRow(`${APPENDS} one-line appends (open+write+close)`, 'appends/s', appended, floorAppends),
       durableRow(`create+write 4 KiB+close, ${CREATED_FILES} new files`, 'files/s', created, floorCreates))
     details.push(`durable floor: appends ${passes(floorAppends)}, creates ${passes(floorCreates)}; its server synced ${floorSyncs} closes; ` +
-      `untimed warm-ups before: appends ${passes(floorAppendsWarmUp)}, creates ${passes(floorCreatesWarmUp)}`)
+      `untimed warm-ups before: appends ${passes(floorAppendRun.warmUp)}, creates ${passes(floorCreateRun.warmUp)}`)
   }
 
   if (target.runs === 'full') {
