@@ -923,7 +923,7 @@ export class FileStore {
     return previous
   }
 
-  /** The highest version a path is known to have had here: its file's, or the one on record after a removal. */
+  /** The highest version a path may have had here: its file's, the one on record after a removal, or the floor of forgotten removals (VersionLog.highest). */
   private knownVersion (path: string, current: FileMeta | null): number {
     return current?.version ?? this.versions.highest(path)
   }
