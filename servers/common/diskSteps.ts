@@ -83,6 +83,16 @@ export async function readFully (fd: number, buffer: Buffer, position: number): 
   return filled
 }
 
+/** fsync of a file or folder by name, all on the event loop: for a step that must finish in this turn (a journal's compaction). */
+export function syncFileNow (file: string): void {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY)
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 /** fsync of a file or folder by name: the open and close on the event loop, the fsync in the thread pool. */
 export async function syncFile (file: string): Promise<void> {
   const fd = fs.openSync(file, fs.constants.O_RDONLY)

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { timedSync } from '../common/metrics'
 import { GroupSync } from './groupSync'
-import { syncFile } from '../common/diskSteps'
+import { syncFile, syncFileNow } from '../common/diskSteps'
 import { RecentChanges } from './recentChanges'
 
 interface LogLine {
@@ -385,12 +385,7 @@ export class VersionLog {
     }
     // The rename must be on disk before a line goes only to the new log.
     try {
-      const folder = fs.openSync(path.dirname(this.file), 'r')
-      try {
-        fs.fsyncSync(folder)
-      } finally {
-        fs.closeSync(folder)
-      }
+      syncFileNow(path.dirname(this.file))
     } catch {
       // Not on disk for sure: a power cut could bring the old log back, without the lines
       // written from now on. A disk that fails this fsync fails the writers' own fsyncs too.

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { DfsError } from '../../src/shared/errors'
 import { claimFolder } from '../../src/shared/folderClaim'
+import { syncFileNow } from '../common/diskSteps'
 import { timedSyncCall } from '../common/metrics'
 import { clockToken, keysUnder, leasesOf, sameKeyState } from './lockStore'
 import type { KeyState, LockStore, StoredLease } from './lockStore'
@@ -260,12 +261,7 @@ export class JournalLockStore implements LockStore {
     // The old descriptor now points at the replaced file: appends go to the new one.
     if (this.fd !== null) fs.closeSync(this.fd)
     this.fd = null
-    const dirFd = fs.openSync(this.dir, 'r')
-    try {
-      fs.fsyncSync(dirFd)
-    } finally {
-      fs.closeSync(dirFd)
-    }
+    syncFileNow(this.dir)
     try {
       this.fd = fs.openSync(this.file, 'a')
     } catch (err) {
